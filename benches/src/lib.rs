@@ -1,0 +1,1 @@
+//! Criterion benchmarks and the testbed harness live in `benches/`.

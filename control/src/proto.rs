@@ -1,0 +1,468 @@
+//! The control protocol: JSON lines over a Unix stream socket.
+//!
+//! A request is one line `{"id": 7, "cmd": "network.create", "args": {...}}`; the reply is one
+//! line `{"id": 7, "ok": true, "result": ...}` or
+//! `{"id": 7, "ok": false, "error": {"code": "not_found", "message": "..."}}`.
+//! These types are shared by the daemon and the CLI so the two cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Longest request line the daemon accepts (1 MiB); longer lines get a `too_long` error.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Default control socket path (`$VSWITCH_SOCKET` overrides it).
+pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.sock";
+
+/// Version of the configuration document written by `config export` and the state directory.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// One request line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client, echoed in the reply.
+    #[serde(default)]
+    pub id: u64,
+    /// Command name, e.g. `network.create`; see [`Command`].
+    pub cmd: String,
+    /// Command arguments; an object whose shape depends on `cmd`.
+    #[serde(default)]
+    pub args: serde_json::Value,
+}
+
+/// One reply line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    /// The request's id (0 when the request could not be parsed far enough to know it).
+    pub id: u64,
+    /// Whether the command succeeded.
+    pub ok: bool,
+    /// The command's result when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Why the command failed when not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl Reply {
+    /// A successful reply.
+    pub fn ok(id: u64, result: serde_json::Value) -> Self {
+        Reply { id, ok: true, result: Some(result), error: None }
+    }
+
+    /// A failed reply.
+    pub fn err(id: u64, error: ErrorBody) -> Self {
+        Reply { id, ok: false, result: None, error: Some(error) }
+    }
+}
+
+/// Machine-readable class of a failure; the message says what to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The line is not valid JSON or not a request object.
+    BadRequest,
+    /// The line is longer than [`MAX_LINE`].
+    TooLong,
+    /// `cmd` names no command.
+    UnknownCommand,
+    /// An argument is missing, malformed or out of range.
+    InvalidArgument,
+    /// A named object does not exist.
+    NotFound,
+    /// An object with that name or key exists already.
+    AlreadyExists,
+    /// The request conflicts with existing configuration (e.g. removing a network that has ports).
+    Conflict,
+    /// The caller's credentials do not allow control of the daemon.
+    PermissionDenied,
+    /// The feature exists in the interface but not in this build.
+    Unsupported,
+    /// The operating system refused an operation (device creation, namespace, file).
+    System,
+    /// A bug in the daemon; the message says what happened.
+    Internal,
+}
+
+/// The error half of a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Class of failure.
+    pub code: ErrorCode,
+    /// One line that says what was wrong and how to mend it.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// Builds an error body.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody { code, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ErrorBody {}
+
+/// Every command name the daemon understands, with its argument and result types.
+pub mod cmd {
+    /// `{}` -> [`super::StatusInfo`]
+    pub const STATUS: &str = "status";
+    /// [`super::NetworkSpec`] -> [`super::NetworkInfo`]
+    pub const NETWORK_CREATE: &str = "network.create";
+    /// `{}` -> `[NetworkInfo]`
+    pub const NETWORK_LS: &str = "network.ls";
+    /// [`super::NameArgs`] -> [`super::NetworkInfo`]
+    pub const NETWORK_INSPECT: &str = "network.inspect";
+    /// [`super::NameArgs`] -> `null`
+    pub const NETWORK_RM: &str = "network.rm";
+    /// [`super::PortSpec`] -> [`super::PortInfo`]
+    pub const PORT_ADD: &str = "port.add";
+    /// `{}` -> `[PortInfo]`
+    pub const PORT_LS: &str = "port.ls";
+    /// [`super::NameArgs`] -> [`super::PortInfo`]
+    pub const PORT_INSPECT: &str = "port.inspect";
+    /// [`super::NameArgs`] -> `null`
+    pub const PORT_RM: &str = "port.rm";
+    /// [`super::FdbLsArgs`] -> `[FdbEntry]`
+    pub const FDB_LS: &str = "fdb.ls";
+    /// [`super::StaticFdb`] -> `null`
+    pub const FDB_ADD: &str = "fdb.add";
+    /// [`super::FdbRmArgs`] -> `null`
+    pub const FDB_RM: &str = "fdb.rm";
+    /// [`super::StatsArgs`] -> [`super::StatsInfo`]
+    pub const STATS: &str = "stats";
+    /// `{}` -> [`super::ConfigDoc`]
+    pub const CONFIG_EXPORT: &str = "config.export";
+    /// [`super::ConfigDoc`] -> [`super::ImportSummary`]
+    pub const CONFIG_IMPORT: &str = "config.import";
+
+    /// All command names, for `unknown command` messages.
+    pub const ALL: &[&str] = &[
+        STATUS,
+        NETWORK_CREATE,
+        NETWORK_LS,
+        NETWORK_INSPECT,
+        NETWORK_RM,
+        PORT_ADD,
+        PORT_LS,
+        PORT_INSPECT,
+        PORT_RM,
+        FDB_LS,
+        FDB_ADD,
+        FDB_RM,
+        STATS,
+        CONFIG_EXPORT,
+        CONFIG_IMPORT,
+    ];
+}
+
+/// Arguments that name one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameArgs {
+    /// The object's name.
+    pub name: String,
+}
+
+/// A network (bridge domain) as configured; also the `network.create` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Unique name, 1-64 characters of `[A-Za-z0-9_.-]`.
+    pub name: String,
+    /// IPv4 subnet in CIDR notation (informational for a pure L2 network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// Gateway address inside the subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// VXLAN network identifier: makes this an overlay network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// Encrypt overlay traffic (needs `vni`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// Most learned MAC addresses in this network (default 65536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_limit: Option<u32>,
+    /// Seconds an unrefreshed learned MAC stays in the table (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aging_secs: Option<u32>,
+}
+
+/// Kind of port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortType {
+    /// A TAP device owned by the daemon.
+    Tap,
+    /// An AF_XDP socket bound to an existing interface.
+    Afxdp,
+}
+
+impl std::fmt::Display for PortType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PortType::Tap => "tap",
+            PortType::Afxdp => "afxdp",
+        })
+    }
+}
+
+/// A port as configured; also the `port.add` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    /// Unique name, 1-15 characters of `[A-Za-z0-9_.-]` (it is also the default device name).
+    pub name: String,
+    /// Port type.
+    #[serde(rename = "type")]
+    pub kind: PortType,
+    /// Kernel interface name (default: the port name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Number of queues (default: one per worker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<u16>,
+    /// Network the port belongs to; a port without one drops what it receives (`no_network`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// MTU of the device (default 1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Network namespace (a name under /run/netns, or a path) the kernel side lives in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// Most MAC addresses this port may have learned at once (default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_limit: Option<u32>,
+}
+
+/// A static MAC table entry; also the `fdb.add` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticFdb {
+    /// Network name.
+    pub network: String,
+    /// MAC address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Port the MAC lives behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// Remote VTEP the MAC lives behind (overlay networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<String>,
+}
+
+/// `fdb.ls` arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbLsArgs {
+    /// Only this network's entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// `fdb.rm` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbRmArgs {
+    /// Network name.
+    pub network: String,
+    /// MAC address.
+    pub mac: String,
+}
+
+/// `stats` arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsArgs {
+    /// Only this port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+}
+
+/// The whole configuration as one document (`config export`, `config import`, the state file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigDoc {
+    /// Document format version ([`CONFIG_VERSION`]).
+    pub version: u32,
+    /// Networks.
+    #[serde(default)]
+    pub networks: Vec<NetworkSpec>,
+    /// Ports.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// Static MAC table entries.
+    #[serde(default)]
+    pub fdb: Vec<StaticFdb>,
+}
+
+impl Default for ConfigDoc {
+    fn default() -> Self {
+        ConfigDoc { version: CONFIG_VERSION, networks: Vec::new(), ports: Vec::new(), fdb: Vec::new() }
+    }
+}
+
+/// What `config.import` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSummary {
+    /// Objects created.
+    pub created: u32,
+    /// Objects that existed with the same settings and were left alone.
+    pub unchanged: u32,
+}
+
+/// `network.inspect` / `network.ls` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    /// The configuration.
+    #[serde(flatten)]
+    pub spec: NetworkSpec,
+    /// Internal id (stable while the daemon runs).
+    pub id: u16,
+    /// Names of the ports in this network.
+    pub ports: Vec<String>,
+    /// Learned MAC addresses now in the table.
+    pub learned_macs: u64,
+    /// Static MAC table entries.
+    pub static_macs: u64,
+    /// Effective limit on learned MACs.
+    pub mac_limit: u32,
+    /// Effective aging time in seconds.
+    pub aging_secs: u32,
+}
+
+/// `port.inspect` / `port.ls` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortInfo {
+    /// The configuration.
+    #[serde(flatten)]
+    pub spec: PortSpec,
+    /// Internal id (stable while the daemon runs).
+    pub id: u16,
+    /// Kernel interface name in use.
+    pub device: String,
+    /// `up`, or `down: <reason>`.
+    pub state: String,
+    /// Queues opened.
+    pub queue_count: u16,
+    /// Worker index owning each queue.
+    pub queue_workers: Vec<u16>,
+    /// Effective MTU.
+    pub effective_mtu: u32,
+    /// Learned MACs behind this port now.
+    pub learned_macs: u64,
+    /// Counters for this port.
+    pub counters: PortCounters,
+}
+
+/// Per-port counters, summed over workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortCounters {
+    /// Frames received from the device.
+    pub rx_packets: u64,
+    /// Bytes received from the device.
+    pub rx_bytes: u64,
+    /// Frames handed to the device.
+    pub tx_packets: u64,
+    /// Bytes handed to the device.
+    pub tx_bytes: u64,
+    /// Frames meant for the device that it refused (queue full, device gone).
+    pub tx_dropped: u64,
+}
+
+/// One MAC table entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    /// Network name.
+    pub network: String,
+    /// MAC address.
+    pub mac: String,
+    /// Port name the MAC is behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// Remote VTEP the MAC is behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<String>,
+    /// `learned` or `static`.
+    pub kind: String,
+    /// Seconds since the entry was last refreshed (learned entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_secs: Option<u64>,
+}
+
+/// One worker in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Worker index.
+    pub id: u16,
+    /// Core it is pinned to.
+    pub core: usize,
+    /// Whether it is pinned (pinning can fail in restricted cpusets).
+    pub pinned: bool,
+    /// Ports' queues it polls.
+    pub queues: u32,
+    /// Times it went to sleep because it was idle.
+    pub sleeps: u64,
+    /// Packets received per second over the last interval.
+    pub rx_pps: u64,
+}
+
+/// `status` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// Daemon version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Process id of the daemon.
+    pub pid: u32,
+    /// Workers.
+    pub workers: Vec<WorkerInfo>,
+    /// Number of networks.
+    pub networks: u32,
+    /// Number of ports.
+    pub ports: u32,
+    /// Packets received per second over all ports, last interval.
+    pub rx_pps: u64,
+    /// Packets transmitted per second over all ports, last interval.
+    pub tx_pps: u64,
+}
+
+/// Counters of one port in `stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStats {
+    /// Port name.
+    pub name: String,
+    /// Counters.
+    #[serde(flatten)]
+    pub counters: PortCounters,
+}
+
+/// Counters of one worker in `stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Worker index.
+    pub id: u16,
+    /// Named counters (events and drops) that are not zero.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// `stats` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsInfo {
+    /// Per-port counters.
+    pub ports: Vec<PortStats>,
+    /// Per-worker counters.
+    pub workers: Vec<WorkerStats>,
+    /// Drops by reason, summed over workers (only reasons that occurred).
+    pub drops: BTreeMap<String, u64>,
+}

@@ -1,0 +1,61 @@
+//! Parsing and printing of the values users type: MAC addresses and object names.
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or with `-` separators) into six bytes.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bad = || {
+        format!("'{s}' is not a MAC address; write six hex bytes separated by colons, e.g. 02:42:ac:11:00:02")
+    };
+    let mut out = [0u8; 6];
+    let mut parts = s.split([':', '-']);
+    for byte in out.iter_mut() {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.is_empty() || p.len() > 2 {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// Formats six bytes as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(m: &[u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+/// Checks an object name: 1..=max characters of `[A-Za-z0-9_.-]`, not starting with `-` or `.`.
+pub fn check_name(what: &str, s: &str, max: usize) -> Result<(), String> {
+    let ok_chars = s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if s.is_empty() || s.len() > max || !ok_chars || s.starts_with(['-', '.']) {
+        return Err(format!(
+            "'{s}' is not a valid {what} name; use 1 to {max} characters of letters, digits, '_', '-' or '.', not starting with '-' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_formats_macs() {
+        assert_eq!(parse_mac("02:42:AC:11:00:02").unwrap(), [2, 0x42, 0xac, 0x11, 0, 2]);
+        assert_eq!(parse_mac("2-42-ac-11-0-2").unwrap(), [2, 0x42, 0xac, 0x11, 0, 2]);
+        assert_eq!(format_mac(&[2, 0x42, 0xac, 0x11, 0, 2]), "02:42:ac:11:00:02");
+        for bad in ["", "02:42:ac:11:00", "02:42:ac:11:00:02:03", "zz:42:ac:11:00:02", "002:42:ac:11:00:02"] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn checks_names() {
+        assert!(check_name("network", "blue-net_1.a", 64).is_ok());
+        assert!(check_name("network", "", 64).is_err());
+        assert!(check_name("port", "averyveryverylongname", 15).is_err());
+        assert!(check_name("port", "a b", 15).is_err());
+        assert!(check_name("port", "-x", 15).is_err());
+    }
+}
