@@ -1,0 +1,1 @@
+//! Checked views over packet bytes.
