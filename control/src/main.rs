@@ -1,1 +1,7 @@
-fn main() {}
+//! `vswitchctl`: the command line for `vswitchd`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

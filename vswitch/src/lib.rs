@@ -1,1 +1,7 @@
-//! vswitch
+//! The switch: features as pipeline stages over the `dataplane` engine, and the `vswitchd`
+//! daemon that wires ports, workers and stages together and serves the control socket.
+
+pub mod bridge;
+pub mod config;
+pub mod counters;
+pub mod pipeline;

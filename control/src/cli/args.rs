@@ -1,0 +1,237 @@
+//! The command line grammar (clap derive); doc comments here are the `--help` text.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// `vswitchctl [--socket PATH] [--json] COMMAND ...`
+#[derive(Debug, Parser)]
+#[command(name = "vswitchctl", version, propagate_version = true)]
+#[command(about = "Control vswitchd: networks, ports, the MAC table, counters and configuration")]
+pub(crate) struct Cli {
+    /// Control socket of vswitchd [default: $VSWITCH_SOCKET, else /run/vswitch/vswitchd.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print the daemon's result as JSON, for scripts
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Version, uptime, workers and their cores, packets per second
+    Status,
+    /// Networks (bridge domains); with --vni an overlay (VXLAN) network
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Ports: TAP devices and AF_XDP sockets
+    #[command(subcommand)]
+    Port(PortCmd),
+    /// The MAC table: learned and static entries
+    #[command(subcommand)]
+    Fdb(FdbCmd),
+    /// Per-port and per-worker counters, drops by name
+    Stats(StatsCmd),
+    /// The whole configuration as one JSON document
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+/// `network ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum NetworkCmd {
+    /// Create a network
+    Create(NetworkCreate),
+    /// List networks
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Show one network
+    Inspect {
+        /// Network name
+        name: String,
+    },
+    /// Remove a network (it must have no ports)
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Network name
+        name: String,
+    },
+}
+
+/// `network create ...`
+#[derive(Debug, Args)]
+pub(crate) struct NetworkCreate {
+    /// Network name: 1-64 characters of letters, digits, '_', '-', '.'
+    pub name: String,
+    /// IPv4 subnet, e.g. 10.1.0.0/24
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<String>,
+    /// Gateway address inside the subnet
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<String>,
+    /// VXLAN network identifier (1-16777215): makes this an overlay network
+    #[arg(long, value_name = "N")]
+    pub vni: Option<u32>,
+    /// Encrypt overlay traffic (needs --vni)
+    #[arg(long)]
+    pub encrypted: bool,
+    /// Most learned MAC addresses in this network [daemon default: 65536]
+    #[arg(long, value_name = "N")]
+    pub mac_limit: Option<u32>,
+    /// Seconds an unrefreshed learned MAC stays in the table [daemon default: 300]
+    #[arg(long, value_name = "SECS")]
+    pub aging: Option<u32>,
+}
+
+/// `port ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum PortCmd {
+    /// Add a port
+    Add(PortAdd),
+    /// List ports
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Show one port
+    Inspect {
+        /// Port name
+        name: String,
+    },
+    /// Remove a port (a TAP port's device goes with it)
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Port name
+        name: String,
+    },
+}
+
+/// Port types as typed on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PortKind {
+    /// A TAP device the daemon creates
+    Tap,
+    /// An AF_XDP socket on the existing interface --ifname
+    Afxdp,
+}
+
+/// `port add ...`
+#[derive(Debug, Args)]
+pub(crate) struct PortAdd {
+    /// Port name: 1-15 characters of letters, digits, '_', '-', '.'
+    pub name: String,
+    /// Port type
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    pub kind: PortKind,
+    /// Kernel interface name [default: the port name]
+    #[arg(long, value_name = "IF")]
+    pub ifname: Option<String>,
+    /// Number of queues [default: one per worker]
+    #[arg(long, value_name = "N")]
+    pub queues: Option<u16>,
+    /// Network the port belongs to
+    #[arg(long, value_name = "NET")]
+    pub network: Option<String>,
+    /// MTU of the device (68-65535) [default: 1500]
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<u32>,
+    /// Network namespace (a name under /run/netns, or a path) for the kernel side
+    #[arg(long, value_name = "NS")]
+    pub netns: Option<String>,
+    /// Most MAC addresses this port may have learned at once [daemon default: 4096]
+    #[arg(long, value_name = "N")]
+    pub mac_limit: Option<u32>,
+}
+
+/// `fdb ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum FdbCmd {
+    /// List MAC table entries
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only this network's entries
+        #[arg(long, value_name = "NET")]
+        network: Option<String>,
+    },
+    /// Add a static entry behind a port or a remote VTEP
+    Add {
+        /// Network name
+        #[arg(long, value_name = "NET")]
+        network: String,
+        /// MAC address, e.g. 02:42:ac:11:00:02
+        #[arg(long)]
+        mac: String,
+        /// Port the MAC lives behind
+        #[arg(long, value_name = "P")]
+        port: Option<String>,
+        /// Remote VTEP the MAC lives behind (overlay networks)
+        #[arg(long, value_name = "IP")]
+        vtep: Option<String>,
+    },
+    /// Remove a static entry
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Network name
+        #[arg(long, value_name = "NET")]
+        network: String,
+        /// MAC address
+        #[arg(long)]
+        mac: String,
+    },
+}
+
+/// `stats ...`
+#[derive(Debug, Args)]
+pub(crate) struct StatsCmd {
+    /// Only this port
+    #[arg(long, value_name = "P")]
+    pub port: Option<String>,
+    /// Print again every interval until Ctrl-C
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between prints with --watch (1-3600) [default: 1]
+    #[arg(long, value_name = "SECS", requires = "watch")]
+    pub interval: Option<u64>,
+}
+
+/// `config ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCmd {
+    /// Print the configuration document (or write it to a file)
+    Export {
+        /// Write the document to this file instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Apply a configuration document: create what is missing, leave what matches
+    Import {
+        /// The JSON document, as written by `config export`
+        file: PathBuf,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["vswitchctl", "network", "ls", "--json", "--socket", "/s"])
+            .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.socket, Some(PathBuf::from("/s")));
+    }
+
+    #[test]
+    fn interval_needs_watch() {
+        assert!(Cli::try_parse_from(["vswitchctl", "stats", "--interval", "2"]).is_err());
+        assert!(Cli::try_parse_from(["vswitchctl", "stats", "--watch", "--interval", "2"]).is_ok());
+    }
+}

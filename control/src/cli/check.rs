@@ -1,0 +1,334 @@
+//! Checks made before the socket is touched, so that a mistyped command fails at once with one line
+//! that says how to mend it. The daemon checks everything again; these catch only what is certain.
+
+use control::proto::{ConfigDoc, NetworkSpec, PortSpec, StaticFdb};
+use control::text;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Longest network name.
+pub(crate) const NETWORK_NAME_MAX: usize = 64;
+/// Longest port name (it is also the default device name, so IFNAMSIZ - 1).
+pub(crate) const PORT_NAME_MAX: usize = 15;
+/// Longest Linux interface name (IFNAMSIZ - 1).
+const IFNAME_MAX: usize = 15;
+/// Largest VXLAN network identifier (24 bits).
+pub(crate) const VNI_MAX: u32 = 0x00ff_ffff;
+/// Smallest MTU an IPv4 interface may have.
+const MTU_MIN: u32 = 68;
+/// Largest MTU a Linux device takes.
+const MTU_MAX: u32 = 65535;
+/// Longest `stats --watch` interval, in seconds.
+pub(crate) const INTERVAL_MAX_SECS: u64 = 3600;
+
+/// Checks a network name.
+pub(crate) fn network_name(s: &str) -> Result<(), String> {
+    text::check_name("network", s, NETWORK_NAME_MAX)
+}
+
+/// Checks a port name.
+pub(crate) fn port_name(s: &str) -> Result<(), String> {
+    text::check_name("port", s, PORT_NAME_MAX)
+}
+
+/// Parses a MAC address and returns it in the canonical `aa:bb:cc:dd:ee:ff` form.
+pub(crate) fn mac(s: &str) -> Result<String, String> {
+    text::parse_mac(s).map(|m| text::format_mac(&m))
+}
+
+/// Checks a VXLAN network identifier.
+pub(crate) fn vni(n: u32) -> Result<(), String> {
+    if n == 0 || n > VNI_MAX {
+        return Err(format!("VNI {n} is out of range; use 1 to {VNI_MAX}"));
+    }
+    Ok(())
+}
+
+/// Checks a Linux interface name the way the kernel does (`dev_valid_name`).
+fn ifname(s: &str) -> Result<(), String> {
+    let bad_char = s
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if s.is_empty() || s.len() > IFNAME_MAX || s == "." || s == ".." || bad_char {
+        return Err(format!(
+            "'{s}' is not a valid interface name; use 1 to {IFNAME_MAX} characters without '/', ':' or spaces"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses an IPv4 subnet `a.b.c.d/len`.
+fn subnet(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("'{s}' is not an IPv4 subnet; write address/prefix, e.g. 10.1.0.0/24");
+    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok((addr, len))
+}
+
+/// Parses an IPv4 address.
+fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not an IPv4 address; write e.g. 10.1.0.1"))
+}
+
+/// Whether `addr` lies in `net/len`.
+fn contains((net, len): (Ipv4Addr, u8), addr: Ipv4Addr) -> bool {
+    // `len` is at most 32 (checked by `subnet`), so the shift is at most 31.
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
+    u32::from(net) & mask == u32::from(addr) & mask
+}
+
+/// Checks a network's settings (from `network create` or a configuration document).
+pub(crate) fn network_spec(spec: &NetworkSpec) -> Result<(), String> {
+    network_name(&spec.name)?;
+    let net = spec.subnet.as_deref().map(subnet).transpose()?;
+    if let Some(gw) = spec.gateway.as_deref() {
+        let addr = ipv4(gw)?;
+        if let Some(net @ (base, len)) = net {
+            if !contains(net, addr) {
+                return Err(format!(
+                    "gateway {addr} is outside subnet {base}/{len}; pick an address inside it"
+                ));
+            }
+        }
+    }
+    if let Some(n) = spec.vni {
+        vni(n)?;
+    }
+    if spec.encrypted && spec.vni.is_none() {
+        return Err(
+            "an encrypted network needs a VNI: only overlay traffic is encrypted; add --vni N"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks a port's settings (from `port add` or a configuration document).
+pub(crate) fn port_spec(spec: &PortSpec) -> Result<(), String> {
+    port_name(&spec.name)?;
+    if let Some(i) = spec.ifname.as_deref() {
+        ifname(i)?;
+    }
+    if spec.queues == Some(0) {
+        return Err("a port needs at least one queue; use --queues 1 or more".to_string());
+    }
+    if let Some(net) = spec.network.as_deref() {
+        network_name(net)?;
+    }
+    if let Some(mtu) = spec.mtu {
+        if !(MTU_MIN..=MTU_MAX).contains(&mtu) {
+            return Err(format!(
+                "MTU {mtu} is out of range; use {MTU_MIN} to {MTU_MAX}"
+            ));
+        }
+    }
+    if let Some(ns) = spec.netns.as_deref() {
+        if ns.is_empty() || ns.chars().any(char::is_control) {
+            return Err(format!(
+                "'{}' is not a network namespace; give a name under /run/netns or a path",
+                ns.escape_default()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a static MAC table entry (from `fdb add` or a configuration document).
+pub(crate) fn static_fdb(entry: &StaticFdb) -> Result<(), String> {
+    network_name(&entry.network)?;
+    mac(&entry.mac)?;
+    match (entry.port.as_deref(), entry.vtep.as_deref()) {
+        (Some(p), None) => port_name(p),
+        (None, Some(v)) => v
+            .parse::<IpAddr>()
+            .map(drop)
+            .map_err(|_| format!("'{v}' is not an IP address; give the remote VTEP's address")),
+        _ => Err("say where the MAC lives with exactly one of --port P or --vtep IP".to_string()),
+    }
+}
+
+/// Checks every object in a configuration document; the error names the offending entry.
+pub(crate) fn config_doc(doc: &ConfigDoc) -> Result<(), String> {
+    for (i, n) in doc.networks.iter().enumerate() {
+        network_spec(n).map_err(|e| format!("networks[{i}]: {e}"))?;
+    }
+    for (i, p) in doc.ports.iter().enumerate() {
+        port_spec(p).map_err(|e| format!("ports[{i}]: {e}"))?;
+    }
+    for (i, f) in doc.fdb.iter().enumerate() {
+        static_fdb(f).map_err(|e| format!("fdb[{i}]: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::proto::PortType;
+
+    fn net(name: &str) -> NetworkSpec {
+        NetworkSpec {
+            name: name.into(),
+            subnet: None,
+            gateway: None,
+            vni: None,
+            encrypted: false,
+            mac_limit: None,
+            aging_secs: None,
+        }
+    }
+
+    fn port(name: &str) -> PortSpec {
+        PortSpec {
+            name: name.into(),
+            kind: PortType::Tap,
+            ifname: None,
+            queues: None,
+            network: None,
+            mtu: None,
+            netns: None,
+            mac_limit: None,
+        }
+    }
+
+    fn fdb(port: Option<&str>, vtep: Option<&str>) -> StaticFdb {
+        StaticFdb {
+            network: "blue".into(),
+            mac: "02:00:00:00:00:01".into(),
+            port: port.map(Into::into),
+            vtep: vtep.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn vni_must_fit_24_bits_and_not_be_zero() {
+        assert!(vni(1).is_ok());
+        assert!(vni(VNI_MAX).is_ok());
+        assert_eq!(
+            vni(0).unwrap_err(),
+            "VNI 0 is out of range; use 1 to 16777215"
+        );
+        assert!(vni(VNI_MAX + 1).is_err());
+    }
+
+    #[test]
+    fn encrypted_network_needs_a_vni() {
+        let mut n = net("blue");
+        n.encrypted = true;
+        assert!(network_spec(&n).unwrap_err().contains("--vni"));
+        n.vni = Some(100);
+        assert!(network_spec(&n).is_ok());
+    }
+
+    #[test]
+    fn network_names_are_limited_to_64_characters() {
+        assert!(network_spec(&net(&"n".repeat(64))).is_ok());
+        assert!(network_spec(&net(&"n".repeat(65))).is_err());
+        assert!(network_spec(&net("bad name")).is_err());
+    }
+
+    #[test]
+    fn subnet_and_gateway_must_parse_and_agree() {
+        let mut n = net("blue");
+        n.subnet = Some("10.1.0.0/24".into());
+        n.gateway = Some("10.1.0.1".into());
+        assert!(network_spec(&n).is_ok());
+        n.gateway = Some("10.2.0.1".into());
+        assert_eq!(
+            network_spec(&n).unwrap_err(),
+            "gateway 10.2.0.1 is outside subnet 10.1.0.0/24; pick an address inside it"
+        );
+        n.gateway = Some("10.1.0".into());
+        assert!(network_spec(&n)
+            .unwrap_err()
+            .contains("not an IPv4 address"));
+        n.gateway = None;
+        for bad in [
+            "10.1.0.0",
+            "10.1.0.0/33",
+            "10.1.0/24",
+            "fd00::/64",
+            "10.1.0.0/x",
+        ] {
+            n.subnet = Some(bad.into());
+            assert!(
+                network_spec(&n).unwrap_err().contains("not an IPv4 subnet"),
+                "{bad}"
+            );
+        }
+        n.subnet = Some("0.0.0.0/0".into());
+        n.gateway = Some("192.0.2.1".into());
+        assert!(network_spec(&n).is_ok());
+    }
+
+    #[test]
+    fn port_names_are_limited_to_15_characters() {
+        assert!(port_spec(&port("p23456789012345")).is_ok());
+        assert!(port_spec(&port("p234567890123456")).is_err());
+    }
+
+    #[test]
+    fn port_settings_are_range_checked() {
+        let mut p = port("tap0");
+        p.queues = Some(0);
+        assert!(port_spec(&p).is_err());
+        p.queues = Some(4);
+        p.mtu = Some(67);
+        assert!(port_spec(&p).is_err());
+        p.mtu = Some(9000);
+        p.ifname = Some("eth0:1".into());
+        assert!(port_spec(&p).is_err());
+        p.ifname = Some("enp1s0f0".into());
+        p.network = Some("bad net".into());
+        assert!(port_spec(&p).is_err());
+        p.network = Some("blue".into());
+        p.netns = Some(String::new());
+        assert!(port_spec(&p).is_err());
+        p.netns = Some("/var/run/netns/ns1".into());
+        assert!(port_spec(&p).is_ok());
+    }
+
+    #[test]
+    fn macs_are_checked_and_made_canonical() {
+        assert_eq!(mac("02-42-AC-11-00-02").unwrap(), "02:42:ac:11:00:02");
+        assert!(mac("02:42:ac:11:00").is_err());
+    }
+
+    #[test]
+    fn static_entry_needs_exactly_one_of_port_and_vtep() {
+        assert!(static_fdb(&fdb(Some("tap0"), None)).is_ok());
+        assert!(static_fdb(&fdb(None, Some("192.0.2.7"))).is_ok());
+        assert!(static_fdb(&fdb(None, Some("2001:db8::7"))).is_ok());
+        assert!(static_fdb(&fdb(None, None))
+            .unwrap_err()
+            .contains("exactly one"));
+        assert!(static_fdb(&fdb(Some("tap0"), Some("192.0.2.7")))
+            .unwrap_err()
+            .contains("exactly one"));
+        assert!(static_fdb(&fdb(None, Some("host.example"))).is_err());
+    }
+
+    #[test]
+    fn document_errors_name_the_entry() {
+        let mut doc = ConfigDoc::default();
+        doc.networks.push(net("blue"));
+        doc.ports.push(port("tap0"));
+        doc.ports.push(port("bad name"));
+        assert!(config_doc(&doc)
+            .unwrap_err()
+            .starts_with("ports[1]: 'bad name' is not a valid port name"));
+        doc.ports.pop();
+        doc.fdb.push(fdb(None, None));
+        assert!(config_doc(&doc).unwrap_err().starts_with("fdb[0]: "));
+        doc.fdb.clear();
+        assert!(config_doc(&doc).is_ok());
+    }
+}

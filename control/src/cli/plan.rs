@@ -1,0 +1,464 @@
+//! Turns a parsed command line into the one request it sends and the way its reply is shown.
+//! Everything here happens before the socket is touched.
+
+use super::args::{
+    Command, ConfigCmd, FdbCmd, NetworkCmd, NetworkCreate, PortAdd, PortCmd, PortKind,
+};
+use super::check;
+use super::CliError;
+use control::proto::{
+    cmd, ConfigDoc, FdbLsArgs, FdbRmArgs, NameArgs, NetworkSpec, PortSpec, PortType, StaticFdb,
+    StatsArgs,
+};
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One request to send, and what to do with its result.
+#[derive(Debug)]
+pub(crate) struct Call {
+    /// Command name, one of [`cmd`].
+    pub cmd: &'static str,
+    /// Its arguments.
+    pub args: Value,
+    /// How a human sees the result.
+    pub show: Show,
+    /// Send it again after this long, until interrupted (`stats --watch`).
+    pub every: Option<Duration>,
+}
+
+/// How a result is shown to a human (`--json` prints it as it came instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Show {
+    /// `StatusInfo` as key: value lines and a worker table.
+    Status,
+    /// A confirmation for a `NetworkInfo` just created.
+    NetworkCreated,
+    /// `[NetworkInfo]` as a table.
+    Networks,
+    /// `NetworkInfo` as key: value lines.
+    Network,
+    /// A confirmation for a `PortInfo` just added.
+    PortAdded,
+    /// `[PortInfo]` as a table.
+    Ports,
+    /// `PortInfo` as key: value lines.
+    Port,
+    /// `[FdbEntry]` as a table.
+    Fdb,
+    /// `StatsInfo` as tables.
+    Stats,
+    /// A `null` result, confirmed by this line.
+    Done(String),
+    /// `ConfigDoc`, printed as pretty JSON or written to the file.
+    Export(Option<PathBuf>),
+    /// `ImportSummary` for this file.
+    Imported(PathBuf),
+}
+
+impl Call {
+    fn new(cmd: &'static str, args: &impl Serialize, show: Show) -> Result<Call, CliError> {
+        let args = serde_json::to_value(args)
+            .map_err(|e| CliError::Failed(format!("cannot encode the arguments of {cmd}: {e}")))?;
+        Ok(Call {
+            cmd,
+            args,
+            show,
+            every: None,
+        })
+    }
+}
+
+/// Arguments of the commands that take none.
+#[derive(Serialize)]
+struct NoArgs {}
+
+/// Checks a command line and builds its request.
+pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
+    match command {
+        Command::Status => Call::new(cmd::STATUS, &NoArgs {}, Show::Status),
+        Command::Network(n) => network(n),
+        Command::Port(p) => port(p),
+        Command::Fdb(f) => fdb(f),
+        Command::Stats(s) => {
+            if let Some(p) = s.port.as_deref() {
+                check::port_name(p).map_err(CliError::Usage)?;
+            }
+            let mut call = Call::new(
+                cmd::STATS,
+                &StatsArgs {
+                    port: s.port.clone(),
+                },
+                Show::Stats,
+            )?;
+            if s.watch {
+                let secs = s.interval.unwrap_or(1);
+                if !(1..=check::INTERVAL_MAX_SECS).contains(&secs) {
+                    return Err(CliError::Usage(format!(
+                        "interval {secs} is out of range; use 1 to {} seconds",
+                        check::INTERVAL_MAX_SECS
+                    )));
+                }
+                call.every = Some(Duration::from_secs(secs));
+            }
+            Ok(call)
+        }
+        Command::Config(ConfigCmd::Export { output }) => {
+            Call::new(cmd::CONFIG_EXPORT, &NoArgs {}, Show::Export(output.clone()))
+        }
+        Command::Config(ConfigCmd::Import { file }) => {
+            let doc = read_doc(file)?;
+            Call::new(cmd::CONFIG_IMPORT, &doc, Show::Imported(file.clone()))
+        }
+    }
+}
+
+fn network(command: &NetworkCmd) -> Result<Call, CliError> {
+    match command {
+        NetworkCmd::Create(c) => {
+            let spec = network_spec(c);
+            check::network_spec(&spec).map_err(CliError::Usage)?;
+            Call::new(cmd::NETWORK_CREATE, &spec, Show::NetworkCreated)
+        }
+        NetworkCmd::Ls => Call::new(cmd::NETWORK_LS, &NoArgs {}, Show::Networks),
+        NetworkCmd::Inspect { name } => {
+            check::network_name(name).map_err(CliError::Usage)?;
+            Call::new(
+                cmd::NETWORK_INSPECT,
+                &NameArgs { name: name.clone() },
+                Show::Network,
+            )
+        }
+        NetworkCmd::Rm { name } => {
+            check::network_name(name).map_err(CliError::Usage)?;
+            let done = Show::Done(format!("network '{name}' removed"));
+            Call::new(cmd::NETWORK_RM, &NameArgs { name: name.clone() }, done)
+        }
+    }
+}
+
+fn network_spec(c: &NetworkCreate) -> NetworkSpec {
+    NetworkSpec {
+        name: c.name.clone(),
+        subnet: c.subnet.clone(),
+        gateway: c.gateway.clone(),
+        vni: c.vni,
+        encrypted: c.encrypted,
+        mac_limit: c.mac_limit,
+        aging_secs: c.aging,
+    }
+}
+
+fn port(command: &PortCmd) -> Result<Call, CliError> {
+    match command {
+        PortCmd::Add(a) => {
+            let spec = port_spec(a);
+            check::port_spec(&spec).map_err(CliError::Usage)?;
+            Call::new(cmd::PORT_ADD, &spec, Show::PortAdded)
+        }
+        PortCmd::Ls => Call::new(cmd::PORT_LS, &NoArgs {}, Show::Ports),
+        PortCmd::Inspect { name } => {
+            check::port_name(name).map_err(CliError::Usage)?;
+            Call::new(
+                cmd::PORT_INSPECT,
+                &NameArgs { name: name.clone() },
+                Show::Port,
+            )
+        }
+        PortCmd::Rm { name } => {
+            check::port_name(name).map_err(CliError::Usage)?;
+            let done = Show::Done(format!("port '{name}' removed"));
+            Call::new(cmd::PORT_RM, &NameArgs { name: name.clone() }, done)
+        }
+    }
+}
+
+fn port_spec(a: &PortAdd) -> PortSpec {
+    PortSpec {
+        name: a.name.clone(),
+        kind: match a.kind {
+            PortKind::Tap => PortType::Tap,
+            PortKind::Afxdp => PortType::Afxdp,
+        },
+        ifname: a.ifname.clone(),
+        queues: a.queues,
+        network: a.network.clone(),
+        mtu: a.mtu,
+        netns: a.netns.clone(),
+        mac_limit: a.mac_limit,
+    }
+}
+
+fn fdb(command: &FdbCmd) -> Result<Call, CliError> {
+    match command {
+        FdbCmd::Ls { network } => {
+            if let Some(n) = network.as_deref() {
+                check::network_name(n).map_err(CliError::Usage)?;
+            }
+            Call::new(
+                cmd::FDB_LS,
+                &FdbLsArgs {
+                    network: network.clone(),
+                },
+                Show::Fdb,
+            )
+        }
+        FdbCmd::Add {
+            network,
+            mac,
+            port,
+            vtep,
+        } => {
+            let mac = check::mac(mac).map_err(CliError::Usage)?;
+            let entry = StaticFdb {
+                network: network.clone(),
+                mac: mac.clone(),
+                port: port.clone(),
+                vtep: vtep.clone(),
+            };
+            check::static_fdb(&entry).map_err(CliError::Usage)?;
+            let done = Show::Done(format!("static entry {mac} added to network '{network}'"));
+            Call::new(cmd::FDB_ADD, &entry, done)
+        }
+        FdbCmd::Rm { network, mac } => {
+            let mac = check::mac(mac).map_err(CliError::Usage)?;
+            check::network_name(network).map_err(CliError::Usage)?;
+            let done = Show::Done(format!("entry {mac} removed from network '{network}'"));
+            Call::new(
+                cmd::FDB_RM,
+                &FdbRmArgs {
+                    network: network.clone(),
+                    mac,
+                },
+                done,
+            )
+        }
+    }
+}
+
+/// Reads and checks a configuration document, so that a bad file fails here with its name.
+fn read_doc(file: &Path) -> Result<ConfigDoc, CliError> {
+    let name = file.display();
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Failed(format!("cannot read {name}: {e}")))?;
+    let doc: ConfigDoc = serde_json::from_str(&text)
+        .map_err(|e| CliError::Failed(format!("{name} is not a configuration document: {e}")))?;
+    check::config_doc(&doc).map_err(|e| CliError::Failed(format!("{name}: {e}")))?;
+    Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::args::Cli;
+    use clap::Parser;
+    use serde_json::json;
+
+    fn plan_of(line: &[&str]) -> Result<Call, CliError> {
+        let argv = std::iter::once("vswitchctl").chain(line.iter().copied());
+        plan(&Cli::try_parse_from(argv).expect("the line parses").command)
+    }
+
+    fn usage_error(line: &[&str]) -> String {
+        match plan_of(line) {
+            Err(CliError::Usage(m)) => m,
+            other => panic!("{line:?} gave {other:?}, not a usage error"),
+        }
+    }
+
+    #[test]
+    fn network_create_sends_only_the_given_settings() {
+        let call = plan_of(&[
+            "network",
+            "create",
+            "blue",
+            "--subnet",
+            "10.1.0.0/24",
+            "--gateway",
+            "10.1.0.1",
+            "--vni",
+            "100",
+            "--encrypted",
+            "--mac-limit",
+            "10",
+            "--aging",
+            "30",
+        ])
+        .unwrap();
+        assert_eq!(call.cmd, "network.create");
+        assert_eq!(
+            call.args,
+            json!({"name": "blue", "subnet": "10.1.0.0/24", "gateway": "10.1.0.1", "vni": 100,
+                   "encrypted": true, "mac_limit": 10, "aging_secs": 30})
+        );
+        let call = plan_of(&["network", "create", "red"]).unwrap();
+        assert_eq!(call.args, json!({"name": "red"}));
+    }
+
+    #[test]
+    fn commands_without_arguments_send_an_empty_object() {
+        for (line, name) in [
+            (&["status"][..], "status"),
+            (&["network", "ls"][..], "network.ls"),
+            (&["port", "ls"][..], "port.ls"),
+            (&["fdb", "ls"][..], "fdb.ls"),
+            (&["stats"][..], "stats"),
+            (&["config", "export"][..], "config.export"),
+        ] {
+            let call = plan_of(line).unwrap();
+            assert_eq!((call.cmd, call.args), (name, json!({})), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn named_commands_send_the_name() {
+        for (line, name) in [
+            (&["network", "inspect", "blue"][..], "network.inspect"),
+            (&["network", "rm", "blue"][..], "network.rm"),
+            (&["port", "inspect", "blue"][..], "port.inspect"),
+            (&["port", "rm", "blue"][..], "port.rm"),
+        ] {
+            let call = plan_of(line).unwrap();
+            assert_eq!(
+                (call.cmd, call.args),
+                (name, json!({"name": "blue"})),
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn port_add_maps_every_flag() {
+        let call = plan_of(&[
+            "port",
+            "add",
+            "tap0",
+            "--type",
+            "tap",
+            "--ifname",
+            "vs-tap0",
+            "--queues",
+            "2",
+            "--network",
+            "blue",
+            "--mtu",
+            "9000",
+            "--netns",
+            "ns1",
+            "--mac-limit",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(call.cmd, "port.add");
+        assert_eq!(
+            call.args,
+            json!({"name": "tap0", "type": "tap", "ifname": "vs-tap0", "queues": 2,
+                   "network": "blue", "mtu": 9000, "netns": "ns1", "mac_limit": 8})
+        );
+        let call = plan_of(&["port", "add", "x0", "--type", "afxdp", "--ifname", "eth1"]).unwrap();
+        assert_eq!(
+            call.args,
+            json!({"name": "x0", "type": "afxdp", "ifname": "eth1"})
+        );
+    }
+
+    #[test]
+    fn fdb_commands_send_canonical_macs() {
+        let call = plan_of(&[
+            "fdb",
+            "add",
+            "--network",
+            "blue",
+            "--mac",
+            "02-AA-00-00-00-01",
+            "--vtep",
+            "192.0.2.9",
+        ])
+        .unwrap();
+        assert_eq!(call.cmd, "fdb.add");
+        assert_eq!(
+            call.args,
+            json!({"network": "blue", "mac": "02:aa:00:00:00:01", "vtep": "192.0.2.9"})
+        );
+        let call = plan_of(&[
+            "fdb",
+            "rm",
+            "--network",
+            "blue",
+            "--mac",
+            "02:AA:00:00:00:01",
+        ])
+        .unwrap();
+        assert_eq!(
+            call.args,
+            json!({"network": "blue", "mac": "02:aa:00:00:00:01"})
+        );
+        let call = plan_of(&["fdb", "ls", "--network", "blue"]).unwrap();
+        assert_eq!(call.args, json!({"network": "blue"}));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_before_any_request() {
+        assert!(usage_error(&["network", "create", "blue", "--encrypted"]).contains("--vni"));
+        assert!(usage_error(&["network", "create", "blue", "--vni", "0"]).contains("out of range"));
+        assert!(
+            usage_error(&["network", "create", "blue", "--vni", "16777216"])
+                .contains("out of range")
+        );
+        assert!(usage_error(&["network", "rm", "bad/name"]).contains("not a valid network name"));
+        assert!(
+            usage_error(&["port", "add", "waytoolongportname", "--type", "tap"])
+                .contains("port name")
+        );
+        assert!(
+            usage_error(&["fdb", "add", "--network", "b", "--mac", "02:00"]).contains("not a MAC")
+        );
+        assert!(
+            usage_error(&["fdb", "add", "--network", "b", "--mac", "02:00:00:00:00:01"])
+                .contains("exactly one")
+        );
+        assert!(usage_error(&["stats", "--watch", "--interval", "0"]).contains("interval"));
+        assert!(usage_error(&["stats", "--port", "a/b"]).contains("port name"));
+    }
+
+    #[test]
+    fn watch_repeats_at_the_interval() {
+        assert_eq!(plan_of(&["stats"]).unwrap().every, None);
+        assert_eq!(
+            plan_of(&["stats", "--watch"]).unwrap().every,
+            Some(Duration::from_secs(1))
+        );
+        let call = plan_of(&["stats", "--port", "tap0", "--watch", "--interval", "5"]).unwrap();
+        assert_eq!(call.every, Some(Duration::from_secs(5)));
+        assert_eq!(call.args, json!({"port": "tap0"}));
+    }
+
+    #[test]
+    fn config_import_rejects_a_bad_file_naming_it_and_the_position() {
+        let path =
+            std::env::temp_dir().join(format!("vswitchctl-plan-{}.json", std::process::id()));
+        std::fs::write(&path, "{\"version\": 1,\n \"networks\": [}").unwrap();
+        let err = plan_of(&["config", "import", path.to_str().unwrap()]).unwrap_err();
+        let CliError::Failed(msg) = err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            msg.starts_with(&format!(
+                "{} is not a configuration document: ",
+                path.display()
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("line 2 column"), "{msg}");
+
+        std::fs::write(&path, r#"{"version": 1, "networks": [{"name": "blue"}]}"#).unwrap();
+        let call = plan_of(&["config", "import", path.to_str().unwrap()]).unwrap();
+        assert_eq!(call.cmd, "config.import");
+        assert_eq!(
+            call.args,
+            json!({"version": 1, "networks": [{"name": "blue"}], "ports": [], "fdb": []})
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+}

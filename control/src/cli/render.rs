@@ -1,0 +1,491 @@
+//! Results as people read them: tables for lists, `key: value` lines for one object.
+
+use super::plan::Show;
+use super::table::{key_values, left, right, Table};
+use super::CliError;
+use control::proto::{
+    ConfigDoc, FdbEntry, ImportSummary, NetworkInfo, PortInfo, StatsInfo, StatusInfo,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Renders a command's result for a human; the text ends in a newline unless it is empty.
+pub(crate) fn human(cmd: &str, show: &Show, result: Value) -> Result<String, CliError> {
+    Ok(match show {
+        Show::Status => status(&decode(cmd, result)?),
+        Show::NetworkCreated => {
+            let n: NetworkInfo = decode(cmd, result)?;
+            format!("network '{}' created (id {})\n", n.spec.name, n.id)
+        }
+        Show::Networks => networks(&decode::<Vec<NetworkInfo>>(cmd, result)?),
+        Show::Network => network(&decode(cmd, result)?),
+        Show::PortAdded => {
+            let p: PortInfo = decode(cmd, result)?;
+            format!(
+                "port '{}' added (device {}, {})\n",
+                p.spec.name, p.device, p.state
+            )
+        }
+        Show::Ports => ports(&decode::<Vec<PortInfo>>(cmd, result)?),
+        Show::Port => port(&decode(cmd, result)?),
+        Show::Fdb => fdb(&decode::<Vec<FdbEntry>>(cmd, result)?),
+        Show::Stats => stats(&decode(cmd, result)?),
+        Show::Done(line) => format!("{line}\n"),
+        Show::Export(_) => pretty(&decode::<ConfigDoc>(cmd, result)?)?,
+        Show::Imported(file) => {
+            let s: ImportSummary = decode(cmd, result)?;
+            format!(
+                "imported {}: {} created, {} unchanged\n",
+                file.display(),
+                s.created,
+                s.unchanged
+            )
+        }
+    })
+}
+
+/// Pretty JSON followed by a newline.
+pub(crate) fn pretty(v: &impl serde::Serialize) -> Result<String, CliError> {
+    let mut text = serde_json::to_string_pretty(v)
+        .map_err(|e| CliError::Failed(format!("cannot encode JSON: {e}")))?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Decodes a result into the type its command promises.
+pub(crate) fn decode<T: DeserializeOwned>(cmd: &str, v: Value) -> Result<T, CliError> {
+    serde_json::from_value(v).map_err(|e| {
+        CliError::Failed(format!(
+            "cannot decode the daemon's reply to {cmd}: {e}; are vswitchctl and vswitchd the same version?"
+        ))
+    })
+}
+
+/// `-` for an absent value.
+fn or_dash(v: Option<&str>) -> String {
+    v.unwrap_or("-").to_string()
+}
+
+/// A span of seconds as its two largest units: `45s`, `3m05s`, `2h03m`, `4d07h`.
+pub(crate) fn duration(secs: u64) -> String {
+    let (m, s) = (secs / 60, secs % 60);
+    let (h, m) = (m / 60, m % 60);
+    let (d, h) = (h / 24, h % 24);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s:02}s"),
+        (0, _, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}
+
+fn status(s: &StatusInfo) -> String {
+    let mut out = key_values(&[
+        ("version", s.version.clone()),
+        ("pid", s.pid.to_string()),
+        ("uptime", duration(s.uptime_secs)),
+        ("networks", s.networks.to_string()),
+        ("ports", s.ports.to_string()),
+        ("rx pps", s.rx_pps.to_string()),
+        ("tx pps", s.tx_pps.to_string()),
+    ]);
+    let mut t = Table::new(&[
+        right("WORKER"),
+        right("CORE"),
+        left("PINNED"),
+        right("QUEUES"),
+        right("SLEEPS"),
+        right("RX_PPS"),
+    ]);
+    for w in &s.workers {
+        t.row([
+            w.id.to_string(),
+            w.core.to_string(),
+            if w.pinned { "yes" } else { "no" }.to_string(),
+            w.queues.to_string(),
+            w.sleeps.to_string(),
+            w.rx_pps.to_string(),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&t.render());
+    out
+}
+
+fn vni(n: &NetworkInfo) -> String {
+    match (n.spec.vni, n.spec.encrypted) {
+        (Some(v), true) => format!("{v} (encrypted)"),
+        (Some(v), false) => v.to_string(),
+        (None, _) => "-".to_string(),
+    }
+}
+
+fn networks(list: &[NetworkInfo]) -> String {
+    let mut t = Table::new(&[
+        left("NAME"),
+        right("ID"),
+        left("VNI"),
+        left("SUBNET"),
+        right("PORTS"),
+        right("MACS"),
+    ]);
+    for n in list {
+        t.row([
+            n.spec.name.clone(),
+            n.id.to_string(),
+            vni(n),
+            or_dash(n.spec.subnet.as_deref()),
+            n.ports.len().to_string(),
+            n.learned_macs.saturating_add(n.static_macs).to_string(),
+        ]);
+    }
+    t.render()
+}
+
+fn network(n: &NetworkInfo) -> String {
+    let ports = if n.ports.is_empty() {
+        "-".to_string()
+    } else {
+        n.ports.join(", ")
+    };
+    key_values(&[
+        ("name", n.spec.name.clone()),
+        ("id", n.id.to_string()),
+        ("vni", vni(n)),
+        ("subnet", or_dash(n.spec.subnet.as_deref())),
+        ("gateway", or_dash(n.spec.gateway.as_deref())),
+        ("ports", ports),
+        (
+            "learned macs",
+            format!("{} (limit {})", n.learned_macs, n.mac_limit),
+        ),
+        ("static macs", n.static_macs.to_string()),
+        ("aging", duration(u64::from(n.aging_secs))),
+    ])
+}
+
+fn ports(list: &[PortInfo]) -> String {
+    let mut t = Table::new(&[
+        left("NAME"),
+        left("TYPE"),
+        left("DEVICE"),
+        left("NETWORK"),
+        left("NETNS"),
+        left("STATE"),
+        right("QUEUES"),
+        right("RX_PKTS"),
+        right("TX_PKTS"),
+    ]);
+    for p in list {
+        t.row([
+            p.spec.name.clone(),
+            p.spec.kind.to_string(),
+            p.device.clone(),
+            or_dash(p.spec.network.as_deref()),
+            or_dash(p.spec.netns.as_deref()),
+            p.state.clone(),
+            p.queue_count.to_string(),
+            p.counters.rx_packets.to_string(),
+            p.counters.tx_packets.to_string(),
+        ]);
+    }
+    t.render()
+}
+
+fn port(p: &PortInfo) -> String {
+    let workers: Vec<String> = p.queue_workers.iter().map(u16::to_string).collect();
+    let c = &p.counters;
+    key_values(&[
+        ("name", p.spec.name.clone()),
+        ("id", p.id.to_string()),
+        ("type", p.spec.kind.to_string()),
+        ("device", p.device.clone()),
+        ("network", or_dash(p.spec.network.as_deref())),
+        ("netns", or_dash(p.spec.netns.as_deref())),
+        ("state", p.state.clone()),
+        ("mtu", p.effective_mtu.to_string()),
+        ("queues", p.queue_count.to_string()),
+        (
+            "queue workers",
+            if workers.is_empty() {
+                "-".into()
+            } else {
+                workers.join(", ")
+            },
+        ),
+        ("learned macs", p.learned_macs.to_string()),
+        (
+            "mac limit",
+            p.spec
+                .mac_limit
+                .map_or_else(|| "default".into(), |l| l.to_string()),
+        ),
+        (
+            "rx",
+            format!("{} packets, {} bytes", c.rx_packets, c.rx_bytes),
+        ),
+        (
+            "tx",
+            format!("{} packets, {} bytes", c.tx_packets, c.tx_bytes),
+        ),
+        ("tx dropped", c.tx_dropped.to_string()),
+    ])
+}
+
+fn fdb(list: &[FdbEntry]) -> String {
+    let mut t = Table::new(&[
+        left("NETWORK"),
+        left("MAC"),
+        left("PORT/VTEP"),
+        left("KIND"),
+        right("AGE"),
+    ]);
+    for e in list {
+        t.row([
+            e.network.clone(),
+            e.mac.clone(),
+            or_dash(e.port.as_deref().or(e.vtep.as_deref())),
+            e.kind.clone(),
+            e.age_secs.map_or_else(|| "-".to_string(), duration),
+        ]);
+    }
+    t.render()
+}
+
+fn stats(s: &StatsInfo) -> String {
+    let mut ports = Table::new(&[
+        left("PORT"),
+        right("RX_PKTS"),
+        right("RX_BYTES"),
+        right("TX_PKTS"),
+        right("TX_BYTES"),
+        right("TX_DROPPED"),
+    ]);
+    for p in &s.ports {
+        let c = &p.counters;
+        ports.row([
+            p.name.clone(),
+            c.rx_packets.to_string(),
+            c.rx_bytes.to_string(),
+            c.tx_packets.to_string(),
+            c.tx_bytes.to_string(),
+            c.tx_dropped.to_string(),
+        ]);
+    }
+    let mut out = ports.render();
+
+    // One row per counter name any worker has, one column per worker.
+    let mut names: Vec<&str> = s
+        .workers
+        .iter()
+        .flat_map(|w| w.counters.keys().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut columns = vec![left("COUNTER")];
+    columns.extend(s.workers.iter().map(|w| right(format!("WORKER{}", w.id))));
+    let mut workers = Table::new(&columns);
+    for name in &names {
+        let values = s
+            .workers
+            .iter()
+            .map(|w| w.counters.get(*name).copied().unwrap_or(0).to_string());
+        workers.row(std::iter::once(name.to_string()).chain(values));
+    }
+    out.push('\n');
+    out.push_str(&workers.render());
+
+    let mut drops = Table::new(&[left("DROP"), right("PACKETS")]);
+    for (reason, n) in &s.drops {
+        drops.row([reason.clone(), n.to_string()]);
+    }
+    out.push('\n');
+    out.push_str(&drops.render());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn show(show: Show, result: Value) -> String {
+        human("test", &show, result).unwrap()
+    }
+
+    fn net_json() -> Value {
+        json!({"name": "blue", "subnet": "10.1.0.0/24", "vni": 100, "encrypted": true, "id": 1,
+               "ports": ["tap0", "tap1"], "learned_macs": 3, "static_macs": 1,
+               "mac_limit": 65536, "aging_secs": 300})
+    }
+
+    fn port_json() -> Value {
+        json!({"name": "tap0", "type": "tap", "network": "blue", "netns": "ns1", "id": 2,
+               "device": "tap0", "state": "up", "queue_count": 2, "queue_workers": [0, 1],
+               "effective_mtu": 1500, "learned_macs": 1,
+               "counters": {"rx_packets": 10, "rx_bytes": 1000, "tx_packets": 12345,
+                            "tx_bytes": 2000, "tx_dropped": 0}})
+    }
+
+    #[test]
+    fn durations_use_their_two_largest_units() {
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(185), "3m05s");
+        assert_eq!(duration(2 * 3600 + 3 * 60 + 9), "2h03m");
+        assert_eq!(duration(4 * 86400 + 7 * 3600), "4d07h");
+        assert_eq!(duration(u64::MAX), format!("{}d07h", u64::MAX / 86400));
+    }
+
+    #[test]
+    fn network_ls_is_a_table() {
+        let plain = json!({"name": "red", "id": 12, "ports": [], "learned_macs": 0,
+                           "static_macs": 0, "mac_limit": 10, "aging_secs": 30});
+        assert_eq!(
+            show(Show::Networks, json!([net_json(), plain])),
+            "NAME  ID  VNI              SUBNET       PORTS  MACS\n\
+             blue   1  100 (encrypted)  10.1.0.0/24      2     4\n\
+             red   12  -                -                0     0\n"
+        );
+        assert_eq!(
+            show(Show::Networks, json!([])),
+            "NAME  ID  VNI  SUBNET  PORTS  MACS\n"
+        );
+    }
+
+    #[test]
+    fn network_inspect_is_key_values() {
+        assert_eq!(
+            show(Show::Network, net_json()),
+            "name:         blue\n\
+             id:           1\n\
+             vni:          100 (encrypted)\n\
+             subnet:       10.1.0.0/24\n\
+             gateway:      -\n\
+             ports:        tap0, tap1\n\
+             learned macs: 3 (limit 65536)\n\
+             static macs:  1\n\
+             aging:        5m00s\n"
+        );
+    }
+
+    #[test]
+    fn port_ls_is_a_table() {
+        let down = json!({"name": "x0", "type": "afxdp", "ifname": "eth1", "id": 3,
+                          "device": "eth1", "state": "down: no such device", "queue_count": 0,
+                          "queue_workers": [], "effective_mtu": 1500, "learned_macs": 0,
+                          "counters": {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0,
+                                       "tx_bytes": 0, "tx_dropped": 0}});
+        assert_eq!(
+            show(Show::Ports, json!([port_json(), down])),
+            "NAME  TYPE   DEVICE  NETWORK  NETNS  STATE                 QUEUES  RX_PKTS  TX_PKTS\n\
+             tap0  tap    tap0    blue     ns1    up                         2       10    12345\n\
+             x0    afxdp  eth1    -        -      down: no such device       0        0        0\n"
+        );
+    }
+
+    #[test]
+    fn port_inspect_and_confirmations() {
+        let text = show(Show::Port, port_json());
+        assert!(
+            text.starts_with("name:          tap0\nid:            2\ntype:          tap\n"),
+            "{text}"
+        );
+        assert!(text.contains("queue workers: 0, 1\n"), "{text}");
+        assert!(text.contains("mac limit:     default\n"), "{text}");
+        assert!(
+            text.ends_with("tx:            12345 packets, 2000 bytes\ntx dropped:    0\n"),
+            "{text}"
+        );
+        assert_eq!(
+            show(Show::PortAdded, port_json()),
+            "port 'tap0' added (device tap0, up)\n"
+        );
+        assert_eq!(
+            show(Show::NetworkCreated, net_json()),
+            "network 'blue' created (id 1)\n"
+        );
+    }
+
+    #[test]
+    fn fdb_ls_shows_port_or_vtep_and_age() {
+        let entries = json!([
+            {"network": "blue", "mac": "02:00:00:00:00:01", "port": "tap0", "kind": "learned", "age_secs": 75},
+            {"network": "blue", "mac": "02:00:00:00:00:02", "vtep": "192.0.2.9", "kind": "static"}
+        ]);
+        assert_eq!(
+            show(Show::Fdb, entries),
+            "NETWORK  MAC                PORT/VTEP  KIND       AGE\n\
+             blue     02:00:00:00:00:01  tap0       learned  1m15s\n\
+             blue     02:00:00:00:00:02  192.0.2.9  static       -\n"
+        );
+    }
+
+    #[test]
+    fn stats_show_ports_then_workers_by_counter_then_drops() {
+        let stats = json!({
+            "ports": [{"name": "tap0", "rx_packets": 5, "rx_bytes": 500, "tx_packets": 6,
+                       "tx_bytes": 600, "tx_dropped": 1}],
+            "workers": [{"id": 0, "counters": {"rx_batches": 3}},
+                        {"id": 1, "counters": {"flood": 2, "rx_batches": 40}}],
+            "drops": {"no_network": 7, "mac_limit": 1}
+        });
+        assert_eq!(
+            show(Show::Stats, stats),
+            "PORT  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  TX_DROPPED\n\
+             tap0        5       500        6       600           1\n\
+             \n\
+             COUNTER     WORKER0  WORKER1\n\
+             flood             0        2\n\
+             rx_batches        3       40\n\
+             \n\
+             DROP        PACKETS\n\
+             mac_limit         1\n\
+             no_network        7\n"
+        );
+    }
+
+    #[test]
+    fn status_shows_fields_then_workers() {
+        let status = json!({"version": "0.1.0", "uptime_secs": 3725, "pid": 42,
+            "workers": [{"id": 0, "core": 1, "pinned": true, "queues": 2, "sleeps": 9, "rx_pps": 100}],
+            "networks": 1, "ports": 2, "rx_pps": 100, "tx_pps": 90});
+        assert_eq!(
+            show(Show::Status, status),
+            "version:  0.1.0\n\
+             pid:      42\n\
+             uptime:   1h02m\n\
+             networks: 1\n\
+             ports:    2\n\
+             rx pps:   100\n\
+             tx pps:   90\n\
+             \n\
+             WORKER  CORE  PINNED  QUEUES  SLEEPS  RX_PPS\n     \
+                  0     1  yes          2       9     100\n"
+        );
+    }
+
+    #[test]
+    fn import_and_export_results() {
+        let file = std::path::PathBuf::from("/tmp/c.json");
+        assert_eq!(
+            show(Show::Imported(file), json!({"created": 3, "unchanged": 1})),
+            "imported /tmp/c.json: 3 created, 1 unchanged\n"
+        );
+        let doc = json!({"version": 1, "networks": [], "ports": [], "fdb": []});
+        let text = show(Show::Export(None), doc.clone());
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), doc);
+    }
+
+    #[test]
+    fn a_result_of_the_wrong_shape_names_the_command() {
+        let err = human("network.ls", &Show::Networks, json!({"oops": 1})).unwrap_err();
+        let CliError::Failed(msg) = err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            msg.starts_with("cannot decode the daemon's reply to network.ls: "),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,394 @@
+//! The packet buffer pool: one mmap'd region of fixed slots, handed out as `u32` indices.
+//!
+//! Each slot is [`SLOT_SIZE`] bytes: [`HEADROOM`] bytes of headroom (so VXLAN, ESP and VLAN
+//! headers can be prepended without moving the payload), then up to [`MAX_FRAME`] bytes of frame.
+//! Per-buffer metadata (data offset, length, ingress port) lives in a parallel array.
+//!
+//! Concurrency contract: the free list is a lock-free bounded ring ([`ArrayQueue`]) shared by
+//! every thread; each worker puts a [`PoolCache`] in front of it so that the steady state moves
+//! indices between a worker-local stack and the ring only in batches. A [`Buf`] is an owned,
+//! non-cloneable handle: whoever holds it has exclusive access to its slot and metadata, which is
+//! what makes the safe accessors sound. Memory is reclaimed when the last `Arc<Pool>` drops.
+
+use crossbeam::queue::ArrayQueue;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// Bytes per slot (an AF_XDP frame size).
+pub const SLOT_SIZE: usize = 2048;
+/// Bytes reserved in front of a received frame for encapsulation headers.
+pub const HEADROOM: usize = 256;
+/// Largest frame a slot holds.
+pub const MAX_FRAME: usize = SLOT_SIZE - HEADROOM;
+/// Buffers a worker's cache holds before it returns half to the shared ring.
+pub const CACHE_MAX: usize = 512;
+/// Buffers moved between a cache and the shared ring at once.
+pub const CACHE_BATCH: usize = 128;
+
+/// Most buffers in one pool: indices carry an 8-bit pool tag in their top bits.
+pub const MAX_BUFFERS: u32 = 1 << 24;
+
+static NEXT_POOL_TAG: AtomicU32 = AtomicU32::new(1);
+
+/// Metadata kept for each buffer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Meta {
+    /// Offset of the frame's first byte from the slot start.
+    off: u16,
+    /// Frame length.
+    len: u16,
+    /// Port the frame arrived on (set by the receiving worker).
+    port: u16,
+}
+
+/// An owned packet buffer. Not `Clone`: holding it is the right to touch its slot.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a buffer that is dropped instead of freed is lost to the pool"]
+#[repr(transparent)]
+pub struct Buf(u32);
+
+impl Buf {
+    /// The raw handle (pool tag and slot index), for rings that carry `u32`s.
+    #[inline]
+    pub fn into_raw(self) -> u32 {
+        self.0
+    }
+
+    /// Rebuilds a buffer from [`Buf::into_raw`].
+    ///
+    /// # Safety
+    /// `raw` must come from `into_raw` of a buffer that was not freed or rebuilt since, so that
+    /// exactly one `Buf` for the slot exists again.
+    #[inline]
+    pub unsafe fn from_raw(raw: u32) -> Buf {
+        Buf(raw)
+    }
+
+    #[inline]
+    fn slot(&self) -> usize {
+        (self.0 & (MAX_BUFFERS - 1)) as usize
+    }
+}
+
+/// The shared pool.
+pub struct Pool {
+    base: *mut u8,
+    map_len: usize,
+    meta: Box<[UnsafeCell<Meta>]>,
+    free: ArrayQueue<u32>,
+    tag: u32,
+    count: u32,
+}
+
+// SAFETY: slots and metadata are only reached through an owned `Buf`, which one thread holds at
+// a time; the free ring is itself thread-safe. The raw base pointer is never reallocated.
+unsafe impl Send for Pool {}
+// SAFETY: see `Send`: shared access is only to the thread-safe ring and immutable fields.
+unsafe impl Sync for Pool {}
+
+impl Pool {
+    /// Maps a pool of `count` buffers (rounded up to at least 64).
+    pub fn new(count: u32) -> std::io::Result<Arc<Pool>> {
+        let count = count.clamp(64, MAX_BUFFERS - 1);
+        let map_len = count as usize * SLOT_SIZE;
+        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let tag = (NEXT_POOL_TAG.fetch_add(1, Ordering::Relaxed) & 0xff) << 24;
+        let free = ArrayQueue::new(count as usize);
+        for i in 0..count {
+            // Cannot fail: the ring has room for exactly `count` entries.
+            let _ = free.push(tag | i);
+        }
+        let meta = (0..count).map(|_| UnsafeCell::new(Meta::default())).collect();
+        Ok(Arc::new(Pool { base: base.cast(), map_len, meta, free, tag, count }))
+    }
+
+    /// Total buffers in the pool.
+    pub fn capacity(&self) -> u32 {
+        self.count
+    }
+
+    /// Buffers now in the shared ring (not counting those in worker caches).
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+
+    #[inline]
+    fn check(&self, b: &Buf) -> usize {
+        // A `Buf` of another pool would alias a slot here: refuse it loudly (a bug, not input).
+        assert_eq!(b.0 & !(MAX_BUFFERS - 1), self.tag, "buffer used with a pool that did not allocate it");
+        b.slot()
+    }
+
+    #[inline]
+    fn meta(&self, b: &Buf) -> Meta {
+        let i = self.check(b);
+        // SAFETY: `check` proved the slot index is ours and in range (tag matches, index < count
+        // by construction); the holder of `b` is the only accessor of this metadata.
+        unsafe { *self.meta[i].get() }
+    }
+
+    #[inline]
+    fn meta_mut(&self, b: &mut Buf) -> &mut Meta {
+        let i = self.check(b);
+        // SAFETY: as in `meta`; `&mut Buf` makes this the only live reference.
+        unsafe { &mut *self.meta[i].get() }
+    }
+
+    /// The whole slot of `b`, headroom included.
+    #[inline]
+    pub fn slot_mut(&self, b: &mut Buf) -> &mut [u8; SLOT_SIZE] {
+        let i = self.check(b);
+        // SAFETY: slot `i` lies inside the mapping (i < count) and `&mut Buf` grants exclusive
+        // access to it for the lifetime of the borrow.
+        unsafe { &mut *self.base.add(i * SLOT_SIZE).cast::<[u8; SLOT_SIZE]>() }
+    }
+
+    #[inline]
+    fn slot(&self, b: &Buf) -> &[u8; SLOT_SIZE] {
+        let i = self.check(b);
+        // SAFETY: as in `slot_mut`; no `&mut` to the slot can coexist with this `&Buf` borrow.
+        unsafe { &*self.base.add(i * SLOT_SIZE).cast::<[u8; SLOT_SIZE]>() }
+    }
+
+    /// The frame bytes of `b`.
+    #[inline]
+    pub fn data(&self, b: &Buf) -> &[u8] {
+        let m = self.meta(b);
+        let (off, len) = (m.off as usize, m.len as usize);
+        // Offsets are only set through `set_frame`/`prepend`/`trim_front`, which keep them in range.
+        &self.slot(b)[off..off + len]
+    }
+
+    /// The frame bytes of `b`, writable.
+    #[inline]
+    pub fn data_mut(&self, b: &mut Buf) -> &mut [u8] {
+        let m = self.meta(b);
+        let (off, len) = (m.off as usize, m.len as usize);
+        &mut self.slot_mut(b)[off..off + len]
+    }
+
+    /// Frame length of `b`.
+    #[inline]
+    pub fn len(&self, b: &Buf) -> usize {
+        self.meta(b).len as usize
+    }
+
+    /// Sets the frame to `len` bytes starting at `off` from the slot start (clamped to the slot).
+    #[inline]
+    pub fn set_frame(&self, b: &mut Buf, off: usize, len: usize) {
+        let off = off.min(SLOT_SIZE);
+        let len = len.min(SLOT_SIZE - off);
+        let m = self.meta_mut(b);
+        m.off = off as u16;
+        m.len = len as u16;
+    }
+
+    /// Sets the frame length, keeping the start (the receive path: start is at [`HEADROOM`]).
+    #[inline]
+    pub fn set_len(&self, b: &mut Buf, len: usize) {
+        let off = self.meta(b).off as usize;
+        self.set_frame(b, off, len);
+    }
+
+    /// Writable space for a frame received into `b`: from [`HEADROOM`] to the slot end.
+    #[inline]
+    pub fn rx_space(&self, b: &mut Buf) -> &mut [u8] {
+        &mut self.slot_mut(b)[HEADROOM..]
+    }
+
+    /// Grows the frame by `n` bytes at the front, into the headroom; `None` if there is no room.
+    #[inline]
+    pub fn prepend(&self, b: &mut Buf, n: usize) -> Option<&mut [u8]> {
+        let m = self.meta(b);
+        let off = (m.off as usize).checked_sub(n)?;
+        self.set_frame(b, off, m.len as usize + n);
+        Some(self.data_mut(b))
+    }
+
+    /// Removes `n` bytes from the front of the frame; `false` if the frame is shorter.
+    #[inline]
+    pub fn trim_front(&self, b: &mut Buf, n: usize) -> bool {
+        let m = self.meta(b);
+        if (m.len as usize) < n {
+            return false;
+        }
+        self.set_frame(b, m.off as usize + n, m.len as usize - n);
+        true
+    }
+
+    /// The port `b` arrived on.
+    #[inline]
+    pub fn port(&self, b: &Buf) -> u16 {
+        self.meta(b).port
+    }
+
+    /// Records the port `b` arrived on.
+    #[inline]
+    pub fn set_port(&self, b: &mut Buf, port: u16) {
+        self.meta_mut(b).port = port;
+    }
+
+    /// Copies `frame` into `b` at [`HEADROOM`]; `false` (and `b` unchanged) if it does not fit.
+    #[inline]
+    pub fn fill(&self, b: &mut Buf, frame: &[u8]) -> bool {
+        let Some(dst) = self.rx_space(b).get_mut(..frame.len()) else { return false };
+        dst.copy_from_slice(frame);
+        self.set_frame(b, HEADROOM, frame.len());
+        true
+    }
+
+    /// Takes a buffer straight from the shared ring (control paths; workers use a [`PoolCache`]).
+    pub fn alloc_shared(&self) -> Option<Buf> {
+        let mut b = Buf(self.free.pop()?);
+        self.set_frame(&mut b, HEADROOM, 0);
+        Some(b)
+    }
+
+    /// Returns a buffer straight to the shared ring.
+    pub fn free_shared(&self, b: Buf) {
+        self.check(&b);
+        // Cannot fail: the ring holds every buffer of the pool, so there is always room.
+        let _ = self.free.push(b.0);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created in `new` with this length and nothing refers to it once
+        // the last `Arc<Pool>` is gone.
+        unsafe {
+            libc::munmap(self.base.cast(), self.map_len);
+        }
+    }
+}
+
+/// A worker's private cache in front of the shared ring (DPDK's mempool cache).
+pub struct PoolCache {
+    pool: Arc<Pool>,
+    stash: Vec<u32>,
+}
+
+impl PoolCache {
+    /// A cache over `pool`; allocates its stack once, here.
+    pub fn new(pool: Arc<Pool>) -> PoolCache {
+        PoolCache { pool, stash: Vec::with_capacity(CACHE_MAX) }
+    }
+
+    /// The shared pool, for data access.
+    #[inline]
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// A buffer with an empty frame at [`HEADROOM`], or `None` when the pool is exhausted.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<Buf> {
+        if self.stash.is_empty() {
+            while self.stash.len() < CACHE_BATCH {
+                match self.pool.free.pop() {
+                    Some(i) => self.stash.push(i),
+                    None => break,
+                }
+            }
+        }
+        let mut b = Buf(self.stash.pop()?);
+        self.pool.set_frame(&mut b, HEADROOM, 0);
+        Some(b)
+    }
+
+    /// Returns a buffer.
+    #[inline]
+    pub fn free(&mut self, b: Buf) {
+        self.pool.check(&b);
+        if self.stash.len() >= CACHE_MAX {
+            self.spill(CACHE_BATCH);
+        }
+        self.stash.push(b.0);
+    }
+
+    fn spill(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(i) = self.stash.pop() else { break };
+            // Cannot fail: the ring has room for every buffer of the pool.
+            let _ = self.pool.free.push(i);
+        }
+    }
+
+    /// Buffers held by this cache.
+    pub fn cached(&self) -> usize {
+        self.stash.len()
+    }
+}
+
+impl Drop for PoolCache {
+    fn drop(&mut self) {
+        let n = self.stash.len();
+        self.spill(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_fill_prepend_trim_free() {
+        let pool = Pool::new(64).unwrap();
+        let mut cache = PoolCache::new(pool.clone());
+        let mut b = cache.alloc().unwrap();
+        assert!(pool.fill(&mut b, &[1, 2, 3, 4]));
+        assert_eq!(pool.data(&b), &[1, 2, 3, 4]);
+        let hdr = pool.prepend(&mut b, 2).unwrap();
+        hdr[..2].copy_from_slice(&[9, 9]);
+        assert_eq!(pool.data(&b), &[9, 9, 1, 2, 3, 4]);
+        assert!(pool.trim_front(&mut b, 3));
+        assert_eq!(pool.data(&b), &[2, 3, 4]);
+        assert!(!pool.trim_front(&mut b, 4));
+        assert!(pool.prepend(&mut b, HEADROOM + 10).is_none());
+        assert!(!pool.fill(&mut b, &[0u8; MAX_FRAME + 1]));
+        cache.free(b);
+        drop(cache);
+        assert_eq!(pool.available(), 64);
+    }
+
+    #[test]
+    fn exhaustion_returns_none_and_recovers() {
+        let pool = Pool::new(64).unwrap();
+        let mut cache = PoolCache::new(pool.clone());
+        let mut held = Vec::new();
+        while let Some(b) = cache.alloc() {
+            held.push(b);
+        }
+        assert_eq!(held.len(), 64);
+        for b in held {
+            cache.free(b);
+        }
+        assert!(cache.alloc().is_some_and(|b| {
+            cache.free(b);
+            true
+        }));
+    }
+
+    #[test]
+    #[should_panic(expected = "did not allocate")]
+    fn refuses_a_buffer_of_another_pool() {
+        let a = Pool::new(64).unwrap();
+        let b = Pool::new(64).unwrap();
+        let buf = a.alloc_shared().unwrap();
+        b.free_shared(buf);
+    }
+}

@@ -1,0 +1,69 @@
+//! Ports: where bursts come from and go to. One trait, and a static enum of the kinds a worker
+//! holds, so that dispatch is a `match` per burst, never a `dyn` call per packet.
+
+pub mod mem;
+pub mod tap;
+
+use crate::burst::Burst;
+use crate::counters::PortCounters;
+use crate::pool::PoolCache;
+use std::os::fd::RawFd;
+
+/// Port index within the switch (`u16`, dense, reused after removal).
+pub type PortId = u16;
+
+/// Most ports a switch holds.
+pub const MAX_PORTS: usize = 1024;
+
+/// A source and sink of bursts.
+pub trait Port {
+    /// Receives up to `burst.room()` frames into `burst`; returns how many arrived.
+    fn rx_burst(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize;
+    /// Transmits every buffer of `burst`, leaving it empty: each is sent or dropped and counted.
+    /// Returns how many were sent.
+    fn tx_burst(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize;
+    /// A descriptor that becomes readable when frames wait (for idle sleeping), if any.
+    fn raw_fd(&self) -> Option<RawFd>;
+    /// Returns any buffers the port holds to the pool before it is dropped.
+    fn release(&mut self, cache: &mut PoolCache);
+}
+
+/// The port kinds a worker holds.
+pub enum PortIo {
+    /// A queue of a TAP device.
+    Tap(tap::TapQueue),
+    /// One end of an in-memory port pair.
+    Mem(mem::MemPort),
+}
+
+impl Port for PortIo {
+    #[inline]
+    fn rx_burst(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
+        match self {
+            PortIo::Tap(p) => p.rx_burst(cache, burst, c),
+            PortIo::Mem(p) => p.rx_burst(cache, burst, c),
+        }
+    }
+
+    #[inline]
+    fn tx_burst(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
+        match self {
+            PortIo::Tap(p) => p.tx_burst(cache, burst, c),
+            PortIo::Mem(p) => p.tx_burst(cache, burst, c),
+        }
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        match self {
+            PortIo::Tap(p) => p.raw_fd(),
+            PortIo::Mem(p) => p.raw_fd(),
+        }
+    }
+
+    fn release(&mut self, cache: &mut PoolCache) {
+        match self {
+            PortIo::Tap(p) => p.release(cache),
+            PortIo::Mem(p) => p.release(cache),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Syscall wrappers, one module per facility.
+
+pub mod netns;
+pub mod tap;
+
+/// Turns a `-1` return into the thread's `errno`.
+pub(crate) fn cvt(r: libc::c_int) -> std::io::Result<libc::c_int> {
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}

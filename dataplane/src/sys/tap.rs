@@ -1,0 +1,113 @@
+//! TAP device ioctls: create or attach queues, persistence, MTU and link state.
+
+use super::cvt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const TUN_PATH: &[u8] = b"/dev/net/tun\0";
+
+/// `struct ifreq` as the TUN and SIOC* ioctls read it: a name and a 24-byte union.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    data: [u8; 24],
+}
+
+impl IfReq {
+    fn new(name: &str) -> io::Result<IfReq> {
+        let bytes = name.as_bytes();
+        if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("interface name '{name}' must be 1 to 15 bytes"),
+            ));
+        }
+        let mut r = IfReq { name: [0; libc::IFNAMSIZ], data: [0; 24] };
+        r.name[..bytes.len()].copy_from_slice(bytes);
+        Ok(r)
+    }
+}
+
+/// Opens one queue of TAP device `name` (multi-queue, no packet info, non-blocking), creating
+/// the device if it does not exist in the calling thread's namespace.
+pub fn open_queue(name: &str) -> io::Result<OwnedFd> {
+    let mut req = IfReq::new(name)?;
+    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as i16;
+    req.data[..2].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: a NUL-terminated constant path; the result is checked.
+    let fd = cvt(unsafe {
+        libc::open(TUN_PATH.as_ptr().cast(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)
+    })
+    .map_err(|e| io::Error::new(e.kind(), format!("open /dev/net/tun: {e}")))?;
+    // SAFETY: `fd` was just returned by open and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `req` is laid out as.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) }).map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EINVAL) {
+            " (an interface of that name exists and is not a multi-queue TAP)"
+        } else {
+            ""
+        };
+        io::Error::new(e.kind(), format!("attach TAP '{name}': {e}{hint}"))
+    })?;
+    Ok(fd)
+}
+
+/// Makes the device outlive its file descriptors (`true`) or go away with them (`false`).
+pub fn set_persist(fd: &OwnedFd, persist: bool) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes an integer argument by value.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, libc::c_ulong::from(persist)) })
+        .map(|_| ())
+}
+
+fn ctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket creation; the result is checked.
+    let s = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `s` was just returned by socket and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(s) })
+}
+
+/// Sets the MTU of interface `name` in the calling thread's namespace.
+pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
+    let s = ctl_socket()?;
+    let mut req = IfReq::new(name)?;
+    let mtu = i32::try_from(mtu).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    req.data[..4].copy_from_slice(&mtu.to_ne_bytes());
+    // SAFETY: SIOCSIFMTU reads a `struct ifreq` with `ifr_mtu` in the union, as laid out here.
+    cvt(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFMTU, &mut req) }).map(|_| ())
+}
+
+/// The MTU of interface `name`.
+pub fn mtu(name: &str) -> io::Result<u32> {
+    let s = ctl_socket()?;
+    let mut req = IfReq::new(name)?;
+    // SAFETY: SIOCGIFMTU fills `ifr_mtu` of a `struct ifreq`, as laid out here.
+    cvt(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFMTU, &mut req) })?;
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&req.data[..4]);
+    Ok(i32::from_ne_bytes(b).max(0) as u32)
+}
+
+/// Sets interface `name` administratively up.
+pub fn set_up(name: &str) -> io::Result<()> {
+    let s = ctl_socket()?;
+    let mut req = IfReq::new(name)?;
+    // SAFETY: SIOCGIFFLAGS fills `ifr_flags` of a `struct ifreq`, as laid out here.
+    cvt(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    let flags = i16::from_ne_bytes([req.data[0], req.data[1]]) | libc::IFF_UP as i16;
+    req.data[..2].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: SIOCSIFFLAGS reads `ifr_flags` of a `struct ifreq`, as laid out here.
+    cvt(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) }).map(|_| ())
+}
+
+/// Whether interface `name` exists in the calling thread's namespace.
+pub fn exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// Duplicates a descriptor (close-on-exec).
+pub fn dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    fd.try_clone()
+}

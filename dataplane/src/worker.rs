@@ -1,0 +1,468 @@
+//! Poll-mode workers: one thread per core, pinned, owning its ports' queues, its buffer cache and
+//! its pipeline state; no locks and no shared writes per packet.
+//!
+//! Configuration is published RCU-style by message passing: the control thread builds an
+//! immutable snapshot (`Arc<P::Config>`) and sends it to every worker; a worker takes it at the
+//! top of a loop iteration (its quiescent point), so a burst is processed against exactly one
+//! snapshot, and stores the command's sequence number in [`WorkerShared::applied`]. Once every
+//! worker has applied a sequence, nothing refers to older snapshots any more (the grace period);
+//! the old `Arc` is freed by whoever drops it last. The same channel carries port attach and
+//! detach and control requests (MAC table dumps), so they are ordered with configuration.
+//!
+//! Idle back-off: while traffic flows the worker busy-polls. After [`SPIN_LOOPS`] empty
+//! iterations it yields the CPU between polls; after [`IDLE_BEFORE_SLEEP`] without traffic it
+//! sleeps in epoll (mio) on its ports' descriptors and its command waker, waking on the first
+//! frame, the first command, or the next housekeeping tick.
+
+use crate::burst::Burst;
+use crate::counters::{WorkerEvent, WorkerStats};
+use crate::pool::{Pool, PoolCache};
+use crate::port::{Port, PortId, PortIo, MAX_PORTS};
+use crossbeam::channel::{self, Receiver, Sender, TryRecvError};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Empty loop iterations spent busy-polling before the worker starts yielding.
+pub const SPIN_LOOPS: u32 = 256;
+/// Time without traffic before the worker sleeps on its descriptors.
+pub const IDLE_BEFORE_SLEEP: Duration = Duration::from_millis(2);
+/// Longest sleep (housekeeping such as MAC aging runs at least this often).
+pub const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+const WAKE_TOKEN: Token = Token(usize::MAX);
+
+/// The feature pipeline a worker runs. It does no I/O of its own: frames come in as bursts and
+/// leave through [`Ports::enqueue`]; time comes in as [`Context::now`].
+pub trait Pipeline: Send + 'static {
+    /// The configuration snapshot type.
+    type Config: Send + Sync + 'static;
+    /// Requests from the control thread (answered through channels inside the request).
+    type Request: Send + 'static;
+    /// Number of pipeline counters (the length of its named-counter enum).
+    const COUNTERS: usize;
+
+    /// Processes a burst received on `port`; every buffer must be enqueued or freed.
+    fn rx(&mut self, cx: &mut Context<'_>, cfg: &Self::Config, port: PortId, burst: &mut Burst);
+    /// A new snapshot was published (it is `cfg`); reconcile state with it.
+    fn configure(&mut self, cx: &mut Context<'_>, cfg: &Self::Config);
+    /// Called about once per second (and after every sleep) for timers such as aging.
+    fn tick(&mut self, cx: &mut Context<'_>, cfg: &Self::Config);
+    /// Handles a control request.
+    fn request(&mut self, cx: &mut Context<'_>, cfg: &Self::Config, req: Self::Request);
+}
+
+/// What a pipeline stage may touch.
+pub struct Context<'a> {
+    /// The worker's buffer cache.
+    pub cache: &'a mut PoolCache,
+    /// The worker's output queues.
+    pub ports: &'a mut Ports,
+    /// The worker's counters.
+    pub stats: &'a WorkerStats,
+    /// Monotonic seconds.
+    pub now: u64,
+    /// Worker index.
+    pub worker: u16,
+}
+
+struct Slot {
+    io: PortIo,
+    pending: Burst,
+}
+
+/// The ports a worker can transmit on, each with a pending output burst.
+pub struct Ports {
+    slots: Vec<Option<Slot>>,
+    dirty: Vec<PortId>,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports { slots: (0..MAX_PORTS).map(|_| None).collect(), dirty: Vec::with_capacity(MAX_PORTS) }
+    }
+
+    /// Whether this worker can transmit on `port`.
+    #[inline]
+    pub fn has(&self, port: PortId) -> bool {
+        matches!(self.slots.get(port as usize), Some(Some(_)))
+    }
+
+    /// Queues `b` for transmission on `port`; flushes the port's burst when it fills. Returns
+    /// `false` (and frees `b`) when this worker has no queue for `port`.
+    #[inline]
+    pub fn enqueue(&mut self, cache: &mut PoolCache, stats: &WorkerStats, port: PortId, b: crate::pool::Buf) -> bool {
+        let Some(Some(slot)) = self.slots.get_mut(port as usize) else {
+            cache.free(b);
+            return false;
+        };
+        if slot.pending.is_empty() {
+            self.dirty.push(port);
+        }
+        if let Err(b) = slot.pending.push(b) {
+            slot.io.tx_burst(cache, &mut slot.pending, stats.port(port));
+            // Cannot fail: tx_burst leaves the burst empty.
+            let _ = slot.pending.push(b);
+        }
+        true
+    }
+
+    /// Transmits every pending burst.
+    pub fn flush(&mut self, cache: &mut PoolCache, stats: &WorkerStats) {
+        for port in self.dirty.drain(..) {
+            if let Some(Some(slot)) = self.slots.get_mut(port as usize) {
+                if !slot.pending.is_empty() {
+                    slot.io.tx_burst(cache, &mut slot.pending, stats.port(port));
+                }
+            }
+        }
+    }
+
+    fn attach(&mut self, port: PortId, io: PortIo) -> Option<PortIo> {
+        let slot = self.slots.get_mut(port as usize)?;
+        slot.replace(Slot { io, pending: Burst::new() }).map(|s| s.io)
+    }
+
+    fn detach(&mut self, cache: &mut PoolCache, port: PortId) -> Option<PortIo> {
+        let mut s = self.slots.get_mut(port as usize)?.take()?;
+        s.pending.free_all(cache);
+        s.io.release(cache);
+        Some(s.io)
+    }
+}
+
+/// A command from the control thread.
+pub enum Command<P: Pipeline> {
+    /// Publish a new configuration snapshot.
+    Config(Arc<P::Config>),
+    /// Give the worker a port queue; with `rx` it also polls it for receive.
+    Attach {
+        /// Port id.
+        port: PortId,
+        /// The queue.
+        io: PortIo,
+        /// Whether this worker polls it for receive.
+        rx: bool,
+    },
+    /// Take a port away (its queue is closed).
+    Detach(PortId),
+    /// A pipeline request.
+    Request(P::Request),
+    /// End the worker loop.
+    Stop,
+}
+
+/// State a worker shares with the control thread.
+#[derive(Default)]
+pub struct WorkerShared {
+    /// Sequence number of the last command applied.
+    pub applied: AtomicU64,
+    /// Core the worker is pinned to.
+    pub core: AtomicU64,
+    /// Whether pinning succeeded.
+    pub pinned: AtomicBool,
+    /// Receive queues polled.
+    pub rx_queues: AtomicU64,
+}
+
+/// A worker as the control thread holds it.
+pub struct WorkerHandle<P: Pipeline> {
+    /// Worker index.
+    pub id: u16,
+    tx: Sender<(u64, Command<P>)>,
+    waker: Arc<Waker>,
+    next_seq: u64,
+    /// Shared state.
+    pub shared: Arc<WorkerShared>,
+    /// Counters.
+    pub stats: Arc<WorkerStats>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<P: Pipeline> WorkerHandle<P> {
+    /// Sends a command and wakes the worker; returns its sequence number.
+    pub fn send(&mut self, cmd: Command<P>) -> u64 {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        // A send fails only if the worker has exited; then there is nothing to configure.
+        let _ = self.tx.send((seq, cmd));
+        let _ = self.waker.wake();
+        seq
+    }
+
+    /// Waits until the worker applied command `seq`; `false` on timeout.
+    pub fn wait(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.shared.applied.load(Ordering::Acquire) < seq {
+            if Instant::now() >= deadline || self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
+
+    /// Stops the worker and joins its thread.
+    pub fn stop(&mut self) {
+        self.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<P: Pipeline> Drop for WorkerHandle<P> {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// A worker's loop state. Tests and benchmarks drive it step by step with [`Worker::poll_once`];
+/// the daemon runs it on a pinned thread with [`spawn`].
+pub struct Worker<P: Pipeline> {
+    id: u16,
+    pipeline: P,
+    cfg: Arc<P::Config>,
+    ports: Ports,
+    rx: Vec<PortId>,
+    cache: PoolCache,
+    stats: Arc<WorkerStats>,
+    cmds: Receiver<(u64, Command<P>)>,
+    shared: Arc<WorkerShared>,
+    burst: Burst,
+    last_tick: u64,
+    stop: bool,
+}
+
+impl<P: Pipeline> Worker<P> {
+    /// A worker with its command channel; the sender goes to whoever configures it.
+    pub fn new(
+        id: u16,
+        pool: Arc<Pool>,
+        pipeline: P,
+        cfg: Arc<P::Config>,
+    ) -> (Worker<P>, Sender<(u64, Command<P>)>) {
+        let (tx, rx) = channel::bounded(256);
+        let w = Worker {
+            id,
+            pipeline,
+            cfg,
+            ports: Ports::new(),
+            rx: Vec::with_capacity(MAX_PORTS),
+            cache: PoolCache::new(pool),
+            stats: Arc::new(WorkerStats::new(P::COUNTERS, MAX_PORTS)),
+            cmds: rx,
+            shared: Arc::new(WorkerShared::default()),
+            burst: Burst::new(),
+            last_tick: 0,
+            stop: false,
+        };
+        (w, tx)
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    /// The pipeline, for inspection in tests.
+    pub fn pipeline(&self) -> &P {
+        &self.pipeline
+    }
+
+    /// The worker's buffer cache (tests use it to build frames).
+    pub fn cache(&mut self) -> &mut PoolCache {
+        &mut self.cache
+    }
+
+    /// Applies pending commands; returns whether the port set changed.
+    fn apply_commands(&mut self, now: u64, poll: Option<&Poll>) -> bool {
+        let mut ports_changed = false;
+        loop {
+            let (seq, cmd) = match self.cmds.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.stop = true;
+                    break;
+                }
+            };
+            let mut cx = Context {
+                cache: &mut self.cache,
+                ports: &mut self.ports,
+                stats: &self.stats,
+                now,
+                worker: self.id,
+            };
+            match cmd {
+                Command::Config(cfg) => {
+                    self.cfg = cfg;
+                    self.pipeline.configure(&mut cx, &self.cfg);
+                    self.stats.event(WorkerEvent::ConfigApplied).inc();
+                }
+                Command::Attach { port, io, rx } => {
+                    if let (Some(p), Some(fd)) = (poll, io.raw_fd()) {
+                        if rx {
+                            let _ = p.registry().register(&mut SourceFd(&fd), Token(port as usize), Interest::READABLE);
+                        }
+                    }
+                    if let Some(mut old) = self.ports.attach(port, io) {
+                        self.unregister(poll, &old);
+                        old.release(&mut self.cache);
+                    }
+                    self.rx.retain(|&p| p != port);
+                    if rx {
+                        self.rx.push(port);
+                    }
+                    ports_changed = true;
+                }
+                Command::Detach(port) => {
+                    if let Some(io) = self.ports.detach(&mut self.cache, port) {
+                        self.unregister(poll, &io);
+                    }
+                    self.rx.retain(|&p| p != port);
+                    ports_changed = true;
+                }
+                Command::Request(req) => self.pipeline.request(&mut cx, &self.cfg, req),
+                Command::Stop => self.stop = true,
+            }
+            self.shared.applied.store(seq, Ordering::Release);
+        }
+        if ports_changed {
+            self.shared.rx_queues.store(self.rx.len() as u64, Ordering::Relaxed);
+        }
+        ports_changed
+    }
+
+    fn unregister(&self, poll: Option<&Poll>, io: &PortIo) {
+        if let (Some(p), Some(fd)) = (poll, io.raw_fd()) {
+            let _ = p.registry().deregister(&mut SourceFd(&fd));
+        }
+    }
+
+    /// One loop iteration at time `now` (seconds): commands, receive on every port, run the
+    /// pipeline, transmit, timers. Returns the number of frames received.
+    pub fn poll_once(&mut self, now: u64) -> usize {
+        self.step(now, None)
+    }
+
+    fn step(&mut self, now: u64, poll: Option<&Poll>) -> usize {
+        if !self.cmds.is_empty() {
+            self.apply_commands(now, poll);
+        }
+        let mut total = 0;
+        for i in 0..self.rx.len() {
+            let port = self.rx[i];
+            let Some(Some(slot)) = self.ports.slots.get_mut(port as usize) else { continue };
+            let n = slot.io.rx_burst(&mut self.cache, &mut self.burst, self.stats.port(port));
+            if self.burst.is_empty() {
+                continue;
+            }
+            total += n;
+            let pool = self.cache.pool();
+            for b in self.burst.bufs_mut() {
+                pool.set_port(b, port);
+            }
+            let mut cx = Context {
+                cache: &mut self.cache,
+                ports: &mut self.ports,
+                stats: &self.stats,
+                now,
+                worker: self.id,
+            };
+            self.pipeline.rx(&mut cx, &self.cfg, port, &mut self.burst);
+            // The pipeline must consume the burst; anything left would leak, so free it.
+            self.burst.free_all(&mut self.cache);
+            self.ports.flush(&mut self.cache, &self.stats);
+        }
+        if now != self.last_tick {
+            self.last_tick = now;
+            let mut cx = Context {
+                cache: &mut self.cache,
+                ports: &mut self.ports,
+                stats: &self.stats,
+                now,
+                worker: self.id,
+            };
+            self.pipeline.tick(&mut cx, &self.cfg);
+            self.ports.flush(&mut self.cache, &self.stats);
+        }
+        self.stats.event(WorkerEvent::Loops).inc();
+        if total == 0 {
+            self.stats.event(WorkerEvent::IdleLoops).inc();
+        }
+        total
+    }
+
+    fn run(mut self, mut poll: Poll) {
+        let start = Instant::now();
+        let mut events = Events::with_capacity(64);
+        let mut idle_loops: u32 = 0;
+        let mut idle_since = Instant::now();
+        while !self.stop {
+            let now = start.elapsed().as_secs();
+            let n = self.step(now, Some(&poll));
+            if n > 0 {
+                idle_loops = 0;
+                continue;
+            }
+            if idle_loops == 0 {
+                idle_since = Instant::now();
+            }
+            idle_loops = idle_loops.saturating_add(1);
+            if idle_loops < SPIN_LOOPS {
+                std::hint::spin_loop();
+                continue;
+            }
+            if idle_since.elapsed() < IDLE_BEFORE_SLEEP {
+                std::thread::yield_now();
+                continue;
+            }
+            // Every receive queue was drained to EAGAIN in the last iteration, so with
+            // edge-triggered epoll no arrival since then can be missed.
+            let all_have_fds = self.rx.iter().all(|&p| match self.ports.slots.get(p as usize) {
+                Some(Some(s)) => s.io.raw_fd().is_some(),
+                _ => true,
+            });
+            let timeout = if all_have_fds { MAX_SLEEP } else { Duration::from_millis(1) };
+            self.stats.event(WorkerEvent::Sleeps).inc();
+            if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            idle_loops = 0;
+        }
+        // Hand every queue and buffer back before the thread ends.
+        for port in 0..MAX_PORTS as PortId {
+            self.ports.detach(&mut self.cache, port);
+        }
+        let _ = &mut poll;
+    }
+}
+
+/// Starts worker `w` on its own thread, pinned to `core` when given.
+pub fn spawn<P: Pipeline>(
+    w: Worker<P>,
+    tx: Sender<(u64, Command<P>)>,
+    core: Option<core_affinity::CoreId>,
+) -> std::io::Result<WorkerHandle<P>> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?);
+    let shared = w.shared.clone();
+    let stats = w.stats.clone();
+    let id = w.id;
+    let thread = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
+        if let Some(c) = core {
+            let ok = core_affinity::set_for_current(c);
+            w.shared.core.store(c.id as u64, Ordering::Relaxed);
+            w.shared.pinned.store(ok, Ordering::Relaxed);
+        }
+        w.run(poll);
+    })?;
+    Ok(WorkerHandle { id, tx, waker, next_seq: 0, shared, stats, thread: Some(thread) })
+}

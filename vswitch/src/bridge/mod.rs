@@ -1,0 +1,216 @@
+//! The L2 bridge: MAC learning, forwarding, flooding within a network, aging.
+//!
+//! One stage over a burst, in two passes: the first validates each frame and prefetches the MAC
+//! table slots of its source and destination, the second learns and decides, so that with a
+//! large table the cache misses of 32 frames overlap instead of adding up.
+//!
+//! A frame never leaves its network: the table is keyed by (network, MAC) and a flood goes only
+//! to the ports of the ingress port's network.
+
+pub mod fdb;
+
+use crate::config::{NetId, Snapshot};
+use crate::counters::{drop_index, event_index, DropReason, Event};
+use dataplane::burst::Burst;
+use dataplane::counters::WorkerStats;
+use dataplane::pool::{Buf, Pool};
+use dataplane::port::{PortId, MAX_PORTS};
+use dataplane::worker::Context;
+use fdb::{Evicted, Learn, Limits, MacTable};
+use std::sync::Arc;
+
+/// Most networks (ids are `u16`, 0 unused).
+pub const MAX_NETS: usize = 4096;
+/// Learned entries aged per tick at most (keeps one tick short).
+const AGING_BUDGET: u32 = 16_384;
+
+/// The bridge stage's state on one worker.
+pub struct Bridge {
+    pool: Arc<Pool>,
+    /// The MAC table.
+    pub fdb: MacTable,
+    /// Network each port was in at the last configuration, to flush entries when it changes.
+    port_net: Box<[Option<NetId>]>,
+    /// Static entries installed from the last configuration.
+    statics: Vec<(NetId, [u8; 6], PortId)>,
+}
+
+#[inline]
+fn drop_frame(cx: &mut Context<'_>, b: Buf, why: DropReason) {
+    cx.stats.pipeline.at(drop_index(why)).inc();
+    cx.cache.free(b);
+}
+
+#[inline]
+fn event(stats: &WorkerStats, e: Event) {
+    stats.pipeline.at(event_index(e)).inc();
+}
+
+#[inline]
+fn macs(d: &[u8]) -> Option<([u8; 6], [u8; 6])> {
+    let dst: [u8; 6] = d.get(0..6)?.try_into().ok()?;
+    let src: [u8; 6] = d.get(6..12)?.try_into().ok()?;
+    // An Ethernet header also needs its two EtherType bytes.
+    d.get(13)?;
+    Some((dst, src))
+}
+
+impl Bridge {
+    /// A bridge whose MAC table holds `fdb_capacity` entries.
+    pub fn new(pool: Arc<Pool>, fdb_capacity: u32) -> Bridge {
+        Bridge {
+            pool,
+            fdb: MacTable::new(fdb_capacity, MAX_PORTS, MAX_NETS),
+            port_net: vec![None; MAX_PORTS].into_boxed_slice(),
+            statics: Vec::new(),
+        }
+    }
+
+    /// Switches a burst received on `port`.
+    pub fn rx(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, port: PortId, burst: &mut Burst) {
+        let Some(net_id) = cfg.port(port).and_then(|p| p.net) else {
+            for b in burst.drain() {
+                drop_frame(cx, b, DropReason::NoNetwork);
+            }
+            return;
+        };
+        let (Some(net), Some(pconf)) = (cfg.net(net_id), cfg.port(port)) else {
+            for b in burst.drain() {
+                drop_frame(cx, b, DropReason::NoNetwork);
+            }
+            return;
+        };
+        let limits = Limits { port: pconf.mac_limit, network: net.mac_limit, network_ports: &net.ports };
+
+        for b in burst.bufs() {
+            if let Some((dst, src)) = macs(self.pool.data(b)) {
+                self.fdb.prefetch(net_id, &src);
+                if dst[0] & 1 == 0 {
+                    self.fdb.prefetch(net_id, &dst);
+                }
+            }
+        }
+
+        for b in burst.drain() {
+            let Some((dst, src)) = macs(self.pool.data(&b)) else {
+                drop_frame(cx, b, DropReason::EthTooShort);
+                continue;
+            };
+            if src[0] & 1 != 0 || src == [0; 6] {
+                drop_frame(cx, b, DropReason::SrcMacInvalid);
+                continue;
+            }
+            match self.fdb.learn(net_id, &src, port, cx.now, &limits) {
+                Learn::Known => {}
+                Learn::Learned => event(cx.stats, Event::MacLearned),
+                Learn::LearnedEvicting(why) => {
+                    event(cx.stats, Event::MacLearned);
+                    event(
+                        cx.stats,
+                        match why {
+                            Evicted::PortLimit => Event::MacEvictedPortLimit,
+                            Evicted::NetworkLimit => Event::MacEvictedNetworkLimit,
+                            Evicted::TableFull => Event::MacEvictedTableFull,
+                        },
+                    );
+                }
+                Learn::Moved => event(cx.stats, Event::MacMoved),
+                Learn::StaticConflict => event(cx.stats, Event::MacStaticConflict),
+                Learn::Full => event(cx.stats, Event::MacLearnRefused),
+            }
+            if dst[0] & 1 == 0 {
+                match self.fdb.lookup(net_id, &dst) {
+                    Some(out) if out == port => drop_frame(cx, b, DropReason::DstIsIngress),
+                    Some(out) => {
+                        if cx.ports.enqueue(cx.cache, cx.stats, out, b) {
+                            event(cx.stats, Event::Forwarded);
+                        } else {
+                            cx.stats.pipeline.at(drop_index(DropReason::PortDown)).inc();
+                        }
+                    }
+                    None => {
+                        event(cx.stats, Event::UnknownUnicast);
+                        self.flood(cx, &net.ports, port, b);
+                    }
+                }
+            } else {
+                self.flood(cx, &net.ports, port, b);
+            }
+        }
+    }
+
+    /// Sends `b` to every port of the network but `ingress`: copies for all but the last.
+    fn flood(&self, cx: &mut Context<'_>, ports: &[PortId], ingress: PortId, b: Buf) {
+        let eligible = |cx: &Context<'_>, p: PortId| p != ingress && cx.ports.has(p);
+        let Some(last) = ports.iter().rposition(|&p| eligible(cx, p)) else {
+            drop_frame(cx, b, DropReason::NoDestination);
+            return;
+        };
+        event(cx.stats, Event::Flooded);
+        for &out in &ports[..last] {
+            if !eligible(cx, out) {
+                continue;
+            }
+            match cx.cache.alloc() {
+                Some(mut c) => {
+                    self.pool.fill(&mut c, self.pool.data(&b));
+                    event(cx.stats, Event::FloodCopies);
+                    cx.ports.enqueue(cx.cache, cx.stats, out, c);
+                }
+                None => cx.stats.pipeline.at(drop_index(DropReason::NoBuffers)).inc(),
+            }
+        }
+        cx.ports.enqueue(cx.cache, cx.stats, ports[last], b);
+    }
+
+    /// Reconciles the MAC table with a new configuration: entries of ports that left their
+    /// network go, limits that shrank are enforced, static entries follow the configuration.
+    pub fn configure(&mut self, cfg: &Snapshot) {
+        for p in 0..MAX_PORTS {
+            let id = p as PortId;
+            let conf = cfg.port(id);
+            let net = conf.and_then(|c| c.net);
+            if self.port_net[p] != net {
+                self.fdb.flush_port(id);
+                self.port_net[p] = net;
+            }
+            if let Some(c) = conf {
+                while self.fdb.port_learned(id) > c.mac_limit {
+                    if self.fdb.flush_oldest(id).is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut wanted: Vec<(NetId, [u8; 6], PortId)> = Vec::new();
+        for (id, net) in cfg.nets.iter().enumerate() {
+            if let Some(n) = net {
+                wanted.extend(n.statics.iter().map(|&(mac, port)| (id as NetId, mac, port)));
+            }
+        }
+        for old in &self.statics {
+            if !wanted.iter().any(|w| w.0 == old.0 && w.1 == old.1) {
+                self.fdb.remove(old.0, &old.1);
+            }
+        }
+        for w in &wanted {
+            if !self.statics.contains(w) {
+                self.fdb.set_static(w.0, &w.1, w.2);
+            }
+        }
+        self.statics = wanted;
+    }
+
+    /// Ages out learned MACs; returns how many went.
+    pub fn tick(&mut self, stats: &WorkerStats, cfg: &Snapshot, now: u64) -> u32 {
+        let aging = |p: PortId| {
+            cfg.port(p)
+                .and_then(|c| c.net)
+                .and_then(|n| cfg.net(n))
+                .map_or(0, |n| u64::from(n.aging_secs))
+        };
+        let n = self.fdb.expire(now, aging, AGING_BUDGET);
+        stats.pipeline.at(event_index(Event::MacAged)).add(u64::from(n));
+        n
+    }
+}
