@@ -334,10 +334,10 @@ pub struct NetworkInfo {
     pub learned_macs: u64,
     /// Static MAC table entries.
     pub static_macs: u64,
-    /// Effective limit on learned MACs.
-    pub mac_limit: u32,
+    /// Effective limit on learned MACs (the configured one or the default).
+    pub effective_mac_limit: u32,
     /// Effective aging time in seconds.
-    pub aging_secs: u32,
+    pub effective_aging_secs: u32,
 }
 
 /// `port.inspect` / `port.ls` result.
@@ -377,6 +377,9 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     /// Frames meant for the device that it refused (queue full, device gone).
     pub tx_dropped: u64,
+    /// Frames lost on receive (larger than a buffer, read errors).
+    #[serde(default)]
+    pub rx_errors: u64,
 }
 
 /// One MAC table entry.

@@ -165,8 +165,8 @@ fn assert_one_error_line(out: &Output, code: i32) -> String {
 
 fn network_info() -> Value {
     json!({"name": "blue", "subnet": "10.1.0.0/24", "vni": 100, "encrypted": true, "id": 1,
-           "ports": [], "learned_macs": 0, "static_macs": 0, "mac_limit": 65536,
-           "aging_secs": 300})
+           "ports": [], "learned_macs": 0, "static_macs": 0, "effective_mac_limit": 65536,
+           "effective_aging_secs": 300})
 }
 
 #[test]

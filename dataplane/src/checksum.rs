@@ -18,11 +18,13 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// to the one's complement partial sum `initial`.
 #[inline]
 #[must_use]
+#[allow(clippy::cast_possible_truncation)] // The final cast is lossless, see below.
 pub fn sum16(data: &[u8], initial: u32) -> u32 {
     // 32-bit words are summed into 64 bits: since 2^16 = 1 (mod 0xFFFF), a 32-bit word adds the
     // same as its two 16-bit halves, and 2^32 words cannot overflow the accumulator.
     let mut acc = u64::from(initial);
     let mut words = data.chunks_exact(4);
+    // `chunks_exact` yields slices of exactly the chunk size, so the indexing cannot panic.
     for w in &mut words {
         acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
     }
@@ -47,8 +49,9 @@ pub fn sum16(data: &[u8], initial: u32) -> u32 {
 pub const fn fold(sum: u32) -> u16 {
     let s = (sum & 0xFFFF) + (sum >> 16);
     let s = (s & 0xFFFF) + (s >> 16);
-    // Two folds of a u32 leave at most 0xFFFF.
-    s as u16
+    // Two folds of a u32 leave at most 0xFFFF: the high half is zero.
+    let [_, _, hi, lo] = s.to_be_bytes();
+    u16::from_be_bytes([hi, lo])
 }
 
 /// The Internet checksum of `data`: the value to store in a zeroed checksum field.
@@ -97,10 +100,10 @@ pub const fn update16(old_csum: u16, old: u16, new: u16) -> u16 {
 #[inline]
 #[must_use]
 pub const fn update32(old_csum: u16, old: u32, new: u32) -> u16 {
-    let old_hi = (old >> 16) as u16;
-    let old_lo = old as u16;
-    let new_hi = (new >> 16) as u16;
-    let new_lo = new as u16;
+    let [a, b, c, d] = old.to_be_bytes();
+    let (old_hi, old_lo) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+    let [a, b, c, d] = new.to_be_bytes();
+    let (new_hi, new_lo) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
     // Five terms of at most 0xFFFF each cannot overflow a u32.
     let sum = !old_csum as u32 + !old_hi as u32 + !old_lo as u32 + new_hi as u32 + new_lo as u32;
     !fold(sum)
@@ -122,6 +125,9 @@ pub fn update_bytes(old_csum: u16, old: &[u8], new: &[u8]) -> u16 {
 
 #[cfg(test)]
 mod tests {
+    // The PRNG's output is cut to field widths on purpose.
+    #![allow(clippy::cast_possible_truncation)]
+
     use super::*;
 
     /// xorshift64: deterministic, dependency-free randomness for property tests.

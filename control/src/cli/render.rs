@@ -157,10 +157,10 @@ fn network(n: &NetworkInfo) -> String {
         ("ports", ports),
         (
             "learned macs",
-            format!("{} (limit {})", n.learned_macs, n.mac_limit),
+            format!("{} (limit {})", n.learned_macs, n.effective_mac_limit),
         ),
         ("static macs", n.static_macs.to_string()),
-        ("aging", duration(u64::from(n.aging_secs))),
+        ("aging", duration(u64::from(n.effective_aging_secs))),
     ])
 }
 
@@ -316,7 +316,7 @@ mod tests {
     fn net_json() -> Value {
         json!({"name": "blue", "subnet": "10.1.0.0/24", "vni": 100, "encrypted": true, "id": 1,
                "ports": ["tap0", "tap1"], "learned_macs": 3, "static_macs": 1,
-               "mac_limit": 65536, "aging_secs": 300})
+               "effective_mac_limit": 65536, "effective_aging_secs": 300})
     }
 
     fn port_json() -> Value {
@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn network_ls_is_a_table() {
         let plain = json!({"name": "red", "id": 12, "ports": [], "learned_macs": 0,
-                           "static_macs": 0, "mac_limit": 10, "aging_secs": 30});
+                           "static_macs": 0, "effective_mac_limit": 10, "effective_aging_secs": 30});
         assert_eq!(
             show(Show::Networks, json!([net_json(), plain])),
             "NAME  ID  VNI              SUBNET       PORTS  MACS\n\

@@ -223,6 +223,7 @@ impl Trailer {
     /// is a multiple of `align` bytes (4 at least for ESP; the cipher's block size if larger).
     /// An `align` of 0 counts as 1.
     #[must_use]
+    #[allow(clippy::cast_possible_truncation)] // The one cast is lossless, see below.
     pub const fn for_payload(payload_len: usize, align: u8, next_header: IpProtocol) -> Trailer {
         let align = if align == 0 { 1 } else { align as usize };
         let rem = (payload_len % align + TRAILER_LEN % align) % align;

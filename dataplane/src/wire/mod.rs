@@ -115,7 +115,6 @@ mod tests {
     use super::*;
 
     const MAC_A: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
-    const MAC_B: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
     const IP_A: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
     const IP_B: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
 

@@ -21,7 +21,7 @@ use super::{be16, Error, EthernetProtocol, Result};
 
 /// TPID of an 802.1Q customer tag.
 pub const TPID_8021Q: u16 = 0x8100;
-/// TPID of an 802.1ad service tag (QinQ outer tag).
+/// TPID of an 802.1ad service tag (the outer tag of `QinQ`).
 pub const TPID_8021AD: u16 = 0x88A8;
 /// Pre-standard QinQ TPID still seen on some equipment.
 pub const TPID_QINQ_LEGACY: u16 = 0x9100;
@@ -101,8 +101,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Priority code point (802.1p), 0..=7.
     #[inline]
     pub fn pcp(&self) -> u8 {
-        // A u16 shifted right by 13 is at most 7.
-        (self.tci() >> PCP_SHIFT) as u8
+        self.buffer.as_ref()[field::TCI.start] >> 5
     }
 
     /// Drop eligible indicator.
