@@ -40,3 +40,6 @@ pub fn parse_core_list(s: &str) -> Result<Vec<usize>, String> {
     }
     Ok(out)
 }
+
+/// Re-exported so that the daemon names cores with the same type the workers pin to.
+pub use core_affinity;

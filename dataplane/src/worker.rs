@@ -173,7 +173,7 @@ pub struct WorkerHandle<P: Pipeline> {
     pub id: u16,
     tx: Sender<(u64, Command<P>)>,
     waker: Arc<Waker>,
-    next_seq: u64,
+    next_seq: AtomicU64,
     /// Shared state.
     pub shared: Arc<WorkerShared>,
     /// Counters.
@@ -183,9 +183,8 @@ pub struct WorkerHandle<P: Pipeline> {
 
 impl<P: Pipeline> WorkerHandle<P> {
     /// Sends a command and wakes the worker; returns its sequence number.
-    pub fn send(&mut self, cmd: Command<P>) -> u64 {
-        self.next_seq += 1;
-        let seq = self.next_seq;
+    pub fn send(&self, cmd: Command<P>) -> u64 {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
         // A send fails only if the worker has exited; then there is nothing to configure.
         let _ = self.tx.send((seq, cmd));
         let _ = self.waker.wake();
@@ -464,5 +463,5 @@ pub fn spawn<P: Pipeline>(
         }
         w.run(poll);
     })?;
-    Ok(WorkerHandle { id, tx, waker, next_seq: 0, shared, stats, thread: Some(thread) })
+    Ok(WorkerHandle { id, tx, waker, next_seq: AtomicU64::new(0), shared, stats, thread: Some(thread) })
 }

@@ -5,3 +5,5 @@ pub mod bridge;
 pub mod config;
 pub mod counters;
 pub mod pipeline;
+pub mod daemon;
+pub mod demo;

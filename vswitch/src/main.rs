@@ -1,1 +1,102 @@
-fn main() {}
+//! `vswitchd`: the userspace virtual switch daemon.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vswitch::daemon::{self, server, Daemon, Options};
+
+#[derive(Parser)]
+#[command(name = "vswitchd", version, about = "Userspace poll-mode virtual switch for container networks")]
+struct Args {
+    /// Control socket path [env: VSWITCH_SOCKET] [default: /run/vswitch/vswitchd.sock]
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// Directory where the configuration is persisted.
+    #[arg(long, default_value = "/var/lib/vswitch", global = true)]
+    state_dir: PathBuf,
+    /// Cores that get a pinned poll-mode worker, e.g. 1,3-5 (default: all but core 0 when there
+    /// are more than two, else one worker on the last core).
+    #[arg(long)]
+    cores: Option<String>,
+    /// Group (name or id) allowed to use the control socket besides root.
+    #[arg(long)]
+    group: Option<String>,
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    /// Packet buffers in the shared pool (2 KiB each).
+    #[arg(long, default_value_t = 16384)]
+    buffers: u32,
+    /// MAC table entries per worker.
+    #[arg(long, default_value_t = 262_144)]
+    fdb_size: u32,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A self-contained demonstration: makes its own namespaces, runs traffic through the switch,
+    /// prints its counters, cleans up.
+    Demo {
+        /// Bytes to move over TCP between the two namespaces.
+        #[arg(long, default_value_t = 100 << 20)]
+        bytes: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    {
+        use std::io::IsTerminal;
+        let ansi = std::io::stderr().is_terminal();
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    }
+    let socket = control::client::socket_path(args.socket.as_deref());
+    if let Some(Cmd::Demo { bytes }) = args.command {
+        return match vswitch::demo::run(bytes) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: demo failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(args, socket) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args, socket: PathBuf) -> Result<(), String> {
+    let cores = args.cores.as_deref().map(dataplane::parse_core_list).transpose()?;
+    let gid = args
+        .group
+        .as_deref()
+        .map(daemon::os::group_id)
+        .transpose()
+        .map_err(|e| format!("--group: {e}"))?;
+    std::fs::create_dir_all(&args.state_dir)
+        .map_err(|e| format!("cannot create state directory {}: {e}", args.state_dir.display()))?;
+    let _lock = daemon::os::lock_dir(&args.state_dir).map_err(|e| e.to_string())?;
+    let listener = server::bind(&socket, gid)?;
+    let opts = Options {
+        socket: socket.clone(),
+        state_dir: args.state_dir,
+        cores,
+        group: args.group,
+        buffers: args.buffers,
+        fdb_size: args.fdb_size,
+    };
+    let mut d = Daemon::start(opts)?;
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), "vswitchd ready");
+    let r = server::serve(&mut d, listener, gid);
+    d.shutdown();
+    let _ = std::fs::remove_file(&socket);
+    r.map_err(|e| format!("control loop failed: {e}"))
+}

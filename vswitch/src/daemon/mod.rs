@@ -1,0 +1,923 @@
+//! `vswitchd`: owns the configuration, the devices and the workers, and answers the control
+//! socket. Every accepted change is persisted before it is acknowledged, then published to the
+//! workers as a new snapshot.
+
+pub mod os;
+pub mod server;
+
+use crate::config::{self, NetConf, NetId, PortConf, Snapshot};
+use crate::counters::{drop_index, event_index, DropReason, Event};
+use crate::pipeline::{Request as WorkerRequest, Switch};
+use control::proto::*;
+use control::text::{check_name, format_mac, parse_mac};
+use dataplane::counters::WorkerEvent;
+use dataplane::pool::{Pool, MAX_FRAME};
+use dataplane::port::tap::TapDevice;
+use dataplane::port::{PortId, PortIo, MAX_PORTS};
+use dataplane::sys::netns;
+use dataplane::worker::{self, Command, Worker, WorkerHandle};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the control thread waits for workers to apply a change.
+const WORKER_WAIT: Duration = Duration::from_secs(5);
+/// Largest MTU a TAP port may have (a frame must fit in one buffer).
+pub const MAX_MTU: u32 = (MAX_FRAME - 14) as u32 - 1;
+
+/// Daemon settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Control socket path.
+    pub socket: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Cores for workers (None: the default choice).
+    pub cores: Option<Vec<usize>>,
+    /// Group allowed to use the socket besides root.
+    pub group: Option<String>,
+    /// Packet buffers in the pool.
+    pub buffers: u32,
+    /// MAC table entries per worker.
+    pub fdb_size: u32,
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, msg)
+}
+
+struct NetState {
+    spec: NetworkSpec,
+    id: NetId,
+}
+
+struct PortState {
+    spec: PortSpec,
+    id: PortId,
+    device: Option<TapDevice>,
+    queues: u16,
+    error: Option<String>,
+    /// Counter values when the port was added (ids are reused; counters are not reset).
+    base: PortCounters,
+}
+
+/// The daemon's state.
+pub struct Daemon {
+    opts: Options,
+    started: Instant,
+    pool: Arc<Pool>,
+    workers: Vec<WorkerHandle<Switch>>,
+    nets: BTreeMap<String, NetState>,
+    ports: BTreeMap<String, PortState>,
+    fdb: Vec<StaticFdb>,
+    gen: u64,
+    rate: Option<(Instant, u64, u64)>,
+    pps: (u64, u64),
+    worker_pps: Vec<u64>,
+    worker_rx_last: Vec<u64>,
+}
+
+/// Chooses worker cores: the given list, else all but core 0 when there are more than two,
+/// else the last core. `dataplane::core_affinity::get_core_ids` reads the calling thread's affinity, so this
+/// runs once, before any thread is pinned.
+fn choose_cores(wanted: Option<&[usize]>) -> Result<Vec<Option<dataplane::core_affinity::CoreId>>, String> {
+    let avail = dataplane::core_affinity::get_core_ids().unwrap_or_default();
+    match wanted {
+        Some(list) => list
+            .iter()
+            .map(|&c| {
+                avail.iter().find(|a| a.id == c).copied().map(Some).ok_or_else(|| {
+                    let ids: Vec<String> = avail.iter().map(|a| a.id.to_string()).collect();
+                    format!("core {c} is not available to this process (available: {}); fix --cores", ids.join(","))
+                })
+            })
+            .collect(),
+        None if avail.len() > 2 => Ok(avail.iter().filter(|c| c.id != 0).copied().map(Some).collect()),
+        None => Ok(vec![avail.last().copied()]),
+    }
+}
+
+fn parse_args<T: DeserializeOwned>(cmd: &str, args: &Value) -> Result<T, ErrorBody> {
+    let v = if args.is_null() { Value::Object(Default::default()) } else { args.clone() };
+    serde_json::from_value(v).map_err(|e| err(ErrorCode::InvalidArgument, format!("invalid arguments for {cmd}: {e}")))
+}
+
+impl Daemon {
+    /// Starts the workers and restores the persisted configuration.
+    pub fn start(opts: Options) -> Result<Daemon, String> {
+        let cores = choose_cores(opts.cores.as_deref())?;
+        let pool = Pool::new(opts.buffers).map_err(|e| format!("cannot map {} packet buffers: {e}; lower --buffers", opts.buffers))?;
+        let snap = Arc::new(Snapshot::default());
+        let mut workers = Vec::new();
+        for (i, core) in cores.iter().enumerate() {
+            let (w, tx) = Worker::new(i as u16, pool.clone(), Switch::new(pool.clone(), opts.fdb_size), snap.clone());
+            let h = worker::spawn(w, tx, *core).map_err(|e| format!("cannot start worker {i}: {e}"))?;
+            tracing::info!(worker = i, core = core.map(|c| c.id), "worker started");
+            workers.push(h);
+        }
+        let n = workers.len();
+        let mut d = Daemon {
+            opts,
+            started: Instant::now(),
+            pool,
+            workers,
+            nets: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            fdb: Vec::new(),
+            gen: 0,
+            rate: None,
+            pps: (0, 0),
+            worker_pps: vec![0; n],
+            worker_rx_last: vec![0; n],
+        };
+        d.restore()?;
+        Ok(d)
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.opts.state_dir.join("config.json")
+    }
+
+    fn restore(&mut self) -> Result<(), String> {
+        let path = self.state_file();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let doc: ConfigDoc = serde_json::from_str(&text).map_err(|e| {
+            format!("{} is not a valid configuration ({e}); fix or move it away to start empty", path.display())
+        })?;
+        for n in doc.networks {
+            let name = n.name.clone();
+            if let Err(e) = self.network_create(n, false) {
+                tracing::error!(network = %name, error = %e, "cannot restore network");
+            }
+        }
+        for p in doc.ports {
+            let name = p.name.clone();
+            match self.port_add(p, false) {
+                Ok(_) => tracing::info!(port = %name, "port restored"),
+                Err(e) => tracing::error!(port = %name, error = %e, "cannot restore port"),
+            }
+        }
+        for f in doc.fdb {
+            if let Err(e) = self.fdb_add(f, false) {
+                tracing::error!(error = %e, "cannot restore static MAC entry");
+            }
+        }
+        self.publish();
+        tracing::info!(networks = self.nets.len(), ports = self.ports.len(), "configuration restored");
+        Ok(())
+    }
+
+    /// The configuration as one document.
+    pub fn export(&self) -> ConfigDoc {
+        let mut ports: Vec<PortSpec> = self.ports.values().map(|p| p.spec.clone()).collect();
+        ports.sort_by_key(|p| self.ports.get(&p.name).map(|s| s.id));
+        ConfigDoc {
+            version: CONFIG_VERSION,
+            networks: self.nets.values().map(|n| n.spec.clone()).collect(),
+            ports,
+            fdb: self.fdb.clone(),
+        }
+    }
+
+    fn persist(&self) -> Result<(), ErrorBody> {
+        let doc = self.export();
+        let data = serde_json::to_vec_pretty(&doc).map_err(|e| err(ErrorCode::Internal, format!("encode state: {e}")))?;
+        os::write_atomic(&self.state_file(), &data).map_err(|e| {
+            err(ErrorCode::System, format!("cannot persist the change to {}: {e}; the change was not made", self.state_file().display()))
+        })
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut snap = Snapshot { gen: self.gen, ..Default::default() };
+        let max_port = self.ports.values().map(|p| p.id as usize + 1).max().unwrap_or(0);
+        let max_net = self.nets.values().map(|n| n.id as usize + 1).max().unwrap_or(0);
+        snap.ports = vec![None; max_port];
+        snap.nets = vec![None; max_net];
+        for n in self.nets.values() {
+            snap.nets[n.id as usize] = Some(NetConf {
+                ports: Vec::new(),
+                mac_limit: n.spec.mac_limit.unwrap_or(config::DEFAULT_NET_MAC_LIMIT),
+                aging_secs: n.spec.aging_secs.unwrap_or(config::DEFAULT_AGING_SECS),
+                statics: Vec::new(),
+            });
+        }
+        let mut ids: Vec<&PortState> = self.ports.values().collect();
+        ids.sort_by_key(|p| p.id);
+        for p in ids {
+            let net = p.spec.network.as_ref().and_then(|n| self.nets.get(n)).map(|n| n.id);
+            snap.ports[p.id as usize] =
+                Some(PortConf { net, mac_limit: p.spec.mac_limit.unwrap_or(config::DEFAULT_PORT_MAC_LIMIT) });
+            if let Some(Some(nc)) = net.map(|n| &mut snap.nets[n as usize]) {
+                nc.ports.push(p.id);
+            }
+        }
+        for f in &self.fdb {
+            let (Some(n), Some(p), Ok(mac)) = (
+                self.nets.get(&f.network),
+                f.port.as_ref().and_then(|p| self.ports.get(p)),
+                parse_mac(&f.mac),
+            ) else {
+                continue;
+            };
+            if let Some(nc) = snap.nets[n.id as usize].as_mut() {
+                nc.statics.push((mac, p.id));
+            }
+        }
+        snap
+    }
+
+    /// Publishes a new snapshot and waits until every worker applied it.
+    fn publish(&mut self) {
+        self.gen += 1;
+        let snap = Arc::new(self.snapshot());
+        let seqs: Vec<u64> = self.workers.iter_mut().map(|w| w.send(Command::Config(snap.clone()))).collect();
+        for (w, seq) in self.workers.iter().zip(seqs) {
+            if !w.wait(seq, WORKER_WAIT) {
+                tracing::error!(worker = w.id, "worker did not apply the configuration in time");
+            }
+        }
+    }
+
+    fn port_counters(&self, id: PortId) -> PortCounters {
+        let mut c = PortCounters::default();
+        for w in &self.workers {
+            let p = w.stats.port(id);
+            c.rx_packets += p.rx_packets.get();
+            c.rx_bytes += p.rx_bytes.get();
+            c.tx_packets += p.tx_packets.get();
+            c.tx_bytes += p.tx_bytes.get();
+            c.tx_dropped += p.tx_dropped.get();
+            c.rx_errors += p.rx_errors.get();
+        }
+        c
+    }
+
+    fn port_counters_since(&self, p: &PortState) -> PortCounters {
+        let now = self.port_counters(p.id);
+        let b = &p.base;
+        PortCounters {
+            rx_packets: now.rx_packets.wrapping_sub(b.rx_packets),
+            rx_bytes: now.rx_bytes.wrapping_sub(b.rx_bytes),
+            tx_packets: now.tx_packets.wrapping_sub(b.tx_packets),
+            tx_bytes: now.tx_bytes.wrapping_sub(b.tx_bytes),
+            tx_dropped: now.tx_dropped.wrapping_sub(b.tx_dropped),
+            rx_errors: now.rx_errors.wrapping_sub(b.rx_errors),
+        }
+    }
+
+    /// Samples packet rates; called about once a second.
+    pub fn sample_rates(&mut self) {
+        let (rx, tx) = self.ports.values().fold((0u64, 0u64), |(r, t), p| {
+            let c = self.port_counters_since(p);
+            (r + c.rx_packets, t + c.tx_packets)
+        });
+        let now = Instant::now();
+        if let Some((t0, rx0, tx0)) = self.rate {
+            let dt = now.duration_since(t0).as_secs_f64().max(0.001);
+            self.pps = ((rx.saturating_sub(rx0) as f64 / dt) as u64, (tx.saturating_sub(tx0) as f64 / dt) as u64);
+            for (i, w) in self.workers.iter().enumerate() {
+                let total: u64 = w.stats.ports.iter().map(|p| p.rx_packets.get()).sum();
+                self.worker_pps[i] = (total.saturating_sub(self.worker_rx_last[i]) as f64 / dt) as u64;
+                self.worker_rx_last[i] = total;
+            }
+        }
+        self.rate = Some((now, rx, tx));
+    }
+
+    /// Handles one request.
+    pub fn handle(&mut self, req: &Request) -> Result<Value, ErrorBody> {
+        let a = &req.args;
+        let c = req.cmd.as_str();
+        let to_value = |v: Result<Value, serde_json::Error>| v.map_err(|e| err(ErrorCode::Internal, format!("encode reply: {e}")));
+        match c {
+            cmd::STATUS => to_value(serde_json::to_value(self.status())),
+            cmd::NETWORK_CREATE => {
+                let spec: NetworkSpec = parse_args(c, a)?;
+                let name = spec.name.clone();
+                self.network_create(spec, true)?;
+                self.publish();
+                to_value(serde_json::to_value(self.network_info(&name)?))
+            }
+            cmd::NETWORK_LS => {
+                let list: Result<Vec<_>, _> = self.nets.keys().map(|n| self.network_info(n)).collect();
+                to_value(serde_json::to_value(list?))
+            }
+            cmd::NETWORK_INSPECT => {
+                let a: NameArgs = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.network_info(&a.name)?))
+            }
+            cmd::NETWORK_RM => {
+                let a: NameArgs = parse_args(c, a)?;
+                self.network_rm(&a.name)?;
+                Ok(Value::Null)
+            }
+            cmd::PORT_ADD => {
+                let spec: PortSpec = parse_args(c, a)?;
+                let name = spec.name.clone();
+                self.port_add(spec, true)?;
+                self.publish();
+                to_value(serde_json::to_value(self.port_info(&name)?))
+            }
+            cmd::PORT_LS => {
+                let mut ps: Vec<&PortState> = self.ports.values().collect();
+                ps.sort_by_key(|p| p.id);
+                let list: Result<Vec<_>, _> = ps.iter().map(|p| self.port_info(&p.spec.name)).collect();
+                to_value(serde_json::to_value(list?))
+            }
+            cmd::PORT_INSPECT => {
+                let a: NameArgs = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.port_info(&a.name)?))
+            }
+            cmd::PORT_RM => {
+                let a: NameArgs = parse_args(c, a)?;
+                self.port_rm(&a.name)?;
+                Ok(Value::Null)
+            }
+            cmd::FDB_LS => {
+                let a: FdbLsArgs = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.fdb_ls(a.network.as_deref())?))
+            }
+            cmd::FDB_ADD => {
+                let a: StaticFdb = parse_args(c, a)?;
+                self.fdb_add(a, true)?;
+                self.publish();
+                Ok(Value::Null)
+            }
+            cmd::FDB_RM => {
+                let a: FdbRmArgs = parse_args(c, a)?;
+                self.fdb_rm(a)?;
+                Ok(Value::Null)
+            }
+            cmd::STATS => {
+                let a: StatsArgs = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.stats(a.port.as_deref())?))
+            }
+            cmd::CONFIG_EXPORT => to_value(serde_json::to_value(self.export())),
+            cmd::CONFIG_IMPORT => {
+                let doc: ConfigDoc = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.import(doc)?))
+            }
+            other => Err(err(
+                ErrorCode::UnknownCommand,
+                format!("unknown command '{other}'; known commands: {}", cmd::ALL.join(", ")),
+            )),
+        }
+    }
+
+    fn status(&self) -> StatusInfo {
+        StatusInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            pid: std::process::id(),
+            workers: self
+                .workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| WorkerInfo {
+                    id: w.id,
+                    core: w.shared.core.load(Ordering::Relaxed) as usize,
+                    pinned: w.shared.pinned.load(Ordering::Relaxed),
+                    queues: w.shared.rx_queues.load(Ordering::Relaxed) as u32,
+                    sleeps: w.stats.event(WorkerEvent::Sleeps).get(),
+                    rx_pps: self.worker_pps.get(i).copied().unwrap_or(0),
+                })
+                .collect(),
+            networks: self.nets.len() as u32,
+            ports: self.ports.len() as u32,
+            rx_pps: self.pps.0,
+            tx_pps: self.pps.1,
+        }
+    }
+
+    fn check_network_spec(spec: &NetworkSpec) -> Result<(), ErrorBody> {
+        check_name("network", &spec.name, 64).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        if spec.vni.is_some() || spec.encrypted {
+            return Err(err(
+                ErrorCode::Unsupported,
+                "overlay networks (--vni, --encrypted) are not available in this version; create the network without them",
+            ));
+        }
+        if let Some(s) = &spec.subnet {
+            parse_cidr(s).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        }
+        if let Some(g) = &spec.gateway {
+            let ip: std::net::Ipv4Addr =
+                g.parse().map_err(|_| err(ErrorCode::InvalidArgument, format!("gateway '{g}' is not an IPv4 address")))?;
+            if let Some(s) = &spec.subnet {
+                let (net, len) = parse_cidr(s).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                if u32::from(ip) & mask != u32::from(net) & mask {
+                    return Err(err(ErrorCode::InvalidArgument, format!("gateway {g} is outside subnet {s}")));
+                }
+            }
+        }
+        if spec.aging_secs == Some(0) {
+            return Err(err(ErrorCode::InvalidArgument, "--aging must be at least 1 second"));
+        }
+        Ok(())
+    }
+
+    fn network_create(&mut self, spec: NetworkSpec, persist: bool) -> Result<(), ErrorBody> {
+        Self::check_network_spec(&spec)?;
+        if self.nets.contains_key(&spec.name) {
+            return Err(err(ErrorCode::AlreadyExists, format!("network '{}' already exists; pick another name or remove it first", spec.name)));
+        }
+        let used: Vec<NetId> = self.nets.values().map(|n| n.id).collect();
+        let id = (1..crate::bridge::MAX_NETS as NetId)
+            .find(|i| !used.contains(i))
+            .ok_or_else(|| err(ErrorCode::Conflict, "too many networks; remove one first"))?;
+        let name = spec.name.clone();
+        self.nets.insert(name.clone(), NetState { spec, id });
+        if persist {
+            if let Err(e) = self.persist() {
+                self.nets.remove(&name);
+                return Err(e);
+            }
+            tracing::info!(network = %name, id, "network created");
+        }
+        Ok(())
+    }
+
+    fn network_rm(&mut self, name: &str) -> Result<(), ErrorBody> {
+        if !self.nets.contains_key(name) {
+            return Err(self.no_network(name));
+        }
+        let users: Vec<&str> =
+            self.ports.values().filter(|p| p.spec.network.as_deref() == Some(name)).map(|p| p.spec.name.as_str()).collect();
+        if !users.is_empty() {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("network '{name}' still has ports {}; remove them first (vswitchctl port rm NAME)", users.join(", ")),
+            ));
+        }
+        let old = self.nets.remove(name);
+        let old_fdb = self.fdb.clone();
+        self.fdb.retain(|f| f.network != name);
+        if let Err(e) = self.persist() {
+            if let Some(o) = old {
+                self.nets.insert(name.to_string(), o);
+            }
+            self.fdb = old_fdb;
+            return Err(e);
+        }
+        self.publish();
+        tracing::info!(network = %name, "network removed");
+        Ok(())
+    }
+
+    fn no_network(&self, name: &str) -> ErrorBody {
+        err(ErrorCode::NotFound, format!("network '{name}' does not exist; create it with: vswitchctl network create {name}"))
+    }
+
+    fn no_port(&self, name: &str) -> ErrorBody {
+        err(ErrorCode::NotFound, format!("port '{name}' does not exist; see vswitchctl port ls"))
+    }
+
+    fn network_info(&self, name: &str) -> Result<NetworkInfo, ErrorBody> {
+        let n = self.nets.get(name).ok_or_else(|| self.no_network(name))?;
+        let mut ports: Vec<&PortState> = self.ports.values().filter(|p| p.spec.network.as_deref() == Some(name)).collect();
+        ports.sort_by_key(|p| p.id);
+        let entries = self.dump_fdb(Some(n.id)).unwrap_or_default();
+        Ok(NetworkInfo {
+            spec: n.spec.clone(),
+            id: n.id,
+            ports: ports.iter().map(|p| p.spec.name.clone()).collect(),
+            learned_macs: entries.iter().filter(|e| e.kind == "learned").count() as u64,
+            static_macs: self.fdb.iter().filter(|f| f.network == name).count() as u64,
+            effective_mac_limit: n.spec.mac_limit.unwrap_or(config::DEFAULT_NET_MAC_LIMIT),
+            effective_aging_secs: n.spec.aging_secs.unwrap_or(config::DEFAULT_AGING_SECS),
+        })
+    }
+
+    fn check_port_spec(&self, spec: &PortSpec) -> Result<(), ErrorBody> {
+        let inval = |m: String| err(ErrorCode::InvalidArgument, m);
+        check_name("port", &spec.name, 15).map_err(inval)?;
+        if let Some(i) = &spec.ifname {
+            check_name("interface", i, 15).map_err(inval)?;
+        }
+        if spec.kind == PortType::Afxdp {
+            return Err(err(ErrorCode::Unsupported, "AF_XDP ports are not available in this version; use --type tap"));
+        }
+        if spec.name.contains('.') && spec.ifname.is_none() && spec.name.rsplit_once('.').is_some_and(|(_, v)| v.parse::<u16>().is_ok()) {
+            return Err(err(ErrorCode::Unsupported, format!("'{}' names a VLAN subinterface; those are not available in this version", spec.name)));
+        }
+        if self.ports.contains_key(&spec.name) {
+            return Err(err(ErrorCode::AlreadyExists, format!("port '{}' already exists; pick another name or remove it first", spec.name)));
+        }
+        let ifname = spec.ifname.as_deref().unwrap_or(&spec.name);
+        if let Some(other) = self
+            .ports
+            .values()
+            .find(|p| p.spec.ifname.as_deref().unwrap_or(&p.spec.name) == ifname && p.spec.netns == spec.netns)
+        {
+            return Err(err(ErrorCode::AlreadyExists, format!("interface '{ifname}' is already used by port '{}'", other.spec.name)));
+        }
+        if let Some(n) = &spec.network {
+            if !self.nets.contains_key(n) {
+                return Err(self.no_network(n));
+            }
+        }
+        let workers = self.workers.len() as u16;
+        if let Some(q) = spec.queues {
+            if q == 0 || q > workers {
+                return Err(inval(format!(
+                    "--queues {q} is out of range: this daemon has {workers} worker(s) and each queue needs one; use 1 to {workers}, or start vswitchd with more --cores"
+                )));
+            }
+        }
+        if let Some(m) = spec.mtu {
+            if !(68..=MAX_MTU).contains(&m) {
+                return Err(inval(format!("--mtu {m} is out of range; use 68 to {MAX_MTU} (a frame must fit one {MAX_FRAME}-byte buffer)")));
+            }
+        }
+        if let Some(ns) = &spec.netns {
+            if ns.is_empty() {
+                return Err(inval("--netns is empty; give a namespace name (ip netns list) or path".into()));
+            }
+            let p = netns::path_of(ns);
+            if !p.exists() {
+                return Err(err(
+                    ErrorCode::NotFound,
+                    format!("network namespace '{ns}' does not exist ({} is missing); create it with: ip netns add {ns}", p.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a port; with `persist` a failure leaves nothing behind.
+    fn port_add(&mut self, spec: PortSpec, persist: bool) -> Result<(), ErrorBody> {
+        if persist {
+            self.check_port_spec(&spec)?;
+        } else if self.ports.contains_key(&spec.name) {
+            return Err(err(ErrorCode::AlreadyExists, format!("duplicate port '{}' in state", spec.name)));
+        }
+        let used: Vec<PortId> = self.ports.values().map(|p| p.id).collect();
+        let id = (0..MAX_PORTS as PortId)
+            .find(|i| !used.contains(i))
+            .ok_or_else(|| err(ErrorCode::Conflict, format!("too many ports (most {MAX_PORTS}); remove one first")))?;
+        let workers = self.workers.len() as u16;
+        let queues = spec.queues.unwrap_or(workers).clamp(1, workers.max(1));
+        let ifname = spec.ifname.clone().unwrap_or_else(|| spec.name.clone());
+        let ns_path = spec.netns.as_deref().map(netns::path_of);
+        let opened = TapDevice::open(&ifname, ns_path.as_deref(), queues, spec.mtu);
+        let (device, error) = match opened {
+            Ok(d) => (Some(d), None),
+            Err(e) if persist => {
+                return Err(err(ErrorCode::System, format!("cannot create TAP device '{ifname}': {e}")));
+            }
+            Err(e) => {
+                tracing::error!(port = %spec.name, error = %e, "port is down");
+                (None, Some(e.to_string()))
+            }
+        };
+        let name = spec.name.clone();
+        let base = self.port_counters(id);
+        self.ports.insert(name.clone(), PortState { spec, id, device, queues, error, base });
+        if persist {
+            if let Err(e) = self.persist() {
+                if let Some(p) = self.ports.remove(&name) {
+                    if let Some(d) = p.device.filter(|d| d.created()) {
+                        let _ = d.destroy();
+                    }
+                }
+                return Err(e);
+            }
+        }
+        if let Some(p) = self.ports.get(&name) {
+            if let Some(d) = &p.device {
+                tracing::info!(port = %name, device = d.name(), created = d.created(), queues, "port attached");
+                for w in self.workers.iter_mut() {
+                    match d.queue(w.id as usize) {
+                        Ok(q) => {
+                            w.send(Command::Attach { port: id, io: PortIo::Tap(q), rx: w.id < queues });
+                        }
+                        Err(e) => tracing::error!(port = %name, worker = w.id, error = %e, "cannot hand queue to worker"),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn port_rm(&mut self, name: &str) -> Result<(), ErrorBody> {
+        let Some(p) = self.ports.remove(name) else { return Err(self.no_port(name)) };
+        let old_fdb = self.fdb.clone();
+        self.fdb.retain(|f| f.port.as_deref() != Some(name));
+        if let Err(e) = self.persist() {
+            self.ports.insert(name.to_string(), p);
+            self.fdb = old_fdb;
+            return Err(e);
+        }
+        // Stop forwarding to it first, then take the queues away, then delete the device.
+        self.publish();
+        let seqs: Vec<u64> = self.workers.iter_mut().map(|w| w.send(Command::Detach(p.id))).collect();
+        for (w, seq) in self.workers.iter().zip(seqs) {
+            if !w.wait(seq, WORKER_WAIT) {
+                tracing::error!(worker = w.id, "worker did not release the port in time");
+            }
+        }
+        if let Some(d) = p.device {
+            let dev = d.name().to_string();
+            if let Err(e) = d.destroy() {
+                tracing::warn!(port = %name, device = %dev, error = %e, "cannot clear persistence of device");
+            }
+        }
+        tracing::info!(port = %name, "port removed");
+        Ok(())
+    }
+
+    fn port_info(&self, name: &str) -> Result<PortInfo, ErrorBody> {
+        let p = self.ports.get(name).ok_or_else(|| self.no_port(name))?;
+        let learned = self
+            .dump_fdb(None)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e.kind == "learned" && e.port.as_deref() == Some(name))
+            .count() as u64;
+        let device = p.spec.ifname.clone().unwrap_or_else(|| p.spec.name.clone());
+        let effective_mtu = match &p.device {
+            Some(d) => d.mtu().unwrap_or(p.spec.mtu.unwrap_or(1500)),
+            None => p.spec.mtu.unwrap_or(1500),
+        };
+        let state = match (&p.device, &p.error) {
+            (Some(_), _) => "up".to_string(),
+            (None, Some(e)) => format!("down: {e}"),
+            (None, None) => "down".to_string(),
+        };
+        let queue_workers = (0..p.queues).map(|q| q % self.workers.len().max(1) as u16).collect();
+        Ok(PortInfo {
+            spec: p.spec.clone(),
+            id: p.id,
+            device,
+            state,
+            queue_count: p.device.as_ref().map_or(0, |d| d.queue_count() as u16),
+            queue_workers,
+            effective_mtu,
+            learned_macs: learned,
+            counters: self.port_counters_since(p),
+        })
+    }
+
+    fn dump_fdb(&self, net: Option<NetId>) -> Result<Vec<FdbEntry>, ErrorBody> {
+        let net_names: HashMap<NetId, &str> = self.nets.values().map(|n| (n.id, n.spec.name.as_str())).collect();
+        let port_names: HashMap<PortId, &str> = self.ports.values().map(|p| (p.id, p.spec.name.as_str())).collect();
+        // Each worker learns on its own; merge, static first, then the freshest sighting.
+        let mut merged: BTreeMap<(NetId, [u8; 6]), (PortId, bool, u64)> = BTreeMap::new();
+        for w in &self.workers {
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            w.send(Command::Request(WorkerRequest::FdbDump { net, reply: tx }));
+            let (entries, now) = rx
+                .recv_timeout(WORKER_WAIT)
+                .map_err(|_| err(ErrorCode::Internal, format!("worker {} did not answer; see the daemon log", w.id)))?;
+            for e in entries {
+                let age = now.saturating_sub(e.last_seen);
+                let slot = merged.entry((e.net, e.mac)).or_insert((e.port, e.is_static, age));
+                if e.is_static || (!slot.1 && age < slot.2) {
+                    *slot = (e.port, e.is_static, age);
+                }
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|((n, mac), (port, is_static, age))| {
+                Some(FdbEntry {
+                    network: net_names.get(&n)?.to_string(),
+                    mac: format_mac(&mac),
+                    port: port_names.get(&port).map(|s| s.to_string()),
+                    vtep: None,
+                    kind: if is_static { "static" } else { "learned" }.to_string(),
+                    age_secs: (!is_static).then_some(age),
+                })
+            })
+            .collect())
+    }
+
+    fn fdb_ls(&self, network: Option<&str>) -> Result<Vec<FdbEntry>, ErrorBody> {
+        let net = match network {
+            Some(n) => Some(self.nets.get(n).ok_or_else(|| self.no_network(n))?.id),
+            None => None,
+        };
+        self.dump_fdb(net)
+    }
+
+    fn fdb_add(&mut self, mut f: StaticFdb, persist: bool) -> Result<(), ErrorBody> {
+        let mac = parse_mac(&f.mac).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(err(ErrorCode::InvalidArgument, format!("{} is a multicast or zero MAC; a static entry needs a unicast MAC", f.mac)));
+        }
+        f.mac = format_mac(&mac);
+        if !self.nets.contains_key(&f.network) {
+            return Err(self.no_network(&f.network));
+        }
+        match (&f.port, &f.vtep) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(err(ErrorCode::InvalidArgument, "give exactly one of --port or --vtep"));
+            }
+            (None, Some(_)) => {
+                return Err(err(ErrorCode::Unsupported, "--vtep entries need overlay networks, not available in this version; use --port"));
+            }
+            (Some(p), None) => {
+                let port = self.ports.get(p).ok_or_else(|| self.no_port(p))?;
+                if port.spec.network.as_deref() != Some(f.network.as_str()) {
+                    return Err(err(ErrorCode::Conflict, format!("port '{p}' is not in network '{}'", f.network)));
+                }
+            }
+        }
+        if self.fdb.iter().any(|e| e.network == f.network && e.mac == f.mac) {
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!("a static entry for {} in network '{}' exists; remove it first with vswitchctl fdb rm", f.mac, f.network),
+            ));
+        }
+        self.fdb.push(f);
+        if persist {
+            if let Err(e) = self.persist() {
+                self.fdb.pop();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn fdb_rm(&mut self, a: FdbRmArgs) -> Result<(), ErrorBody> {
+        let mac = parse_mac(&a.mac).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        let net = self.nets.get(&a.network).ok_or_else(|| self.no_network(&a.network))?.id;
+        let text = format_mac(&mac);
+        if let Some(i) = self.fdb.iter().position(|e| e.network == a.network && e.mac == text) {
+            let old = self.fdb.remove(i);
+            if let Err(e) = self.persist() {
+                self.fdb.insert(i, old);
+                return Err(e);
+            }
+            self.publish();
+            return Ok(());
+        }
+        let known = self.dump_fdb(Some(net))?.iter().any(|e| e.mac == text);
+        if !known {
+            return Err(err(ErrorCode::NotFound, format!("MAC {text} is not in network '{}'s table; see vswitchctl fdb ls", a.network)));
+        }
+        for w in &self.workers {
+            w.send(Command::Request(WorkerRequest::FdbRemove { net, mac }));
+        }
+        Ok(())
+    }
+
+    fn stats(&self, port: Option<&str>) -> Result<StatsInfo, ErrorBody> {
+        let mut ports: Vec<&PortState> = match port {
+            Some(p) => vec![self.ports.get(p).ok_or_else(|| self.no_port(p))?],
+            None => self.ports.values().collect(),
+        };
+        ports.sort_by_key(|p| p.id);
+        let mut drops = BTreeMap::new();
+        let mut workers = Vec::new();
+        for w in &self.workers {
+            let mut counters = BTreeMap::new();
+            for d in DropReason::ALL {
+                let v = w.stats.pipeline.at(drop_index(*d)).get();
+                if v > 0 {
+                    counters.insert(d.name().to_string(), v);
+                    *drops.entry(d.name().to_string()).or_insert(0) += v;
+                }
+            }
+            for e in Event::ALL {
+                let v = w.stats.pipeline.at(event_index(*e)).get();
+                if v > 0 {
+                    counters.insert(e.name().to_string(), v);
+                }
+            }
+            for e in WorkerEvent::ALL {
+                let v = w.stats.event(*e).get();
+                if v > 0 {
+                    counters.insert(e.name().to_string(), v);
+                }
+            }
+            workers.push(WorkerStats { id: w.id, counters });
+        }
+        let port_stats: Vec<PortStats> =
+            ports.iter().map(|p| PortStats { name: p.spec.name.clone(), counters: self.port_counters_since(p) }).collect();
+        for (k, v) in [
+            ("tx_dropped", port_stats.iter().map(|p| p.counters.tx_dropped).sum::<u64>()),
+            ("rx_errors", port_stats.iter().map(|p| p.counters.rx_errors).sum::<u64>()),
+        ] {
+            if v > 0 {
+                drops.insert(k.to_string(), v);
+            }
+        }
+        Ok(StatsInfo { ports: port_stats, workers, drops })
+    }
+
+    /// Creates what the document has and the daemon lacks; identical objects are left alone and a
+    /// conflicting one fails the whole import before anything changes.
+    fn import(&mut self, doc: ConfigDoc) -> Result<ImportSummary, ErrorBody> {
+        if doc.version != CONFIG_VERSION {
+            return Err(err(ErrorCode::InvalidArgument, format!("document version {} is not supported (expected {CONFIG_VERSION})", doc.version)));
+        }
+        let mut summary = ImportSummary::default();
+        let mut new_nets = Vec::new();
+        for n in &doc.networks {
+            match self.nets.get(&n.name) {
+                Some(have) if have.spec == *n => summary.unchanged += 1,
+                Some(_) => {
+                    return Err(err(ErrorCode::Conflict, format!("network '{}' exists with other settings; remove it or edit the document", n.name)));
+                }
+                None => {
+                    Self::check_network_spec(n)?;
+                    if new_nets.iter().any(|x: &&NetworkSpec| x.name == n.name) {
+                        return Err(err(ErrorCode::InvalidArgument, format!("network '{}' appears twice in the document", n.name)));
+                    }
+                    new_nets.push(n);
+                }
+            }
+        }
+        let mut new_ports = Vec::new();
+        for p in &doc.ports {
+            match self.ports.get(&p.name) {
+                Some(have) if have.spec == *p => summary.unchanged += 1,
+                Some(_) => {
+                    return Err(err(ErrorCode::Conflict, format!("port '{}' exists with other settings; remove it or edit the document", p.name)));
+                }
+                None => {
+                    if let Some(n) = &p.network {
+                        if !self.nets.contains_key(n) && !new_nets.iter().any(|x| &x.name == n) {
+                            return Err(self.no_network(n));
+                        }
+                    }
+                    if new_ports.iter().any(|x: &&PortSpec| x.name == p.name) {
+                        return Err(err(ErrorCode::InvalidArgument, format!("port '{}' appears twice in the document", p.name)));
+                    }
+                    new_ports.push(p);
+                }
+            }
+        }
+        for n in new_nets {
+            self.network_create(n.clone(), true)?;
+            summary.created += 1;
+        }
+        for p in new_ports {
+            self.port_add(p.clone(), true)?;
+            summary.created += 1;
+        }
+        for f in &doc.fdb {
+            let mac = parse_mac(&f.mac).map(|m| format_mac(&m)).unwrap_or_default();
+            if self.fdb.iter().any(|e| e.network == f.network && e.mac == mac && e.port == f.port && e.vtep == f.vtep) {
+                summary.unchanged += 1;
+                continue;
+            }
+            self.fdb_add(f.clone(), true)?;
+            summary.created += 1;
+        }
+        self.publish();
+        Ok(summary)
+    }
+
+    /// Stops the workers and removes the devices this daemon holds; the state stays on disk.
+    pub fn shutdown(&mut self) {
+        for w in self.workers.iter_mut() {
+            w.stop();
+        }
+        for (name, p) in std::mem::take(&mut self.ports) {
+            if let Some(d) = p.device {
+                if let Err(e) = d.destroy() {
+                    tracing::warn!(port = %name, error = %e, "cannot remove device");
+                }
+            }
+        }
+        tracing::info!("stopped; configuration kept in {}", self.opts.state_dir.display());
+    }
+
+    /// Socket settings.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// The pool (for status and tests).
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+/// Parses `a.b.c.d/len`.
+pub fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let bad = || format!("'{s}' is not an IPv4 subnet; write it as 10.1.0.0/24");
+    let (ip, len) = s.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok((ip, len))
+}
+
+/// The path helper used by the daemon and the demo for the state file.
+pub fn state_file(dir: &Path) -> PathBuf {
+    dir.join("config.json")
+}

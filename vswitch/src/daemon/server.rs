@@ -1,0 +1,254 @@
+//! The control socket: JSON lines over a Unix stream socket, served with mio on the control
+//! thread. A malformed, oversized or unknown request gets an error reply; the connection and the
+//! daemon carry on. Peers are checked with `SO_PEERCRED`.
+
+use super::{os, Daemon};
+use control::proto::{ErrorBody, ErrorCode, Reply, Request, MAX_LINE};
+use mio::net::{UnixListener, UnixStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_CONN: usize = 2;
+/// Most connections served at once; more are refused with an error line.
+const MAX_CONNS: usize = 256;
+/// Reply bytes buffered for a client that does not read before it is dropped.
+const MAX_OUT: usize = 64 << 20;
+
+struct Conn {
+    stream: UnixStream,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    /// Inside an over-long line: discard until its newline.
+    discarding: bool,
+    writable_registered: bool,
+}
+
+/// Binds the control socket: creates its directory, replaces a stale socket file (but never one
+/// a live daemon answers on), and sets mode 0660 and the group.
+pub fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another vswitchd is answering on {}; stop it or pass another --socket",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    os::chmod_chgrp(path, 0o660, gid).map_err(|e| format!("cannot set permissions of {}: {e}", path.display()))?;
+    Ok(l)
+}
+
+/// Serves the socket until SIGTERM or SIGINT.
+pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    let sig = os::signal_pipe()?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut SourceFd(&sig.as_raw_fd()), SIGNALS, Interest::READABLE)?;
+    let mut conns: HashMap<usize, Conn> = HashMap::new();
+    let mut next_token = FIRST_CONN;
+    let mut events = Events::with_capacity(128);
+    let mut last_sample = Instant::now();
+    let my_uid = os::euid();
+    loop {
+        let wait = Duration::from_secs(1).saturating_sub(last_sample.elapsed());
+        if let Err(e) = poll.poll(&mut events, Some(wait)) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            d.sample_rates();
+            last_sample = Instant::now();
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                SIGNALS => {
+                    tracing::info!("signal received; shutting down");
+                    return Ok(());
+                }
+                LISTENER => loop {
+                    let (mut stream, _) = match listener.accept() {
+                        Ok(s) => s,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            break;
+                        }
+                    };
+                    let allowed = match os::peer_cred(stream.as_raw_fd()) {
+                        Ok((uid, pgid, _)) => uid == 0 || uid == my_uid || Some(pgid) == gid,
+                        Err(_) => false,
+                    };
+                    if !allowed || conns.len() >= MAX_CONNS {
+                        let msg = if allowed {
+                            ErrorBody::new(ErrorCode::System, "too many control connections; close some and retry")
+                        } else {
+                            ErrorBody::new(
+                                ErrorCode::PermissionDenied,
+                                "permission denied: only root and the daemon's --group may control vswitchd",
+                            )
+                        };
+                        let mut line = serde_json::to_vec(&Reply::err(0, msg)).unwrap_or_default();
+                        line.push(b'\n');
+                        let _ = stream.write(&line);
+                        continue;
+                    }
+                    let token = next_token;
+                    next_token += 1;
+                    if poll.registry().register(&mut stream, Token(token), Interest::READABLE).is_ok() {
+                        conns.insert(
+                            token,
+                            Conn { stream, inbuf: Vec::new(), out: Vec::new(), discarding: false, writable_registered: false },
+                        );
+                    }
+                },
+                Token(t) => {
+                    let close = match conns.get_mut(&t) {
+                        Some(c) => service(d, c, ev.is_readable(), ev.is_writable()),
+                        None => false,
+                    };
+                    if close {
+                        if let Some(mut c) = conns.remove(&t) {
+                            let _ = poll.registry().deregister(&mut c.stream);
+                        }
+                    } else if let Some(c) = conns.get_mut(&t) {
+                        let want_write = !c.out.is_empty();
+                        if want_write != c.writable_registered {
+                            let interest =
+                                if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+                            let _ = poll.registry().reregister(&mut c.stream, Token(t), interest);
+                            c.writable_registered = want_write;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads, answers and writes for one connection; returns whether to close it.
+fn service(d: &mut Daemon, c: &mut Conn, readable: bool, _writable: bool) -> bool {
+    let mut eof = false;
+    if readable {
+        let mut buf = [0u8; 16384];
+        loop {
+            match c.stream.read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.inbuf.extend_from_slice(&buf[..n]);
+                    process_lines(d, c);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return true,
+            }
+        }
+    }
+    if flush(c).is_err() || c.out.len() > MAX_OUT {
+        return true;
+    }
+    eof && c.out.is_empty()
+}
+
+fn process_lines(d: &mut Daemon, c: &mut Conn) {
+    loop {
+        match c.inbuf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let line: Vec<u8> = c.inbuf.drain(..=i).collect();
+                if c.discarding {
+                    c.discarding = false;
+                    continue;
+                }
+                let reply = answer(d, &line[..i]);
+                push_reply(c, &reply);
+            }
+            None => {
+                if c.inbuf.len() > MAX_LINE {
+                    c.inbuf.clear();
+                    if !c.discarding {
+                        c.discarding = true;
+                        let e = ErrorBody::new(
+                            ErrorCode::TooLong,
+                            format!("request line longer than {MAX_LINE} bytes; send one JSON object per line"),
+                        );
+                        push_reply(c, &Reply::err(0, e));
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn push_reply(c: &mut Conn, reply: &Reply) {
+    match serde_json::to_vec(reply) {
+        Ok(mut v) => {
+            v.push(b'\n');
+            c.out.extend_from_slice(&v);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode reply"),
+    }
+}
+
+fn flush(c: &mut Conn) -> io::Result<()> {
+    while !c.out.is_empty() {
+        match c.stream.write(&c.out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                c.out.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Parses and handles one request line.
+pub fn answer(d: &mut Daemon, line: &[u8]) -> Reply {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Reply::err(0, ErrorBody::new(ErrorCode::BadRequest, "empty request line; send one JSON object per line"));
+    }
+    let req: Request = match serde_json::from_slice(line) {
+        Ok(r) => r,
+        Err(e) => {
+            // Echo the id if the line is JSON with one, so the client can match the reply.
+            let id = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|i| i.as_u64()))
+                .unwrap_or(0);
+            return Reply::err(
+                id,
+                ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    format!("malformed request ({e}); expected {{\"id\": N, \"cmd\": \"...\", \"args\": {{...}}}}"),
+                ),
+            );
+        }
+    };
+    match d.handle(&req) {
+        Ok(v) => Reply::ok(req.id, v),
+        Err(e) => {
+            tracing::info!(cmd = %req.cmd, error = %e.message, "request refused");
+            Reply::err(req.id, e)
+        }
+    }
+}
