@@ -7,3 +7,4 @@ pub mod counters;
 pub mod pipeline;
 pub mod daemon;
 pub mod demo;
+pub mod testbed;
