@@ -1,1 +1,61 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: where the built binaries are, and the root check that
+//! skips (or, under `CI=true`, fails) tests that need network namespaces.
+
+use std::path::PathBuf;
+
+/// Path of a binary built by `cargo build --workspace --bins` in the same profile as the tests.
+pub fn bin(name: &str) -> PathBuf {
+    // The test executable lives in target/<profile>/deps/; the binaries one level up.
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("test binary is inside target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Whether a test that needs root and network namespaces can run. When it cannot, prints why;
+/// under `CI=true` that is a failure, not a skip.
+pub fn can_run_system_tests(test: &str) -> bool {
+    let why = if !vswitch::testbed::is_root() {
+        Some("not running as root")
+    } else if std::process::Command::new("ip").arg("-V").output().is_err() {
+        Some("iproute2's `ip` is not installed")
+    } else if !std::path::Path::new("/dev/net/tun").exists() {
+        Some("/dev/net/tun does not exist")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(reason) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{test}: cannot run under CI=true: {reason}");
+            }
+            eprintln!("SKIPPED {test}: {reason} (system tests need root, iproute2 and /dev/net/tun)");
+            false
+        }
+    }
+}
+
+/// A scratch directory unique to this process and `tag`, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(vswitch::testbed::unique_name(&format!("vswitch-test-{tag}-")));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir can be created");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

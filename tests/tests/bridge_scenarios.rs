@@ -48,7 +48,12 @@ impl Rig {
     /// A worker with a MAC table of `fdb_capacity` entries, ports `ports` attached, `snap`
     /// published, at time 1.
     fn new(fdb_capacity: u32, ports: &[PortId], snap: Snapshot) -> Rig {
-        let pool = Pool::new(POOL_BUFFERS).expect("map the buffer pool");
+        Rig::with_pool(POOL_BUFFERS, fdb_capacity, ports, snap)
+    }
+
+    /// As [`Rig::new`], with a pool of `buffers` buffers.
+    fn with_pool(buffers: u32, fdb_capacity: u32, ports: &[PortId], snap: Snapshot) -> Rig {
+        let pool = Pool::new(buffers).expect("map the buffer pool");
         let (worker, tx) = Worker::new(
             0,
             pool.clone(),
@@ -1071,4 +1076,13 @@ fn every_received_frame_is_forwarded_flooded_or_counted_as_a_drop() {
     // Nothing leaked: every buffer is back in the pool or a cache.
     let held = rig.pool.available() + rig.cache.cached() + rig.worker.cache().cached();
     assert_eq!(held, rig.pool.capacity() as usize);
+}
+
+
+#[test]
+fn probe_nobuf() {
+    let mut rig = Rig::with_pool(64, FDB, &[0, 1, 2, 3], Topo::new(1).net(1, &[0, 1, 2, 3]).build());
+    let f = host(1).who_has(host(2).ip);
+    let d = rig.exchange(0, &f);
+    eprintln!("got {:?} rx {} flooded {} copies {} drops {} nobuf {} pool avail {} mine {}", d.keys().collect::<Vec<_>>(), rig.rx_packets(0), rig.events(Event::Flooded), rig.events(Event::FloodCopies), rig.all_drops(), rig.dropped(DropReason::NoBuffers), rig.pool.available(), rig.cache.cached());
 }

@@ -175,6 +175,10 @@ fn process_lines(d: &mut Daemon, c: &mut Conn) {
                     c.discarding = false;
                     continue;
                 }
+                if i > MAX_LINE {
+                    push_reply(c, &Reply::err(0, too_long()));
+                    continue;
+                }
                 let reply = answer(d, &line[..i]);
                 push_reply(c, &reply);
             }
@@ -183,17 +187,17 @@ fn process_lines(d: &mut Daemon, c: &mut Conn) {
                     c.inbuf.clear();
                     if !c.discarding {
                         c.discarding = true;
-                        let e = ErrorBody::new(
-                            ErrorCode::TooLong,
-                            format!("request line longer than {MAX_LINE} bytes; send one JSON object per line"),
-                        );
-                        push_reply(c, &Reply::err(0, e));
+                        push_reply(c, &Reply::err(0, too_long()));
                     }
                 }
                 return;
             }
         }
     }
+}
+
+fn too_long() -> ErrorBody {
+    ErrorBody::new(ErrorCode::TooLong, format!("request line longer than {MAX_LINE} bytes; send one JSON object per line"))
 }
 
 fn push_reply(c: &mut Conn, reply: &Reply) {
