@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 #[allow(clippy::cast_possible_truncation)] // The final cast is lossless, see below.
 pub fn sum16(data: &[u8], initial: u32) -> u32 {
     // 32-bit words are summed into 64 bits: since 2^16 = 1 (mod 0xFFFF), a 32-bit word adds the
-    // same as its two 16-bit halves, and 2^32 words cannot overflow the accumulator.
+    // same as its two 16-bit halves, and no slice under 16 GiB can overflow the accumulator.
     let mut acc = u64::from(initial);
     let mut words = data.chunks_exact(4);
     // `chunks_exact` yields slices of exactly the chunk size, so the indexing cannot panic.

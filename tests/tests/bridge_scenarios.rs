@@ -1078,11 +1078,86 @@ fn every_received_frame_is_forwarded_flooded_or_counted_as_a_drop() {
     assert_eq!(held, rig.pool.capacity() as usize);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Reconfiguration of limits, and known engine bugs (ignored until fixed; see each reason).
+// ---------------------------------------------------------------------------------------------
 
 #[test]
-fn probe_nobuf() {
-    let mut rig = Rig::with_pool(64, FDB, &[0, 1, 2, 3], Topo::new(1).net(1, &[0, 1, 2, 3]).build());
-    let f = host(1).who_has(host(2).ip);
-    let d = rig.exchange(0, &f);
-    eprintln!("got {:?} rx {} flooded {} copies {} drops {} nobuf {} pool avail {} mine {}", d.keys().collect::<Vec<_>>(), rig.rx_packets(0), rig.events(Event::Flooded), rig.events(Event::FloodCopies), rig.all_drops(), rig.dropped(DropReason::NoBuffers), rig.pool.available(), rig.cache.cached());
+fn shrinking_port_mac_limit_evicts_the_oldest_down_to_the_new_limit() {
+    let mut rig = Rig::new(FDB, &[0, 1], Topo::new(1).net(1, &[0, 1]).build());
+    let (first, last) = flood_random_sources(&mut rig, 0, &host(2), 50, 3);
+    assert_eq!(rig.port_learned(0), 50);
+
+    rig.publish(Topo::new(2).net(1, &[0, 1]).port_mac_limit(0, 10).build());
+    assert_eq!(rig.port_learned(0), 10);
+    assert_eq!(rig.lookup(1, first), None);
+    assert_eq!(rig.lookup(1, last), Some(0));
+}
+
+#[test]
+#[ignore = "engine bug: Bridge::configure (vswitch/src/bridge/mod.rs:168) enforces shrunk port limits only, not network limits"]
+fn shrinking_network_mac_limit_evicts_down_to_the_new_limit() {
+    let mut rig = Rig::new(FDB, &[0, 1], Topo::new(1).net(1, &[0, 1]).build());
+    flood_random_sources(&mut rig, 0, &host(2), 50, 3);
+    assert_eq!(rig.worker.pipeline().bridge.fdb.net_learned(1), 50);
+
+    rig.publish(Topo::new(2).net(1, &[0, 1]).net_mac_limit(1, 10).build());
+    assert_eq!(rig.worker.pipeline().bridge.fdb.net_learned(1), 10);
+}
+
+#[test]
+#[ignore = "engine bug: MacTable::learn's station-move branch (vswitch/src/bridge/fdb.rs:275-289) moves the MAC onto a port whose limit is 0"]
+fn station_move_onto_port_with_mac_limit_zero_is_refused() {
+    let snap = Topo::new(1).net(1, &[0, 1, 2]).port_mac_limit(0, 0).build();
+    let mut rig = Rig::new(FDB, &[0, 1, 2], snap);
+    let a = host(1);
+    rig.send(1, &a.who_has(host(2).ip));
+    rig.send(0, &a.who_has(host(2).ip));
+    assert_eq!(rig.port_learned(0), 0, "port 0 may learn nothing");
+    assert_eq!(rig.events(Event::MacLearnRefused), 1);
+}
+
+#[test]
+#[ignore = "engine bug: the station-move branch of MacTable::learn (vswitch/src/bridge/fdb.rs:277-278) evicts but returns Learn::Moved, so mac_evicted_port_limit is not counted"]
+fn station_move_onto_full_port_counts_the_eviction() {
+    let snap = Topo::new(1).net(1, &[0, 1, 2]).port_mac_limit(0, 2).build();
+    let mut rig = Rig::new(FDB, &[0, 1, 2], snap);
+    rig.send(0, &host(10).who_has(host(2).ip));
+    rig.send(0, &host(11).who_has(host(2).ip));
+    let a = host(1);
+    rig.send(1, &a.who_has(host(2).ip));
+    rig.send(0, &a.who_has(host(2).ip));
+    assert_eq!(rig.lookup(1, a.mac), Some(0));
+    assert_eq!(
+        rig.lookup(1, host(10).mac),
+        None,
+        "the port's oldest MAC made room"
+    );
+    assert_eq!(rig.port_learned(0), 2);
+    assert_eq!(rig.events(Event::MacEvictedPortLimit), 1);
+}
+
+#[test]
+#[ignore = "engine bug: Bridge::flood (vswitch/src/bridge/mod.rs:160) counts no_buffers per missing copy, as a drop, for a frame also counted as flooded"]
+fn flood_short_of_buffers_keeps_the_accounting_invariant() {
+    // 64 buffers, and the test's own cache takes them all from the shared ring on its first
+    // allocation: the worker finds none for flood copies.
+    let mut rig = Rig::with_pool(
+        64,
+        FDB,
+        &[0, 1, 2, 3],
+        Topo::new(1).net(1, &[0, 1, 2, 3]).build(),
+    );
+    let frame = host(1).who_has(host(2).ip);
+    assert_eq!(
+        rig.exchange(0, &frame),
+        to_each(&[3], &frame),
+        "the original still goes out"
+    );
+    assert!(rig.dropped(DropReason::NoBuffers) > 0);
+    let rx = rig.rx_packets(0);
+    assert_eq!(
+        rx,
+        rig.events(Event::Forwarded) + rig.events(Event::Flooded) + rig.all_drops()
+    );
 }

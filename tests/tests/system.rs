@@ -166,3 +166,41 @@ fn restart_after_kill_9_restores_config_and_traffic() {
     let state = std::fs::read_to_string(d.state_dir().join("config.json")).unwrap();
     assert!(state.contains(&a.port) && !state.contains(&b.port), "{state}");
 }
+
+#[test]
+fn socket_refuses_users_who_are_not_root_or_in_the_group() {
+    if !can_run_system_tests("socket_refuses_users_who_are_not_root_or_in_the_group") {
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        panic!("setpriv (util-linux) is needed to run a client as another user");
+    }
+    let tmp = TempDir::new("perm");
+    // The directory must be reachable by the unprivileged user for the test to reach the socket.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    let mode = std::fs::metadata(d.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode");
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin("vswitchctl"))
+            .arg("--socket")
+            .arg(d.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // File permissions stop it first...
+    let out = as_nobody(&["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+    // ...and with the file opened up, the peer-credential check still refuses.
+    std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody(&["status"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("permission denied") && err.lines().count() == 1, "{err}");
+    assert!(ctl(&d, &["status"]).status.success(), "root still gets in");
+}

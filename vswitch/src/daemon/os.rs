@@ -65,6 +65,16 @@ pub fn peer_cred(fd: RawFd) -> io::Result<(u32, u32, i32)> {
     Ok((cred.uid, cred.gid, cred.pid))
 }
 
+/// Whether process `pid` has `gid` among its supplementary groups (SO_PEERCRED reports only
+/// the primary group).
+pub fn has_supplementary_group(pid: i32, gid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|g| g.split_whitespace().any(|x| x.parse::<u32>() == Ok(gid)))
+}
+
 /// The group id of group `name`.
 pub fn group_id(name: &str) -> io::Result<u32> {
     if let Ok(n) = name.parse::<u32>() {

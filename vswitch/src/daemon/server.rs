@@ -89,7 +89,11 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
                         }
                     };
                     let allowed = match os::peer_cred(stream.as_raw_fd()) {
-                        Ok((uid, pgid, _)) => uid == 0 || uid == my_uid || Some(pgid) == gid,
+                        Ok((uid, pgid, pid)) => {
+                            uid == 0
+                                || uid == my_uid
+                                || gid.is_some_and(|g| g == pgid || os::has_supplementary_group(pid, g))
+                        }
                         Err(_) => false,
                     };
                     if !allowed || conns.len() >= MAX_CONNS {
