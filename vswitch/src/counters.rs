@@ -52,6 +52,10 @@ named_counters! {
         MacStaticConflict => "mac_static_conflict",
         /// Learned MACs removed by aging.
         MacAged => "mac_aged",
+        /// MACs learned from another worker's sighting.
+        MacSynced => "mac_synced",
+        /// Sightings not passed to another worker because its inbox was full.
+        MacSyncOverflow => "mac_sync_overflow",
     }
 }
 

@@ -61,6 +61,8 @@ const EMPTY_LIST: PortList = PortList { head: NIL, tail: NIL, count: 0, net: 0 }
 pub enum Learn {
     /// Known on this port already.
     Known,
+    /// Known on this port; its age was reset (happens at most once a second per entry).
+    Refreshed,
     /// New entry.
     Learned,
     /// New entry that pushed out another one because a limit was reached.
@@ -264,6 +266,7 @@ impl MacTable {
                         if e.flags & FLAG_STATIC == 0 {
                             e.last_seen = now;
                             self.touch(s.entry, port);
+                            return Learn::Refreshed;
                         }
                     }
                 }
@@ -579,7 +582,7 @@ mod tests {
         let mut t = MacTable::new(64, 16, 4);
         t.learn(1, &mac(1), 1, 0, &WIDE);
         t.learn(1, &mac(2), 1, 0, &WIDE);
-        t.learn(1, &mac(2), 1, 200, &WIDE);
+        assert_eq!(t.learn(1, &mac(2), 1, 200, &WIDE), Learn::Refreshed);
         assert_eq!(t.expire(299, |_| 300, 100), 0);
         assert_eq!(t.expire(300, |_| 300, 100), 1);
         assert_eq!(t.lookup(1, &mac(1)), None);

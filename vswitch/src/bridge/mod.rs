@@ -24,6 +24,39 @@ pub const MAX_NETS: usize = 4096;
 /// Learned entries aged per tick at most (keeps one tick short).
 const AGING_BUDGET: u32 = 16_384;
 
+/// A MAC sighting passed between workers (see [`LearnSync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearnEvent {
+    /// Network.
+    pub net: NetId,
+    /// Port the MAC was seen on.
+    pub port: PortId,
+    /// The MAC.
+    pub mac: [u8; 6],
+}
+
+/// Learning shared between workers. Each worker keeps its own MAC table (no locks, no shared
+/// cache lines per packet), but with several workers a MAC seen only by worker A would stay
+/// unknown, and flooded, on worker B. So a worker that learns, moves or refreshes an entry (a
+/// refresh happens at most once a second per entry) posts the sighting to every other worker's
+/// inbox, a bounded lock-free queue; each worker applies its inbox before its next burst.
+/// A full inbox drops the sighting (counted as `mac_sync_overflow`): the receiver floods to that
+/// MAC until the next refresh reaches it, which is correct, only slower.
+pub struct LearnSync {
+    /// This worker's index in `inboxes`.
+    pub me: usize,
+    /// One inbox per worker.
+    pub inboxes: Arc<[crossbeam::queue::ArrayQueue<LearnEvent>]>,
+}
+
+impl LearnSync {
+    /// Inboxes for `workers` workers holding `capacity` sightings each; give worker `i` the
+    /// `LearnSync { me: i, inboxes: inboxes.clone() }`.
+    pub fn inboxes(workers: usize, capacity: usize) -> Arc<[crossbeam::queue::ArrayQueue<LearnEvent>]> {
+        (0..workers).map(|_| crossbeam::queue::ArrayQueue::new(capacity.max(1))).collect()
+    }
+}
+
 /// The bridge stage's state on one worker.
 pub struct Bridge {
     pool: Arc<Pool>,
@@ -33,6 +66,8 @@ pub struct Bridge {
     port_net: Box<[Option<NetId>]>,
     /// Static entries installed from the last configuration.
     statics: Vec<(NetId, [u8; 6], PortId)>,
+    /// Learning shared with the other workers, when there are any.
+    sync: Option<LearnSync>,
 }
 
 #[inline]
@@ -63,6 +98,38 @@ impl Bridge {
             fdb: MacTable::new(fdb_capacity, MAX_PORTS, MAX_NETS),
             port_net: vec![None; MAX_PORTS].into_boxed_slice(),
             statics: Vec::new(),
+            sync: None,
+        }
+    }
+
+    /// Shares learning with other workers.
+    pub fn set_sync(&mut self, sync: LearnSync) {
+        self.sync = Some(sync);
+    }
+
+    fn post(&self, stats: &WorkerStats, ev: LearnEvent) {
+        let Some(sync) = &self.sync else { return };
+        for (i, q) in sync.inboxes.iter().enumerate() {
+            if i != sync.me && q.push(ev).is_err() {
+                event(stats, Event::MacSyncOverflow);
+            }
+        }
+    }
+
+    /// Applies the sightings other workers posted.
+    fn apply_inbox(&mut self, stats: &WorkerStats, cfg: &Snapshot, now: u64) {
+        let Some(sync) = &self.sync else { return };
+        let Some(inbox) = sync.inboxes.get(sync.me) else { return };
+        while let Some(ev) = inbox.pop() {
+            // A sighting from before a reconfiguration may name a port that left the network.
+            let (Some(pc), Some(net)) = (cfg.port(ev.port), cfg.net(ev.net)) else { continue };
+            if pc.net != Some(ev.net) {
+                continue;
+            }
+            let limits = Limits { port: pc.mac_limit, network: net.mac_limit, network_ports: &net.ports };
+            if let Learn::Learned | Learn::LearnedEvicting(_) = self.fdb.learn(ev.net, &ev.mac, ev.port, now, &limits) {
+                event(stats, Event::MacSynced);
+            }
         }
     }
 
@@ -81,6 +148,9 @@ impl Bridge {
             return;
         };
         let limits = Limits { port: pconf.mac_limit, network: net.mac_limit, network_ports: &net.ports };
+        if self.sync.is_some() {
+            self.apply_inbox(cx.stats, cfg, cx.now);
+        }
 
         for b in burst.bufs() {
             if let Some((dst, src)) = macs(self.pool.data(b)) {
@@ -100,8 +170,12 @@ impl Bridge {
                 drop_frame(cx, b, DropReason::SrcMacInvalid);
                 continue;
             }
-            match self.fdb.learn(net_id, &src, port, cx.now, &limits) {
-                Learn::Known => {}
+            let learned = self.fdb.learn(net_id, &src, port, cx.now, &limits);
+            if let Learn::Learned | Learn::LearnedEvicting(_) | Learn::Moved | Learn::Refreshed = learned {
+                self.post(cx.stats, LearnEvent { net: net_id, port, mac: src });
+            }
+            match learned {
+                Learn::Known | Learn::Refreshed => {}
                 Learn::Learned => event(cx.stats, Event::MacLearned),
                 Learn::LearnedEvicting(why) => {
                     event(cx.stats, Event::MacLearned);

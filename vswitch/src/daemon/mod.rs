@@ -5,6 +5,7 @@
 pub mod os;
 pub mod server;
 
+use crate::bridge::LearnSync;
 use crate::config::{self, NetConf, NetId, PortConf, Snapshot};
 use crate::counters::{drop_index, event_index, DropReason, Event};
 use crate::pipeline::{Request as WorkerRequest, Switch};
@@ -113,8 +114,13 @@ impl Daemon {
         let pool = Pool::new(opts.buffers).map_err(|e| format!("cannot map {} packet buffers: {e}; lower --buffers", opts.buffers))?;
         let snap = Arc::new(Snapshot::default());
         let mut workers = Vec::new();
+        let inboxes = LearnSync::inboxes(cores.len(), 4096);
         for (i, core) in cores.iter().enumerate() {
-            let (w, tx) = Worker::new(i as u16, pool.clone(), Switch::new(pool.clone(), opts.fdb_size), snap.clone());
+            let mut switch = Switch::new(pool.clone(), opts.fdb_size);
+            if cores.len() > 1 {
+                switch.bridge.set_sync(LearnSync { me: i, inboxes: inboxes.clone() });
+            }
+            let (w, tx) = Worker::new(i as u16, pool.clone(), switch, snap.clone());
             let h = worker::spawn(w, tx, *core).map_err(|e| format!("cannot start worker {i}: {e}"))?;
             tracing::info!(worker = i, core = core.map(|c| c.id), "worker started");
             workers.push(h);

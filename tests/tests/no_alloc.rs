@@ -1,0 +1,267 @@
+//! The steady state of the forwarding path allocates nothing on the heap: a counting global
+//! allocator watches a worker switch ten thousand bursts of unicast and flooded traffic.
+//!
+//! Counting is per thread and only while armed, so the test harness's other threads (and this
+//! thread's own setup) do not disturb the count.
+
+use dataplane::burst::{Burst, BURST};
+use dataplane::pool::{Pool, PoolCache};
+use dataplane::port::mem::{self, MemPeer};
+use dataplane::port::{PortId, PortIo};
+use dataplane::worker::{Command, Worker};
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+use vswitch::config::{NetConf, PortConf, Snapshot};
+use vswitch::counters::{drop_index, event_index, DropReason, Event};
+use vswitch::pipeline::Switch;
+
+thread_local! {
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    static FREES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts this thread's heap operations while it is armed; otherwise just `System`.
+struct CountingAlloc;
+
+impl CountingAlloc {
+    #[inline]
+    fn note(counter: &'static std::thread::LocalKey<Cell<u64>>) {
+        // `try_with`: during thread teardown the thread-locals may be gone; then nothing counts.
+        // The cells are const-initialised without destructors, so touching them never allocates.
+        if ARMED.try_with(Cell::get).unwrap_or(false) {
+            let _ = counter.try_with(|c| c.set(c.get() + 1));
+        }
+    }
+}
+
+// SAFETY: every operation is forwarded unchanged to `System`, which upholds `GlobalAlloc`'s
+// contract; the bookkeeping only touches thread-local cells and never allocates or unwinds.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::note(&ALLOCS);
+        // SAFETY: the caller upholds `alloc`'s contract for `layout`; passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::note(&ALLOCS);
+        // SAFETY: as in `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::note(&ALLOCS);
+        // SAFETY: `ptr` came from this allocator (hence from `System`) with `layout`, as the
+        // caller guarantees; the new size is the caller's to vouch for.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        Self::note(&FREES);
+        // SAFETY: `ptr` came from this allocator (hence from `System`) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// Runs `f` armed; returns the (allocations, deallocations) this thread made meanwhile.
+fn counting<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
+    ALLOCS.with(|c| c.set(0));
+    FREES.with(|c| c.set(0));
+    ARMED.with(|a| a.set(true));
+    let r = f();
+    ARMED.with(|a| a.set(false));
+    (r, ALLOCS.with(Cell::get), FREES.with(Cell::get))
+}
+
+const PORTS: usize = 3;
+const WARMUP_ROUNDS: u64 = 500;
+const ARMED_ROUNDS: u64 = 10_000;
+/// Of every eight frames a port sends, one is a broadcast; the rest are unicast.
+const BROADCAST_EVERY: usize = 8;
+
+fn mac(port: usize) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, 1 + port as u8]
+}
+
+fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    let repr = EthernetRepr {
+        src_addr: EthernetAddress(src),
+        dst_addr: EthernetAddress(dst),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut buf = vec![0u8; repr.buffer_len() + 50];
+    repr.emit(&mut EthernetFrame::new_unchecked(&mut buf));
+    buf
+}
+
+/// Everything the loop touches, built before arming.
+struct Bench {
+    worker: Worker<Switch>,
+    peers: Vec<MemPeer>,
+    cache: PoolCache,
+    burst: Burst,
+    /// Frames each port sends in one round, one per burst slot.
+    frames: Vec<Vec<Vec<u8>>>,
+}
+
+impl Bench {
+    /// One round: a full burst into every port, one worker iteration, every peer drained.
+    /// Returns false if anything did not fit (which would make the count meaningless).
+    fn round(&mut self, now: u64) -> bool {
+        let pool = self.cache.pool().clone();
+        let mut ok = true;
+        for (peer, frames) in self.peers.iter_mut().zip(&self.frames) {
+            for f in frames {
+                let Some(mut b) = self.cache.alloc() else {
+                    return false;
+                };
+                ok &= pool.fill(&mut b, f);
+                if let Err(b) = self.burst.push(b) {
+                    self.cache.free(b);
+                    ok = false;
+                }
+            }
+            ok &= peer.send_burst(&mut self.burst) == BURST;
+            self.burst.free_all(&mut self.cache);
+        }
+        self.worker.poll_once(now);
+        for peer in &mut self.peers {
+            // Bounded: a peer holds at most its ring's capacity.
+            for _ in 0..64 {
+                if peer.recv_burst(&mut self.burst) == 0 {
+                    break;
+                }
+                self.burst.free_all(&mut self.cache);
+            }
+            ok &= peer.pending() == 0;
+        }
+        ok
+    }
+
+    fn event(&self, e: Event) -> u64 {
+        self.worker.stats().pipeline.at(event_index(e)).get()
+    }
+}
+
+#[test]
+fn counting_allocator_sees_this_threads_allocations() {
+    let (_, allocs, frees) = counting(|| drop(std::hint::black_box(Vec::<u64>::with_capacity(8))));
+    assert_eq!((allocs, frees), (1, 1));
+}
+
+#[test]
+fn forwarding_and_flooding_allocate_nothing_in_steady_state() {
+    let pool = Pool::new(8192).expect("map the buffer pool");
+    let (mut worker, tx) = Worker::new(
+        0,
+        pool.clone(),
+        Switch::new(pool.clone(), 4096),
+        Arc::new(Snapshot::default()),
+    );
+    let mut peers = Vec::new();
+    for port in 0..PORTS {
+        let (io, peer) = mem::pair(pool.clone(), 512);
+        tx.send((
+            port as u64 + 1,
+            Command::Attach {
+                port: port as PortId,
+                io: PortIo::Mem(io),
+                rx: true,
+            },
+        ))
+        .expect("worker channel open");
+        peers.push(peer);
+    }
+    let ports: Vec<PortId> = (0..PORTS as PortId).collect();
+    let snap = Snapshot {
+        gen: 1,
+        ports: ports
+            .iter()
+            .map(|_| {
+                Some(PortConf {
+                    net: Some(1),
+                    mac_limit: 4096,
+                })
+            })
+            .collect(),
+        nets: vec![
+            None,
+            Some(NetConf {
+                ports,
+                mac_limit: 65_536,
+                aging_secs: 300,
+                statics: Vec::new(),
+            }),
+        ],
+    };
+    tx.send((PORTS as u64 + 1, Command::Config(Arc::new(snap))))
+        .expect("worker channel open");
+    worker.poll_once(1);
+
+    // Port p's host sends to the other two hosts in turn, and every eighth frame is a broadcast.
+    let frames = (0..PORTS)
+        .map(|p| {
+            (0..BURST)
+                .map(|i| {
+                    let dst = if i % BROADCAST_EVERY == 0 {
+                        [0xff; 6]
+                    } else {
+                        mac((p + 1 + i % 2) % PORTS)
+                    };
+                    frame(dst, mac(p))
+                })
+                .collect()
+        })
+        .collect();
+    let mut bench = Bench {
+        worker,
+        peers,
+        cache: PoolCache::new(pool.clone()),
+        burst: Burst::new(),
+        frames,
+    };
+
+    // Warm up: learn every MAC, let caches and output bursts reach their steady state.
+    for r in 0..WARMUP_ROUNDS {
+        assert!(bench.round(1 + r / 100), "warm-up round {r} fit");
+    }
+    let (fwd0, flood0) = (bench.event(Event::Forwarded), bench.event(Event::Flooded));
+
+    // Time moves on every thousand rounds, so timers (aging) and entry refreshes run too.
+    let start = 1 + WARMUP_ROUNDS / 100;
+    let (all_fit, allocs, frees) = counting(|| {
+        let mut ok = true;
+        for r in 0..ARMED_ROUNDS {
+            ok &= bench.round(start + r / 1000);
+        }
+        ok
+    });
+
+    assert!(
+        all_fit,
+        "every burst fit its ring and the pool never ran dry"
+    );
+    let broadcasts = (BURST / BROADCAST_EVERY) as u64;
+    let per_round = PORTS as u64 * BURST as u64;
+    assert_eq!(
+        bench.event(Event::Forwarded) - fwd0,
+        ARMED_ROUNDS * (per_round - PORTS as u64 * broadcasts)
+    );
+    assert_eq!(
+        bench.event(Event::Flooded) - flood0,
+        ARMED_ROUNDS * PORTS as u64 * broadcasts
+    );
+    let drops: u64 = DropReason::ALL
+        .iter()
+        .map(|&d| bench.worker.stats().pipeline.at(drop_index(d)).get())
+        .sum();
+    assert_eq!(drops, 0);
+    assert_eq!(allocs, 0, "heap allocations while forwarding");
+    assert_eq!(frees, 0, "heap frees while forwarding");
+}
