@@ -927,3 +927,135 @@ pub fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
 pub fn state_file(dir: &Path) -> PathBuf {
     dir.join("config.json")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn opts(dir: &Path) -> Options {
+        Options {
+            socket: dir.join("s.sock"),
+            state_dir: dir.to_path_buf(),
+            cores: None,
+            group: None,
+            buffers: 256,
+            fdb_size: 1024,
+        }
+    }
+
+    fn scratch(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("vswitchd-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    fn call(d: &mut Daemon, cmd: &str, args: Value) -> Result<Value, ErrorBody> {
+        d.handle(&Request { id: 1, cmd: cmd.into(), args })
+    }
+
+    #[test]
+    fn networks_are_created_listed_refused_twice_and_removed() {
+        let dir = scratch("net");
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        let info = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "blue", "subnet": "10.1.0.0/24", "aging_secs": 60})).unwrap();
+        assert_eq!(info["effective_aging_secs"], 60);
+        assert_eq!(info["effective_mac_limit"], config::DEFAULT_NET_MAC_LIMIT);
+        let e = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "blue"})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AlreadyExists);
+        let e = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "bad name"})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        let e = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "g", "subnet": "10.1.0.0/24", "gateway": "10.2.0.1"})).unwrap_err();
+        assert!(e.message.contains("outside subnet"), "{e}");
+        let e = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "o", "vni": 5})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unsupported);
+        assert_eq!(call(&mut d, cmd::NETWORK_LS, Value::Null).unwrap().as_array().unwrap().len(), 1);
+        call(&mut d, cmd::NETWORK_RM, json!({"name": "blue"})).unwrap();
+        let e = call(&mut d, cmd::NETWORK_INSPECT, json!({"name": "blue"})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        assert!(e.message.contains("vswitchctl network create blue"), "{e}");
+        d.shutdown();
+    }
+
+    #[test]
+    fn bad_arguments_and_unknown_commands_are_clear_errors() {
+        let dir = scratch("args");
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        let e = call(&mut d, "network.explode", Value::Null).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownCommand);
+        assert!(e.message.contains("network.create"));
+        let e = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "x", "colour": "red"})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.contains("colour"), "{e}");
+        let e = call(&mut d, cmd::NETWORK_CREATE, json!(42)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        let e = call(&mut d, cmd::PORT_ADD, json!({"name": "p", "type": "tap", "network": "nope"})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        let e = call(&mut d, cmd::PORT_ADD, json!({"name": "p", "type": "afxdp"})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unsupported);
+        let e = call(&mut d, cmd::PORT_ADD, json!({"name": "p", "type": "tap", "mtu": 9000})).unwrap_err();
+        assert!(e.message.contains("--mtu 9000"), "{e}");
+        let e = call(&mut d, cmd::PORT_ADD, json!({"name": "p", "type": "tap", "queues": 99})).unwrap_err();
+        assert!(e.message.contains("--queues 99"), "{e}");
+        call(&mut d, cmd::NETWORK_CREATE, json!({"name": "blue"})).unwrap();
+        let e = call(&mut d, cmd::FDB_ADD, json!({"network": "blue", "mac": "01:00:5e:00:00:01", "port": "p"})).unwrap_err();
+        assert!(e.message.contains("multicast"), "{e}");
+        let e = call(&mut d, cmd::FDB_RM, json!({"network": "blue", "mac": "02:00:00:00:00:01"})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        // The daemon still answers.
+        assert!(call(&mut d, cmd::STATUS, Value::Null).is_ok());
+        d.shutdown();
+    }
+
+    #[test]
+    fn state_survives_a_restart_and_import_refuses_conflicts_before_changing_anything() {
+        let dir = scratch("state");
+        {
+            let mut d = Daemon::start(opts(&dir.0)).unwrap();
+            call(&mut d, cmd::NETWORK_CREATE, json!({"name": "blue", "mac_limit": 10})).unwrap();
+            call(&mut d, cmd::NETWORK_CREATE, json!({"name": "red"})).unwrap();
+            d.shutdown();
+        }
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        let doc: ConfigDoc = serde_json::from_value(call(&mut d, cmd::CONFIG_EXPORT, Value::Null).unwrap()).unwrap();
+        assert_eq!(doc.networks.len(), 2);
+        assert_eq!(doc.networks[0].mac_limit, Some(10));
+
+        let mut conflicting = doc.clone();
+        conflicting.networks.push(NetworkSpec {
+            name: "green".into(),
+            subnet: None,
+            gateway: None,
+            vni: None,
+            encrypted: false,
+            mac_limit: None,
+            aging_secs: None,
+        });
+        conflicting.networks[0].mac_limit = Some(11);
+        let e = call(&mut d, cmd::CONFIG_IMPORT, serde_json::to_value(&conflicting).unwrap()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict);
+        assert!(call(&mut d, cmd::NETWORK_INSPECT, json!({"name": "green"})).is_err(), "import was not atomic");
+
+        conflicting.networks[0].mac_limit = Some(10);
+        let s: ImportSummary =
+            serde_json::from_value(call(&mut d, cmd::CONFIG_IMPORT, serde_json::to_value(&conflicting).unwrap()).unwrap()).unwrap();
+        assert_eq!((s.created, s.unchanged), (1, 2));
+        d.shutdown();
+    }
+
+    #[test]
+    fn a_corrupt_state_file_stops_the_start_with_a_clear_message() {
+        let dir = scratch("corrupt");
+        std::fs::write(dir.0.join("config.json"), b"{not json").unwrap();
+        let e = Daemon::start(opts(&dir.0)).err().unwrap();
+        assert!(e.contains("is not a valid configuration") && e.contains("move it away"), "{e}");
+    }
+}
