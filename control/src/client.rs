@@ -36,7 +36,11 @@ impl Client {
         let writer = stream
             .try_clone()
             .map_err(|e| ErrorBody::new(ErrorCode::System, format!("socket: {e}")))?;
-        Ok(Client { reader: BufReader::new(stream), writer, next_id: 1 })
+        Ok(Client {
+            reader: BufReader::new(stream),
+            writer,
+            next_id: 1,
+        })
     }
 
     /// Sends one command and waits for its reply.
@@ -47,7 +51,11 @@ impl Client {
     ) -> Result<serde_json::Value, ErrorBody> {
         let id = self.next_id;
         self.next_id += 1;
-        let req = Request { id, cmd: cmd.to_string(), args };
+        let req = Request {
+            id,
+            cmd: cmd.to_string(),
+            args,
+        };
         let mut line = serde_json::to_string(&req)
             .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("encode request: {e}")))?;
         line.push('\n');
@@ -57,7 +65,10 @@ impl Client {
             Ok(reply.result.unwrap_or(serde_json::Value::Null))
         } else {
             Err(reply.error.unwrap_or_else(|| {
-                ErrorBody::new(ErrorCode::Internal, "daemon sent a failure without an error")
+                ErrorBody::new(
+                    ErrorCode::Internal,
+                    "daemon sent a failure without an error",
+                )
             }))
         }
     }
@@ -99,7 +110,10 @@ impl Client {
             ));
         }
         serde_json::from_str(buf.trim_end()).map_err(|e| {
-            ErrorBody::new(ErrorCode::Internal, format!("malformed reply from daemon: {e}"))
+            ErrorBody::new(
+                ErrorCode::Internal,
+                format!("malformed reply from daemon: {e}"),
+            )
         })
     }
 }

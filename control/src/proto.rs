@@ -48,12 +48,22 @@ pub struct Reply {
 impl Reply {
     /// A successful reply.
     pub fn ok(id: u64, result: serde_json::Value) -> Self {
-        Reply { id, ok: true, result: Some(result), error: None }
+        Reply {
+            id,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
     }
 
     /// A failed reply.
     pub fn err(id: u64, error: ErrorBody) -> Self {
-        Reply { id, ok: false, result: None, error: Some(error) }
+        Reply {
+            id,
+            ok: false,
+            result: None,
+            error: Some(error),
+        }
     }
 }
 
@@ -97,7 +107,10 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// Builds an error body.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody { code, message: message.into() }
+        ErrorBody {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -307,7 +320,12 @@ pub struct ConfigDoc {
 
 impl Default for ConfigDoc {
     fn default() -> Self {
-        ConfigDoc { version: CONFIG_VERSION, networks: Vec::new(), ports: Vec::new(), fdb: Vec::new() }
+        ConfigDoc {
+            version: CONFIG_VERSION,
+            networks: Vec::new(),
+            ports: Vec::new(),
+            fdb: Vec::new(),
+        }
     }
 }
 

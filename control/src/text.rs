@@ -22,12 +22,17 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 
 /// Formats six bytes as `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 /// Checks an object name: 1..=max characters of `[A-Za-z0-9_.-]`, not starting with `-` or `.`.
 pub fn check_name(what: &str, s: &str, max: usize) -> Result<(), String> {
-    let ok_chars = s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let ok_chars = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if s.is_empty() || s.len() > max || !ok_chars || s.starts_with(['-', '.']) {
         return Err(format!(
             "'{s}' is not a valid {what} name; use 1 to {max} characters of letters, digits, '_', '-' or '.', not starting with '-' or '.'"
@@ -42,10 +47,25 @@ mod tests {
 
     #[test]
     fn parses_and_formats_macs() {
-        assert_eq!(parse_mac("02:42:AC:11:00:02").unwrap(), [2, 0x42, 0xac, 0x11, 0, 2]);
-        assert_eq!(parse_mac("2-42-ac-11-0-2").unwrap(), [2, 0x42, 0xac, 0x11, 0, 2]);
-        assert_eq!(format_mac(&[2, 0x42, 0xac, 0x11, 0, 2]), "02:42:ac:11:00:02");
-        for bad in ["", "02:42:ac:11:00", "02:42:ac:11:00:02:03", "zz:42:ac:11:00:02", "002:42:ac:11:00:02"] {
+        assert_eq!(
+            parse_mac("02:42:AC:11:00:02").unwrap(),
+            [2, 0x42, 0xac, 0x11, 0, 2]
+        );
+        assert_eq!(
+            parse_mac("2-42-ac-11-0-2").unwrap(),
+            [2, 0x42, 0xac, 0x11, 0, 2]
+        );
+        assert_eq!(
+            format_mac(&[2, 0x42, 0xac, 0x11, 0, 2]),
+            "02:42:ac:11:00:02"
+        );
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "zz:42:ac:11:00:02",
+            "002:42:ac:11:00:02",
+        ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
         }
     }

@@ -22,7 +22,10 @@ impl Default for Burst {
 impl Burst {
     /// An empty burst.
     pub fn new() -> Burst {
-        Burst { bufs: Vec::with_capacity(BURST), next: [0; BURST] }
+        Burst {
+            bufs: Vec::with_capacity(BURST),
+            next: [0; BURST],
+        }
     }
 
     /// Buffers held.
@@ -101,6 +104,10 @@ impl Burst {
 impl Drop for Burst {
     fn drop(&mut self) {
         // Buffers still held here are lost to the pool; owners free them before dropping.
-        debug_assert!(self.bufs.is_empty() || std::thread::panicking(), "burst dropped holding {} buffers", self.bufs.len());
+        debug_assert!(
+            self.bufs.is_empty() || std::thread::panicking(),
+            "burst dropped holding {} buffers",
+            self.bufs.len()
+        );
     }
 }

@@ -15,7 +15,10 @@ impl Counter {
     /// Adds `n`. Only the owning worker may call this (single writer).
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Adds one.
@@ -62,7 +65,9 @@ pub struct CounterBlock {
 impl CounterBlock {
     /// A block of `n` zeroed counters.
     pub fn new(n: usize) -> CounterBlock {
-        CounterBlock { vals: (0..n).map(|_| Counter::default()).collect() }
+        CounterBlock {
+            vals: (0..n).map(|_| Counter::default()).collect(),
+        }
     }
 
     /// Counter `i`; an out-of-range index (a programming error) lands on a scratch counter.

@@ -112,8 +112,17 @@ impl Pool {
             // Cannot fail: the ring has room for exactly `count` entries.
             let _ = free.push(tag | i);
         }
-        let meta = (0..count).map(|_| UnsafeCell::new(Meta::default())).collect();
-        Ok(Arc::new(Pool { base: base.cast(), map_len, meta, free, tag, count }))
+        let meta = (0..count)
+            .map(|_| UnsafeCell::new(Meta::default()))
+            .collect();
+        Ok(Arc::new(Pool {
+            base: base.cast(),
+            map_len,
+            meta,
+            free,
+            tag,
+            count,
+        }))
     }
 
     /// Total buffers in the pool.
@@ -129,7 +138,11 @@ impl Pool {
     #[inline]
     fn check(&self, b: &Buf) -> usize {
         // A `Buf` of another pool would alias a slot here: refuse it loudly (a bug, not input).
-        assert_eq!(b.0 & !(MAX_BUFFERS - 1), self.tag, "buffer used with a pool that did not allocate it");
+        assert_eq!(
+            b.0 & !(MAX_BUFFERS - 1),
+            self.tag,
+            "buffer used with a pool that did not allocate it"
+        );
         b.slot()
     }
 
@@ -142,7 +155,7 @@ impl Pool {
     }
 
     #[inline]
-    fn meta_mut(&self, b: &mut Buf) -> &mut Meta {
+    fn meta_mut<'a>(&'a self, b: &'a mut Buf) -> &'a mut Meta {
         let i = self.check(b);
         // SAFETY: as in `meta`; `&mut Buf` makes this the only live reference.
         unsafe { &mut *self.meta[i].get() }
@@ -150,7 +163,7 @@ impl Pool {
 
     /// The whole slot of `b`, headroom included.
     #[inline]
-    pub fn slot_mut(&self, b: &mut Buf) -> &mut [u8; SLOT_SIZE] {
+    pub fn slot_mut<'a>(&'a self, b: &'a mut Buf) -> &'a mut [u8; SLOT_SIZE] {
         let i = self.check(b);
         // SAFETY: slot `i` lies inside the mapping (i < count) and `&mut Buf` grants exclusive
         // access to it for the lifetime of the borrow.
@@ -158,7 +171,7 @@ impl Pool {
     }
 
     #[inline]
-    fn slot(&self, b: &Buf) -> &[u8; SLOT_SIZE] {
+    fn slot<'a>(&'a self, b: &'a Buf) -> &'a [u8; SLOT_SIZE] {
         let i = self.check(b);
         // SAFETY: as in `slot_mut`; no `&mut` to the slot can coexist with this `&Buf` borrow.
         unsafe { &*self.base.add(i * SLOT_SIZE).cast::<[u8; SLOT_SIZE]>() }
@@ -166,7 +179,7 @@ impl Pool {
 
     /// The frame bytes of `b`.
     #[inline]
-    pub fn data(&self, b: &Buf) -> &[u8] {
+    pub fn data<'a>(&'a self, b: &'a Buf) -> &'a [u8] {
         let m = self.meta(b);
         let (off, len) = (m.off as usize, m.len as usize);
         // Offsets are only set through `set_frame`/`prepend`/`trim_front`, which keep them in range.
@@ -175,7 +188,7 @@ impl Pool {
 
     /// The frame bytes of `b`, writable.
     #[inline]
-    pub fn data_mut(&self, b: &mut Buf) -> &mut [u8] {
+    pub fn data_mut<'a>(&'a self, b: &'a mut Buf) -> &'a mut [u8] {
         let m = self.meta(b);
         let (off, len) = (m.off as usize, m.len as usize);
         &mut self.slot_mut(b)[off..off + len]
@@ -206,13 +219,13 @@ impl Pool {
 
     /// Writable space for a frame received into `b`: from [`HEADROOM`] to the slot end.
     #[inline]
-    pub fn rx_space(&self, b: &mut Buf) -> &mut [u8] {
+    pub fn rx_space<'a>(&'a self, b: &'a mut Buf) -> &'a mut [u8] {
         &mut self.slot_mut(b)[HEADROOM..]
     }
 
     /// Grows the frame by `n` bytes at the front, into the headroom; `None` if there is no room.
     #[inline]
-    pub fn prepend(&self, b: &mut Buf, n: usize) -> Option<&mut [u8]> {
+    pub fn prepend<'a>(&'a self, b: &'a mut Buf, n: usize) -> Option<&'a mut [u8]> {
         let m = self.meta(b);
         let off = (m.off as usize).checked_sub(n)?;
         self.set_frame(b, off, m.len as usize + n);
@@ -245,7 +258,9 @@ impl Pool {
     /// Copies `frame` into `b` at [`HEADROOM`]; `false` (and `b` unchanged) if it does not fit.
     #[inline]
     pub fn fill(&self, b: &mut Buf, frame: &[u8]) -> bool {
-        let Some(dst) = self.rx_space(b).get_mut(..frame.len()) else { return false };
+        let Some(dst) = self.rx_space(b).get_mut(..frame.len()) else {
+            return false;
+        };
         dst.copy_from_slice(frame);
         self.set_frame(b, HEADROOM, frame.len());
         true
@@ -285,7 +300,10 @@ pub struct PoolCache {
 impl PoolCache {
     /// A cache over `pool`; allocates its stack once, here.
     pub fn new(pool: Arc<Pool>) -> PoolCache {
-        PoolCache { pool, stash: Vec::with_capacity(CACHE_MAX) }
+        PoolCache {
+            pool,
+            stash: Vec::with_capacity(CACHE_MAX),
+        }
     }
 
     /// The shared pool, for data access.

@@ -58,7 +58,12 @@ pub fn ring(pool: Arc<Pool>, capacity: usize) -> (Producer, Consumer) {
         tail: Default::default(),
         pool,
     });
-    (Producer { shared: shared.clone() }, Consumer { shared })
+    (
+        Producer {
+            shared: shared.clone(),
+        },
+        Consumer { shared },
+    )
 }
 
 impl Producer {
@@ -135,7 +140,9 @@ impl Consumer {
     /// Buffers waiting.
     pub fn len(&self) -> usize {
         let s = &*self.shared;
-        s.tail.load(Ordering::Acquire).wrapping_sub(s.head.load(Ordering::Relaxed))
+        s.tail
+            .load(Ordering::Acquire)
+            .wrapping_sub(s.head.load(Ordering::Relaxed))
     }
 
     /// Whether nothing waits.

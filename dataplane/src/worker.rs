@@ -81,7 +81,10 @@ pub struct Ports {
 
 impl Ports {
     fn new() -> Ports {
-        Ports { slots: (0..MAX_PORTS).map(|_| None).collect(), dirty: Vec::with_capacity(MAX_PORTS) }
+        Ports {
+            slots: (0..MAX_PORTS).map(|_| None).collect(),
+            dirty: Vec::with_capacity(MAX_PORTS),
+        }
     }
 
     /// Whether this worker can transmit on `port`.
@@ -93,7 +96,13 @@ impl Ports {
     /// Queues `b` for transmission on `port`; flushes the port's burst when it fills. Returns
     /// `false` (and frees `b`) when this worker has no queue for `port`.
     #[inline]
-    pub fn enqueue(&mut self, cache: &mut PoolCache, stats: &WorkerStats, port: PortId, b: crate::pool::Buf) -> bool {
+    pub fn enqueue(
+        &mut self,
+        cache: &mut PoolCache,
+        stats: &WorkerStats,
+        port: PortId,
+        b: crate::pool::Buf,
+    ) -> bool {
         let Some(Some(slot)) = self.slots.get_mut(port as usize) else {
             cache.free(b);
             return false;
@@ -122,7 +131,11 @@ impl Ports {
 
     fn attach(&mut self, port: PortId, io: PortIo) -> Option<PortIo> {
         let slot = self.slots.get_mut(port as usize)?;
-        slot.replace(Slot { io, pending: Burst::new() }).map(|s| s.io)
+        slot.replace(Slot {
+            io,
+            pending: Burst::new(),
+        })
+        .map(|s| s.io)
     }
 
     fn detach(&mut self, cache: &mut PoolCache, port: PortId) -> Option<PortIo> {
@@ -306,7 +319,11 @@ impl<P: Pipeline> Worker<P> {
                 Command::Attach { port, io, rx } => {
                     if let (Some(p), Some(fd)) = (poll, io.raw_fd()) {
                         if rx {
-                            let _ = p.registry().register(&mut SourceFd(&fd), Token(port as usize), Interest::READABLE);
+                            let _ = p.registry().register(
+                                &mut SourceFd(&fd),
+                                Token(port as usize),
+                                Interest::READABLE,
+                            );
                         }
                     }
                     if let Some(mut old) = self.ports.attach(port, io) {
@@ -332,7 +349,9 @@ impl<P: Pipeline> Worker<P> {
             self.shared.applied.store(seq, Ordering::Release);
         }
         if ports_changed {
-            self.shared.rx_queues.store(self.rx.len() as u64, Ordering::Relaxed);
+            self.shared
+                .rx_queues
+                .store(self.rx.len() as u64, Ordering::Relaxed);
         }
         ports_changed
     }
@@ -356,8 +375,12 @@ impl<P: Pipeline> Worker<P> {
         let mut total = 0;
         for i in 0..self.rx.len() {
             let port = self.rx[i];
-            let Some(Some(slot)) = self.ports.slots.get_mut(port as usize) else { continue };
-            let n = slot.io.rx_burst(&mut self.cache, &mut self.burst, self.stats.port(port));
+            let Some(Some(slot)) = self.ports.slots.get_mut(port as usize) else {
+                continue;
+            };
+            let n = slot
+                .io
+                .rx_burst(&mut self.cache, &mut self.burst, self.stats.port(port));
             if self.burst.is_empty() {
                 continue;
             }
@@ -423,11 +446,18 @@ impl<P: Pipeline> Worker<P> {
             }
             // Every receive queue was drained to EAGAIN in the last iteration, so with
             // edge-triggered epoll no arrival since then can be missed.
-            let all_have_fds = self.rx.iter().all(|&p| match self.ports.slots.get(p as usize) {
-                Some(Some(s)) => s.io.raw_fd().is_some(),
-                _ => true,
-            });
-            let timeout = if all_have_fds { MAX_SLEEP } else { Duration::from_millis(1) };
+            let all_have_fds = self
+                .rx
+                .iter()
+                .all(|&p| match self.ports.slots.get(p as usize) {
+                    Some(Some(s)) => s.io.raw_fd().is_some(),
+                    _ => true,
+                });
+            let timeout = if all_have_fds {
+                MAX_SLEEP
+            } else {
+                Duration::from_millis(1)
+            };
             self.stats.event(WorkerEvent::Sleeps).inc();
             if let Err(e) = poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
@@ -455,13 +485,23 @@ pub fn spawn<P: Pipeline>(
     let shared = w.shared.clone();
     let stats = w.stats.clone();
     let id = w.id;
-    let thread = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
-        if let Some(c) = core {
-            let ok = core_affinity::set_for_current(c);
-            w.shared.core.store(c.id as u64, Ordering::Relaxed);
-            w.shared.pinned.store(ok, Ordering::Relaxed);
-        }
-        w.run(poll);
-    })?;
-    Ok(WorkerHandle { id, tx, waker, next_seq: AtomicU64::new(0), shared, stats, thread: Some(thread) })
+    let thread = std::thread::Builder::new()
+        .name(format!("worker-{id}"))
+        .spawn(move || {
+            if let Some(c) = core {
+                let ok = core_affinity::set_for_current(c);
+                w.shared.core.store(c.id as u64, Ordering::Relaxed);
+                w.shared.pinned.store(ok, Ordering::Relaxed);
+            }
+            w.run(poll);
+        })?;
+    Ok(WorkerHandle {
+        id,
+        tx,
+        waker,
+        next_seq: AtomicU64::new(0),
+        shared,
+        stats,
+        thread: Some(thread),
+    })
 }

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 pub fn bin(name: &str) -> PathBuf {
     // The test executable lives in target/<profile>/deps/; the binaries one level up.
     let exe = std::env::current_exe().expect("the test knows its own path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("test binary is inside target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binary is inside target/<profile>/deps");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -35,7 +38,9 @@ pub fn can_run_system_tests(test: &str) -> bool {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{test}: cannot run under CI=true: {reason}");
             }
-            eprintln!("SKIPPED {test}: {reason} (system tests need root, iproute2 and /dev/net/tun)");
+            eprintln!(
+                "SKIPPED {test}: {reason} (system tests need root, iproute2 and /dev/net/tun)"
+            );
             false
         }
     }
@@ -47,7 +52,9 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     /// Creates it.
     pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(vswitch::testbed::unique_name(&format!("vswitch-test-{tag}-")));
+        let p = std::env::temp_dir().join(vswitch::testbed::unique_name(&format!(
+            "vswitch-test-{tag}-"
+        )));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("temp dir can be created");
         TempDir(p)

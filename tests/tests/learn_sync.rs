@@ -26,10 +26,21 @@ fn a_mac_learned_on_one_worker_is_known_to_the_other() {
     let inboxes = LearnSync::inboxes(2, 64);
     let snap = Arc::new(Snapshot {
         gen: 1,
-        ports: vec![Some(PortConf { net: Some(1), mac_limit: 100 }); 3],
+        ports: vec![
+            Some(PortConf {
+                net: Some(1),
+                mac_limit: 100
+            });
+            3
+        ],
         nets: vec![
             None,
-            Some(NetConf { ports: vec![0, 1, 2], mac_limit: 1000, aging_secs: 300, statics: vec![] }),
+            Some(NetConf {
+                ports: vec![0, 1, 2],
+                mac_limit: 1000,
+                aging_secs: 300,
+                statics: vec![],
+            }),
         ],
     });
     // Worker 0 receives on port 0, worker 1 on port 1; both can transmit on every port.
@@ -37,12 +48,23 @@ fn a_mac_learned_on_one_worker_is_known_to_the_other() {
     let mut peers: Vec<Vec<mem::MemPeer>> = Vec::new();
     for w in 0..2u16 {
         let mut sw = Switch::new(pool.clone(), 1024);
-        sw.bridge.set_sync(LearnSync { me: w as usize, inboxes: inboxes.clone() });
+        sw.bridge.set_sync(LearnSync {
+            me: w as usize,
+            inboxes: inboxes.clone(),
+        });
         let (mut worker, tx) = Worker::new(w, pool.clone(), sw, snap.clone());
         let mut my_peers = Vec::new();
         for port in 0..3u16 {
             let (p, peer) = mem::pair(pool.clone(), 64);
-            tx.send((u64::from(port) + 1, Command::Attach { port, io: PortIo::Mem(p), rx: port == w })).unwrap();
+            tx.send((
+                u64::from(port) + 1,
+                Command::Attach {
+                    port,
+                    io: PortIo::Mem(p),
+                    rx: port == w,
+                },
+            ))
+            .unwrap();
             my_peers.push(peer);
         }
         tx.send((10, Command::Config(snap.clone()))).unwrap();
@@ -57,9 +79,14 @@ fn a_mac_learned_on_one_worker_is_known_to_the_other() {
     // B answers on port 1 (worker 1), which never saw A itself.
     assert!(peers[1][1].send(&mut cache, &frame(a, b)));
     workers[1].0.poll_once(1);
-    let got = peers[1][0].recv(&mut cache).expect("worker 1 forwarded to A's port");
+    let got = peers[1][0]
+        .recv(&mut cache)
+        .expect("worker 1 forwarded to A's port");
     assert_eq!(got, frame(a, b));
-    assert!(peers[1][2].recv(&mut cache).is_none(), "worker 1 flooded instead of forwarding");
+    assert!(
+        peers[1][2].recv(&mut cache).is_none(),
+        "worker 1 flooded instead of forwarding"
+    );
     let stats = workers[1].0.stats();
     assert_eq!(stats.pipeline.at(event_index(Event::MacSynced)).get(), 1);
     assert_eq!(stats.pipeline.at(event_index(Event::Forwarded)).get(), 1);

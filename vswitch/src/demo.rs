@@ -14,24 +14,36 @@ fn step(msg: &str) {
     println!("\n==> {msg}");
 }
 
-fn call(c: &mut Client, command: &str, args: serde_json::Value) -> Result<serde_json::Value, String> {
-    c.call(command, args).map_err(|e| format!("{command}: {}", e.message))
+fn call(
+    c: &mut Client,
+    command: &str,
+    args: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    c.call(command, args)
+        .map_err(|e| format!("{command}: {}", e.message))
 }
 
 /// Runs the demo, moving `bytes` over TCP.
 pub fn run(bytes: u64) -> Result<(), String> {
     if !crate::testbed::is_root() {
-        return Err("the demo makes network namespaces and TAP devices, which needs root; run it with sudo".into());
+        return Err(
+            "the demo makes network namespaces and TAP devices, which needs root; run it with sudo"
+                .into(),
+        );
     }
     if std::process::Command::new("ip").arg("-V").output().is_err() {
-        return Err("the demo needs iproute2's `ip` command; install it (apt install iproute2)".into());
+        return Err(
+            "the demo needs iproute2's `ip` command; install it (apt install iproute2)".into(),
+        );
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
     let dir = std::env::temp_dir().join(format!("vswitch-demo-{}", std::process::id()));
     let result = run_in(&exe, &dir, bytes);
     let _ = std::fs::remove_dir_all(&dir);
     match &result {
-        Ok(()) => println!("\nDemo finished: namespaces, TAP devices and the demo switch are gone."),
+        Ok(()) => {
+            println!("\nDemo finished: namespaces, TAP devices and the demo switch are gone.")
+        }
         Err(_) => println!("\nDemo failed; everything it made has been removed."),
     }
     result
@@ -45,18 +57,33 @@ fn run_in(exe: &std::path::Path, dir: &std::path::Path, bytes: u64) -> Result<()
 
     step("Starting a private vswitchd");
     let daemon = DaemonProcess::start(exe, dir)?;
-    println!("    pid {}, socket {}", daemon.pid().unwrap_or(0), daemon.socket().display());
+    println!(
+        "    pid {}, socket {}",
+        daemon.pid().unwrap_or(0),
+        daemon.socket().display()
+    );
     let mut c = daemon.client()?;
 
     step("Creating network 'demo' and attaching both containers through TAP ports");
-    call(&mut c, cmd::NETWORK_CREATE, json!({"name": "demo", "subnet": "10.200.0.0/24"}))?;
+    call(
+        &mut c,
+        cmd::NETWORK_CREATE,
+        json!({"name": "demo", "subnet": "10.200.0.0/24"}),
+    )?;
     let (ip_a, ip_b) = (Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 2));
     let mut port_names = Vec::new();
     for (ns, ip) in [(&a, ip_a), (&b, ip_b)] {
         let port = unique_name("vsd");
-        call(&mut c, cmd::PORT_ADD, json!({"name": port, "type": "tap", "network": "demo", "netns": ns.name()}))?;
+        call(
+            &mut c,
+            cmd::PORT_ADD,
+            json!({"name": port, "type": "tap", "network": "demo", "netns": ns.name()}),
+        )?;
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &port])?;
-        println!("    port {port}: TAP device inside {} with address {ip}/24", ns.name());
+        println!(
+            "    port {port}: TAP device inside {} with address {ip}/24",
+            ns.name()
+        );
         port_names.push(port);
     }
 
@@ -64,27 +91,52 @@ fn run_in(exe: &std::path::Path, dir: &std::path::Path, bytes: u64) -> Result<()
     let out = a.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", &ip_b.to_string()])?;
     print!("{}", indent(&String::from_utf8_lossy(&out.stdout)));
     if !out.status.success() {
-        return Err(format!("ping across the switch failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "ping across the switch failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
 
-    step(&format!("TCP: {} MB from {} to {}, every byte checked", bytes >> 20, b.name(), a.name()));
+    step(&format!(
+        "TCP: {} MB from {} to {}, every byte checked",
+        bytes >> 20,
+        b.name(),
+        a.name()
+    ));
     let t = tcp_transfer(&a.path(), ip_a, &b.path(), bytes, Duration::from_secs(120))?;
-    println!("    {} bytes in {:.2} s: {:.0} Mbit/s", t.bytes, t.elapsed.as_secs_f64(), t.mbps());
+    println!(
+        "    {} bytes in {:.2} s: {:.0} Mbit/s",
+        t.bytes,
+        t.elapsed.as_secs_f64(),
+        t.mbps()
+    );
 
     step("The switch's MAC table (vswitchctl fdb ls)");
     let fdb: Vec<FdbEntry> =
         serde_json::from_value(call(&mut c, cmd::FDB_LS, json!({}))?).map_err(|e| e.to_string())?;
     for e in &fdb {
-        println!("    {}  {}  {}  {}", e.network, e.mac, e.port.as_deref().unwrap_or("-"), e.kind);
+        println!(
+            "    {}  {}  {}  {}",
+            e.network,
+            e.mac,
+            e.port.as_deref().unwrap_or("-"),
+            e.kind
+        );
     }
 
     step("The switch's counters (vswitchctl stats)");
     let stats: StatsInfo =
         serde_json::from_value(call(&mut c, cmd::STATS, json!({}))?).map_err(|e| e.to_string())?;
-    println!("    {:<12} {:>10} {:>14} {:>10} {:>14}", "PORT", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES");
+    println!(
+        "    {:<12} {:>10} {:>14} {:>10} {:>14}",
+        "PORT", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES"
+    );
     for p in &stats.ports {
         let k = &p.counters;
-        println!("    {:<12} {:>10} {:>14} {:>10} {:>14}", p.name, k.rx_packets, k.rx_bytes, k.tx_packets, k.tx_bytes);
+        println!(
+            "    {:<12} {:>10} {:>14} {:>10} {:>14}",
+            p.name, k.rx_packets, k.rx_bytes, k.tx_packets, k.tx_bytes
+        );
     }
     for w in &stats.workers {
         let interesting: Vec<String> = w
@@ -98,7 +150,11 @@ fn run_in(exe: &std::path::Path, dir: &std::path::Path, bytes: u64) -> Result<()
     if stats.drops.is_empty() {
         println!("    drops: none");
     } else {
-        let d: Vec<String> = stats.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let d: Vec<String> = stats
+            .drops
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!("    drops: {}", d.join(" "));
     }
 

@@ -4,7 +4,7 @@
 pub mod bridge;
 pub mod config;
 pub mod counters;
-pub mod pipeline;
 pub mod daemon;
 pub mod demo;
+pub mod pipeline;
 pub mod testbed;

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use vswitch::daemon::{self, server, Daemon, Options};
 
 #[derive(Parser)]
-#[command(name = "vswitchd", version, about = "Userspace poll-mode virtual switch for container networks")]
+#[command(
+    name = "vswitchd",
+    version,
+    about = "Userspace poll-mode virtual switch for container networks"
+)]
 struct Args {
     /// Control socket path [env: VSWITCH_SOCKET] [default: /run/vswitch/vswitchd.sock]
     #[arg(long, global = true)]
@@ -52,7 +56,11 @@ fn main() -> ExitCode {
     {
         use std::io::IsTerminal;
         let ansi = std::io::stderr().is_terminal();
-        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .init();
     }
     let socket = control::client::socket_path(args.socket.as_deref());
     if let Some(Cmd::Demo { bytes }) = args.command {
@@ -74,15 +82,23 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args, socket: PathBuf) -> Result<(), String> {
-    let cores = args.cores.as_deref().map(dataplane::parse_core_list).transpose()?;
+    let cores = args
+        .cores
+        .as_deref()
+        .map(dataplane::parse_core_list)
+        .transpose()?;
     let gid = args
         .group
         .as_deref()
         .map(daemon::os::group_id)
         .transpose()
         .map_err(|e| format!("--group: {e}"))?;
-    std::fs::create_dir_all(&args.state_dir)
-        .map_err(|e| format!("cannot create state directory {}: {e}", args.state_dir.display()))?;
+    std::fs::create_dir_all(&args.state_dir).map_err(|e| {
+        format!(
+            "cannot create state directory {}: {e}",
+            args.state_dir.display()
+        )
+    })?;
     let _lock = daemon::os::lock_dir(&args.state_dir).map_err(|e| e.to_string())?;
     let listener = server::bind(&socket, gid)?;
     let opts = Options {

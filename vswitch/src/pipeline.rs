@@ -39,7 +39,9 @@ pub struct Switch {
 impl Switch {
     /// A pipeline whose MAC table holds `fdb_capacity` entries.
     pub fn new(pool: Arc<Pool>, fdb_capacity: u32) -> Switch {
-        Switch { bridge: Bridge::new(pool, fdb_capacity) }
+        Switch {
+            bridge: Bridge::new(pool, fdb_capacity),
+        }
     }
 }
 

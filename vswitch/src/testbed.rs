@@ -28,11 +28,16 @@ pub fn is_root() -> bool {
 }
 
 fn run(cmd: &mut Command) -> Result<Output, String> {
-    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if out.status.success() {
         Ok(out)
     } else {
-        Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -45,7 +50,9 @@ impl Netns {
     /// Creates namespace `name` and brings its loopback up.
     pub fn create(name: &str) -> Result<Netns, String> {
         run(Command::new("ip").args(["netns", "add", name]))?;
-        let ns = Netns { name: name.to_string() };
+        let ns = Netns {
+            name: name.to_string(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -77,14 +84,26 @@ impl Netns {
 
     /// Sends `count` pings to `dst`, at most `wait` seconds for each reply; whether all came back.
     pub fn ping(&self, dst: Ipv4Addr, count: u32) -> Result<bool, String> {
-        let out = self.exec(&["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", &dst.to_string()])?;
+        let out = self.exec(&[
+            "ping",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            &dst.to_string(),
+        ])?;
         Ok(out.status.success())
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -98,8 +117,13 @@ pub struct DaemonProcess {
 impl DaemonProcess {
     /// Starts `exe` with socket and state under `dir`, and waits (at most 10 s) until it answers.
     pub fn start(exe: &Path, dir: &Path) -> Result<DaemonProcess, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let mut d = DaemonProcess { exe: exe.to_path_buf(), dir: dir.to_path_buf(), child: None };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut d = DaemonProcess {
+            exe: exe.to_path_buf(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
         d.restart()?;
         Ok(d)
     }
@@ -136,7 +160,14 @@ impl DaemonProcess {
             .arg(self.socket())
             .arg("--state-dir")
             .arg(self.state_dir())
-            .args(["--log-level", "info", "--buffers", "8192", "--fdb-size", "16384"])
+            .args([
+                "--log-level",
+                "info",
+                "--buffers",
+                "8192",
+                "--fdb-size",
+                "16384",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -154,7 +185,10 @@ impl DaemonProcess {
                 return Err(format!("vswitchd exited ({st}); log: {}", self.log_tail()));
             }
             if Instant::now() > deadline {
-                return Err(format!("vswitchd did not answer within 10 s; log: {}", self.log_tail()));
+                return Err(format!(
+                    "vswitchd did not answer within 10 s; log: {}",
+                    self.log_tail()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -174,7 +208,9 @@ impl DaemonProcess {
 
     /// Sends `signal` to the daemon and waits (at most 10 s) for it to exit.
     pub fn signal(&mut self, signal: i32) -> Result<std::process::ExitStatus, String> {
-        let Some(mut child) = self.child.take() else { return Err("daemon not running".into()) };
+        let Some(mut child) = self.child.take() else {
+            return Err("daemon not running".into());
+        };
         let pid = child.id() as libc::pid_t;
         // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet, so the pid
         // cannot have been reused by another process.
@@ -249,8 +285,10 @@ pub fn tcp_transfer(
 ) -> Result<Transfer, String> {
     const CHUNK: usize = 64 * 1024;
     let io = |e: std::io::Error| e.to_string();
-    let listener = netns::run_in(Some(server_ns), || TcpListener::bind(SocketAddr::from((server_ip, 0))))
-        .map_err(|e| format!("listen on {server_ip}: {e}"))?;
+    let listener = netns::run_in(Some(server_ns), || {
+        TcpListener::bind(SocketAddr::from((server_ip, 0)))
+    })
+    .map_err(|e| format!("listen on {server_ip}: {e}"))?;
     let addr = listener.local_addr().map_err(io)?;
     let deadline = Instant::now() + timeout;
     let server = std::thread::spawn(move || -> Result<u64, String> {
@@ -268,7 +306,8 @@ pub fn tcp_transfer(
             }
         };
         conn.set_nonblocking(false).map_err(io)?;
-        conn.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(io)?;
         let mut pattern = Pattern(0x9e37_79b9_7f4a_7c15);
         let (mut buf, mut want) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
         let mut got = 0u64;
@@ -278,7 +317,9 @@ pub fn tcp_transfer(
             if Instant::now() > deadline {
                 return Err(format!("transfer timed out after {got} bytes"));
             }
-            let n = conn.read(&mut buf[have..]).map_err(|e| format!("read after {got} bytes: {e}"))?;
+            let n = conn
+                .read(&mut buf[have..])
+                .map_err(|e| format!("read after {got} bytes: {e}"))?;
             if n == 0 {
                 break;
             }
@@ -287,7 +328,10 @@ pub fn tcp_transfer(
             if whole > 0 {
                 pattern.fill(&mut want[..whole]);
                 if buf[..whole] != want[..whole] {
-                    return Err(format!("corrupted data within bytes {got}..{}", got + whole as u64));
+                    return Err(format!(
+                        "corrupted data within bytes {got}..{}",
+                        got + whole as u64
+                    ));
                 }
                 got += whole as u64;
                 buf.copy_within(whole..have, 0);
@@ -312,7 +356,10 @@ pub fn tcp_transfer(
         let mut left = bytes;
         while left > 0 {
             if Instant::now() > deadline {
-                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "send timed out"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "send timed out",
+                ));
             }
             let n = (left.min(CHUNK as u64)) as usize;
             pattern.fill(&mut buf[..n]);
@@ -325,12 +372,17 @@ pub fn tcp_transfer(
         let _ = s.read(&mut [0u8; 1]);
         Ok(())
     });
-    let got = server.join().map_err(|_| "receiver thread panicked".to_string())?;
+    let got = server
+        .join()
+        .map_err(|_| "receiver thread panicked".to_string())?;
     let elapsed = start.elapsed();
     sent.map_err(|e| format!("send to {addr}: {e}"))?;
     let got = got?;
     if got != bytes {
         return Err(format!("received {got} of {bytes} bytes"));
     }
-    Ok(Transfer { bytes: got, elapsed })
+    Ok(Transfer {
+        bytes: got,
+        elapsed,
+    })
 }

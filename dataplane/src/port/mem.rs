@@ -26,7 +26,16 @@ pub struct MemPeer {
 pub fn pair(pool: Arc<Pool>, capacity: usize) -> (MemPort, MemPeer) {
     let (to_port, port_rx) = ring(pool.clone(), capacity);
     let (port_tx, to_peer) = ring(pool, capacity);
-    (MemPort { rx: port_rx, tx: port_tx }, MemPeer { tx: to_port, rx: to_peer })
+    (
+        MemPort {
+            rx: port_rx,
+            tx: port_tx,
+        },
+        MemPeer {
+            tx: to_port,
+            rx: to_peer,
+        },
+    )
 }
 
 impl Port for MemPort {
@@ -64,7 +73,9 @@ impl MemPeer {
     /// Copies `frame` into a buffer and sends it to the port; `false` if the pool or ring is full
     /// or the frame is larger than a buffer.
     pub fn send(&mut self, cache: &mut PoolCache, frame: &[u8]) -> bool {
-        let Some(mut b) = cache.alloc() else { return false };
+        let Some(mut b) = cache.alloc() else {
+            return false;
+        };
         if !cache.pool().fill(&mut b, frame) {
             cache.free(b);
             return false;

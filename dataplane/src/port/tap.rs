@@ -26,7 +26,12 @@ pub struct TapDevice {
 impl TapDevice {
     /// Attaches `queues` queues to TAP device `name` in namespace `netns` (None: the daemon's),
     /// creating it if it does not exist, makes it persistent, sets `mtu` and brings it up.
-    pub fn open(name: &str, netns: Option<&Path>, queues: u16, mtu: Option<u32>) -> io::Result<TapDevice> {
+    pub fn open(
+        name: &str,
+        netns: Option<&Path>,
+        queues: u16,
+        mtu: Option<u32>,
+    ) -> io::Result<TapDevice> {
         let queues = queues.max(1);
         let owned_name = name.to_string();
         let (fds, created) = netns::run_in(netns, move || {
@@ -40,14 +45,20 @@ impl TapDevice {
             }
             if let Some(m) = mtu {
                 if sys::mtu(&owned_name)? != m {
-                    sys::set_mtu(&owned_name, m)
-                        .map_err(|e| io::Error::new(e.kind(), format!("set MTU {m} on '{owned_name}': {e}")))?;
+                    sys::set_mtu(&owned_name, m).map_err(|e| {
+                        io::Error::new(e.kind(), format!("set MTU {m} on '{owned_name}': {e}"))
+                    })?;
                 }
             }
             sys::set_up(&owned_name)?;
             Ok((fds, created))
         })?;
-        Ok(TapDevice { name: name.to_string(), netns: netns.map(Path::to_path_buf), queues: fds, created })
+        Ok(TapDevice {
+            name: name.to_string(),
+            netns: netns.map(Path::to_path_buf),
+            queues: fds,
+            created,
+        })
     }
 
     /// Device name.
@@ -82,7 +93,10 @@ impl TapDevice {
             .queues
             .get(i % self.queues.len().max(1))
             .ok_or_else(|| io::Error::other("TAP device has no queues"))?;
-        Ok(TapQueue { fd: sys::dup(fd)?, spare: None })
+        Ok(TapQueue {
+            fd: sys::dup(fd)?,
+            spare: None,
+        })
     }
 
     /// Removes the device: clears persistence and closes the control thread's descriptors; the
@@ -107,10 +121,13 @@ impl Port for TapQueue {
         let mut n = 0;
         let mut bytes = 0u64;
         while !burst.is_full() {
-            let Some(mut b) = self.spare.take().or_else(|| cache.alloc()) else { break };
+            let Some(mut b) = self.spare.take().or_else(|| cache.alloc()) else {
+                break;
+            };
             let space = cache.pool().rx_space(&mut b);
             // SAFETY: `space` is a writable region of `space.len()` bytes owned through `b`.
-            let r = unsafe { libc::read(self.fd.as_raw_fd(), space.as_mut_ptr().cast(), space.len()) };
+            let r =
+                unsafe { libc::read(self.fd.as_raw_fd(), space.as_mut_ptr().cast(), space.len()) };
             if r <= 0 {
                 self.spare = Some(b);
                 if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {

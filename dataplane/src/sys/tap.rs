@@ -22,7 +22,10 @@ impl IfReq {
                 format!("interface name '{name}' must be 1 to 15 bytes"),
             ));
         }
-        let mut r = IfReq { name: [0; libc::IFNAMSIZ], data: [0; 24] };
+        let mut r = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: [0; 24],
+        };
         r.name[..bytes.len()].copy_from_slice(bytes);
         Ok(r)
     }
@@ -36,7 +39,10 @@ pub fn open_queue(name: &str) -> io::Result<OwnedFd> {
     req.data[..2].copy_from_slice(&flags.to_ne_bytes());
     // SAFETY: a NUL-terminated constant path; the result is checked.
     let fd = cvt(unsafe {
-        libc::open(TUN_PATH.as_ptr().cast(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        libc::open(
+            TUN_PATH.as_ptr().cast(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
     })
     .map_err(|e| io::Error::new(e.kind(), format!("open /dev/net/tun: {e}")))?;
     // SAFETY: `fd` was just returned by open and is owned by nobody else.
@@ -56,8 +62,14 @@ pub fn open_queue(name: &str) -> io::Result<OwnedFd> {
 /// Makes the device outlive its file descriptors (`true`) or go away with them (`false`).
 pub fn set_persist(fd: &OwnedFd, persist: bool) -> io::Result<()> {
     // SAFETY: TUNSETPERSIST takes an integer argument by value.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, libc::c_ulong::from(persist)) })
-        .map(|_| ())
+    cvt(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETPERSIST,
+            libc::c_ulong::from(persist),
+        )
+    })
+    .map(|_| ())
 }
 
 fn ctl_socket() -> io::Result<OwnedFd> {
@@ -102,7 +114,9 @@ pub fn set_up(name: &str) -> io::Result<()> {
 
 /// Whether interface `name` exists in the calling thread's namespace.
 pub fn exists(name: &str) -> bool {
-    let Ok(c) = std::ffi::CString::new(name) else { return false };
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
     // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }

@@ -34,7 +34,12 @@ struct Slot {
     tick: u16,
 }
 
-const EMPTY_SLOT: Slot = Slot { key: EMPTY, entry: NIL, port: 0, tick: 0 };
+const EMPTY_SLOT: Slot = Slot {
+    key: EMPTY,
+    entry: NIL,
+    port: 0,
+    tick: 0,
+};
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -54,7 +59,12 @@ struct PortList {
     net: NetId,
 }
 
-const EMPTY_LIST: PortList = PortList { head: NIL, tail: NIL, count: 0, net: 0 };
+const EMPTY_LIST: PortList = PortList {
+    head: NIL,
+    tail: NIL,
+    count: 0,
+    net: 0,
+};
 
 /// What learning a source MAC did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +265,14 @@ impl MacTable {
 
     /// Learns that `mac` in `net` was seen on `port` at `now`.
     #[inline]
-    pub fn learn(&mut self, net: NetId, mac: &[u8; 6], port: PortId, now: u64, limits: &Limits<'_>) -> Learn {
+    pub fn learn(
+        &mut self,
+        net: NetId,
+        mac: &[u8; 6],
+        port: PortId,
+        now: u64,
+        limits: &Limits<'_>,
+    ) -> Learn {
         let key = key_of(net, mac);
         if let Some(i) = self.find(key) {
             let s = self.slots[i];
@@ -272,7 +289,11 @@ impl MacTable {
                 }
                 return Learn::Known;
             }
-            if self.entries.get(s.entry as usize).is_some_and(|e| e.flags & FLAG_STATIC != 0) {
+            if self
+                .entries
+                .get(s.entry as usize)
+                .is_some_and(|e| e.flags & FLAG_STATIC != 0)
+            {
                 return Learn::StaticConflict;
             }
             // Station move: leave the old port's list, join the new port's under its limit.
@@ -281,7 +302,9 @@ impl MacTable {
                 self.evict_oldest_of(port);
             }
             // The eviction may have shifted slots: find ours again.
-            let Some(i) = self.find(key) else { return Learn::Full };
+            let Some(i) = self.find(key) else {
+                return Learn::Full;
+            };
             self.slots[i].port = port;
             self.slots[i].tick = now as u16;
             if let Some(e) = self.entries.get_mut(s.entry as usize) {
@@ -380,7 +403,9 @@ impl MacTable {
             let age = aging(p as PortId);
             loop {
                 let head = self.ports[p].head;
-                let Some(e) = self.entries.get(head as usize) else { break };
+                let Some(e) = self.entries.get(head as usize) else {
+                    break;
+                };
                 if now.saturating_sub(e.last_seen) < age || n >= budget {
                     break;
                 }
@@ -414,21 +439,39 @@ impl MacTable {
         let e = self.free;
         let entry = self.entries.get_mut(e as usize)?;
         self.free = entry.next;
-        *entry = Entry { key, last_seen: now, prev: NIL, next: NIL, port, flags };
+        *entry = Entry {
+            key,
+            last_seen: now,
+            prev: NIL,
+            next: NIL,
+            port,
+            flags,
+        };
         let mask = self.mask();
         let mut i = self.home(key);
         while self.slots[i].key != EMPTY {
             i = (i + 1) & mask;
         }
-        self.slots[i] = Slot { key, entry: e, port, tick: now as u16 };
+        self.slots[i] = Slot {
+            key,
+            entry: e,
+            port,
+            tick: now as u16,
+        };
         self.len += 1;
         Some(e)
     }
 
     fn remove_key(&mut self, key: u64) -> bool {
-        let Some(mut i) = self.find(key) else { return false };
+        let Some(mut i) = self.find(key) else {
+            return false;
+        };
         let e = self.slots[i].entry;
-        if self.entries.get(e as usize).is_some_and(|x| x.flags & FLAG_STATIC == 0) {
+        if self
+            .entries
+            .get(e as usize)
+            .is_some_and(|x| x.flags & FLAG_STATIC == 0)
+        {
             self.unlink(e);
         }
         if let Some(x) = self.entries.get_mut(e as usize) {
@@ -450,7 +493,11 @@ impl MacTable {
             }
             let home = self.home(k);
             // Move slot j into hole i unless its home lies cyclically in (i, j].
-            let stays = if i <= j { i < home && home <= j } else { i < home || home <= j };
+            let stays = if i <= j {
+                i < home && home <= j
+            } else {
+                i < home || home <= j
+            };
             if !stays {
                 self.slots[i] = self.slots[j];
                 i = j;
@@ -461,14 +508,20 @@ impl MacTable {
     }
 
     fn evict_oldest_of(&mut self, port: PortId) -> bool {
-        let Some(list) = self.ports.get(port as usize) else { return false };
-        let Some(e) = self.entries.get(list.head as usize) else { return false };
+        let Some(list) = self.ports.get(port as usize) else {
+            return false;
+        };
+        let Some(e) = self.entries.get(list.head as usize) else {
+            return false;
+        };
         let key = e.key;
         self.remove_key(key)
     }
 
     fn link_tail(&mut self, e: u32, port: PortId, net: NetId) {
-        let Some(list) = self.ports.get_mut(port as usize) else { return };
+        let Some(list) = self.ports.get_mut(port as usize) else {
+            return;
+        };
         let old_tail = list.tail;
         list.tail = e;
         if list.head == NIL {
@@ -489,8 +542,12 @@ impl MacTable {
     }
 
     fn unlink(&mut self, e: u32) {
-        let Some(&x) = self.entries.get(e as usize) else { return };
-        let Some(list) = self.ports.get_mut(x.port as usize) else { return };
+        let Some(&x) = self.entries.get(e as usize) else {
+            return;
+        };
+        let Some(list) = self.ports.get_mut(x.port as usize) else {
+            return;
+        };
         if list.head == e {
             list.head = x.next;
         }
@@ -533,7 +590,11 @@ mod tests {
         [0x02, 0, b[0], b[1], b[2], b[3]]
     }
 
-    const WIDE: Limits<'static> = Limits { port: u32::MAX, network: u32::MAX, network_ports: &[] };
+    const WIDE: Limits<'static> = Limits {
+        port: u32::MAX,
+        network: u32::MAX,
+        network_ports: &[],
+    };
 
     #[test]
     fn learns_looks_up_and_removes() {
@@ -541,7 +602,11 @@ mod tests {
         assert_eq!(t.learn(1, &mac(1), 3, 0, &WIDE), Learn::Learned);
         assert_eq!(t.learn(1, &mac(1), 3, 0, &WIDE), Learn::Known);
         assert_eq!(t.lookup(1, &mac(1)), Some(3));
-        assert_eq!(t.lookup(2, &mac(1)), None, "networks are separate key spaces");
+        assert_eq!(
+            t.lookup(2, &mac(1)),
+            None,
+            "networks are separate key spaces"
+        );
         assert!(t.remove(1, &mac(1)));
         assert_eq!(t.lookup(1, &mac(1)), None);
         assert_eq!(t.port_learned(3), 0);
@@ -552,13 +617,20 @@ mod tests {
     fn many_inserts_and_removes_keep_every_key_findable() {
         let mut t = MacTable::new(4096, 16, 4);
         for i in 0..4000 {
-            assert_eq!(t.learn(1, &mac(i), (i % 8) as PortId, 0, &WIDE), Learn::Learned);
+            assert_eq!(
+                t.learn(1, &mac(i), (i % 8) as PortId, 0, &WIDE),
+                Learn::Learned
+            );
         }
         for i in (0..4000).step_by(3) {
             assert!(t.remove(1, &mac(i)));
         }
         for i in 0..4000 {
-            let want = if i % 3 == 0 { None } else { Some((i % 8) as PortId) };
+            let want = if i % 3 == 0 {
+                None
+            } else {
+                Some((i % 8) as PortId)
+            };
             assert_eq!(t.lookup(1, &mac(i)), want, "mac {i}");
         }
         for i in (0..4000).step_by(3) {
@@ -606,12 +678,19 @@ mod tests {
     #[test]
     fn port_limit_evicts_own_oldest() {
         let mut t = MacTable::new(1024, 16, 4);
-        let lim = Limits { port: 3, network: 100, network_ports: &[1, 2] };
+        let lim = Limits {
+            port: 3,
+            network: 100,
+            network_ports: &[1, 2],
+        };
         t.learn(1, &mac(100), 2, 0, &lim);
         for i in 0..3 {
             assert_eq!(t.learn(1, &mac(i), 1, i as u64, &lim), Learn::Learned);
         }
-        assert_eq!(t.learn(1, &mac(3), 1, 5, &lim), Learn::LearnedEvicting(Evicted::PortLimit));
+        assert_eq!(
+            t.learn(1, &mac(3), 1, 5, &lim),
+            Learn::LearnedEvicting(Evicted::PortLimit)
+        );
         assert_eq!(t.lookup(1, &mac(0)), None);
         assert_eq!(t.lookup(1, &mac(3)), Some(1));
         assert_eq!(t.lookup(1, &mac(100)), Some(2));
@@ -621,7 +700,11 @@ mod tests {
     #[test]
     fn network_limit_evicts_from_the_largest_port() {
         let mut t = MacTable::new(1024, 16, 4);
-        let lim = Limits { port: 1000, network: 10, network_ports: &[1, 2, 3] };
+        let lim = Limits {
+            port: 1000,
+            network: 10,
+            network_ports: &[1, 2, 3],
+        };
         t.learn(1, &mac(900), 2, 0, &lim);
         t.learn(1, &mac(901), 3, 0, &lim);
         for i in 0..100 {
@@ -639,7 +722,13 @@ mod tests {
         t.learn(1, &mac(900), 2, 0, &WIDE);
         for i in 0..100 {
             let r = t.learn(1, &mac(i), 1, 0, &WIDE);
-            assert!(matches!(r, Learn::Learned | Learn::LearnedEvicting(Evicted::TableFull)), "{r:?}");
+            assert!(
+                matches!(
+                    r,
+                    Learn::Learned | Learn::LearnedEvicting(Evicted::TableFull)
+                ),
+                "{r:?}"
+            );
         }
         assert_eq!(t.len(), 16);
         assert_eq!(t.lookup(1, &mac(900)), Some(2));
@@ -648,7 +737,11 @@ mod tests {
     #[test]
     fn refresh_moves_entry_to_the_young_end() {
         let mut t = MacTable::new(64, 16, 4);
-        let lim = Limits { port: 2, network: 100, network_ports: &[1] };
+        let lim = Limits {
+            port: 2,
+            network: 100,
+            network_ports: &[1],
+        };
         t.learn(1, &mac(1), 1, 0, &lim);
         t.learn(1, &mac(2), 1, 1, &lim);
         t.learn(1, &mac(1), 1, 2, &lim);

@@ -52,8 +52,13 @@ pub struct LearnSync {
 impl LearnSync {
     /// Inboxes for `workers` workers holding `capacity` sightings each; give worker `i` the
     /// `LearnSync { me: i, inboxes: inboxes.clone() }`.
-    pub fn inboxes(workers: usize, capacity: usize) -> Arc<[crossbeam::queue::ArrayQueue<LearnEvent>]> {
-        (0..workers).map(|_| crossbeam::queue::ArrayQueue::new(capacity.max(1))).collect()
+    pub fn inboxes(
+        workers: usize,
+        capacity: usize,
+    ) -> Arc<[crossbeam::queue::ArrayQueue<LearnEvent>]> {
+        (0..workers)
+            .map(|_| crossbeam::queue::ArrayQueue::new(capacity.max(1)))
+            .collect()
     }
 }
 
@@ -119,15 +124,25 @@ impl Bridge {
     /// Applies the sightings other workers posted.
     fn apply_inbox(&mut self, stats: &WorkerStats, cfg: &Snapshot, now: u64) {
         let Some(sync) = &self.sync else { return };
-        let Some(inbox) = sync.inboxes.get(sync.me) else { return };
+        let Some(inbox) = sync.inboxes.get(sync.me) else {
+            return;
+        };
         while let Some(ev) = inbox.pop() {
             // A sighting from before a reconfiguration may name a port that left the network.
-            let (Some(pc), Some(net)) = (cfg.port(ev.port), cfg.net(ev.net)) else { continue };
+            let (Some(pc), Some(net)) = (cfg.port(ev.port), cfg.net(ev.net)) else {
+                continue;
+            };
             if pc.net != Some(ev.net) {
                 continue;
             }
-            let limits = Limits { port: pc.mac_limit, network: net.mac_limit, network_ports: &net.ports };
-            if let Learn::Learned | Learn::LearnedEvicting(_) = self.fdb.learn(ev.net, &ev.mac, ev.port, now, &limits) {
+            let limits = Limits {
+                port: pc.mac_limit,
+                network: net.mac_limit,
+                network_ports: &net.ports,
+            };
+            if let Learn::Learned | Learn::LearnedEvicting(_) =
+                self.fdb.learn(ev.net, &ev.mac, ev.port, now, &limits)
+            {
                 event(stats, Event::MacSynced);
             }
         }
@@ -147,7 +162,11 @@ impl Bridge {
             }
             return;
         };
-        let limits = Limits { port: pconf.mac_limit, network: net.mac_limit, network_ports: &net.ports };
+        let limits = Limits {
+            port: pconf.mac_limit,
+            network: net.mac_limit,
+            network_ports: &net.ports,
+        };
         if self.sync.is_some() {
             self.apply_inbox(cx.stats, cfg, cx.now);
         }
@@ -171,8 +190,17 @@ impl Bridge {
                 continue;
             }
             let learned = self.fdb.learn(net_id, &src, port, cx.now, &limits);
-            if let Learn::Learned | Learn::LearnedEvicting(_) | Learn::Moved | Learn::Refreshed = learned {
-                self.post(cx.stats, LearnEvent { net: net_id, port, mac: src });
+            if let Learn::Learned | Learn::LearnedEvicting(_) | Learn::Moved | Learn::Refreshed =
+                learned
+            {
+                self.post(
+                    cx.stats,
+                    LearnEvent {
+                        net: net_id,
+                        port,
+                        mac: src,
+                    },
+                );
             }
             match learned {
                 Learn::Known | Learn::Refreshed => {}
@@ -231,7 +259,11 @@ impl Bridge {
                     event(cx.stats, Event::FloodCopies);
                     cx.ports.enqueue(cx.cache, cx.stats, out, c);
                 }
-                None => cx.stats.pipeline.at(drop_index(DropReason::NoBuffers)).inc(),
+                None => cx
+                    .stats
+                    .pipeline
+                    .at(drop_index(DropReason::NoBuffers))
+                    .inc(),
             }
         }
         cx.ports.enqueue(cx.cache, cx.stats, ports[last], b);
@@ -259,7 +291,11 @@ impl Bridge {
         let mut wanted: Vec<(NetId, [u8; 6], PortId)> = Vec::new();
         for (id, net) in cfg.nets.iter().enumerate() {
             if let Some(n) = net {
-                wanted.extend(n.statics.iter().map(|&(mac, port)| (id as NetId, mac, port)));
+                wanted.extend(
+                    n.statics
+                        .iter()
+                        .map(|&(mac, port)| (id as NetId, mac, port)),
+                );
             }
         }
         for old in &self.statics {
@@ -284,7 +320,10 @@ impl Bridge {
                 .map_or(0, |n| u64::from(n.aging_secs))
         };
         let n = self.fdb.expire(now, aging, AGING_BUDGET);
-        stats.pipeline.at(event_index(Event::MacAged)).add(u64::from(n));
+        stats
+            .pipeline
+            .at(event_index(Event::MacAged))
+            .add(u64::from(n));
         n
     }
 }

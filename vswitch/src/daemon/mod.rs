@@ -85,7 +85,9 @@ pub struct Daemon {
 /// Chooses worker cores: the given list, else all but core 0 when there are more than two,
 /// else the last core. `dataplane::core_affinity::get_core_ids` reads the calling thread's affinity, so this
 /// runs once, before any thread is pinned.
-fn choose_cores(wanted: Option<&[usize]>) -> Result<Vec<Option<dataplane::core_affinity::CoreId>>, String> {
+fn choose_cores(
+    wanted: Option<&[usize]>,
+) -> Result<Vec<Option<dataplane::core_affinity::CoreId>>, String> {
     let avail = dataplane::core_affinity::get_core_ids().unwrap_or_default();
     match wanted {
         Some(list) => list
@@ -103,25 +105,43 @@ fn choose_cores(wanted: Option<&[usize]>) -> Result<Vec<Option<dataplane::core_a
 }
 
 fn parse_args<T: DeserializeOwned>(cmd: &str, args: &Value) -> Result<T, ErrorBody> {
-    let v = if args.is_null() { Value::Object(Default::default()) } else { args.clone() };
-    serde_json::from_value(v).map_err(|e| err(ErrorCode::InvalidArgument, format!("invalid arguments for {cmd}: {e}")))
+    let v = if args.is_null() {
+        Value::Object(Default::default())
+    } else {
+        args.clone()
+    };
+    serde_json::from_value(v).map_err(|e| {
+        err(
+            ErrorCode::InvalidArgument,
+            format!("invalid arguments for {cmd}: {e}"),
+        )
+    })
 }
 
 impl Daemon {
     /// Starts the workers and restores the persisted configuration.
     pub fn start(opts: Options) -> Result<Daemon, String> {
         let cores = choose_cores(opts.cores.as_deref())?;
-        let pool = Pool::new(opts.buffers).map_err(|e| format!("cannot map {} packet buffers: {e}; lower --buffers", opts.buffers))?;
+        let pool = Pool::new(opts.buffers).map_err(|e| {
+            format!(
+                "cannot map {} packet buffers: {e}; lower --buffers",
+                opts.buffers
+            )
+        })?;
         let snap = Arc::new(Snapshot::default());
         let mut workers = Vec::new();
         let inboxes = LearnSync::inboxes(cores.len(), 4096);
         for (i, core) in cores.iter().enumerate() {
             let mut switch = Switch::new(pool.clone(), opts.fdb_size);
             if cores.len() > 1 {
-                switch.bridge.set_sync(LearnSync { me: i, inboxes: inboxes.clone() });
+                switch.bridge.set_sync(LearnSync {
+                    me: i,
+                    inboxes: inboxes.clone(),
+                });
             }
             let (w, tx) = Worker::new(i as u16, pool.clone(), switch, snap.clone());
-            let h = worker::spawn(w, tx, *core).map_err(|e| format!("cannot start worker {i}: {e}"))?;
+            let h =
+                worker::spawn(w, tx, *core).map_err(|e| format!("cannot start worker {i}: {e}"))?;
             tracing::info!(worker = i, core = core.map(|c| c.id), "worker started");
             workers.push(h);
         }
@@ -156,7 +176,10 @@ impl Daemon {
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
         let doc: ConfigDoc = serde_json::from_str(&text).map_err(|e| {
-            format!("{} is not a valid configuration ({e}); fix or move it away to start empty", path.display())
+            format!(
+                "{} is not a valid configuration ({e}); fix or move it away to start empty",
+                path.display()
+            )
         })?;
         for n in doc.networks {
             let name = n.name.clone();
@@ -177,7 +200,11 @@ impl Daemon {
             }
         }
         self.publish();
-        tracing::info!(networks = self.nets.len(), ports = self.ports.len(), "configuration restored");
+        tracing::info!(
+            networks = self.nets.len(),
+            ports = self.ports.len(),
+            "configuration restored"
+        );
         Ok(())
     }
 
@@ -195,16 +222,36 @@ impl Daemon {
 
     fn persist(&self) -> Result<(), ErrorBody> {
         let doc = self.export();
-        let data = serde_json::to_vec_pretty(&doc).map_err(|e| err(ErrorCode::Internal, format!("encode state: {e}")))?;
+        let data = serde_json::to_vec_pretty(&doc)
+            .map_err(|e| err(ErrorCode::Internal, format!("encode state: {e}")))?;
         os::write_atomic(&self.state_file(), &data).map_err(|e| {
-            err(ErrorCode::System, format!("cannot persist the change to {}: {e}; the change was not made", self.state_file().display()))
+            err(
+                ErrorCode::System,
+                format!(
+                    "cannot persist the change to {}: {e}; the change was not made",
+                    self.state_file().display()
+                ),
+            )
         })
     }
 
     fn snapshot(&self) -> Snapshot {
-        let mut snap = Snapshot { gen: self.gen, ..Default::default() };
-        let max_port = self.ports.values().map(|p| p.id as usize + 1).max().unwrap_or(0);
-        let max_net = self.nets.values().map(|n| n.id as usize + 1).max().unwrap_or(0);
+        let mut snap = Snapshot {
+            gen: self.gen,
+            ..Default::default()
+        };
+        let max_port = self
+            .ports
+            .values()
+            .map(|p| p.id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let max_net = self
+            .nets
+            .values()
+            .map(|n| n.id as usize + 1)
+            .max()
+            .unwrap_or(0);
         snap.ports = vec![None; max_port];
         snap.nets = vec![None; max_net];
         for n in self.nets.values() {
@@ -218,9 +265,16 @@ impl Daemon {
         let mut ids: Vec<&PortState> = self.ports.values().collect();
         ids.sort_by_key(|p| p.id);
         for p in ids {
-            let net = p.spec.network.as_ref().and_then(|n| self.nets.get(n)).map(|n| n.id);
-            snap.ports[p.id as usize] =
-                Some(PortConf { net, mac_limit: p.spec.mac_limit.unwrap_or(config::DEFAULT_PORT_MAC_LIMIT) });
+            let net = p
+                .spec
+                .network
+                .as_ref()
+                .and_then(|n| self.nets.get(n))
+                .map(|n| n.id);
+            snap.ports[p.id as usize] = Some(PortConf {
+                net,
+                mac_limit: p.spec.mac_limit.unwrap_or(config::DEFAULT_PORT_MAC_LIMIT),
+            });
             if let Some(Some(nc)) = net.map(|n| &mut snap.nets[n as usize]) {
                 nc.ports.push(p.id);
             }
@@ -244,10 +298,17 @@ impl Daemon {
     fn publish(&mut self) {
         self.gen += 1;
         let snap = Arc::new(self.snapshot());
-        let seqs: Vec<u64> = self.workers.iter_mut().map(|w| w.send(Command::Config(snap.clone()))).collect();
+        let seqs: Vec<u64> = self
+            .workers
+            .iter_mut()
+            .map(|w| w.send(Command::Config(snap.clone())))
+            .collect();
         for (w, seq) in self.workers.iter().zip(seqs) {
             if !w.wait(seq, WORKER_WAIT) {
-                tracing::error!(worker = w.id, "worker did not apply the configuration in time");
+                tracing::error!(
+                    worker = w.id,
+                    "worker did not apply the configuration in time"
+                );
             }
         }
     }
@@ -288,10 +349,14 @@ impl Daemon {
         let now = Instant::now();
         if let Some((t0, rx0, tx0)) = self.rate {
             let dt = now.duration_since(t0).as_secs_f64().max(0.001);
-            self.pps = ((rx.saturating_sub(rx0) as f64 / dt) as u64, (tx.saturating_sub(tx0) as f64 / dt) as u64);
+            self.pps = (
+                (rx.saturating_sub(rx0) as f64 / dt) as u64,
+                (tx.saturating_sub(tx0) as f64 / dt) as u64,
+            );
             for (i, w) in self.workers.iter().enumerate() {
                 let total: u64 = w.stats.ports.iter().map(|p| p.rx_packets.get()).sum();
-                self.worker_pps[i] = (total.saturating_sub(self.worker_rx_last[i]) as f64 / dt) as u64;
+                self.worker_pps[i] =
+                    (total.saturating_sub(self.worker_rx_last[i]) as f64 / dt) as u64;
                 self.worker_rx_last[i] = total;
             }
         }
@@ -302,7 +367,9 @@ impl Daemon {
     pub fn handle(&mut self, req: &Request) -> Result<Value, ErrorBody> {
         let a = &req.args;
         let c = req.cmd.as_str();
-        let to_value = |v: Result<Value, serde_json::Error>| v.map_err(|e| err(ErrorCode::Internal, format!("encode reply: {e}")));
+        let to_value = |v: Result<Value, serde_json::Error>| {
+            v.map_err(|e| err(ErrorCode::Internal, format!("encode reply: {e}")))
+        };
         match c {
             cmd::STATUS => to_value(serde_json::to_value(self.status())),
             cmd::NETWORK_CREATE => {
@@ -313,7 +380,8 @@ impl Daemon {
                 to_value(serde_json::to_value(self.network_info(&name)?))
             }
             cmd::NETWORK_LS => {
-                let list: Result<Vec<_>, _> = self.nets.keys().map(|n| self.network_info(n)).collect();
+                let list: Result<Vec<_>, _> =
+                    self.nets.keys().map(|n| self.network_info(n)).collect();
                 to_value(serde_json::to_value(list?))
             }
             cmd::NETWORK_INSPECT => {
@@ -335,7 +403,8 @@ impl Daemon {
             cmd::PORT_LS => {
                 let mut ps: Vec<&PortState> = self.ports.values().collect();
                 ps.sort_by_key(|p| p.id);
-                let list: Result<Vec<_>, _> = ps.iter().map(|p| self.port_info(&p.spec.name)).collect();
+                let list: Result<Vec<_>, _> =
+                    ps.iter().map(|p| self.port_info(&p.spec.name)).collect();
                 to_value(serde_json::to_value(list?))
             }
             cmd::PORT_INSPECT => {
@@ -373,7 +442,10 @@ impl Daemon {
             }
             other => Err(err(
                 ErrorCode::UnknownCommand,
-                format!("unknown command '{other}'; known commands: {}", cmd::ALL.join(", ")),
+                format!(
+                    "unknown command '{other}'; known commands: {}",
+                    cmd::ALL.join(", ")
+                ),
             )),
         }
     }
@@ -415,18 +487,28 @@ impl Daemon {
             parse_cidr(s).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
         }
         if let Some(g) = &spec.gateway {
-            let ip: std::net::Ipv4Addr =
-                g.parse().map_err(|_| err(ErrorCode::InvalidArgument, format!("gateway '{g}' is not an IPv4 address")))?;
+            let ip: std::net::Ipv4Addr = g.parse().map_err(|_| {
+                err(
+                    ErrorCode::InvalidArgument,
+                    format!("gateway '{g}' is not an IPv4 address"),
+                )
+            })?;
             if let Some(s) = &spec.subnet {
                 let (net, len) = parse_cidr(s).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
                 if u32::from(ip) & mask != u32::from(net) & mask {
-                    return Err(err(ErrorCode::InvalidArgument, format!("gateway {g} is outside subnet {s}")));
+                    return Err(err(
+                        ErrorCode::InvalidArgument,
+                        format!("gateway {g} is outside subnet {s}"),
+                    ));
                 }
             }
         }
         if spec.aging_secs == Some(0) {
-            return Err(err(ErrorCode::InvalidArgument, "--aging must be at least 1 second"));
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                "--aging must be at least 1 second",
+            ));
         }
         Ok(())
     }
@@ -434,7 +516,13 @@ impl Daemon {
     fn network_create(&mut self, spec: NetworkSpec, persist: bool) -> Result<(), ErrorBody> {
         Self::check_network_spec(&spec)?;
         if self.nets.contains_key(&spec.name) {
-            return Err(err(ErrorCode::AlreadyExists, format!("network '{}' already exists; pick another name or remove it first", spec.name)));
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "network '{}' already exists; pick another name or remove it first",
+                    spec.name
+                ),
+            ));
         }
         let used: Vec<NetId> = self.nets.values().map(|n| n.id).collect();
         let id = (1..crate::bridge::MAX_NETS as NetId)
@@ -456,8 +544,12 @@ impl Daemon {
         if !self.nets.contains_key(name) {
             return Err(self.no_network(name));
         }
-        let users: Vec<&str> =
-            self.ports.values().filter(|p| p.spec.network.as_deref() == Some(name)).map(|p| p.spec.name.as_str()).collect();
+        let users: Vec<&str> = self
+            .ports
+            .values()
+            .filter(|p| p.spec.network.as_deref() == Some(name))
+            .map(|p| p.spec.name.as_str())
+            .collect();
         if !users.is_empty() {
             return Err(err(
                 ErrorCode::Conflict,
@@ -480,16 +572,28 @@ impl Daemon {
     }
 
     fn no_network(&self, name: &str) -> ErrorBody {
-        err(ErrorCode::NotFound, format!("network '{name}' does not exist; create it with: vswitchctl network create {name}"))
+        err(
+            ErrorCode::NotFound,
+            format!(
+                "network '{name}' does not exist; create it with: vswitchctl network create {name}"
+            ),
+        )
     }
 
     fn no_port(&self, name: &str) -> ErrorBody {
-        err(ErrorCode::NotFound, format!("port '{name}' does not exist; see vswitchctl port ls"))
+        err(
+            ErrorCode::NotFound,
+            format!("port '{name}' does not exist; see vswitchctl port ls"),
+        )
     }
 
     fn network_info(&self, name: &str) -> Result<NetworkInfo, ErrorBody> {
         let n = self.nets.get(name).ok_or_else(|| self.no_network(name))?;
-        let mut ports: Vec<&PortState> = self.ports.values().filter(|p| p.spec.network.as_deref() == Some(name)).collect();
+        let mut ports: Vec<&PortState> = self
+            .ports
+            .values()
+            .filter(|p| p.spec.network.as_deref() == Some(name))
+            .collect();
         ports.sort_by_key(|p| p.id);
         let entries = self.dump_fdb(Some(n.id)).unwrap_or_default();
         Ok(NetworkInfo {
@@ -510,21 +614,46 @@ impl Daemon {
             check_name("interface", i, 15).map_err(inval)?;
         }
         if spec.kind == PortType::Afxdp {
-            return Err(err(ErrorCode::Unsupported, "AF_XDP ports are not available in this version; use --type tap"));
+            return Err(err(
+                ErrorCode::Unsupported,
+                "AF_XDP ports are not available in this version; use --type tap",
+            ));
         }
-        if spec.name.contains('.') && spec.ifname.is_none() && spec.name.rsplit_once('.').is_some_and(|(_, v)| v.parse::<u16>().is_ok()) {
-            return Err(err(ErrorCode::Unsupported, format!("'{}' names a VLAN subinterface; those are not available in this version", spec.name)));
+        if spec.name.contains('.')
+            && spec.ifname.is_none()
+            && spec
+                .name
+                .rsplit_once('.')
+                .is_some_and(|(_, v)| v.parse::<u16>().is_ok())
+        {
+            return Err(err(
+                ErrorCode::Unsupported,
+                format!(
+                    "'{}' names a VLAN subinterface; those are not available in this version",
+                    spec.name
+                ),
+            ));
         }
         if self.ports.contains_key(&spec.name) {
-            return Err(err(ErrorCode::AlreadyExists, format!("port '{}' already exists; pick another name or remove it first", spec.name)));
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "port '{}' already exists; pick another name or remove it first",
+                    spec.name
+                ),
+            ));
         }
         let ifname = spec.ifname.as_deref().unwrap_or(&spec.name);
-        if let Some(other) = self
-            .ports
-            .values()
-            .find(|p| p.spec.ifname.as_deref().unwrap_or(&p.spec.name) == ifname && p.spec.netns == spec.netns)
-        {
-            return Err(err(ErrorCode::AlreadyExists, format!("interface '{ifname}' is already used by port '{}'", other.spec.name)));
+        if let Some(other) = self.ports.values().find(|p| {
+            p.spec.ifname.as_deref().unwrap_or(&p.spec.name) == ifname && p.spec.netns == spec.netns
+        }) {
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "interface '{ifname}' is already used by port '{}'",
+                    other.spec.name
+                ),
+            ));
         }
         if let Some(n) = &spec.network {
             if !self.nets.contains_key(n) {
@@ -546,7 +675,9 @@ impl Daemon {
         }
         if let Some(ns) = &spec.netns {
             if ns.is_empty() {
-                return Err(inval("--netns is empty; give a namespace name (ip netns list) or path".into()));
+                return Err(inval(
+                    "--netns is empty; give a namespace name (ip netns list) or path".into(),
+                ));
             }
             let p = netns::path_of(ns);
             if !p.exists() {
@@ -564,12 +695,20 @@ impl Daemon {
         if persist {
             self.check_port_spec(&spec)?;
         } else if self.ports.contains_key(&spec.name) {
-            return Err(err(ErrorCode::AlreadyExists, format!("duplicate port '{}' in state", spec.name)));
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!("duplicate port '{}' in state", spec.name),
+            ));
         }
         let used: Vec<PortId> = self.ports.values().map(|p| p.id).collect();
         let id = (0..MAX_PORTS as PortId)
             .find(|i| !used.contains(i))
-            .ok_or_else(|| err(ErrorCode::Conflict, format!("too many ports (most {MAX_PORTS}); remove one first")))?;
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::Conflict,
+                    format!("too many ports (most {MAX_PORTS}); remove one first"),
+                )
+            })?;
         let workers = self.workers.len() as u16;
         let queues = spec.queues.unwrap_or(workers).clamp(1, workers.max(1));
         let ifname = spec.ifname.clone().unwrap_or_else(|| spec.name.clone());
@@ -578,7 +717,10 @@ impl Daemon {
         let (device, error) = match opened {
             Ok(d) => (Some(d), None),
             Err(e) if persist => {
-                return Err(err(ErrorCode::System, format!("cannot create TAP device '{ifname}': {e}")));
+                return Err(err(
+                    ErrorCode::System,
+                    format!("cannot create TAP device '{ifname}': {e}"),
+                ));
             }
             Err(e) => {
                 tracing::error!(port = %spec.name, error = %e, "port is down");
@@ -587,7 +729,17 @@ impl Daemon {
         };
         let name = spec.name.clone();
         let base = self.port_counters(id);
-        self.ports.insert(name.clone(), PortState { spec, id, device, queues, error, base });
+        self.ports.insert(
+            name.clone(),
+            PortState {
+                spec,
+                id,
+                device,
+                queues,
+                error,
+                base,
+            },
+        );
         if persist {
             if let Err(e) = self.persist() {
                 if let Some(p) = self.ports.remove(&name) {
@@ -604,9 +756,15 @@ impl Daemon {
                 for w in self.workers.iter_mut() {
                     match d.queue(w.id as usize) {
                         Ok(q) => {
-                            w.send(Command::Attach { port: id, io: PortIo::Tap(q), rx: w.id < queues });
+                            w.send(Command::Attach {
+                                port: id,
+                                io: PortIo::Tap(q),
+                                rx: w.id < queues,
+                            });
                         }
-                        Err(e) => tracing::error!(port = %name, worker = w.id, error = %e, "cannot hand queue to worker"),
+                        Err(e) => {
+                            tracing::error!(port = %name, worker = w.id, error = %e, "cannot hand queue to worker")
+                        }
                     }
                 }
             }
@@ -615,7 +773,9 @@ impl Daemon {
     }
 
     fn port_rm(&mut self, name: &str) -> Result<(), ErrorBody> {
-        let Some(p) = self.ports.remove(name) else { return Err(self.no_port(name)) };
+        let Some(p) = self.ports.remove(name) else {
+            return Err(self.no_port(name));
+        };
         let old_fdb = self.fdb.clone();
         self.fdb.retain(|f| f.port.as_deref() != Some(name));
         if let Err(e) = self.persist() {
@@ -625,7 +785,11 @@ impl Daemon {
         }
         // Stop forwarding to it first, then take the queues away, then delete the device.
         self.publish();
-        let seqs: Vec<u64> = self.workers.iter_mut().map(|w| w.send(Command::Detach(p.id))).collect();
+        let seqs: Vec<u64> = self
+            .workers
+            .iter_mut()
+            .map(|w| w.send(Command::Detach(p.id)))
+            .collect();
         for (w, seq) in self.workers.iter().zip(seqs) {
             if !w.wait(seq, WORKER_WAIT) {
                 tracing::error!(worker = w.id, "worker did not release the port in time");
@@ -659,7 +823,9 @@ impl Daemon {
             (None, Some(e)) => format!("down: {e}"),
             (None, None) => "down".to_string(),
         };
-        let queue_workers = (0..p.queues).map(|q| q % self.workers.len().max(1) as u16).collect();
+        let queue_workers = (0..p.queues)
+            .map(|q| q % self.workers.len().max(1) as u16)
+            .collect();
         Ok(PortInfo {
             spec: p.spec.clone(),
             id: p.id,
@@ -674,19 +840,32 @@ impl Daemon {
     }
 
     fn dump_fdb(&self, net: Option<NetId>) -> Result<Vec<FdbEntry>, ErrorBody> {
-        let net_names: HashMap<NetId, &str> = self.nets.values().map(|n| (n.id, n.spec.name.as_str())).collect();
-        let port_names: HashMap<PortId, &str> = self.ports.values().map(|p| (p.id, p.spec.name.as_str())).collect();
+        let net_names: HashMap<NetId, &str> = self
+            .nets
+            .values()
+            .map(|n| (n.id, n.spec.name.as_str()))
+            .collect();
+        let port_names: HashMap<PortId, &str> = self
+            .ports
+            .values()
+            .map(|p| (p.id, p.spec.name.as_str()))
+            .collect();
         // Each worker learns on its own; merge, static first, then the freshest sighting.
         let mut merged: BTreeMap<(NetId, [u8; 6]), (PortId, bool, u64)> = BTreeMap::new();
         for w in &self.workers {
             let (tx, rx) = crossbeam::channel::bounded(1);
             w.send(Command::Request(WorkerRequest::FdbDump { net, reply: tx }));
-            let (entries, now) = rx
-                .recv_timeout(WORKER_WAIT)
-                .map_err(|_| err(ErrorCode::Internal, format!("worker {} did not answer; see the daemon log", w.id)))?;
+            let (entries, now) = rx.recv_timeout(WORKER_WAIT).map_err(|_| {
+                err(
+                    ErrorCode::Internal,
+                    format!("worker {} did not answer; see the daemon log", w.id),
+                )
+            })?;
             for e in entries {
                 let age = now.saturating_sub(e.last_seen);
-                let slot = merged.entry((e.net, e.mac)).or_insert((e.port, e.is_static, age));
+                let slot = merged
+                    .entry((e.net, e.mac))
+                    .or_insert((e.port, e.is_static, age));
                 if e.is_static || (!slot.1 && age < slot.2) {
                     *slot = (e.port, e.is_static, age);
                 }
@@ -718,7 +897,13 @@ impl Daemon {
     fn fdb_add(&mut self, mut f: StaticFdb, persist: bool) -> Result<(), ErrorBody> {
         let mac = parse_mac(&f.mac).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
         if mac[0] & 1 != 0 || mac == [0; 6] {
-            return Err(err(ErrorCode::InvalidArgument, format!("{} is a multicast or zero MAC; a static entry needs a unicast MAC", f.mac)));
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "{} is a multicast or zero MAC; a static entry needs a unicast MAC",
+                    f.mac
+                ),
+            ));
         }
         f.mac = format_mac(&mac);
         if !self.nets.contains_key(&f.network) {
@@ -726,7 +911,10 @@ impl Daemon {
         }
         match (&f.port, &f.vtep) {
             (Some(_), Some(_)) | (None, None) => {
-                return Err(err(ErrorCode::InvalidArgument, "give exactly one of --port or --vtep"));
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    "give exactly one of --port or --vtep",
+                ));
             }
             (None, Some(_)) => {
                 return Err(err(ErrorCode::Unsupported, "--vtep entries need overlay networks, not available in this version; use --port"));
@@ -734,11 +922,18 @@ impl Daemon {
             (Some(p), None) => {
                 let port = self.ports.get(p).ok_or_else(|| self.no_port(p))?;
                 if port.spec.network.as_deref() != Some(f.network.as_str()) {
-                    return Err(err(ErrorCode::Conflict, format!("port '{p}' is not in network '{}'", f.network)));
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        format!("port '{p}' is not in network '{}'", f.network),
+                    ));
                 }
             }
         }
-        if self.fdb.iter().any(|e| e.network == f.network && e.mac == f.mac) {
+        if self
+            .fdb
+            .iter()
+            .any(|e| e.network == f.network && e.mac == f.mac)
+        {
             return Err(err(
                 ErrorCode::AlreadyExists,
                 format!("a static entry for {} in network '{}' exists; remove it first with vswitchctl fdb rm", f.mac, f.network),
@@ -756,9 +951,17 @@ impl Daemon {
 
     fn fdb_rm(&mut self, a: FdbRmArgs) -> Result<(), ErrorBody> {
         let mac = parse_mac(&a.mac).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
-        let net = self.nets.get(&a.network).ok_or_else(|| self.no_network(&a.network))?.id;
+        let net = self
+            .nets
+            .get(&a.network)
+            .ok_or_else(|| self.no_network(&a.network))?
+            .id;
         let text = format_mac(&mac);
-        if let Some(i) = self.fdb.iter().position(|e| e.network == a.network && e.mac == text) {
+        if let Some(i) = self
+            .fdb
+            .iter()
+            .position(|e| e.network == a.network && e.mac == text)
+        {
             let old = self.fdb.remove(i);
             if let Err(e) = self.persist() {
                 self.fdb.insert(i, old);
@@ -769,7 +972,13 @@ impl Daemon {
         }
         let known = self.dump_fdb(Some(net))?.iter().any(|e| e.mac == text);
         if !known {
-            return Err(err(ErrorCode::NotFound, format!("MAC {text} is not in network '{}'s table; see vswitchctl fdb ls", a.network)));
+            return Err(err(
+                ErrorCode::NotFound,
+                format!(
+                    "MAC {text} is not in network '{}'s table; see vswitchctl fdb ls",
+                    a.network
+                ),
+            ));
         }
         for w in &self.workers {
             w.send(Command::Request(WorkerRequest::FdbRemove { net, mac }));
@@ -808,24 +1017,48 @@ impl Daemon {
             }
             workers.push(WorkerStats { id: w.id, counters });
         }
-        let port_stats: Vec<PortStats> =
-            ports.iter().map(|p| PortStats { name: p.spec.name.clone(), counters: self.port_counters_since(p) }).collect();
+        let port_stats: Vec<PortStats> = ports
+            .iter()
+            .map(|p| PortStats {
+                name: p.spec.name.clone(),
+                counters: self.port_counters_since(p),
+            })
+            .collect();
         for (k, v) in [
-            ("tx_dropped", port_stats.iter().map(|p| p.counters.tx_dropped).sum::<u64>()),
-            ("rx_errors", port_stats.iter().map(|p| p.counters.rx_errors).sum::<u64>()),
+            (
+                "tx_dropped",
+                port_stats
+                    .iter()
+                    .map(|p| p.counters.tx_dropped)
+                    .sum::<u64>(),
+            ),
+            (
+                "rx_errors",
+                port_stats.iter().map(|p| p.counters.rx_errors).sum::<u64>(),
+            ),
         ] {
             if v > 0 {
                 drops.insert(k.to_string(), v);
             }
         }
-        Ok(StatsInfo { ports: port_stats, workers, drops })
+        Ok(StatsInfo {
+            ports: port_stats,
+            workers,
+            drops,
+        })
     }
 
     /// Creates what the document has and the daemon lacks; identical objects are left alone and a
     /// conflicting one fails the whole import before anything changes.
     fn import(&mut self, doc: ConfigDoc) -> Result<ImportSummary, ErrorBody> {
         if doc.version != CONFIG_VERSION {
-            return Err(err(ErrorCode::InvalidArgument, format!("document version {} is not supported (expected {CONFIG_VERSION})", doc.version)));
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "document version {} is not supported (expected {CONFIG_VERSION})",
+                    doc.version
+                ),
+            ));
         }
         let mut summary = ImportSummary::default();
         let mut new_nets = Vec::new();
@@ -838,7 +1071,10 @@ impl Daemon {
                 None => {
                     Self::check_network_spec(n)?;
                     if new_nets.iter().any(|x: &&NetworkSpec| x.name == n.name) {
-                        return Err(err(ErrorCode::InvalidArgument, format!("network '{}' appears twice in the document", n.name)));
+                        return Err(err(
+                            ErrorCode::InvalidArgument,
+                            format!("network '{}' appears twice in the document", n.name),
+                        ));
                     }
                     new_nets.push(n);
                 }
@@ -849,7 +1085,13 @@ impl Daemon {
             match self.ports.get(&p.name) {
                 Some(have) if have.spec == *p => summary.unchanged += 1,
                 Some(_) => {
-                    return Err(err(ErrorCode::Conflict, format!("port '{}' exists with other settings; remove it or edit the document", p.name)));
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        format!(
+                            "port '{}' exists with other settings; remove it or edit the document",
+                            p.name
+                        ),
+                    ));
                 }
                 None => {
                     if let Some(n) = &p.network {
@@ -858,7 +1100,10 @@ impl Daemon {
                         }
                     }
                     if new_ports.iter().any(|x: &&PortSpec| x.name == p.name) {
-                        return Err(err(ErrorCode::InvalidArgument, format!("port '{}' appears twice in the document", p.name)));
+                        return Err(err(
+                            ErrorCode::InvalidArgument,
+                            format!("port '{}' appears twice in the document", p.name),
+                        ));
                     }
                     new_ports.push(p);
                 }
@@ -873,8 +1118,12 @@ impl Daemon {
             summary.created += 1;
         }
         for f in &doc.fdb {
-            let mac = parse_mac(&f.mac).map(|m| format_mac(&m)).unwrap_or_default();
-            if self.fdb.iter().any(|e| e.network == f.network && e.mac == mac && e.port == f.port && e.vtep == f.vtep) {
+            let mac = parse_mac(&f.mac)
+                .map(|m| format_mac(&m))
+                .unwrap_or_default();
+            if self.fdb.iter().any(|e| {
+                e.network == f.network && e.mac == mac && e.port == f.port && e.vtep == f.vtep
+            }) {
                 summary.unchanged += 1;
                 continue;
             }
@@ -897,7 +1146,10 @@ impl Daemon {
                 }
             }
         }
-        tracing::info!("stopped; configuration kept in {}", self.opts.state_dir.display());
+        tracing::info!(
+            "stopped; configuration kept in {}",
+            self.opts.state_dir.display()
+        );
     }
 
     /// Socket settings.
@@ -959,25 +1211,46 @@ mod tests {
     }
 
     fn call(d: &mut Daemon, cmd: &str, args: Value) -> Result<Value, ErrorBody> {
-        d.handle(&Request { id: 1, cmd: cmd.into(), args })
+        d.handle(&Request {
+            id: 1,
+            cmd: cmd.into(),
+            args,
+        })
     }
 
     #[test]
     fn networks_are_created_listed_refused_twice_and_removed() {
         let dir = scratch("net");
         let mut d = Daemon::start(opts(&dir.0)).unwrap();
-        let info = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "blue", "subnet": "10.1.0.0/24", "aging_secs": 60})).unwrap();
+        let info = call(
+            &mut d,
+            cmd::NETWORK_CREATE,
+            json!({"name": "blue", "subnet": "10.1.0.0/24", "aging_secs": 60}),
+        )
+        .unwrap();
         assert_eq!(info["effective_aging_secs"], 60);
         assert_eq!(info["effective_mac_limit"], config::DEFAULT_NET_MAC_LIMIT);
         let e = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "blue"})).unwrap_err();
         assert_eq!(e.code, ErrorCode::AlreadyExists);
         let e = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "bad name"})).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidArgument);
-        let e = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "g", "subnet": "10.1.0.0/24", "gateway": "10.2.0.1"})).unwrap_err();
+        let e = call(
+            &mut d,
+            cmd::NETWORK_CREATE,
+            json!({"name": "g", "subnet": "10.1.0.0/24", "gateway": "10.2.0.1"}),
+        )
+        .unwrap_err();
         assert!(e.message.contains("outside subnet"), "{e}");
         let e = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "o", "vni": 5})).unwrap_err();
         assert_eq!(e.code, ErrorCode::Unsupported);
-        assert_eq!(call(&mut d, cmd::NETWORK_LS, Value::Null).unwrap().as_array().unwrap().len(), 1);
+        assert_eq!(
+            call(&mut d, cmd::NETWORK_LS, Value::Null)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
         call(&mut d, cmd::NETWORK_RM, json!({"name": "blue"})).unwrap();
         let e = call(&mut d, cmd::NETWORK_INSPECT, json!({"name": "blue"})).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
@@ -992,23 +1265,53 @@ mod tests {
         let e = call(&mut d, "network.explode", Value::Null).unwrap_err();
         assert_eq!(e.code, ErrorCode::UnknownCommand);
         assert!(e.message.contains("network.create"));
-        let e = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "x", "colour": "red"})).unwrap_err();
+        let e = call(
+            &mut d,
+            cmd::NETWORK_CREATE,
+            json!({"name": "x", "colour": "red"}),
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidArgument);
         assert!(e.message.contains("colour"), "{e}");
         let e = call(&mut d, cmd::NETWORK_CREATE, json!(42)).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidArgument);
-        let e = call(&mut d, cmd::PORT_ADD, json!({"name": "p", "type": "tap", "network": "nope"})).unwrap_err();
+        let e = call(
+            &mut d,
+            cmd::PORT_ADD,
+            json!({"name": "p", "type": "tap", "network": "nope"}),
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
         let e = call(&mut d, cmd::PORT_ADD, json!({"name": "p", "type": "afxdp"})).unwrap_err();
         assert_eq!(e.code, ErrorCode::Unsupported);
-        let e = call(&mut d, cmd::PORT_ADD, json!({"name": "p", "type": "tap", "mtu": 9000})).unwrap_err();
+        let e = call(
+            &mut d,
+            cmd::PORT_ADD,
+            json!({"name": "p", "type": "tap", "mtu": 9000}),
+        )
+        .unwrap_err();
         assert!(e.message.contains("--mtu 9000"), "{e}");
-        let e = call(&mut d, cmd::PORT_ADD, json!({"name": "p", "type": "tap", "queues": 99})).unwrap_err();
+        let e = call(
+            &mut d,
+            cmd::PORT_ADD,
+            json!({"name": "p", "type": "tap", "queues": 99}),
+        )
+        .unwrap_err();
         assert!(e.message.contains("--queues 99"), "{e}");
         call(&mut d, cmd::NETWORK_CREATE, json!({"name": "blue"})).unwrap();
-        let e = call(&mut d, cmd::FDB_ADD, json!({"network": "blue", "mac": "01:00:5e:00:00:01", "port": "p"})).unwrap_err();
+        let e = call(
+            &mut d,
+            cmd::FDB_ADD,
+            json!({"network": "blue", "mac": "01:00:5e:00:00:01", "port": "p"}),
+        )
+        .unwrap_err();
         assert!(e.message.contains("multicast"), "{e}");
-        let e = call(&mut d, cmd::FDB_RM, json!({"network": "blue", "mac": "02:00:00:00:00:01"})).unwrap_err();
+        let e = call(
+            &mut d,
+            cmd::FDB_RM,
+            json!({"network": "blue", "mac": "02:00:00:00:00:01"}),
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
         // The daemon still answers.
         assert!(call(&mut d, cmd::STATUS, Value::Null).is_ok());
@@ -1020,12 +1323,18 @@ mod tests {
         let dir = scratch("state");
         {
             let mut d = Daemon::start(opts(&dir.0)).unwrap();
-            call(&mut d, cmd::NETWORK_CREATE, json!({"name": "blue", "mac_limit": 10})).unwrap();
+            call(
+                &mut d,
+                cmd::NETWORK_CREATE,
+                json!({"name": "blue", "mac_limit": 10}),
+            )
+            .unwrap();
             call(&mut d, cmd::NETWORK_CREATE, json!({"name": "red"})).unwrap();
             d.shutdown();
         }
         let mut d = Daemon::start(opts(&dir.0)).unwrap();
-        let doc: ConfigDoc = serde_json::from_value(call(&mut d, cmd::CONFIG_EXPORT, Value::Null).unwrap()).unwrap();
+        let doc: ConfigDoc =
+            serde_json::from_value(call(&mut d, cmd::CONFIG_EXPORT, Value::Null).unwrap()).unwrap();
         assert_eq!(doc.networks.len(), 2);
         assert_eq!(doc.networks[0].mac_limit, Some(10));
 
@@ -1040,13 +1349,28 @@ mod tests {
             aging_secs: None,
         });
         conflicting.networks[0].mac_limit = Some(11);
-        let e = call(&mut d, cmd::CONFIG_IMPORT, serde_json::to_value(&conflicting).unwrap()).unwrap_err();
+        let e = call(
+            &mut d,
+            cmd::CONFIG_IMPORT,
+            serde_json::to_value(&conflicting).unwrap(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::Conflict);
-        assert!(call(&mut d, cmd::NETWORK_INSPECT, json!({"name": "green"})).is_err(), "import was not atomic");
+        assert!(
+            call(&mut d, cmd::NETWORK_INSPECT, json!({"name": "green"})).is_err(),
+            "import was not atomic"
+        );
 
         conflicting.networks[0].mac_limit = Some(10);
-        let s: ImportSummary =
-            serde_json::from_value(call(&mut d, cmd::CONFIG_IMPORT, serde_json::to_value(&conflicting).unwrap()).unwrap()).unwrap();
+        let s: ImportSummary = serde_json::from_value(
+            call(
+                &mut d,
+                cmd::CONFIG_IMPORT,
+                serde_json::to_value(&conflicting).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
         assert_eq!((s.created, s.unchanged), (1, 2));
         d.shutdown();
     }
@@ -1056,6 +1380,9 @@ mod tests {
         let dir = scratch("corrupt");
         std::fs::write(dir.0.join("config.json"), b"{not json").unwrap();
         let e = Daemon::start(opts(&dir.0)).err().unwrap();
-        assert!(e.contains("is not a valid configuration") && e.contains("move it away"), "{e}");
+        assert!(
+            e.contains("is not a valid configuration") && e.contains("move it away"),
+            "{e}"
+        );
     }
 }

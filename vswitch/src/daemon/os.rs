@@ -47,7 +47,11 @@ pub fn signal_pipe() -> io::Result<OwnedFd> {
 
 /// The user and group of the process at the other end of a Unix socket.
 pub fn peer_cred(fd: RawFd) -> io::Result<(u32, u32, i32)> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: SO_PEERCRED writes a `struct ucred` of `len` bytes into `cred`.
     let r = unsafe {
@@ -68,7 +72,9 @@ pub fn peer_cred(fd: RawFd) -> io::Result<(u32, u32, i32)> {
 /// Whether process `pid` has `gid` among its supplementary groups (SO_PEERCRED reports only
 /// the primary group).
 pub fn has_supplementary_group(pid: i32, gid: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
@@ -89,7 +95,12 @@ pub fn group_id(name: &str) -> io::Result<u32> {
             (n == name).then_some(gid)
         })
         .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("group '{name}' does not exist")))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("group '{name}' does not exist"),
+            )
+        })
 }
 
 /// The effective user id of this process.
@@ -115,7 +126,11 @@ pub struct DirLock {
 
 /// Locks `dir`, so two daemons never share a state directory.
 pub fn lock_dir(dir: &Path) -> io::Result<DirLock> {
-    let file = File::options().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
     // SAFETY: flock on a descriptor we own; the result is checked.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } < 0 {
         let e = io::Error::last_os_error();

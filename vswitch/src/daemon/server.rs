@@ -34,7 +34,8 @@ struct Conn {
 /// a live daemon answers on), and sets mode 0660 and the group.
 pub fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -43,10 +44,13 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, String> {
                 path.display()
             ));
         }
-        std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
     }
-    let l = UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    os::chmod_chgrp(path, 0o660, gid).map_err(|e| format!("cannot set permissions of {}: {e}", path.display()))?;
+    let l = UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    os::chmod_chgrp(path, 0o660, gid)
+        .map_err(|e| format!("cannot set permissions of {}: {e}", path.display()))?;
     Ok(l)
 }
 
@@ -54,8 +58,10 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, String> {
 pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let sig = os::signal_pipe()?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    poll.registry().register(&mut SourceFd(&sig.as_raw_fd()), SIGNALS, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut SourceFd(&sig.as_raw_fd()), SIGNALS, Interest::READABLE)?;
     let mut conns: HashMap<usize, Conn> = HashMap::new();
     let mut next_token = FIRST_CONN;
     let mut events = Events::with_capacity(128);
@@ -92,13 +98,18 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
                         Ok((uid, pgid, pid)) => {
                             uid == 0
                                 || uid == my_uid
-                                || gid.is_some_and(|g| g == pgid || os::has_supplementary_group(pid, g))
+                                || gid.is_some_and(|g| {
+                                    g == pgid || os::has_supplementary_group(pid, g)
+                                })
                         }
                         Err(_) => false,
                     };
                     if !allowed || conns.len() >= MAX_CONNS {
                         let msg = if allowed {
-                            ErrorBody::new(ErrorCode::System, "too many control connections; close some and retry")
+                            ErrorBody::new(
+                                ErrorCode::System,
+                                "too many control connections; close some and retry",
+                            )
                         } else {
                             ErrorBody::new(
                                 ErrorCode::PermissionDenied,
@@ -112,10 +123,20 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
                     }
                     let token = next_token;
                     next_token += 1;
-                    if poll.registry().register(&mut stream, Token(token), Interest::READABLE).is_ok() {
+                    if poll
+                        .registry()
+                        .register(&mut stream, Token(token), Interest::READABLE)
+                        .is_ok()
+                    {
                         conns.insert(
                             token,
-                            Conn { stream, inbuf: Vec::new(), out: Vec::new(), discarding: false, writable_registered: false },
+                            Conn {
+                                stream,
+                                inbuf: Vec::new(),
+                                out: Vec::new(),
+                                discarding: false,
+                                writable_registered: false,
+                            },
                         );
                     }
                 },
@@ -131,9 +152,14 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
                     } else if let Some(c) = conns.get_mut(&t) {
                         let want_write = !c.out.is_empty();
                         if want_write != c.writable_registered {
-                            let interest =
-                                if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-                            let _ = poll.registry().reregister(&mut c.stream, Token(t), interest);
+                            let interest = if want_write {
+                                Interest::READABLE | Interest::WRITABLE
+                            } else {
+                                Interest::READABLE
+                            };
+                            let _ = poll
+                                .registry()
+                                .reregister(&mut c.stream, Token(t), interest);
                             c.writable_registered = want_write;
                         }
                     }
@@ -201,7 +227,10 @@ fn process_lines(d: &mut Daemon, c: &mut Conn) {
 }
 
 fn too_long() -> ErrorBody {
-    ErrorBody::new(ErrorCode::TooLong, format!("request line longer than {MAX_LINE} bytes; send one JSON object per line"))
+    ErrorBody::new(
+        ErrorCode::TooLong,
+        format!("request line longer than {MAX_LINE} bytes; send one JSON object per line"),
+    )
 }
 
 fn push_reply(c: &mut Conn, reply: &Reply) {
@@ -233,7 +262,13 @@ fn flush(c: &mut Conn) -> io::Result<()> {
 pub fn answer(d: &mut Daemon, line: &[u8]) -> Reply {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
-        return Reply::err(0, ErrorBody::new(ErrorCode::BadRequest, "empty request line; send one JSON object per line"));
+        return Reply::err(
+            0,
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                "empty request line; send one JSON object per line",
+            ),
+        );
     }
     let req: Request = match serde_json::from_slice(line) {
         Ok(r) => r,
