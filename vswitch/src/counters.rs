@@ -20,8 +20,6 @@ named_counters! {
         PortDown => "port_down",
         /// Flooded in a network with no other port.
         NoDestination => "no_destination",
-        /// A flood copy could not get a buffer (pool exhausted).
-        NoBuffers => "no_buffers",
     }
 }
 
@@ -36,6 +34,9 @@ named_counters! {
         UnknownUnicast => "unknown_unicast",
         /// Extra copies made for flooding.
         FloodCopies => "flood_copies",
+        /// Flood copies not made because the pool had no free buffer (the frame still went to
+        /// the ports that got a copy).
+        FloodCopyNoBuffers => "flood_copy_no_buffers",
         /// MACs learned.
         MacLearned => "mac_learned",
         /// MACs that moved to another port (station moves).

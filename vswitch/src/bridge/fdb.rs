@@ -79,6 +79,8 @@ pub enum Learn {
     LearnedEvicting(Evicted),
     /// The MAC moved from another port to this one.
     Moved,
+    /// The MAC moved here and pushed out another entry because a limit was reached.
+    MovedEvicting(Evicted),
     /// The MAC is static on another port; not learned.
     StaticConflict,
     /// The table is full and nothing could be evicted; not learned.
@@ -296,11 +298,16 @@ impl MacTable {
             {
                 return Learn::StaticConflict;
             }
+            if limits.port == 0 {
+                // The MAC left its old port for one that may learn nothing: forget where it
+                // was, so that frames to it flood (and reach it) instead of going astray.
+                self.remove_key(key);
+                return Learn::Full;
+            }
             // Station move: leave the old port's list, join the new port's under its limit.
             self.unlink(s.entry);
-            if self.port_learned(port) >= limits.port {
-                self.evict_oldest_of(port);
-            }
+            let evicted = (self.port_learned(port) >= limits.port && self.evict_oldest_of(port))
+                .then_some(Evicted::PortLimit);
             // The eviction may have shifted slots: find ours again.
             let Some(i) = self.find(key) else {
                 return Learn::Full;
@@ -312,7 +319,10 @@ impl MacTable {
                 e.last_seen = now;
             }
             self.link_tail(s.entry, port, net);
-            return Learn::Moved;
+            return match evicted {
+                Some(why) => Learn::MovedEvicting(why),
+                None => Learn::Moved,
+            };
         }
         let mut evicted = None;
         if self.port_learned(port) >= limits.port {
@@ -321,16 +331,10 @@ impl MacTable {
             }
             evicted = Some(Evicted::PortLimit);
         } else if self.net_learned(net) >= limits.network {
-            let victim = limits
-                .network_ports
-                .iter()
-                .copied()
-                .max_by_key(|&p| self.port_learned(p))
-                .filter(|&p| self.port_learned(p) > 0);
-            match victim {
-                Some(p) if self.evict_oldest_of(p) => evicted = Some(Evicted::NetworkLimit),
-                _ => return Learn::Full,
+            if !self.evict_from_largest(limits.network_ports) {
+                return Learn::Full;
             }
+            evicted = Some(Evicted::NetworkLimit);
         } else if self.free == NIL {
             let victim = (0..self.ports.len()).max_by_key(|&p| self.ports[p].count);
             match victim {
@@ -374,6 +378,16 @@ impl MacTable {
             n += 1;
         }
         n
+    }
+
+    /// Removes the least recently seen learned entry of whichever of `ports` has the most
+    /// learned entries; `false` if none has any.
+    pub fn evict_from_largest(&mut self, ports: &[PortId]) -> bool {
+        let victim = ports.iter().copied().max_by_key(|&p| self.port_learned(p));
+        match victim {
+            Some(p) if self.port_learned(p) > 0 => self.evict_oldest_of(p),
+            _ => false,
+        }
     }
 
     /// Removes the least recently seen learned entry of `port`, if it has one.

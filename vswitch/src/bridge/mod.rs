@@ -86,6 +86,14 @@ fn event(stats: &WorkerStats, e: Event) {
     stats.pipeline.at(event_index(e)).inc();
 }
 
+fn evicted_event(why: Evicted) -> Event {
+    match why {
+        Evicted::PortLimit => Event::MacEvictedPortLimit,
+        Evicted::NetworkLimit => Event::MacEvictedNetworkLimit,
+        Evicted::TableFull => Event::MacEvictedTableFull,
+    }
+}
+
 #[inline]
 fn macs(d: &[u8]) -> Option<([u8; 6], [u8; 6])> {
     let dst: [u8; 6] = d.get(0..6)?.try_into().ok()?;
@@ -207,16 +215,13 @@ impl Bridge {
                 Learn::Learned => event(cx.stats, Event::MacLearned),
                 Learn::LearnedEvicting(why) => {
                     event(cx.stats, Event::MacLearned);
-                    event(
-                        cx.stats,
-                        match why {
-                            Evicted::PortLimit => Event::MacEvictedPortLimit,
-                            Evicted::NetworkLimit => Event::MacEvictedNetworkLimit,
-                            Evicted::TableFull => Event::MacEvictedTableFull,
-                        },
-                    );
+                    event(cx.stats, evicted_event(why));
                 }
                 Learn::Moved => event(cx.stats, Event::MacMoved),
+                Learn::MovedEvicting(why) => {
+                    event(cx.stats, Event::MacMoved);
+                    event(cx.stats, evicted_event(why));
+                }
                 Learn::StaticConflict => event(cx.stats, Event::MacStaticConflict),
                 Learn::Full => event(cx.stats, Event::MacLearnRefused),
             }
@@ -259,11 +264,7 @@ impl Bridge {
                     event(cx.stats, Event::FloodCopies);
                     cx.ports.enqueue(cx.cache, cx.stats, out, c);
                 }
-                None => cx
-                    .stats
-                    .pipeline
-                    .at(drop_index(DropReason::NoBuffers))
-                    .inc(),
+                None => event(cx.stats, Event::FloodCopyNoBuffers),
             }
         }
         cx.ports.enqueue(cx.cache, cx.stats, ports[last], b);
@@ -283,6 +284,15 @@ impl Bridge {
             if let Some(c) = conf {
                 while self.fdb.port_learned(id) > c.mac_limit {
                     if self.fdb.flush_oldest(id).is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        for (id, net) in cfg.nets.iter().enumerate() {
+            if let Some(n) = net {
+                while self.fdb.net_learned(id as NetId) > n.mac_limit {
+                    if !self.fdb.evict_from_largest(&n.ports) {
                         break;
                     }
                 }
