@@ -1079,7 +1079,7 @@ fn every_received_frame_is_forwarded_flooded_or_counted_as_a_drop() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reconfiguration of limits, and known engine bugs (ignored until fixed; see each reason).
+// Reconfiguration of limits, and station moves onto ports at their limit.
 // ---------------------------------------------------------------------------------------------
 
 #[test]
