@@ -233,6 +233,20 @@ impl<P: Pipeline> Drop for WorkerHandle<P> {
     }
 }
 
+/// The pipeline's view of worker `$w` at time `$now` (a macro, not a method, so that the
+/// borrows of the worker's fields stay disjoint from those of its pipeline and snapshot).
+macro_rules! context {
+    ($w:ident, $now:expr) => {
+        Context {
+            cache: &mut $w.cache,
+            ports: &mut $w.ports,
+            stats: &$w.stats,
+            now: $now,
+            worker: $w.id,
+        }
+    };
+}
+
 /// A worker's loop state. Tests and benchmarks drive it step by step with [`Worker::poll_once`];
 /// the daemon runs it on a pinned thread with [`spawn`].
 pub struct Worker<P: Pipeline> {
@@ -303,13 +317,7 @@ impl<P: Pipeline> Worker<P> {
                     break;
                 }
             };
-            let mut cx = Context {
-                cache: &mut self.cache,
-                ports: &mut self.ports,
-                stats: &self.stats,
-                now,
-                worker: self.id,
-            };
+            let mut cx = context!(self, now);
             match cmd {
                 Command::Config(cfg) => {
                     self.cfg = cfg;
@@ -389,13 +397,7 @@ impl<P: Pipeline> Worker<P> {
             for b in self.burst.bufs_mut() {
                 pool.set_port(b, port);
             }
-            let mut cx = Context {
-                cache: &mut self.cache,
-                ports: &mut self.ports,
-                stats: &self.stats,
-                now,
-                worker: self.id,
-            };
+            let mut cx = context!(self, now);
             self.pipeline.rx(&mut cx, &self.cfg, port, &mut self.burst);
             // The pipeline must consume the burst; anything left would leak, so free it.
             self.burst.free_all(&mut self.cache);
@@ -403,13 +405,7 @@ impl<P: Pipeline> Worker<P> {
         }
         if now != self.last_tick {
             self.last_tick = now;
-            let mut cx = Context {
-                cache: &mut self.cache,
-                ports: &mut self.ports,
-                stats: &self.stats,
-                now,
-                worker: self.id,
-            };
+            let mut cx = context!(self, now);
             self.pipeline.tick(&mut cx, &self.cfg);
             self.ports.flush(&mut self.cache, &self.stats);
         }
