@@ -9,6 +9,7 @@
 pub mod burst;
 pub mod checksum;
 pub mod counters;
+pub mod hugemem;
 pub mod pool;
 pub mod port;
 pub mod ring;

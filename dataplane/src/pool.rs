@@ -106,6 +106,7 @@ impl Pool {
         if base == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
+        crate::hugemem::advise_huge(base.cast(), map_len);
         let tag = (NEXT_POOL_TAG.fetch_add(1, Ordering::Relaxed) & 0xff) << 24;
         let free = ArrayQueue::new(count as usize);
         for i in 0..count {

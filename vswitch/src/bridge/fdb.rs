@@ -15,6 +15,8 @@
 //!
 //! Time is an argument (`now`, seconds): aging is tested with a fake clock.
 
+use dataplane::hugemem::HugeArray;
+
 /// Network id (bridge domain).
 pub type NetId = u16;
 /// Port id.
@@ -98,6 +100,13 @@ pub enum Evicted {
     TableFull,
 }
 
+/// A (network, MAC) key with its home slot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Probe {
+    key: u64,
+    home: usize,
+}
+
 /// Limits that apply to one learning decision.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits<'a> {
@@ -126,9 +135,9 @@ pub struct DumpEntry {
 
 /// The MAC table.
 pub struct MacTable {
-    slots: Box<[Slot]>,
+    slots: HugeArray<Slot>,
     shift: u32,
-    entries: Box<[Entry]>,
+    entries: HugeArray<Entry>,
     free: u32,
     len: u32,
     ports: Box<[PortList]>,
@@ -159,16 +168,23 @@ impl MacTable {
     pub fn new(capacity: u32, max_ports: usize, max_nets: usize) -> MacTable {
         let capacity = capacity.clamp(16, 1 << 26);
         let nslots = (capacity as usize * 2).next_power_of_two();
-        let entries = (0..capacity)
-            .map(|i| Entry {
-                key: EMPTY,
-                last_seen: 0,
-                prev: NIL,
-                next: if i + 1 < capacity { i + 1 } else { NIL },
-                port: 0,
-                flags: 0,
-            })
-            .collect();
+        let blank = Entry {
+            key: EMPTY,
+            last_seen: 0,
+            prev: NIL,
+            next: NIL,
+            port: 0,
+            flags: 0,
+        };
+        let mut entries = HugeArray::new(capacity as usize, blank);
+        // The free list threads every entry in order.
+        for (i, e) in entries.iter_mut().enumerate() {
+            e.next = if i + 1 < capacity as usize {
+                i as u32 + 1
+            } else {
+                NIL
+            };
+        }
         let seed = {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -177,7 +193,7 @@ impl MacTable {
             (t ^ (std::process::id() as u64).rotate_left(32)) | 1
         };
         MacTable {
-            slots: vec![EMPTY_SLOT; nslots].into_boxed_slice(),
+            slots: HugeArray::new(nslots, EMPTY_SLOT),
             shift: 64 - nslots.trailing_zeros(),
             entries,
             free: 0,
@@ -230,8 +246,13 @@ impl MacTable {
 
     #[inline]
     fn find(&self, key: u64) -> Option<usize> {
+        self.find_from(key, self.home(key))
+    }
+
+    #[inline]
+    fn find_from(&self, key: u64, home: usize) -> Option<usize> {
         let mask = self.mask();
-        let mut i = self.home(key);
+        let mut i = home & mask;
         loop {
             // `i` is always masked into range.
             let s = &self.slots[i];
@@ -245,10 +266,27 @@ impl MacTable {
         }
     }
 
+    /// The key and home slot of (`net`, `mac`): computed once per frame, then handed to
+    /// [`MacTable::prefetch_slot`], [`MacTable::lookup_probe`] and [`MacTable::learn_probe`].
+    #[inline]
+    pub fn probe(&self, net: NetId, mac: &[u8; 6]) -> Probe {
+        let key = key_of(net, mac);
+        Probe {
+            key,
+            home: self.home(key),
+        }
+    }
+
     /// Hints the CPU to load the slot for (`net`, `mac`) ahead of a lookup.
     #[inline]
     pub fn prefetch(&self, net: NetId, mac: &[u8; 6]) {
-        let i = self.home(key_of(net, mac));
+        self.prefetch_slot(&self.probe(net, mac));
+    }
+
+    /// Hints the CPU to load a probe's home slot.
+    #[inline]
+    pub fn prefetch_slot(&self, p: &Probe) {
+        let i = p.home & self.mask();
         #[cfg(target_arch = "x86_64")]
         {
             let p = self.slots.as_ptr().wrapping_add(i).cast::<i8>();
@@ -262,7 +300,13 @@ impl MacTable {
     /// The port behind (`net`, `mac`).
     #[inline]
     pub fn lookup(&self, net: NetId, mac: &[u8; 6]) -> Option<PortId> {
-        self.find(key_of(net, mac)).map(|i| self.slots[i].port)
+        self.lookup_probe(&self.probe(net, mac))
+    }
+
+    /// The port behind a probe's key.
+    #[inline]
+    pub fn lookup_probe(&self, p: &Probe) -> Option<PortId> {
+        self.find_from(p.key, p.home).map(|i| self.slots[i].port)
     }
 
     /// Learns that `mac` in `net` was seen on `port` at `now`.
@@ -275,8 +319,15 @@ impl MacTable {
         now: u64,
         limits: &Limits<'_>,
     ) -> Learn {
-        let key = key_of(net, mac);
-        if let Some(i) = self.find(key) {
+        self.learn_probe(&self.probe(net, mac), port, now, limits)
+    }
+
+    /// [`MacTable::learn`] with the probe already computed.
+    #[inline]
+    pub fn learn_probe(&mut self, p: &Probe, port: PortId, now: u64, limits: &Limits<'_>) -> Learn {
+        let key = p.key;
+        let net = (key >> 48) as NetId;
+        if let Some(i) = self.find_from(key, p.home) {
             let s = self.slots[i];
             if s.port == port {
                 if s.tick != now as u16 {

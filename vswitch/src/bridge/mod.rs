@@ -12,11 +12,12 @@ pub mod fdb;
 use crate::config::{NetId, Snapshot};
 use crate::counters::{drop_index, event_index, DropReason, Event};
 use dataplane::burst::Burst;
+use dataplane::burst::BURST;
 use dataplane::counters::WorkerStats;
 use dataplane::pool::{Buf, Pool};
 use dataplane::port::{PortId, MAX_PORTS};
 use dataplane::worker::Context;
-use fdb::{Evicted, Learn, Limits, MacTable};
+use fdb::{Evicted, Learn, Limits, MacTable, Probe};
 use std::sync::Arc;
 
 /// Most networks (ids are `u16`, 0 unused).
@@ -179,16 +180,19 @@ impl Bridge {
             self.apply_inbox(cx.stats, cfg, cx.now);
         }
 
-        for b in burst.bufs() {
+        // Pass 1: hash every frame's MACs and prefetch their slots; pass 2 finds them cached.
+        let mut probes = [(Probe::default(), Probe::default()); BURST];
+        for (b, pr) in burst.bufs().iter().zip(probes.iter_mut()) {
             if let Some((dst, src)) = macs(self.pool.data(b)) {
-                self.fdb.prefetch(net_id, &src);
+                *pr = (self.fdb.probe(net_id, &dst), self.fdb.probe(net_id, &src));
+                self.fdb.prefetch_slot(&pr.1);
                 if dst[0] & 1 == 0 {
-                    self.fdb.prefetch(net_id, &dst);
+                    self.fdb.prefetch_slot(&pr.0);
                 }
             }
         }
 
-        for b in burst.drain() {
+        for (b, (dst_probe, src_probe)) in burst.drain().zip(probes.iter()) {
             let Some((dst, src)) = macs(self.pool.data(&b)) else {
                 drop_frame(cx, b, DropReason::EthTooShort);
                 continue;
@@ -197,9 +201,12 @@ impl Bridge {
                 drop_frame(cx, b, DropReason::SrcMacInvalid);
                 continue;
             }
-            let learned = self.fdb.learn(net_id, &src, port, cx.now, &limits);
-            if let Learn::Learned | Learn::LearnedEvicting(_) | Learn::Moved | Learn::Refreshed =
-                learned
+            let learned = self.fdb.learn_probe(src_probe, port, cx.now, &limits);
+            if let Learn::Learned
+            | Learn::LearnedEvicting(_)
+            | Learn::Moved
+            | Learn::MovedEvicting(_)
+            | Learn::Refreshed = learned
             {
                 self.post(
                     cx.stats,
@@ -226,7 +233,7 @@ impl Bridge {
                 Learn::Full => event(cx.stats, Event::MacLearnRefused),
             }
             if dst[0] & 1 == 0 {
-                match self.fdb.lookup(net_id, &dst) {
+                match self.fdb.lookup_probe(dst_probe) {
                     Some(out) if out == port => drop_frame(cx, b, DropReason::DstIsIngress),
                     Some(out) => {
                         if cx.ports.enqueue(cx.cache, cx.stats, out, b) {
