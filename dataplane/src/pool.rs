@@ -267,6 +267,46 @@ impl Pool {
         true
     }
 
+    /// The pool's memory: base address and length in bytes (for registering it as an AF_XDP
+    /// UMEM, so frames are never copied between a socket and the pipeline).
+    pub fn region(&self) -> (*mut u8, usize) {
+        (self.base, self.map_len)
+    }
+
+    /// Offset of `b`'s frame from the region start (an AF_XDP descriptor address).
+    #[inline]
+    pub fn frame_addr(&self, b: &Buf) -> u64 {
+        let m = self.meta(b);
+        (b.slot() * SLOT_SIZE + m.off as usize) as u64
+    }
+
+    /// Offset of `b`'s slot from the region start.
+    #[inline]
+    pub fn slot_addr(&self, b: &Buf) -> u64 {
+        self.check(b);
+        (b.slot() * SLOT_SIZE) as u64
+    }
+
+    /// Rebuilds the buffer whose slot contains region offset `addr`, with its frame set to `len`
+    /// bytes at `addr`; `None` if `addr` lies outside the pool or the frame would overrun its slot.
+    ///
+    /// # Safety
+    /// The slot must be owned by the caller: handed out as a buffer that was turned into an
+    /// address with [`Pool::slot_addr`] or [`Pool::frame_addr`] and [`Buf::into_raw`]-style
+    /// forgotten, and not rebuilt since (the kernel gives each address back exactly once).
+    #[inline]
+    pub unsafe fn buf_at(&self, addr: u64, len: usize) -> Option<Buf> {
+        let addr = usize::try_from(addr).ok()?;
+        let slot = addr / SLOT_SIZE;
+        let off = addr % SLOT_SIZE;
+        if slot >= self.count as usize || off + len > SLOT_SIZE {
+            return None;
+        }
+        let mut b = Buf(self.tag | slot as u32);
+        self.set_frame(&mut b, off, len);
+        Some(b)
+    }
+
     /// Takes a buffer straight from the shared ring (control paths; workers use a [`PoolCache`]).
     pub fn alloc_shared(&self) -> Option<Buf> {
         let mut b = Buf(self.free.pop()?);
