@@ -114,6 +114,7 @@ impl Rig {
         let wide = Some(PortConf {
             net: Some(1),
             mac_limit: u32::MAX,
+            ..Default::default()
         });
         command(Command::Config(Arc::new(Snapshot {
             gen: 1,

@@ -217,6 +217,8 @@ pub enum PortType {
     Tap,
     /// An AF_XDP socket bound to an existing interface.
     Afxdp,
+    /// A VLAN subinterface `PARENT.VID` of a trunk port: frames tagged VID on PARENT.
+    Vlan,
 }
 
 impl std::fmt::Display for PortType {
@@ -224,11 +226,14 @@ impl std::fmt::Display for PortType {
         f.write_str(match self {
             PortType::Tap => "tap",
             PortType::Afxdp => "afxdp",
+            PortType::Vlan => "vlan",
         })
     }
 }
 
-/// A port as configured; also the `port.add` arguments.
+/// A port as configured; also the `port.add` arguments. A port named `PARENT.VID` of type
+/// `vlan` is a subinterface: frames tagged VID on port PARENT belong to its network, and PARENT
+/// becomes a trunk whose own `network`, if any, is the native VLAN for untagged frames.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortSpec {

@@ -369,12 +369,32 @@ fn config_import_sends_the_parsed_document() {
 #[test]
 fn syntax_errors_keep_clap_usage_and_exit_2() {
     let sock = SocketPath::new();
-    let out = vswitchctl(&sock.0, &["port", "add", "tap0"]);
+    let out = vswitchctl(&sock.0, &["port", "add", "tap0", "--type", "bogus"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("--type") && stderr.contains("Usage:"),
+        stderr.contains("--type") && stderr.contains("possible values"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn port_add_needs_a_type_unless_it_names_a_subinterface() {
+    let sock = SocketPath::new();
+    let out = vswitchctl(&sock.0, &["port", "add", "tap0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("--type tap"),
+        "{stderr}"
+    );
+    let out = vswitchctl(&sock.0, &["port", "add", "uplink.4095", "--network", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("1 to 4094"),
+        "{}",
+        text(&out.stderr)
     );
 }
 

@@ -40,6 +40,8 @@ struct Meta {
     len: u16,
     /// Port the frame arrived on (set by the receiving worker).
     port: u16,
+    /// 802.1p priority the frame carried (kept across tag pop and push).
+    pcp: u8,
 }
 
 /// An owned packet buffer. Not `Clone`: holding it is the right to touch its slot.
@@ -250,6 +252,18 @@ impl Pool {
         self.meta(b).port
     }
 
+    /// The 802.1p priority recorded for `b` (0 unless a stage set it).
+    #[inline]
+    pub fn pcp(&self, b: &Buf) -> u8 {
+        self.meta(b).pcp
+    }
+
+    /// Records `b`'s 802.1p priority.
+    #[inline]
+    pub fn set_pcp(&self, b: &mut Buf, pcp: u8) {
+        self.meta_mut(b).pcp = pcp & 7;
+    }
+
     /// Records the port `b` arrived on.
     #[inline]
     pub fn set_port(&self, b: &mut Buf, port: u16) {
@@ -303,14 +317,26 @@ impl Pool {
             return None;
         }
         let mut b = Buf(self.tag | slot as u32);
+        *self.meta_mut(&mut b) = Meta::default();
         self.set_frame(&mut b, off, len);
         Some(b)
+    }
+
+    /// Clears `b`'s metadata and gives it an empty frame at [`HEADROOM`].
+    #[inline]
+    fn reset(&self, b: &mut Buf) {
+        *self.meta_mut(b) = Meta {
+            off: HEADROOM as u16,
+            len: 0,
+            port: 0,
+            pcp: 0,
+        };
     }
 
     /// Takes a buffer straight from the shared ring (control paths; workers use a [`PoolCache`]).
     pub fn alloc_shared(&self) -> Option<Buf> {
         let mut b = Buf(self.free.pop()?);
-        self.set_frame(&mut b, HEADROOM, 0);
+        self.reset(&mut b);
         Some(b)
     }
 
@@ -365,7 +391,7 @@ impl PoolCache {
             }
         }
         let mut b = Buf(self.stash.pop()?);
-        self.pool.set_frame(&mut b, HEADROOM, 0);
+        self.pool.reset(&mut b);
         Some(b)
     }
 

@@ -18,8 +18,8 @@ const PORTS: u16 = 4;
 fuzz_target!(|data: &[u8]| {
     let pool = Pool::new(512).unwrap();
     let mut cache = PoolCache::new(pool.clone());
-    let mut ports = vec![Some(PortConf { net: Some(1), mac_limit: 8 }); PORTS as usize];
-    ports[3] = Some(PortConf { net: None, mac_limit: 8 });
+    let mut ports = vec![Some(PortConf { net: Some(1), mac_limit: 8, ..Default::default() }); PORTS as usize];
+    ports[3] = Some(PortConf { net: None, mac_limit: 8, ..Default::default() });
     let snap = Arc::new(Snapshot {
         gen: 1,
         ports,

@@ -227,6 +227,7 @@ impl Topo {
             *self.port_conf(p) = Some(PortConf {
                 net: Some(net),
                 mac_limit: DEFAULT_PORT_MAC_LIMIT,
+                ..Default::default()
             });
         }
         let i = usize::from(net);
@@ -249,6 +250,7 @@ impl Topo {
         *self.port_conf(port) = Some(PortConf {
             net: None,
             mac_limit: DEFAULT_PORT_MAC_LIMIT,
+            ..Default::default()
         });
         self
     }

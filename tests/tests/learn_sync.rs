@@ -29,7 +29,8 @@ fn a_mac_learned_on_one_worker_is_known_to_the_other() {
         ports: vec![
             Some(PortConf {
                 net: Some(1),
-                mac_limit: 100
+                mac_limit: 100,
+                ..Default::default()
             });
             3
         ],

@@ -187,6 +187,7 @@ fn forwarding_and_flooding_allocate_nothing_in_steady_state() {
                 Some(PortConf {
                     net: Some(1),
                     mac_limit: 4096,
+                    ..Default::default()
                 })
             })
             .collect(),

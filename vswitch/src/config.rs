@@ -15,13 +15,60 @@ pub const DEFAULT_PORT_MAC_LIMIT: u32 = 4_096;
 /// Default MAC aging time in seconds.
 pub const DEFAULT_AGING_SECS: u32 = 300;
 
-/// A port as the pipeline sees it.
+/// No port (in a trunk's VLAN map).
+pub const NO_PORT: PortId = PortId::MAX;
+
+/// A port as the pipeline sees it. A physical port with a VLAN map is a trunk (its `net`, if
+/// any, is the native VLAN); without one it is an access port. A subinterface is a logical port
+/// with a parent trunk and a VID; it has no queues of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortConf {
-    /// Network the port belongs to.
+    /// Network the port belongs to (for a trunk: the native VLAN's network).
     pub net: Option<NetId>,
     /// Most learned MACs behind this port.
     pub mac_limit: u32,
+    /// Device MTU; a tagged frame longer than MTU + 18 bytes is dropped (0: no check).
+    pub mtu: u32,
+    /// For a subinterface: its trunk port and VID.
+    pub parent: Option<(PortId, u16)>,
+    /// For a trunk: the subinterface port of each VID (4096 entries, [`NO_PORT`] where none).
+    pub vlans: Option<std::sync::Arc<[PortId]>>,
+}
+
+impl Default for PortConf {
+    fn default() -> Self {
+        PortConf {
+            net: None,
+            mac_limit: DEFAULT_PORT_MAC_LIMIT,
+            mtu: 0,
+            parent: None,
+            vlans: None,
+        }
+    }
+}
+
+impl PortConf {
+    /// An access port in `net` with `mac_limit`.
+    pub fn access(net: Option<NetId>, mac_limit: u32) -> PortConf {
+        PortConf {
+            net,
+            mac_limit,
+            ..Default::default()
+        }
+    }
+
+    /// The subinterface for `vid` when this port is a trunk.
+    #[inline]
+    pub fn vlan_port(&self, vid: u16) -> Option<PortId> {
+        let p = *self.vlans.as_ref()?.get(vid as usize)?;
+        (p != NO_PORT).then_some(p)
+    }
+
+    /// Whether this port is a trunk (has subinterfaces).
+    #[inline]
+    pub fn is_trunk(&self) -> bool {
+        self.vlans.is_some()
+    }
 }
 
 /// A network as the pipeline sees it.

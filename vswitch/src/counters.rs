@@ -20,6 +20,24 @@ named_counters! {
         PortDown => "port_down",
         /// Flooded in a network with no other port.
         NoDestination => "no_destination",
+        /// 802.1Q tag cut short (frame under 18 bytes).
+        VlanTruncated => "vlan_truncated",
+        /// Tagged frame on an access port (VID 0, priority-tagged, is accepted as untagged).
+        VlanTagOnAccess => "vlan_tag_on_access",
+        /// Tagged with a VID that has no subinterface on this trunk.
+        VlanUnknownVid => "vlan_unknown_vid",
+        /// Tagged with the reserved VID 4095.
+        VlanReservedVid => "vlan_reserved_vid",
+        /// Two or more stacked tags (Q-in-Q inside 802.1Q).
+        VlanStacked => "vlan_stacked",
+        /// An 802.1ad (0x88A8) or legacy Q-in-Q (0x9100) outer tag.
+        VlanQinq => "vlan_qinq",
+        /// Untagged frame on a trunk without a native VLAN.
+        VlanUntaggedOnTrunk => "vlan_untagged_on_trunk",
+        /// Tagged frame longer than the trunk's MTU + 18 (header and tag).
+        VlanOversize => "vlan_oversize",
+        /// No headroom left to push a tag (never expected: buffers keep 256 bytes).
+        NoHeadroom => "no_headroom",
     }
 }
 

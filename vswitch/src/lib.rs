@@ -6,5 +6,7 @@ pub mod config;
 pub mod counters;
 pub mod daemon;
 pub mod demo;
+pub mod output;
 pub mod pipeline;
 pub mod testbed;
+pub mod vlan;

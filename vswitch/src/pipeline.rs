@@ -4,7 +4,8 @@
 use crate::bridge::fdb::DumpEntry;
 use crate::bridge::Bridge;
 use crate::config::{NetId, Snapshot};
-use crate::counters::COUNTERS;
+use crate::counters::{drop_index, COUNTERS};
+use crate::vlan;
 use crossbeam::channel::Sender;
 use dataplane::burst::Burst;
 use dataplane::pool::Pool;
@@ -30,17 +31,23 @@ pub enum Request {
     },
 }
 
-/// The pipeline: today the L2 bridge.
+/// The pipeline: VLAN classification, then the L2 bridge, then output (a tag pushed for a
+/// subinterface).
 pub struct Switch {
     /// The bridge stage.
     pub bridge: Bridge,
+    pool: Arc<Pool>,
+    /// Frames of one burst that enter the bridge on the same (logical) port.
+    group: Burst,
 }
 
 impl Switch {
     /// A pipeline whose MAC table holds `fdb_capacity` entries.
     pub fn new(pool: Arc<Pool>, fdb_capacity: u32) -> Switch {
         Switch {
-            bridge: Bridge::new(pool, fdb_capacity),
+            bridge: Bridge::new(pool.clone(), fdb_capacity),
+            pool,
+            group: Burst::new(),
         }
     }
 }
@@ -52,7 +59,38 @@ impl Pipeline for Switch {
 
     #[inline]
     fn rx(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, port: PortId, burst: &mut Burst) {
-        self.bridge.rx(cx, cfg, port, burst);
+        let Some(pc) = cfg.port(port) else {
+            // Unconfigured: the bridge drops the burst by name.
+            self.bridge.rx(cx, cfg, port, burst);
+            return;
+        };
+        // Split the burst into runs that enter the bridge on the same logical port (a trunk's
+        // frames mostly share one VLAN, so this is usually one run).
+        let mut current = port;
+        for mut b in burst.drain() {
+            match vlan::ingress(&self.pool, port, pc, &mut b) {
+                Ok(to) => {
+                    if to != current && !self.group.is_empty() {
+                        self.bridge.rx(cx, cfg, current, &mut self.group);
+                    }
+                    current = to;
+                    if to != port {
+                        let c = cx.stats.port(to);
+                        c.rx_packets.inc();
+                        c.rx_bytes.add(self.pool.len(&b) as u64);
+                    }
+                    // Cannot fail: the group never holds more than the burst it came from.
+                    let _ = self.group.push(b);
+                }
+                Err(why) => {
+                    cx.stats.pipeline.at(drop_index(why)).inc();
+                    cx.cache.free(b);
+                }
+            }
+        }
+        if !self.group.is_empty() {
+            self.bridge.rx(cx, cfg, current, &mut self.group);
+        }
     }
 
     fn configure(&mut self, _cx: &mut Context<'_>, cfg: &Snapshot) {

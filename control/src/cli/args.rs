@@ -114,16 +114,19 @@ pub(crate) enum PortKind {
     Tap,
     /// An AF_XDP socket on the existing interface --ifname
     Afxdp,
+    /// A VLAN subinterface PARENT.VID of trunk port PARENT
+    Vlan,
 }
 
 /// `port add ...`
 #[derive(Debug, Args)]
 pub(crate) struct PortAdd {
-    /// Port name: 1-15 characters of letters, digits, '_', '-', '.'
+    /// Port name: 1-15 characters of letters, digits, '_', '-', '.'; PARENT.VID names a VLAN
+    /// subinterface of trunk port PARENT
     pub name: String,
-    /// Port type
+    /// Port type [default: vlan for a name PARENT.VID; otherwise required]
     #[arg(long = "type", value_enum, value_name = "TYPE")]
-    pub kind: PortKind,
+    pub kind: Option<PortKind>,
     /// Kernel interface name [default: the port name]
     #[arg(long, value_name = "IF")]
     pub ifname: Option<String>,

@@ -1,7 +1,7 @@
 //! Checks made before the socket is touched, so that a mistyped command fails at once with one line
 //! that says how to mend it. The daemon checks everything again; these catch only what is certain.
 
-use control::proto::{ConfigDoc, NetworkSpec, PortSpec, StaticFdb};
+use control::proto::{ConfigDoc, NetworkSpec, PortSpec, PortType, StaticFdb};
 use control::text;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -112,8 +112,26 @@ pub(crate) fn network_spec(spec: &NetworkSpec) -> Result<(), String> {
 }
 
 /// Checks a port's settings (from `port add` or a configuration document).
+/// The parent and VID of a subinterface name `PARENT.VID`, if the name has that shape.
+pub(crate) fn vlan_subinterface(name: &str) -> Option<(&str, u16)> {
+    let (parent, vid) = name.rsplit_once('.')?;
+    let vid: u16 = vid.parse().ok()?;
+    (!parent.is_empty()).then_some((parent, vid))
+}
+
 pub(crate) fn port_spec(spec: &PortSpec) -> Result<(), String> {
     port_name(&spec.name)?;
+    if spec.kind == PortType::Vlan {
+        let Some((_, vid)) = vlan_subinterface(&spec.name) else {
+            return Err(format!(
+                "a VLAN subinterface is named PARENT.VID (e.g. uplink.10), not '{}'",
+                spec.name
+            ));
+        };
+        if !(1..=4094).contains(&vid) {
+            return Err(format!("VLAN id {vid} is out of range; use 1 to 4094"));
+        }
+    }
     if let Some(i) = spec.ifname.as_deref() {
         ifname(i)?;
     }

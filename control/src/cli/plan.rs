@@ -153,7 +153,7 @@ fn network_spec(c: &NetworkCreate) -> NetworkSpec {
 fn port(command: &PortCmd) -> Result<Call, CliError> {
     match command {
         PortCmd::Add(a) => {
-            let spec = port_spec(a);
+            let spec = port_spec(a)?;
             check::port_spec(&spec).map_err(CliError::Usage)?;
             Call::new(cmd::PORT_ADD, &spec, Show::PortAdded)
         }
@@ -174,20 +174,29 @@ fn port(command: &PortCmd) -> Result<Call, CliError> {
     }
 }
 
-fn port_spec(a: &PortAdd) -> PortSpec {
-    PortSpec {
+fn port_spec(a: &PortAdd) -> Result<PortSpec, CliError> {
+    let kind = match a.kind {
+        Some(PortKind::Tap) => PortType::Tap,
+        Some(PortKind::Afxdp) => PortType::Afxdp,
+        Some(PortKind::Vlan) => PortType::Vlan,
+        None if check::vlan_subinterface(&a.name).is_some() => PortType::Vlan,
+        None => {
+            return Err(CliError::Usage(format!(
+                "say what port '{}' is with --type tap or --type afxdp (or name it PARENT.VID for a VLAN subinterface)",
+                a.name
+            )))
+        }
+    };
+    Ok(PortSpec {
         name: a.name.clone(),
-        kind: match a.kind {
-            PortKind::Tap => PortType::Tap,
-            PortKind::Afxdp => PortType::Afxdp,
-        },
+        kind,
         ifname: a.ifname.clone(),
         queues: a.queues,
         network: a.network.clone(),
         mtu: a.mtu,
         netns: a.netns.clone(),
         mac_limit: a.mac_limit,
-    }
+    })
 }
 
 fn fdb(command: &FdbCmd) -> Result<Call, CliError> {

@@ -11,6 +11,7 @@ pub mod fdb;
 
 use crate::config::{NetId, Snapshot};
 use crate::counters::{drop_index, event_index, DropReason, Event};
+use crate::output;
 use dataplane::burst::Burst;
 use dataplane::burst::BURST;
 use dataplane::counters::WorkerStats;
@@ -235,27 +236,31 @@ impl Bridge {
             if dst[0] & 1 == 0 {
                 match self.fdb.lookup_probe(dst_probe) {
                     Some(out) if out == port => drop_frame(cx, b, DropReason::DstIsIngress),
-                    Some(out) => {
-                        if cx.ports.enqueue(cx.cache, cx.stats, out, b) {
-                            event(cx.stats, Event::Forwarded);
-                        } else {
-                            cx.stats.pipeline.at(drop_index(DropReason::PortDown)).inc();
-                        }
-                    }
+                    Some(out) => match output::send(cx, cfg, &self.pool, out, b) {
+                        Ok(()) => event(cx.stats, Event::Forwarded),
+                        Err(why) => cx.stats.pipeline.at(drop_index(why)).inc(),
+                    },
                     None => {
                         event(cx.stats, Event::UnknownUnicast);
-                        self.flood(cx, &net.ports, port, b);
+                        self.flood(cx, cfg, &net.ports, port, b);
                     }
                 }
             } else {
-                self.flood(cx, &net.ports, port, b);
+                self.flood(cx, cfg, &net.ports, port, b);
             }
         }
     }
 
     /// Sends `b` to every port of the network but `ingress`: copies for all but the last.
-    fn flood(&self, cx: &mut Context<'_>, ports: &[PortId], ingress: PortId, b: Buf) {
-        let eligible = |cx: &Context<'_>, p: PortId| p != ingress && cx.ports.has(p);
+    fn flood(
+        &self,
+        cx: &mut Context<'_>,
+        cfg: &Snapshot,
+        ports: &[PortId],
+        ingress: PortId,
+        b: Buf,
+    ) {
+        let eligible = |cx: &Context<'_>, p: PortId| p != ingress && output::reachable(cx, cfg, p);
         let Some(last) = ports.iter().rposition(|&p| eligible(cx, p)) else {
             drop_frame(cx, b, DropReason::NoDestination);
             return;
@@ -268,13 +273,15 @@ impl Bridge {
             match cx.cache.alloc() {
                 Some(mut c) => {
                     self.pool.fill(&mut c, self.pool.data(&b));
+                    self.pool.set_pcp(&mut c, self.pool.pcp(&b));
                     event(cx.stats, Event::FloodCopies);
-                    cx.ports.enqueue(cx.cache, cx.stats, out, c);
+                    // Reachability was checked above; a copy that still fails is not a lost frame.
+                    let _ = output::send(cx, cfg, &self.pool, out, c);
                 }
                 None => event(cx.stats, Event::FloodCopyNoBuffers),
             }
         }
-        cx.ports.enqueue(cx.cache, cx.stats, ports[last], b);
+        let _ = output::send(cx, cfg, &self.pool, ports[last], b);
     }
 
     /// Reconciles the MAC table with a new configuration: entries of ports that left their

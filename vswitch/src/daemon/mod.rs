@@ -25,6 +25,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// MTU of a port that names none.
+const DEFAULT_MTU: u32 = 1500;
 /// How long the control thread waits for workers to apply a change.
 const WORKER_WAIT: Duration = Duration::from_secs(5);
 /// Largest MTU a TAP port may have (a frame must fit in one buffer).
@@ -211,7 +213,13 @@ impl Daemon {
     /// The configuration as one document.
     pub fn export(&self) -> ConfigDoc {
         let mut ports: Vec<PortSpec> = self.ports.values().map(|p| p.spec.clone()).collect();
-        ports.sort_by_key(|p| self.ports.get(&p.name).map(|s| s.id));
+        // Trunks before their subinterfaces, so that a restore or import can add them in order.
+        ports.sort_by_key(|p| {
+            (
+                p.kind == PortType::Vlan,
+                self.ports.get(&p.name).map(|s| s.id),
+            )
+        });
         ConfigDoc {
             version: CONFIG_VERSION,
             networks: self.nets.values().map(|n| n.spec.clone()).collect(),
@@ -271,9 +279,30 @@ impl Daemon {
                 .as_ref()
                 .and_then(|n| self.nets.get(n))
                 .map(|n| n.id);
+            let parent = self
+                .vlan_parent(&p.spec)
+                .map(|(parent, vid)| (parent.id, vid));
+            let subs: Vec<(u16, PortId)> = self
+                .ports
+                .values()
+                .filter_map(|q| match self.vlan_parent(&q.spec) {
+                    Some((parent, vid)) if parent.id == p.id => Some((vid, q.id)),
+                    _ => None,
+                })
+                .collect();
+            let vlans = (!subs.is_empty()).then(|| {
+                let mut map = vec![config::NO_PORT; 4096];
+                for (vid, id) in subs {
+                    map[vid as usize & 0xfff] = id;
+                }
+                std::sync::Arc::from(map)
+            });
             snap.ports[p.id as usize] = Some(PortConf {
                 net,
                 mac_limit: p.spec.mac_limit.unwrap_or(config::DEFAULT_PORT_MAC_LIMIT),
+                mtu: p.spec.mtu.unwrap_or(DEFAULT_MTU),
+                parent,
+                vlans,
             });
             if let Some(Some(nc)) = net.map(|n| &mut snap.nets[n as usize]) {
                 nc.ports.push(p.id);
@@ -607,6 +636,83 @@ impl Daemon {
         })
     }
 
+    /// The parent port and VID of a VLAN subinterface spec (`PARENT.VID`).
+    fn vlan_parent(&self, spec: &PortSpec) -> Option<(&PortState, u16)> {
+        if spec.kind != PortType::Vlan {
+            return None;
+        }
+        let (parent, vid) = spec.name.rsplit_once('.')?;
+        Some((self.ports.get(parent)?, vid.parse().ok()?))
+    }
+
+    fn check_vlan_spec(&self, spec: &PortSpec) -> Result<(), ErrorBody> {
+        let inval = |m: String| err(ErrorCode::InvalidArgument, m);
+        let Some((parent, vid)) = spec.name.rsplit_once('.') else {
+            return Err(inval(format!(
+                "a VLAN subinterface is named PARENT.VID (e.g. uplink.10), not '{}'",
+                spec.name
+            )));
+        };
+        let vid: u16 = vid.parse().map_err(|_| {
+            inval(format!(
+                "'{vid}' in '{}' is not a VLAN id; use 1 to 4094",
+                spec.name
+            ))
+        })?;
+        if !(1..=4094).contains(&vid) {
+            return Err(inval(format!(
+                "VLAN id {vid} is out of range; use 1 to 4094 (0 means untagged: give the trunk port itself a --network for its native VLAN)"
+            )));
+        }
+        let Some(p) = self.ports.get(parent) else {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("trunk port '{parent}' does not exist; add it first (vswitchctl port add {parent} --type tap)"),
+            ));
+        };
+        if p.spec.kind == PortType::Vlan {
+            return Err(inval(format!(
+                "'{parent}' is itself a subinterface; stacked VLANs are not supported"
+            )));
+        }
+        if let Some(other) = self.ports.values().find(|q| {
+            self.vlan_parent(&q.spec)
+                .is_some_and(|(pp, v)| pp.id == p.id && v == vid)
+        }) {
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "VLAN {vid} on '{parent}' is already subinterface '{}'",
+                    other.spec.name
+                ),
+            ));
+        }
+        if self.ports.contains_key(&spec.name) {
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!("port '{}' already exists", spec.name),
+            ));
+        }
+        for (flag, given) in [
+            ("--ifname", spec.ifname.is_some()),
+            ("--queues", spec.queues.is_some()),
+            ("--mtu", spec.mtu.is_some()),
+            ("--netns", spec.netns.is_some()),
+        ] {
+            if given {
+                return Err(inval(format!(
+                    "a VLAN subinterface has no device of its own: drop {flag} (set it on the trunk port '{parent}')"
+                )));
+            }
+        }
+        if let Some(n) = &spec.network {
+            if !self.nets.contains_key(n) {
+                return Err(self.no_network(n));
+            }
+        }
+        Ok(())
+    }
+
     fn check_port_spec(&self, spec: &PortSpec) -> Result<(), ErrorBody> {
         let inval = |m: String| err(ErrorCode::InvalidArgument, m);
         check_name("port", &spec.name, 15).map_err(inval)?;
@@ -619,20 +725,8 @@ impl Daemon {
                 "AF_XDP ports are not available in this version; use --type tap",
             ));
         }
-        if spec.name.contains('.')
-            && spec.ifname.is_none()
-            && spec
-                .name
-                .rsplit_once('.')
-                .is_some_and(|(_, v)| v.parse::<u16>().is_ok())
-        {
-            return Err(err(
-                ErrorCode::Unsupported,
-                format!(
-                    "'{}' names a VLAN subinterface; those are not available in this version",
-                    spec.name
-                ),
-            ));
+        if spec.kind == PortType::Vlan {
+            return self.check_vlan_spec(spec);
         }
         if self.ports.contains_key(&spec.name) {
             return Err(err(
@@ -713,9 +807,15 @@ impl Daemon {
         let queues = spec.queues.unwrap_or(workers).clamp(1, workers.max(1));
         let ifname = spec.ifname.clone().unwrap_or_else(|| spec.name.clone());
         let ns_path = spec.netns.as_deref().map(netns::path_of);
-        let opened = TapDevice::open(&ifname, ns_path.as_deref(), queues, spec.mtu);
+        let opened = if spec.kind == PortType::Vlan {
+            // A subinterface has no device: it sends and receives through its trunk.
+            Err(std::io::Error::other("subinterface"))
+        } else {
+            TapDevice::open(&ifname, ns_path.as_deref(), queues, spec.mtu)
+        };
         let (device, error) = match opened {
             Ok(d) => (Some(d), None),
+            Err(_) if spec.kind == PortType::Vlan => (None, None),
             Err(e) if persist => {
                 return Err(err(
                     ErrorCode::System,
@@ -773,6 +873,24 @@ impl Daemon {
     }
 
     fn port_rm(&mut self, name: &str) -> Result<(), ErrorBody> {
+        let Some(id) = self.ports.get(name).map(|p| p.id) else {
+            return Err(self.no_port(name));
+        };
+        let subs: Vec<&str> = self
+            .ports
+            .values()
+            .filter(|q| self.vlan_parent(&q.spec).is_some_and(|(pp, _)| pp.id == id))
+            .map(|q| q.spec.name.as_str())
+            .collect();
+        if !subs.is_empty() {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!(
+                    "port '{name}' is the trunk of subinterfaces {}; remove them first (vswitchctl port rm NAME)",
+                    subs.join(", ")
+                ),
+            ));
+        }
         let Some(p) = self.ports.remove(name) else {
             return Err(self.no_port(name));
         };
@@ -813,19 +931,28 @@ impl Daemon {
             .iter()
             .filter(|e| e.kind == "learned" && e.port.as_deref() == Some(name))
             .count() as u64;
-        let device = p.spec.ifname.clone().unwrap_or_else(|| p.spec.name.clone());
-        let effective_mtu = match &p.device {
-            Some(d) => d.mtu().unwrap_or(p.spec.mtu.unwrap_or(1500)),
-            None => p.spec.mtu.unwrap_or(1500),
+        // A subinterface shows its trunk's device, MTU and state.
+        let dev_port = self.vlan_parent(&p.spec).map_or(p, |(parent, _)| parent);
+        let device = dev_port
+            .spec
+            .ifname
+            .clone()
+            .unwrap_or_else(|| dev_port.spec.name.clone());
+        let effective_mtu = match &dev_port.device {
+            Some(d) => d.mtu().unwrap_or(dev_port.spec.mtu.unwrap_or(DEFAULT_MTU)),
+            None => dev_port.spec.mtu.unwrap_or(DEFAULT_MTU),
         };
-        let state = match (&p.device, &p.error) {
+        let state = match (&dev_port.device, &dev_port.error) {
             (Some(_), _) => "up".to_string(),
             (None, Some(e)) => format!("down: {e}"),
             (None, None) => "down".to_string(),
         };
-        let queue_workers = (0..p.queues)
-            .map(|q| q % self.workers.len().max(1) as u16)
-            .collect();
+        let queue_workers = match &p.device {
+            Some(_) => (0..p.queues)
+                .map(|q| q % self.workers.len().max(1) as u16)
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(PortInfo {
             spec: p.spec.clone(),
             id: p.id,
@@ -1113,6 +1240,7 @@ impl Daemon {
             self.network_create(n.clone(), true)?;
             summary.created += 1;
         }
+        new_ports.sort_by_key(|p| p.kind == PortType::Vlan);
         for p in new_ports {
             self.port_add(p.clone(), true)?;
             summary.created += 1;

@@ -1,0 +1,237 @@
+//! 802.1Q trunks: a trunk port carries tagged frames, and each subinterface `PARENT.VID` is a
+//! logical port of its own in some network. On the way in, the tag is checked and popped and the
+//! frame enters the bridge on the subinterface; on the way out of a subinterface, the tag is
+//! pushed and the frame leaves through the parent.
+//!
+//! Pop and push move only the 12 MAC bytes (the tag is taken from or put into the buffer's
+//! headroom); the priority (PCP) of a popped tag is kept in the buffer's metadata and written
+//! into the tag pushed on the way out. Rules for bad input, each a named drop: VID 0 (priority
+//! tagged) is treated as untagged; VID 4095, an unknown VID, a tag on an access port, 802.1ad or
+//! legacy Q-in-Q outer tags and stacked tags are dropped, as are tagged frames over MTU + 18
+//! bytes. A frame never reaches the wrong VLAN.
+
+use crate::config::PortConf;
+use crate::counters::DropReason;
+use dataplane::pool::{Buf, Pool};
+use dataplane::port::PortId;
+
+/// 802.1Q tag protocol identifier.
+pub const TPID_8021Q: u16 = 0x8100;
+/// 802.1ad service tag.
+pub const TPID_8021AD: u16 = 0x88a8;
+/// Pre-standard Q-in-Q tag.
+pub const TPID_QINQ: u16 = 0x9100;
+/// Bytes of Ethernet header plus one tag.
+const TAGGED_HDR: usize = 18;
+
+#[inline]
+fn be16(d: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]))
+}
+
+/// Classifies a frame received on physical port `port` (configured as `pc`): returns the port
+/// it enters the bridge on, after popping its tag, or why it is dropped. Frames too short to
+/// have an EtherType pass through untouched (the bridge drops them by name).
+#[inline]
+pub fn ingress(
+    pool: &Pool,
+    port: PortId,
+    pc: &PortConf,
+    b: &mut Buf,
+) -> Result<PortId, DropReason> {
+    let d = pool.data(b);
+    let Some(ethertype) = be16(d, 12) else {
+        return Ok(port);
+    };
+    let untagged = |pc: &PortConf| {
+        if pc.is_trunk() && pc.net.is_none() {
+            Err(DropReason::VlanUntaggedOnTrunk)
+        } else {
+            Ok(port)
+        }
+    };
+    match ethertype {
+        TPID_8021Q => {
+            let (Some(tci), Some(inner)) = (be16(d, 14), be16(d, 16)) else {
+                return Err(DropReason::VlanTruncated);
+            };
+            if matches!(inner, TPID_8021Q | TPID_8021AD | TPID_QINQ) {
+                return Err(DropReason::VlanStacked);
+            }
+            let vid = tci & 0x0fff;
+            if vid == 0x0fff {
+                return Err(DropReason::VlanReservedVid);
+            }
+            if pc.mtu > 0 && d.len() > pc.mtu as usize + TAGGED_HDR {
+                return Err(DropReason::VlanOversize);
+            }
+            let target = if vid == 0 {
+                untagged(pc)?
+            } else if !pc.is_trunk() {
+                return Err(DropReason::VlanTagOnAccess);
+            } else {
+                pc.vlan_port(vid).ok_or(DropReason::VlanUnknownVid)?
+            };
+            pop(pool, b);
+            pool.set_pcp(b, (tci >> 13) as u8);
+            Ok(target)
+        }
+        TPID_8021AD | TPID_QINQ => Err(DropReason::VlanQinq),
+        _ => untagged(pc),
+    }
+}
+
+/// Removes the tag of a tagged frame: the MAC addresses move 4 bytes up, over it.
+#[inline]
+pub fn pop(pool: &Pool, b: &mut Buf) -> bool {
+    let d = pool.data_mut(b);
+    if d.len() < TAGGED_HDR {
+        return false;
+    }
+    d.copy_within(0..12, 4);
+    pool.trim_front(b, 4)
+}
+
+/// Inserts a tag with `vid` and `pcp` after the MAC addresses, using the headroom; `false` if
+/// the frame has no headroom or no MAC addresses.
+#[inline]
+pub fn push(pool: &Pool, b: &mut Buf, vid: u16, pcp: u8) -> bool {
+    if pool.len(b) < 12 {
+        return false;
+    }
+    let Some(d) = pool.prepend(b, 4) else {
+        return false;
+    };
+    d.copy_within(4..16, 0);
+    let tci = (u16::from(pcp & 7) << 13) | (vid & 0x0fff);
+    d[12..14].copy_from_slice(&TPID_8021Q.to_be_bytes());
+    d[14..16].copy_from_slice(&tci.to_be_bytes());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NO_PORT;
+    use dataplane::pool::PoolCache;
+    use std::sync::Arc;
+
+    const UNTAGGED: [u8; 18] = [
+        0x02, 0, 0, 0, 0, 0x0b, // dst
+        0x02, 0, 0, 0, 0, 0x0a, // src
+        0x08, 0x00, // IPv4
+        0xde, 0xad, 0xbe, 0xef,
+    ];
+    // The same frame tagged VID 10 (0x00a), PCP 5: TCI 0xa00a.
+    const TAGGED: [u8; 22] = [
+        0x02, 0, 0, 0, 0, 0x0b, 0x02, 0, 0, 0, 0, 0x0a, 0x81, 0x00, 0xa0, 0x0a, 0x08, 0x00, 0xde,
+        0xad, 0xbe, 0xef,
+    ];
+
+    fn trunk(native: Option<u16>) -> PortConf {
+        let mut map = vec![NO_PORT; 4096];
+        map[10] = 7;
+        PortConf {
+            net: native,
+            mtu: 1500,
+            vlans: Some(Arc::from(map)),
+            ..Default::default()
+        }
+    }
+
+    fn run(pc: &PortConf, frame: &[u8]) -> (Result<PortId, DropReason>, Vec<u8>, u8) {
+        let pool = Pool::new(64).unwrap();
+        let mut cache = PoolCache::new(pool.clone());
+        let mut b = cache.alloc().unwrap();
+        assert!(pool.fill(&mut b, frame));
+        let r = ingress(&pool, 3, pc, &mut b);
+        let out = (r, pool.data(&b).to_vec(), pool.pcp(&b));
+        cache.free(b);
+        out
+    }
+
+    #[test]
+    fn pops_a_known_vid_onto_its_subinterface_keeping_pcp() {
+        assert_eq!(run(&trunk(None), &TAGGED), (Ok(7), UNTAGGED.to_vec(), 5));
+    }
+
+    #[test]
+    fn push_restores_the_exact_tagged_bytes() {
+        let pool = Pool::new(64).unwrap();
+        let mut cache = PoolCache::new(pool.clone());
+        let mut b = cache.alloc().unwrap();
+        assert!(pool.fill(&mut b, &UNTAGGED));
+        assert!(push(&pool, &mut b, 10, 5));
+        assert_eq!(pool.data(&b), &TAGGED);
+        assert!(pop(&pool, &mut b));
+        assert_eq!(pool.data(&b), &UNTAGGED);
+        cache.free(b);
+    }
+
+    #[test]
+    fn untagged_frames_go_to_the_native_vlan_or_are_dropped() {
+        assert_eq!(run(&trunk(Some(1)), &UNTAGGED).0, Ok(3));
+        assert_eq!(
+            run(&trunk(None), &UNTAGGED).0,
+            Err(DropReason::VlanUntaggedOnTrunk)
+        );
+        assert_eq!(run(&PortConf::access(Some(1), 10), &UNTAGGED).0, Ok(3));
+    }
+
+    #[test]
+    fn priority_tagged_frames_count_as_untagged() {
+        let mut f = TAGGED;
+        f[14..16].copy_from_slice(&0xa000u16.to_be_bytes());
+        assert_eq!(
+            run(&PortConf::access(Some(1), 10), &f),
+            (Ok(3), UNTAGGED.to_vec(), 5)
+        );
+        assert_eq!(run(&trunk(Some(1)), &f).0, Ok(3));
+        assert_eq!(
+            run(&trunk(None), &f).0,
+            Err(DropReason::VlanUntaggedOnTrunk)
+        );
+    }
+
+    #[test]
+    fn bad_tags_are_dropped_by_name() {
+        let with = |at: usize, v: u16| {
+            let mut f = TAGGED.to_vec();
+            f[at..at + 2].copy_from_slice(&v.to_be_bytes());
+            f
+        };
+        assert_eq!(
+            run(&PortConf::access(Some(1), 10), &TAGGED).0,
+            Err(DropReason::VlanTagOnAccess)
+        );
+        assert_eq!(
+            run(&trunk(None), &with(14, 20)).0,
+            Err(DropReason::VlanUnknownVid)
+        );
+        assert_eq!(
+            run(&trunk(None), &with(14, 0x0fff)).0,
+            Err(DropReason::VlanReservedVid)
+        );
+        assert_eq!(
+            run(&trunk(None), &with(16, TPID_8021Q)).0,
+            Err(DropReason::VlanStacked)
+        );
+        assert_eq!(
+            run(&trunk(None), &with(12, TPID_8021AD)).0,
+            Err(DropReason::VlanQinq)
+        );
+        assert_eq!(
+            run(&trunk(None), &with(12, TPID_QINQ)).0,
+            Err(DropReason::VlanQinq)
+        );
+        assert_eq!(
+            run(&trunk(None), &TAGGED[..16]).0,
+            Err(DropReason::VlanTruncated)
+        );
+        let mut big = TAGGED.to_vec();
+        big.resize(1500 + 18 + 1, 0);
+        assert_eq!(run(&trunk(None), &big).0, Err(DropReason::VlanOversize));
+        big.truncate(1500 + 18);
+        assert_eq!(run(&trunk(None), &big).0, Ok(7));
+    }
+}
