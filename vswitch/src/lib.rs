@@ -10,3 +10,5 @@ pub mod output;
 pub mod pipeline;
 pub mod testbed;
 pub mod vlan;
+pub mod neigh;
+pub mod vxlan;

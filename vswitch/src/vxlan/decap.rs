@@ -140,7 +140,10 @@ pub fn classify(frame: &[u8], local_ip: Ipv4Addr, port: u16) -> Result<Decap, De
     if fold(sum16(header, 0)) != 0xffff {
         return Err(BadChecksum);
     }
-    let Some(udp) = l4.get(..usize::from(udp_len)).filter(|u| u.len() >= UDP_LEN) else {
+    let Some(udp) = l4
+        .get(..usize::from(udp_len))
+        .filter(|u| u.len() >= UDP_LEN)
+    else {
         return Err(BadOuter);
     };
     let src = ipv4_at(ip, 12).unwrap_or(Ipv4Addr::UNSPECIFIED);
@@ -159,7 +162,10 @@ pub fn classify(frame: &[u8], local_ip: Ipv4Addr, port: u16) -> Result<Decap, De
     };
     match inner_type {
         0x8100 | 0x88a8 | 0x9100 => return Err(InnerTagged),
-        0x0800 | 0x86dd if inner_udp_dport(inner, inner_type).is_some_and(|p| p == DEFAULT_PORT || p == port) => {
+        0x0800 | 0x86dd
+            if inner_udp_dport(inner, inner_type)
+                .is_some_and(|p| p == DEFAULT_PORT || p == port) =>
+        {
             return Err(VxlanInVxlan);
         }
         _ => {}
@@ -221,11 +227,11 @@ mod tests {
     /// VXLAN from 192.0.2.2:50000 to 192.0.2.1:4789, VNI 0x123456, carrying the 14-byte
     /// Ethernet header 02:..:0b <- 02:..:0a type 0x0800 and the payload "hello" (19 bytes).
     /// Built by hand: IPv4 total length 20 + 8 + 8 + 19 = 55 (0x37); checksum 0x4500 + 0x0037 +
-    /// 0x4000 + 0x4011 + 0xc000 + 0x0202 + 0xc000 + 0x0201 = 0x24951, folded 0x4953,
-    /// complemented 0xb6ac. UDP length 35 (0x23), checksum zero.
+    /// 0x4000 + 0x4011 + 0xc000 + 0x0202 + 0xc000 + 0x0201 = 0x2494b, folded 0x494d,
+    /// complemented 0xb6b2. UDP length 35 (0x23), checksum zero.
     const GOLDEN: [u8; 69] = [
         0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x08, 0x00, //
-        0x45, 0x00, 0x00, 0x37, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb6, 0xac, //
+        0x45, 0x00, 0x00, 0x37, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb6, 0xb2, //
         0xc0, 0x00, 0x02, 0x02, 0xc0, 0x00, 0x02, 0x01, //
         0xc3, 0x50, 0x12, 0xb5, 0x00, 0x23, 0x00, 0x00, //
         0x08, 0x00, 0x00, 0x00, 0x12, 0x34, 0x56, 0x00, //
@@ -276,7 +282,7 @@ mod tests {
     fn golden_frame_classifies_and_decaps() {
         let mut ip = GOLDEN[14..34].to_vec();
         ip[10..12].fill(0);
-        assert_eq!(checksum(&ip), 0xb6ac, "hand-computed checksum");
+        assert_eq!(checksum(&ip), 0xb6b2, "hand-computed checksum");
 
         let d = expect_ok(&GOLDEN);
         assert_eq!(
@@ -404,10 +410,7 @@ mod tests {
         fix_ip_csum(&mut tcp);
         expect(&tcp, DecapDrop::NotVxlan);
         // Another UDP port; and ours configured differently.
-        assert_eq!(
-            classify(&GOLDEN, LOCAL_IP, 8472),
-            Err(DecapDrop::NotVxlan)
-        );
+        assert_eq!(classify(&GOLDEN, LOCAL_IP, 8472), Err(DecapDrop::NotVxlan));
         let mut other = GOLDEN.to_vec();
         other[36..38].copy_from_slice(&8472u16.to_be_bytes());
         fix_ip_csum(&mut other);
@@ -540,17 +543,11 @@ mod tests {
         let mut f = with_inner(&inner_v4_udp(8472));
         f[36..38].copy_from_slice(&8472u16.to_be_bytes());
         fix_ip_csum(&mut f);
-        assert_eq!(
-            classify(&f, LOCAL_IP, 8472),
-            Err(DecapDrop::VxlanInVxlan)
-        );
+        assert_eq!(classify(&f, LOCAL_IP, 8472), Err(DecapDrop::VxlanInVxlan));
         let mut g = with_inner(&inner_v4_udp(4789));
         g[36..38].copy_from_slice(&8472u16.to_be_bytes());
         fix_ip_csum(&mut g);
-        assert_eq!(
-            classify(&g, LOCAL_IP, 8472),
-            Err(DecapDrop::VxlanInVxlan)
-        );
+        assert_eq!(classify(&g, LOCAL_IP, 8472), Err(DecapDrop::VxlanInVxlan));
         // Other UDP traffic, and a later fragment whose bytes happen to read 4789, pass.
         assert!(classify(&with_inner(&inner_v4_udp(53)), LOCAL_IP, PORT).is_ok());
         let mut frag = inner_v4_udp(4789);
@@ -576,8 +573,7 @@ mod tests {
 
     #[test]
     fn every_drop_has_a_distinct_name() {
-        let names: std::collections::HashSet<_> =
-            DecapDrop::ALL.iter().map(|d| d.name()).collect();
+        let names: std::collections::HashSet<_> = DecapDrop::ALL.iter().map(|d| d.name()).collect();
         assert_eq!(names.len(), DecapDrop::COUNT);
         assert_eq!(DecapDrop::UnknownVni.name(), "vxlan_unknown_vni");
         assert_eq!(DecapDrop::UnknownVtep.name(), "vxlan_unknown_vtep");

@@ -24,8 +24,8 @@ use dataplane::pool::{Buf, Pool};
 use dataplane::wire::VxlanRepr;
 
 use super::{
-    DEFAULT_PORT, DEFAULT_TTL, IP_OVERHEAD, OUTER_ETH_LEN, OUTER_LEN, SRC_PORT_MIN,
-    SRC_PORT_RANGE, UDP_LEN, VXLAN_LEN,
+    DEFAULT_PORT, DEFAULT_TTL, IP_OVERHEAD, OUTER_ETH_LEN, OUTER_LEN, SRC_PORT_MIN, SRC_PORT_RANGE,
+    UDP_LEN, VXLAN_LEN,
 };
 
 named_counters! {
@@ -466,10 +466,7 @@ mod tests {
         });
         assert_eq!(t.max_inner_frame(), 1464);
         assert!(encapsulated(&t, &[0u8; 1464], 0).is_ok());
-        assert_eq!(
-            encapsulated(&t, &[0u8; 1465], 0),
-            Err(EncapError::TooBig)
-        );
+        assert_eq!(encapsulated(&t, &[0u8; 1465], 0), Err(EncapError::TooBig));
 
         let pool = Pool::new(64).unwrap();
         let mut b = pool.alloc_shared().unwrap();
@@ -478,7 +475,10 @@ mod tests {
         assert_eq!(pool.data(&b), &[7u8; 1465][..], "unchanged");
         pool.free_shared(b);
 
-        let tiny = Tunnel::new(TunnelParams { mtu: 30, ..params() });
+        let tiny = Tunnel::new(TunnelParams {
+            mtu: 30,
+            ..params()
+        });
         assert_eq!(tiny.max_inner_frame(), 0);
         assert_eq!(encapsulated(&tiny, &[1], 0), Err(EncapError::TooBig));
         let huge = Tunnel::new(TunnelParams {
@@ -580,16 +580,11 @@ mod tests {
 
     #[test]
     fn flow_hash_never_panics_on_short_or_odd_frames() {
-        let a = tcp_frame(
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(10, 0, 0, 2),
-            1,
-            2,
-        );
+        let a = tcp_frame(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1, 2);
         for n in 0..=a.len() {
             let _ = flow_hash(&a[..n]);
         }
-        let mut v6 = vec![0u8; 14 + 40 + 8];
+        let mut v6 = [0u8; 14 + 40 + 8];
         v6[12..14].copy_from_slice(&[0x86, 0xdd]);
         v6[14 + 6] = 17;
         for n in 0..=v6.len() {
