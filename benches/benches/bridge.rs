@@ -128,6 +128,7 @@ impl Rig {
                     statics: Vec::new(),
                 }),
             ],
+            ..Default::default()
         })));
         worker.poll_once(NOW);
         let mut egress = peers.split_off(1);

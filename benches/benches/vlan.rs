@@ -97,6 +97,7 @@ impl Rig {
                 gen: 1,
                 ports,
                 nets,
+                ..Default::default()
             })),
         ))
         .expect("worker channel open");

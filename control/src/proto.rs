@@ -154,6 +154,16 @@ pub mod cmd {
     pub const CONFIG_EXPORT: &str = "config.export";
     /// [`super::ConfigDoc`] -> [`super::ImportSummary`]
     pub const CONFIG_IMPORT: &str = "config.import";
+    /// [`super::UplinkSpec`] -> [`super::UplinkInfo`]
+    pub const UPLINK_SET: &str = "uplink.set";
+    /// `{}` -> [`super::UplinkInfo`] (or `null` when none is set)
+    pub const UPLINK_SHOW: &str = "uplink.show";
+    /// [`super::PeerSpec`] -> `null`
+    pub const PEER_ADD: &str = "peer.add";
+    /// [`super::PeerSpec`] -> `null`
+    pub const PEER_RM: &str = "peer.rm";
+    /// [`super::PeerLsArgs`] -> `[PeerSpec]`
+    pub const PEER_LS: &str = "peer.ls";
 
     /// All command names, for `unknown command` messages.
     pub const ALL: &[&str] = &[
@@ -172,6 +182,11 @@ pub mod cmd {
         STATS,
         CONFIG_EXPORT,
         CONFIG_IMPORT,
+        UPLINK_SET,
+        UPLINK_SHOW,
+        PEER_ADD,
+        PEER_RM,
+        PEER_LS,
     ];
 }
 
@@ -207,6 +222,10 @@ pub struct NetworkSpec {
     /// Seconds an unrefreshed learned MAC stays in the table (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aging_secs: Option<u32>,
+    /// Overlay networks: learn remote MACs from decapsulated frames (default true). Turn it off
+    /// when a control plane programs every remote MAC with `fdb add --vtep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learn_remote: Option<bool>,
 }
 
 /// Kind of port.
@@ -321,6 +340,64 @@ pub struct ConfigDoc {
     /// Static MAC table entries.
     #[serde(default)]
     pub fdb: Vec<StaticFdb>,
+    /// The host's address on its uplink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkSpec>,
+    /// Remote VTEPs of overlay networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerSpec>,
+}
+
+/// The host's underlay address (`uplink set`): the VXLAN source address, answered for in ARP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkSpec {
+    /// The port that faces the underlay (a TAP or AF_XDP port in no network).
+    pub port: String,
+    /// Address and prefix, e.g. `192.168.1.10/24`.
+    pub ip: String,
+    /// Next hop for VTEPs outside the prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// UDP destination port of VXLAN (default 4789).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_port: Option<u16>,
+    /// The switch's own MAC on the underlay (chosen by the daemon when absent, then kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// A remote VTEP of an overlay network (`peer add`): it receives the network's broadcast,
+/// multicast and unknown-unicast frames (head-end replication), and the switch accepts VXLAN
+/// from it for that network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSpec {
+    /// Overlay network.
+    pub network: String,
+    /// The VTEP's underlay IPv4 address.
+    pub vtep: String,
+}
+
+/// `peer.ls` arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerLsArgs {
+    /// Only this network's peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// `uplink.show` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkInfo {
+    /// The configuration (with the MAC filled in).
+    #[serde(flatten)]
+    pub spec: UplinkSpec,
+    /// MTU of overlay networks carried over this uplink (uplink MTU - 50).
+    pub overlay_mtu: u32,
+    /// Underlay neighbours resolved: `ip -> mac` (from worker 0).
+    pub neighbours: Vec<(String, String)>,
 }
 
 impl Default for ConfigDoc {
@@ -330,6 +407,8 @@ impl Default for ConfigDoc {
             networks: Vec::new(),
             ports: Vec::new(),
             fdb: Vec::new(),
+            uplink: None,
+            peers: Vec::new(),
         }
     }
 }
@@ -361,6 +440,12 @@ pub struct NetworkInfo {
     pub effective_mac_limit: u32,
     /// Effective aging time in seconds.
     pub effective_aging_secs: u32,
+    /// Largest frame payload the network carries (overlay: the uplink's MTU - 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Remote VTEPs (overlay networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
 }
 
 /// `port.inspect` / `port.ls` result.

@@ -271,32 +271,20 @@ fn fdb_rm_sends_a_canonical_mac_and_prints_nothing_with_json() {
 
 #[test]
 fn bad_mac_is_rejected_without_connecting() {
-    let sock = SocketPath::new();
-    let listener = UnixListener::bind(&sock.0).expect("bind");
-    listener.set_nonblocking(true).expect("non-blocking");
-    let out = vswitchctl(
-        &sock.0,
-        &[
-            "fdb",
-            "add",
-            "--network",
-            "blue",
-            "--mac",
-            "02:42:zz:11:00:02",
-            "--port",
-            "tap0",
-        ],
-    );
-    let stderr = assert_one_error_line(&out, 2);
+    let stderr = assert_rejected_without_connecting(&[
+        "fdb",
+        "add",
+        "--network",
+        "blue",
+        "--mac",
+        "02:42:zz:11:00:02",
+        "--port",
+        "tap0",
+    ]);
     assert!(
         stderr.contains("'02:42:zz:11:00:02' is not a MAC address"),
         "{stderr}"
     );
-    // vswitchctl has exited, so a connection it made would be waiting in the backlog.
-    match listener.accept() {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        other => panic!("vswitchctl connected anyway: {other:?}"),
-    }
 }
 
 #[test]
@@ -437,4 +425,178 @@ fn stats_watch_repeats_until_the_daemon_goes_away() {
             || stderr == "error: the daemon closed the connection; see its log\n",
         "{stderr}"
     );
+}
+
+/// Runs a command that must fail locally: one `error:` line, exit 2, and no connection made.
+fn assert_rejected_without_connecting(args: &[&str]) -> String {
+    let sock = SocketPath::new();
+    let listener = UnixListener::bind(&sock.0).expect("bind");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let out = vswitchctl(&sock.0, args);
+    let stderr = assert_one_error_line(&out, 2);
+    // vswitchctl has exited, so a connection it made would be waiting in the backlog.
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("vswitchctl {args:?} connected anyway: {other:?}"),
+    }
+    stderr
+}
+
+#[test]
+fn uplink_set_sends_its_settings_and_confirms() {
+    let sock = SocketPath::new();
+    let daemon = fake_daemon(
+        &sock.0,
+        "uplink.set",
+        json!({"port": "up0", "ip": "192.168.1.10/24", "gateway": "192.168.1.1",
+               "vxlan_port": 8472}),
+        Answer::Ok(
+            json!({"port": "up0", "ip": "192.168.1.10/24", "gateway": "192.168.1.1",
+                          "vxlan_port": 8472, "mac": "02:00:00:00:00:0a",
+                          "overlay_mtu": 1450, "neighbours": []}),
+        ),
+    );
+    let out = vswitchctl(
+        &sock.0,
+        &[
+            "uplink",
+            "set",
+            "up0",
+            "--ip",
+            "192.168.1.10/24",
+            "--gateway",
+            "192.168.1.1",
+            "--vxlan-port",
+            "8472",
+        ],
+    );
+    join(daemon);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "uplink set on port 'up0': 192.168.1.10/24 (mac 02:00:00:00:00:0a, overlay mtu 1450)\n"
+    );
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn uplink_show_says_when_none_is_set() {
+    let sock = SocketPath::new();
+    let daemon = fake_daemon(&sock.0, "uplink.show", json!({}), Answer::Ok(Value::Null));
+    let out = vswitchctl(&sock.0, &["uplink", "show"]);
+    join(daemon);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "no uplink set\n");
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn uplink_show_prints_settings_and_neighbours() {
+    let sock = SocketPath::new();
+    let daemon = fake_daemon(
+        &sock.0,
+        "uplink.show",
+        json!({}),
+        Answer::Ok(
+            json!({"port": "up0", "ip": "192.168.1.10/24", "mac": "02:00:00:00:00:0a",
+                          "overlay_mtu": 1450,
+                          "neighbours": [["192.168.1.20", "02:00:00:00:00:14"]]}),
+        ),
+    );
+    let out = vswitchctl(&sock.0, &["uplink", "show"]);
+    join(daemon);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "port:        up0\n\
+         ip:          192.168.1.10/24\n\
+         gateway:     -\n\
+         mac:         02:00:00:00:00:0a\n\
+         vxlan port:  4789 (default)\n\
+         overlay mtu: 1450\n\
+         \n\
+         NEIGHBOUR     MAC\n\
+         192.168.1.20  02:00:00:00:00:14\n"
+    );
+}
+
+#[test]
+fn peer_add_sends_network_and_vtep() {
+    let sock = SocketPath::new();
+    let daemon = fake_daemon(
+        &sock.0,
+        "peer.add",
+        json!({"network": "blue", "vtep": "192.0.2.7"}),
+        Answer::Ok(Value::Null),
+    );
+    let out = vswitchctl(
+        &sock.0,
+        &["peer", "add", "--network", "blue", "--vtep", "192.0.2.7"],
+    );
+    join(daemon);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "peer 192.0.2.7 added to network 'blue'\n"
+    );
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn peer_ls_prints_a_table() {
+    let sock = SocketPath::new();
+    let daemon = fake_daemon(
+        &sock.0,
+        "peer.ls",
+        json!({"network": "blue"}),
+        Answer::Ok(json!([{"network": "blue", "vtep": "192.0.2.7"},
+                          {"network": "blue", "vtep": "198.51.100.20"}])),
+    );
+    let out = vswitchctl(&sock.0, &["peer", "ls", "--network", "blue"]);
+    join(daemon);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "NETWORK  VTEP\n\
+         blue     192.0.2.7\n\
+         blue     198.51.100.20\n"
+    );
+}
+
+#[test]
+fn bad_overlay_values_are_rejected_in_one_line_without_connecting() {
+    let stderr =
+        assert_rejected_without_connecting(&["uplink", "set", "up0", "--ip", "192.168.1.10"]);
+    assert!(
+        stderr.contains("'192.168.1.10' is not an IPv4 address with a prefix length"),
+        "{stderr}"
+    );
+    let stderr = assert_rejected_without_connecting(&[
+        "uplink",
+        "set",
+        "up0",
+        "--ip",
+        "192.168.1.10/24",
+        "--gateway",
+        "192.168.2.1",
+    ]);
+    assert_eq!(
+        stderr,
+        "error: gateway 192.168.2.1 is outside the uplink's prefix 192.168.1.0/24; pick an address inside it\n"
+    );
+    let stderr = assert_rejected_without_connecting(&[
+        "peer",
+        "add",
+        "--network",
+        "blue",
+        "--vtep",
+        "239.1.1.1",
+    ]);
+    assert_eq!(
+        stderr,
+        "error: VTEP 239.1.1.1 is a multicast address; give one host's unicast IPv4 address\n"
+    );
+    let stderr =
+        assert_rejected_without_connecting(&["network", "create", "blue", "--no-learn-remote"]);
+    assert!(stderr.contains("--vni"), "{stderr}");
 }

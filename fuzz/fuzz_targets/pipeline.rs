@@ -23,8 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let snap = Arc::new(Snapshot {
         gen: 1,
         ports,
-        nets: vec![None, Some(NetConf { ports: vec![0, 1, 2], mac_limit: 16, aging_secs: 5, statics: vec![([2, 0, 0, 0, 0, 9], 2)] })],
-    });
+        nets: vec![None, Some(NetConf { ports: vec![0, 1, 2], mac_limit: 16, aging_secs: 5, statics: vec![([2, 0, 0, 0, 0, 9], 2)] })], ..Default::default() });
     let (mut w, tx) = Worker::new(0, pool.clone(), Switch::new(pool.clone(), 64), snap.clone());
     let mut peers = Vec::new();
     for port in 0..PORTS {

@@ -204,6 +204,7 @@ impl Topo {
             gen,
             ports: Vec::new(),
             nets: Vec::new(),
+            ..Default::default()
         })
     }
 

@@ -43,6 +43,7 @@ fn a_mac_learned_on_one_worker_is_known_to_the_other() {
                 statics: vec![],
             }),
         ],
+        ..Default::default()
     });
     // Worker 0 receives on port 0, worker 1 on port 1; both can transmit on every port.
     let mut workers = Vec::new();

@@ -200,6 +200,7 @@ fn forwarding_and_flooding_allocate_nothing_in_steady_state() {
                 statics: Vec::new(),
             }),
         ],
+        ..Default::default()
     };
     tx.send((PORTS as u64 + 1, Command::Config(Arc::new(snap))))
         .expect("worker channel open");

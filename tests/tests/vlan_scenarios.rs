@@ -102,6 +102,7 @@ fn snapshot(native: bool, trunk_mtu: u32) -> Snapshot {
         gen: 1,
         ports,
         nets,
+        ..Default::default()
     }
 }
 

@@ -4,6 +4,7 @@
 //! every worker (see `dataplane::worker`); a worker holds one snapshot for a whole burst.
 
 use dataplane::port::PortId;
+use std::net::Ipv4Addr;
 
 /// Network (bridge domain) id.
 pub type NetId = u16;
@@ -33,6 +34,55 @@ pub struct PortConf {
     pub parent: Option<(PortId, u16)>,
     /// For a trunk: the subinterface port of each VID (4096 entries, [`NO_PORT`] where none).
     pub vlans: Option<std::sync::Arc<[PortId]>>,
+    /// For a VXLAN tunnel (a remote VTEP of an overlay network): where it goes.
+    pub tunnel: Option<TunnelConf>,
+    /// Whether source MACs seen on this port are learned.
+    pub learn: bool,
+}
+
+/// A tunnel port: frames sent to it are encapsulated towards `vtep` with `vni`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelConf {
+    /// The remote VTEP.
+    pub vtep: Ipv4Addr,
+    /// The network's VNI.
+    pub vni: u32,
+}
+
+/// The host's underlay address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UplinkConf {
+    /// The port facing the underlay.
+    pub port: PortId,
+    /// The switch's own MAC on the underlay.
+    pub mac: [u8; 6],
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Prefix length of the underlay subnet.
+    pub prefix: u8,
+    /// Next hop for VTEPs outside the subnet.
+    pub gateway: Option<Ipv4Addr>,
+    /// VXLAN UDP port.
+    pub vxlan_port: u16,
+    /// The uplink's IP MTU.
+    pub mtu: u32,
+}
+
+impl UplinkConf {
+    /// The underlay next hop towards `dst`: itself on the subnet, else the gateway.
+    #[inline]
+    pub fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix.min(32)))
+        };
+        if u32::from(dst) & mask == u32::from(self.ip) & mask {
+            Some(dst)
+        } else {
+            self.gateway
+        }
+    }
 }
 
 impl Default for PortConf {
@@ -43,6 +93,8 @@ impl Default for PortConf {
             mtu: 0,
             parent: None,
             vlans: None,
+            tunnel: None,
+            learn: true,
         }
     }
 }
@@ -93,6 +145,12 @@ pub struct Snapshot {
     pub ports: Vec<Option<PortConf>>,
     /// Networks by id.
     pub nets: Vec<Option<NetConf>>,
+    /// The underlay address, when set.
+    pub uplink: Option<UplinkConf>,
+    /// Overlay networks by VNI, sorted by VNI.
+    pub vnis: Vec<(u32, NetId)>,
+    /// Tunnel ports by (network, remote VTEP), sorted.
+    pub tunnels: Vec<((NetId, u32), PortId)>,
 }
 
 impl Snapshot {
@@ -100,6 +158,21 @@ impl Snapshot {
     #[inline]
     pub fn port(&self, id: PortId) -> Option<&PortConf> {
         self.ports.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// The overlay network carrying `vni`.
+    #[inline]
+    pub fn net_of_vni(&self, vni: u32) -> Option<NetId> {
+        let i = self.vnis.binary_search_by_key(&vni, |&(v, _)| v).ok()?;
+        self.vnis.get(i).map(|&(_, n)| n)
+    }
+
+    /// The tunnel port of network `net` towards `vtep`.
+    #[inline]
+    pub fn tunnel_port(&self, net: NetId, vtep: Ipv4Addr) -> Option<PortId> {
+        let key = (net, u32::from(vtep));
+        let i = self.tunnels.binary_search_by_key(&key, |&(k, _)| k).ok()?;
+        self.tunnels.get(i).map(|&(_, p)| p)
     }
 
     /// Network `id`, if configured.

@@ -3,6 +3,8 @@
 //! Invariant the tests check: frames received = frames forwarded + frames flooded + drops
 //! (+ frames still queued), where a flooded frame counts once however many copies it made.
 
+use crate::neigh::{ArpIgnore, NeighDrop};
+use crate::vxlan::{DecapDrop, EncapError};
 use dataplane::named_counters;
 
 named_counters! {
@@ -38,6 +40,8 @@ named_counters! {
         VlanOversize => "vlan_oversize",
         /// No headroom left to push a tag (never expected: buffers keep 256 bytes).
         NoHeadroom => "no_headroom",
+        /// A VTEP outside the uplink's subnet and no gateway to reach it.
+        NoRoute => "vxlan_no_route",
     }
 }
 
@@ -75,6 +79,18 @@ named_counters! {
         MacSynced => "mac_synced",
         /// Sightings not passed to another worker because its inbox was full.
         MacSyncOverflow => "mac_sync_overflow",
+        /// Frames encapsulated in VXLAN.
+        VxlanEncap => "vxlan_encap",
+        /// Frames decapsulated from VXLAN.
+        VxlanDecap => "vxlan_decap",
+        /// Frames held while their tunnel's next hop is resolved.
+        NeighQueued => "neigh_queued",
+        /// ARP requests for the uplink address answered.
+        ArpReplied => "arp_replied",
+        /// ARP frames consumed to learn an underlay neighbour.
+        ArpLearned => "arp_learned",
+        /// ARP requests sent to resolve underlay next hops.
+        ArpRequests => "arp_requests",
     }
 }
 
@@ -90,5 +106,60 @@ pub const fn event_index(e: Event) -> usize {
     DropReason::COUNT + e as usize
 }
 
+/// A counter of the pipeline's block: every drop reason of every stage maps to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropIdx(pub usize);
+
+const DECAP_BASE: usize = DropReason::COUNT + Event::COUNT;
+const ENCAP_BASE: usize = DECAP_BASE + DecapDrop::COUNT;
+const NEIGH_BASE: usize = ENCAP_BASE + EncapError::COUNT;
+const ARP_BASE: usize = NEIGH_BASE + NeighDrop::COUNT;
+
+impl From<DropReason> for DropIdx {
+    fn from(d: DropReason) -> Self {
+        DropIdx(d as usize)
+    }
+}
+impl From<DecapDrop> for DropIdx {
+    fn from(d: DecapDrop) -> Self {
+        DropIdx(DECAP_BASE + d as usize)
+    }
+}
+impl From<EncapError> for DropIdx {
+    fn from(d: EncapError) -> Self {
+        DropIdx(ENCAP_BASE + d as usize)
+    }
+}
+impl From<NeighDrop> for DropIdx {
+    fn from(d: NeighDrop) -> Self {
+        DropIdx(NEIGH_BASE + d as usize)
+    }
+}
+impl From<ArpIgnore> for DropIdx {
+    fn from(d: ArpIgnore) -> Self {
+        DropIdx(ARP_BASE + d as usize)
+    }
+}
+
 /// Size of the pipeline's counter block.
-pub const COUNTERS: usize = DropReason::COUNT + Event::COUNT;
+pub const COUNTERS: usize = ARP_BASE + ArpIgnore::COUNT;
+
+/// Every drop counter: its index in the block and its name.
+pub fn drop_counters() -> impl Iterator<Item = (usize, &'static str)> {
+    let a = DropReason::ALL
+        .iter()
+        .map(|&d| (DropIdx::from(d).0, d.name()));
+    let b = DecapDrop::ALL
+        .iter()
+        .map(|&d| (DropIdx::from(d).0, d.name()));
+    let c = EncapError::ALL
+        .iter()
+        .map(|&d| (DropIdx::from(d).0, d.name()));
+    let e = NeighDrop::ALL
+        .iter()
+        .map(|&d| (DropIdx::from(d).0, d.name()));
+    let f = ArpIgnore::ALL
+        .iter()
+        .map(|&d| (DropIdx::from(d).0, d.name()));
+    a.chain(b).chain(c).chain(e).chain(f)
+}

@@ -2,19 +2,27 @@
 //! pushed. Stages send through here so that they never need to know which kind a port is.
 
 use crate::config::Snapshot;
-use crate::counters::DropReason;
+use crate::counters::{DropIdx, DropReason};
+use crate::overlay::Overlay;
 use crate::vlan;
 use dataplane::pool::{Buf, Pool};
 use dataplane::port::PortId;
 use dataplane::worker::Context;
 
-/// Whether this worker can send on `port` (for a subinterface: on its parent).
+/// Whether this worker can send on `port` (for a subinterface: on its parent; for a tunnel: on
+/// the uplink).
 #[inline]
 pub fn reachable(cx: &Context<'_>, cfg: &Snapshot, port: PortId) -> bool {
-    match cfg.port(port).and_then(|p| p.parent) {
-        Some((parent, _)) => cx.ports.has(parent),
-        None => cx.ports.has(port),
+    let Some(pc) = cfg.port(port) else {
+        return false;
+    };
+    if let Some((parent, _)) = pc.parent {
+        return cx.ports.has(parent);
     }
+    if pc.tunnel.is_some() {
+        return cfg.uplink.is_some_and(|u| cx.ports.has(u.port));
+    }
+    cx.ports.has(port)
 }
 
 /// Sends `b` out of `port`. On failure `b` is freed and the reason returned for the caller to
@@ -24,24 +32,34 @@ pub fn send(
     cx: &mut Context<'_>,
     cfg: &Snapshot,
     pool: &Pool,
+    overlay: &mut Overlay,
     port: PortId,
     mut b: Buf,
-) -> Result<(), DropReason> {
-    let Some((parent, vid)) = cfg.port(port).and_then(|p| p.parent) else {
+) -> Result<(), DropIdx> {
+    let pc = cfg.port(port);
+    if pc.is_some_and(|p| p.tunnel.is_some()) {
+        let len = pool.len(&b) as u64;
+        overlay.send(cx, port, b)?;
+        let c = cx.stats.port(port);
+        c.tx_packets.inc();
+        c.tx_bytes.add(len);
+        return Ok(());
+    }
+    let Some((parent, vid)) = pc.and_then(|p| p.parent) else {
         return if cx.ports.enqueue(cx.cache, cx.stats, port, b) {
             Ok(())
         } else {
-            Err(DropReason::PortDown)
+            Err(DropReason::PortDown.into())
         };
     };
     let len = pool.len(&b) as u64;
     let pcp = pool.pcp(&b);
     if !vlan::push(pool, &mut b, vid, pcp) {
         cx.cache.free(b);
-        return Err(DropReason::NoHeadroom);
+        return Err(DropReason::NoHeadroom.into());
     }
     if !cx.ports.enqueue(cx.cache, cx.stats, parent, b) {
-        return Err(DropReason::PortDown);
+        return Err(DropReason::PortDown.into());
     }
     let c = cx.stats.port(port);
     c.tx_packets.inc();

@@ -5,12 +5,14 @@ use crate::bridge::fdb::DumpEntry;
 use crate::bridge::Bridge;
 use crate::config::{NetId, Snapshot};
 use crate::counters::{drop_index, COUNTERS};
+use crate::overlay::{Overlay, UplinkRx};
 use crate::vlan;
 use crossbeam::channel::Sender;
 use dataplane::burst::Burst;
 use dataplane::pool::Pool;
 use dataplane::port::PortId;
 use dataplane::worker::{Context, Pipeline};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 /// Control requests a worker answers.
@@ -21,6 +23,11 @@ pub enum Request {
         net: Option<NetId>,
         /// Where the answer goes: the entries and the worker's `now`.
         reply: Sender<(Vec<DumpEntry>, u64)>,
+    },
+    /// The underlay neighbours this worker resolved.
+    Neighbours {
+        /// Where the answer goes.
+        reply: Sender<Vec<(Ipv4Addr, [u8; 6])>>,
     },
     /// Forget one MAC.
     FdbRemove {
@@ -36,9 +43,13 @@ pub enum Request {
 pub struct Switch {
     /// The bridge stage.
     pub bridge: Bridge,
+    /// The overlay stage (VXLAN tunnels, the switch's underlay address).
+    pub overlay: Overlay,
     pool: Arc<Pool>,
     /// Frames of one burst that enter the bridge on the same (logical) port.
     group: Burst,
+    /// Underlay neighbours other workers learned, between inbox and overlay (allocated once).
+    neigh_sightings: Vec<(Ipv4Addr, [u8; 6])>,
 }
 
 impl Switch {
@@ -46,9 +57,54 @@ impl Switch {
     pub fn new(pool: Arc<Pool>, fdb_capacity: u32) -> Switch {
         Switch {
             bridge: Bridge::new(pool.clone(), fdb_capacity),
+            overlay: Overlay::new(pool.clone()),
             pool,
             group: Burst::new(),
+            neigh_sightings: Vec::with_capacity(64),
         }
+    }
+
+    /// Applies what the other workers learned.
+    fn apply_inbox(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) {
+        if !self.bridge.has_sync() {
+            return;
+        }
+        self.bridge
+            .apply_inbox(cx.stats, cfg, cx.now, &mut self.neigh_sightings);
+        for (ip, mac) in self.neigh_sightings.drain(..) {
+            self.overlay.learn_neighbour(cx, ip, mac);
+        }
+    }
+
+    /// Hands the current group to the bridge.
+    #[inline]
+    fn flush_group(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, port: PortId) {
+        if !self.group.is_empty() {
+            self.bridge
+                .rx(cx, cfg, &mut self.overlay, port, &mut self.group);
+        }
+    }
+
+    /// Frames from the underlay: VXLAN into the bridge on tunnel ports, ARP to the overlay.
+    fn uplink_rx(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, burst: &mut Burst) {
+        let mut current = PortId::MAX;
+        for b in burst.drain() {
+            match self.overlay.uplink_rx(cx, cfg, b) {
+                UplinkRx::Inner(to, b) => {
+                    if to != current {
+                        self.flush_group(cx, cfg, current);
+                    }
+                    current = to;
+                    // Cannot fail: the group never holds more than the burst it came from.
+                    let _ = self.group.push(b);
+                }
+                UplinkRx::Done => {}
+                UplinkRx::Learned(ip, mac) => {
+                    self.bridge.post(cx.stats, Overlay::sighting(ip, mac))
+                }
+            }
+        }
+        self.flush_group(cx, cfg, current);
     }
 }
 
@@ -59,9 +115,14 @@ impl Pipeline for Switch {
 
     #[inline]
     fn rx(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, port: PortId, burst: &mut Burst) {
+        self.apply_inbox(cx, cfg);
+        if cfg.uplink.is_some_and(|u| u.port == port) {
+            self.uplink_rx(cx, cfg, burst);
+            return;
+        }
         let Some(pc) = cfg.port(port) else {
             // Unconfigured: the bridge drops the burst by name.
-            self.bridge.rx(cx, cfg, port, burst);
+            self.bridge.rx(cx, cfg, &mut self.overlay, port, burst);
             return;
         };
         // Split the burst into runs that enter the bridge on the same logical port (a trunk's
@@ -70,8 +131,8 @@ impl Pipeline for Switch {
         for mut b in burst.drain() {
             match vlan::ingress(&self.pool, port, pc, &mut b) {
                 Ok(to) => {
-                    if to != current && !self.group.is_empty() {
-                        self.bridge.rx(cx, cfg, current, &mut self.group);
+                    if to != current {
+                        self.flush_group(cx, cfg, current);
                     }
                     current = to;
                     if to != port {
@@ -88,17 +149,18 @@ impl Pipeline for Switch {
                 }
             }
         }
-        if !self.group.is_empty() {
-            self.bridge.rx(cx, cfg, current, &mut self.group);
-        }
+        self.flush_group(cx, cfg, current);
     }
 
-    fn configure(&mut self, _cx: &mut Context<'_>, cfg: &Snapshot) {
+    fn configure(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) {
         self.bridge.configure(cfg);
+        self.overlay.configure(cfg, cx.cache);
     }
 
     fn tick(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) {
+        self.apply_inbox(cx, cfg);
         self.bridge.tick(cx.stats, cfg, cx.now);
+        self.overlay.tick(cx);
     }
 
     fn request(&mut self, cx: &mut Context<'_>, _cfg: &Snapshot, req: Request) {
@@ -108,6 +170,9 @@ impl Pipeline for Switch {
             }
             Request::FdbRemove { net, mac } => {
                 self.bridge.fdb.remove(net, &mac);
+            }
+            Request::Neighbours { reply } => {
+                let _ = reply.send(self.overlay.neighbours());
             }
         }
     }

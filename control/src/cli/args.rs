@@ -33,6 +33,12 @@ pub(crate) enum Command {
     /// The MAC table: learned and static entries
     #[command(subcommand)]
     Fdb(FdbCmd),
+    /// The host's underlay address: VXLAN source of overlay networks
+    #[command(subcommand)]
+    Uplink(UplinkCmd),
+    /// Remote VTEPs of overlay networks
+    #[command(subcommand)]
+    Peer(PeerCmd),
     /// Per-port and per-worker counters, drops by name
     Stats(StatsCmd),
     /// The whole configuration as one JSON document
@@ -84,6 +90,10 @@ pub(crate) struct NetworkCreate {
     /// Seconds an unrefreshed learned MAC stays in the table [daemon default: 300]
     #[arg(long, value_name = "SECS")]
     pub aging: Option<u32>,
+    /// Do not learn remote MACs from decapsulated frames (needs --vni); for a control plane
+    /// that programs every remote MAC with `fdb add --vtep`
+    #[arg(long)]
+    pub no_learn_remote: bool,
 }
 
 /// `port ...`
@@ -182,6 +192,59 @@ pub(crate) enum FdbCmd {
         #[arg(long)]
         mac: String,
     },
+}
+
+/// `uplink ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum UplinkCmd {
+    /// Set the host's address on its uplink (the VXLAN source address)
+    Set(UplinkSet),
+    /// Show the uplink: address, MAC, overlay MTU and resolved neighbours
+    Show,
+}
+
+/// `uplink set ...`
+#[derive(Debug, Args)]
+pub(crate) struct UplinkSet {
+    /// The port that faces the underlay (a TAP or AF_XDP port in no network)
+    pub port: String,
+    /// The host's address and prefix, e.g. 192.168.1.10/24
+    #[arg(long, value_name = "CIDR")]
+    pub ip: String,
+    /// Next hop for VTEPs outside the prefix
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<String>,
+    /// UDP destination port of VXLAN (1-65535) [daemon default: 4789]
+    #[arg(long, value_name = "N")]
+    pub vxlan_port: Option<u32>,
+}
+
+/// `peer ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum PeerCmd {
+    /// Add a remote VTEP: it gets the network's broadcast and unknown traffic
+    Add(PeerArgs),
+    /// Remove a remote VTEP
+    #[command(visible_alias = "remove")]
+    Rm(PeerArgs),
+    /// List remote VTEPs
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only this network's peers
+        #[arg(long, value_name = "NET")]
+        network: Option<String>,
+    },
+}
+
+/// `peer add|rm ...`
+#[derive(Debug, Args)]
+pub(crate) struct PeerArgs {
+    /// Overlay network
+    #[arg(long, value_name = "NET")]
+    pub network: String,
+    /// The remote VTEP's underlay IPv4 address
+    #[arg(long, value_name = "IP")]
+    pub vtep: String,
 }
 
 /// `stats ...`

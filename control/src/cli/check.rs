@@ -1,7 +1,7 @@
 //! Checks made before the socket is touched, so that a mistyped command fails at once with one line
 //! that says how to mend it. The daemon checks everything again; these catch only what is certain.
 
-use control::proto::{ConfigDoc, NetworkSpec, PortSpec, PortType, StaticFdb};
+use control::proto::{ConfigDoc, NetworkSpec, PeerSpec, PortSpec, PortType, StaticFdb, UplinkSpec};
 use control::text;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -19,6 +19,8 @@ const MTU_MIN: u32 = 68;
 const MTU_MAX: u32 = 65535;
 /// Longest `stats --watch` interval, in seconds.
 pub(crate) const INTERVAL_MAX_SECS: u64 = 3600;
+/// UDP port of VXLAN when the uplink names none (IANA).
+pub(crate) const VXLAN_PORT_DEFAULT: u16 = 4789;
 
 /// Checks a network name.
 pub(crate) fn network_name(s: &str) -> Result<(), String> {
@@ -74,15 +76,19 @@ fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
         .map_err(|_| format!("'{s}' is not an IPv4 address; write e.g. 10.1.0.1"))
 }
 
-/// Whether `addr` lies in `net/len`.
-fn contains((net, len): (Ipv4Addr, u8), addr: Ipv4Addr) -> bool {
-    // `len` is at most 32 (checked by `subnet`), so the shift is at most 31.
-    let mask = if len == 0 {
+/// The netmask of a prefix length (at most 32) as a number.
+fn mask(len: u8) -> u32 {
+    // `len` is at most 32 (checked by the parsers), so the shift is at most 31.
+    if len == 0 {
         0
     } else {
-        u32::MAX << (32 - u32::from(len))
-    };
-    u32::from(net) & mask == u32::from(addr) & mask
+        u32::MAX << (32 - u32::from(len.min(32)))
+    }
+}
+
+/// Whether `addr` lies in `net/len`.
+fn contains((net, len): (Ipv4Addr, u8), addr: Ipv4Addr) -> bool {
+    u32::from(net) & mask(len) == u32::from(addr) & mask(len)
 }
 
 /// Checks a network's settings (from `network create` or a configuration document).
@@ -107,6 +113,136 @@ pub(crate) fn network_spec(spec: &NetworkSpec) -> Result<(), String> {
             "an encrypted network needs a VNI: only overlay traffic is encrypted; add --vni N"
                 .to_string(),
         );
+    }
+    // Only turning learning off is refused: `true` is the default and harmless anywhere.
+    if spec.learn_remote == Some(false) && spec.vni.is_none() {
+        return Err(
+            "--no-learn-remote (learn_remote false) needs a VNI: only overlay networks learn remote MACs; add --vni N"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks a `--vxlan-port` value and narrows it to a UDP port.
+pub(crate) fn vxlan_port(n: u32) -> Result<u16, String> {
+    match u16::try_from(n) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(format!(
+            "VXLAN port {n} is out of range; use 1 to 65535 (the standard port is {VXLAN_PORT_DEFAULT})"
+        )),
+    }
+}
+
+/// Checks that an address can belong to one host: not 0.0.0.0, multicast or 255.255.255.255.
+fn unicast(what: &str, addr: Ipv4Addr) -> Result<(), String> {
+    let kind = if addr.is_unspecified() {
+        "the unspecified address"
+    } else if addr.is_multicast() {
+        "a multicast address"
+    } else if addr.is_broadcast() {
+        "the broadcast address"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "{what} {addr} is {kind}; give one host's unicast IPv4 address"
+    ))
+}
+
+/// Parses a remote VTEP's address: an IPv4 unicast address.
+pub(crate) fn vtep(s: &str) -> Result<Ipv4Addr, String> {
+    let addr: Ipv4Addr = s.parse().map_err(|_| {
+        format!(
+            "'{s}' is not an IPv4 address; give the remote VTEP's underlay address, e.g. 192.0.2.7"
+        )
+    })?;
+    unicast("VTEP", addr)?;
+    Ok(addr)
+}
+
+/// Checks a peer (from `peer add`/`peer rm` or a configuration document).
+pub(crate) fn peer_spec(peer: &PeerSpec) -> Result<(), String> {
+    network_name(&peer.network)?;
+    vtep(&peer.vtep).map(drop)
+}
+
+/// Which reserved address of `addr/len` `addr` is, if any: a prefix up to /30 keeps its first
+/// (network) and last (broadcast) addresses from hosts; /31 and /32 have none.
+fn reserved_in_prefix(addr: Ipv4Addr, len: u8) -> Option<&'static str> {
+    if len > 30 {
+        return None;
+    }
+    let host = u32::from(addr) & !mask(len);
+    if host == 0 {
+        Some("network")
+    } else if host == !mask(len) {
+        Some("broadcast")
+    } else {
+        None
+    }
+}
+
+/// Parses an interface address `a.b.c.d/len` (len 1 to 32): a unicast address that is not the
+/// network or broadcast address of its prefix.
+pub(crate) fn host_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || {
+        format!(
+            "'{s}' is not an IPv4 address with a prefix length; write address/prefix, e.g. 192.168.1.10/24"
+        )
+    };
+    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if !(1..=32).contains(&len) {
+        return Err(format!(
+            "prefix length {len} in '{s}' is out of range; use 1 to 32"
+        ));
+    }
+    unicast("address", addr)?;
+    if let Some(which) = reserved_in_prefix(addr, len) {
+        return Err(format!(
+            "{addr} is the {which} address of its prefix /{len}; give the host's own address, e.g. {}/{len}",
+            Ipv4Addr::from((u32::from(addr) & mask(len)) + 1)
+        ));
+    }
+    Ok((addr, len))
+}
+
+/// Checks the uplink's settings (from `uplink set` or a configuration document).
+pub(crate) fn uplink_spec(spec: &UplinkSpec) -> Result<(), String> {
+    port_name(&spec.port)?;
+    let (addr, len) = host_cidr(&spec.ip)?;
+    if let Some(gw) = spec.gateway.as_deref() {
+        let gw = ipv4(gw)?;
+        unicast("gateway", gw)?;
+        if !contains((addr, len), gw) {
+            let net = Ipv4Addr::from(u32::from(addr) & mask(len));
+            return Err(format!(
+                "gateway {gw} is outside the uplink's prefix {net}/{len}; pick an address inside it"
+            ));
+        }
+        if gw == addr {
+            return Err(format!(
+                "gateway {gw} is the uplink's own address; give the next hop's address"
+            ));
+        }
+        if let Some(which) = reserved_in_prefix(gw, len) {
+            return Err(format!(
+                "gateway {gw} is the {which} address of the uplink's prefix; give the next hop's address"
+            ));
+        }
+    }
+    if spec.vxlan_port == Some(0) {
+        return Err(vxlan_port(0).unwrap_err());
+    }
+    if let Some(m) = spec.mac.as_deref() {
+        let bytes = text::parse_mac(m)?;
+        if bytes[0] & 1 != 0 || bytes == [0; 6] {
+            return Err(format!(
+                "uplink MAC {m} is not a unicast address; use one whose first byte is even, e.g. 02:00:00:00:00:01"
+            ));
+        }
     }
     Ok(())
 }
@@ -184,6 +320,12 @@ pub(crate) fn config_doc(doc: &ConfigDoc) -> Result<(), String> {
     for (i, f) in doc.fdb.iter().enumerate() {
         static_fdb(f).map_err(|e| format!("fdb[{i}]: {e}"))?;
     }
+    if let Some(u) = &doc.uplink {
+        uplink_spec(u).map_err(|e| format!("uplink: {e}"))?;
+    }
+    for (i, p) in doc.peers.iter().enumerate() {
+        peer_spec(p).map_err(|e| format!("peers[{i}]: {e}"))?;
+    }
     Ok(())
 }
 
@@ -201,6 +343,7 @@ mod tests {
             encrypted: false,
             mac_limit: None,
             aging_secs: None,
+            learn_remote: None,
         }
     }
 
@@ -332,6 +475,197 @@ mod tests {
             .unwrap_err()
             .contains("exactly one"));
         assert!(static_fdb(&fdb(None, Some("host.example"))).is_err());
+    }
+
+    fn uplink(ip: &str, gateway: Option<&str>) -> UplinkSpec {
+        UplinkSpec {
+            port: "up0".into(),
+            ip: ip.into(),
+            gateway: gateway.map(Into::into),
+            vxlan_port: None,
+            mac: None,
+        }
+    }
+
+    fn peer(network: &str, vtep: &str) -> PeerSpec {
+        PeerSpec {
+            network: network.into(),
+            vtep: vtep.into(),
+        }
+    }
+
+    #[test]
+    fn no_learn_remote_needs_a_vni() {
+        let mut n = net("blue");
+        n.learn_remote = Some(false);
+        assert!(network_spec(&n).unwrap_err().contains("needs a VNI"));
+        n.vni = Some(7);
+        assert!(network_spec(&n).is_ok());
+        // Learning on is the default, so saying so is fine anywhere.
+        n.vni = None;
+        n.learn_remote = Some(true);
+        assert!(network_spec(&n).is_ok());
+    }
+
+    #[test]
+    fn uplink_address_is_an_ipv4_host_address_with_a_prefix() {
+        for good in [
+            "192.168.1.10/24",
+            "10.0.0.1/8",
+            "10.0.0.1/30",
+            "10.0.0.2/30",
+            "10.0.0.0/31",
+            "10.0.0.1/31",
+            "10.0.0.0/32",
+            "192.0.2.255/32",
+            "1.2.3.4/1",
+        ] {
+            assert_eq!(host_cidr(good).map(drop), Ok(()), "{good}");
+        }
+        for bad in [
+            "192.168.1.10",
+            "192.168.1.10/",
+            "192.168.1/24",
+            "fd00::1/64",
+            "192.168.1.10/x",
+            "192.168.1.10/-1",
+            "192.168.1.10/300",
+        ] {
+            assert!(
+                host_cidr(bad)
+                    .unwrap_err()
+                    .contains("is not an IPv4 address with a prefix length"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            host_cidr("192.168.1.10/0").unwrap_err(),
+            "prefix length 0 in '192.168.1.10/0' is out of range; use 1 to 32"
+        );
+        assert!(host_cidr("192.168.1.10/33")
+            .unwrap_err()
+            .contains("use 1 to 32"));
+        assert_eq!(
+            host_cidr("192.168.1.0/24").unwrap_err(),
+            "192.168.1.0 is the network address of its prefix /24; give the host's own address, e.g. 192.168.1.1/24"
+        );
+        assert!(host_cidr("192.168.1.255/24")
+            .unwrap_err()
+            .starts_with("192.168.1.255 is the broadcast address"));
+        assert!(host_cidr("10.0.0.3/30")
+            .unwrap_err()
+            .contains("broadcast address"));
+        assert!(host_cidr("0.0.0.0/32").unwrap_err().contains("unspecified"));
+        assert!(host_cidr("224.0.0.1/32").unwrap_err().contains("multicast"));
+        assert!(host_cidr("255.255.255.255/32")
+            .unwrap_err()
+            .contains("broadcast"));
+    }
+
+    #[test]
+    fn uplink_gateway_is_a_host_inside_the_prefix() {
+        assert!(uplink_spec(&uplink("192.168.1.10/24", Some("192.168.1.1"))).is_ok());
+        assert!(uplink_spec(&uplink("192.168.1.10/24", None)).is_ok());
+        assert_eq!(
+            uplink_spec(&uplink("192.168.1.10/24", Some("192.168.2.1"))).unwrap_err(),
+            "gateway 192.168.2.1 is outside the uplink's prefix 192.168.1.0/24; pick an address inside it"
+        );
+        assert!(
+            uplink_spec(&uplink("192.168.1.10/24", Some("192.168.1.10")))
+                .unwrap_err()
+                .contains("own address")
+        );
+        assert!(uplink_spec(&uplink("192.168.1.10/24", Some("192.168.1.0")))
+            .unwrap_err()
+            .contains("network address"));
+        assert!(
+            uplink_spec(&uplink("192.168.1.10/24", Some("192.168.1.255")))
+                .unwrap_err()
+                .contains("broadcast address")
+        );
+        assert!(uplink_spec(&uplink("192.168.1.10/24", Some("gw.example")))
+            .unwrap_err()
+            .contains("not an IPv4 address"));
+        // A /31 has two hosts and no reserved addresses; a /32 has no room for a gateway.
+        assert!(uplink_spec(&uplink("10.0.0.0/31", Some("10.0.0.1"))).is_ok());
+        assert!(uplink_spec(&uplink("10.0.0.1/32", Some("10.0.0.2")))
+            .unwrap_err()
+            .contains("outside"));
+    }
+
+    #[test]
+    fn uplink_port_vxlan_port_and_mac_are_checked() {
+        let mut u = uplink("192.168.1.10/24", None);
+        u.port = "bad/port".into();
+        assert!(uplink_spec(&u)
+            .unwrap_err()
+            .contains("not a valid port name"));
+        u.port = "up0".into();
+        u.vxlan_port = Some(0);
+        assert!(uplink_spec(&u).unwrap_err().contains("use 1 to 65535"));
+        u.vxlan_port = Some(8472);
+        u.mac = Some("02:00:00:00:00:0a".into());
+        assert!(uplink_spec(&u).is_ok());
+        u.mac = Some("01:00:5e:00:00:01".into());
+        assert!(uplink_spec(&u).unwrap_err().contains("not a unicast"));
+        u.mac = Some("00:00:00:00:00:00".into());
+        assert!(uplink_spec(&u).unwrap_err().contains("not a unicast"));
+        u.mac = Some("02:00".into());
+        assert!(uplink_spec(&u).unwrap_err().contains("not a MAC address"));
+        assert_eq!(vxlan_port(4789), Ok(4789));
+        assert_eq!(vxlan_port(65535), Ok(65535));
+        assert!(vxlan_port(0).is_err());
+        assert!(vxlan_port(65536).is_err());
+    }
+
+    #[test]
+    fn vteps_are_ipv4_unicast_addresses() {
+        assert!(peer_spec(&peer("blue", "192.0.2.7")).is_ok());
+        assert!(peer_spec(&peer("blue", "10.255.255.255")).is_ok());
+        assert_eq!(
+            peer_spec(&peer("blue", "239.1.1.1")).unwrap_err(),
+            "VTEP 239.1.1.1 is a multicast address; give one host's unicast IPv4 address"
+        );
+        assert!(peer_spec(&peer("blue", "0.0.0.0"))
+            .unwrap_err()
+            .contains("unspecified"));
+        assert!(peer_spec(&peer("blue", "255.255.255.255"))
+            .unwrap_err()
+            .contains("broadcast"));
+        for bad in ["2001:db8::7", "192.0.2", "host.example", ""] {
+            assert!(
+                peer_spec(&peer("blue", bad))
+                    .unwrap_err()
+                    .contains("not an IPv4 address"),
+                "{bad}"
+            );
+        }
+        assert!(peer_spec(&peer("bad net", "192.0.2.7"))
+            .unwrap_err()
+            .contains("not a valid network name"));
+    }
+
+    #[test]
+    fn document_checks_uplink_and_peers() {
+        let mut doc = ConfigDoc {
+            uplink: Some(uplink("192.168.1.10/24", Some("192.168.1.1"))),
+            ..ConfigDoc::default()
+        };
+        doc.peers.push(peer("blue", "192.0.2.7"));
+        assert!(config_doc(&doc).is_ok());
+        doc.peers.push(peer("blue", "224.0.0.5"));
+        assert!(config_doc(&doc)
+            .unwrap_err()
+            .starts_with("peers[1]: VTEP 224.0.0.5 is a multicast address"));
+        doc.peers.pop();
+        doc.uplink = Some(uplink("192.168.1.10/24", Some("10.0.0.1")));
+        assert!(config_doc(&doc)
+            .unwrap_err()
+            .starts_with("uplink: gateway 10.0.0.1 is outside"));
+        doc.uplink = Some(uplink("192.168.1.0/24", None));
+        assert!(config_doc(&doc)
+            .unwrap_err()
+            .starts_with("uplink: 192.168.1.0 is the network address"));
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! Everything here happens before the socket is touched.
 
 use super::args::{
-    Command, ConfigCmd, FdbCmd, NetworkCmd, NetworkCreate, PortAdd, PortCmd, PortKind,
+    Command, ConfigCmd, FdbCmd, NetworkCmd, NetworkCreate, PeerArgs, PeerCmd, PortAdd, PortCmd,
+    PortKind, UplinkCmd, UplinkSet,
 };
 use super::check;
 use super::CliError;
 use control::proto::{
-    cmd, ConfigDoc, FdbLsArgs, FdbRmArgs, NameArgs, NetworkSpec, PortSpec, PortType, StaticFdb,
-    StatsArgs,
+    cmd, ConfigDoc, FdbLsArgs, FdbRmArgs, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortSpec,
+    PortType, StaticFdb, StatsArgs, UplinkSpec,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -47,6 +48,12 @@ pub(crate) enum Show {
     Port,
     /// `[FdbEntry]` as a table.
     Fdb,
+    /// A confirmation for an `UplinkInfo` just set.
+    UplinkSet,
+    /// `UplinkInfo` (or `null`) as key: value lines and a neighbour table.
+    Uplink,
+    /// `[PeerSpec]` as a table.
+    Peers,
     /// `StatsInfo` as tables.
     Stats,
     /// A `null` result, confirmed by this line.
@@ -81,6 +88,8 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
         Command::Network(n) => network(n),
         Command::Port(p) => port(p),
         Command::Fdb(f) => fdb(f),
+        Command::Uplink(u) => uplink(u),
+        Command::Peer(p) => peer(p),
         Command::Stats(s) => {
             if let Some(p) = s.port.as_deref() {
                 check::port_name(p).map_err(CliError::Usage)?;
@@ -147,6 +156,7 @@ fn network_spec(c: &NetworkCreate) -> NetworkSpec {
         encrypted: c.encrypted,
         mac_limit: c.mac_limit,
         aging_secs: c.aging,
+        learn_remote: c.no_learn_remote.then_some(false),
     }
 }
 
@@ -246,6 +256,70 @@ fn fdb(command: &FdbCmd) -> Result<Call, CliError> {
     }
 }
 
+fn uplink(command: &UplinkCmd) -> Result<Call, CliError> {
+    match command {
+        UplinkCmd::Set(s) => {
+            let spec = uplink_spec(s)?;
+            check::uplink_spec(&spec).map_err(CliError::Usage)?;
+            Call::new(cmd::UPLINK_SET, &spec, Show::UplinkSet)
+        }
+        UplinkCmd::Show => Call::new(cmd::UPLINK_SHOW, &NoArgs {}, Show::Uplink),
+    }
+}
+
+fn uplink_spec(s: &UplinkSet) -> Result<UplinkSpec, CliError> {
+    let vxlan_port = s
+        .vxlan_port
+        .map(check::vxlan_port)
+        .transpose()
+        .map_err(CliError::Usage)?;
+    Ok(UplinkSpec {
+        port: s.port.clone(),
+        ip: s.ip.clone(),
+        gateway: s.gateway.clone(),
+        vxlan_port,
+        mac: None,
+    })
+}
+
+fn peer(command: &PeerCmd) -> Result<Call, CliError> {
+    let spec = |a: &PeerArgs| -> Result<PeerSpec, CliError> {
+        let spec = PeerSpec {
+            network: a.network.clone(),
+            vtep: a.vtep.clone(),
+        };
+        check::peer_spec(&spec).map_err(CliError::Usage)?;
+        Ok(spec)
+    };
+    match command {
+        PeerCmd::Add(a) => {
+            let p = spec(a)?;
+            let done = Show::Done(format!("peer {} added to network '{}'", p.vtep, p.network));
+            Call::new(cmd::PEER_ADD, &p, done)
+        }
+        PeerCmd::Rm(a) => {
+            let p = spec(a)?;
+            let done = Show::Done(format!(
+                "peer {} removed from network '{}'",
+                p.vtep, p.network
+            ));
+            Call::new(cmd::PEER_RM, &p, done)
+        }
+        PeerCmd::Ls { network } => {
+            if let Some(n) = network.as_deref() {
+                check::network_name(n).map_err(CliError::Usage)?;
+            }
+            Call::new(
+                cmd::PEER_LS,
+                &PeerLsArgs {
+                    network: network.clone(),
+                },
+                Show::Peers,
+            )
+        }
+    }
+}
+
 /// Reads and checks a configuration document, so that a bad file fails here with its name.
 fn read_doc(file: &Path) -> Result<ConfigDoc, CliError> {
     let name = file.display();
@@ -303,6 +377,103 @@ mod tests {
         );
         let call = plan_of(&["network", "create", "red"]).unwrap();
         assert_eq!(call.args, json!({"name": "red"}));
+    }
+
+    #[test]
+    fn no_learn_remote_is_sent_as_false_and_needs_a_vni() {
+        let call =
+            plan_of(&["network", "create", "ov", "--vni", "7", "--no-learn-remote"]).unwrap();
+        assert_eq!(
+            call.args,
+            json!({"name": "ov", "vni": 7, "learn_remote": false})
+        );
+        let call = plan_of(&["network", "create", "ov", "--vni", "7"]).unwrap();
+        assert_eq!(call.args, json!({"name": "ov", "vni": 7}));
+        let err = usage_error(&["network", "create", "ov", "--no-learn-remote"]);
+        assert!(err.contains("--vni"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn uplink_set_sends_the_spec() {
+        let call = plan_of(&[
+            "uplink",
+            "set",
+            "up0",
+            "--ip",
+            "192.168.1.10/24",
+            "--gateway",
+            "192.168.1.1",
+            "--vxlan-port",
+            "8472",
+        ])
+        .unwrap();
+        assert_eq!(call.cmd, "uplink.set");
+        assert_eq!(call.show, Show::UplinkSet);
+        assert_eq!(
+            call.args,
+            json!({"port": "up0", "ip": "192.168.1.10/24", "gateway": "192.168.1.1",
+                   "vxlan_port": 8472})
+        );
+        let call = plan_of(&["uplink", "set", "up0", "--ip", "10.0.0.1/31"]).unwrap();
+        assert_eq!(call.args, json!({"port": "up0", "ip": "10.0.0.1/31"}));
+        let call = plan_of(&["uplink", "show"]).unwrap();
+        assert_eq!(
+            (call.cmd, call.args, call.show),
+            ("uplink.show", json!({}), Show::Uplink)
+        );
+    }
+
+    #[test]
+    fn uplink_set_rejects_bad_values() {
+        let set = |extra: &[&str]| {
+            let mut line = vec!["uplink", "set", "up0"];
+            line.extend_from_slice(extra);
+            usage_error(&line)
+        };
+        assert!(set(&["--ip", "192.168.1.10"]).contains("not an IPv4 address with a prefix"));
+        assert!(set(&["--ip", "192.168.1.0/24"]).contains("network address"));
+        assert!(set(&["--ip", "192.168.1.10/24", "--gateway", "10.0.0.1"]).contains("outside"));
+        assert!(set(&["--ip", "192.168.1.10/24", "--vxlan-port", "0"]).contains("1 to 65535"));
+        assert!(set(&["--ip", "192.168.1.10/24", "--vxlan-port", "65536"]).contains("1 to 65535"));
+        assert!(
+            usage_error(&["uplink", "set", "bad/port", "--ip", "192.168.1.10/24"])
+                .contains("port name")
+        );
+    }
+
+    #[test]
+    fn peer_commands_send_network_and_vtep() {
+        let line = |verb| ["peer", verb, "--network", "blue", "--vtep", "192.0.2.7"];
+        let call = plan_of(&line("add")).unwrap();
+        assert_eq!(call.cmd, "peer.add");
+        assert_eq!(call.args, json!({"network": "blue", "vtep": "192.0.2.7"}));
+        assert_eq!(
+            call.show,
+            Show::Done("peer 192.0.2.7 added to network 'blue'".into())
+        );
+        let call = plan_of(&line("rm")).unwrap();
+        assert_eq!(call.cmd, "peer.rm");
+        assert_eq!(call.args, json!({"network": "blue", "vtep": "192.0.2.7"}));
+        let call = plan_of(&["peer", "ls"]).unwrap();
+        assert_eq!(
+            (call.cmd, call.args, call.show),
+            ("peer.ls", json!({}), Show::Peers)
+        );
+        let call = plan_of(&["peer", "ls", "--network", "blue"]).unwrap();
+        assert_eq!(call.args, json!({"network": "blue"}));
+        for verb in ["add", "rm"] {
+            for (vtep, why) in [
+                ("224.0.0.1", "multicast"),
+                ("0.0.0.0", "unspecified"),
+                ("255.255.255.255", "broadcast"),
+                ("2001:db8::1", "not an IPv4 address"),
+            ] {
+                let err = usage_error(&["peer", verb, "--network", "blue", "--vtep", vtep]);
+                assert!(err.contains(why), "{verb} {vtep}: {err}");
+            }
+        }
+        assert!(usage_error(&["peer", "ls", "--network", "a b"]).contains("network name"));
     }
 
     #[test]
@@ -467,6 +638,45 @@ mod tests {
         assert_eq!(
             call.args,
             json!({"version": 1, "networks": [{"name": "blue"}], "ports": [], "fdb": []})
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn config_import_checks_uplink_and_peers() {
+        let path =
+            std::env::temp_dir().join(format!("vswitchctl-plan-ov-{}.json", std::process::id()));
+        let doc = json!({"version": 1, "networks": [{"name": "ov", "vni": 5}], "ports": [],
+                         "fdb": [], "uplink": {"port": "up0", "ip": "192.168.1.10/24"},
+                         "peers": [{"network": "ov", "vtep": "192.0.2.7"}]});
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let call = plan_of(&["config", "import", path.to_str().unwrap()]).unwrap();
+        assert_eq!(call.args, doc);
+
+        let mut bad = doc.clone();
+        bad["peers"][0]["vtep"] = json!("239.0.0.1");
+        std::fs::write(&path, bad.to_string()).unwrap();
+        let err = plan_of(&["config", "import", path.to_str().unwrap()]).unwrap_err();
+        let CliError::Failed(msg) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            msg,
+            format!(
+                "{}: peers[0]: VTEP 239.0.0.1 is a multicast address; give one host's unicast IPv4 address",
+                path.display()
+            )
+        );
+        let mut bad = doc;
+        bad["uplink"]["gateway"] = json!("10.0.0.1");
+        std::fs::write(&path, bad.to_string()).unwrap();
+        let err = plan_of(&["config", "import", path.to_str().unwrap()]).unwrap_err();
+        let CliError::Failed(msg) = err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            msg.contains(": uplink: gateway 10.0.0.1 is outside"),
+            "{msg}"
         );
         let _ = std::fs::remove_file(&path);
     }

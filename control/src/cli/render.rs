@@ -1,10 +1,12 @@
 //! Results as people read them: tables for lists, `key: value` lines for one object.
 
+use super::check::VXLAN_PORT_DEFAULT;
 use super::plan::Show;
 use super::table::{key_values, left, right, Table};
 use super::CliError;
 use control::proto::{
-    ConfigDoc, FdbEntry, ImportSummary, NetworkInfo, PortInfo, StatsInfo, StatusInfo,
+    ConfigDoc, FdbEntry, ImportSummary, NetworkInfo, PeerSpec, PortInfo, StatsInfo, StatusInfo,
+    UplinkInfo,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -29,6 +31,21 @@ pub(crate) fn human(cmd: &str, show: &Show, result: Value) -> Result<String, Cli
         Show::Ports => ports(&decode::<Vec<PortInfo>>(cmd, result)?),
         Show::Port => port(&decode(cmd, result)?),
         Show::Fdb => fdb(&decode::<Vec<FdbEntry>>(cmd, result)?),
+        Show::UplinkSet => {
+            let u: UplinkInfo = decode(cmd, result)?;
+            format!(
+                "uplink set on port '{}': {} (mac {}, overlay mtu {})\n",
+                u.spec.port,
+                u.spec.ip,
+                or_dash(u.spec.mac.as_deref()),
+                u.overlay_mtu
+            )
+        }
+        Show::Uplink => match decode::<Option<UplinkInfo>>(cmd, result)? {
+            Some(u) => uplink(&u),
+            None => "no uplink set\n".to_string(),
+        },
+        Show::Peers => peers(&decode::<Vec<PeerSpec>>(cmd, result)?),
         Show::Stats => stats(&decode(cmd, result)?),
         Show::Done(line) => format!("{line}\n"),
         Show::Export(_) => pretty(&decode::<ConfigDoc>(cmd, result)?)?,
@@ -126,6 +143,7 @@ fn networks(list: &[NetworkInfo]) -> String {
         right("ID"),
         left("VNI"),
         left("SUBNET"),
+        right("MTU"),
         right("PORTS"),
         right("MACS"),
     ]);
@@ -135,6 +153,7 @@ fn networks(list: &[NetworkInfo]) -> String {
             n.id.to_string(),
             vni(n),
             or_dash(n.spec.subnet.as_deref()),
+            n.mtu.map_or_else(|| "-".to_string(), |m| m.to_string()),
             n.ports.len().to_string(),
             n.learned_macs.saturating_add(n.static_macs).to_string(),
         ]);
@@ -142,26 +161,41 @@ fn networks(list: &[NetworkInfo]) -> String {
     t.render()
 }
 
-fn network(n: &NetworkInfo) -> String {
-    let ports = if n.ports.is_empty() {
+/// A list joined with commas, or `-` when empty.
+fn list_or_dash(items: &[String]) -> String {
+    if items.is_empty() {
         "-".to_string()
     } else {
-        n.ports.join(", ")
-    };
-    key_values(&[
+        items.join(", ")
+    }
+}
+
+fn network(n: &NetworkInfo) -> String {
+    let mut pairs = vec![
         ("name", n.spec.name.clone()),
         ("id", n.id.to_string()),
         ("vni", vni(n)),
         ("subnet", or_dash(n.spec.subnet.as_deref())),
         ("gateway", or_dash(n.spec.gateway.as_deref())),
-        ("ports", ports),
+    ];
+    if let Some(mtu) = n.mtu {
+        pairs.push(("mtu", mtu.to_string()));
+    }
+    pairs.push(("ports", list_or_dash(&n.ports)));
+    pairs.push(("peers", list_or_dash(&n.peers)));
+    if n.spec.vni.is_some() {
+        let learn = n.spec.learn_remote.unwrap_or(true);
+        pairs.push(("learn remote", if learn { "yes" } else { "no" }.to_string()));
+    }
+    pairs.extend([
         (
             "learned macs",
             format!("{} (limit {})", n.learned_macs, n.effective_mac_limit),
         ),
         ("static macs", n.static_macs.to_string()),
         ("aging", duration(u64::from(n.effective_aging_secs))),
-    ])
+    ]);
+    key_values(&pairs)
 }
 
 fn ports(list: &[PortInfo]) -> String {
@@ -252,6 +286,36 @@ fn fdb(list: &[FdbEntry]) -> String {
     t.render()
 }
 
+fn uplink(u: &UplinkInfo) -> String {
+    let port = match u.spec.vxlan_port {
+        Some(p) => p.to_string(),
+        None => format!("{VXLAN_PORT_DEFAULT} (default)"),
+    };
+    let mut out = key_values(&[
+        ("port", u.spec.port.clone()),
+        ("ip", u.spec.ip.clone()),
+        ("gateway", or_dash(u.spec.gateway.as_deref())),
+        ("mac", or_dash(u.spec.mac.as_deref())),
+        ("vxlan port", port),
+        ("overlay mtu", u.overlay_mtu.to_string()),
+    ]);
+    let mut t = Table::new(&[left("NEIGHBOUR"), left("MAC")]);
+    for (ip, mac) in &u.neighbours {
+        t.row([ip, mac]);
+    }
+    out.push('\n');
+    out.push_str(&t.render());
+    out
+}
+
+fn peers(list: &[PeerSpec]) -> String {
+    let mut t = Table::new(&[left("NETWORK"), left("VTEP")]);
+    for p in list {
+        t.row([&p.network, &p.vtep]);
+    }
+    t.render()
+}
+
 fn stats(s: &StatsInfo) -> String {
     let mut ports = Table::new(&[
         left("PORT"),
@@ -315,8 +379,9 @@ mod tests {
 
     fn net_json() -> Value {
         json!({"name": "blue", "subnet": "10.1.0.0/24", "vni": 100, "encrypted": true, "id": 1,
-               "ports": ["tap0", "tap1"], "learned_macs": 3, "static_macs": 1,
-               "effective_mac_limit": 65536, "effective_aging_secs": 300})
+               "learn_remote": false, "ports": ["tap0", "tap1"], "learned_macs": 3,
+               "static_macs": 1, "effective_mac_limit": 65536, "effective_aging_secs": 300,
+               "mtu": 1450, "peers": ["192.0.2.7", "192.0.2.8"]})
     }
 
     fn port_json() -> Value {
@@ -343,13 +408,13 @@ mod tests {
                            "static_macs": 0, "effective_mac_limit": 10, "effective_aging_secs": 30});
         assert_eq!(
             show(Show::Networks, json!([net_json(), plain])),
-            "NAME  ID  VNI              SUBNET       PORTS  MACS\n\
-             blue   1  100 (encrypted)  10.1.0.0/24      2     4\n\
-             red   12  -                -                0     0\n"
+            "NAME  ID  VNI              SUBNET        MTU  PORTS  MACS\n\
+             blue   1  100 (encrypted)  10.1.0.0/24  1450      2     4\n\
+             red   12  -                -               -      0     0\n"
         );
         assert_eq!(
             show(Show::Networks, json!([])),
-            "NAME  ID  VNI  SUBNET  PORTS  MACS\n"
+            "NAME  ID  VNI  SUBNET  MTU  PORTS  MACS\n"
         );
     }
 
@@ -362,11 +427,95 @@ mod tests {
              vni:          100 (encrypted)\n\
              subnet:       10.1.0.0/24\n\
              gateway:      -\n\
+             mtu:          1450\n\
              ports:        tap0, tap1\n\
+             peers:        192.0.2.7, 192.0.2.8\n\
+             learn remote: no\n\
              learned macs: 3 (limit 65536)\n\
              static macs:  1\n\
              aging:        5m00s\n"
         );
+    }
+
+    #[test]
+    fn network_inspect_without_overlay_shows_no_mtu_and_dashes() {
+        let plain = json!({"name": "red", "id": 12, "ports": [], "learned_macs": 0,
+                           "static_macs": 0, "effective_mac_limit": 10, "effective_aging_secs": 30});
+        assert_eq!(
+            show(Show::Network, plain),
+            "name:         red\n\
+             id:           12\n\
+             vni:          -\n\
+             subnet:       -\n\
+             gateway:      -\n\
+             ports:        -\n\
+             peers:        -\n\
+             learned macs: 0 (limit 10)\n\
+             static macs:  0\n\
+             aging:        30s\n"
+        );
+        let mut overlay = net_json();
+        overlay.as_object_mut().unwrap().remove("learn_remote");
+        assert!(show(Show::Network, overlay).contains("\nlearn remote: yes\n"));
+    }
+
+    fn uplink_json() -> Value {
+        json!({"port": "up0", "ip": "192.168.1.10/24", "gateway": "192.168.1.1",
+               "mac": "02:00:00:00:00:0a", "overlay_mtu": 1450,
+               "neighbours": [["192.168.1.1", "02:00:00:00:00:01"],
+                              ["192.168.1.20", "02:00:00:00:00:14"]]})
+    }
+
+    #[test]
+    fn uplink_show_is_key_values_then_neighbours() {
+        assert_eq!(
+            show(Show::Uplink, uplink_json()),
+            "port:        up0\n\
+             ip:          192.168.1.10/24\n\
+             gateway:     192.168.1.1\n\
+             mac:         02:00:00:00:00:0a\n\
+             vxlan port:  4789 (default)\n\
+             overlay mtu: 1450\n\
+             \n\
+             NEIGHBOUR     MAC\n\
+             192.168.1.1   02:00:00:00:00:01\n\
+             192.168.1.20  02:00:00:00:00:14\n"
+        );
+        let bare = json!({"port": "up0", "ip": "10.0.0.2/31", "vxlan_port": 8472,
+                          "overlay_mtu": 8950, "neighbours": []});
+        assert_eq!(
+            show(Show::Uplink, bare),
+            "port:        up0\n\
+             ip:          10.0.0.2/31\n\
+             gateway:     -\n\
+             mac:         -\n\
+             vxlan port:  8472\n\
+             overlay mtu: 8950\n\
+             \n\
+             NEIGHBOUR  MAC\n"
+        );
+        assert_eq!(show(Show::Uplink, Value::Null), "no uplink set\n");
+    }
+
+    #[test]
+    fn uplink_set_confirms_with_mac_and_overlay_mtu() {
+        assert_eq!(
+            show(Show::UplinkSet, uplink_json()),
+            "uplink set on port 'up0': 192.168.1.10/24 (mac 02:00:00:00:00:0a, overlay mtu 1450)\n"
+        );
+    }
+
+    #[test]
+    fn peer_ls_is_a_table() {
+        let peers = json!([{"network": "blue", "vtep": "192.0.2.7"},
+                           {"network": "overlay-2", "vtep": "198.51.100.20"}]);
+        assert_eq!(
+            show(Show::Peers, peers),
+            "NETWORK    VTEP\n\
+             blue       192.0.2.7\n\
+             overlay-2  198.51.100.20\n"
+        );
+        assert_eq!(show(Show::Peers, json!([])), "NETWORK  VTEP\n");
     }
 
     #[test]

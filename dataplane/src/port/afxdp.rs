@@ -21,6 +21,11 @@
 //! queue) first closes the socket, after which the kernel no longer touches the UMEM, and then
 //! returns every slot still marked to the pool.
 //!
+//! One window remains: a child process forked by another thread holds a copy of the socket's
+//! descriptor until it calls `exec` (close-on-exec), so a socket closed in that window is
+//! released by the kernel only at the child's `exec`. Spawn children with `posix_spawn` (what
+//! `std::process::Command` does) and that window is short; nothing closes it entirely.
+//!
 //! Frame size: chunks are 2048 bytes and the kernel drops a received frame larger than
 //! 2048 - 256 = 1792 bytes (no multi-buffer). `open` refuses an interface whose MTU exceeds
 //! [`MAX_MTU`] = 1792 - 14 (Ethernet) - 4 (one VLAN tag) = 1774, naming the limit; it does not
@@ -33,11 +38,14 @@
 //! The program is attached with a BPF link: it is detached when the device drops, and by the
 //! kernel when the process dies, however it dies.
 //!
-//! Checksums: a veth peer hands over TCP and UDP frames with a partial checksum (only the
-//! pseudo-header sum) because the kernel expects the peer to finish it; AF_XDP sees raw bytes,
-//! so such frames arrive at the far end with a bad checksum and are dropped there. ICMP is
-//! unaffected. TCP through an AF_XDP port needs transmit checksum offload off on the sending
-//! veth in each container (`ethtool -K <veth> tx off`, which also turns TSO off).
+//! Checksums and segmentation: with default offloads a veth peer hands over TCP and UDP frames
+//! with a partial checksum (only the pseudo-header sum, the kernel expecting the receiver to
+//! finish it) and TCP super-frames of up to 64 KB (TSO). AF_XDP sees raw bytes: the first arrive
+//! at the far end with a bad checksum and are dropped there, the second are dropped by the
+//! kernel as larger than a frame (`XskStats::rx_dropped`). Both were seen here, each breaking TCP
+//! on its own; ICMP is unaffected. TCP through an AF_XDP port needs transmit checksum offload off
+//! on the veth in each container (`ethtool -K <veth> tx off`, which turns TSO off with it; GSO
+//! then segments in software and fills the checksums in).
 
 use super::Port;
 use crate::burst::{Burst, BURST};
@@ -137,12 +145,12 @@ impl AfXdpDevice {
     ) -> io::Result<AfXdpDevice> {
         let queues = queues.max(1);
         let name = ifname.to_string();
-        let fill_target = (pool.capacity() / 4 / u32::from(queues))
-            .clamp(2 * BURST as u32, FILL_TARGET);
+        let fill_target =
+            (pool.capacity() / 4 / u32::from(queues)).clamp(2 * BURST as u32, FILL_TARGET);
         let xskmap = bpf::create_xskmap(MAP_NAME, u32::from(queues))?;
         let insns = bpf::xsk_redirect_program(&xskmap);
         let prog = bpf::load_xdp_program(PROG_NAME, &insns)?;
-        let (ifindex, socks, link, attach) = netns::run_in(netns, || {
+        let (ifindex, qs, link, attach) = netns::run_in(netns, || {
             let ifindex = xdp::ifindex(&name)?;
             let mtu = tap::mtu(&name)
                 .map_err(|e| io::Error::new(e.kind(), format!("read MTU of '{name}': {e}")))?;
@@ -157,25 +165,21 @@ impl AfXdpDevice {
                     ),
                 ));
             }
-            let mut socks = Vec::with_capacity(usize::from(queues));
+            // Each queue's fill ring is stocked before the program is attached, so that no
+            // frame is redirected to a socket with nowhere to put it.
+            let mut qs = Vec::with_capacity(usize::from(queues));
             for q in 0..u32::from(queues) {
-                let s = open_socket(pool, ifindex, q).map_err(|e| {
-                    io::Error::new(e.kind(), format!("'{name}' queue {q}: {e}"))
-                })?;
+                let s = open_socket(pool, ifindex, q)
+                    .map_err(|e| io::Error::new(e.kind(), format!("'{name}' queue {q}: {e}")))?;
                 bpf::map_update_fd(&xskmap, q, s.fd())?;
-                socks.push(s);
+                let mut queue = AfXdpQueue::new(s, pool.clone(), q, fill_target);
+                queue.refill(|| pool.alloc_shared());
+                qs.push(Some(queue));
             }
             let (link, attach) = attach_program(&prog, ifindex, &name)?;
-            Ok((ifindex, socks, link, attach))
+            Ok((ifindex, qs, link, attach))
         })?;
-        let zero_copy = socks.iter().all(XskSocket::zero_copy);
-        let mut qs = Vec::with_capacity(socks.len());
-        for (q, sock) in (0u32..).zip(socks) {
-            let mut queue = AfXdpQueue::new(sock, pool.clone(), q, fill_target);
-            let shared = pool.clone();
-            queue.refill(|| shared.alloc_shared());
-            qs.push(Some(queue));
-        }
+        let zero_copy = qs.iter().flatten().all(AfXdpQueue::zero_copy);
         Ok(AfXdpDevice {
             name,
             netns: netns.map(Path::to_path_buf),
@@ -351,7 +355,8 @@ impl Lent {
 /// Field order matters on drop: the socket closes before the bitset's slots go back to the pool
 /// (see `Drop`), and before the `Arc<Pool>` that keeps the UMEM mapped.
 pub struct AfXdpQueue {
-    sock: Option<XskSocket>,
+    /// Boxed: the rings' state is large, and a worker's port enum should stay small.
+    sock: Option<Box<XskSocket>>,
     lent: Lent,
     pool: Arc<Pool>,
     queue_id: u32,
@@ -368,7 +373,7 @@ impl AfXdpQueue {
     fn new(sock: XskSocket, pool: Arc<Pool>, queue_id: u32, fill_target: u32) -> AfXdpQueue {
         AfXdpQueue {
             zero_copy: sock.zero_copy(),
-            sock: Some(sock),
+            sock: Some(Box::new(sock)),
             lent: Lent::new(pool.capacity() as usize),
             pool,
             queue_id,
@@ -396,7 +401,7 @@ impl AfXdpQueue {
 
     /// The kernel's counters for this socket (`None` after release).
     pub fn xsk_stats(&self) -> Option<io::Result<XskStats>> {
-        self.sock.as_ref().map(XskSocket::stats)
+        self.sock.as_ref().map(|s| s.stats())
     }
 
     /// Tops the fill ring up to the target with buffers from `alloc`, when it has fallen a
@@ -488,9 +493,9 @@ impl Port for AfXdpQueue {
                 errors += 1;
                 continue;
             }
-            // SAFETY: the slot's bit was set, so its buffer was forgotten when lent on the fill
-            // ring and has not been rebuilt since; the bit is now clear.
             let b = if d.options == 0 {
+                // SAFETY: the slot's bit was set, so its buffer was forgotten when lent on the
+                // fill ring and has not been rebuilt since; the bit is now clear.
                 unsafe { self.pool.buf_at(d.addr, d.len as usize) }
             } else {
                 None
@@ -584,9 +589,10 @@ impl Port for AfXdpQueue {
 
     fn release(&mut self, cache: &mut PoolCache) {
         // Close first: once the socket is gone the kernel writes no more frames into the UMEM.
-        if self.sock.take().is_none() {
+        let Some(sock) = self.sock.take() else {
             return;
-        }
+        };
+        drop(sock);
         let pool = &self.pool;
         self.lent.drain(|slot| {
             // SAFETY: the slot was lent (its buffer forgotten) and the kernel, whose socket is
@@ -602,9 +608,10 @@ impl Port for AfXdpQueue {
 impl Drop for AfXdpQueue {
     fn drop(&mut self) {
         // Same as `release`, for a queue dropped without it: the slots go to the shared ring.
-        if self.sock.take().is_none() {
+        let Some(sock) = self.sock.take() else {
             return;
-        }
+        };
+        drop(sock);
         let pool = &self.pool;
         self.lent.drain(|slot| {
             // SAFETY: as in `release`.

@@ -1,6 +1,7 @@
 //! Ports: where bursts come from and go to. One trait, and a static enum of the kinds a worker
 //! holds, so that dispatch is a `match` per burst, never a `dyn` call per packet.
 
+pub mod afxdp;
 pub mod mem;
 pub mod tap;
 
@@ -34,6 +35,8 @@ pub enum PortIo {
     Tap(tap::TapQueue),
     /// One end of an in-memory port pair.
     Mem(mem::MemPort),
+    /// A queue of an AF_XDP port.
+    AfXdp(afxdp::AfXdpQueue),
 }
 
 impl Port for PortIo {
@@ -42,6 +45,7 @@ impl Port for PortIo {
         match self {
             PortIo::Tap(p) => p.rx_burst(cache, burst, c),
             PortIo::Mem(p) => p.rx_burst(cache, burst, c),
+            PortIo::AfXdp(p) => p.rx_burst(cache, burst, c),
         }
     }
 
@@ -50,6 +54,7 @@ impl Port for PortIo {
         match self {
             PortIo::Tap(p) => p.tx_burst(cache, burst, c),
             PortIo::Mem(p) => p.tx_burst(cache, burst, c),
+            PortIo::AfXdp(p) => p.tx_burst(cache, burst, c),
         }
     }
 
@@ -57,6 +62,7 @@ impl Port for PortIo {
         match self {
             PortIo::Tap(p) => p.raw_fd(),
             PortIo::Mem(p) => p.raw_fd(),
+            PortIo::AfXdp(p) => p.raw_fd(),
         }
     }
 
@@ -64,6 +70,7 @@ impl Port for PortIo {
         match self {
             PortIo::Tap(p) => p.release(cache),
             PortIo::Mem(p) => p.release(cache),
+            PortIo::AfXdp(p) => p.release(cache),
         }
     }
 }

@@ -217,8 +217,7 @@ pub fn create_xskmap(name: &str, entries: u32) -> io::Result<OwnedFd> {
         map_name: name16(name),
     };
     // SAFETY: `MapCreateAttr` is the `BPF_MAP_CREATE` member of `bpf_attr`; it holds no pointers.
-    let r = unsafe { bpf(BPF_MAP_CREATE, &mut attr) }
-        .map_err(|e| perm_hint("create XSKMAP", e))?;
+    let r = unsafe { bpf(BPF_MAP_CREATE, &mut attr) }.map_err(|e| perm_hint("create XSKMAP", e))?;
     owned(r)
 }
 

@@ -1,7 +1,9 @@
 //! Syscall wrappers, one module per facility.
 
+pub mod bpf;
 pub mod netns;
 pub mod tap;
+pub mod xdp;
 
 /// Turns a `-1` return into the thread's `errno`.
 pub(crate) fn cvt(r: libc::c_int) -> std::io::Result<libc::c_int> {

@@ -74,6 +74,12 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // A forked child must not keep the socket alive through a copy of its rings (the
+        // descriptor itself is close-on-exec). Best effort: the result changes nothing here.
+        // SAFETY: advice on a mapping this function just created, of exactly this length.
+        unsafe {
+            libc::madvise(ptr, len, libc::MADV_DONTFORK);
+        }
         Ok(Mapping {
             ptr: ptr.cast(),
             len,
@@ -120,14 +126,22 @@ impl<T> RingPtrs<T> {
             return Err(bad());
         }
         let map = Mapping::new(fd, len, pgoff)?;
-        // SAFETY (all four): offsets were checked above to lie inside the `len`-byte mapping and
+        let base = map.ptr;
+        // SAFETY: all four offsets were checked above to lie inside the `len`-byte mapping and
         // to be suitably aligned (the mapping itself is page-aligned).
-        let at = |o: u64| unsafe { map.ptr.add(o as usize) };
+        let (producer, consumer, flags, descs) = unsafe {
+            (
+                base.add(off.producer as usize).cast(),
+                base.add(off.consumer as usize).cast(),
+                base.add(off.flags as usize).cast(),
+                base.add(desc_off).cast(),
+            )
+        };
         Ok(RingPtrs {
-            producer: at(off.producer).cast(),
-            consumer: at(off.consumer).cast(),
-            flags: at(off.flags).cast(),
-            descs: at(off.desc).cast(),
+            producer,
+            consumer,
+            flags,
+            descs,
             mask: size - 1,
             size,
             _map: map,
@@ -216,6 +230,12 @@ impl<T: Copy> ProdRing<T> {
         // entry is reserved (between our published producer index and the kernel's consumer
         // index plus size), so the kernel does not read it until `submit` publishes it.
         unsafe { self.r.descs.add(slot).write_volatile(v) }
+    }
+
+    /// Gives back the last `n` reserved entries, unwritten.
+    #[inline]
+    pub fn cancel(&mut self, n: u32) {
+        self.reserved -= n.min(self.reserved);
     }
 
     /// Publishes every reserved entry to the kernel.
@@ -346,6 +366,10 @@ pub struct XskSocket {
     zero_copy: bool,
 }
 
+// SAFETY: the socket and its mappings are not tied to a thread; the ring pointers are used only
+// through `&mut self` (one owner at a time), and the kernel side synchronises through the atomics.
+unsafe impl Send for XskSocket {}
+
 fn setsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &T) -> io::Result<()> {
     // SAFETY: `v` is a readable `T` for the duration of the call and its exact size is passed.
     cvt(unsafe {
@@ -460,14 +484,24 @@ impl XskSocket {
         }
         let raw = fd.as_raw_fd();
         let map = |e| ctx("map AF_XDP ring", e);
-        let fill = RingPtrs::new(raw, &off.fr, sizes.fill, libc::XDP_UMEM_PGOFF_FILL_RING)
-            .map_err(map)?;
-        let comp = RingPtrs::new(raw, &off.cr, sizes.comp, libc::XDP_UMEM_PGOFF_COMPLETION_RING)
-            .map_err(map)?;
-        let rx = RingPtrs::new(raw, &off.rx, sizes.rx, libc::XDP_PGOFF_RX_RING as u64)
-            .map_err(map)?;
-        let tx = RingPtrs::new(raw, &off.tx, sizes.tx, libc::XDP_PGOFF_TX_RING as u32 as u64)
-            .map_err(map)?;
+        let fill =
+            RingPtrs::new(raw, &off.fr, sizes.fill, libc::XDP_UMEM_PGOFF_FILL_RING).map_err(map)?;
+        let comp = RingPtrs::new(
+            raw,
+            &off.cr,
+            sizes.comp,
+            libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+        )
+        .map_err(map)?;
+        let rx =
+            RingPtrs::new(raw, &off.rx, sizes.rx, libc::XDP_PGOFF_RX_RING as u64).map_err(map)?;
+        let tx = RingPtrs::new(
+            raw,
+            &off.tx,
+            sizes.tx,
+            libc::XDP_PGOFF_TX_RING as u32 as u64,
+        )
+        .map_err(map)?;
         Ok(XskSocket {
             fill: ProdRing::new(fill),
             comp: ConsRing::new(comp),

@@ -12,6 +12,7 @@ pub mod fdb;
 use crate::config::{NetId, Snapshot};
 use crate::counters::{drop_index, event_index, DropReason, Event};
 use crate::output;
+use crate::overlay::Overlay;
 use dataplane::burst::Burst;
 use dataplane::burst::BURST;
 use dataplane::counters::WorkerStats;
@@ -26,15 +27,25 @@ pub const MAX_NETS: usize = 4096;
 /// Learned entries aged per tick at most (keeps one tick short).
 const AGING_BUDGET: u32 = 16_384;
 
-/// A MAC sighting passed between workers (see [`LearnSync`]).
+/// A sighting passed between workers (see [`LearnSync`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LearnEvent {
-    /// Network.
-    pub net: NetId,
-    /// Port the MAC was seen on.
-    pub port: PortId,
-    /// The MAC.
-    pub mac: [u8; 6],
+pub enum LearnEvent {
+    /// A MAC was seen on a port.
+    Mac {
+        /// Network.
+        net: NetId,
+        /// Port the MAC was seen on.
+        port: PortId,
+        /// The MAC.
+        mac: [u8; 6],
+    },
+    /// An underlay neighbour answered ARP.
+    Neigh {
+        /// Its address.
+        ip: std::net::Ipv4Addr,
+        /// Its MAC.
+        mac: [u8; 6],
+    },
 }
 
 /// Learning shared between workers. Each worker keeps its own MAC table (no locks, no shared
@@ -122,7 +133,8 @@ impl Bridge {
         self.sync = Some(sync);
     }
 
-    fn post(&self, stats: &WorkerStats, ev: LearnEvent) {
+    /// Posts a sighting to the other workers.
+    pub fn post(&self, stats: &WorkerStats, ev: LearnEvent) {
         let Some(sync) = &self.sync else { return };
         for (i, q) in sync.inboxes.iter().enumerate() {
             if i != sync.me && q.push(ev).is_err() {
@@ -131,18 +143,34 @@ impl Bridge {
         }
     }
 
-    /// Applies the sightings other workers posted.
-    fn apply_inbox(&mut self, stats: &WorkerStats, cfg: &Snapshot, now: u64) {
+    /// Applies the MAC sightings other workers posted; underlay neighbour sightings go into
+    /// `neigh` (up to its capacity; it is allocated by the caller once).
+    pub fn apply_inbox(
+        &mut self,
+        stats: &WorkerStats,
+        cfg: &Snapshot,
+        now: u64,
+        neigh: &mut Vec<(std::net::Ipv4Addr, [u8; 6])>,
+    ) {
         let Some(sync) = &self.sync else { return };
         let Some(inbox) = sync.inboxes.get(sync.me) else {
             return;
         };
         while let Some(ev) = inbox.pop() {
+            let (net_id, port, mac) = match ev {
+                LearnEvent::Mac { net, port, mac } => (net, port, mac),
+                LearnEvent::Neigh { ip, mac } => {
+                    if neigh.len() < neigh.capacity() {
+                        neigh.push((ip, mac));
+                    }
+                    continue;
+                }
+            };
             // A sighting from before a reconfiguration may name a port that left the network.
-            let (Some(pc), Some(net)) = (cfg.port(ev.port), cfg.net(ev.net)) else {
+            let (Some(pc), Some(net)) = (cfg.port(port), cfg.net(net_id)) else {
                 continue;
             };
-            if pc.net != Some(ev.net) {
+            if pc.net != Some(net_id) {
                 continue;
             }
             let limits = Limits {
@@ -151,15 +179,27 @@ impl Bridge {
                 network_ports: &net.ports,
             };
             if let Learn::Learned | Learn::LearnedEvicting(_) =
-                self.fdb.learn(ev.net, &ev.mac, ev.port, now, &limits)
+                self.fdb.learn(net_id, &mac, port, now, &limits)
             {
                 event(stats, Event::MacSynced);
             }
         }
     }
 
+    /// Whether learning is shared with other workers.
+    pub fn has_sync(&self) -> bool {
+        self.sync.is_some()
+    }
+
     /// Switches a burst received on `port`.
-    pub fn rx(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, port: PortId, burst: &mut Burst) {
+    pub fn rx(
+        &mut self,
+        cx: &mut Context<'_>,
+        cfg: &Snapshot,
+        overlay: &mut Overlay,
+        port: PortId,
+        burst: &mut Burst,
+    ) {
         let Some(net_id) = cfg.port(port).and_then(|p| p.net) else {
             for b in burst.drain() {
                 drop_frame(cx, b, DropReason::NoNetwork);
@@ -177,9 +217,6 @@ impl Bridge {
             network: net.mac_limit,
             network_ports: &net.ports,
         };
-        if self.sync.is_some() {
-            self.apply_inbox(cx.stats, cfg, cx.now);
-        }
 
         // Pass 1: hash every frame's MACs and prefetch their slots; pass 2 finds them cached.
         let mut probes = [(Probe::default(), Probe::default()); BURST];
@@ -202,7 +239,11 @@ impl Bridge {
                 drop_frame(cx, b, DropReason::SrcMacInvalid);
                 continue;
             }
-            let learned = self.fdb.learn_probe(src_probe, port, cx.now, &limits);
+            let learned = if pconf.learn {
+                self.fdb.learn_probe(src_probe, port, cx.now, &limits)
+            } else {
+                Learn::Known
+            };
             if let Learn::Learned
             | Learn::LearnedEvicting(_)
             | Learn::Moved
@@ -211,7 +252,7 @@ impl Bridge {
             {
                 self.post(
                     cx.stats,
-                    LearnEvent {
+                    LearnEvent::Mac {
                         net: net_id,
                         port,
                         mac: src,
@@ -236,17 +277,17 @@ impl Bridge {
             if dst[0] & 1 == 0 {
                 match self.fdb.lookup_probe(dst_probe) {
                     Some(out) if out == port => drop_frame(cx, b, DropReason::DstIsIngress),
-                    Some(out) => match output::send(cx, cfg, &self.pool, out, b) {
+                    Some(out) => match output::send(cx, cfg, &self.pool, overlay, out, b) {
                         Ok(()) => event(cx.stats, Event::Forwarded),
-                        Err(why) => cx.stats.pipeline.at(drop_index(why)).inc(),
+                        Err(why) => cx.stats.pipeline.at(why.0).inc(),
                     },
                     None => {
                         event(cx.stats, Event::UnknownUnicast);
-                        self.flood(cx, cfg, &net.ports, port, b);
+                        self.flood(cx, cfg, overlay, &net.ports, port, b);
                     }
                 }
             } else {
-                self.flood(cx, cfg, &net.ports, port, b);
+                self.flood(cx, cfg, overlay, &net.ports, port, b);
             }
         }
     }
@@ -256,6 +297,7 @@ impl Bridge {
         &self,
         cx: &mut Context<'_>,
         cfg: &Snapshot,
+        overlay: &mut Overlay,
         ports: &[PortId],
         ingress: PortId,
         b: Buf,
@@ -276,12 +318,12 @@ impl Bridge {
                     self.pool.set_pcp(&mut c, self.pool.pcp(&b));
                     event(cx.stats, Event::FloodCopies);
                     // Reachability was checked above; a copy that still fails is not a lost frame.
-                    let _ = output::send(cx, cfg, &self.pool, out, c);
+                    let _ = output::send(cx, cfg, &self.pool, overlay, out, c);
                 }
                 None => event(cx.stats, Event::FloodCopyNoBuffers),
             }
         }
-        let _ = output::send(cx, cfg, &self.pool, ports[last], b);
+        let _ = output::send(cx, cfg, &self.pool, overlay, ports[last], b);
     }
 
     /// Reconciles the MAC table with a new configuration: entries of ports that left their

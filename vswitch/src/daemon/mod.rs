@@ -3,6 +3,7 @@
 //! workers as a new snapshot.
 
 pub mod os;
+mod overlay;
 pub mod server;
 
 use crate::bridge::LearnSync;
@@ -77,6 +78,12 @@ pub struct Daemon {
     nets: BTreeMap<String, NetState>,
     ports: BTreeMap<String, PortState>,
     fdb: Vec<StaticFdb>,
+    /// The underlay address (MAC filled in).
+    uplink: Option<UplinkSpec>,
+    /// Remote VTEPs of overlay networks.
+    peers: Vec<PeerSpec>,
+    /// Port ids of tunnels, by (network, remote VTEP); allocated from the top of the id space.
+    tunnel_ids: BTreeMap<(String, std::net::Ipv4Addr), PortId>,
     gen: u64,
     rate: Option<(Instant, u64, u64)>,
     pps: (u64, u64),
@@ -156,6 +163,9 @@ impl Daemon {
             nets: BTreeMap::new(),
             ports: BTreeMap::new(),
             fdb: Vec::new(),
+            uplink: None,
+            peers: Vec::new(),
+            tunnel_ids: BTreeMap::new(),
             gen: 0,
             rate: None,
             pps: (0, 0),
@@ -196,6 +206,16 @@ impl Daemon {
                 Err(e) => tracing::error!(port = %name, error = %e, "cannot restore port"),
             }
         }
+        if let Some(u) = doc.uplink {
+            if let Err(e) = self.uplink_set(u, false) {
+                tracing::error!(error = %e, "cannot restore the uplink");
+            }
+        }
+        for p in doc.peers {
+            if let Err(e) = self.peer_add(p, false) {
+                tracing::error!(error = %e, "cannot restore a peer");
+            }
+        }
         for f in doc.fdb {
             if let Err(e) = self.fdb_add(f, false) {
                 tracing::error!(error = %e, "cannot restore static MAC entry");
@@ -225,6 +245,8 @@ impl Daemon {
             networks: self.nets.values().map(|n| n.spec.clone()).collect(),
             ports,
             fdb: self.fdb.clone(),
+            uplink: self.uplink.clone(),
+            peers: self.peers.clone(),
         }
     }
 
@@ -303,6 +325,7 @@ impl Daemon {
                 mtu: p.spec.mtu.unwrap_or(DEFAULT_MTU),
                 parent,
                 vlans,
+                ..Default::default()
             });
             if let Some(Some(nc)) = net.map(|n| &mut snap.nets[n as usize]) {
                 nc.ports.push(p.id);
@@ -320,11 +343,13 @@ impl Daemon {
                 nc.statics.push((mac, p.id));
             }
         }
+        self.snapshot_overlay(&mut snap);
         snap
     }
 
     /// Publishes a new snapshot and waits until every worker applied it.
     fn publish(&mut self) {
+        self.sync_tunnels();
         self.gen += 1;
         let snap = Arc::new(self.snapshot());
         let seqs: Vec<u64> = self
@@ -469,6 +494,29 @@ impl Daemon {
                 let doc: ConfigDoc = parse_args(c, a)?;
                 to_value(serde_json::to_value(self.import(doc)?))
             }
+            cmd::UPLINK_SET => {
+                let spec: UplinkSpec = parse_args(c, a)?;
+                self.uplink_set(spec, true)?;
+                self.publish();
+                to_value(serde_json::to_value(self.uplink_info()))
+            }
+            cmd::UPLINK_SHOW => to_value(serde_json::to_value(self.uplink_info())),
+            cmd::PEER_ADD => {
+                let p: PeerSpec = parse_args(c, a)?;
+                self.peer_add(p, true)?;
+                self.publish();
+                Ok(Value::Null)
+            }
+            cmd::PEER_RM => {
+                let p: PeerSpec = parse_args(c, a)?;
+                self.peer_rm(p)?;
+                self.publish();
+                Ok(Value::Null)
+            }
+            cmd::PEER_LS => {
+                let a: PeerLsArgs = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.peer_ls(a.network.as_deref())?))
+            }
             other => Err(err(
                 ErrorCode::UnknownCommand,
                 format!(
@@ -506,10 +554,10 @@ impl Daemon {
 
     fn check_network_spec(spec: &NetworkSpec) -> Result<(), ErrorBody> {
         check_name("network", &spec.name, 64).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
-        if spec.vni.is_some() || spec.encrypted {
+        if spec.encrypted {
             return Err(err(
                 ErrorCode::Unsupported,
-                "overlay networks (--vni, --encrypted) are not available in this version; create the network without them",
+                "encrypted overlays (--encrypted) are not available in this version; create the network without it",
             ));
         }
         if let Some(s) = &spec.subnet {
@@ -544,6 +592,7 @@ impl Daemon {
 
     fn network_create(&mut self, spec: NetworkSpec, persist: bool) -> Result<(), ErrorBody> {
         Self::check_network_spec(&spec)?;
+        self.check_vni(&spec)?;
         if self.nets.contains_key(&spec.name) {
             return Err(err(
                 ErrorCode::AlreadyExists,
@@ -587,12 +636,15 @@ impl Daemon {
         }
         let old = self.nets.remove(name);
         let old_fdb = self.fdb.clone();
+        let old_peers = self.peers.clone();
         self.fdb.retain(|f| f.network != name);
+        self.peers.retain(|p| p.network != name);
         if let Err(e) = self.persist() {
             if let Some(o) = old {
                 self.nets.insert(name.to_string(), o);
             }
             self.fdb = old_fdb;
+            self.peers = old_peers;
             return Err(e);
         }
         self.publish();
@@ -633,6 +685,13 @@ impl Daemon {
             static_macs: self.fdb.iter().filter(|f| f.network == name).count() as u64,
             effective_mac_limit: n.spec.mac_limit.unwrap_or(config::DEFAULT_NET_MAC_LIMIT),
             effective_aging_secs: n.spec.aging_secs.unwrap_or(config::DEFAULT_AGING_SECS),
+            mtu: n.spec.vni.map(|_| self.overlay_mtu()),
+            peers: self
+                .peers
+                .iter()
+                .filter(|p| p.network == name)
+                .map(|p| p.vtep.clone())
+                .collect(),
         })
     }
 
@@ -794,7 +853,12 @@ impl Daemon {
                 format!("duplicate port '{}' in state", spec.name),
             ));
         }
-        let used: Vec<PortId> = self.ports.values().map(|p| p.id).collect();
+        let used: Vec<PortId> = self
+            .ports
+            .values()
+            .map(|p| p.id)
+            .chain(self.tunnel_ids.values().copied())
+            .collect();
         let id = (0..MAX_PORTS as PortId)
             .find(|i| !used.contains(i))
             .ok_or_else(|| {
@@ -811,7 +875,15 @@ impl Daemon {
             // A subinterface has no device: it sends and receives through its trunk.
             Err(std::io::Error::other("subinterface"))
         } else {
-            TapDevice::open(&ifname, ns_path.as_deref(), queues, spec.mtu)
+            // A port in an overlay network gets the overlay's MTU unless it names one, so its
+            // frames fit in VXLAN on the uplink (as Docker sets a container's MTU on overlays).
+            let in_overlay = spec
+                .network
+                .as_ref()
+                .and_then(|n| self.nets.get(n))
+                .is_some_and(|n| n.spec.vni.is_some());
+            let mtu = spec.mtu.or(in_overlay.then(|| self.overlay_mtu()));
+            TapDevice::open(&ifname, ns_path.as_deref(), queues, mtu)
         };
         let (device, error) = match opened {
             Ok(d) => (Some(d), None),
@@ -873,6 +945,12 @@ impl Daemon {
     }
 
     fn port_rm(&mut self, name: &str) -> Result<(), ErrorBody> {
+        if self.uplink.as_ref().is_some_and(|u| u.port == name) {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("port '{name}' is the uplink; set the uplink on another port first"),
+            ));
+        }
         let Some(id) = self.ports.get(name).map(|p| p.id) else {
             return Err(self.no_port(name));
         };
@@ -1005,7 +1083,7 @@ impl Daemon {
                     network: net_names.get(&n)?.to_string(),
                     mac: format_mac(&mac),
                     port: port_names.get(&port).map(|s| s.to_string()),
-                    vtep: None,
+                    vtep: self.tunnel_of(port).map(|(_, ip)| ip.to_string()),
                     kind: if is_static { "static" } else { "learned" }.to_string(),
                     age_secs: (!is_static).then_some(age),
                 })
@@ -1043,8 +1121,24 @@ impl Daemon {
                     "give exactly one of --port or --vtep",
                 ));
             }
-            (None, Some(_)) => {
-                return Err(err(ErrorCode::Unsupported, "--vtep entries need overlay networks, not available in this version; use --port"));
+            (None, Some(v)) => {
+                if self
+                    .nets
+                    .get(&f.network)
+                    .is_some_and(|n| n.spec.vni.is_none())
+                {
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        format!("network '{}' is not an overlay network; --vtep needs one made with --vni", f.network),
+                    ));
+                }
+                let ip: std::net::Ipv4Addr = v.parse().map_err(|_| {
+                    err(
+                        ErrorCode::InvalidArgument,
+                        format!("VTEP '{v}' is not an IPv4 address"),
+                    )
+                })?;
+                f.vtep = Some(ip.to_string());
             }
             (Some(p), None) => {
                 let port = self.ports.get(p).ok_or_else(|| self.no_port(p))?;
@@ -1258,6 +1352,32 @@ impl Daemon {
             self.fdb_add(f.clone(), true)?;
             summary.created += 1;
         }
+        if let Some(u) = &doc.uplink {
+            let same = self.uplink.as_ref().is_some_and(|have| {
+                have.port == u.port
+                    && have.ip == u.ip
+                    && have.gateway == u.gateway
+                    && have.vxlan_port == u.vxlan_port
+            });
+            if same {
+                summary.unchanged += 1;
+            } else {
+                self.uplink_set(u.clone(), true)?;
+                summary.created += 1;
+            }
+        }
+        for p in &doc.peers {
+            if self
+                .peers
+                .iter()
+                .any(|q| q.network == p.network && q.vtep == p.vtep)
+            {
+                summary.unchanged += 1;
+                continue;
+            }
+            self.peer_add(p.clone(), true)?;
+            summary.created += 1;
+        }
         self.publish();
         Ok(summary)
     }
@@ -1369,8 +1489,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("outside subnet"), "{e}");
-        let e = call(&mut d, cmd::NETWORK_CREATE, json!({"name": "o", "vni": 5})).unwrap_err();
+        let e = call(
+            &mut d,
+            cmd::NETWORK_CREATE,
+            json!({"name": "o", "vni": 5, "encrypted": true}),
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::Unsupported);
+        let e = call(
+            &mut d,
+            cmd::NETWORK_CREATE,
+            json!({"name": "o", "vni": 1 << 24}),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("out of range"), "{e}");
         assert_eq!(
             call(&mut d, cmd::NETWORK_LS, Value::Null)
                 .unwrap()
@@ -1468,6 +1600,7 @@ mod tests {
 
         let mut conflicting = doc.clone();
         conflicting.networks.push(NetworkSpec {
+            learn_remote: None,
             name: "green".into(),
             subnet: None,
             gateway: None,

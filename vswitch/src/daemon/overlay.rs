@@ -1,0 +1,383 @@
+//! The daemon's side of overlay networks: the uplink address, remote VTEPs (peers), and the
+//! tunnel ports the pipeline sees for them.
+
+use super::{err, Daemon, NetState, DEFAULT_MTU};
+use crate::config::{self, PortConf, Snapshot, TunnelConf, UplinkConf};
+use crate::pipeline::Request as WorkerRequest;
+use crate::vxlan;
+use control::proto::*;
+use control::text::{format_mac, parse_mac};
+use dataplane::port::{PortId, MAX_PORTS};
+use dataplane::worker::Command;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Largest VNI (24 bits).
+pub const VNI_MAX: u32 = (1 << 24) - 1;
+
+fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr, ErrorBody> {
+    let ip: Ipv4Addr = s.parse().map_err(|_| {
+        err(
+            ErrorCode::InvalidArgument,
+            format!("{what} '{s}' is not an IPv4 address"),
+        )
+    })?;
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+        return Err(err(
+            ErrorCode::InvalidArgument,
+            format!("{what} {ip} must be a unicast address"),
+        ));
+    }
+    Ok(ip)
+}
+
+/// A random locally administered unicast MAC for the switch's underlay presence.
+fn random_mac() -> [u8; 6] {
+    let mut m = [0u8; 6];
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ u64::from(std::process::id()).rotate_left(40);
+    let mut x = seed | 1;
+    for b in m.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    m[0] = (m[0] & 0xfc) | 0x02;
+    m
+}
+
+impl Daemon {
+    /// The overlay MTU: the uplink port's MTU minus the VXLAN overhead.
+    pub(super) fn overlay_mtu(&self) -> u32 {
+        let up_mtu = self
+            .uplink
+            .as_ref()
+            .and_then(|u| self.ports.get(&u.port))
+            .and_then(|p| p.spec.mtu)
+            .unwrap_or(DEFAULT_MTU);
+        vxlan::overlay_mtu(up_mtu)
+    }
+
+    pub(super) fn check_vni(&self, spec: &NetworkSpec) -> Result<(), ErrorBody> {
+        let Some(vni) = spec.vni else {
+            if spec.learn_remote.is_some() {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    "--no-learn-remote applies to overlay networks; add --vni N",
+                ));
+            }
+            return Ok(());
+        };
+        if vni == 0 || vni > VNI_MAX {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!("VNI {vni} is out of range; use 1 to {VNI_MAX}"),
+            ));
+        }
+        if let Some(other) = self
+            .nets
+            .values()
+            .find(|n| n.spec.vni == Some(vni) && n.spec.name != spec.name)
+        {
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!("VNI {vni} is already network '{}'", other.spec.name),
+            ));
+        }
+        Ok(())
+    }
+
+    fn overlay_net(&self, name: &str) -> Result<&NetState, ErrorBody> {
+        let n = self.nets.get(name).ok_or_else(|| self.no_network(name))?;
+        if n.spec.vni.is_none() {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("network '{name}' is not an overlay network (it has no --vni)"),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// `uplink set`.
+    pub(super) fn uplink_set(
+        &mut self,
+        mut spec: UplinkSpec,
+        persist: bool,
+    ) -> Result<(), ErrorBody> {
+        let inval = |m: String| err(ErrorCode::InvalidArgument, m);
+        let (ip, prefix) = super::parse_cidr(&spec.ip).map_err(inval)?;
+        if prefix == 0 {
+            return Err(inval(format!(
+                "'{}' needs a prefix length of 1 to 32",
+                spec.ip
+            )));
+        }
+        parse_ip("uplink address", &ip.to_string())?;
+        if let Some(g) = &spec.gateway {
+            let gw = parse_ip("gateway", g)?;
+            let cfg = UplinkConf {
+                port: 0,
+                mac: [0; 6],
+                ip,
+                prefix,
+                gateway: None,
+                vxlan_port: 0,
+                mtu: 0,
+            };
+            if cfg.next_hop(gw) != Some(gw) {
+                return Err(inval(format!("gateway {gw} is outside {}", spec.ip)));
+            }
+        }
+        if spec.vxlan_port == Some(0) {
+            return Err(inval("--vxlan-port must be 1 to 65535".into()));
+        }
+        let port = self
+            .ports
+            .get(&spec.port)
+            .ok_or_else(|| self.no_port(&spec.port))?;
+        if port.spec.kind == PortType::Vlan {
+            return Err(inval(format!(
+                "'{}' is a VLAN subinterface; the uplink must be a TAP or AF_XDP port",
+                spec.port
+            )));
+        }
+        if port.spec.network.is_some() {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!(
+                    "port '{}' is in network '{}'; an uplink belongs to no network",
+                    spec.port,
+                    port.spec.network.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+        if self.ports.values().any(|q| {
+            self.vlan_parent(&q.spec)
+                .is_some_and(|(p, _)| p.id == port.id)
+        }) {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("port '{}' is a trunk; pick another uplink", spec.port),
+            ));
+        }
+        let mac = match &spec.mac {
+            Some(m) => parse_mac(m).map_err(inval)?,
+            None => self
+                .uplink
+                .as_ref()
+                .and_then(|u| u.mac.as_deref())
+                .and_then(|m| parse_mac(m).ok())
+                .unwrap_or_else(random_mac),
+        };
+        if mac[0] & 1 != 0 {
+            return Err(inval("the uplink MAC must be unicast".into()));
+        }
+        spec.mac = Some(format_mac(&mac));
+        spec.ip = format!("{ip}/{prefix}");
+        let old = self.uplink.replace(spec);
+        if persist {
+            if let Err(e) = self.persist() {
+                self.uplink = old;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// `uplink show`.
+    pub(super) fn uplink_info(&self) -> Option<UplinkInfo> {
+        let spec = self.uplink.clone()?;
+        let mut neighbours = Vec::new();
+        if let Some(w) = self.workers.first() {
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            w.send(Command::Request(WorkerRequest::Neighbours { reply: tx }));
+            if let Ok(list) = rx.recv_timeout(Duration::from_secs(5)) {
+                neighbours = list
+                    .into_iter()
+                    .map(|(ip, mac)| (ip.to_string(), format_mac(&mac)))
+                    .collect();
+            }
+        }
+        Some(UplinkInfo {
+            spec,
+            overlay_mtu: self.overlay_mtu(),
+            neighbours,
+        })
+    }
+
+    /// `peer add`.
+    pub(super) fn peer_add(&mut self, mut p: PeerSpec, persist: bool) -> Result<(), ErrorBody> {
+        self.overlay_net(&p.network)?;
+        let ip = parse_ip("VTEP", &p.vtep)?;
+        p.vtep = ip.to_string();
+        if self.peers.contains(&p) {
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!("{ip} is already a peer of network '{}'", p.network),
+            ));
+        }
+        if let Some(up) = &self.uplink {
+            if super::parse_cidr(&up.ip).is_ok_and(|(own, _)| own == ip) {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("{ip} is this switch's own uplink address"),
+                ));
+            }
+        }
+        self.peers.push(p);
+        if persist {
+            if let Err(e) = self.persist() {
+                self.peers.pop();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// `peer rm`.
+    pub(super) fn peer_rm(&mut self, p: PeerSpec) -> Result<(), ErrorBody> {
+        let ip = parse_ip("VTEP", &p.vtep)?;
+        let Some(i) = self
+            .peers
+            .iter()
+            .position(|q| q.network == p.network && q.vtep == ip.to_string())
+        else {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!(
+                    "{ip} is not a peer of network '{}'; see vswitchctl peer ls",
+                    p.network
+                ),
+            ));
+        };
+        let old = self.peers.remove(i);
+        if let Err(e) = self.persist() {
+            self.peers.insert(i, old);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// `peer ls`.
+    pub(super) fn peer_ls(&self, network: Option<&str>) -> Result<Vec<PeerSpec>, ErrorBody> {
+        if let Some(n) = network {
+            self.nets.get(n).ok_or_else(|| self.no_network(n))?;
+        }
+        Ok(self
+            .peers
+            .iter()
+            .filter(|p| network.is_none_or(|n| p.network == n))
+            .cloned()
+            .collect())
+    }
+
+    /// Gives every (network, VTEP) that needs a tunnel port an id, and frees the ids no longer
+    /// needed. Tunnel ids come from the top of the id space; port ids from the bottom.
+    pub(super) fn sync_tunnels(&mut self) {
+        let mut want: BTreeSet<(String, Ipv4Addr)> = BTreeSet::new();
+        for p in &self.peers {
+            if let Ok(ip) = p.vtep.parse() {
+                want.insert((p.network.clone(), ip));
+            }
+        }
+        for f in &self.fdb {
+            if let Some(ip) = f.vtep.as_deref().and_then(|v| v.parse().ok()) {
+                want.insert((f.network.clone(), ip));
+            }
+        }
+        want.retain(|(n, _)| self.nets.get(n).is_some_and(|n| n.spec.vni.is_some()));
+        self.tunnel_ids.retain(|k, _| want.contains(k));
+        for k in want {
+            if self.tunnel_ids.contains_key(&k) {
+                continue;
+            }
+            let used: BTreeSet<PortId> = self
+                .ports
+                .values()
+                .map(|p| p.id)
+                .chain(self.tunnel_ids.values().copied())
+                .collect();
+            if let Some(id) = (0..MAX_PORTS as PortId).rev().find(|i| !used.contains(i)) {
+                self.tunnel_ids.insert(k, id);
+            }
+        }
+    }
+
+    /// Whether `id` belongs to a tunnel.
+    pub(super) fn tunnel_of(&self, id: PortId) -> Option<&(String, Ipv4Addr)> {
+        self.tunnel_ids
+            .iter()
+            .find(|(_, &v)| v == id)
+            .map(|(k, _)| k)
+    }
+
+    /// Adds the uplink, VNIs and tunnel ports to a snapshot whose ports and networks are filled.
+    pub(super) fn snapshot_overlay(&self, snap: &mut Snapshot) {
+        snap.uplink = self.uplink.as_ref().and_then(|u| {
+            let port = self.ports.get(&u.port)?;
+            let (ip, prefix) = super::parse_cidr(&u.ip).ok()?;
+            Some(UplinkConf {
+                port: port.id,
+                mac: parse_mac(u.mac.as_deref()?).ok()?,
+                ip,
+                prefix,
+                gateway: u.gateway.as_deref().and_then(|g| g.parse().ok()),
+                vxlan_port: u.vxlan_port.unwrap_or(vxlan::DEFAULT_PORT),
+                mtu: port.spec.mtu.unwrap_or(DEFAULT_MTU),
+            })
+        });
+        snap.vnis = self
+            .nets
+            .values()
+            .filter_map(|n| Some((n.spec.vni?, n.id)))
+            .collect();
+        snap.vnis.sort_unstable();
+        let max = self
+            .tunnel_ids
+            .values()
+            .map(|&i| i as usize + 1)
+            .max()
+            .unwrap_or(0);
+        if snap.ports.len() < max {
+            snap.ports.resize(max, None);
+        }
+        for ((net_name, vtep), &id) in &self.tunnel_ids {
+            let Some(n) = self.nets.get(net_name) else {
+                continue;
+            };
+            let Some(vni) = n.spec.vni else { continue };
+            let limit = n.spec.mac_limit.unwrap_or(config::DEFAULT_NET_MAC_LIMIT);
+            snap.ports[id as usize] = Some(PortConf {
+                net: Some(n.id),
+                mac_limit: limit,
+                tunnel: Some(TunnelConf { vtep: *vtep, vni }),
+                learn: n.spec.learn_remote.unwrap_or(true),
+                ..Default::default()
+            });
+            snap.tunnels.push(((n.id, u32::from(*vtep)), id));
+            let is_peer = self
+                .peers
+                .iter()
+                .any(|p| &p.network == net_name && p.vtep == vtep.to_string());
+            if let Some(Some(nc)) = snap.nets.get_mut(n.id as usize) {
+                if is_peer {
+                    nc.ports.push(id);
+                    nc.ports.sort_unstable();
+                }
+                for f in self.fdb.iter().filter(|f| {
+                    &f.network == net_name && f.vtep.as_deref() == Some(&vtep.to_string())
+                }) {
+                    if let Ok(mac) = parse_mac(&f.mac) {
+                        nc.statics.push((mac, id));
+                    }
+                }
+            }
+        }
+        snap.tunnels.sort_unstable();
+    }
+}
