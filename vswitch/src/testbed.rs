@@ -111,17 +111,25 @@ impl Drop for Netns {
 pub struct DaemonProcess {
     exe: PathBuf,
     dir: PathBuf,
+    netns: Option<String>,
     child: Option<Child>,
 }
 
 impl DaemonProcess {
     /// Starts `exe` with socket and state under `dir`, and waits (at most 10 s) until it answers.
     pub fn start(exe: &Path, dir: &Path) -> Result<DaemonProcess, String> {
+        Self::start_in(exe, dir, None)
+    }
+
+    /// As [`DaemonProcess::start`], with the daemon inside network namespace `netns` (a "host"
+    /// of a multi-host test): its TAP devices are made there unless a port names another.
+    pub fn start_in(exe: &Path, dir: &Path, netns: Option<&str>) -> Result<DaemonProcess, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let mut d = DaemonProcess {
             exe: exe.to_path_buf(),
             dir: dir.to_path_buf(),
+            netns: netns.map(str::to_string),
             child: None,
         };
         d.restart()?;
@@ -155,7 +163,16 @@ impl DaemonProcess {
             .append(true)
             .open(self.log())
             .map_err(|e| format!("cannot open log: {e}"))?;
-        let child = Command::new(&self.exe)
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
+        let child = cmd
             .arg("--socket")
             .arg(self.socket())
             .arg("--state-dir")
