@@ -2,6 +2,7 @@
 //! socket. Every accepted change is persisted before it is acknowledged, then published to the
 //! workers as a new snapshot.
 
+mod device;
 pub mod os;
 mod overlay;
 pub mod server;
@@ -15,7 +16,7 @@ use control::text::{check_name, format_mac, parse_mac};
 use dataplane::counters::WorkerEvent;
 use dataplane::pool::{Pool, MAX_FRAME};
 use dataplane::port::tap::TapDevice;
-use dataplane::port::{PortId, PortIo, MAX_PORTS};
+use dataplane::port::{PortId, MAX_PORTS};
 use dataplane::sys::netns;
 use dataplane::worker::{self, Command, Worker, WorkerHandle};
 use serde::de::DeserializeOwned;
@@ -62,7 +63,7 @@ struct NetState {
 struct PortState {
     spec: PortSpec,
     id: PortId,
-    device: Option<TapDevice>,
+    device: Option<device::Device>,
     queues: u16,
     error: Option<String>,
     /// Counter values when the port was added (ids are reused; counters are not reset).
@@ -396,6 +397,7 @@ impl Daemon {
 
     /// Samples packet rates; called about once a second.
     pub fn sample_rates(&mut self) {
+        self.watch_interfaces();
         let (rx, tx) = self.ports.values().fold((0u64, 0u64), |(r, t), p| {
             let c = self.port_counters_since(p);
             (r + c.rx_packets, t + c.tx_packets)
@@ -415,6 +417,18 @@ impl Daemon {
             }
         }
         self.rate = Some((now, rx, tx));
+    }
+
+    /// Marks AF_XDP ports whose interface disappeared as down (once, with a log line); their
+    /// queues stay with the workers, which count what they can no longer send.
+    fn watch_interfaces(&mut self) {
+        for p in self.ports.values_mut() {
+            let Some(d) = &p.device else { continue };
+            if p.error.is_none() && p.spec.kind == PortType::Afxdp && !d.exists() {
+                tracing::error!(port = %p.spec.name, device = d.name(), "interface disappeared; port is down");
+                p.error = Some(format!("interface '{}' disappeared", d.name()));
+            }
+        }
     }
 
     /// Handles one request.
@@ -779,10 +793,17 @@ impl Daemon {
             check_name("interface", i, 15).map_err(inval)?;
         }
         if spec.kind == PortType::Afxdp {
-            return Err(err(
-                ErrorCode::Unsupported,
-                "AF_XDP ports are not available in this version; use --type tap",
-            ));
+            if spec.ifname.is_none() {
+                return Err(inval(format!(
+                    "an AF_XDP port binds to an existing interface: add --ifname IF (e.g. vswitchctl port add {} --type afxdp --ifname eth1)",
+                    spec.name
+                )));
+            }
+            if spec.mtu.is_some() {
+                return Err(inval(
+                    "an AF_XDP port uses its interface's MTU: drop --mtu and set it with `ip link set IF mtu N`".into(),
+                ));
+            }
         }
         if spec.kind == PortType::Vlan {
             return self.check_vlan_spec(spec);
@@ -883,15 +904,26 @@ impl Daemon {
                 .and_then(|n| self.nets.get(n))
                 .is_some_and(|n| n.spec.vni.is_some());
             let mtu = spec.mtu.or(in_overlay.then(|| self.overlay_mtu()));
-            TapDevice::open(&ifname, ns_path.as_deref(), queues, mtu)
+            match spec.kind {
+                PortType::Afxdp => {
+                    device::open_afxdp(&ifname, ns_path.as_deref(), queues, &self.pool)
+                }
+                _ => TapDevice::open(&ifname, ns_path.as_deref(), queues, mtu)
+                    .map(device::Device::Tap),
+            }
         };
         let (device, error) = match opened {
             Ok(d) => (Some(d), None),
             Err(_) if spec.kind == PortType::Vlan => (None, None),
             Err(e) if persist => {
+                let what = if spec.kind == PortType::Afxdp {
+                    "bind AF_XDP sockets to"
+                } else {
+                    "create TAP device"
+                };
                 return Err(err(
                     ErrorCode::System,
-                    format!("cannot create TAP device '{ifname}': {e}"),
+                    format!("cannot {what} '{ifname}': {e}"),
                 ));
             }
             Err(e) => {
@@ -922,15 +954,16 @@ impl Daemon {
                 return Err(e);
             }
         }
-        if let Some(p) = self.ports.get(&name) {
-            if let Some(d) = &p.device {
-                tracing::info!(port = %name, device = d.name(), created = d.created(), queues, "port attached");
+        if let Some(p) = self.ports.get_mut(&name) {
+            if let Some(d) = &mut p.device {
+                tracing::info!(port = %name, device = d.name(), created = d.created(), mode = d.mode(), queues, "port attached");
                 for w in self.workers.iter_mut() {
-                    match d.queue(w.id as usize) {
-                        Ok(q) => {
+                    match d.queue_for(w.id as usize) {
+                        Ok(None) => {}
+                        Ok(Some(io)) => {
                             w.send(Command::Attach {
                                 port: id,
-                                io: PortIo::Tap(q),
+                                io,
                                 rx: w.id < queues,
                             });
                         }
@@ -1021,7 +1054,11 @@ impl Daemon {
             None => dev_port.spec.mtu.unwrap_or(DEFAULT_MTU),
         };
         let state = match (&dev_port.device, &dev_port.error) {
-            (Some(_), _) => "up".to_string(),
+            (Some(_), Some(e)) => format!("down: {e}"),
+            (Some(d), None) => match d.mode() {
+                Some(m) => format!("up ({m})"),
+                None => "up".to_string(),
+            },
             (None, Some(e)) => format!("down: {e}"),
             (None, None) => "down".to_string(),
         };

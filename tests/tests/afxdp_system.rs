@@ -1,0 +1,160 @@
+//! AF_XDP ports through the real daemon: two containers on veths whose switch-side ends the
+//! daemon binds with AF_XDP; ping and a checked 100 MB TCP transfer; an interface deleted under
+//! the daemon; no XDP program left behind after `kill -9`.
+//!
+//! TCP through any userspace switch on veth needs the container side's transmit checksum offload
+//! off (`ethtool -K IF tx off`, which also turns TSO off): with it on, veth hands over partial
+//! checksums and TSO super-frames that only the kernel's own stack knows how to finish.
+
+use control::proto::{cmd, PortInfo};
+use serde_json::json;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tests::{bin, can_run_system_tests, TempDir};
+use vswitch::testbed::{tcp_transfer, unique_name, DaemonProcess, Netns, SIGKILL};
+
+fn call(d: &DaemonProcess, command: &str, args: serde_json::Value) -> serde_json::Value {
+    d.client()
+        .unwrap()
+        .call(command, args.clone())
+        .unwrap_or_else(|e| panic!("{command} {args}: {e}; daemon log:\n{}", d.log_tail()))
+}
+
+struct Bed {
+    switch_ns: Netns,
+    a: Netns,
+    b: Netns,
+    a_if: String,
+    b_if: String,
+}
+
+/// Two containers, each on a veth whose other end lives in the switch's namespace.
+fn bed() -> Bed {
+    let switch_ns = Netns::create(&unique_name("vsxs")).unwrap();
+    let a = Netns::create(&unique_name("vsxa")).unwrap();
+    let b = Netns::create(&unique_name("vsxb")).unwrap();
+    let (a_if, b_if) = (unique_name("xa"), unique_name("xb"));
+    for (ns, sw_if, ip) in [(&a, &a_if, "10.90.0.1/24"), (&b, &b_if, "10.90.0.2/24")] {
+        switch_ns
+            .ip(&[
+                "link",
+                "add",
+                sw_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns.name(),
+            ])
+            .unwrap();
+        switch_ns.ip(&["link", "set", sw_if, "up"]).unwrap();
+        ns.ip(&["addr", "add", ip, "dev", "eth0"]).unwrap();
+        ns.ip(&["link", "set", "eth0", "up"]).unwrap();
+        let out = ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).unwrap();
+        assert!(
+            out.status.success(),
+            "ethtool -K eth0 tx off: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Bed {
+        switch_ns,
+        a,
+        b,
+        a_if,
+        b_if,
+    }
+}
+
+fn xdp_attached(ns: &Netns, dev: &str) -> bool {
+    let out = ns.ip(&["link", "show", "dev", dev]).unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+#[test]
+fn afxdp_ports_carry_ping_and_tcp_and_leave_nothing_behind() {
+    if !can_run_system_tests("afxdp_ports_carry_ping_and_tcp_and_leave_nothing_behind") {
+        return;
+    }
+    if Command::new("ethtool").arg("--version").output().is_err() {
+        panic!(
+            "ethtool is needed to turn off the containers' checksum offload (apt install ethtool)"
+        );
+    }
+    let tmp = TempDir::new("xdp");
+    let bed = bed();
+    let mut d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    call(&d, cmd::NETWORK_CREATE, json!({"name": "x"}));
+    let ns = bed.switch_ns.name();
+    call(
+        &d,
+        cmd::PORT_ADD,
+        json!({"name": "pa", "type": "afxdp", "ifname": bed.a_if, "netns": ns, "network": "x"}),
+    );
+    call(
+        &d,
+        cmd::PORT_ADD,
+        json!({"name": "pb", "type": "afxdp", "ifname": bed.b_if, "netns": ns, "network": "x"}),
+    );
+    let info: PortInfo =
+        serde_json::from_value(call(&d, cmd::PORT_INSPECT, json!({"name": "pa"}))).unwrap();
+    assert!(
+        info.state.starts_with("up (") && info.state.contains("copy"),
+        "{}",
+        info.state
+    );
+    assert!(xdp_attached(&bed.switch_ns, &bed.a_if));
+
+    assert!(
+        bed.a.ping(Ipv4Addr::new(10, 90, 0, 2), 3).unwrap(),
+        "ping over AF_XDP; log:\n{}",
+        d.log_tail()
+    );
+    let t = tcp_transfer(
+        &bed.b.path(),
+        Ipv4Addr::new(10, 90, 0, 2),
+        &bed.a.path(),
+        100 << 20,
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("TCP over AF_XDP: {e}; log:\n{}", d.log_tail()));
+    eprintln!(
+        "AF_XDP: 100 MB in {:.2} s ({:.0} Mbit/s)",
+        t.elapsed.as_secs_f64(),
+        t.mbps()
+    );
+
+    // The interface goes away under the daemon: that port goes down, the daemon carries on.
+    bed.switch_ns.ip(&["link", "del", &bed.b_if]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut state = String::new();
+    while Instant::now() < deadline {
+        let info: PortInfo =
+            serde_json::from_value(call(&d, cmd::PORT_INSPECT, json!({"name": "pb"}))).unwrap();
+        state = info.state;
+        if state.starts_with("down") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        state.contains("disappeared"),
+        "port state after the interface went: {state}"
+    );
+    assert!(!bed.a.ping(Ipv4Addr::new(10, 90, 0, 2), 1).unwrap());
+    call(&d, cmd::STATUS, json!({}));
+
+    // kill -9: the BPF link dies with the process, so no program stays on the interface.
+    d.signal(SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while xdp_attached(&bed.switch_ns, &bed.a_if) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !xdp_attached(&bed.switch_ns, &bed.a_if),
+        "an XDP program was left on the interface"
+    );
+}
