@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tests::{bin, can_run_system_tests, TempDir};
-use vswitch::testbed::{tcp_transfer, unique_name, DaemonProcess, Netns};
+use vswitch::testbed::{tcp_transfer, unique_name, DaemonProcess, Netns, OverlayHosts};
 
 fn call(d: &DaemonProcess, command: &str, args: serde_json::Value) -> serde_json::Value {
     d.client()
@@ -191,81 +191,27 @@ fn interoperates_with_the_kernels_vxlan_device() {
     );
 }
 
-/// One host: a namespace with a kernel bridge that joins the daemon's uplink TAP to the underlay.
-struct Host {
-    ns: Netns,
-    daemon: DaemonProcess,
-}
-
-fn host(dir: &std::path::Path, index: u8, underlay_if: &str) -> Host {
-    let ns = Netns::create(&unique_name("vshost")).unwrap();
-    let daemon = DaemonProcess::start_in(&bin("vswitchd"), dir, Some(ns.name())).unwrap();
-    ns.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
-    ns.ip(&["link", "set", "br0", "up"]).unwrap();
-    ns.ip(&["link", "set", underlay_if, "master", "br0", "up"])
-        .ok();
-    let uplink = format!("up{index}");
-    call(
-        &daemon,
-        cmd::PORT_ADD,
-        json!({"name": uplink, "type": "tap"}),
-    );
-    ns.ip(&["link", "set", &uplink, "master", "br0"]).unwrap();
-    call(
-        &daemon,
-        cmd::UPLINK_SET,
-        json!({"port": uplink, "ip": format!("192.168.80.{index}/24")}),
-    );
-    for (net, vni) in [("ov1", 300), ("ov2", 400)] {
-        call(
-            &daemon,
-            cmd::NETWORK_CREATE,
-            json!({"name": net, "vni": vni}),
-        );
-        let other = if index == 1 { 2 } else { 1 };
-        call(
-            &daemon,
-            cmd::PEER_ADD,
-            json!({"network": net, "vtep": format!("192.168.80.{other}")}),
-        );
-    }
-    Host { ns, daemon }
-}
-
 #[test]
 fn two_switches_carry_an_overlay_between_hosts_and_keep_overlays_apart() {
     if !can_run_system_tests("two_switches_carry_an_overlay_between_hosts_and_keep_overlays_apart")
     {
         return;
     }
-    let tmp1 = TempDir::new("h1");
-    let tmp2 = TempDir::new("h2");
-    // The underlay: a veth pair between the two hosts' bridges.
-    let (v1, v2) = (unique_name("vsu"), unique_name("vsu"));
-    let scratch = Netns::create(&unique_name("vsmk")).unwrap();
-    scratch
-        .ip(&["link", "add", &v1, "type", "veth", "peer", "name", &v2])
+    let tmp = TempDir::new("hosts");
+    let bed = OverlayHosts::new(&bin("vswitchd"), &tmp.0, &[("ov1", 300), ("ov2", 400)]).unwrap();
+    let (a1, _) = bed
+        .container(0, "ov1", Ipv4Addr::new(10, 80, 1, 1))
         .unwrap();
-    let h1 = host(&tmp1.0, 1, "none");
-    let h2 = host(&tmp2.0, 2, "none");
-    scratch
-        .ip(&["link", "set", &v1, "netns", h1.ns.name()])
+    let (b1, _) = bed
+        .container(1, "ov1", Ipv4Addr::new(10, 80, 1, 2))
         .unwrap();
-    scratch
-        .ip(&["link", "set", &v2, "netns", h2.ns.name()])
-        .unwrap();
-    h1.ns
-        .ip(&["link", "set", &v1, "master", "br0", "up"])
-        .unwrap();
-    h2.ns
-        .ip(&["link", "set", &v2, "master", "br0", "up"])
-        .unwrap();
-
-    let (a1, _) = container(&h1.daemon, "ov1", Ipv4Addr::new(10, 80, 1, 1));
-    let (b1, _) = container(&h2.daemon, "ov1", Ipv4Addr::new(10, 80, 1, 2));
     // Same subnet on the second overlay: only the VNI keeps it apart.
-    let (a2, _) = container(&h1.daemon, "ov2", Ipv4Addr::new(10, 80, 1, 3));
-    let (b2, _) = container(&h2.daemon, "ov2", Ipv4Addr::new(10, 80, 1, 4));
+    let (a2, _) = bed
+        .container(0, "ov2", Ipv4Addr::new(10, 80, 1, 3))
+        .unwrap();
+    let (b2, _) = bed
+        .container(1, "ov2", Ipv4Addr::new(10, 80, 1, 4))
+        .unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut ok = false;
@@ -275,8 +221,8 @@ fn two_switches_carry_an_overlay_between_hosts_and_keep_overlays_apart() {
     assert!(
         ok,
         "no ping across the overlay; host 1 log:\n{}\nhost 2 log:\n{}",
-        h1.daemon.log_tail(),
-        h2.daemon.log_tail()
+        bed.daemons[0].log_tail(),
+        bed.daemons[1].log_tail()
     );
     assert!(
         a2.ping(Ipv4Addr::new(10, 80, 1, 4), 2).unwrap(),
@@ -300,7 +246,7 @@ fn two_switches_carry_an_overlay_between_hosts_and_keep_overlays_apart() {
     .unwrap_or_else(|e| panic!("TCP across the overlay: {e}"));
     eprintln!("host to host over VXLAN: {:.0} Mbit/s", t.mbps());
     // ARP (broadcast) crossed: each side learned the other's container behind the VTEP.
-    let fdb = call(&h1.daemon, cmd::FDB_LS, json!({"network": "ov1"}));
+    let fdb = call(&bed.daemons[0], cmd::FDB_LS, json!({"network": "ov1"}));
     assert!(
         fdb.as_array()
             .unwrap()

@@ -1,9 +1,11 @@
 //! `vswitchd demo`: what a newcomer runs first. It makes two "containers" (network namespaces),
 //! starts a switch of its own (this same binary, on a private socket and state directory),
 //! attaches both containers to one network through TAP ports, shows ping and a checked TCP
-//! transfer across the switch with the switch's counters, and removes everything it made.
+//! transfer across the switch with the switch's counters; then an overlay network between two
+//! "hosts", each with a switch of its own, carrying ping and TCP in VXLAN; and removes everything
+//! it made.
 
-use crate::testbed::{tcp_transfer, unique_name, DaemonProcess, Netns};
+use crate::testbed::{tcp_transfer, unique_name, DaemonProcess, Netns, OverlayHosts};
 use control::client::Client;
 use control::proto::{cmd, FdbEntry, StatsInfo};
 use serde_json::json;
@@ -158,12 +160,88 @@ fn run_in(exe: &std::path::Path, dir: &std::path::Path, bytes: u64) -> Result<()
         println!("    drops: {}", d.join(" "));
     }
 
-    step("Cleaning up");
+    step("Cleaning up the first switch");
     for p in &port_names {
         call(&mut c, cmd::PORT_RM, json!({"name": p}))?;
     }
     drop(daemon);
     drop((a, b));
+
+    overlay(exe, dir)
+}
+
+/// Part two: an overlay network between two hosts, each with its own switch.
+fn overlay(exe: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
+    step("Overlay: two hosts (namespaces joined by an underlay veth), a switch on each, network 'ov' (VNI 4242)");
+    let bed = OverlayHosts::new(exe, &dir.join("overlay"), &[("ov", 4242)])?;
+    println!(
+        "    host 1: underlay 192.168.80.1, switch pid {}",
+        bed.daemons[0].pid().unwrap_or(0)
+    );
+    println!(
+        "    host 2: underlay 192.168.80.2, switch pid {}",
+        bed.daemons[1].pid().unwrap_or(0)
+    );
+    let (ip1, ip2) = (Ipv4Addr::new(10, 201, 0, 1), Ipv4Addr::new(10, 201, 0, 2));
+    let (c1, _) = bed.container(0, "ov", ip1)?;
+    let (c2, _) = bed.container(1, "ov", ip2)?;
+    println!(
+        "    container {} on host 1 ({ip1}), container {} on host 2 ({ip2}), MTU 1450",
+        c1.name(),
+        c2.name()
+    );
+
+    step(&format!(
+        "ping {ip2} across the overlay (VXLAN over the underlay)"
+    ));
+    let out = c1.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &ip2.to_string()])?;
+    print!("{}", indent(&String::from_utf8_lossy(&out.stdout)));
+    if !out.status.success() {
+        return Err("ping across the overlay failed".into());
+    }
+    step("TCP: 20 MB from host 2 to host 1 over VXLAN, every byte checked");
+    let t = tcp_transfer(
+        &c1.path(),
+        ip1,
+        &c2.path(),
+        20 << 20,
+        Duration::from_secs(60),
+    )?;
+    println!(
+        "    {} bytes in {:.2} s: {:.0} Mbit/s",
+        t.bytes,
+        t.elapsed.as_secs_f64(),
+        t.mbps()
+    );
+
+    step("Host 1's switch: MAC table and overlay counters");
+    let mut c = bed.daemons[0].client()?;
+    let fdb: Vec<FdbEntry> =
+        serde_json::from_value(call(&mut c, cmd::FDB_LS, json!({}))?).map_err(|e| e.to_string())?;
+    for e in &fdb {
+        let behind = e
+            .port
+            .clone()
+            .or(e.vtep.as_ref().map(|v| format!("vtep {v}")))
+            .unwrap_or_default();
+        println!("    {}  {}  {}  {}", e.network, e.mac, behind, e.kind);
+    }
+    let stats: StatsInfo =
+        serde_json::from_value(call(&mut c, cmd::STATS, json!({}))?).map_err(|e| e.to_string())?;
+    for w in &stats.workers {
+        let shown: Vec<String> = w
+            .counters
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("vxlan") || k.starts_with("arp") || k.starts_with("neigh")
+            })
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("    worker {}: {}", w.id, shown.join(" "));
+    }
+    step("Cleaning up the overlay");
+    drop((c1, c2));
+    drop(bed);
     Ok(())
 }
 

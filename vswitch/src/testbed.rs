@@ -403,3 +403,98 @@ pub fn tcp_transfer(
         elapsed,
     })
 }
+
+/// Two "hosts" (namespaces), each running its own daemon whose uplink TAP is bridged by the
+/// host's kernel bridge onto an underlay veth between the hosts: the smallest multi-host
+/// overlay setup. Host `i` (1 or 2) has underlay address 192.168.80.`i`/24.
+pub struct OverlayHosts {
+    /// The hosts' daemons (dropped, so stopped, before their namespaces go).
+    pub daemons: [DaemonProcess; 2],
+    /// The hosts' namespaces.
+    pub hosts: [Netns; 2],
+}
+
+impl OverlayHosts {
+    /// Builds both hosts with daemons from `exe` (state under `dir`), and on each the overlay
+    /// networks `nets` (name, VNI) with the other host as peer.
+    pub fn new(exe: &Path, dir: &Path, nets: &[(&str, u32)]) -> Result<OverlayHosts, String> {
+        let h1 = Netns::create(&unique_name("vshost"))?;
+        let h2 = Netns::create(&unique_name("vshost"))?;
+        let v1 = unique_name("vsu");
+        h1.ip(&[
+            "link",
+            "add",
+            &v1,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "underlay",
+            "netns",
+            h2.name(),
+        ])?;
+        let mut daemons = Vec::new();
+        for (i, (h, veth)) in [(&h1, v1.as_str()), (&h2, "underlay")]
+            .into_iter()
+            .enumerate()
+        {
+            let index = i + 1;
+            h.ip(&["link", "add", "br0", "type", "bridge"])?;
+            h.ip(&["link", "set", "br0", "up"])?;
+            h.ip(&["link", "set", veth, "master", "br0", "up"])?;
+            let d =
+                DaemonProcess::start_in(exe, &dir.join(format!("host{index}")), Some(h.name()))?;
+            let mut c = d.client()?;
+            let mut call = |cmd: &str, args: serde_json::Value| {
+                c.call(cmd, args)
+                    .map(drop)
+                    .map_err(|e| format!("host {index}: {cmd}: {}", e.message))
+            };
+            let uplink = format!("uplink{index}");
+            call(
+                "port.add",
+                serde_json::json!({"name": uplink, "type": "tap"}),
+            )?;
+            h.ip(&["link", "set", &uplink, "master", "br0"])?;
+            call(
+                "uplink.set",
+                serde_json::json!({"port": uplink, "ip": format!("192.168.80.{index}/24")}),
+            )?;
+            for (name, vni) in nets {
+                call(
+                    "network.create",
+                    serde_json::json!({"name": name, "vni": vni}),
+                )?;
+                let other = 3 - index;
+                call(
+                    "peer.add",
+                    serde_json::json!({"network": name, "vtep": format!("192.168.80.{other}")}),
+                )?;
+            }
+            daemons.push(d);
+        }
+        let d2 = daemons.pop().ok_or("no daemon")?;
+        let d1 = daemons.pop().ok_or("no daemon")?;
+        Ok(OverlayHosts {
+            daemons: [d1, d2],
+            hosts: [h1, h2],
+        })
+    }
+
+    /// A container namespace on overlay `network` of host `host` (0 or 1), with `ip`/24.
+    pub fn container(
+        &self,
+        host: usize,
+        network: &str,
+        ip: Ipv4Addr,
+    ) -> Result<(Netns, String), String> {
+        let ns = Netns::create(&unique_name("vsc"))?;
+        let port = unique_name("ovp");
+        let d = self.daemons.get(host).ok_or("no such host")?;
+        d.client()?
+            .call("port.add", serde_json::json!({"name": port, "type": "tap", "network": network, "netns": ns.name()}))
+            .map_err(|e| format!("port add on host {host}: {}", e.message))?;
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &port])?;
+        Ok((ns, port))
+    }
+}
