@@ -1,7 +1,9 @@
 //! The switch pipeline's named counters: why frames were dropped, and what happened to them.
 //!
 //! Invariant the tests check: frames received = frames forwarded + frames flooded + drops
-//! (+ frames still queued), where a flooded frame counts once however many copies it made.
+//! - failed flood copies (+ frames still queued), where a flooded frame counts once however many
+//! copies it made, and a copy that fails on its way out is counted under its drop reason and as
+//! `flood_copy_failed`.
 
 use crate::neigh::{ArpIgnore, NeighDrop};
 use crate::vxlan::{DecapDrop, EncapError};
@@ -42,6 +44,8 @@ named_counters! {
         NoHeadroom => "no_headroom",
         /// A VTEP outside the uplink's subnet and no gateway to reach it.
         NoRoute => "vxlan_no_route",
+        /// Unicast from one VTEP to a MAC behind another (split horizon: never relayed).
+        TunnelToTunnel => "vxlan_split_horizon",
     }
 }
 
@@ -59,6 +63,9 @@ named_counters! {
         /// Flood copies not made because the pool had no free buffer (the frame still went to
         /// the ports that got a copy).
         FloodCopyNoBuffers => "flood_copy_no_buffers",
+        /// Flood copies (or the original) that failed on their way out; each is also counted
+        /// under its drop reason (e.g. `vxlan_too_big`).
+        FloodCopyFailed => "flood_copy_failed",
         /// MACs learned.
         MacLearned => "mac_learned",
         /// MACs that moved to another port (station moves).

@@ -99,6 +99,21 @@ fn event(stats: &WorkerStats, e: Event) {
     stats.pipeline.at(event_index(e)).inc();
 }
 
+#[inline]
+fn is_tunnel(cfg: &Snapshot, port: PortId) -> bool {
+    cfg.port(port).is_some_and(|p| p.tunnel.is_some())
+}
+
+/// Counts a flood copy that could not be sent under its reason, and as a failed copy, so that
+/// `received = forwarded + flooded + drops - flood_copy_failed` still counts frames.
+#[inline]
+fn copy_result(cx: &Context<'_>, r: Result<(), crate::counters::DropIdx>) {
+    if let Err(why) = r {
+        cx.stats.pipeline.at(why.0).inc();
+        event(cx.stats, Event::FloodCopyFailed);
+    }
+}
+
 fn evicted_event(why: Evicted) -> Event {
     match why {
         Evicted::PortLimit => Event::MacEvictedPortLimit,
@@ -277,6 +292,9 @@ impl Bridge {
             if dst[0] & 1 == 0 {
                 match self.fdb.lookup_probe(dst_probe) {
                     Some(out) if out == port => drop_frame(cx, b, DropReason::DstIsIngress),
+                    Some(out) if pconf.tunnel.is_some() && is_tunnel(cfg, out) => {
+                        drop_frame(cx, b, DropReason::TunnelToTunnel)
+                    }
                     Some(out) => match output::send(cx, cfg, &self.pool, overlay, out, b) {
                         Ok(()) => event(cx.stats, Event::Forwarded),
                         Err(why) => cx.stats.pipeline.at(why.0).inc(),
@@ -302,7 +320,12 @@ impl Bridge {
         ingress: PortId,
         b: Buf,
     ) {
-        let eligible = |cx: &Context<'_>, p: PortId| p != ingress && output::reachable(cx, cfg, p);
+        // Split horizon: what came from one VTEP is never replicated to the others (every VTEP
+        // replicates its own traffic to all peers; relaying would duplicate, and loop).
+        let from_tunnel = is_tunnel(cfg, ingress);
+        let eligible = |cx: &Context<'_>, p: PortId| {
+            p != ingress && !(from_tunnel && is_tunnel(cfg, p)) && output::reachable(cx, cfg, p)
+        };
         let Some(last) = ports.iter().rposition(|&p| eligible(cx, p)) else {
             drop_frame(cx, b, DropReason::NoDestination);
             return;
@@ -317,13 +340,14 @@ impl Bridge {
                     self.pool.fill(&mut c, self.pool.data(&b));
                     self.pool.set_pcp(&mut c, self.pool.pcp(&b));
                     event(cx.stats, Event::FloodCopies);
-                    // Reachability was checked above; a copy that still fails is not a lost frame.
-                    let _ = output::send(cx, cfg, &self.pool, overlay, out, c);
+                    let r = output::send(cx, cfg, &self.pool, overlay, out, c);
+                    copy_result(cx, r);
                 }
                 None => event(cx.stats, Event::FloodCopyNoBuffers),
             }
         }
-        let _ = output::send(cx, cfg, &self.pool, overlay, ports[last], b);
+        let r = output::send(cx, cfg, &self.pool, overlay, ports[last], b);
+        copy_result(cx, r);
     }
 
     /// Reconciles the MAC table with a new configuration: entries of ports that left their

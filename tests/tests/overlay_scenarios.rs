@@ -1,0 +1,1232 @@
+//! Scenario tests of VXLAN overlays over in-memory ports: exact bytes on the underlay and in the
+//! overlay, named drops, neighbour resolution on the uplink.
+//!
+//! Topology: port 0 is the uplink (192.168.50.1/24 at `OUR_MAC`, VXLAN on 4789, IP MTU 1500);
+//! port 1 is an access port in overlay network 1 (VNI 100), port 2 one in overlay network 2
+//! (VNI 200). The remote VTEP 192.168.50.2 is a peer of both networks, as tunnel port 1000 in
+//! network 1 and tunnel port 1001 in network 2 (ids from the top of the port-id space, peers in
+//! their network's flood list, as the daemon builds them). Some tests add a second peer of
+//! network 1, 192.168.50.3, as tunnel port 1002.
+//!
+//! Every frame is built here by hand and every checksum recomputed here, independently of the
+//! engine's helpers.
+
+use dataplane::pool::{Pool, PoolCache};
+use dataplane::port::mem::{self, MemPeer};
+use dataplane::port::{PortId, PortIo};
+use dataplane::worker::{Command, Worker};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use vswitch::config::{NetConf, NetId, PortConf, Snapshot, TunnelConf, UplinkConf};
+use vswitch::counters::{drop_counters, event_index, Event};
+use vswitch::pipeline::Switch;
+
+const UPLINK: PortId = 0;
+const ACCESS_1: PortId = 1;
+const ACCESS_2: PortId = 2;
+/// Network 1's tunnel to `PEER_IP`.
+const TUN_1: PortId = 1000;
+/// Network 2's tunnel to `PEER_IP`.
+const TUN_2: PortId = 1001;
+/// Network 1's tunnel to `PEER3_IP` (only where a test adds it).
+const TUN_1B: PortId = 1002;
+
+const VNI_1: u32 = 100;
+const VNI_2: u32 = 200;
+const VXLAN_PORT: u16 = 4789;
+
+const OUR_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x01, 0x01];
+const OUR_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
+const PEER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x02, 0x02];
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
+const PEER3_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x03, 0x03];
+const PEER3_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 3);
+const GW_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0xfe, 0xfe];
+const GW_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 254);
+const FAR_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 8, 7);
+
+/// A local host behind an access port.
+const A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+/// Another local host.
+const B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+/// A remote host behind the peer VTEP.
+const R: [u8; 6] = [0x02, 0, 0, 0, 0, 0x1a];
+/// A remote host programmed statically.
+const S: [u8; 6] = [0x02, 0, 0, 0, 0, 0x5a];
+const BCAST: [u8; 6] = [0xff; 6];
+
+/// The clock the worker runs at unless a test moves it.
+const NOW: u64 = 1;
+/// Ring size of every in-memory port, and so the most frames one port can hold.
+const RING: usize = 256;
+
+/// Inner frame: `dst`, `src`, the local experimental EtherType 0x88b5 (so that nothing parses
+/// past L2), a byte counter as payload, `len` bytes in all.
+fn inner(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    let mut i = 0u8;
+    while f.len() < len {
+        f.push(i);
+        i = i.wrapping_add(1);
+    }
+    f.truncate(len);
+    f
+}
+
+/// RFC 1071 checksum over `data` (the test's own, not the engine's).
+fn csum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 {
+            u32::from(u16::from_be_bytes([c[0], c[1]]))
+        } else {
+            u32::from(c[0]) << 8
+        };
+        sum += w;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Recomputes the outer IPv4 header checksum (IHL from the header) in place.
+fn fix_ip_csum(f: &mut [u8]) {
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    f[24..26].fill(0);
+    let c = csum(&f[14..14 + ihl]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Writes a correct UDP checksum (pseudo-header included) into an outer frame without options.
+fn fill_udp_csum(f: &mut [u8]) {
+    let ulen = usize::from(u16::from_be_bytes([f[38], f[39]]));
+    f[40..42].fill(0);
+    let mut ph = Vec::new();
+    ph.extend_from_slice(&f[26..34]);
+    ph.extend_from_slice(&[0, 17]);
+    ph.extend_from_slice(&(ulen as u16).to_be_bytes());
+    ph.extend_from_slice(&f[34..34 + ulen]);
+    let mut c = csum(&ph);
+    if c == 0 {
+        c = 0xffff;
+    }
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The outer headers of a VXLAN frame a test sends on the uplink.
+#[derive(Clone, Copy)]
+struct Outer {
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src_ip: Ipv4Addr,
+    dst_ip: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    vni: u32,
+}
+
+/// VXLAN from the peer VTEP to us with `vni`.
+fn from_peer(vni: u32) -> Outer {
+    Outer {
+        dst_mac: OUR_MAC,
+        src_mac: PEER_MAC,
+        src_ip: PEER_IP,
+        dst_ip: OUR_IP,
+        sport: 50_000,
+        dport: VXLAN_PORT,
+        flags: 0x08,
+        vni,
+    }
+}
+
+/// `inner` in VXLAN as `o` says: lengths and IPv4 checksum right, UDP checksum zero.
+fn vxlan(o: Outer, inner: &[u8]) -> Vec<u8> {
+    let ip_len = (20 + 8 + 8 + inner.len()) as u16;
+    let mut f = Vec::with_capacity(50 + inner.len());
+    f.extend_from_slice(&o.dst_mac);
+    f.extend_from_slice(&o.src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0x00]);
+    f.extend_from_slice(&ip_len.to_be_bytes());
+    f.extend_from_slice(&[0x12, 0x34, 0x40, 0x00, 64, 17, 0, 0]);
+    f.extend_from_slice(&o.src_ip.octets());
+    f.extend_from_slice(&o.dst_ip.octets());
+    f.extend_from_slice(&o.sport.to_be_bytes());
+    f.extend_from_slice(&o.dport.to_be_bytes());
+    f.extend_from_slice(&(ip_len - 20).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&[o.flags, 0, 0, 0]);
+    f.extend_from_slice(&o.vni.to_be_bytes()[1..]);
+    f.push(0);
+    f.extend_from_slice(inner);
+    fix_ip_csum(&mut f);
+    f
+}
+
+/// An Ethernet + ARP (IPv4 over Ethernet) frame, 42 bytes.
+fn arp(
+    op: u16,
+    eth_dst: [u8; 6],
+    sha: [u8; 6],
+    spa: Ipv4Addr,
+    tha: [u8; 6],
+    tpa: Ipv4Addr,
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&eth_dst);
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa.octets());
+    f.extend_from_slice(&tha);
+    f.extend_from_slice(&tpa.octets());
+    f
+}
+
+/// The broadcast request the switch sends to resolve `ip`.
+fn our_request(ip: Ipv4Addr) -> Vec<u8> {
+    arp(1, BCAST, OUR_MAC, OUR_IP, [0; 6], ip)
+}
+
+/// A reply from `ip` at `mac` to us.
+fn reply_to_us(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    arp(2, OUR_MAC, mac, ip, OUR_MAC, OUR_IP)
+}
+
+/// Checks every field of a VXLAN frame the switch sent towards `dst_ip` via next hop `dst_mac`
+/// and that it carries `inner` unchanged; returns the UDP source port.
+fn check_encap(f: &[u8], inner: &[u8], vni: u32, dst_mac: [u8; 6], dst_ip: Ipv4Addr) -> u16 {
+    assert_eq!(f.len(), 50 + inner.len(), "outer frame length");
+    // Ethernet.
+    assert_eq!(f[0..6], dst_mac, "outer destination MAC: the next hop's");
+    assert_eq!(f[6..12], OUR_MAC, "outer source MAC: the uplink's");
+    assert_eq!(f[12..14], [0x08, 0x00], "outer EtherType IPv4");
+    // IPv4.
+    assert_eq!(f[14], 0x45, "IPv4, no options");
+    let total = u16::from_be_bytes([f[16], f[17]]);
+    assert_eq!(
+        usize::from(total),
+        20 + 8 + 8 + inner.len(),
+        "IPv4 total length"
+    );
+    assert_eq!(
+        u16::from_be_bytes([f[20], f[21]]),
+        0x4000,
+        "DF set, not a fragment"
+    );
+    assert_eq!(f[22], 64, "TTL");
+    assert_eq!(f[23], 17, "protocol UDP");
+    let mut hdr = f[14..34].to_vec();
+    hdr[10..12].fill(0);
+    assert_eq!(
+        u16::from_be_bytes([f[24], f[25]]),
+        csum(&hdr),
+        "IPv4 header checksum, fully recomputed"
+    );
+    assert_eq!(f[26..30], OUR_IP.octets(), "outer source address");
+    assert_eq!(f[30..34], dst_ip.octets(), "outer destination address");
+    // UDP.
+    let sport = u16::from_be_bytes([f[34], f[35]]);
+    assert!(sport >= 49152, "UDP source port {sport} in 49152..=65535");
+    assert_eq!(u16::from_be_bytes([f[36], f[37]]), VXLAN_PORT, "UDP dport");
+    assert_eq!(
+        usize::from(u16::from_be_bytes([f[38], f[39]])),
+        8 + 8 + inner.len(),
+        "UDP length"
+    );
+    assert_eq!(f[40..42], [0, 0], "UDP checksum zero");
+    // VXLAN.
+    assert_eq!(f[42], 0x08, "I flag only");
+    assert_eq!(f[43..46], [0, 0, 0], "reserved");
+    assert_eq!(f[46..49], vni.to_be_bytes()[1..], "VNI");
+    assert_eq!(f[49], 0, "reserved");
+    assert_eq!(&f[50..], inner, "inner frame byte-identical");
+    sport
+}
+
+fn netconf(ports: Vec<PortId>) -> NetConf {
+    NetConf {
+        ports,
+        mac_limit: 1000,
+        aging_secs: 300,
+        statics: vec![],
+    }
+}
+
+/// Uplink, two overlay networks with an access port each, no tunnels.
+fn base() -> Snapshot {
+    let mut ports = vec![None; 1024];
+    ports[UPLINK as usize] = Some(PortConf::default());
+    ports[ACCESS_1 as usize] = Some(PortConf::access(Some(1), 100));
+    ports[ACCESS_2 as usize] = Some(PortConf::access(Some(2), 100));
+    Snapshot {
+        gen: 1,
+        ports,
+        nets: vec![
+            None,
+            Some(netconf(vec![ACCESS_1])),
+            Some(netconf(vec![ACCESS_2])),
+        ],
+        uplink: Some(UplinkConf {
+            port: UPLINK,
+            mac: OUR_MAC,
+            ip: OUR_IP,
+            prefix: 24,
+            gateway: None,
+            vxlan_port: VXLAN_PORT,
+            mtu: 1500,
+        }),
+        vnis: vec![(VNI_1, 1), (VNI_2, 2)],
+        tunnels: vec![],
+    }
+}
+
+/// Adds tunnel port `id` of network `net` towards `vtep`, a peer (in the flood list) if `peer`.
+fn add_tunnel(s: &mut Snapshot, id: PortId, net: NetId, vtep: Ipv4Addr, peer: bool) {
+    let vni = s
+        .vnis
+        .iter()
+        .find(|&&(_, n)| n == net)
+        .map(|&(v, _)| v)
+        .expect("an overlay network");
+    s.ports[id as usize] = Some(PortConf {
+        net: Some(net),
+        mac_limit: 1000,
+        tunnel: Some(TunnelConf { vtep, vni }),
+        learn: true,
+        ..Default::default()
+    });
+    s.tunnels.push(((net, u32::from(vtep)), id));
+    s.tunnels.sort_unstable();
+    if peer {
+        let nc = s.nets[net as usize].as_mut().expect("network");
+        nc.ports.push(id);
+        nc.ports.sort_unstable();
+    }
+}
+
+fn port_conf(s: &mut Snapshot, id: PortId) -> &mut PortConf {
+    s.ports[id as usize].as_mut().expect("port")
+}
+
+fn net_conf(s: &mut Snapshot, id: NetId) -> &mut NetConf {
+    s.nets[id as usize].as_mut().expect("network")
+}
+
+/// The standard topology: `PEER_IP` a peer of both networks.
+fn snapshot() -> Snapshot {
+    let mut s = base();
+    add_tunnel(&mut s, TUN_1, 1, PEER_IP, true);
+    add_tunnel(&mut s, TUN_2, 2, PEER_IP, true);
+    s
+}
+
+/// The standard topology plus `PEER3_IP` as a second peer of network 1.
+fn snapshot_two_peers() -> Snapshot {
+    let mut s = snapshot();
+    add_tunnel(&mut s, TUN_1B, 1, PEER3_IP, true);
+    s
+}
+
+type Out = BTreeMap<PortId, Vec<Vec<u8>>>;
+
+fn only(port: PortId, frames: Vec<Vec<u8>>) -> Out {
+    BTreeMap::from([(port, frames)])
+}
+
+struct Rig {
+    cache: PoolCache,
+    worker: Worker<Switch>,
+    tx: crossbeam::channel::Sender<(u64, Command<Switch>)>,
+    seq: u64,
+    peers: BTreeMap<PortId, MemPeer>,
+    now: u64,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig::with(snapshot())
+    }
+
+    fn with(snap: Snapshot) -> Rig {
+        let pool = Pool::new(2048).unwrap();
+        let (worker, tx) = Worker::new(
+            0,
+            pool.clone(),
+            Switch::new(pool.clone(), 1024),
+            Arc::new(Snapshot::default()),
+        );
+        let mut rig = Rig {
+            cache: PoolCache::new(pool.clone()),
+            worker,
+            tx,
+            seq: 0,
+            peers: BTreeMap::new(),
+            now: NOW,
+        };
+        for port in [UPLINK, ACCESS_1, ACCESS_2] {
+            let (io, peer) = mem::pair(pool.clone(), RING);
+            rig.command(Command::Attach {
+                port,
+                io: PortIo::Mem(io),
+                rx: true,
+            });
+            rig.peers.insert(port, peer);
+        }
+        rig.command(Command::Config(Arc::new(snap)));
+        rig
+    }
+
+    fn command(&mut self, c: Command<Switch>) {
+        self.seq += 1;
+        self.tx.send((self.seq, c)).unwrap();
+        self.worker.poll_once(self.now);
+    }
+
+    /// Runs the worker once and returns what every port transmitted.
+    fn run(&mut self) -> Out {
+        self.worker.poll_once(self.now);
+        let mut out = BTreeMap::new();
+        for (&p, peer) in self.peers.iter_mut() {
+            for _ in 0..RING {
+                let Some(f) = peer.recv(&mut self.cache) else {
+                    break;
+                };
+                out.entry(p).or_insert_with(Vec::new).push(f);
+            }
+        }
+        out
+    }
+
+    /// Sends `frame` on `port`, runs the worker, returns what every port transmitted.
+    fn exchange(&mut self, port: PortId, frame: &[u8]) -> Out {
+        assert!(self
+            .peers
+            .get_mut(&port)
+            .unwrap()
+            .send(&mut self.cache, frame));
+        self.run()
+    }
+
+    /// Moves the clock to `now` and runs the worker (its timers fire on a new second).
+    fn advance(&mut self, now: u64) -> Out {
+        self.now = now;
+        self.run()
+    }
+
+    /// Tells the switch that `ip` is at `mac` with an unsolicited ARP reply on the uplink.
+    fn resolve(&mut self, mac: [u8; 6], ip: Ipv4Addr) {
+        let before = self.event(Event::ArpLearned);
+        assert_eq!(self.exchange(UPLINK, &reply_to_us(mac, ip)), Out::new());
+        assert_eq!(self.event(Event::ArpLearned), before + 1);
+    }
+
+    /// Drop counter `name` (panics on a name that is not one).
+    fn dropped(&self, name: &str) -> u64 {
+        let (idx, _) = drop_counters()
+            .find(|&(_, n)| n == name)
+            .unwrap_or_else(|| panic!("no drop counter named {name}"));
+        self.worker.stats().pipeline.at(idx).get()
+    }
+
+    /// Every drop counter that is not zero, by name.
+    fn drops(&self) -> BTreeMap<&'static str, u64> {
+        drop_counters()
+            .map(|(i, n)| (n, self.worker.stats().pipeline.at(i).get()))
+            .filter(|&(_, v)| v > 0)
+            .collect()
+    }
+
+    fn event(&self, e: Event) -> u64 {
+        self.worker.stats().pipeline.at(event_index(e)).get()
+    }
+
+    /// The port the MAC table has `mac` behind in `net`, and whether it is static.
+    fn fdb(&self, net: NetId, mac: [u8; 6]) -> Option<(PortId, bool)> {
+        self.worker
+            .pipeline()
+            .bridge
+            .fdb
+            .dump(Some(net))
+            .into_iter()
+            .find(|e| e.mac == mac)
+            .map(|e| (e.port, e.is_static))
+    }
+}
+
+// (a) Neighbour resolution and encapsulation.
+
+#[test]
+fn first_frame_to_a_peer_waits_for_arp_then_leaves_encapsulated() {
+    let mut rig = Rig::new();
+    let f = inner(BCAST, A, 64);
+    // The only other port of network 1 is the tunnel: the frame waits while the switch asks.
+    assert_eq!(
+        rig.exchange(ACCESS_1, &f),
+        only(UPLINK, vec![our_request(PEER_IP)])
+    );
+    assert_eq!(rig.event(Event::NeighQueued), 1);
+    assert_eq!(rig.event(Event::ArpRequests), 1);
+    assert_eq!(rig.event(Event::VxlanEncap), 0);
+
+    // The reply releases it, encapsulated towards the MAC the reply gave.
+    let out = rig.exchange(UPLINK, &reply_to_us(PEER_MAC, PEER_IP));
+    assert_eq!(out.keys().copied().collect::<Vec<_>>(), vec![UPLINK]);
+    let frames = &out[&UPLINK];
+    assert_eq!(frames.len(), 1);
+    check_encap(&frames[0], &f, VNI_1, PEER_MAC, PEER_IP);
+    assert_eq!(rig.event(Event::VxlanEncap), 1);
+    assert_eq!(rig.event(Event::ArpLearned), 1);
+
+    // Now resolved: the next frame goes straight out, with no new request.
+    let out = rig.exchange(ACCESS_1, &f);
+    let frames = &out[&UPLINK];
+    assert_eq!((out.len(), frames.len()), (1, 1));
+    check_encap(&frames[0], &f, VNI_1, PEER_MAC, PEER_IP);
+    assert_eq!(rig.event(Event::ArpRequests), 1);
+    assert_eq!(rig.event(Event::NeighQueued), 1);
+    assert_eq!(rig.drops(), BTreeMap::new());
+    // The tunnel port counts what it carried (inner bytes).
+    let c = rig.worker.stats().port(TUN_1);
+    assert_eq!((c.tx_packets.get(), c.tx_bytes.get()), (2, 128));
+}
+
+#[test]
+fn one_flow_keeps_one_source_port_and_flows_spread() {
+    let mut rig = Rig::new();
+    rig.resolve(PEER_MAC, PEER_IP);
+    let mut ports = std::collections::BTreeSet::new();
+    for i in 0..16u8 {
+        let mut f = inner(BCAST, [0x02, 0, 0, 0, 1, i], 80);
+        f[20] = i;
+        let a = rig.exchange(ACCESS_1, &f);
+        let b = rig.exchange(ACCESS_1, &f);
+        let pa = check_encap(&a[&UPLINK][0], &f, VNI_1, PEER_MAC, PEER_IP);
+        let pb = check_encap(&b[&UPLINK][0], &f, VNI_1, PEER_MAC, PEER_IP);
+        assert_eq!(pa, pb, "same inner flow, same source port");
+        ports.insert(pa);
+    }
+    assert!(ports.len() > 4, "16 flows on {} source ports", ports.len());
+}
+
+#[test]
+fn frames_wait_for_resolution_in_order_up_to_the_queue_limit() {
+    // Unicast to a static remote MAC, so that the refused frame is a counted drop (see
+    // `flooded_frames_dropped_by_the_overlay_are_counted` for flooded ones).
+    let mut s = snapshot();
+    net_conf(&mut s, 1).statics.push((S, TUN_1));
+    let mut rig = Rig::with(s);
+    let frames: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| {
+            let mut f = inner(S, A, 70);
+            f[30] = i;
+            f
+        })
+        .collect();
+    assert_eq!(
+        rig.exchange(ACCESS_1, &frames[0]),
+        only(UPLINK, vec![our_request(PEER_IP)])
+    );
+    for f in &frames[1..] {
+        assert_eq!(rig.exchange(ACCESS_1, f), Out::new(), "one request only");
+    }
+    assert_eq!(rig.event(Event::NeighQueued), 3);
+    assert_eq!(rig.dropped("neigh_queue_full"), 1);
+    let out = rig.exchange(UPLINK, &reply_to_us(PEER_MAC, PEER_IP));
+    let got = &out[&UPLINK];
+    assert_eq!(got.len(), 3);
+    for (g, f) in got.iter().zip(&frames[..3]) {
+        check_encap(g, f, VNI_1, PEER_MAC, PEER_IP);
+    }
+}
+
+#[test]
+fn unanswered_peer_is_retried_then_waiting_frames_are_dropped() {
+    let mut s = snapshot();
+    net_conf(&mut s, 1).statics.push((S, TUN_1));
+    let mut rig = Rig::with(s);
+    let f = inner(S, A, 64);
+    assert_eq!(
+        rig.exchange(ACCESS_1, &f),
+        only(UPLINK, vec![our_request(PEER_IP)])
+    );
+    // Retries once a second, three requests in all, then the frame is dropped by name.
+    assert_eq!(
+        rig.advance(NOW + 1),
+        only(UPLINK, vec![our_request(PEER_IP)])
+    );
+    assert_eq!(
+        rig.advance(NOW + 2),
+        only(UPLINK, vec![our_request(PEER_IP)])
+    );
+    assert_eq!(rig.advance(NOW + 3), Out::new());
+    assert_eq!(rig.dropped("neigh_failed"), 1);
+    // While the failure holds, frames are dropped at once; no request goes out.
+    assert_eq!(rig.exchange(ACCESS_1, &f), Out::new());
+    assert_eq!(rig.dropped("neigh_failed"), 2);
+    assert_eq!(rig.event(Event::ArpRequests), 3);
+    assert_eq!(rig.event(Event::VxlanEncap), 0);
+}
+
+#[test]
+fn vtep_off_subnet_goes_via_the_gateway_or_is_dropped_without_one() {
+    let mut s = base();
+    add_tunnel(&mut s, TUN_1, 1, FAR_IP, true);
+    s.uplink.as_mut().unwrap().gateway = Some(GW_IP);
+    let mut rig = Rig::with(s.clone());
+    let f = inner(BCAST, A, 64);
+    assert_eq!(
+        rig.exchange(ACCESS_1, &f),
+        only(UPLINK, vec![our_request(GW_IP)])
+    );
+    let out = rig.exchange(UPLINK, &reply_to_us(GW_MAC, GW_IP));
+    check_encap(&out[&UPLINK][0], &f, VNI_1, GW_MAC, FAR_IP);
+
+    // Without a gateway the far VTEP is unreachable: dropped by name, no ARP for anything.
+    s.uplink.as_mut().unwrap().gateway = None;
+    net_conf(&mut s, 1).statics.push((S, TUN_1));
+    let mut rig = Rig::with(s);
+    assert_eq!(rig.exchange(ACCESS_1, &inner(S, A, 64)), Out::new());
+    assert_eq!(rig.dropped("vxlan_no_route"), 1);
+    assert_eq!(rig.event(Event::ArpRequests), 0);
+}
+
+#[test]
+fn tunnels_of_two_networks_to_one_vtep_share_its_resolution() {
+    let mut rig = Rig::new();
+    let f1 = inner(BCAST, A, 64);
+    let f2 = inner(BCAST, B, 64);
+    assert_eq!(
+        rig.exchange(ACCESS_1, &f1),
+        only(UPLINK, vec![our_request(PEER_IP)])
+    );
+    assert_eq!(rig.exchange(ACCESS_2, &f2), Out::new(), "already asked");
+    assert_eq!(rig.event(Event::NeighQueued), 2);
+    // One reply releases both, each in its own network's VNI.
+    let out = rig.exchange(UPLINK, &reply_to_us(PEER_MAC, PEER_IP));
+    let got = &out[&UPLINK];
+    assert_eq!(got.len(), 2);
+    check_encap(&got[0], &f1, VNI_1, PEER_MAC, PEER_IP);
+    check_encap(&got[1], &f2, VNI_2, PEER_MAC, PEER_IP);
+}
+
+#[test]
+fn tunnels_follow_a_peer_whose_mac_changes() {
+    let mut rig = Rig::new();
+    rig.resolve(PEER_MAC, PEER_IP);
+    let f = inner(BCAST, A, 64);
+    check_encap(
+        &rig.exchange(ACCESS_1, &f)[&UPLINK][0],
+        &f,
+        VNI_1,
+        PEER_MAC,
+        PEER_IP,
+    );
+    // A gratuitous ARP announces the peer's new MAC (say, a failover).
+    let moved = [0x02, 0, 0, 0, 0x22, 0x22];
+    let garp = arp(1, BCAST, moved, PEER_IP, [0; 6], PEER_IP);
+    assert_eq!(rig.exchange(UPLINK, &garp), Out::new());
+    check_encap(
+        &rig.exchange(ACCESS_1, &f)[&UPLINK][0],
+        &f,
+        VNI_1,
+        moved,
+        PEER_IP,
+    );
+    check_encap(
+        &rig.exchange(ACCESS_2, &f)[&UPLINK][0],
+        &f,
+        VNI_2,
+        moved,
+        PEER_IP,
+    );
+    // A gratuitous ARP about an address nobody resolves creates nothing.
+    let other = Ipv4Addr::new(192, 168, 50, 40);
+    let garp = arp(1, BCAST, moved, other, [0; 6], other);
+    assert_eq!(rig.exchange(UPLINK, &garp), Out::new());
+    let n = rig.worker.pipeline().overlay.neighbours();
+    assert_eq!(n, vec![(PEER_IP, moved)]);
+}
+
+// (b) ARP for the uplink address.
+
+#[test]
+fn switch_answers_arp_for_its_uplink_address_and_learns_the_asker() {
+    let mut rig = Rig::new();
+    let req = arp(1, BCAST, PEER_MAC, PEER_IP, [0; 6], OUR_IP);
+    let want = arp(2, PEER_MAC, OUR_MAC, OUR_IP, PEER_MAC, PEER_IP);
+    assert_eq!(rig.exchange(UPLINK, &req), only(UPLINK, vec![want.clone()]));
+    assert_eq!(rig.event(Event::ArpReplied), 1);
+    // Padded to the Ethernet minimum: the reply is still exactly 42 bytes.
+    let mut padded = req.clone();
+    padded.resize(60, 0);
+    assert_eq!(rig.exchange(UPLINK, &padded), only(UPLINK, vec![want]));
+    assert_eq!(rig.event(Event::ArpReplied), 2);
+    // The asker was learned: traffic to it needs no request of its own.
+    let f = inner(BCAST, A, 64);
+    let out = rig.exchange(ACCESS_1, &f);
+    check_encap(&out[&UPLINK][0], &f, VNI_1, PEER_MAC, PEER_IP);
+    assert_eq!(rig.event(Event::ArpRequests), 0);
+    assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+#[test]
+fn arp_for_other_addresses_is_ignored_by_name() {
+    let mut rig = Rig::new();
+    let other = Ipv4Addr::new(192, 168, 50, 99);
+    let req = arp(1, BCAST, PEER_MAC, PEER_IP, [0; 6], other);
+    assert_eq!(rig.exchange(UPLINK, &req), Out::new());
+    assert_eq!(rig.dropped("arp_not_for_us"), 1);
+    assert_eq!(rig.event(Event::ArpReplied), 0);
+    // A broadcast reply (gratuitous-style) about a third address: not for us either.
+    let rep = arp(2, BCAST, PEER_MAC, PEER_IP, B, other);
+    assert_eq!(rig.exchange(UPLINK, &rep), Out::new());
+    assert_eq!(rig.dropped("arp_not_for_us"), 2);
+    // ARP unicast to another MAC never reaches ARP handling: the uplink is not for it.
+    let uni = arp(1, B, PEER_MAC, PEER_IP, [0; 6], OUR_IP);
+    assert_eq!(rig.exchange(UPLINK, &uni), Out::new());
+    assert_eq!(rig.dropped("uplink_not_for_us"), 1);
+    assert_eq!(rig.event(Event::ArpReplied), 0);
+    // Someone claiming our address is a conflict, not an answer.
+    let claim = arp(1, BCAST, PEER_MAC, OUR_IP, [0; 6], OUR_IP);
+    assert_eq!(rig.exchange(UPLINK, &claim), Out::new());
+    assert_eq!(rig.dropped("arp_address_conflict"), 1);
+    assert!(rig.worker.pipeline().overlay.neighbours().is_empty());
+}
+
+// (c) Decapsulation and remote learning.
+
+#[test]
+fn vxlan_from_a_peer_reaches_only_its_networks_access_port() {
+    let mut rig = Rig::new();
+    let f = inner(BCAST, R, 64);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)),
+        only(ACCESS_1, vec![f.clone()])
+    );
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_2), &f)),
+        only(ACCESS_2, vec![f.clone()])
+    );
+    assert_eq!(rig.event(Event::VxlanDecap), 2);
+    let c = rig.worker.stats().port(TUN_1);
+    assert_eq!((c.rx_packets.get(), c.rx_bytes.get()), (1, 64));
+    // Nothing went back to the peer (the frame came from its tunnel) and nothing was dropped.
+    assert_eq!(rig.event(Event::VxlanEncap), 0);
+    assert_eq!(rig.drops(), BTreeMap::new());
+    // A large inner frame (the most the uplink MTU carries) comes through whole.
+    let big = inner(BCAST, R, 1464);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &big)),
+        only(ACCESS_1, vec![big])
+    );
+}
+
+#[test]
+fn remote_mac_is_learned_on_the_tunnel_then_unicast_to_it_is_encapsulated() {
+    let mut rig = Rig::new();
+    rig.resolve(PEER_MAC, PEER_IP);
+    let from_r = inner(BCAST, R, 64);
+    rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &from_r));
+    assert_eq!(rig.fdb(1, R), Some((TUN_1, false)));
+    assert_eq!(rig.fdb(2, R), None, "learned in its own network only");
+    // A learned the same way on its access port.
+    rig.exchange(ACCESS_1, &inner(BCAST, A, 64));
+    // Unicast A -> R: one VXLAN frame to the peer, no flood.
+    let to_r = inner(R, A, 90);
+    let before = rig.event(Event::Flooded);
+    let out = rig.exchange(ACCESS_1, &to_r);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[&UPLINK].len(), 1);
+    check_encap(&out[&UPLINK][0], &to_r, VNI_1, PEER_MAC, PEER_IP);
+    assert_eq!(rig.event(Event::Flooded), before);
+    // And R -> A comes out of A's port only.
+    let to_a = inner(A, R, 90);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &to_a)),
+        only(ACCESS_1, vec![to_a])
+    );
+    assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+#[test]
+fn with_learn_remote_off_remote_macs_are_not_learned() {
+    let mut s = snapshot();
+    port_conf(&mut s, TUN_1).learn = false;
+    let mut rig = Rig::with(s);
+    rig.resolve(PEER_MAC, PEER_IP);
+    let learned = rig.event(Event::MacLearned);
+    let from_r = inner(BCAST, R, 64);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &from_r)),
+        only(ACCESS_1, vec![from_r])
+    );
+    assert_eq!(rig.fdb(1, R), None);
+    assert_eq!(rig.event(Event::MacLearned), learned);
+    // So unicast to R is unknown: flooded, which here reaches the peer all the same.
+    let to_r = inner(R, A, 64);
+    let uu = rig.event(Event::UnknownUnicast);
+    let out = rig.exchange(ACCESS_1, &to_r);
+    check_encap(&out[&UPLINK][0], &to_r, VNI_1, PEER_MAC, PEER_IP);
+    assert_eq!(rig.event(Event::UnknownUnicast), uu + 1);
+    // Network 2 still learns from its tunnel.
+    rig.exchange(UPLINK, &vxlan(from_peer(VNI_2), &inner(BCAST, R, 64)));
+    assert_eq!(rig.fdb(2, R), Some((TUN_2, false)));
+}
+
+// (d) Decapsulation drops.
+
+/// An inner Ethernet + IPv4 + UDP packet to UDP port `dport`.
+fn inner_udp(dport: u16) -> Vec<u8> {
+    let mut f = R.to_vec();
+    f.extend_from_slice(&A);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![
+        0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 16, 0, 0]);
+    f.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 1, 0]);
+    f
+}
+
+/// Every bad frame on the uplink, with the drop counter it must move.
+fn bad_uplink_frames() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let good_inner = inner(BCAST, R, 64);
+    let good = vxlan(from_peer(VNI_1), &good_inner);
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut g = good.clone();
+        f(&mut g);
+        g
+    };
+    let mut tagged = good_inner.clone();
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+    let mut v6 = good.clone();
+    v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    vec![
+        (
+            "I flag clear",
+            "vxlan_bad_flags",
+            vxlan(
+                Outer {
+                    flags: 0x00,
+                    ..from_peer(VNI_1)
+                },
+                &good_inner,
+            ),
+        ),
+        (
+            "only reserved flags set",
+            "vxlan_bad_flags",
+            vxlan(
+                Outer {
+                    flags: 0xf7,
+                    ..from_peer(VNI_1)
+                },
+                &good_inner,
+            ),
+        ),
+        (
+            "unknown VNI",
+            "vxlan_unknown_vni",
+            vxlan(from_peer(300), &good_inner),
+        ),
+        (
+            "unknown source VTEP",
+            "vxlan_unknown_vtep",
+            vxlan(
+                Outer {
+                    src_ip: Ipv4Addr::new(192, 168, 50, 9),
+                    ..from_peer(VNI_1)
+                },
+                &good_inner,
+            ),
+        ),
+        (
+            "truncated inner frame (13 bytes)",
+            "vxlan_truncated_inner",
+            vxlan(from_peer(VNI_1), &good_inner[..13]),
+        ),
+        (
+            "empty inner frame",
+            "vxlan_truncated_inner",
+            vxlan(from_peer(VNI_1), &[]),
+        ),
+        (
+            "802.1Q-tagged inner frame",
+            "vxlan_inner_tagged",
+            vxlan(from_peer(VNI_1), &tagged),
+        ),
+        (
+            "VXLAN in VXLAN",
+            "vxlan_in_vxlan",
+            vxlan(from_peer(VNI_1), &inner_udp(4789)),
+        ),
+        (
+            "IPv4 total length past the frame",
+            "vxlan_bad_outer",
+            with(&|g| {
+                let t = u16::from_be_bytes([g[16], g[17]]) + 1;
+                g[16..18].copy_from_slice(&t.to_be_bytes());
+                fix_ip_csum(g);
+            }),
+        ),
+        (
+            "IPv4 total length under the header",
+            "vxlan_bad_outer",
+            with(&|g| {
+                g[16..18].copy_from_slice(&19u16.to_be_bytes());
+                fix_ip_csum(g);
+            }),
+        ),
+        (
+            "UDP length under 8",
+            "vxlan_bad_outer",
+            with(&|g| g[38..40].copy_from_slice(&7u16.to_be_bytes())),
+        ),
+        (
+            "UDP length past the IPv4 payload",
+            "vxlan_bad_outer",
+            with(&|g| {
+                let u = u16::from_be_bytes([g[38], g[39]]) + 1;
+                g[38..40].copy_from_slice(&u.to_be_bytes());
+            }),
+        ),
+        (
+            "no room for the VXLAN header",
+            "vxlan_bad_outer",
+            with(&|g| g[38..40].copy_from_slice(&12u16.to_be_bytes())),
+        ),
+        (
+            "outer IPv4 header cut short",
+            "vxlan_bad_outer",
+            good[..30].to_vec(),
+        ),
+        (
+            "outer fragment (MF)",
+            "vxlan_fragment",
+            with(&|g| {
+                g[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+                fix_ip_csum(g);
+            }),
+        ),
+        (
+            "bad IPv4 header checksum",
+            "vxlan_bad_checksum",
+            with(&|g| g[25] ^= 0x01),
+        ),
+        (
+            "bad non-zero UDP checksum",
+            "vxlan_bad_checksum",
+            with(&|g| {
+                fill_udp_csum(g);
+                g[41] ^= 0x01;
+            }),
+        ),
+        (
+            "not for us: another UDP port",
+            "uplink_not_for_us",
+            vxlan(
+                Outer {
+                    dport: 4790,
+                    ..from_peer(VNI_1)
+                },
+                &good_inner,
+            ),
+        ),
+        (
+            "not for us: another IPv4 destination",
+            "uplink_not_for_us",
+            vxlan(
+                Outer {
+                    dst_ip: Ipv4Addr::new(192, 168, 50, 77),
+                    ..from_peer(VNI_1)
+                },
+                &good_inner,
+            ),
+        ),
+        (
+            "not for us: another destination MAC",
+            "uplink_not_for_us",
+            vxlan(
+                Outer {
+                    dst_mac: B,
+                    ..from_peer(VNI_1)
+                },
+                &good_inner,
+            ),
+        ),
+        ("not for us: IPv6 EtherType", "uplink_not_for_us", v6),
+        ("not for us: runt", "uplink_not_for_us", good[..10].to_vec()),
+    ]
+}
+
+#[test]
+fn bad_vxlan_is_dropped_by_name_and_reaches_no_port() {
+    let mut rig = Rig::new();
+    rig.resolve(PEER_MAC, PEER_IP);
+    for (what, name, frame) in bad_uplink_frames() {
+        let before = rig.dropped(name);
+        let total: u64 = rig.drops().values().sum();
+        assert_eq!(
+            rig.exchange(UPLINK, &frame),
+            Out::new(),
+            "{what} got through"
+        );
+        assert_eq!(rig.dropped(name), before + 1, "{what}: {name}");
+        assert_eq!(
+            rig.drops().values().sum::<u64>(),
+            total + 1,
+            "{what}: one drop, one counter"
+        );
+    }
+    assert_eq!(rig.event(Event::VxlanDecap), 0);
+    assert_eq!(rig.fdb(1, R), None, "nothing learned from a dropped frame");
+    let c = rig.worker.stats().port(TUN_1);
+    assert_eq!(c.rx_packets.get(), 0);
+    // The rig still works.
+    let f = inner(BCAST, R, 64);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)),
+        only(ACCESS_1, vec![f])
+    );
+}
+
+#[test]
+fn peer_of_one_network_cannot_inject_into_another() {
+    // 192.168.50.3 is a peer of network 1 only: VNI 200 from it is an unknown VTEP.
+    let mut rig = Rig::with(snapshot_two_peers());
+    let f = inner(BCAST, R, 64);
+    let o = Outer {
+        src_ip: PEER3_IP,
+        src_mac: PEER3_MAC,
+        ..from_peer(VNI_2)
+    };
+    assert_eq!(rig.exchange(UPLINK, &vxlan(o, &f)), Out::new());
+    assert_eq!(rig.dropped("vxlan_unknown_vtep"), 1);
+}
+
+#[test]
+fn reserved_bits_any_source_port_and_a_valid_udp_checksum_are_accepted() {
+    let mut rig = Rig::new();
+    let f = inner(BCAST, R, 64);
+    let mut g = vxlan(
+        Outer {
+            flags: 0xff,
+            sport: 1234,
+            ..from_peer(VNI_1)
+        },
+        &f,
+    );
+    g[43..46].fill(0xff);
+    g[49] = 0xff;
+    fill_udp_csum(&mut g);
+    assert_ne!(g[40..42], [0, 0]);
+    assert_eq!(rig.exchange(UPLINK, &g), only(ACCESS_1, vec![f.clone()]));
+    // Ethernet padding after the IPv4 packet is not part of the inner frame.
+    let mut padded = vxlan(from_peer(VNI_1), &f);
+    padded.extend_from_slice(&[0xee; 6]);
+    assert_eq!(rig.exchange(UPLINK, &padded), only(ACCESS_1, vec![f]));
+    assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+// (e) Head-end replication and the overlay MTU.
+
+#[test]
+fn broadcast_is_replicated_once_to_each_peer_of_its_network_only() {
+    let mut rig = Rig::with(snapshot_two_peers());
+    rig.resolve(PEER_MAC, PEER_IP);
+    rig.resolve(PEER3_MAC, PEER3_IP);
+    for f in [inner(BCAST, A, 64), inner(R, A, 100)] {
+        let out = rig.exchange(ACCESS_1, &f);
+        assert_eq!(out.keys().copied().collect::<Vec<_>>(), vec![UPLINK]);
+        let mut got = out[&UPLINK].clone();
+        assert_eq!(got.len(), 2, "one copy per peer of network 1");
+        got.sort_by_key(|g| g[33]);
+        check_encap(&got[0], &f, VNI_1, PEER_MAC, PEER_IP);
+        check_encap(&got[1], &f, VNI_1, PEER3_MAC, PEER3_IP);
+    }
+    // Network 2's broadcast goes only to its own peer, with its own VNI.
+    let f = inner(BCAST, B, 64);
+    let out = rig.exchange(ACCESS_2, &f);
+    assert_eq!(out.keys().copied().collect::<Vec<_>>(), vec![UPLINK]);
+    assert_eq!(out[&UPLINK].len(), 1);
+    check_encap(&out[&UPLINK][0], &f, VNI_2, PEER_MAC, PEER_IP);
+    assert_eq!(rig.event(Event::VxlanEncap), 5);
+    assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+#[test]
+fn first_broadcast_resolves_every_peer_and_each_copy_waits_for_its_own() {
+    let mut rig = Rig::with(snapshot_two_peers());
+    let f = inner(BCAST, A, 64);
+    let out = rig.exchange(ACCESS_1, &f);
+    let mut reqs = out[&UPLINK].clone();
+    reqs.sort();
+    let mut want = vec![our_request(PEER_IP), our_request(PEER3_IP)];
+    want.sort();
+    assert_eq!((out.len(), reqs), (1, want));
+    assert_eq!(rig.event(Event::NeighQueued), 2);
+    let out = rig.exchange(UPLINK, &reply_to_us(PEER3_MAC, PEER3_IP));
+    check_encap(&out[&UPLINK][0], &f, VNI_1, PEER3_MAC, PEER3_IP);
+    assert_eq!(out[&UPLINK].len(), 1);
+    let out = rig.exchange(UPLINK, &reply_to_us(PEER_MAC, PEER_IP));
+    check_encap(&out[&UPLINK][0], &f, VNI_1, PEER_MAC, PEER_IP);
+    assert_eq!(out[&UPLINK].len(), 1);
+}
+
+#[test]
+fn inner_frame_over_the_overlay_mtu_is_dropped_as_too_big() {
+    let mut s = snapshot();
+    net_conf(&mut s, 1).statics.push((S, TUN_1));
+    let mut rig = Rig::with(s);
+    rig.resolve(PEER_MAC, PEER_IP);
+    // Overlay MTU 1500 - 50 = 1450: an inner frame of 14 + 1450 bytes fits exactly.
+    let max = inner(S, A, 14 + 1450);
+    let out = rig.exchange(ACCESS_1, &max);
+    assert_eq!(out[&UPLINK].len(), 1);
+    check_encap(&out[&UPLINK][0], &max, VNI_1, PEER_MAC, PEER_IP);
+    assert_eq!(
+        out[&UPLINK][0].len() - 14,
+        1500,
+        "outer IPv4 packet = uplink MTU"
+    );
+    let over = inner(S, A, 14 + 1451);
+    assert_eq!(rig.exchange(ACCESS_1, &over), Out::new());
+    assert_eq!(rig.dropped("vxlan_too_big"), 1);
+    assert_eq!(
+        rig.drops(),
+        BTreeMap::from([("vxlan_too_big", 1)]),
+        "never fragmented, nothing else"
+    );
+    // A smaller uplink MTU shrinks the overlay with it.
+    let mut s = snapshot();
+    net_conf(&mut s, 1).statics.push((S, TUN_1));
+    s.uplink.as_mut().unwrap().mtu = 1000;
+    let mut rig = Rig::with(s);
+    rig.resolve(PEER_MAC, PEER_IP);
+    assert_eq!(rig.exchange(ACCESS_1, &inner(S, A, 14 + 951)), Out::new());
+    assert_eq!(rig.dropped("vxlan_too_big"), 1);
+    let out = rig.exchange(ACCESS_1, &inner(S, A, 14 + 950));
+    assert_eq!(out[&UPLINK].len(), 1);
+}
+
+#[test]
+
+fn flooded_frames_dropped_by_the_overlay_are_counted() {
+    // The issue: "a frame that would not fit is dropped and counted". In an overlay network
+    // broadcast and unknown unicast are flooded to the tunnels, so a big unknown-unicast frame
+    // vanishes without a trace.
+    let mut rig = Rig::new();
+    rig.resolve(PEER_MAC, PEER_IP);
+    let over = inner(BCAST, A, 14 + 1451);
+    assert_eq!(rig.exchange(ACCESS_1, &over), Out::new());
+    assert_eq!(rig.dropped("vxlan_too_big"), 1, "broadcast");
+    let over = inner(R, A, 14 + 1451);
+    assert_eq!(rig.exchange(ACCESS_1, &over), Out::new());
+    assert_eq!(rig.dropped("vxlan_too_big"), 2, "unknown unicast");
+    // Likewise a copy refused by a full neighbour queue.
+    let mut rig = Rig::new();
+    for _ in 0..4 {
+        rig.exchange(ACCESS_1, &inner(BCAST, A, 64));
+    }
+    assert_eq!(rig.event(Event::NeighQueued), 3);
+    assert_eq!(rig.dropped("neigh_queue_full"), 1);
+}
+
+#[test]
+
+fn frames_from_a_peer_are_not_replicated_to_other_peers() {
+    // Full-mesh head-end replication: every VTEP sends to every peer itself, so a VTEP must
+    // never relay what one peer sent to another (RFC 7348 section 4.2; Linux's vxlan device
+    // never does). Relaying duplicates every broadcast, and among three such switches loops it.
+    let mut rig = Rig::with(snapshot_two_peers());
+    rig.resolve(PEER_MAC, PEER_IP);
+    rig.resolve(PEER3_MAC, PEER3_IP);
+    let f = inner(BCAST, R, 64);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)),
+        only(ACCESS_1, vec![f])
+    );
+    // Unknown unicast likewise.
+    let u = inner(B, R, 64);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &u)),
+        only(ACCESS_1, vec![u])
+    );
+    // And unicast to a MAC behind another peer is not relayed between tunnels either.
+    let r3 = [0x02, 0, 0, 0, 0, 0x3a];
+    let o3 = Outer {
+        src_ip: PEER3_IP,
+        src_mac: PEER3_MAC,
+        ..from_peer(VNI_1)
+    };
+    rig.exchange(UPLINK, &vxlan(o3, &inner(BCAST, r3, 64)));
+    assert_eq!(rig.fdb(1, r3), Some((TUN_1B, false)));
+    let to_r3 = inner(r3, R, 64);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &to_r3)),
+        Out::new()
+    );
+}
+
+// (f) Static remote entries.
+
+#[test]
+fn static_remote_entry_sends_unicast_encapsulated_without_learning() {
+    let mut s = snapshot();
+    net_conf(&mut s, 1).statics.push((S, TUN_1));
+    // A control plane that programs entries usually turns learning off too.
+    port_conf(&mut s, TUN_1).learn = false;
+    let mut rig = Rig::with(s);
+    assert_eq!(rig.fdb(1, S), Some((TUN_1, true)));
+    rig.resolve(PEER_MAC, PEER_IP);
+    let to_s = inner(S, A, 64);
+    let out = rig.exchange(ACCESS_1, &to_s);
+    assert_eq!(out.keys().copied().collect::<Vec<_>>(), vec![UPLINK]);
+    assert_eq!(out[&UPLINK].len(), 1);
+    check_encap(&out[&UPLINK][0], &to_s, VNI_1, PEER_MAC, PEER_IP);
+    assert_eq!(rig.event(Event::Forwarded), 1);
+    assert_eq!(rig.event(Event::Flooded), 0);
+    assert_eq!(rig.event(Event::UnknownUnicast), 0);
+    // Only A (local) was learned; S stays static on the tunnel.
+    assert_eq!(rig.event(Event::MacLearned), 1);
+    assert_eq!(rig.fdb(1, S), Some((TUN_1, true)));
+    // Network 2 does not know S: there it is unknown unicast, flooded to its own peer.
+    let out = rig.exchange(ACCESS_2, &inner(S, B, 64));
+    check_encap(&out[&UPLINK][0], &inner(S, B, 64), VNI_2, PEER_MAC, PEER_IP);
+    assert_eq!(rig.event(Event::UnknownUnicast), 1);
+    // S speaking from the peer does not move it or learn anything.
+    let from_s = inner(A, S, 64);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &from_s)),
+        only(ACCESS_1, vec![from_s])
+    );
+    assert_eq!(rig.fdb(1, S), Some((TUN_1, true)));
+    assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+#[test]
+fn static_entry_before_resolution_waits_like_any_frame() {
+    let mut s = snapshot();
+    net_conf(&mut s, 1).statics.push((S, TUN_1));
+    let mut rig = Rig::with(s);
+    let to_s = inner(S, A, 64);
+    assert_eq!(
+        rig.exchange(ACCESS_1, &to_s),
+        only(UPLINK, vec![our_request(PEER_IP)])
+    );
+    let out = rig.exchange(UPLINK, &reply_to_us(PEER_MAC, PEER_IP));
+    check_encap(&out[&UPLINK][0], &to_s, VNI_1, PEER_MAC, PEER_IP);
+}
