@@ -1,7 +1,7 @@
 //! The switch pipeline's named counters: why frames were dropped, and what happened to them.
 //!
-//! Invariant the tests check: frames received = frames forwarded + frames flooded + drops
-//! - failed flood copies (+ frames still queued), where a flooded frame counts once however many
+//! Invariant the tests check: frames received = frames forwarded + frames flooded + drops minus
+//! failed flood copies (plus frames still queued), where a flooded frame counts once however many
 //! copies it made, and a copy that fails on its way out is counted under its drop reason and as
 //! `flood_copy_failed`.
 
