@@ -59,7 +59,14 @@ impl Client {
         let mut line = serde_json::to_string(&req)
             .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("encode request: {e}")))?;
         line.push('\n');
-        self.send_raw(line.as_bytes())?;
+        if let Err(e) = self.send_raw(line.as_bytes()) {
+            // A daemon that refuses the connection says why and closes it, possibly before
+            // the request is written: its reply is then still waiting to be read.
+            return match self.read_reply() {
+                Ok(r) if !r.ok => Err(r.error.unwrap_or(e)),
+                _ => Err(e),
+            };
+        }
         let reply = self.read_reply()?;
         if reply.ok {
             Ok(reply.result.unwrap_or(serde_json::Value::Null))
