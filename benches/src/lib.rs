@@ -1,1 +1,3 @@
 //! Criterion benchmarks and the testbed harness live in `benches/`.
+
+pub mod testbed;

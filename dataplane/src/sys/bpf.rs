@@ -467,6 +467,87 @@ pub fn xdp_run_live(
         .map_err(|e| perm_hint("live-frames XDP test run", e))
 }
 
+/// `BPF_MAP_LOOKUP_ELEM`.
+const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
+/// `BPF_MAP_TYPE_ARRAY`.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+
+/// Creates an array map of one 8-byte counter (key 0), for [`counting_drop_program`].
+pub fn create_counter_map(name: &str) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 1,
+        map_flags: 0,
+        inner_map_fd: 0,
+        numa_node: 0,
+        map_name: name16(name),
+    };
+    // SAFETY: `MapCreateAttr` is the `BPF_MAP_CREATE` member of `bpf_attr`; it holds no pointers.
+    let r =
+        unsafe { bpf(BPF_MAP_CREATE, &mut attr) }.map_err(|e| perm_hint("create array map", e))?;
+    owned(r)
+}
+
+/// Reads the counter of a map made by [`create_counter_map`].
+pub fn read_counter(map: &OwnedFd) -> io::Result<u64> {
+    let key: u32 = 0;
+    let mut value: u64 = 0;
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: std::ptr::from_ref(&key) as u64,
+        value: std::ptr::from_mut(&mut value) as u64,
+        flags: 0,
+    };
+    // SAFETY: `MapElemAttr` is the `BPF_MAP_LOOKUP_ELEM` member; `key` points at a 4-byte local
+    // and `value` at a writable 8-byte local (the map's sizes), both outliving the call.
+    unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) }?;
+    Ok(value)
+}
+
+/// An XDP program that counts each frame in `map[0]` (made by [`create_counter_map`]) and
+/// drops it, for devices whose own counters skip what XDP dropped (TAP):
+///
+/// ```text
+/// *(u32 *)(r10 - 4) = 0           ; the key, on the stack
+/// r2 = r10; r2 += -4
+/// r1 = map_fd ll
+/// call bpf_map_lookup_elem
+/// if r0 == 0 goto +2
+/// r1 = 1; lock *(u64 *)(r0 + 0) += r1
+/// r0 = XDP_DROP; exit
+/// ```
+pub fn counting_drop_program(map: &OwnedFd) -> [Insn; 11] {
+    const BPF_ST: u8 = 0x02;
+    const BPF_STX: u8 = 0x03;
+    const BPF_ADD: u8 = 0x00;
+    const BPF_X: u8 = 0x08;
+    const BPF_JEQ: u8 = 0x10;
+    const BPF_ATOMIC: u8 = 0xc0;
+    const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+    [
+        Insn::new(BPF_ST | BPF_MEM | BPF_W, 10, 0, -4, 0),
+        Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0),
+        Insn::new(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4),
+        Insn::new(
+            BPF_LD | BPF_DW | BPF_IMM,
+            1,
+            BPF_PSEUDO_MAP_FD,
+            0,
+            map.as_raw_fd(),
+        ),
+        Insn::new(0, 0, 0, 0, 0),
+        Insn::new(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM),
+        Insn::new(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2, 0),
+        Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, 1, 0, 0, 1),
+        Insn::new(BPF_STX | BPF_DW | BPF_ATOMIC, 0, 1, 0, 0),
+        Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_DROP),
+        Insn::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+    ]
+}
+
 #[cfg(test)]
 mod generator_tests {
     use super::*;

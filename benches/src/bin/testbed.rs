@@ -1,0 +1,206 @@
+//! `testbed`: the switch against what people use instead, on one machine, in one run.
+//!
+//! ```text
+//! cargo run --release -p benches --bin testbed -- [--quick] [--runs N] [--seconds S] [--out DIR]
+//! ```
+//!
+//! Builds its own namespaces and veth pairs, measures the generator straight into the sink (the
+//! ceiling), then each contender on the same pairs: 64-byte packets per second at the sink and
+//! one checked TCP stream, medians of `--runs` runs with min and max. Prints a table and writes
+//! `testbed.svg` and `testbed.json` into `--out` (default `target/testbed`). Needs root.
+//! Contenders that are not installed (Open vSwitch, DPDK) are skipped with a line.
+
+use benches::testbed::contenders::{self, Config, Outcome, INSTALL_HINT};
+use benches::testbed::net::{self, Testbed};
+use benches::testbed::report;
+use benches::testbed::traffic::FRAME_LEN;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DIR] [--only NAME,...] [--threaded-napi]
+  --quick          a few seconds per contender (what CI runs)
+  --runs N         runs per metric (default 5, quick 2)
+  --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
+  --out DIR        where testbed.svg and testbed.json go (default target/testbed)
+  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,testpmd
+  --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
+                   from softirq on the sending core into a NAPI thread pinned to the DUT core";
+
+struct Args {
+    quick: bool,
+    runs: Option<usize>,
+    seconds: Option<f64>,
+    out: PathBuf,
+    only: Option<Vec<String>>,
+    threaded_napi: bool,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        quick: false,
+        runs: None,
+        seconds: None,
+        out: PathBuf::from("target/testbed"),
+        only: None,
+        threaded_napi: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value\n{USAGE}"));
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--threaded-napi" => a.threaded_napi = true,
+            "--runs" => {
+                let v = val("--runs")?;
+                a.runs = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=100).contains(n))
+                        .ok_or(format!("--runs takes 1..100, not {v}"))?,
+                );
+            }
+            "--seconds" => {
+                let v = val("--seconds")?;
+                a.seconds = Some(
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|s| (0.1..=600.0).contains(s))
+                        .ok_or(format!("--seconds takes 0.1..600, not {v}"))?,
+                );
+            }
+            "--out" => a.out = PathBuf::from(val("--out")?),
+            "--only" => {
+                a.only = Some(val("--only")?.split(',').map(str::to_string).collect());
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !vswitch::testbed::is_root() {
+        eprintln!("testbed: needs root (network namespaces, BPF, AF_XDP); run it with sudo");
+        return ExitCode::FAILURE;
+    }
+    if !net::have("ip") {
+        eprintln!("testbed: needs iproute2's `ip` (apt install iproute2)");
+        return ExitCode::FAILURE;
+    }
+    net::catch_signals();
+    let cores = net::cores();
+    let seconds = args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 });
+    let cfg = Config {
+        runs: args.runs.unwrap_or(if args.quick { 2 } else { 5 }),
+        seconds,
+        warmup: if args.quick { 0.3 } else { 1.0 },
+        tcp_seconds: seconds,
+        threaded_napi: args.threaded_napi,
+        dut_core: if cores > 1 { 1 } else { 0 },
+        scratch: std::env::temp_dir().join(format!("testbed-{}", std::process::id())),
+    };
+    let subtitle = format!(
+        "{FRAME_LEN}-byte frames (64 with FCS), generator core 0, DUT core {}, {} runs x {}s, {} NAPI on the DUT ingress",
+        cfg.dut_core,
+        cfg.runs,
+        cfg.seconds,
+        if cfg.threaded_napi { "threaded" } else { "softirq" }
+    );
+    println!("testbed: {subtitle}");
+    if cores < 2 {
+        println!("testbed: only {cores} core: generator and DUT share it, numbers mean little");
+    }
+    let result = run(&args, &cfg, &subtitle);
+    let _ = std::fs::remove_dir_all(&cfg.scratch);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("testbed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
+    let wanted = |n: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == n));
+    let tb = Testbed::build()?;
+    println!(
+        "testbed: namespaces {} (generator), {} (DUT), {} (sink)",
+        tb.gen.name(),
+        tb.dut.name(),
+        tb.sink.name()
+    );
+    type Contender = fn(&Testbed, &Config) -> Outcome;
+    let all: [(&str, Contender); 6] = [
+        ("ceiling", contenders::ceiling),
+        ("bridge", contenders::kernel_bridge),
+        ("afxdp", contenders::vswitchd_afxdp),
+        ("tap", contenders::vswitchd_tap),
+        ("ovs", contenders::ovs),
+        ("testpmd", contenders::testpmd),
+    ];
+    let mut results = Vec::new();
+    for (key, f) in all {
+        if !wanted(key) {
+            continue;
+        }
+        if net::stopping() {
+            return Err("stopped; everything made has been removed".into());
+        }
+        println!("== {key}");
+        let o = f(&tb, cfg);
+        match &o.skipped {
+            Some(why) => println!("   {}: skipped: {why}", o.name),
+            None => {
+                println!("   {}: {}", o.name, o.topology);
+                for n in &o.notes {
+                    println!("   note: {n}");
+                }
+            }
+        }
+        results.push(o);
+    }
+    drop(tb);
+    println!("\n{}", report::table(&results));
+    if results.iter().any(|o| o.skipped.is_some()) {
+        println!("(to add the skipped peers: {INSTALL_HINT})");
+    }
+    let meta = serde_json::json!({
+        "frame_len": FRAME_LEN,
+        "runs": cfg.runs,
+        "seconds": cfg.seconds,
+        "threaded_napi": cfg.threaded_napi,
+        "dut_core": cfg.dut_core,
+        "cores": net::cores(),
+        "quick": args.quick,
+    });
+    report::write(&args.out, &results, meta, subtitle)?;
+    println!(
+        "wrote {} and {}",
+        args.out.join("testbed.svg").display(),
+        args.out.join("testbed.json").display()
+    );
+    // Our own contenders must have produced numbers: anything else is a broken harness. A peer
+    // (OVS, testpmd) that is installed but fails is reported in its notes, not fatal.
+    let empty: Vec<&str> = results
+        .iter()
+        .filter(|o| !o.optional && o.skipped.is_none() && (o.pps.is_empty() || o.gbps.is_empty()))
+        .map(|o| o.name.as_str())
+        .collect();
+    if empty.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("no numbers from: {}", empty.join(", ")))
+    }
+}
