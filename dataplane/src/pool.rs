@@ -12,7 +12,6 @@
 
 use crossbeam::queue::ArrayQueue;
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// Bytes per slot (an AF_XDP frame size).
@@ -29,7 +28,21 @@ pub const CACHE_BATCH: usize = 128;
 /// Most buffers in one pool: indices carry an 8-bit pool tag in their top bits.
 pub const MAX_BUFFERS: u32 = 1 << 24;
 
-static NEXT_POOL_TAG: AtomicU32 = AtomicU32::new(1);
+/// Tags of the pools alive now (bit `t` for tag `t`, 1..=255): two live pools never share one,
+/// so a buffer can never pass for another pool's.
+static TAGS_IN_USE: std::sync::Mutex<[u64; 4]> = std::sync::Mutex::new([1, 0, 0, 0]);
+
+fn take_tag() -> Option<u32> {
+    let mut used = TAGS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    let t = (1..256u32).find(|&t| used[(t / 64) as usize] & (1 << (t % 64)) == 0)?;
+    used[(t / 64) as usize] |= 1 << (t % 64);
+    Some(t)
+}
+
+fn give_back_tag(t: u32) {
+    let mut used = TAGS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    used[(t / 64) as usize & 3] &= !(1 << (t % 64));
+}
 
 /// Metadata kept for each buffer.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,6 +107,9 @@ impl Pool {
     pub fn new(count: u32) -> std::io::Result<Arc<Pool>> {
         let count = count.clamp(64, MAX_BUFFERS - 1);
         let map_len = count as usize * SLOT_SIZE;
+        let Some(tag_no) = take_tag() else {
+            return Err(std::io::Error::other("255 packet pools are alive already"));
+        };
         // SAFETY: an anonymous private mapping with no address hint; the result is checked.
         let base = unsafe {
             libc::mmap(
@@ -106,10 +122,12 @@ impl Pool {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
+            let e = std::io::Error::last_os_error();
+            give_back_tag(tag_no);
+            return Err(e);
         }
         crate::hugemem::advise_huge(base.cast(), map_len);
-        let tag = (NEXT_POOL_TAG.fetch_add(1, Ordering::Relaxed) & 0xff) << 24;
+        let tag = tag_no << 24;
         let free = ArrayQueue::new(count as usize);
         for i in 0..count {
             // Cannot fail: the ring has room for exactly `count` entries.
@@ -141,9 +159,10 @@ impl Pool {
     #[inline]
     fn check(&self, b: &Buf) -> usize {
         // A `Buf` of another pool would alias a slot here: refuse it loudly (a bug, not input).
-        assert_eq!(
-            b.0 & !(MAX_BUFFERS - 1),
-            self.tag,
+        // Tags are unique among live pools, and the index bound makes the accessors' pointer
+        // arithmetic safe even so.
+        assert!(
+            b.0 & !(MAX_BUFFERS - 1) == self.tag && b.slot() < self.count as usize,
             "buffer used with a pool that did not allocate it"
         );
         b.slot()
@@ -355,6 +374,7 @@ impl Drop for Pool {
         unsafe {
             libc::munmap(self.base.cast(), self.map_len);
         }
+        give_back_tag(self.tag >> 24);
     }
 }
 

@@ -129,19 +129,24 @@ impl Ports {
         }
     }
 
-    fn attach(&mut self, port: PortId, io: PortIo) -> Option<PortIo> {
+    /// Gives `port` a new queue; the old one, if any, comes back (its pending frames freed).
+    fn attach(&mut self, cache: &mut PoolCache, port: PortId, io: PortIo) -> Option<PortIo> {
         let slot = self.slots.get_mut(port as usize)?;
-        slot.replace(Slot {
+        let old = slot.replace(Slot {
             io,
             pending: Burst::new(),
+        });
+        old.map(|mut s| {
+            s.pending.free_all(cache);
+            s.io
         })
-        .map(|s| s.io)
     }
 
+    /// Takes `port` away; its pending frames are freed. The caller deregisters the queue's
+    /// descriptor, then calls [`Port::release`].
     fn detach(&mut self, cache: &mut PoolCache, port: PortId) -> Option<PortIo> {
         let mut s = self.slots.get_mut(port as usize)?.take()?;
         s.pending.free_all(cache);
-        s.io.release(cache);
         Some(s.io)
     }
 }
@@ -334,7 +339,7 @@ impl<P: Pipeline> Worker<P> {
                             );
                         }
                     }
-                    if let Some(mut old) = self.ports.attach(port, io) {
+                    if let Some(mut old) = self.ports.attach(&mut self.cache, port, io) {
                         self.unregister(poll, &old);
                         old.release(&mut self.cache);
                     }
@@ -345,8 +350,9 @@ impl<P: Pipeline> Worker<P> {
                     ports_changed = true;
                 }
                 Command::Detach(port) => {
-                    if let Some(io) = self.ports.detach(&mut self.cache, port) {
+                    if let Some(mut io) = self.ports.detach(&mut self.cache, port) {
                         self.unregister(poll, &io);
+                        io.release(&mut self.cache);
                     }
                     self.rx.retain(|&p| p != port);
                     ports_changed = true;
@@ -464,7 +470,9 @@ impl<P: Pipeline> Worker<P> {
         }
         // Hand every queue and buffer back before the thread ends.
         for port in 0..MAX_PORTS as PortId {
-            self.ports.detach(&mut self.cache, port);
+            if let Some(mut io) = self.ports.detach(&mut self.cache, port) {
+                io.release(&mut self.cache);
+            }
         }
         let _ = &mut poll;
     }

@@ -3,7 +3,9 @@
 //! Invariant the tests check: frames received = frames forwarded + frames flooded + drops minus
 //! failed flood copies (plus frames still queued), where a flooded frame counts once however many
 //! copies it made, and a copy that fails on its way out is counted under its drop reason and as
-//! `flood_copy_failed`.
+//! `flood_copy_failed`. A frame a tunnel holds while its next hop resolves (`neigh_queued`) has
+//! left the bridge and counts as forwarded (or as a flood copy); if resolution then fails it is
+//! counted again, under `neigh_failed`.
 
 use crate::neigh::{ArpIgnore, NeighDrop};
 use crate::vxlan::{DecapDrop, EncapError};
@@ -44,6 +46,8 @@ named_counters! {
         NoHeadroom => "no_headroom",
         /// A VTEP outside the uplink's subnet and no gateway to reach it.
         NoRoute => "vxlan_no_route",
+        /// A frame waiting for its tunnel's next hop when the tunnel was removed or changed.
+        TunnelGone => "vxlan_tunnel_removed",
         /// Unicast from one VTEP to a MAC behind another (split horizon: never relayed).
         TunnelToTunnel => "vxlan_split_horizon",
     }

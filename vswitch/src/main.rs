@@ -109,7 +109,9 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         buffers: args.buffers,
         fdb_size: args.fdb_size,
     };
-    let mut d = Daemon::start(opts)?;
+    let mut d = Daemon::start(opts).inspect_err(|_| {
+        let _ = std::fs::remove_file(&socket);
+    })?;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "vswitchd ready");
     let r = server::serve(&mut d, listener, gid);
     d.shutdown();

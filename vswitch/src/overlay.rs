@@ -79,7 +79,31 @@ impl Overlay {
     }
 
     /// Rebuilds the tunnels of a new configuration (keeping next-hop MACs already known).
-    pub fn configure(&mut self, cfg: &Snapshot, cache: &mut PoolCache) {
+    pub fn configure(&mut self, cfg: &Snapshot, cache: &mut PoolCache, stats: &WorkerStats) {
+        // A tunnel port that went away or now leads elsewhere (ids are reused) must not send
+        // what was queued for it: drop every waiting frame, counted. Rare; next hops resolve
+        // again on the next frame.
+        let moved = self.tunnels.iter().enumerate().any(|(id, slot)| {
+            slot.as_ref().is_some_and(|t| {
+                cfg.port(id as PortId)
+                    .and_then(|p| p.tunnel)
+                    .is_none_or(|c| c.vtep != t.params().remote_ip || c.vni != t.params().vni)
+            })
+        });
+        if moved {
+            let mut waiting = Vec::new();
+            self.neigh.for_each(|e| {
+                if e.queued > 0 {
+                    waiting.push(e.ip);
+                }
+            });
+            for ip in waiting {
+                self.neigh.remove(ip, |b| {
+                    count(stats, DropReason::TunnelGone);
+                    cache.free(b);
+                });
+            }
+        }
         if self.uplink.map(|u| (u.ip, u.mac)) != cfg.uplink.map(|u| (u.ip, u.mac)) {
             // A new underlay address: what was resolved for the old one no longer applies.
             let ips: Vec<Ipv4Addr> = {
@@ -236,7 +260,9 @@ impl Overlay {
             ArpAction::Reply { len, learn } => {
                 pool.set_len(&mut b, len);
                 event(cx.stats, Event::ArpReplied);
-                cx.ports.enqueue(cx.cache, cx.stats, up.port, b);
+                if !cx.ports.enqueue(cx.cache, cx.stats, up.port, b) {
+                    count(cx.stats, DropReason::PortDown);
+                }
                 if let Some((ip, mac)) = learn {
                     self.learn_neighbour(cx, ip, mac);
                     return UplinkRx::Learned(ip, mac);
@@ -333,7 +359,9 @@ fn send_released(
     match t.encap(pool, &mut b, hash) {
         Ok(()) => {
             event(stats, Event::VxlanEncap);
-            ports.enqueue(cache, stats, up.port, b);
+            if !ports.enqueue(cache, stats, up.port, b) {
+                count(stats, DropReason::PortDown);
+            }
         }
         Err(e) => {
             count(stats, e);
@@ -355,13 +383,20 @@ fn send_arp_request(
     unicast: Option<[u8; 6]>,
 ) {
     let Some(mut b) = cache.alloc() else { return };
-    let pool = cache.pool().clone();
-    let written = neigh::arp_request(pool.rx_space(&mut b), up.mac, up.ip, ip, unicast);
-    match written {
-        Some(len) => {
+    let written = {
+        let pool = cache.pool();
+        let n = neigh::arp_request(pool.rx_space(&mut b), up.mac, up.ip, ip, unicast);
+        if let Some(len) = n {
             pool.set_len(&mut b, len);
+        }
+        n
+    };
+    match written {
+        Some(_) => {
             event(stats, Event::ArpRequests);
-            ports.enqueue(cache, stats, up.port, b);
+            if !ports.enqueue(cache, stats, up.port, b) {
+                count(stats, DropReason::PortDown);
+            }
         }
         None => cache.free(b),
     }

@@ -154,7 +154,7 @@ impl Pipeline for Switch {
 
     fn configure(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) {
         self.bridge.configure(cfg);
-        self.overlay.configure(cfg, cx.cache);
+        self.overlay.configure(cfg, cx.cache, cx.stats);
     }
 
     fn tick(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) {

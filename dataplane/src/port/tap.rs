@@ -40,9 +40,8 @@ impl TapDevice {
             for _ in 0..queues {
                 fds.push(sys::open_queue(&owned_name)?);
             }
-            if let Some(first) = fds.first() {
-                sys::set_persist(first, true)?;
-            }
+            // Persistence comes last: if anything before fails, closing the descriptors takes a
+            // device made here away again instead of leaving it behind.
             if let Some(m) = mtu {
                 if sys::mtu(&owned_name)? != m {
                     sys::set_mtu(&owned_name, m).map_err(|e| {
@@ -51,6 +50,9 @@ impl TapDevice {
                 }
             }
             sys::set_up(&owned_name)?;
+            if let Some(first) = fds.first() {
+                sys::set_persist(first, true)?;
+            }
             Ok((fds, created))
         })?;
         Ok(TapDevice {

@@ -337,7 +337,12 @@ impl Bridge {
             }
             match cx.cache.alloc() {
                 Some(mut c) => {
-                    self.pool.fill(&mut c, self.pool.data(&b));
+                    if !self.pool.fill(&mut c, self.pool.data(&b)) {
+                        // Cannot happen (the original fits a buffer); never send a wrong copy.
+                        cx.cache.free(c);
+                        event(cx.stats, Event::FloodCopyNoBuffers);
+                        continue;
+                    }
                     self.pool.set_pcp(&mut c, self.pool.pcp(&b));
                     event(cx.stats, Event::FloodCopies);
                     let r = output::send(cx, cfg, &self.pool, overlay, out, c);

@@ -9,7 +9,7 @@ pub mod server;
 
 use crate::bridge::LearnSync;
 use crate::config::{self, NetConf, NetId, PortConf, Snapshot};
-use crate::counters::{drop_index, event_index, DropReason, Event};
+use crate::counters::{event_index, Event};
 use crate::pipeline::{Request as WorkerRequest, Switch};
 use control::proto::*;
 use control::text::{check_name, format_mac, parse_mac};
@@ -32,7 +32,7 @@ const DEFAULT_MTU: u32 = 1500;
 /// How long the control thread waits for workers to apply a change.
 const WORKER_WAIT: Duration = Duration::from_secs(5);
 /// Largest MTU a TAP port may have (a frame must fit in one buffer).
-pub const MAX_MTU: u32 = (MAX_FRAME - 14) as u32 - 1;
+pub const MAX_MTU: u32 = (MAX_FRAME - 18) as u32 - 1;
 
 /// Daemon settings from the command line.
 #[derive(Debug, Clone)]
@@ -194,32 +194,53 @@ impl Daemon {
                 path.display()
             )
         })?;
+        let mut failed = 0;
+        let mut fail = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "cannot restore {what}");
+            failed += 1;
+        };
         for n in doc.networks {
             let name = n.name.clone();
             if let Err(e) = self.network_create(n, false) {
-                tracing::error!(network = %name, error = %e, "cannot restore network");
+                fail(&format!("network '{name}'"), &e);
             }
         }
+        // The uplink first (as it was accepted), so that ports in overlay networks get the
+        // overlay MTU it implies; it is checked again once its port exists.
+        self.uplink = doc.uplink.clone();
         for p in doc.ports {
             let name = p.name.clone();
             match self.port_add(p, false) {
                 Ok(_) => tracing::info!(port = %name, "port restored"),
-                Err(e) => tracing::error!(port = %name, error = %e, "cannot restore port"),
+                Err(e) => fail(&format!("port '{name}'"), &e),
             }
         }
         if let Some(u) = doc.uplink {
             if let Err(e) = self.uplink_set(u, false) {
-                tracing::error!(error = %e, "cannot restore the uplink");
+                self.uplink = None;
+                fail("the uplink", &e);
             }
         }
         for p in doc.peers {
             if let Err(e) = self.peer_add(p, false) {
-                tracing::error!(error = %e, "cannot restore a peer");
+                fail("a peer", &e);
             }
         }
         for f in doc.fdb {
             if let Err(e) = self.fdb_add(f, false) {
-                tracing::error!(error = %e, "cannot restore static MAC entry");
+                fail("a static MAC entry", &e);
+            }
+        }
+        if failed > 0 {
+            // The next accepted change rewrites the state without what could not be restored;
+            // keep the whole document for the operator.
+            let keep = path.with_extension(format!("json.unrestored-{}", std::process::id()));
+            match std::fs::copy(&path, &keep) {
+                Ok(_) => tracing::warn!(
+                    "{failed} object(s) could not be restored; the state as it was is kept in {}",
+                    keep.display()
+                ),
+                Err(e) => tracing::error!(error = %e, "cannot keep a copy of the state"),
             }
         }
         self.publish();
@@ -448,8 +469,14 @@ impl Daemon {
                 to_value(serde_json::to_value(self.network_info(&name)?))
             }
             cmd::NETWORK_LS => {
-                let list: Result<Vec<_>, _> =
-                    self.nets.keys().map(|n| self.network_info(n)).collect();
+                let list: Result<Vec<_>, _> = {
+                    // One MAC table dump for the whole list, not one per network.
+                    let dump = self.dump_fdb(None).unwrap_or_default();
+                    self.nets
+                        .keys()
+                        .map(|n| self.network_info_from(n, &dump))
+                        .collect()
+                };
                 to_value(serde_json::to_value(list?))
             }
             cmd::NETWORK_INSPECT => {
@@ -471,8 +498,12 @@ impl Daemon {
             cmd::PORT_LS => {
                 let mut ps: Vec<&PortState> = self.ports.values().collect();
                 ps.sort_by_key(|p| p.id);
-                let list: Result<Vec<_>, _> =
-                    ps.iter().map(|p| self.port_info(&p.spec.name)).collect();
+                let list: Result<Vec<_>, _> = {
+                    let dump = self.dump_fdb(None).unwrap_or_default();
+                    ps.iter()
+                        .map(|p| self.port_info_from(&p.spec.name, &dump))
+                        .collect()
+                };
                 to_value(serde_json::to_value(list?))
             }
             cmd::PORT_INSPECT => {
@@ -683,6 +714,12 @@ impl Daemon {
     }
 
     fn network_info(&self, name: &str) -> Result<NetworkInfo, ErrorBody> {
+        let id = self.nets.get(name).ok_or_else(|| self.no_network(name))?.id;
+        let dump = self.dump_fdb(Some(id)).unwrap_or_default();
+        self.network_info_from(name, &dump)
+    }
+
+    fn network_info_from(&self, name: &str, dump: &[FdbEntry]) -> Result<NetworkInfo, ErrorBody> {
         let n = self.nets.get(name).ok_or_else(|| self.no_network(name))?;
         let mut ports: Vec<&PortState> = self
             .ports
@@ -690,7 +727,7 @@ impl Daemon {
             .filter(|p| p.spec.network.as_deref() == Some(name))
             .collect();
         ports.sort_by_key(|p| p.id);
-        let entries = self.dump_fdb(Some(n.id)).unwrap_or_default();
+        let entries: Vec<&FdbEntry> = dump.iter().filter(|e| e.network == name).collect();
         Ok(NetworkInfo {
             spec: n.spec.clone(),
             id: n.id,
@@ -715,7 +752,8 @@ impl Daemon {
             return None;
         }
         let (parent, vid) = spec.name.rsplit_once('.')?;
-        Some((self.ports.get(parent)?, vid.parse().ok()?))
+        let vid: u16 = vid.parse().ok().filter(|v| (1..=4094).contains(v))?;
+        Some((self.ports.get(parent)?, vid))
     }
 
     fn check_vlan_spec(&self, spec: &PortSpec) -> Result<(), ErrorBody> {
@@ -803,6 +841,12 @@ impl Daemon {
                 return Err(inval(
                     "an AF_XDP port uses its interface's MTU: drop --mtu and set it with `ip link set IF mtu N`".into(),
                 ));
+            }
+            let workers = self.workers.len() as u16;
+            if spec.queues.is_some_and(|q| q < workers) {
+                return Err(inval(format!(
+                    "an AF_XDP port needs one queue per worker ({workers} here), since a worker can only send through a queue of its own; drop --queues, or start vswitchd with fewer --cores"
+                )));
             }
         }
         if spec.kind == PortType::Vlan {
@@ -1035,10 +1079,14 @@ impl Daemon {
     }
 
     fn port_info(&self, name: &str) -> Result<PortInfo, ErrorBody> {
+        self.ports.get(name).ok_or_else(|| self.no_port(name))?;
+        let dump = self.dump_fdb(None).unwrap_or_default();
+        self.port_info_from(name, &dump)
+    }
+
+    fn port_info_from(&self, name: &str, dump: &[FdbEntry]) -> Result<PortInfo, ErrorBody> {
         let p = self.ports.get(name).ok_or_else(|| self.no_port(name))?;
-        let learned = self
-            .dump_fdb(None)
-            .unwrap_or_default()
+        let learned = dump
             .iter()
             .filter(|e| e.kind == "learned" && e.port.as_deref() == Some(name))
             .count() as u64;
@@ -1254,11 +1302,11 @@ impl Daemon {
         let mut workers = Vec::new();
         for w in &self.workers {
             let mut counters = BTreeMap::new();
-            for d in DropReason::ALL {
-                let v = w.stats.pipeline.at(drop_index(*d)).get();
+            for (i, name) in crate::counters::drop_counters() {
+                let v = w.stats.pipeline.at(i).get();
                 if v > 0 {
-                    counters.insert(d.name().to_string(), v);
-                    *drops.entry(d.name().to_string()).or_insert(0) += v;
+                    counters.insert(name.to_string(), v);
+                    *drops.entry(name.to_string()).or_insert(0) += v;
                 }
             }
             for e in Event::ALL {
@@ -1367,56 +1415,72 @@ impl Daemon {
                 }
             }
         }
-        for n in new_nets {
-            self.network_create(n.clone(), true)?;
-            summary.created += 1;
-        }
-        new_ports.sort_by_key(|p| p.kind == PortType::Vlan);
-        for p in new_ports {
-            self.port_add(p.clone(), true)?;
-            summary.created += 1;
-        }
-        for f in &doc.fdb {
-            let mac = parse_mac(&f.mac)
-                .map(|m| format_mac(&m))
-                .unwrap_or_default();
-            if self.fdb.iter().any(|e| {
-                e.network == f.network && e.mac == mac && e.port == f.port && e.vtep == f.vtep
-            }) {
-                summary.unchanged += 1;
-                continue;
-            }
-            self.fdb_add(f.clone(), true)?;
-            summary.created += 1;
-        }
-        if let Some(u) = &doc.uplink {
-            let same = self.uplink.as_ref().is_some_and(|have| {
-                have.port == u.port
-                    && have.ip == u.ip
-                    && have.gateway == u.gateway
-                    && have.vxlan_port == u.vxlan_port
-            });
-            if same {
-                summary.unchanged += 1;
-            } else {
-                self.uplink_set(u.clone(), true)?;
+        // Everything below was checked against the document and the running configuration;
+        // what can still fail is the system (a device that cannot be made, a full disk). Then
+        // the import stops there, what it created stays (persisted and published), and the
+        // error says how far it got.
+        let applied = (|| -> Result<(), ErrorBody> {
+            for n in new_nets {
+                self.network_create(n.clone(), true)?;
                 summary.created += 1;
             }
-        }
-        for p in &doc.peers {
-            if self
-                .peers
-                .iter()
-                .any(|q| q.network == p.network && q.vtep == p.vtep)
-            {
-                summary.unchanged += 1;
-                continue;
+            new_ports.sort_by_key(|p| p.kind == PortType::Vlan);
+            for p in new_ports {
+                self.port_add(p.clone(), true)?;
+                summary.created += 1;
             }
-            self.peer_add(p.clone(), true)?;
-            summary.created += 1;
-        }
+            for f in &doc.fdb {
+                let mac = parse_mac(&f.mac)
+                    .map(|m| format_mac(&m))
+                    .unwrap_or_default();
+                if self.fdb.iter().any(|e| {
+                    e.network == f.network && e.mac == mac && e.port == f.port && e.vtep == f.vtep
+                }) {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                self.fdb_add(f.clone(), true)?;
+                summary.created += 1;
+            }
+            if let Some(u) = &doc.uplink {
+                let same = self.uplink.as_ref().is_some_and(|have| {
+                    have.port == u.port
+                        && have.ip == u.ip
+                        && have.gateway == u.gateway
+                        && have.vxlan_port == u.vxlan_port
+                });
+                if same {
+                    summary.unchanged += 1;
+                } else {
+                    self.uplink_set(u.clone(), true)?;
+                    summary.created += 1;
+                }
+            }
+            for p in &doc.peers {
+                if self
+                    .peers
+                    .iter()
+                    .any(|q| q.network == p.network && q.vtep == p.vtep)
+                {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                self.peer_add(p.clone(), true)?;
+                summary.created += 1;
+            }
+            Ok(())
+        })();
         self.publish();
-        Ok(summary)
+        match applied {
+            Ok(()) => Ok(summary),
+            Err(e) => Err(ErrorBody::new(
+                e.code,
+                format!(
+                    "{} (import stopped there; {} object(s) created before it were kept)",
+                    e.message, summary.created
+                ),
+            )),
+        }
     }
 
     /// Stops the workers and removes the devices this daemon holds; the state stays on disk.
@@ -1580,7 +1644,8 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
         let e = call(&mut d, cmd::PORT_ADD, json!({"name": "p", "type": "afxdp"})).unwrap_err();
-        assert_eq!(e.code, ErrorCode::Unsupported);
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.contains("--ifname"), "{e}");
         let e = call(
             &mut d,
             cmd::PORT_ADD,

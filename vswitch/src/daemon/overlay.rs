@@ -54,13 +54,20 @@ fn random_mac() -> [u8; 6] {
 impl Daemon {
     /// The overlay MTU: the uplink port's MTU minus the VXLAN overhead.
     pub(super) fn overlay_mtu(&self) -> u32 {
-        let up_mtu = self
-            .uplink
+        vxlan::overlay_mtu(self.uplink_mtu())
+    }
+
+    /// The uplink's MTU: what its device has now (an AF_XDP interface's MTU is set outside the
+    /// daemon), else what its port asked for, else 1500.
+    fn uplink_mtu(&self) -> u32 {
+        let Some(port) = self.uplink.as_ref().and_then(|u| self.ports.get(&u.port)) else {
+            return DEFAULT_MTU;
+        };
+        port.device
             .as_ref()
-            .and_then(|u| self.ports.get(&u.port))
-            .and_then(|p| p.spec.mtu)
-            .unwrap_or(DEFAULT_MTU);
-        vxlan::overlay_mtu(up_mtu)
+            .and_then(|d| d.mtu().ok())
+            .or(port.spec.mtu)
+            .unwrap_or(DEFAULT_MTU)
     }
 
     pub(super) fn check_vni(&self, spec: &NetworkSpec) -> Result<(), ErrorBody> {
@@ -328,7 +335,7 @@ impl Daemon {
                 prefix,
                 gateway: u.gateway.as_deref().and_then(|g| g.parse().ok()),
                 vxlan_port: u.vxlan_port.unwrap_or(vxlan::DEFAULT_PORT),
-                mtu: port.spec.mtu.unwrap_or(DEFAULT_MTU),
+                mtu: self.uplink_mtu(),
             })
         });
         snap.vnis = self

@@ -18,8 +18,8 @@ const SIGNALS: Token = Token(1);
 const FIRST_CONN: usize = 2;
 /// Most connections served at once; more are refused with an error line.
 const MAX_CONNS: usize = 256;
-/// Reply bytes buffered for a client that does not read before it is dropped.
-const MAX_OUT: usize = 64 << 20;
+/// Reply bytes buffered for a client before its further requests wait.
+const HIGH_WATER: usize = 4 << 20;
 
 struct Conn {
     stream: UnixStream,
@@ -170,34 +170,43 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
 }
 
 /// Reads, answers and writes for one connection; returns whether to close it.
-fn service(d: &mut Daemon, c: &mut Conn, readable: bool, _writable: bool) -> bool {
+///
+/// Backpressure: while more than [`HIGH_WATER`] bytes of replies wait for a client that does not
+/// read them, its requests are neither answered nor read; the writable event that comes when it
+/// reads resumes both. A pipelining client can so never make the daemon buffer without bound.
+fn service(d: &mut Daemon, c: &mut Conn, _readable: bool, _writable: bool) -> bool {
     let mut eof = false;
-    if readable {
-        let mut buf = [0u8; 16384];
-        loop {
-            match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    c.inbuf.extend_from_slice(&buf[..n]);
-                    process_lines(d, c);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return true,
+    let mut buf = [0u8; 16384];
+    loop {
+        if flush(c).is_err() {
+            return true;
+        }
+        if c.out.len() > HIGH_WATER {
+            break;
+        }
+        process_lines(d, c);
+        if c.out.len() > HIGH_WATER {
+            continue;
+        }
+        match c.stream.read(&mut buf) {
+            Ok(0) => {
+                eof = true;
+                break;
             }
+            Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return true,
         }
     }
-    if flush(c).is_err() || c.out.len() > MAX_OUT {
+    if flush(c).is_err() {
         return true;
     }
     eof && c.out.is_empty()
 }
 
 fn process_lines(d: &mut Daemon, c: &mut Conn) {
-    loop {
+    while c.out.len() <= HIGH_WATER {
         match c.inbuf.iter().position(|&b| b == b'\n') {
             Some(i) => {
                 let line: Vec<u8> = c.inbuf.drain(..=i).collect();
