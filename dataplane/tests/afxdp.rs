@@ -423,48 +423,11 @@ fn killed_process_leaves_no_program() {
     );
 }
 
-/// Turns transmit checksum offload off on `dev` in namespace `ns`, as `ethtool -K DEV tx off`
-/// does (which also turns TSO off): the kernel then completes checksums before a frame reaches
-/// the veth, instead of leaving the far end to do it.
+/// Turns transmit checksum offload off on `dev` in namespace `ns` (`ethtool -K DEV tx off`).
 fn tx_checksum_off(ns: &str, dev: &str) -> io::Result<()> {
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        data: *mut EthtoolValue,
-        _pad: [u8; 16],
-    }
     let dev = dev.to_string();
     netns::run_in(Some(&netns::path_of(ns)), move || {
-        let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        let mut val = EthtoolValue {
-            cmd: ETHTOOL_STXCSUM,
-            data: 0,
-        };
-        let mut req = IfReq {
-            name: [0; 16],
-            data: &mut val,
-            _pad: [0; 16],
-        };
-        req.name[..dev.len()].copy_from_slice(dev.as_bytes());
-        // SAFETY: SIOCETHTOOL reads a `struct ifreq` whose `ifr_data` points at the command,
-        // both of which outlive the call.
-        let r = unsafe {
-            libc::ioctl(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::SIOCETHTOOL,
-                &mut req,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        dataplane::sys::ethtool::set_tx_checksum(&dev, false)
     })
 }
 

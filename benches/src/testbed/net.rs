@@ -252,46 +252,9 @@ pub fn ifindex(ns: &str, dev: &str) -> Result<u32, String> {
 /// Turns transmit checksum offload on `dev` in `ns` on or off, as `ethtool -K DEV tx on|off`
 /// does (off also turns TSO off, since TSO needs it; on gives it back).
 pub fn set_tx_checksum(ns: &str, dev: &str, on: bool) -> Result<(), String> {
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        data: *mut EthtoolValue,
-        _pad: [u8; 16],
-    }
     let name = dev.to_string();
     netns::run_in(Some(&ns_path(ns)), move || {
-        let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        let mut val = EthtoolValue {
-            cmd: ETHTOOL_STXCSUM,
-            data: u32::from(on),
-        };
-        let mut req = IfReq {
-            name: [0; 16],
-            data: &mut val,
-            _pad: [0; 16],
-        };
-        for (o, b) in req.name.iter_mut().zip(name.bytes().take(15)) {
-            *o = b;
-        }
-        // SAFETY: SIOCETHTOOL reads a `struct ifreq` whose `ifr_data` points at the command,
-        // both of which outlive the call.
-        let r = unsafe {
-            libc::ioctl(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::SIOCETHTOOL,
-                &mut req,
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        dataplane::sys::ethtool::set_tx_checksum(&name, on)
     })
     .map_err(|e| {
         format!(

@@ -1,6 +1,7 @@
 //! Syscall wrappers, one module per facility.
 
 pub mod bpf;
+pub mod ethtool;
 pub mod netns;
 pub mod tap;
 pub mod xdp;

@@ -1,0 +1,48 @@
+//! The one ethtool setting the switch's tests and testbed need: transmit checksum offload.
+
+use super::cvt;
+use std::io;
+use std::os::fd::AsRawFd;
+
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut EthtoolValue,
+    _pad: [u8; 16],
+}
+
+/// Turns transmit checksum offload of `dev` (in the calling thread's namespace) on or off, as
+/// `ethtool -K DEV tx on|off` does; off also turns TSO off, which needs it. With it off the
+/// kernel completes checksums before a frame reaches a veth, instead of leaving the far end,
+/// a userspace switch here, to do it.
+pub fn set_tx_checksum(dev: &str, on: bool) -> io::Result<()> {
+    let bytes = dev.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name '{dev}'"),
+        ));
+    }
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let mut val = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: u32::from(on),
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut val,
+        _pad: [0; 16],
+    };
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: SIOCETHTOOL reads a `struct ifreq` whose `ifr_data` points at the command; both
+    // outlive the call.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) }).map(|_| ())
+}
