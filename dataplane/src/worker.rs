@@ -164,8 +164,16 @@ pub enum Command<P: Pipeline> {
         /// Whether this worker polls it for receive.
         rx: bool,
     },
-    /// Take a port away (its queue is closed).
+    /// Take a port away (its queue is closed, its inbound rings dropped).
     Detach(PortId),
+    /// Transmits for `port` that other workers hand over: drain `ring` and send on the port's
+    /// queue here.
+    Inbound {
+        /// Port id.
+        port: PortId,
+        /// The receiving end of a [`crate::port::remote::RemoteTx`]'s ring.
+        ring: crate::ring::Consumer,
+    },
     /// A pipeline request.
     Request(P::Request),
     /// End the worker loop.
@@ -183,6 +191,8 @@ pub struct WorkerShared {
     pub pinned: AtomicBool,
     /// Receive queues polled.
     pub rx_queues: AtomicU64,
+    /// Set while the worker sleeps in epoll (see `port::remote` for the wakeup contract).
+    pub sleeping: AtomicBool,
 }
 
 /// A worker as the control thread holds it.
@@ -207,6 +217,11 @@ impl<P: Pipeline> WorkerHandle<P> {
         let _ = self.tx.send((seq, cmd));
         let _ = self.waker.wake();
         seq
+    }
+
+    /// The worker's waker, for senders that hand it work (see `port::remote`).
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
     }
 
     /// Waits until the worker applied command `seq`; `false` on timeout.
@@ -265,6 +280,8 @@ pub struct Worker<P: Pipeline> {
     cmds: Receiver<(u64, Command<P>)>,
     shared: Arc<WorkerShared>,
     burst: Burst,
+    /// Rings other workers send into for ports whose queue this worker owns.
+    inbound: Vec<(PortId, crate::ring::Consumer)>,
     last_tick: u64,
     stop: bool,
 }
@@ -289,6 +306,7 @@ impl<P: Pipeline> Worker<P> {
             cmds: rx,
             shared: Arc::new(WorkerShared::default()),
             burst: Burst::new(),
+            inbound: Vec::new(),
             last_tick: 0,
             stop: false,
         };
@@ -355,8 +373,11 @@ impl<P: Pipeline> Worker<P> {
                         io.release(&mut self.cache);
                     }
                     self.rx.retain(|&p| p != port);
+                    // Dropping a ring's last half returns what it still holds to the pool.
+                    self.inbound.retain(|(p, _)| *p != port);
                     ports_changed = true;
                 }
+                Command::Inbound { port, ring } => self.inbound.push((port, ring)),
                 Command::Request(req) => self.pipeline.request(&mut cx, &self.cfg, req),
                 Command::Stop => self.stop = true,
             }
@@ -409,6 +430,7 @@ impl<P: Pipeline> Worker<P> {
             self.burst.free_all(&mut self.cache);
             self.ports.flush(&mut self.cache, &self.stats);
         }
+        total += self.drain_inbound();
         if now != self.last_tick {
             self.last_tick = now;
             let mut cx = context!(self, now);
@@ -420,6 +442,40 @@ impl<P: Pipeline> Worker<P> {
             self.stats.event(WorkerEvent::IdleLoops).inc();
         }
         total
+    }
+
+    /// Sends what other workers handed over for ports whose queue is here; returns how many.
+    fn drain_inbound(&mut self) -> usize {
+        let mut total = 0;
+        for (port, ring) in self.inbound.iter_mut() {
+            while ring.pop_burst(&mut self.burst) > 0 {
+                total += self.burst.len();
+                match self.ports.slots.get_mut(*port as usize) {
+                    Some(Some(slot)) => {
+                        slot.io
+                            .tx_burst(&mut self.cache, &mut self.burst, self.stats.port(*port));
+                    }
+                    _ => {
+                        self.stats
+                            .port(*port)
+                            .tx_dropped
+                            .add(self.burst.len() as u64);
+                        self.burst.free_all(&mut self.cache);
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    /// Whether another worker handed over frames not sent yet.
+    fn inbound_waiting(&self) -> bool {
+        self.inbound.iter().any(|(_, r)| !r.is_empty())
+    }
+
+    /// The worker's shared state (tests hand it to a [`crate::port::remote::RemoteTx`]).
+    pub fn shared(&self) -> &Arc<WorkerShared> {
+        &self.shared
     }
 
     fn run(mut self, mut poll: Poll) {
@@ -460,12 +516,19 @@ impl<P: Pipeline> Worker<P> {
             } else {
                 Duration::from_millis(1)
             };
-            self.stats.event(WorkerEvent::Sleeps).inc();
-            if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    std::thread::sleep(Duration::from_millis(1));
+            // Announce the sleep, then look at the inbound rings once more (the other half of
+            // the wakeup contract in `port::remote`).
+            self.shared.sleeping.store(true, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if !self.inbound_waiting() {
+                self.stats.event(WorkerEvent::Sleeps).inc();
+                if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 }
             }
+            self.shared.sleeping.store(false, Ordering::SeqCst);
             idle_loops = 0;
         }
         // Hand every queue and buffer back before the thread ends.

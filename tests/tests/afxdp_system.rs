@@ -158,3 +158,57 @@ fn afxdp_ports_carry_ping_and_tcp_and_leave_nothing_behind() {
         "an XDP program was left on the interface"
     );
 }
+
+#[test]
+fn two_workers_share_single_queue_afxdp_ports() {
+    if !can_run_system_tests("two_workers_share_single_queue_afxdp_ports") {
+        return;
+    }
+    if Command::new("ethtool").arg("--version").output().is_err() {
+        panic!(
+            "ethtool is needed to turn off the containers' checksum offload (apt install ethtool)"
+        );
+    }
+    let tmp = TempDir::new("xdp2");
+    let bed = bed();
+    // Two workers, and veths with one queue each: one worker owns each port's queue, the other
+    // hands its transmits over.
+    let d = DaemonProcess::start_with(&bin("vswitchd"), &tmp.0, None, &["--cores", "0,1"]).unwrap();
+    let status = call(&d, cmd::STATUS, json!({}));
+    assert_eq!(
+        status["workers"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    call(&d, cmd::NETWORK_CREATE, json!({"name": "x"}));
+    let ns = bed.switch_ns.name();
+    for (name, ifname) in [("pa", &bed.a_if), ("pb", &bed.b_if)] {
+        call(
+            &d,
+            cmd::PORT_ADD,
+            json!({"name": name, "type": "afxdp", "ifname": ifname, "netns": ns, "network": "x"}),
+        );
+        let info: PortInfo =
+            serde_json::from_value(call(&d, cmd::PORT_INSPECT, json!({"name": name}))).unwrap();
+        assert_eq!(info.queue_count, 1, "a veth has one queue");
+    }
+    assert!(
+        bed.a.ping(Ipv4Addr::new(10, 90, 0, 2), 3).unwrap(),
+        "ping; log:\n{}",
+        d.log_tail()
+    );
+    let t = tcp_transfer(
+        &bed.b.path(),
+        Ipv4Addr::new(10, 90, 0, 2),
+        &bed.a.path(),
+        20 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "TCP over AF_XDP with two workers: {e}; log:\n{}",
+            d.log_tail()
+        )
+    });
+    assert_eq!(t.bytes, 20 << 20);
+}

@@ -112,6 +112,7 @@ pub struct DaemonProcess {
     exe: PathBuf,
     dir: PathBuf,
     netns: Option<String>,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -124,12 +125,23 @@ impl DaemonProcess {
     /// As [`DaemonProcess::start`], with the daemon inside network namespace `netns` (a "host"
     /// of a multi-host test): its TAP devices are made there unless a port names another.
     pub fn start_in(exe: &Path, dir: &Path, netns: Option<&str>) -> Result<DaemonProcess, String> {
+        Self::start_with(exe, dir, netns, &[])
+    }
+
+    /// As [`DaemonProcess::start_in`], with extra daemon flags (e.g. `--cores 0,1`).
+    pub fn start_with(
+        exe: &Path,
+        dir: &Path,
+        netns: Option<&str>,
+        extra: &[&str],
+    ) -> Result<DaemonProcess, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let mut d = DaemonProcess {
             exe: exe.to_path_buf(),
             dir: dir.to_path_buf(),
             netns: netns.map(str::to_string),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         d.restart()?;
@@ -185,6 +197,7 @@ impl DaemonProcess {
                 "--fdb-size",
                 "16384",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -3,6 +3,7 @@
 
 pub mod afxdp;
 pub mod mem;
+pub mod remote;
 pub mod tap;
 
 use crate::burst::Burst;
@@ -37,6 +38,8 @@ pub enum PortIo {
     Mem(mem::MemPort),
     /// A queue of an AF_XDP port.
     AfXdp(afxdp::AfXdpQueue),
+    /// Transmit-only: a ring into the worker that owns the port's queue.
+    Remote(remote::RemoteTx),
 }
 
 impl Port for PortIo {
@@ -46,6 +49,7 @@ impl Port for PortIo {
             PortIo::Tap(p) => p.rx_burst(cache, burst, c),
             PortIo::Mem(p) => p.rx_burst(cache, burst, c),
             PortIo::AfXdp(p) => p.rx_burst(cache, burst, c),
+            PortIo::Remote(p) => p.rx_burst(cache, burst, c),
         }
     }
 
@@ -55,6 +59,7 @@ impl Port for PortIo {
             PortIo::Tap(p) => p.tx_burst(cache, burst, c),
             PortIo::Mem(p) => p.tx_burst(cache, burst, c),
             PortIo::AfXdp(p) => p.tx_burst(cache, burst, c),
+            PortIo::Remote(p) => p.tx_burst(cache, burst, c),
         }
     }
 
@@ -63,6 +68,7 @@ impl Port for PortIo {
             PortIo::Tap(p) => p.raw_fd(),
             PortIo::Mem(p) => p.raw_fd(),
             PortIo::AfXdp(p) => p.raw_fd(),
+            PortIo::Remote(p) => p.raw_fd(),
         }
     }
 
@@ -71,6 +77,7 @@ impl Port for PortIo {
             PortIo::Tap(p) => p.release(cache),
             PortIo::Mem(p) => p.release(cache),
             PortIo::AfXdp(p) => p.release(cache),
+            PortIo::Remote(p) => p.release(cache),
         }
     }
 }

@@ -46,3 +46,53 @@ pub fn set_tx_checksum(dev: &str, on: bool) -> io::Result<()> {
     // outlive the call.
     cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) }).map(|_| ())
 }
+
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+#[repr(C)]
+struct IfReqChannels {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut EthtoolChannels,
+    _pad: [u8; 16],
+}
+
+/// Receive queues of `dev` (in the calling thread's namespace), as `ethtool -l` shows them:
+/// its rx or combined channels, at least 1.
+pub fn rx_queues(dev: &str) -> io::Result<u32> {
+    let bytes = dev.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name '{dev}'"),
+        ));
+    }
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    let mut req = IfReqChannels {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut ch,
+        _pad: [0; 16],
+    };
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GCHANNELS fills the `struct ethtool_channels` that
+    // `ifr_data` points at; both outlive the call.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) })?;
+    Ok(ch.rx_count.max(ch.combined_count).max(1))
+}

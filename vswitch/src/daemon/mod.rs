@@ -15,8 +15,9 @@ use control::proto::*;
 use control::text::{check_name, format_mac, parse_mac};
 use dataplane::counters::WorkerEvent;
 use dataplane::pool::{Pool, MAX_FRAME};
+use dataplane::port::remote::RemoteTx;
 use dataplane::port::tap::TapDevice;
-use dataplane::port::{PortId, MAX_PORTS};
+use dataplane::port::{PortId, PortIo, MAX_PORTS};
 use dataplane::sys::netns;
 use dataplane::worker::{self, Command, Worker, WorkerHandle};
 use serde::de::DeserializeOwned;
@@ -950,7 +951,20 @@ impl Daemon {
             let mtu = spec.mtu.or(in_overlay.then(|| self.overlay_mtu()));
             match spec.kind {
                 PortType::Afxdp => {
-                    device::open_afxdp(&ifname, ns_path.as_deref(), queues, &self.pool)
+                    // One queue per worker is the default; an interface with fewer (a veth has
+                    // one) gets as many as it has, and the other workers hand their transmits
+                    // to a queue's owner.
+                    let name = ifname.clone();
+                    let have = netns::run_in(ns_path.as_deref(), move || {
+                        dataplane::sys::ethtool::rx_queues(&name)
+                    })
+                    .unwrap_or(1);
+                    let q = if spec.queues.is_some() {
+                        queues
+                    } else {
+                        queues.min(have as u16).max(1)
+                    };
+                    device::open_afxdp(&ifname, ns_path.as_deref(), q, &self.pool)
                 }
                 _ => TapDevice::open(&ifname, ns_path.as_deref(), queues, mtu)
                     .map(device::Device::Tap),
@@ -977,6 +991,9 @@ impl Daemon {
         };
         let name = spec.name.clone();
         let base = self.port_counters(id);
+        let queues = device
+            .as_ref()
+            .map_or(queues, |d| d.queue_count().max(1) as u16);
         self.ports.insert(
             name.clone(),
             PortState {
@@ -1001,9 +1018,24 @@ impl Daemon {
         if let Some(p) = self.ports.get_mut(&name) {
             if let Some(d) = &mut p.device {
                 tracing::info!(port = %name, device = d.name(), created = d.created(), mode = d.mode(), queues, "port attached");
-                for w in self.workers.iter_mut() {
+                let owned = d.queue_count().max(1);
+                for w in self.workers.iter() {
                     match d.queue_for(w.id as usize) {
-                        Ok(None) => {}
+                        Ok(None) => {
+                            // No queue of its own here: hand transmits to the queue's owner.
+                            let Some(owner) = self.workers.get(w.id as usize % owned) else {
+                                continue;
+                            };
+                            let (tx, rx) = dataplane::ring::ring(self.pool.clone(), 1024);
+                            owner.send(Command::Inbound { port: id, ring: rx });
+                            let remote =
+                                RemoteTx::new(tx, Some((owner.shared.clone(), owner.waker())));
+                            w.send(Command::Attach {
+                                port: id,
+                                io: PortIo::Remote(remote),
+                                rx: false,
+                            });
+                        }
                         Ok(Some(io)) => {
                             w.send(Command::Attach {
                                 port: id,
