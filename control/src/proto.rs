@@ -14,6 +14,9 @@ pub const MAX_LINE: usize = 1 << 20;
 /// Default control socket path (`$VSWITCH_SOCKET` overrides it).
 pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.sock";
 
+/// Largest VXLAN network identifier (24 bits).
+pub const VNI_MAX: u32 = 0x00ff_ffff;
+
 /// Version of the configuration document written by `config export` and the state directory.
 pub const CONFIG_VERSION: u32 = 1;
 

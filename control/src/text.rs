@@ -41,6 +41,42 @@ pub fn check_name(what: &str, s: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Parses an IPv4 subnet or host address with its prefix, `a.b.c.d/len` (len 0 to 32).
+pub fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let bad = || format!("'{s}' is not an IPv4 subnet; write address/prefix, e.g. 10.1.0.0/24");
+    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok((addr, len))
+}
+
+/// The netmask of prefix length `len` (values over 32 count as 32), as a number.
+pub const fn prefix_mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        let len = if len > 32 { 32 } else { len };
+        u32::MAX << (32 - len as u32)
+    }
+}
+
+/// Whether `a` and `b` lie in the same `/len` prefix.
+pub const fn same_prefix(a: std::net::Ipv4Addr, b: std::net::Ipv4Addr, len: u8) -> bool {
+    let m = prefix_mask(len);
+    a.to_bits() & m == b.to_bits() & m
+}
+
+/// The parent and VID of a subinterface name `PARENT.VID`, if the name has that shape (the VID
+/// is not range-checked here).
+pub fn vlan_subinterface(name: &str) -> Option<(&str, u16)> {
+    let (parent, vid) = name.rsplit_once('.')?;
+    let vid: u16 = vid.parse().ok()?;
+    (!parent.is_empty()).then_some((parent, vid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,12 +72,7 @@ impl UplinkConf {
     /// The underlay next hop towards `dst`: itself on the subnet, else the gateway.
     #[inline]
     pub fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        let mask = if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix.min(32)))
-        };
-        if u32::from(dst) & mask == u32::from(self.ip) & mask {
+        if control::text::same_prefix(dst, self.ip, self.prefix) {
             Some(dst)
         } else {
             self.gateway

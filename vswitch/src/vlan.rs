@@ -15,12 +15,8 @@ use crate::counters::DropReason;
 use dataplane::pool::{Buf, Pool};
 use dataplane::port::PortId;
 
-/// 802.1Q tag protocol identifier.
-pub const TPID_8021Q: u16 = 0x8100;
-/// 802.1ad service tag.
-pub const TPID_8021AD: u16 = 0x88a8;
-/// Pre-standard Q-in-Q tag.
-pub const TPID_QINQ: u16 = 0x9100;
+pub use dataplane::wire::vlan::{is_tpid, TPID_8021AD, TPID_8021Q, TPID_QINQ_LEGACY as TPID_QINQ};
+
 /// Bytes of Ethernet header plus one tag.
 const TAGGED_HDR: usize = 18;
 
@@ -55,7 +51,7 @@ pub fn ingress(
             let (Some(tci), Some(inner)) = (be16(d, 14), be16(d, 16)) else {
                 return Err(DropReason::VlanTruncated);
             };
-            if matches!(inner, TPID_8021Q | TPID_8021AD | TPID_QINQ) {
+            if is_tpid(inner) {
                 return Err(DropReason::VlanStacked);
             }
             let vid = tci & 0x0fff;

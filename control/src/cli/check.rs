@@ -12,7 +12,7 @@ pub(crate) const PORT_NAME_MAX: usize = 15;
 /// Longest Linux interface name (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
 /// Largest VXLAN network identifier (24 bits).
-pub(crate) const VNI_MAX: u32 = 0x00ff_ffff;
+pub(crate) const VNI_MAX: u32 = control::proto::VNI_MAX;
 /// Smallest MTU an IPv4 interface may have.
 const MTU_MIN: u32 = 68;
 /// Largest MTU a Linux device takes.
@@ -60,14 +60,7 @@ fn ifname(s: &str) -> Result<(), String> {
 
 /// Parses an IPv4 subnet `a.b.c.d/len`.
 fn subnet(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let bad = || format!("'{s}' is not an IPv4 subnet; write address/prefix, e.g. 10.1.0.0/24");
-    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    if len > 32 {
-        return Err(bad());
-    }
-    Ok((addr, len))
+    text::parse_cidr(s)
 }
 
 /// Parses an IPv4 address.
@@ -78,17 +71,12 @@ fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
 
 /// The netmask of a prefix length (at most 32) as a number.
 fn mask(len: u8) -> u32 {
-    // `len` is at most 32 (checked by the parsers), so the shift is at most 31.
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
-    }
+    text::prefix_mask(len)
 }
 
 /// Whether `addr` lies in `net/len`.
 fn contains((net, len): (Ipv4Addr, u8), addr: Ipv4Addr) -> bool {
-    u32::from(net) & mask(len) == u32::from(addr) & mask(len)
+    text::same_prefix(net, addr, len)
 }
 
 /// Checks a network's settings (from `network create` or a configuration document).
@@ -250,9 +238,7 @@ pub(crate) fn uplink_spec(spec: &UplinkSpec) -> Result<(), String> {
 /// Checks a port's settings (from `port add` or a configuration document).
 /// The parent and VID of a subinterface name `PARENT.VID`, if the name has that shape.
 pub(crate) fn vlan_subinterface(name: &str) -> Option<(&str, u16)> {
-    let (parent, vid) = name.rsplit_once('.')?;
-    let vid: u16 = vid.parse().ok()?;
-    (!parent.is_empty()).then_some((parent, vid))
+    text::vlan_subinterface(name)
 }
 
 pub(crate) fn port_spec(spec: &PortSpec) -> Result<(), String> {

@@ -618,8 +618,7 @@ impl Daemon {
             })?;
             if let Some(s) = &spec.subnet {
                 let (net, len) = parse_cidr(s).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
-                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                if u32::from(ip) & mask != u32::from(net) & mask {
+                if !control::text::same_prefix(ip, net, len) {
                     return Err(err(
                         ErrorCode::InvalidArgument,
                         format!("gateway {g} is outside subnet {s}"),
@@ -752,8 +751,8 @@ impl Daemon {
         if spec.kind != PortType::Vlan {
             return None;
         }
-        let (parent, vid) = spec.name.rsplit_once('.')?;
-        let vid: u16 = vid.parse().ok().filter(|v| (1..=4094).contains(v))?;
+        let (parent, vid) = control::text::vlan_subinterface(&spec.name)?;
+        let vid = Some(vid).filter(|v| (1..=4094).contains(v))?;
         Some((self.ports.get(parent)?, vid))
     }
 
@@ -1544,17 +1543,7 @@ impl Daemon {
     }
 }
 
-/// Parses `a.b.c.d/len`.
-pub fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
-    let bad = || format!("'{s}' is not an IPv4 subnet; write it as 10.1.0.0/24");
-    let (ip, len) = s.split_once('/').ok_or_else(bad)?;
-    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    if len > 32 {
-        return Err(bad());
-    }
-    Ok((ip, len))
-}
+pub use control::text::parse_cidr;
 
 /// The path helper used by the daemon and the demo for the state file.
 pub fn state_file(dir: &Path) -> PathBuf {

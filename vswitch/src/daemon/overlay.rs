@@ -13,8 +13,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-/// Largest VNI (24 bits).
-pub const VNI_MAX: u32 = (1 << 24) - 1;
+use control::proto::VNI_MAX;
 
 fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr, ErrorBody> {
     let ip: Ipv4Addr = s.parse().map_err(|_| {

@@ -161,7 +161,7 @@ pub fn classify(frame: &[u8], local_ip: Ipv4Addr, port: u16) -> Result<Decap, De
         return Err(TruncatedInner);
     };
     match inner_type {
-        0x8100 | 0x88a8 | 0x9100 => return Err(InnerTagged),
+        t if dataplane::wire::vlan::is_tpid(t) => return Err(InnerTagged),
         0x0800 | 0x86dd
             if inner_udp_dport(inner, inner_type)
                 .is_some_and(|p| p == DEFAULT_PORT || p == port) =>
