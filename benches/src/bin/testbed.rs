@@ -33,6 +33,7 @@ struct Args {
     out: PathBuf,
     only: Option<Vec<String>>,
     threaded_napi: bool,
+    sink_napi_core: Option<usize>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -43,6 +44,7 @@ fn parse() -> Result<Args, String> {
         out: PathBuf::from("target/testbed"),
         only: None,
         threaded_napi: false,
+        sink_napi_core: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -50,6 +52,13 @@ fn parse() -> Result<Args, String> {
         match arg.as_str() {
             "--quick" => a.quick = true,
             "--threaded-napi" => a.threaded_napi = true,
+            "--sink-napi-core" => {
+                let v = val("--sink-napi-core")?;
+                a.sink_napi_core = Some(
+                    v.parse::<usize>()
+                        .map_err(|_| format!("--sink-napi-core takes a core number, not {v}"))?,
+                );
+            }
             "--runs" => {
                 let v = val("--runs")?;
                 a.runs = Some(
@@ -107,6 +116,7 @@ fn main() -> ExitCode {
         warmup: if args.quick { 0.3 } else { 1.0 },
         tcp_seconds: seconds,
         threaded_napi: args.threaded_napi,
+        sink_napi_core: args.sink_napi_core,
         dut_core: if cores > 1 { 1 } else { 0 },
         scratch: std::env::temp_dir().join(format!("testbed-{}", std::process::id())),
     };

@@ -29,6 +29,9 @@ pub struct Config {
     pub tcp_seconds: f64,
     /// Put the DUT's ingress veth receive work in a NAPI thread pinned to the DUT's core.
     pub threaded_napi: bool,
+    /// Put the sink's receive work (its XDP drop program) in a NAPI thread pinned to this core
+    /// rather than on whichever core transmitted into the sink.
+    pub sink_napi_core: Option<usize>,
     /// Core of the device under test.
     pub dut_core: usize,
     /// Where scratch files (daemon sockets, OVS databases, logs) go.
@@ -184,6 +187,21 @@ fn pps_series(
         None => traffic::action_program("tb_sink_drop", bpf::XDP_DROP)?,
     };
     let _sink = XdpLink::attach(&drop, sink.0, sink.1)?;
+    if let Some(core) = cfg.sink_napi_core {
+        let pid = net::threaded_napi(sink.0, sink.1, core)?;
+        if !net::realtime(pid, 50) {
+            return Err(format!(
+                "cannot make the sink's NAPI thread {pid} SCHED_FIFO"
+            ));
+        }
+        let note = format!(
+            "sink receive work ({}) in NAPI thread {pid}, SCHED_FIFO on core {core}",
+            sink.1
+        );
+        if !out.notes.contains(&note) {
+            out.notes.push(note);
+        }
+    }
     prepare()?;
     let path = PpsPath {
         gen,

@@ -96,6 +96,16 @@ pub fn pin_pid(pid: i32, core: usize) -> bool {
     }
 }
 
+/// Gives `pid` the real-time FIFO class at `prio`, so it runs as soon as it is woken on its core,
+/// the way softirq work would, instead of waiting for a busy task there to be preempted.
+pub fn realtime(pid: i32, prio: i32) -> bool {
+    let param = libc::sched_param {
+        sched_priority: prio,
+    };
+    // SAFETY: sched_setscheduler reads `param` and changes only the scheduling class of `pid`.
+    unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &param) == 0 }
+}
+
 /// Number of CPUs this process may run on.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
