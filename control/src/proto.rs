@@ -491,6 +491,13 @@ pub struct PortCounters {
     /// Frames lost on receive (larger than a buffer, read errors).
     #[serde(default)]
     pub rx_errors: u64,
+    /// Frames dropped because their offload work (checksum, TCP segmentation) could not be done
+    /// in software for a device without offloads.
+    #[serde(default)]
+    pub tx_offload_dropped: u64,
+    /// TCP super-frames (from TAP ports with offloads) cut into segments for a device without.
+    #[serde(default)]
+    pub tx_segmented: u64,
 }
 
 /// One MAC table entry.

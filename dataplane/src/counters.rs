@@ -104,6 +104,11 @@ pub struct PortCounters {
     pub tx_dropped: Counter,
     /// Frames lost on receive (too large for a buffer, read error).
     pub rx_errors: Counter,
+    /// Frames dropped because the offload work they carried could not be done in software for
+    /// a port without offloads (malformed super-frame, no buffers for its segments).
+    pub tx_offload_dropped: Counter,
+    /// TCP super-frames cut into segments in software for a port without offloads.
+    pub tx_segmented: Counter,
 }
 
 named_counters! {
@@ -150,6 +155,8 @@ impl WorkerStats {
             tx_bytes: Counter(AtomicU64::new(0)),
             tx_dropped: Counter(AtomicU64::new(0)),
             rx_errors: Counter(AtomicU64::new(0)),
+            tx_offload_dropped: Counter(AtomicU64::new(0)),
+            tx_segmented: Counter(AtomicU64::new(0)),
         };
         self.ports.get(id as usize).unwrap_or(&SCRATCH)
     }

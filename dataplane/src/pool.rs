@@ -2,7 +2,12 @@
 //!
 //! Each slot is [`SLOT_SIZE`] bytes: [`HEADROOM`] bytes of headroom (so VXLAN, ESP and VLAN
 //! headers can be prepended without moving the payload), then up to [`MAX_FRAME`] bytes of frame.
-//! Per-buffer metadata (data offset, length, ingress port) lives in a parallel array.
+//! Per-buffer metadata (data offset, length, ingress port, offload work) lives in a parallel array.
+//!
+//! A pool may also hold *large* slots ([`LARGE_SLOT_SIZE`]) in a second mapping, for TCP
+//! super-frames that TAP ports with virtio-net offloads read and write (up to 64 KiB). Their
+//! indices follow the small ones; they are never part of the AF_XDP region ([`Pool::region`]),
+//! so a port that transmits from the region must see only small buffers ([`Pool::is_large`]).
 //!
 //! Concurrency contract: the free list is a lock-free bounded ring ([`ArrayQueue`]) shared by
 //! every thread; each worker puts a [`PoolCache`] in front of it so that the steady state moves
@@ -10,6 +15,7 @@
 //! non-cloneable handle: whoever holds it has exclusive access to its slot and metadata, which is
 //! what makes the safe accessors sound. Memory is reclaimed when the last `Arc<Pool>` drops.
 
+use crate::offload::VnetHdr;
 use crossbeam::queue::ArrayQueue;
 use std::cell::UnsafeCell;
 use std::sync::Arc;
@@ -27,6 +33,12 @@ pub const CACHE_BATCH: usize = 128;
 
 /// Most buffers in one pool: indices carry an 8-bit pool tag in their top bits.
 pub const MAX_BUFFERS: u32 = 1 << 24;
+/// Bytes per large slot: headroom, then a 64 KiB IP packet with its Ethernet and VLAN headers.
+pub const LARGE_SLOT_SIZE: usize = 68 * 1024;
+/// Largest frame a large slot holds.
+pub const LARGE_MAX_FRAME: usize = LARGE_SLOT_SIZE - HEADROOM;
+/// Most large buffers in one pool.
+pub const MAX_LARGE: u32 = 1 << 14;
 
 /// Tags of the pools alive now (bit `t` for tag `t`, 1..=255): two live pools never share one,
 /// so a buffer can never pass for another pool's.
@@ -48,13 +60,17 @@ fn give_back_tag(t: u32) {
 #[derive(Debug, Clone, Copy, Default)]
 struct Meta {
     /// Offset of the frame's first byte from the slot start.
-    off: u16,
+    off: u32,
     /// Frame length.
-    len: u16,
+    len: u32,
     /// Port the frame arrived on (set by the receiving worker).
     port: u16,
     /// 802.1p priority the frame carried (kept across tag pop and push).
     pcp: u8,
+    /// Offload work the frame carries (checksum to complete, segmentation), with `csum_start`
+    /// and `hdr_len` kept as offsets from the slot start so that pushing or popping headers in
+    /// front of the frame leaves them pointing at the same bytes.
+    ol: VnetHdr,
 }
 
 /// An owned packet buffer. Not `Clone`: holding it is the right to touch its slot.
@@ -90,10 +106,16 @@ impl Buf {
 pub struct Pool {
     base: *mut u8,
     map_len: usize,
+    /// The large slots' mapping (null when there are none).
+    lbase: *mut u8,
+    lmap_len: usize,
     meta: Box<[UnsafeCell<Meta>]>,
     free: ArrayQueue<u32>,
+    /// Free large slots (their indices start at `count`).
+    lfree: ArrayQueue<u32>,
     tag: u32,
     count: u32,
+    large: u32,
 }
 
 // SAFETY: slots and metadata are only reached through an owned `Buf`, which one thread holds at
@@ -103,52 +125,108 @@ unsafe impl Send for Pool {}
 unsafe impl Sync for Pool {}
 
 impl Pool {
-    /// Maps a pool of `count` buffers (rounded up to at least 64).
+    /// Maps a pool of `count` buffers (rounded up to at least 64) and no large ones.
     pub fn new(count: u32) -> std::io::Result<Arc<Pool>> {
-        let count = count.clamp(64, MAX_BUFFERS - 1);
+        Pool::with_large(count, 0)
+    }
+
+    /// Maps a pool of `count` buffers (at least 64) and `large` large buffers (at most
+    /// [`MAX_LARGE`]; 0 for none).
+    pub fn with_large(count: u32, large: u32) -> std::io::Result<Arc<Pool>> {
+        let count = count.clamp(64, MAX_BUFFERS - 1 - MAX_LARGE);
+        let large = large.min(MAX_LARGE);
         let map_len = count as usize * SLOT_SIZE;
+        let lmap_len = large as usize * LARGE_SLOT_SIZE;
         let Some(tag_no) = take_tag() else {
             return Err(std::io::Error::other("255 packet pools are alive already"));
         };
-        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
+        let base = match map(map_len) {
+            Ok(p) => p,
+            Err(e) => {
+                give_back_tag(tag_no);
+                return Err(e);
+            }
         };
-        if base == libc::MAP_FAILED {
-            let e = std::io::Error::last_os_error();
-            give_back_tag(tag_no);
-            return Err(e);
-        }
-        crate::hugemem::advise_huge(base.cast(), map_len);
+        let lbase = if large == 0 {
+            std::ptr::null_mut()
+        } else {
+            match map(lmap_len) {
+                Ok(p) => p,
+                Err(e) => {
+                    // SAFETY: `base` was mapped just above with `map_len` bytes, and nothing
+                    // refers to it yet.
+                    unsafe { libc::munmap(base.cast(), map_len) };
+                    give_back_tag(tag_no);
+                    return Err(e);
+                }
+            }
+        };
         let tag = tag_no << 24;
         let free = ArrayQueue::new(count as usize);
         for i in 0..count {
             // Cannot fail: the ring has room for exactly `count` entries.
             let _ = free.push(tag | i);
         }
-        let meta = (0..count)
+        let lfree = ArrayQueue::new(large.max(1) as usize);
+        for i in 0..large {
+            // Cannot fail: the ring has room for exactly `large` entries.
+            let _ = lfree.push(tag | (count + i));
+        }
+        let meta = (0..count + large)
             .map(|_| UnsafeCell::new(Meta::default()))
             .collect();
         Ok(Arc::new(Pool {
-            base: base.cast(),
+            base,
             map_len,
+            lbase,
+            lmap_len,
             meta,
             free,
+            lfree,
             tag,
             count,
+            large,
         }))
     }
 
-    /// Total buffers in the pool.
+    /// Total (small) buffers in the pool.
     pub fn capacity(&self) -> u32 {
         self.count
+    }
+
+    /// Total large buffers in the pool.
+    pub fn large_capacity(&self) -> u32 {
+        self.large
+    }
+
+    /// Large buffers now in the shared ring.
+    pub fn large_available(&self) -> usize {
+        if self.large == 0 {
+            0
+        } else {
+            self.lfree.len()
+        }
+    }
+
+    /// Whether `b` is a large buffer (outside the AF_XDP region).
+    #[inline]
+    pub fn is_large(&self, b: &Buf) -> bool {
+        self.check(b) >= self.count as usize
+    }
+
+    /// Largest frame `b` can hold.
+    #[inline]
+    pub fn max_frame(&self, b: &Buf) -> usize {
+        self.slot_size(self.check(b)) - HEADROOM
+    }
+
+    #[inline]
+    fn slot_size(&self, i: usize) -> usize {
+        if i < self.count as usize {
+            SLOT_SIZE
+        } else {
+            LARGE_SLOT_SIZE
+        }
     }
 
     /// Buffers now in the shared ring (not counting those in worker caches).
@@ -162,7 +240,7 @@ impl Pool {
         // Tags are unique among live pools, and the index bound makes the accessors' pointer
         // arithmetic safe even so.
         assert!(
-            b.0 & !(MAX_BUFFERS - 1) == self.tag && b.slot() < self.count as usize,
+            b.0 & !(MAX_BUFFERS - 1) == self.tag && b.slot() < (self.count + self.large) as usize,
             "buffer used with a pool that did not allocate it"
         );
         b.slot()
@@ -183,20 +261,33 @@ impl Pool {
         unsafe { &mut *self.meta[i].get() }
     }
 
+    /// Start of slot `i` (checked by the caller against `count + large`).
+    #[inline]
+    fn slot_ptr(&self, i: usize) -> *mut u8 {
+        if i < self.count as usize {
+            // SAFETY: i < count, so the offset lies inside the small mapping.
+            unsafe { self.base.add(i * SLOT_SIZE) }
+        } else {
+            // SAFETY: count <= i < count + large (checked by the caller), so the offset lies
+            // inside the large mapping, which exists whenever large > 0.
+            unsafe { self.lbase.add((i - self.count as usize) * LARGE_SLOT_SIZE) }
+        }
+    }
+
     /// The whole slot of `b`, headroom included.
     #[inline]
-    pub fn slot_mut<'a>(&'a self, b: &'a mut Buf) -> &'a mut [u8; SLOT_SIZE] {
+    pub fn slot_mut<'a>(&'a self, b: &'a mut Buf) -> &'a mut [u8] {
         let i = self.check(b);
-        // SAFETY: slot `i` lies inside the mapping (i < count) and `&mut Buf` grants exclusive
-        // access to it for the lifetime of the borrow.
-        unsafe { &mut *self.base.add(i * SLOT_SIZE).cast::<[u8; SLOT_SIZE]>() }
+        // SAFETY: slot `i` lies inside one of the mappings (`check`), spans `slot_size(i)`
+        // bytes, and `&mut Buf` grants exclusive access to it for the lifetime of the borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.slot_ptr(i), self.slot_size(i)) }
     }
 
     #[inline]
-    fn slot<'a>(&'a self, b: &'a Buf) -> &'a [u8; SLOT_SIZE] {
+    fn slot<'a>(&'a self, b: &'a Buf) -> &'a [u8] {
         let i = self.check(b);
         // SAFETY: as in `slot_mut`; no `&mut` to the slot can coexist with this `&Buf` borrow.
-        unsafe { &*self.base.add(i * SLOT_SIZE).cast::<[u8; SLOT_SIZE]>() }
+        unsafe { std::slice::from_raw_parts(self.slot_ptr(i), self.slot_size(i)) }
     }
 
     /// The frame bytes of `b`.
@@ -225,11 +316,13 @@ impl Pool {
     /// Sets the frame to `len` bytes starting at `off` from the slot start (clamped to the slot).
     #[inline]
     pub fn set_frame(&self, b: &mut Buf, off: usize, len: usize) {
-        let off = off.min(SLOT_SIZE);
-        let len = len.min(SLOT_SIZE - off);
+        let size = self.slot_size(self.check(b));
+        let off = off.min(size);
+        let len = len.min(size - off);
         let m = self.meta_mut(b);
-        m.off = off as u16;
-        m.len = len as u16;
+        // Slots are at most LARGE_SLOT_SIZE bytes: both fit a u32.
+        m.off = off as u32;
+        m.len = len as u32;
     }
 
     /// Sets the frame length, keeping the start (the receive path: start is at [`HEADROOM`]).
@@ -271,6 +364,45 @@ impl Pool {
         self.meta(b).port
     }
 
+    /// The offload work `b` carries (all zero for most frames), with `csum_start` and `hdr_len`
+    /// counted from the frame's first byte as it is now. A `csum_start` that lies in front of the
+    /// frame (its headers were trimmed away) reads as `u16::MAX`, which no frame reaches.
+    #[inline]
+    pub fn offload(&self, b: &Buf) -> VnetHdr {
+        let m = self.meta(b);
+        if m.ol.is_plain() {
+            return VnetHdr::default();
+        }
+        let rel = |abs: u16| {
+            u32::from(abs)
+                .checked_sub(m.off)
+                .map_or(u16::MAX, |v| u16::try_from(v).unwrap_or(u16::MAX))
+        };
+        VnetHdr {
+            csum_start: rel(m.ol.csum_start),
+            hdr_len: rel(m.ol.hdr_len),
+            ..m.ol
+        }
+    }
+
+    /// Whether `b` carries offload work (a checksum to complete or a super-frame to cut).
+    #[inline]
+    pub fn has_offload(&self, b: &Buf) -> bool {
+        !self.meta(b).ol.is_plain()
+    }
+
+    /// Records the offload work `b` carries; offsets count from the frame's first byte now.
+    #[inline]
+    pub fn set_offload(&self, b: &mut Buf, o: VnetHdr) {
+        let m = self.meta_mut(b);
+        let abs = |rel: u16| u16::try_from(m.off + u32::from(rel)).unwrap_or(u16::MAX);
+        m.ol = VnetHdr {
+            csum_start: abs(o.csum_start),
+            hdr_len: abs(o.hdr_len),
+            ..o
+        };
+    }
+
     /// The 802.1p priority recorded for `b` (0 unless a stage set it).
     #[inline]
     pub fn pcp(&self, b: &Buf) -> u8 {
@@ -306,14 +438,15 @@ impl Pool {
         (self.base, self.map_len)
     }
 
-    /// Offset of `b`'s frame from the region start (an AF_XDP descriptor address).
+    /// Offset of `b`'s frame from the region start (an AF_XDP descriptor address). Only small
+    /// buffers lie in the region: for a large one ([`Pool::is_large`]) the value is meaningless.
     #[inline]
     pub fn frame_addr(&self, b: &Buf) -> u64 {
         let m = self.meta(b);
         (b.slot() * SLOT_SIZE + m.off as usize) as u64
     }
 
-    /// Offset of `b`'s slot from the region start.
+    /// Offset of `b`'s slot from the region start (small buffers only, as for `frame_addr`).
     #[inline]
     pub fn slot_addr(&self, b: &Buf) -> u64 {
         self.check(b);
@@ -345,10 +478,11 @@ impl Pool {
     #[inline]
     fn reset(&self, b: &mut Buf) {
         *self.meta_mut(b) = Meta {
-            off: HEADROOM as u16,
+            off: HEADROOM as u32,
             len: 0,
             port: 0,
             pcp: 0,
+            ol: VnetHdr::default(),
         };
     }
 
@@ -359,12 +493,47 @@ impl Pool {
         Some(b)
     }
 
+    /// Takes a large buffer from the shared ring; `None` when there are none (left).
+    #[inline]
+    pub fn alloc_large(&self) -> Option<Buf> {
+        if self.large == 0 {
+            return None;
+        }
+        let mut b = Buf(self.lfree.pop()?);
+        self.reset(&mut b);
+        Some(b)
+    }
+
     /// Returns a buffer straight to the shared ring.
     pub fn free_shared(&self, b: Buf) {
-        self.check(&b);
-        // Cannot fail: the ring holds every buffer of the pool, so there is always room.
-        let _ = self.free.push(b.0);
+        if self.check(&b) >= self.count as usize {
+            // Cannot fail: the large ring holds every large buffer of the pool.
+            let _ = self.lfree.push(b.0);
+        } else {
+            // Cannot fail: the ring holds every buffer of the pool, so there is always room.
+            let _ = self.free.push(b.0);
+        }
     }
+}
+
+/// An anonymous private mapping of `len` bytes, advised for huge pages.
+fn map(len: usize) -> std::io::Result<*mut u8> {
+    // SAFETY: an anonymous private mapping with no address hint; the result is checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    crate::hugemem::advise_huge(p.cast(), len);
+    Ok(p.cast())
 }
 
 impl Drop for Pool {
@@ -373,6 +542,12 @@ impl Drop for Pool {
         // the last `Arc<Pool>` is gone.
         unsafe {
             libc::munmap(self.base.cast(), self.map_len);
+        }
+        if !self.lbase.is_null() {
+            // SAFETY: as above, for the large slots' mapping.
+            unsafe {
+                libc::munmap(self.lbase.cast(), self.lmap_len);
+            }
         }
         give_back_tag(self.tag >> 24);
     }
@@ -418,7 +593,10 @@ impl PoolCache {
     /// Returns a buffer.
     #[inline]
     pub fn free(&mut self, b: Buf) {
-        self.pool.check(&b);
+        if self.pool.check(&b) >= self.pool.count as usize {
+            self.pool.free_shared(b);
+            return;
+        }
         if self.stash.len() >= CACHE_MAX {
             self.spill(CACHE_BATCH);
         }
@@ -431,6 +609,27 @@ impl PoolCache {
             // Cannot fail: the ring has room for every buffer of the pool.
             let _ = self.pool.free.push(i);
         }
+    }
+
+    /// A copy of `b` (frame, priority, ingress port and offload work) in a new buffer of a class
+    /// that holds it: a small one when the frame fits, else a large one. `None` when the pool
+    /// has no buffer of that class left.
+    pub fn clone_buf(&mut self, b: &Buf) -> Option<Buf> {
+        let pool = Arc::clone(&self.pool);
+        let data = pool.data(b);
+        let mut c = if data.len() <= MAX_FRAME {
+            self.alloc()?
+        } else {
+            pool.alloc_large()?
+        };
+        if !pool.fill(&mut c, data) {
+            self.free(c);
+            return None;
+        }
+        pool.set_pcp(&mut c, pool.pcp(b));
+        pool.set_port(&mut c, pool.port(b));
+        pool.set_offload(&mut c, pool.offload(b));
+        Some(c)
     }
 
     /// Buffers held by this cache.

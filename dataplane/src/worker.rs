@@ -16,8 +16,9 @@
 
 use crate::burst::Burst;
 use crate::counters::{WorkerEvent, WorkerStats};
-use crate::pool::{Pool, PoolCache};
+use crate::pool::{Buf, Pool, PoolCache};
 use crate::port::{Port, PortId, PortIo, MAX_PORTS};
+use crate::swoffload::{self, TxCaps};
 use crossbeam::channel::{self, Receiver, Sender, TryRecvError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -71,6 +72,20 @@ pub struct Context<'a> {
 struct Slot {
     io: PortIo,
     pending: Burst,
+    /// What the port can transmit (read once, at attach).
+    caps: TxCaps,
+}
+
+impl Slot {
+    /// Adds `b` to the pending burst, transmitting the burst first if it is full.
+    #[inline]
+    fn push(&mut self, cache: &mut PoolCache, c: &crate::counters::PortCounters, b: Buf) {
+        if let Err(b) = self.pending.push(b) {
+            self.io.tx_burst(cache, &mut self.pending, c);
+            // Cannot fail: tx_burst leaves the burst empty.
+            let _ = self.pending.push(b);
+        }
+    }
 }
 
 /// The ports a worker can transmit on, each with a pending output burst.
@@ -110,11 +125,20 @@ impl Ports {
         if slot.pending.is_empty() {
             self.dirty.push(port);
         }
-        if let Err(b) = slot.pending.push(b) {
-            slot.io.tx_burst(cache, &mut slot.pending, stats.port(port));
-            // Cannot fail: tx_burst leaves the burst empty.
-            let _ = slot.pending.push(b);
+        let c = stats.port(port);
+        let pool = cache.pool();
+        if slot.caps != TxCaps::Offload
+            && (pool.has_offload(&b) || (slot.caps == TxCaps::Region && pool.is_large(&b)))
+        {
+            // Rare: a frame from a TAP with offloads, headed somewhere without them.
+            match swoffload::resolve(cache, b, slot.caps, |cache, s| slot.push(cache, c, s)) {
+                Ok(n) if n > 1 => c.tx_segmented.inc(),
+                Ok(_) => {}
+                Err(_) => c.tx_offload_dropped.inc(),
+            }
+            return true;
         }
+        slot.push(cache, c, b);
         true
     }
 
@@ -132,9 +156,11 @@ impl Ports {
     /// Gives `port` a new queue; the old one, if any, comes back (its pending frames freed).
     fn attach(&mut self, cache: &mut PoolCache, port: PortId, io: PortIo) -> Option<PortIo> {
         let slot = self.slots.get_mut(port as usize)?;
+        let caps = io.tx_caps();
         let old = slot.replace(Slot {
             io,
             pending: Burst::new(),
+            caps,
         });
         old.map(|mut s| {
             s.pending.free_all(cache);

@@ -50,6 +50,9 @@ named_counters! {
         TunnelGone => "vxlan_tunnel_removed",
         /// Unicast from one VTEP to a MAC behind another (split horizon: never relayed).
         TunnelToTunnel => "vxlan_split_horizon",
+        /// A frame from a TAP with offloads whose checksum or TCP segmentation could not be done
+        /// in software before it entered a tunnel (malformed super-frame, no buffers).
+        OffloadFailed => "offload_failed",
     }
 }
 

@@ -34,8 +34,21 @@ struct Args {
     /// MAC table entries per worker.
     #[arg(long, default_value_t = 262_144)]
     fdb_size: u32,
+    /// Large (68 KiB) buffers for TCP super-frames from TAP ports with offloads.
+    #[arg(long, default_value_t = 1024)]
+    large_buffers: u32,
+    /// Virtio-net offloads on TAP ports: the kernel hands over TCP super-frames and partial
+    /// checksums, passed as they are to other TAP ports and finished in software for the rest.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    tap_offload: OnOff,
     #[command(subcommand)]
     command: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -108,6 +121,8 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         group: args.group,
         buffers: args.buffers,
         fdb_size: args.fdb_size,
+        large_buffers: args.large_buffers,
+        tap_offload: args.tap_offload == OnOff::On,
     };
     let mut d = Daemon::start(opts).inspect_err(|_| {
         let _ = std::fs::remove_file(&socket);

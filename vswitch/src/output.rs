@@ -7,6 +7,7 @@ use crate::overlay::Overlay;
 use crate::vlan;
 use dataplane::pool::{Buf, Pool};
 use dataplane::port::PortId;
+use dataplane::swoffload::{self, TxCaps};
 use dataplane::worker::Context;
 
 /// Whether this worker can send on `port` (for a subinterface: on its parent; for a tunnel: on
@@ -25,6 +26,39 @@ pub fn reachable(cx: &Context<'_>, cfg: &Snapshot, port: PortId) -> bool {
     cx.ports.has(port)
 }
 
+/// Sends a frame with offload work into a tunnel: finished in software first (the checksum
+/// completed, a super-frame cut to its MSS), since once encapsulated its TCP header is hidden
+/// from whatever could do it later. Fails only if nothing could be sent.
+#[cold]
+fn send_segments(
+    cx: &mut Context<'_>,
+    pool: &Pool,
+    overlay: &mut Overlay,
+    port: PortId,
+    b: Buf,
+) -> Result<(), DropIdx> {
+    let mut segs = std::mem::take(&mut overlay.segments);
+    // Pushing stays within the capacity: no super-frame is cut into more than MAX_SEGMENTS.
+    let r = swoffload::resolve(cx.cache, b, TxCaps::Plain, |_, s| segs.push(s));
+    let mut last = Ok(());
+    for s in segs.drain(..) {
+        let len = pool.len(&s) as u64;
+        match overlay.send(cx, port, s) {
+            Ok(()) => {
+                let c = cx.stats.port(port);
+                c.tx_packets.inc();
+                c.tx_bytes.add(len);
+            }
+            Err(e) => last = Err(e),
+        }
+    }
+    overlay.segments = segs;
+    match r {
+        Ok(_) => last,
+        Err(_) => Err(DropReason::OffloadFailed.into()),
+    }
+}
+
 /// Sends `b` out of `port`. On failure `b` is freed and the reason returned for the caller to
 /// count (or not: a flood copy that fails is not a dropped frame).
 #[inline]
@@ -38,6 +72,9 @@ pub fn send(
 ) -> Result<(), DropIdx> {
     let pc = cfg.port(port);
     if pc.is_some_and(|p| p.tunnel.is_some()) {
+        if pool.has_offload(&b) {
+            return send_segments(cx, pool, overlay, port, b);
+        }
         let len = pool.len(&b) as u64;
         overlay.send(cx, port, b)?;
         let c = cx.stats.port(port);

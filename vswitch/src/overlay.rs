@@ -54,6 +54,9 @@ pub struct Overlay {
     neigh: NeighTable<Buf>,
     tunnels: Vec<Option<Tunnel>>,
     uplink: Option<UplinkConf>,
+    /// Segments of a TCP super-frame on their way into a tunnel (capacity for the most
+    /// segments one super-frame is cut into, so pushing never allocates).
+    pub(crate) segments: Vec<Buf>,
 }
 
 impl Overlay {
@@ -64,6 +67,7 @@ impl Overlay {
             neigh: NeighTable::new(NEIGH_CAPACITY, NeighConfig::default()),
             tunnels: (0..MAX_PORTS).map(|_| None).collect(),
             uplink: None,
+            segments: Vec::with_capacity(dataplane::offload::MAX_SEGMENTS),
         }
     }
 

@@ -187,7 +187,8 @@ fn pps_series(
         None => traffic::action_program("tb_sink_drop", bpf::XDP_DROP)?,
     };
     let _sink = XdpLink::attach(&drop, sink.0, sink.1)?;
-    if let Some(core) = cfg.sink_napi_core {
+    // A TAP sink's XDP runs in the writer's context (no NAPI to move).
+    if let Some(core) = cfg.sink_napi_core.filter(|_| !tap) {
         let pid = net::threaded_napi(sink.0, sink.1, core)?;
         if !net::realtime(pid, 50) {
             return Err(format!(

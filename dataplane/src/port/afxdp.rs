@@ -551,7 +551,9 @@ impl Port for AfXdpQueue {
         let (mut sent, mut bytes, mut dropped) = (0u32, 0u64, 0u64);
         for b in burst.drain() {
             let len = self.pool.len(&b);
-            if sent >= granted || len == 0 {
+            // A large buffer lies outside the UMEM: the worker copies frames out of those before
+            // they get here (`Ports::enqueue`); never hand the kernel an address it cannot use.
+            if sent >= granted || len == 0 || self.pool.is_large(&b) {
                 dropped += 1;
                 cache.free(b);
                 continue;

@@ -42,6 +42,20 @@ pub enum PortIo {
     Remote(remote::RemoteTx),
 }
 
+impl PortIo {
+    /// What the port can transmit: offload work and large buffers, finished frames from any
+    /// buffer, or finished frames from the AF_XDP region only.
+    pub fn tx_caps(&self) -> crate::swoffload::TxCaps {
+        use crate::swoffload::TxCaps;
+        match self {
+            PortIo::Tap(p) if p.offloads() => TxCaps::Offload,
+            PortIo::Tap(_) | PortIo::Mem(_) => TxCaps::Plain,
+            // A remote transmit feeds an AF_XDP queue on another worker.
+            PortIo::AfXdp(_) | PortIo::Remote(_) => TxCaps::Region,
+        }
+    }
+}
+
 impl Port for PortIo {
     #[inline]
     fn rx_burst(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {

@@ -32,10 +32,16 @@ impl IfReq {
 }
 
 /// Opens one queue of TAP device `name` (multi-queue, no packet info, non-blocking), creating
-/// the device if it does not exist in the calling thread's namespace.
-pub fn open_queue(name: &str) -> io::Result<OwnedFd> {
+/// the device if it does not exist in the calling thread's namespace. With `vnet_hdr`, every
+/// frame read or written carries a virtio-net header in front (see [`set_offloads`]); the flag
+/// belongs to the device, so every queue must be opened the same way.
+pub fn open_queue(name: &str, vnet_hdr: bool) -> io::Result<OwnedFd> {
     let mut req = IfReq::new(name)?;
-    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as i16;
+    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+    if vnet_hdr {
+        flags |= libc::IFF_VNET_HDR;
+    }
+    let flags = flags as i16;
     req.data[..2].copy_from_slice(&flags.to_ne_bytes());
     // SAFETY: a NUL-terminated constant path; the result is checked.
     let fd = cvt(unsafe {
@@ -57,6 +63,27 @@ pub fn open_queue(name: &str) -> io::Result<OwnedFd> {
         io::Error::new(e.kind(), format!("attach TAP '{name}': {e}{hint}"))
     })?;
     Ok(fd)
+}
+
+/// Sets the virtio-net header size to `hdr_len` bytes and tells the kernel which offloads the
+/// reader of this device takes: partial checksums and TCP segmentation (IPv4 and IPv6), so
+/// the stack on the other side may hand over super-frames of up to 64 KiB.
+pub fn set_offloads(fd: &OwnedFd, hdr_len: usize) -> io::Result<()> {
+    let sz = libc::c_int::try_from(hdr_len).map_err(|_| io::Error::other("bad header size"))?;
+    // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which points at `sz`.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &sz) })
+        .map_err(|e| io::Error::new(e.kind(), format!("TUNSETVNETHDRSZ: {e}")))?;
+    let features = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+    // SAFETY: TUNSETOFFLOAD takes the feature bits as an integer argument by value.
+    cvt(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            libc::c_ulong::from(features),
+        )
+    })
+    .map_err(|e| io::Error::new(e.kind(), format!("TUNSETOFFLOAD: {e}")))?;
+    Ok(())
 }
 
 /// Makes the device outlive its file descriptors (`true`) or go away with them (`false`).

@@ -335,15 +335,8 @@ impl Bridge {
             if !eligible(cx, out) {
                 continue;
             }
-            match cx.cache.alloc() {
-                Some(mut c) => {
-                    if !self.pool.fill(&mut c, self.pool.data(&b)) {
-                        // Cannot happen (the original fits a buffer); never send a wrong copy.
-                        cx.cache.free(c);
-                        event(cx.stats, Event::FloodCopyNoBuffers);
-                        continue;
-                    }
-                    self.pool.set_pcp(&mut c, self.pool.pcp(&b));
+            match cx.cache.clone_buf(&b) {
+                Some(c) => {
                     event(cx.stats, Event::FloodCopies);
                     let r = output::send(cx, cfg, &self.pool, overlay, out, c);
                     copy_result(cx, r);

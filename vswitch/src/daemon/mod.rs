@@ -50,6 +50,10 @@ pub struct Options {
     pub buffers: u32,
     /// MAC table entries per worker.
     pub fdb_size: u32,
+    /// Large buffers (for TCP super-frames) in the pool.
+    pub large_buffers: u32,
+    /// Open TAP ports with virtio-net offloads.
+    pub tap_offload: bool,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
@@ -133,7 +137,12 @@ impl Daemon {
     /// Starts the workers and restores the persisted configuration.
     pub fn start(opts: Options) -> Result<Daemon, String> {
         let cores = choose_cores(opts.cores.as_deref())?;
-        let pool = Pool::new(opts.buffers).map_err(|e| {
+        let large = if opts.tap_offload {
+            opts.large_buffers
+        } else {
+            0
+        };
+        let pool = Pool::with_large(opts.buffers, large).map_err(|e| {
             format!(
                 "cannot map {} packet buffers: {e}; lower --buffers",
                 opts.buffers
@@ -400,6 +409,8 @@ impl Daemon {
             c.tx_bytes += p.tx_bytes.get();
             c.tx_dropped += p.tx_dropped.get();
             c.rx_errors += p.rx_errors.get();
+            c.tx_offload_dropped += p.tx_offload_dropped.get();
+            c.tx_segmented += p.tx_segmented.get();
         }
         c
     }
@@ -414,6 +425,8 @@ impl Daemon {
             tx_bytes: now.tx_bytes.wrapping_sub(b.tx_bytes),
             tx_dropped: now.tx_dropped.wrapping_sub(b.tx_dropped),
             rx_errors: now.rx_errors.wrapping_sub(b.rx_errors),
+            tx_offload_dropped: now.tx_offload_dropped.wrapping_sub(b.tx_offload_dropped),
+            tx_segmented: now.tx_segmented.wrapping_sub(b.tx_segmented),
         }
     }
 
@@ -965,8 +978,14 @@ impl Daemon {
                     };
                     device::open_afxdp(&ifname, ns_path.as_deref(), q, &self.pool)
                 }
-                _ => TapDevice::open(&ifname, ns_path.as_deref(), queues, mtu)
-                    .map(device::Device::Tap),
+                _ => TapDevice::open(
+                    &ifname,
+                    ns_path.as_deref(),
+                    queues,
+                    mtu,
+                    self.opts.tap_offload,
+                )
+                .map(device::Device::Tap),
             }
         };
         let (device, error) = match opened {
@@ -1373,6 +1392,13 @@ impl Daemon {
                 "rx_errors",
                 port_stats.iter().map(|p| p.counters.rx_errors).sum::<u64>(),
             ),
+            (
+                "tx_offload_dropped",
+                port_stats
+                    .iter()
+                    .map(|p| p.counters.tx_offload_dropped)
+                    .sum::<u64>(),
+            ),
         ] {
             if v > 0 {
                 drops.insert(k.to_string(), v);
@@ -1570,6 +1596,8 @@ mod tests {
             group: None,
             buffers: 256,
             fdb_size: 1024,
+            large_buffers: 8,
+            tap_offload: true,
         }
     }
 

@@ -1,0 +1,1226 @@
+//! virtio-net offloads done in software, for TAP ports opened with `IFF_VNET_HDR`.
+//!
+//! A TAP with `IFF_VNET_HDR` (and `TUNSETVNETHDRSZ` 12) puts a 12-byte `virtio_net_hdr_v1`
+//! ([`VnetHdr`], [`VNET_HDR_LEN`]) in front of every frame. Through it the guest or the kernel
+//! hands the switch two kinds of unfinished work:
+//!
+//! * **Partial checksums** (`VIRTIO_NET_HDR_F_NEEDS_CSUM`, Linux's `CHECKSUM_PARTIAL`): the L4
+//!   checksum field holds only the pseudo-header sum, and the receiver must sum the bytes from
+//!   `csum_start` to the end of the frame and store the complement at `csum_start +
+//!   csum_offset`. [`complete_checksum`] does that.
+//! * **Segmentation offload** (`gso_type` TCPV4/TCPV6, TSO/GSO): one TCP "super-frame" of up
+//!   to 64 KiB whose payload must be cut into `gso_size`-byte segments, each with a copy of the
+//!   headers. [`TcpSegments::plan`] checks the headers and plans the cut;
+//!   [`TcpSegments::write_segment`] writes one complete, checksummed segment.
+//!
+//! The switch uses these when such a frame leaves through a port that cannot take the offload
+//! itself. The code here is pure byte logic: it never allocates, has no `unsafe`, and never
+//! panics whatever the input (it sees wire data and guest-controlled headers); every failure is
+//! an [`OffloadError`], which the caller counts as a drop.
+//!
+//! References:
+//! * Virtual I/O Device (VIRTIO) specification 1.x, section 5.1.6 "Device Operation"
+//!   (`struct virtio_net_hdr`, the checksum and GSO rules for transmitted packets).
+//! * Linux `include/uapi/linux/virtio_net.h` (the flag and GSO type values, the v1 layout with
+//!   `num_buffers`).
+//! * RFC 793 / RFC 9293 (TCP: sequence numbers, flags, checksum over the pseudo-header), with
+//!   the usual TSO rules as Linux's `tcp_gso_segment` applies them: sequence numbers advance by
+//!   the bytes sent before, FIN and PSH only on the last segment, CWR only on the first.
+//! * RFC 791 (IPv4: total length, identification, header checksum) and RFC 8200 (IPv6: payload
+//!   length, the upper-layer pseudo-header of section 8.1).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::checksum::{checksum, fold, pseudo_header_v4, pseudo_header_v6, sum16};
+
+/// Bytes of the virtio-net header in front of every frame on a TAP with IFF_VNET_HDR (TUNSETVNETHDRSZ 12).
+pub const VNET_HDR_LEN: usize = 12;
+/// `flags` bit: the L4 checksum is partial and must be completed from `csum_start`/`csum_offset`.
+pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// `flags` bit (receive side): the checksum has already been validated.
+pub const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
+/// `gso_type`: no segmentation offload.
+pub const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
+/// `gso_type`: TCP over IPv4 segmentation offload (TSO).
+pub const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+/// `gso_type`: UDP fragmentation offload (UFO); not segmented here.
+pub const VIRTIO_NET_HDR_GSO_UDP: u8 = 3;
+/// `gso_type`: TCP over IPv6 segmentation offload.
+pub const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+/// `gso_type` bit: the TCP super-frame carries ECN's CWR flag (keep it on the first segment).
+pub const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
+
+/// The most segments [`TcpSegments::plan`] accepts for one super-frame.
+pub const MAX_SEGMENTS: usize = 1024;
+
+/// Ethertype of IPv4.
+const ETHERTYPE_IPV4: u16 = 0x0800;
+/// Ethertype of IPv6.
+const ETHERTYPE_IPV6: u16 = 0x86DD;
+/// TPIDs of the VLAN tags walked over: 802.1Q, 802.1ad and the old pre-standard QinQ value.
+const VLAN_TPIDS: [u16; 3] = [0x8100, 0x88A8, 0x9100];
+/// Most VLAN tags accepted in front of the IP header.
+const MAX_VLAN_TAGS: usize = 2;
+/// Bytes of an Ethernet header without tags.
+const ETH_HDR_LEN: usize = 14;
+/// IP protocol number / IPv6 next header of TCP.
+const IPPROTO_TCP: u8 = 6;
+/// Bytes of a TCP header without options.
+const TCP_MIN_HDR_LEN: usize = 20;
+/// Bytes of an IPv4 header without options.
+const IPV4_MIN_HDR_LEN: usize = 20;
+/// Bytes of the fixed IPv6 header.
+const IPV6_HDR_LEN: usize = 40;
+/// Offset of the checksum field within the TCP header.
+const TCP_CSUM_OFFSET: usize = 16;
+/// TCP flag bits in byte 13 of the header.
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// The offload facts of one frame, as carried in the virtio-net header. Offsets are from the frame's first byte (the Ethernet header).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    /// `VIRTIO_NET_HDR_F_*` bits.
+    pub flags: u8,
+    /// `VIRTIO_NET_HDR_GSO_*` type, possibly with [`VIRTIO_NET_HDR_GSO_ECN`] or'ed in.
+    pub gso_type: u8,
+    /// Length of the headers as the sender saw them. Advisory only: Linux fills in the length
+    /// of the linear part of the buffer, which may be more than the headers, so nothing here
+    /// relies on it.
+    pub hdr_len: u16,
+    /// Payload bytes per segment (the MSS) of a GSO frame.
+    pub gso_size: u16,
+    /// Where the checksummed range starts (with [`VIRTIO_NET_HDR_F_NEEDS_CSUM`]).
+    pub csum_start: u16,
+    /// Where the checksum field sits, counted from `csum_start`.
+    pub csum_offset: u16,
+}
+
+/// Reads a little-endian u16 at `at`.
+fn le16(b: &[u8], at: usize) -> Option<u16> {
+    let bytes = b.get(at..at.checked_add(2)?)?;
+    bytes.try_into().ok().map(u16::from_le_bytes)
+}
+
+/// Reads a big-endian u16 at `at`.
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    let bytes = b.get(at..at.checked_add(2)?)?;
+    bytes.try_into().ok().map(u16::from_be_bytes)
+}
+
+/// Reads a big-endian u32 at `at`.
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    let bytes = b.get(at..at.checked_add(4)?)?;
+    bytes.try_into().ok().map(u32::from_be_bytes)
+}
+
+/// Writes `bytes` at `at`; None (and nothing written) if they do not fit.
+fn put(b: &mut [u8], at: usize, bytes: &[u8]) -> Option<()> {
+    let dst = b.get_mut(at..at.checked_add(bytes.len())?)?;
+    dst.copy_from_slice(bytes);
+    Some(())
+}
+
+/// Reads `N` bytes at `at`.
+fn array<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+impl VnetHdr {
+    /// Parses the 12-byte header (fields are little-endian, as on a modern virtio/TAP with
+    /// `TUNSETVNETLE` or on x86 — they are always read as little-endian here; `num_buffers` is
+    /// ignored). None if `b.len() < VNET_HDR_LEN`.
+    #[must_use]
+    pub fn parse(b: &[u8]) -> Option<VnetHdr> {
+        let b = b.get(..VNET_HDR_LEN)?;
+        Some(VnetHdr {
+            flags: *b.first()?,
+            gso_type: *b.get(1)?,
+            hdr_len: le16(b, 2)?,
+            gso_size: le16(b, 4)?,
+            csum_start: le16(b, 6)?,
+            csum_offset: le16(b, 8)?,
+        })
+    }
+
+    /// Writes the header into `out[..12]`, little-endian, with `num_buffers` 0 (the TAP ignores
+    /// it on transmit). Returns false, writing nothing, if `out` is shorter than 12 bytes.
+    pub fn write(&self, out: &mut [u8]) -> bool {
+        let Some(out) = out.get_mut(..VNET_HDR_LEN) else {
+            return false;
+        };
+        let mut bytes = [0u8; VNET_HDR_LEN];
+        bytes[0] = self.flags;
+        bytes[1] = self.gso_type;
+        bytes[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        bytes[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        bytes[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        bytes[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        // bytes[10..12]: num_buffers = 0.
+        out.copy_from_slice(&bytes);
+        true
+    }
+
+    /// True if nothing is asked of the receiver: no GSO (the ECN bit alone does not count) and
+    /// no [`VIRTIO_NET_HDR_F_NEEDS_CSUM`]. [`VIRTIO_NET_HDR_F_DATA_VALID`] asks nothing.
+    #[must_use]
+    pub fn is_plain(&self) -> bool {
+        self.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM == 0
+            && self.gso_type & !VIRTIO_NET_HDR_GSO_ECN == VIRTIO_NET_HDR_GSO_NONE
+    }
+
+    /// True if gso_type (with the ECN bit masked) is TCPV4 or TCPV6.
+    #[must_use]
+    pub fn is_tcp_gso(&self) -> bool {
+        matches!(
+            self.gso_type & !VIRTIO_NET_HDR_GSO_ECN,
+            VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6
+        )
+    }
+}
+
+/// Why an offload could not be carried out (each becomes a named drop counter upstream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadError {
+    /// csum_start/csum_offset point outside the frame.
+    BadCsumOffset,
+    /// A GSO type we do not segment (UDP fragmentation offload, unknown types).
+    UnsupportedGso,
+    /// The headers of a GSO frame are not Ethernet [+ up to two 802.1Q/802.1ad tags] + IPv4/IPv6 + TCP as the header says, or lengths disagree.
+    BadGsoHeader,
+    /// gso_size is 0, or a segment would not fit the caller's `max_frame`.
+    BadGsoSize,
+}
+
+impl std::fmt::Display for OffloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::BadCsumOffset => "checksum offsets outside the frame",
+            Self::UnsupportedGso => "unsupported GSO type",
+            Self::BadGsoHeader => "GSO frame headers malformed or inconsistent",
+            Self::BadGsoSize => "GSO segment size zero or segments too large",
+        })
+    }
+}
+
+impl std::error::Error for OffloadError {}
+
+/// Completes a partial L4 checksum in place (`VIRTIO_NET_HDR_F_NEEDS_CSUM`).
+///
+/// The 16-bit field at `csum_start + csum_offset` holds the pseudo-header sum already (folded,
+/// not complemented, as Linux leaves it for `CHECKSUM_PARTIAL`). The result is
+/// `!fold(sum16(&frame[csum_start..], 0))`, summed over the whole range *including* the field's
+/// current value (which is the seed), stored big-endian in the field.
+///
+/// The L4 protocol is not known here, so the computed value is stored as is, 0x0000 included:
+/// UDP over IPv4 would want a computed 0x0000 sent as 0xFFFF, but senders never leave UDP
+/// partial with a seed that gives it, and a UDP receiver accepts either form.
+///
+/// # Errors
+/// [`OffloadError::BadCsumOffset`] if `csum_start > frame.len()` or
+/// `csum_start + csum_offset + 2 > frame.len()`; the frame is then left unchanged.
+pub fn complete_checksum(
+    frame: &mut [u8],
+    csum_start: usize,
+    csum_offset: usize,
+) -> Result<(), OffloadError> {
+    let field = csum_start
+        .checked_add(csum_offset)
+        .ok_or(OffloadError::BadCsumOffset)?;
+    let range = frame.get(csum_start..).ok_or(OffloadError::BadCsumOffset)?;
+    // Check the field's place before writing anything.
+    be16(frame, field).ok_or(OffloadError::BadCsumOffset)?;
+    let csum = !fold(sum16(range, 0));
+    put(frame, field, &csum.to_be_bytes()).ok_or(OffloadError::BadCsumOffset)
+}
+
+/// Finds the IP header behind the Ethernet header and up to [`MAX_VLAN_TAGS`] VLAN tags:
+/// returns its offset and its ethertype.
+fn walk_l2(frame: &[u8]) -> Result<(usize, u16), OffloadError> {
+    let bad = OffloadError::BadGsoHeader;
+    // The ethertype (or a tag's TPID) of the untagged header sits at bytes 12..14.
+    let mut type_off = ETH_HDR_LEN - 2;
+    let mut tags = 0;
+    loop {
+        let ethertype = be16(frame, type_off).ok_or(bad)?;
+        if !VLAN_TPIDS.contains(&ethertype) {
+            return Ok((type_off + 2, ethertype));
+        }
+        if tags == MAX_VLAN_TAGS {
+            return Err(bad);
+        }
+        tags += 1;
+        // A tag is TPID + TCI; the inner ethertype follows the TCI.
+        type_off += 4;
+    }
+}
+
+/// A plan for cutting one TCP super-frame into segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSegments {
+    /// Offset of the IP header (after Ethernet and any VLAN tags).
+    pub l3_off: usize,
+    /// Offset of the TCP header.
+    pub l4_off: usize,
+    /// Bytes of all headers (Ethernet through TCP options): copied in front of every segment.
+    pub hdr_len: usize,
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
+    /// Payload bytes per segment (the last may be shorter).
+    pub mss: usize,
+    /// Number of segments (>= 1).
+    pub count: usize,
+    /// TCP payload bytes in the super-frame.
+    pub payload: usize,
+}
+
+impl TcpSegments {
+    /// Plans the segmentation of `frame` (the Ethernet frame, without the virtio-net header)
+    /// described by `hdr`.
+    ///
+    /// `hdr` must ask for TCP GSO: TCPV4 expects an IPv4 header, TCPV6 an IPv6 one. The IP
+    /// header is found by walking the Ethernet header and up to two VLAN tags (TPIDs 0x8100,
+    /// 0x88A8, 0x9100). IPv4 must carry TCP and not be a fragment; its options are copied into
+    /// every segment. IPv6 must have no extension headers (next header TCP). The TCP header
+    /// length comes from its data offset (at least 20 bytes, within the packet).
+    ///
+    /// The TCP offset is taken from the IP header (IHL, or the fixed 40 bytes of IPv6); when
+    /// [`VIRTIO_NET_HDR_F_NEEDS_CSUM`] is set, `csum_start` names the same offset in a
+    /// consistent header, and an inconsistent one is not trusted (every segment's checksum is
+    /// recomputed in full anyway). `hdr.hdr_len` is advisory and not used.
+    ///
+    /// The payload ends where the IP header's length says (IPv4 total length, IPv6 payload
+    /// length); bytes after that are link padding and are not sent. `mss` is `hdr.gso_size`;
+    /// `count` is `ceil(payload / mss)`, and 1 for a payload of at most one MSS, an empty
+    /// payload included.
+    ///
+    /// # Errors
+    /// * [`OffloadError::UnsupportedGso`] if `hdr` does not ask for TCP GSO.
+    /// * [`OffloadError::BadGsoSize`] if `gso_size` is 0, the longest segment (headers plus
+    ///   `min(mss, payload)`) exceeds `max_frame`, or there would be more than
+    ///   [`MAX_SEGMENTS`] segments.
+    /// * [`OffloadError::BadGsoHeader`] if the headers are not as described above, or the IP
+    ///   length runs past the frame.
+    pub fn plan(
+        frame: &[u8],
+        hdr: &VnetHdr,
+        max_frame: usize,
+    ) -> Result<TcpSegments, OffloadError> {
+        let bad = OffloadError::BadGsoHeader;
+        let ipv6 = match hdr.gso_type & !VIRTIO_NET_HDR_GSO_ECN {
+            VIRTIO_NET_HDR_GSO_TCPV4 => false,
+            VIRTIO_NET_HDR_GSO_TCPV6 => true,
+            _ => return Err(OffloadError::UnsupportedGso),
+        };
+        let mss = usize::from(hdr.gso_size);
+        if mss == 0 {
+            return Err(OffloadError::BadGsoSize);
+        }
+
+        let (l3_off, ethertype) = walk_l2(frame)?;
+        // `ip_end` is where the IP packet ends according to its own length field.
+        let (l4_off, ip_end) = if ipv6 {
+            if ethertype != ETHERTYPE_IPV6 {
+                return Err(bad);
+            }
+            let version = frame.get(l3_off).ok_or(bad)? >> 4;
+            let payload_len = usize::from(be16(frame, l3_off + 4).ok_or(bad)?);
+            let next_header = *frame.get(l3_off + 6).ok_or(bad)?;
+            if version != 6 || next_header != IPPROTO_TCP {
+                return Err(bad);
+            }
+            let l4_off = l3_off + IPV6_HDR_LEN;
+            (l4_off, l4_off + payload_len)
+        } else {
+            if ethertype != ETHERTYPE_IPV4 {
+                return Err(bad);
+            }
+            let ver_ihl = *frame.get(l3_off).ok_or(bad)?;
+            let ihl = usize::from(ver_ihl & 0x0F) * 4;
+            let total_len = usize::from(be16(frame, l3_off + 2).ok_or(bad)?);
+            let frag = be16(frame, l3_off + 6).ok_or(bad)?;
+            let proto = *frame.get(l3_off + 9).ok_or(bad)?;
+            // MF set or a fragment offset: a fragment cannot be segmented.
+            let fragment = frag & 0x3FFF != 0;
+            if ver_ihl >> 4 != 4
+                || ihl < IPV4_MIN_HDR_LEN
+                || total_len < ihl
+                || fragment
+                || proto != IPPROTO_TCP
+            {
+                return Err(bad);
+            }
+            (l3_off + ihl, l3_off + total_len)
+        };
+        // Everything up to `ip_end` must be there; the whole IP header thereby is.
+        if ip_end > frame.len() || l4_off + TCP_MIN_HDR_LEN > ip_end {
+            return Err(bad);
+        }
+
+        let data_offset = frame.get(l4_off + 12).ok_or(bad)? >> 4;
+        let hdr_len = l4_off + usize::from(data_offset) * 4;
+        if usize::from(data_offset) * 4 < TCP_MIN_HDR_LEN || hdr_len > ip_end {
+            return Err(bad);
+        }
+        let payload = ip_end - hdr_len;
+
+        let count = payload.div_ceil(mss).max(1);
+        if count > MAX_SEGMENTS || hdr_len + payload.min(mss) > max_frame {
+            return Err(OffloadError::BadGsoSize);
+        }
+        Ok(TcpSegments {
+            l3_off,
+            l4_off,
+            hdr_len,
+            ipv6,
+            mss,
+            count,
+            payload,
+        })
+    }
+
+    /// Offset into the payload and length of segment `i`'s payload; None if `i >= count`.
+    fn seg_payload(&self, i: usize) -> Option<(usize, usize)> {
+        if i >= self.count {
+            return None;
+        }
+        let start = i.checked_mul(self.mss)?;
+        Some((start, self.mss.min(self.payload.saturating_sub(start))))
+    }
+
+    /// Length in bytes of segment `i` (headers included); 0 if `i >= count`.
+    #[must_use]
+    pub fn seg_len(&self, i: usize) -> usize {
+        self.seg_payload(i)
+            .map_or(0, |(_, len)| self.hdr_len.saturating_add(len))
+    }
+
+    /// Writes segment `i` (0-based, < count) of `frame` into `out` and returns its length.
+    ///
+    /// `frame` must be the frame this plan was made from. The segment is a complete, valid
+    /// frame: the same L2 headers; IPv4: total length fixed, identification = original + `i`
+    /// (wrapping), header checksum recomputed; IPv6: payload length fixed; TCP: sequence
+    /// number = original + `i * mss` (wrapping), FIN and PSH only on the last segment, CWR
+    /// only on the first, and the checksum computed in full over the pseudo-header, the TCP
+    /// header and the payload (whatever the super-frame's checksum field held is overwritten).
+    ///
+    /// # Errors
+    /// * [`OffloadError::BadGsoSize`] if `i >= count` or `out` is shorter than
+    ///   [`seg_len(i)`](Self::seg_len).
+    /// * [`OffloadError::BadGsoHeader`] if `frame` is too short for the plan, or the plan's
+    ///   offsets do not describe IP and TCP headers (a plan not made by [`plan`](Self::plan)).
+    pub fn write_segment(
+        &self,
+        frame: &[u8],
+        i: usize,
+        out: &mut [u8],
+    ) -> Result<usize, OffloadError> {
+        let bad = OffloadError::BadGsoHeader;
+        let (start, len) = self.seg_payload(i).ok_or(OffloadError::BadGsoSize)?;
+        let (l3, l4, hdr_len) = (self.l3_off, self.l4_off, self.hdr_len);
+        let ip_hdr_min = if self.ipv6 {
+            IPV6_HDR_LEN
+        } else {
+            IPV4_MIN_HDR_LEN
+        };
+        let geometry_ok = l3.checked_add(ip_hdr_min).is_some_and(|end| end <= l4)
+            && l4
+                .checked_add(TCP_MIN_HDR_LEN)
+                .is_some_and(|end| end <= hdr_len);
+        if !geometry_ok {
+            return Err(bad);
+        }
+
+        let total = hdr_len.checked_add(len).ok_or(bad)?;
+        let src_start = hdr_len.checked_add(start).ok_or(bad)?;
+        let src_payload = frame
+            .get(src_start..src_start.checked_add(len).ok_or(bad)?)
+            .ok_or(bad)?;
+        let src_headers = frame.get(..hdr_len).ok_or(bad)?;
+        let out = out.get_mut(..total).ok_or(OffloadError::BadGsoSize)?;
+        let (out_headers, out_payload) = out.split_at_mut_checked(hdr_len).ok_or(bad)?;
+        out_headers.copy_from_slice(src_headers);
+        out_payload.copy_from_slice(src_payload);
+
+        // Lengths: both fit, as the segment is no longer than the super-frame's IP packet.
+        let tcp_len = total - l4;
+        let pseudo = if self.ipv6 {
+            let payload_len = u16::try_from(total - l3 - IPV6_HDR_LEN).map_err(|_| bad)?;
+            put(out, l3 + 4, &payload_len.to_be_bytes()).ok_or(bad)?;
+            let src = Ipv6Addr::from(array::<16>(out, l3 + 8).ok_or(bad)?);
+            let dst = Ipv6Addr::from(array::<16>(out, l3 + 24).ok_or(bad)?);
+            let tcp_len = u32::try_from(tcp_len).map_err(|_| bad)?;
+            pseudo_header_v6(&src, &dst, IPPROTO_TCP, tcp_len)
+        } else {
+            let total_len = u16::try_from(total - l3).map_err(|_| bad)?;
+            put(out, l3 + 2, &total_len.to_be_bytes()).ok_or(bad)?;
+            // Identification advances by one per segment, modulo 2^16.
+            let step = u16::try_from(i & 0xFFFF).map_err(|_| bad)?;
+            let id = be16(out, l3 + 4).ok_or(bad)?.wrapping_add(step);
+            put(out, l3 + 4, &id.to_be_bytes()).ok_or(bad)?;
+            put(out, l3 + 10, &[0, 0]).ok_or(bad)?;
+            let ip_csum = checksum(out.get(l3..l4).ok_or(bad)?);
+            put(out, l3 + 10, &ip_csum.to_be_bytes()).ok_or(bad)?;
+            let src = Ipv4Addr::from(array::<4>(out, l3 + 12).ok_or(bad)?);
+            let dst = Ipv4Addr::from(array::<4>(out, l3 + 16).ok_or(bad)?);
+            let tcp_len = u16::try_from(tcp_len).map_err(|_| bad)?;
+            pseudo_header_v4(src, dst, IPPROTO_TCP, tcp_len)
+        };
+
+        // Sequence numbers advance by the payload sent before, modulo 2^32.
+        let step = u32::try_from(start & 0xFFFF_FFFF).map_err(|_| bad)?;
+        let seq = be32(out, l4 + 4).ok_or(bad)?.wrapping_add(step);
+        put(out, l4 + 4, &seq.to_be_bytes()).ok_or(bad)?;
+        let mut flags = *out.get(l4 + 13).ok_or(bad)?;
+        if i + 1 < self.count {
+            flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            flags &= !TCP_CWR;
+        }
+        put(out, l4 + 13, &[flags]).ok_or(bad)?;
+        put(out, l4 + TCP_CSUM_OFFSET, &[0, 0]).ok_or(bad)?;
+        let tcp_csum = !fold(sum16(out.get(l4..).ok_or(bad)?, pseudo));
+        put(out, l4 + TCP_CSUM_OFFSET, &tcp_csum.to_be_bytes()).ok_or(bad)?;
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // The PRNG's output is cut to field widths on purpose.
+    #![allow(clippy::cast_possible_truncation)]
+
+    use super::*;
+    use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, Ipv6Packet, TcpPacket};
+
+    /// xorshift64: deterministic, dependency-free randomness.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    const SRC4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const DST4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+    const TCP_ACK: u8 = 0x10;
+
+    fn src6() -> Ipv6Addr {
+        "2001:db8::1".parse().unwrap()
+    }
+
+    fn dst6() -> Ipv6Addr {
+        "2001:db8:ffff::2".parse().unwrap()
+    }
+
+    /// The payload byte at `i`: a pattern that does not repeat every 256 bytes.
+    fn pattern(i: usize) -> u8 {
+        (i.wrapping_mul(7) ^ (i / 251)) as u8
+    }
+
+    /// What a test super-frame looks like.
+    struct Spec {
+        ipv6: bool,
+        /// TPIDs of VLAN tags to put in front of the IP header.
+        tags: Vec<u16>,
+        payload: usize,
+        seq: u32,
+        flags: u8,
+    }
+
+    impl Spec {
+        fn new(ipv6: bool, payload: usize) -> Spec {
+            Spec {
+                ipv6,
+                tags: Vec::new(),
+                payload,
+                seq: 1000,
+                flags: TCP_ACK,
+            }
+        }
+    }
+
+    /// Builds Ethernet [+ tags] + IPv4 (id 0x1234, DF) or IPv6 + TCP with 12 bytes of
+    /// timestamp options + the pattern payload. The TCP checksum field is left zero.
+    fn build(spec: &Spec) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        for (n, tpid) in spec.tags.iter().enumerate() {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&(100 + n as u16).to_be_bytes());
+        }
+        let tcp_len = 32 + spec.payload;
+        if spec.ipv6 {
+            f.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&(tcp_len as u16).to_be_bytes());
+            f.extend_from_slice(&[IPPROTO_TCP, 64]);
+            f.extend_from_slice(&src6().octets());
+            f.extend_from_slice(&dst6().octets());
+        } else {
+            f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+            let start = f.len();
+            f.extend_from_slice(&[0x45, 0]);
+            f.extend_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+            f.extend_from_slice(&[0x12, 0x34, 0x40, 0x00, 64, IPPROTO_TCP, 0, 0]);
+            f.extend_from_slice(&SRC4.octets());
+            f.extend_from_slice(&DST4.octets());
+            let csum = checksum(&f[start..]);
+            f[start + 10..start + 12].copy_from_slice(&csum.to_be_bytes());
+        }
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&80u16.to_be_bytes());
+        f.extend_from_slice(&spec.seq.to_be_bytes());
+        f.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+        f.extend_from_slice(&[8 << 4, spec.flags, 0xff, 0xff, 0, 0, 0, 0]);
+        // NOP, NOP, timestamps (kind 8, length 10).
+        f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0x11, 0x22, 0, 0, 0x33, 0x44]);
+        f.extend((0..spec.payload).map(pattern));
+        f
+    }
+
+    fn l3_of(spec: &Spec) -> usize {
+        14 + 4 * spec.tags.len()
+    }
+
+    fn gso_hdr(ipv6: bool, gso_size: u16, l4: usize) -> VnetHdr {
+        VnetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: if ipv6 {
+                VIRTIO_NET_HDR_GSO_TCPV6
+            } else {
+                VIRTIO_NET_HDR_GSO_TCPV4
+            },
+            hdr_len: (l4 + 32) as u16,
+            gso_size,
+            csum_start: l4 as u16,
+            csum_offset: 16,
+        }
+    }
+
+    /// Segments `spec`'s super-frame and checks every segment with smoltcp.
+    fn check_segmentation(spec: &Spec, gso_size: u16) {
+        let frame = build(spec);
+        let l3 = l3_of(spec);
+        let l4 = l3 + if spec.ipv6 { 40 } else { 20 };
+        let hdr = gso_hdr(spec.ipv6, gso_size, l4);
+        let plan = TcpSegments::plan(&frame, &hdr, 1514).unwrap();
+        let mss = usize::from(gso_size);
+        assert_eq!(
+            plan,
+            TcpSegments {
+                l3_off: l3,
+                l4_off: l4,
+                hdr_len: l4 + 32,
+                ipv6: spec.ipv6,
+                mss,
+                count: spec.payload.div_ceil(mss).max(1),
+                payload: spec.payload,
+            }
+        );
+
+        let mut joined = Vec::new();
+        let mut total_len = 0;
+        for i in 0..plan.count {
+            let mut seg = vec![0u8; plan.seg_len(i)];
+            let n = plan.write_segment(&frame, i, &mut seg).unwrap();
+            assert_eq!(n, seg.len());
+            total_len += n;
+            let last = i + 1 == plan.count;
+            let want_payload = if last { spec.payload - i * mss } else { mss };
+            assert_eq!(n, plan.hdr_len + want_payload, "segment {i}");
+            assert!(n <= 1514);
+            // L2 headers are unchanged.
+            assert_eq!(seg[..l3], frame[..l3]);
+            if spec.tags.is_empty() {
+                let eth = EthernetFrame::new_checked(&seg[..]).unwrap();
+                let want = if spec.ipv6 { 0x86DD } else { 0x0800 };
+                assert_eq!(u16::from(eth.ethertype()), want);
+            }
+            let (tcp_bytes, src, dst) = if spec.ipv6 {
+                let ip = Ipv6Packet::new_checked(&seg[l3..]).unwrap();
+                assert_eq!(usize::from(ip.payload_len()), n - l3 - 40);
+                assert_eq!(ip.hop_limit(), 64);
+                let (s, d) = (ip.src_addr(), ip.dst_addr());
+                (ip.payload(), IpAddress::Ipv6(s), IpAddress::Ipv6(d))
+            } else {
+                let ip = Ipv4Packet::new_checked(&seg[l3..]).unwrap();
+                assert!(ip.verify_checksum(), "segment {i}: IPv4 header checksum");
+                assert_eq!(usize::from(ip.total_len()), n - l3);
+                assert_eq!(ip.ident(), 0x1234u16.wrapping_add(i as u16));
+                assert!(ip.dont_frag());
+                let (s, d) = (ip.src_addr(), ip.dst_addr());
+                (ip.payload(), IpAddress::Ipv4(s), IpAddress::Ipv4(d))
+            };
+            let tcp = TcpPacket::new_checked(tcp_bytes).unwrap();
+            assert!(tcp.verify_checksum(&src, &dst), "segment {i}: TCP checksum");
+            assert_eq!(tcp.header_len(), 32);
+            assert_eq!(tcp.options(), &frame[l4 + 20..l4 + 32]);
+            assert_eq!(
+                tcp.seq_number().0 as u32,
+                spec.seq.wrapping_add((i * mss) as u32),
+                "segment {i}: sequence number"
+            );
+            assert_eq!(tcp.ack_number().0 as u32, 0x0102_0304);
+            assert!(tcp.ack());
+            assert_eq!(tcp.fin(), last && spec.flags & TCP_FIN != 0);
+            assert_eq!(tcp.psh(), last && spec.flags & TCP_PSH != 0);
+            assert_eq!(tcp.cwr(), i == 0 && spec.flags & TCP_CWR != 0);
+            joined.extend_from_slice(tcp.payload());
+        }
+        assert_eq!(joined, &frame[plan.hdr_len..], "payloads concatenate back");
+        assert_eq!(total_len, plan.count * plan.hdr_len + spec.payload);
+    }
+
+    #[test]
+    fn vnet_hdr_golden_bytes_round_trip() {
+        let hdr = VnetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let golden = [1, 1, 66, 0, 0xa8, 0x05, 34, 0, 16, 0, 0, 0];
+        let mut out = [0xEEu8; 14];
+        assert!(hdr.write(&mut out));
+        assert_eq!(out[..12], golden);
+        assert_eq!(out[12..], [0xEE, 0xEE], "nothing written past 12 bytes");
+        assert_eq!(VnetHdr::parse(&golden), Some(hdr));
+        // Trailing bytes (the frame) and num_buffers are ignored.
+        let mut with_frame = golden.to_vec();
+        with_frame[10] = 7;
+        with_frame.extend_from_slice(&[0xAB; 20]);
+        assert_eq!(VnetHdr::parse(&with_frame), Some(hdr));
+    }
+
+    #[test]
+    fn vnet_hdr_short_buffers() {
+        assert_eq!(VnetHdr::parse(&[0; 11]), None);
+        assert_eq!(VnetHdr::parse(&[]), None);
+        let mut short = [0x55u8; 11];
+        assert!(!VnetHdr::default().write(&mut short));
+        assert_eq!(short, [0x55; 11], "nothing written");
+        let parsed = VnetHdr::parse(&[0; 12]).unwrap();
+        assert_eq!(parsed, VnetHdr::default());
+    }
+
+    #[test]
+    fn vnet_hdr_predicates() {
+        let mut h = VnetHdr::default();
+        assert!(h.is_plain());
+        assert!(!h.is_tcp_gso());
+        h.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+        assert!(h.is_plain(), "DATA_VALID asks nothing");
+        h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        assert!(!h.is_plain());
+        h.flags = 0;
+        for (gso, tcp) in [
+            (VIRTIO_NET_HDR_GSO_TCPV4, true),
+            (VIRTIO_NET_HDR_GSO_TCPV6, true),
+            (VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN, true),
+            (VIRTIO_NET_HDR_GSO_TCPV6 | VIRTIO_NET_HDR_GSO_ECN, true),
+            (VIRTIO_NET_HDR_GSO_UDP, false),
+            (5, false),
+        ] {
+            h.gso_type = gso;
+            assert_eq!(h.is_tcp_gso(), tcp, "gso_type {gso:#x}");
+            assert!(!h.is_plain(), "gso_type {gso:#x}");
+        }
+    }
+
+    /// Seeds the TCP checksum field with the folded, uncomplemented pseudo-header sum, as
+    /// Linux does for CHECKSUM_PARTIAL.
+    fn seed_partial(frame: &mut [u8], l4: usize, pseudo: u32) {
+        frame[l4 + 16..l4 + 18].copy_from_slice(&fold(pseudo).to_be_bytes());
+    }
+
+    #[test]
+    fn complete_checksum_ipv4_tcp_even_and_odd() {
+        for payload in [0, 1, 100, 1001] {
+            let spec = Spec::new(false, payload);
+            let mut frame = build(&spec);
+            let l4 = 34;
+            let tcp_len = (frame.len() - l4) as u16;
+            seed_partial(&mut frame, l4, pseudo_header_v4(SRC4, DST4, 6, tcp_len));
+            complete_checksum(&mut frame, l4, 16).unwrap();
+            let tcp = TcpPacket::new_checked(&frame[l4..]).unwrap();
+            assert!(
+                tcp.verify_checksum(&IpAddress::Ipv4(SRC4), &IpAddress::Ipv4(DST4)),
+                "payload {payload}"
+            );
+            // The field is the one a full computation gives.
+            let got = u16::from_be_bytes([frame[l4 + 16], frame[l4 + 17]]);
+            frame[l4 + 16..l4 + 18].fill(0);
+            let full = !fold(sum16(
+                &frame[l4..],
+                pseudo_header_v4(SRC4, DST4, 6, tcp_len),
+            ));
+            assert_eq!(got, full);
+        }
+    }
+
+    #[test]
+    fn complete_checksum_ipv6_tcp() {
+        let spec = Spec::new(true, 777);
+        let mut frame = build(&spec);
+        let l4 = 54;
+        let tcp_len = (frame.len() - l4) as u32;
+        seed_partial(
+            &mut frame,
+            l4,
+            pseudo_header_v6(&src6(), &dst6(), 6, tcp_len),
+        );
+        complete_checksum(&mut frame, l4, 16).unwrap();
+        let tcp = TcpPacket::new_checked(&frame[l4..]).unwrap();
+        assert!(tcp.verify_checksum(&IpAddress::Ipv6(src6()), &IpAddress::Ipv6(dst6())));
+    }
+
+    #[test]
+    fn complete_checksum_rejects_offsets_outside_the_frame() {
+        let mut frame = build(&Spec::new(false, 10));
+        let orig = frame.clone();
+        let len = frame.len();
+        for (start, offset) in [
+            (len + 1, 0),
+            (len, 0),
+            (len - 1, 0),
+            (len - 2, 1),
+            (34, len),
+            (usize::MAX, 16),
+            (34, usize::MAX),
+            (usize::MAX, usize::MAX),
+        ] {
+            assert_eq!(
+                complete_checksum(&mut frame, start, offset),
+                Err(OffloadError::BadCsumOffset),
+                "start {start} offset {offset}"
+            );
+            assert_eq!(frame, orig, "unchanged on error");
+        }
+        // The last two bytes are a valid place for the field.
+        assert_eq!(complete_checksum(&mut frame, len - 2, 0), Ok(()));
+        assert_eq!(
+            complete_checksum(&mut [], 0, 0),
+            Err(OffloadError::BadCsumOffset)
+        );
+    }
+
+    #[test]
+    fn segments_ipv4_with_options_wrap_and_flags() {
+        let spec = Spec {
+            seq: u32::MAX - 3000,
+            flags: TCP_PSH | TCP_ACK | TCP_FIN,
+            ..Spec::new(false, 10_000)
+        };
+        check_segmentation(&spec, 1448);
+        // 10000 = 6 * 1448 + 1312: seven segments.
+        let frame = build(&spec);
+        let plan = TcpSegments::plan(&frame, &gso_hdr(false, 1448, 34), 1514).unwrap();
+        assert_eq!(plan.count, 7);
+        assert_eq!(plan.seg_len(6), 66 + 1312);
+        assert_eq!(plan.seg_len(7), 0);
+    }
+
+    #[test]
+    fn segments_ipv6() {
+        let spec = Spec {
+            seq: u32::MAX - 100,
+            flags: TCP_PSH | TCP_ACK | TCP_FIN | TCP_CWR,
+            ..Spec::new(true, 10_000)
+        };
+        check_segmentation(&spec, 1428);
+    }
+
+    #[test]
+    fn segments_with_one_vlan_tag() {
+        let spec = Spec {
+            tags: vec![0x8100],
+            flags: TCP_PSH | TCP_ACK | TCP_CWR,
+            ..Spec::new(false, 5000)
+        };
+        check_segmentation(&spec, 1444);
+        let spec6 = Spec {
+            tags: vec![0x8100],
+            ..Spec::new(true, 3000)
+        };
+        check_segmentation(&spec6, 1420);
+    }
+
+    #[test]
+    fn segments_with_two_vlan_tags() {
+        for outer in [0x88A8, 0x9100, 0x8100] {
+            let spec = Spec {
+                tags: vec![outer, 0x8100],
+                flags: TCP_ACK | TCP_FIN,
+                ..Spec::new(false, 4000)
+            };
+            check_segmentation(&spec, 1440);
+        }
+    }
+
+    #[test]
+    fn exact_multiple_and_small_payloads() {
+        // Exactly 3 * mss: three full segments.
+        check_segmentation(&Spec::new(false, 3 * 1448), 1448);
+        // Payload below one MSS, and an empty payload: one segment.
+        check_segmentation(&Spec::new(false, 500), 1448);
+        check_segmentation(&Spec::new(true, 0), 1448);
+        let frame = build(&Spec::new(false, 0));
+        let plan = TcpSegments::plan(&frame, &gso_hdr(false, 1448, 34), 1514).unwrap();
+        assert_eq!((plan.count, plan.payload, plan.seg_len(0)), (1, 0, 66));
+        let mut out = vec![0; 66];
+        assert_eq!(plan.write_segment(&frame, 0, &mut out), Ok(66));
+    }
+
+    #[test]
+    fn ecn_gso_type_keeps_cwr_on_first_segment_only() {
+        let spec = Spec {
+            flags: TCP_ACK | TCP_CWR,
+            ..Spec::new(false, 3000)
+        };
+        let frame = build(&spec);
+        let mut hdr = gso_hdr(false, 1000, 34);
+        hdr.gso_type |= VIRTIO_NET_HDR_GSO_ECN;
+        let plan = TcpSegments::plan(&frame, &hdr, 1514).unwrap();
+        assert_eq!(plan.count, 3);
+        for i in 0..3 {
+            let mut seg = vec![0; plan.seg_len(i)];
+            plan.write_segment(&frame, i, &mut seg).unwrap();
+            assert_eq!(seg[34 + 13] & TCP_CWR != 0, i == 0);
+        }
+    }
+
+    #[test]
+    fn trailing_padding_is_not_payload() {
+        let spec = Spec::new(false, 3000);
+        let mut frame = build(&spec);
+        frame.extend_from_slice(&[0xAA; 6]);
+        let plan = TcpSegments::plan(&frame, &gso_hdr(false, 1448, 34), 1514).unwrap();
+        assert_eq!(plan.payload, 3000);
+        assert_eq!(plan.count, 3);
+        let mut seg = vec![0; plan.seg_len(2)];
+        plan.write_segment(&frame, 2, &mut seg).unwrap();
+        assert_eq!(seg.len(), 66 + 3000 - 2 * 1448);
+        assert_eq!(seg[66..], frame[66 + 2896..66 + 3000]);
+    }
+
+    #[test]
+    fn csum_start_is_cross_checked_not_trusted() {
+        let frame = build(&Spec::new(false, 3000));
+        let good = TcpSegments::plan(&frame, &gso_hdr(false, 1448, 34), 1514).unwrap();
+        for (flags, start, offset) in [
+            (VIRTIO_NET_HDR_F_NEEDS_CSUM, 40, 16),
+            (VIRTIO_NET_HDR_F_NEEDS_CSUM, 34, 6),
+            (VIRTIO_NET_HDR_F_NEEDS_CSUM, 9999, 16),
+            (0, 0, 0),
+        ] {
+            let hdr = VnetHdr {
+                flags,
+                csum_start: start,
+                csum_offset: offset,
+                hdr_len: 0,
+                ..gso_hdr(false, 1448, 34)
+            };
+            assert_eq!(TcpSegments::plan(&frame, &hdr, 1514), Ok(good));
+        }
+    }
+
+    #[test]
+    fn plan_errors() {
+        let v4 = build(&Spec::new(false, 3000));
+        let v6 = build(&Spec::new(true, 3000));
+        let h4 = gso_hdr(false, 1448, 34);
+        let h6 = gso_hdr(true, 1448, 54);
+        let plan = |f: &[u8], h: &VnetHdr| TcpSegments::plan(f, h, 1514);
+
+        // gso_size 0.
+        let zero = VnetHdr { gso_size: 0, ..h4 };
+        assert_eq!(plan(&v4, &zero), Err(OffloadError::BadGsoSize));
+        // UDP, none and unknown types.
+        for gso_type in [VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_NONE, 2, 5, 0x7F] {
+            let h = VnetHdr { gso_type, ..h4 };
+            assert_eq!(plan(&v4, &h), Err(OffloadError::UnsupportedGso));
+        }
+        // Family mismatch.
+        assert_eq!(plan(&v4, &h6), Err(OffloadError::BadGsoHeader));
+        assert_eq!(plan(&v6, &h4), Err(OffloadError::BadGsoHeader));
+        // Truncated anywhere in the headers, and truncated payload (IP length too long).
+        for cut in [
+            0,
+            5,
+            13,
+            14,
+            20,
+            33,
+            34,
+            40,
+            53,
+            60,
+            65,
+            66,
+            1000,
+            v4.len() - 1,
+        ] {
+            assert_eq!(
+                plan(&v4[..cut], &h4),
+                Err(OffloadError::BadGsoHeader),
+                "cut {cut}"
+            );
+        }
+        for cut in [14, 40, 53, 54, 73, 85, v6.len() - 1] {
+            assert_eq!(
+                plan(&v6[..cut], &h6),
+                Err(OffloadError::BadGsoHeader),
+                "cut {cut}"
+            );
+        }
+        // max_frame too small for a full segment.
+        assert_eq!(
+            TcpSegments::plan(&v4, &h4, 1513),
+            Err(OffloadError::BadGsoSize)
+        );
+        assert!(TcpSegments::plan(&v4, &h4, 1514).is_ok());
+        // Too many segments.
+        let big = build(&Spec::new(false, 10_000));
+        let tiny = VnetHdr { gso_size: 9, ..h4 };
+        assert_eq!(plan(&big, &tiny), Err(OffloadError::BadGsoSize));
+        let ok = VnetHdr { gso_size: 10, ..h4 };
+        assert_eq!(plan(&big, &ok).map(|p| p.count), Ok(1000));
+
+        // Header field corruptions, each on its own.
+        let corrupt = |f: &[u8], h: &VnetHdr, at: usize, val: u8| {
+            let mut f = f.to_vec();
+            f[at] = val;
+            TcpSegments::plan(&f, h, 1514)
+        };
+        let bad = Err(OffloadError::BadGsoHeader);
+        assert_eq!(corrupt(&v4, &h4, 12, 0x86), bad, "unknown ethertype");
+        assert_eq!(corrupt(&v4, &h4, 14, 0x65), bad, "IP version 6 in IPv4");
+        assert_eq!(corrupt(&v4, &h4, 14, 0x44), bad, "IHL 4");
+        assert_eq!(corrupt(&v4, &h4, 14 + 9, 17), bad, "UDP in IPv4");
+        assert_eq!(corrupt(&v4, &h4, 14 + 6, 0x60), bad, "MF set");
+        assert_eq!(corrupt(&v4, &h4, 14 + 7, 0x01), bad, "fragment offset");
+        assert_eq!(corrupt(&v4, &h4, 34 + 12, 0x40), bad, "TCP data offset 4");
+        let mut short_total = v4.clone();
+        short_total[16..18].copy_from_slice(&19u16.to_be_bytes());
+        assert_eq!(plan(&short_total, &h4), bad, "total length below IP header");
+        short_total[16..18].copy_from_slice(&(20u16 + 31).to_be_bytes());
+        assert_eq!(plan(&short_total, &h4), bad, "total length cuts TCP header");
+        assert_eq!(corrupt(&v4, &h4, 16, 0xFF), bad, "total length past frame");
+        assert_eq!(corrupt(&v6, &h6, 14, 0x40), bad, "IP version 4 in IPv6");
+        assert_eq!(corrupt(&v6, &h6, 14 + 6, 0), bad, "hop-by-hop header");
+        assert_eq!(corrupt(&v6, &h6, 14 + 6, 44), bad, "fragment header");
+        assert_eq!(
+            corrupt(&v6, &h6, 18, 0xFF),
+            bad,
+            "payload length past frame"
+        );
+        let mut no_payload_len = v6.clone();
+        no_payload_len[18..20].fill(0);
+        assert_eq!(
+            plan(&no_payload_len, &h6),
+            bad,
+            "jumbogram payload length 0"
+        );
+
+        // Three VLAN tags are one too many.
+        let spec = Spec {
+            tags: vec![0x88A8, 0x8100, 0x8100],
+            ..Spec::new(false, 100)
+        };
+        let h = gso_hdr(false, 1448, 14 + 12 + 20);
+        assert_eq!(plan(&build(&spec), &h), bad);
+    }
+
+    #[test]
+    fn write_segment_errors() {
+        let frame = build(&Spec::new(false, 3000));
+        let plan = TcpSegments::plan(&frame, &gso_hdr(false, 1448, 34), 1514).unwrap();
+        let mut out = vec![0u8; 2000];
+        // Index past the end.
+        assert_eq!(
+            plan.write_segment(&frame, 3, &mut out),
+            Err(OffloadError::BadGsoSize)
+        );
+        assert_eq!(
+            plan.write_segment(&frame, usize::MAX, &mut out),
+            Err(OffloadError::BadGsoSize)
+        );
+        // Output one byte short.
+        let need = plan.seg_len(0);
+        assert_eq!(
+            plan.write_segment(&frame, 0, &mut out[..need - 1]),
+            Err(OffloadError::BadGsoSize)
+        );
+        assert_eq!(plan.write_segment(&frame, 0, &mut out[..need]), Ok(need));
+        // A frame shorter than the plan.
+        assert_eq!(
+            plan.write_segment(&frame[..frame.len() - 1], 2, &mut out),
+            Err(OffloadError::BadGsoHeader)
+        );
+        assert_eq!(
+            plan.write_segment(&frame[..50], 0, &mut out),
+            Err(OffloadError::BadGsoHeader)
+        );
+        // Plans whose offsets do not describe headers.
+        for broken in [
+            TcpSegments { l4_off: 20, ..plan },
+            TcpSegments { l4_off: 50, ..plan },
+            TcpSegments {
+                hdr_len: 40,
+                ..plan
+            },
+            TcpSegments { ipv6: true, ..plan },
+            TcpSegments {
+                l3_off: usize::MAX,
+                ..plan
+            },
+            TcpSegments {
+                hdr_len: usize::MAX,
+                ..plan
+            },
+        ] {
+            assert_eq!(
+                broken.write_segment(&frame, 0, &mut out),
+                Err(OffloadError::BadGsoHeader),
+                "{broken:?}"
+            );
+        }
+    }
+
+    fn random_hdr(rng: &mut XorShift) -> VnetHdr {
+        let gso_types = [
+            VIRTIO_NET_HDR_GSO_TCPV4,
+            VIRTIO_NET_HDR_GSO_TCPV6,
+            VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN,
+            VIRTIO_NET_HDR_GSO_UDP,
+            rng.next() as u8,
+        ];
+        let gso_size = match rng.below(4) {
+            0 => rng.next() as u16,
+            1 => 0,
+            _ => 1 + rng.below(2000) as u16,
+        };
+        VnetHdr {
+            flags: rng.next() as u8,
+            gso_type: gso_types[rng.below(gso_types.len())],
+            hdr_len: rng.next() as u16,
+            gso_size,
+            csum_start: rng.below(120) as u16,
+            csum_offset: rng.below(40) as u16,
+        }
+    }
+
+    /// Checks that a segment's IPv4 header checksum and TCP checksum verify.
+    fn segment_verifies(plan: &TcpSegments, seg: &[u8]) -> bool {
+        let (l3, l4) = (plan.l3_off, plan.l4_off);
+        let tcp = &seg[l4..];
+        if plan.ipv6 {
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&seg[l3 + 8..l3 + 24]).unwrap());
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&seg[l3 + 24..l3 + 40]).unwrap());
+            let ph = pseudo_header_v6(&src, &dst, 6, tcp.len() as u32);
+            fold(sum16(tcp, ph)) == 0xFFFF
+        } else {
+            let src = Ipv4Addr::from(<[u8; 4]>::try_from(&seg[l3 + 12..l3 + 16]).unwrap());
+            let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&seg[l3 + 16..l3 + 20]).unwrap());
+            let ph = pseudo_header_v4(src, dst, 6, tcp.len() as u16);
+            fold(sum16(&seg[l3..l4], 0)) == 0xFFFF && fold(sum16(tcp, ph)) == 0xFFFF
+        }
+    }
+
+    /// Random bytes, and valid super-frames with random corruptions and truncations: nothing
+    /// panics, and a successful plan always writes every segment.
+    #[test]
+    fn no_panic_on_random_input() {
+        let mut rng = XorShift(0x0DDB_1A5E_5BAD_5EED);
+        let mut planned = 0;
+        let mut out = vec![0u8; 70_000];
+        for round in 0..4000 {
+            let mut frame = if round % 3 == 0 {
+                let len = rng.below(200);
+                (0..len).map(|_| rng.next() as u8).collect::<Vec<u8>>()
+            } else {
+                let tag_choices = [0x8100, 0x88A8, 0x9100, 0x0800];
+                let spec = Spec {
+                    ipv6: rng.below(2) == 0,
+                    tags: (0..rng.below(4))
+                        .map(|_| tag_choices[rng.below(tag_choices.len())])
+                        .collect(),
+                    payload: rng.below(4000),
+                    seq: rng.next() as u32,
+                    flags: rng.next() as u8,
+                };
+                let mut f = build(&spec);
+                for _ in 0..rng.below(3) {
+                    let at = rng.below(f.len().min(100));
+                    f[at] = rng.next() as u8;
+                }
+                if rng.below(4) == 0 {
+                    f.truncate(rng.below(f.len() + 1));
+                }
+                f
+            };
+            let mut hdr = random_hdr(&mut rng);
+            if round % 3 != 0 && rng.below(2) == 0 {
+                // Usually declare the family the frame has, so that plans succeed.
+                let v6 = frame.get(12..14) == Some(&[0x86, 0xDD][..]);
+                hdr.gso_type = if v6 {
+                    VIRTIO_NET_HDR_GSO_TCPV6
+                } else {
+                    VIRTIO_NET_HDR_GSO_TCPV4
+                };
+            }
+            let max_frame = [60, 1514, 9018, 70_000, 70_000][rng.below(5)];
+
+            let _ = complete_checksum(
+                &mut frame,
+                usize::from(hdr.csum_start),
+                usize::from(hdr.csum_offset),
+            );
+            let _ = complete_checksum(&mut frame, rng.next() as usize, rng.next() as usize);
+
+            if let Ok(plan) = TcpSegments::plan(&frame, &hdr, max_frame) {
+                planned += 1;
+                assert!(plan.count >= 1 && plan.count <= MAX_SEGMENTS);
+                for i in 0..plan.count {
+                    let n = plan.seg_len(i);
+                    assert!(n <= max_frame);
+                    let seg = &mut out[..n];
+                    assert_eq!(plan.write_segment(&frame, i, seg), Ok(n), "{plan:?} {i}");
+                    assert!(segment_verifies(&plan, seg), "{plan:?} {i}");
+                }
+                assert_eq!(plan.seg_len(plan.count), 0);
+            }
+
+            // Arbitrary plans (the fields are public) must not panic either.
+            let fields = [0, 1, 14, 34, 54, 66, 1448, usize::MAX, rng.below(100)];
+            let mut pick = || fields[rng.below(fields.len())];
+            let arbitrary = TcpSegments {
+                l3_off: pick(),
+                l4_off: pick(),
+                hdr_len: pick(),
+                ipv6: round % 2 == 0,
+                mss: pick(),
+                count: pick(),
+                payload: pick(),
+            };
+            let i = [0, 1, rng.below(4), usize::MAX][rng.below(4)];
+            let _ = arbitrary.seg_len(i);
+            let _ = arbitrary.write_segment(&frame, i, &mut out[..rng.below(3000)]);
+        }
+        assert!(planned > 200, "only {planned} plans succeeded");
+    }
+}

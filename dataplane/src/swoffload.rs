@@ -1,0 +1,118 @@
+//! Offload work done in software, for frames headed to a port that cannot take it.
+//!
+//! A TAP port with virtio-net headers hands the switch TCP super-frames (up to 64 KiB, cut by the
+//! receiver) and frames whose L4 checksum is only partial. Another TAP with offloads takes them
+//! as they are. Anything else (an AF_XDP port, a TAP without offloads, a tunnel, whose outer
+//! headers would hide the inner TCP from any later cutting) needs finished frames: [`resolve`]
+//! completes the checksum in place, or cuts the super-frame into MSS-sized frames in small
+//! buffers, and moves a frame out of a large buffer when the port transmits only from the pool's
+//! AF_XDP region.
+//!
+//! Nothing here allocates memory; the segments come from the worker's buffer cache.
+
+use crate::offload::{complete_checksum, OffloadError, TcpSegments, VIRTIO_NET_HDR_F_NEEDS_CSUM};
+use crate::pool::{Buf, PoolCache, HEADROOM, MAX_FRAME};
+
+/// What a port can transmit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxCaps {
+    /// Offload work and large buffers pass as they are (a TAP with virtio-net headers).
+    Offload,
+    /// Finished frames, from any buffer (a TAP without offloads, an in-memory port).
+    Plain,
+    /// Finished frames in small buffers only: the port transmits from the AF_XDP region.
+    Region,
+}
+
+/// Why a frame's offload work could not be done; the frame was freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolveError {
+    /// The frame's offload facts do not describe it (see [`OffloadError`]).
+    Offload(OffloadError),
+    /// The pool had no buffer for a segment or for the copy out of a large buffer.
+    NoBuffers,
+    /// A frame with no segmentation to do is larger than a small buffer.
+    TooBig,
+}
+
+/// Hands `b` to `emit` as frames a port with `caps` can send, doing any offload work first.
+/// Returns how many frames were emitted (more than one for a cut super-frame), or why none
+/// could be (the segments emitted before a failure stay emitted; `b` is freed either way).
+pub fn resolve(
+    cache: &mut PoolCache,
+    mut b: Buf,
+    caps: TxCaps,
+    mut emit: impl FnMut(&mut PoolCache, Buf),
+) -> Result<usize, ResolveError> {
+    if caps == TxCaps::Offload {
+        emit(cache, b);
+        return Ok(1);
+    }
+    let pool = std::sync::Arc::clone(cache.pool());
+    let o = pool.offload(&b);
+    if o.gso_type != 0 {
+        let plan = match o
+            .is_tcp_gso()
+            .then(|| TcpSegments::plan(pool.data(&b), &o, MAX_FRAME))
+        {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                cache.free(b);
+                return Err(ResolveError::Offload(e));
+            }
+            None => {
+                cache.free(b);
+                return Err(ResolveError::Offload(OffloadError::UnsupportedGso));
+            }
+        };
+        let (pcp, port) = (pool.pcp(&b), pool.port(&b));
+        for i in 0..plan.count {
+            let Some(mut s) = cache.alloc() else {
+                cache.free(b);
+                return Err(ResolveError::NoBuffers);
+            };
+            let written = plan.write_segment(pool.data(&b), i, pool.rx_space(&mut s));
+            match written {
+                Ok(n) => {
+                    pool.set_frame(&mut s, HEADROOM, n);
+                    pool.set_pcp(&mut s, pcp);
+                    pool.set_port(&mut s, port);
+                    emit(cache, s);
+                }
+                Err(e) => {
+                    cache.free(s);
+                    cache.free(b);
+                    return Err(ResolveError::Offload(e));
+                }
+            }
+        }
+        cache.free(b);
+        return Ok(plan.count);
+    }
+    if o.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+        let r = complete_checksum(
+            pool.data_mut(&mut b),
+            usize::from(o.csum_start),
+            usize::from(o.csum_offset),
+        );
+        if let Err(e) = r {
+            cache.free(b);
+            return Err(ResolveError::Offload(e));
+        }
+    }
+    pool.set_offload(&mut b, Default::default());
+    if caps == TxCaps::Region && pool.is_large(&b) {
+        if pool.len(&b) > MAX_FRAME {
+            cache.free(b);
+            return Err(ResolveError::TooBig);
+        }
+        let Some(c) = cache.clone_buf(&b) else {
+            cache.free(b);
+            return Err(ResolveError::NoBuffers);
+        };
+        cache.free(b);
+        b = c;
+    }
+    emit(cache, b);
+    Ok(1)
+}
