@@ -130,8 +130,9 @@ fn interoperates_with_the_kernels_vxlan_device() {
     let peer = Ipv4Addr::new(10, 70, 0, 2);
     assert!(
         c.ping(peer, 3).unwrap(),
-        "ping over VXLAN to the kernel's VTEP failed; log:\n{}",
-        d.log_tail()
+        "ping over VXLAN to the kernel's VTEP failed; log:\n{}\nstats: {}",
+        std::fs::read_to_string(d.log()).unwrap_or_default(),
+        call(&d, cmd::STATS, json!({}))
     );
     let to_remote = tcp_transfer(
         &remote.path(),
@@ -140,7 +141,12 @@ fn interoperates_with_the_kernels_vxlan_device() {
         20 << 20,
         Duration::from_secs(60),
     )
-    .unwrap_or_else(|e| panic!("TCP to the kernel VTEP: {e}"));
+    .unwrap_or_else(|e| {
+        panic!(
+            "TCP to the kernel VTEP: {e}; stats: {}",
+            call(&d, cmd::STATS, json!({}))
+        )
+    });
     let from_remote = tcp_transfer(
         &c.path(),
         Ipv4Addr::new(10, 70, 0, 1),

@@ -19,6 +19,7 @@ use crate::counters::{event_index, DropIdx, DropReason, Event};
 use crate::neigh::{self, ArpAction, NeighConfig, NeighDrop, NeighEvent, NeighTable, Resolution};
 use crate::vxlan::{self, DecapDrop, Tunnel, TunnelParams};
 use dataplane::counters::WorkerStats;
+use dataplane::offload::VnetHdr;
 use dataplane::pool::{Buf, Pool, PoolCache};
 use dataplane::port::{PortId, MAX_PORTS};
 use dataplane::worker::{Context, Ports};
@@ -235,7 +236,13 @@ impl Overlay {
         let data = pool.data(&b);
         let to_us = data.get(0..6).is_some_and(|d| d == up.mac);
         if to_us {
-            match vxlan::classify(data, up.ip, up.vxlan_port) {
+            // From a TAP uplink with offloads, the local kernel may leave the outer UDP checksum
+            // partial (NEEDS_CSUM) or vouch for it (DATA_VALID): nothing to verify then.
+            let trusted = pool.offload(&b).flags
+                & (dataplane::offload::VIRTIO_NET_HDR_F_NEEDS_CSUM
+                    | dataplane::offload::VIRTIO_NET_HDR_F_DATA_VALID)
+                != 0;
+            match vxlan::classify_with(data, up.ip, up.vxlan_port, trusted) {
                 Ok(d) => {
                     let Some(net) = cfg.net_of_vni(d.vni) else {
                         return self.drop(cx, b, DecapDrop::UnknownVni);
@@ -245,6 +252,16 @@ impl Overlay {
                     };
                     if !vxlan::decap(pool, &mut b, &d) {
                         return self.drop(cx, b, DecapDrop::TruncatedInner);
+                    }
+                    // The local kernel may leave the inner L4 checksum partial (its VXLAN device
+                    // encapsulated a CHECKSUM_PARTIAL frame): that stays with the inner frame, to
+                    // be passed on or completed. A checksum offset outside it was the outer's.
+                    let o = pool.offload(&b);
+                    if usize::from(o.csum_start) >= pool.len(&b) || o.gso_type != 0 {
+                        pool.set_offload(&mut b, Default::default());
+                    } else if !o.is_plain() {
+                        // The header length the kernel gave was the outer frame's.
+                        pool.set_offload(&mut b, VnetHdr { hdr_len: 0, ..o });
                     }
                     event(cx.stats, Event::VxlanDecap);
                     let c = cx.stats.port(tunnel);

@@ -207,8 +207,12 @@ impl TapQueue {
         let pool = std::sync::Arc::clone(cache.pool());
         let (mut sent, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
         for mut b in burst.drain() {
-            let hdr = pool.offload(&b);
+            let mut hdr = pool.offload(&b);
             let len = pool.len(&b);
+            // A header length is only a hint for the kernel, but one past the frame is refused.
+            if usize::from(hdr.hdr_len) > len {
+                hdr.hdr_len = 0;
+            }
             let ok = match pool.prepend(&mut b, VNET_HDR_LEN) {
                 Some(d) => {
                     hdr.write(d);

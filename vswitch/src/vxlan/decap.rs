@@ -101,6 +101,17 @@ fn ipv4_at(d: &[u8], at: usize) -> Option<Ipv4Addr> {
 /// `port`; see the module docs for the checks and their order. Allocates nothing.
 #[inline]
 pub fn classify(frame: &[u8], local_ip: Ipv4Addr, port: u16) -> Result<Decap, DecapDrop> {
+    classify_with(frame, local_ip, port, false)
+}
+
+/// [`classify`], skipping the UDP checksum when `udp_csum_trusted` (the frame came from the
+/// local kernel through a TAP with offloads, which may leave that checksum partial).
+pub fn classify_with(
+    frame: &[u8],
+    local_ip: Ipv4Addr,
+    port: u16,
+    udp_csum_trusted: bool,
+) -> Result<Decap, DecapDrop> {
     use DecapDrop::*;
 
     if be16_at(frame, 12) != Some(0x0800) {
@@ -147,7 +158,10 @@ pub fn classify(frame: &[u8], local_ip: Ipv4Addr, port: u16) -> Result<Decap, De
         return Err(BadOuter);
     };
     let src = ipv4_at(ip, 12).unwrap_or(Ipv4Addr::UNSPECIFIED);
-    if udp_csum != 0 && fold(sum16(udp, pseudo_header_v4(src, dst, 17, udp_len))) != 0xffff {
+    if udp_csum != 0
+        && !udp_csum_trusted
+        && fold(sum16(udp, pseudo_header_v4(src, dst, 17, udp_len))) != 0xffff
+    {
         return Err(BadChecksum);
     }
     let Ok(vx) = VxlanPacket::new_checked(udp.get(UDP_LEN..).unwrap_or(&[])) else {

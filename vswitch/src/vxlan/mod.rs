@@ -31,7 +31,7 @@
 pub mod decap;
 pub mod encap;
 
-pub use decap::{classify, decap, Decap, DecapDrop};
+pub use decap::{classify, classify_with, decap, Decap, DecapDrop};
 pub use encap::{flow_hash, src_port, EncapError, Tunnel, TunnelParams};
 
 /// The IANA-assigned VXLAN UDP destination port (RFC 7348 section 5).
