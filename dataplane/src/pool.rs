@@ -373,7 +373,11 @@ impl Pool {
         if m.ol.is_plain() {
             return VnetHdr::default();
         }
+        // u16::MAX marks an offset that did not fit when it was recorded: it stays unreachable.
         let rel = |abs: u16| {
+            if abs == u16::MAX {
+                return u16::MAX;
+            }
             u32::from(abs)
                 .checked_sub(m.off)
                 .map_or(u16::MAX, |v| u16::try_from(v).unwrap_or(u16::MAX))
@@ -395,7 +399,12 @@ impl Pool {
     #[inline]
     pub fn set_offload(&self, b: &mut Buf, o: VnetHdr) {
         let m = self.meta_mut(b);
-        let abs = |rel: u16| u16::try_from(m.off + u32::from(rel)).unwrap_or(u16::MAX);
+        let abs = |rel: u16| {
+            u16::try_from(m.off + u32::from(rel))
+                .ok()
+                .filter(|&a| a != u16::MAX)
+                .unwrap_or(u16::MAX)
+        };
         m.ol = VnetHdr {
             csum_start: abs(o.csum_start),
             hdr_len: abs(o.hdr_len),

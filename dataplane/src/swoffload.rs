@@ -10,7 +10,10 @@
 //!
 //! Nothing here allocates memory; the segments come from the worker's buffer cache.
 
-use crate::offload::{complete_checksum, OffloadError, TcpSegments, VIRTIO_NET_HDR_F_NEEDS_CSUM};
+use crate::offload::{
+    complete_checksum, OffloadError, TcpSegments, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_ECN,
+};
 use crate::pool::{Buf, PoolCache, HEADROOM, MAX_FRAME};
 
 /// What a port can transmit.
@@ -22,6 +25,15 @@ pub enum TxCaps {
     Plain,
     /// Finished frames in small buffers only: the port transmits from the AF_XDP region.
     Region,
+}
+
+/// What [`resolve`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    /// Frames handed on.
+    pub frames: usize,
+    /// A TCP super-frame was cut into segments (perhaps just one).
+    pub cut: bool,
 }
 
 /// Why a frame's offload work could not be done; the frame was freed.
@@ -36,21 +48,25 @@ pub enum ResolveError {
 }
 
 /// Hands `b` to `emit` as frames a port with `caps` can send, doing any offload work first.
-/// Returns how many frames were emitted (more than one for a cut super-frame), or why none
-/// could be (the segments emitted before a failure stay emitted; `b` is freed either way).
+/// Returns how many frames were emitted and whether a super-frame was cut, or why it could not
+/// all be (segments emitted before a failure stay emitted, as a lost segment would be on a
+/// wire, and TCP retransmits; `b` is freed either way).
 pub fn resolve(
     cache: &mut PoolCache,
     mut b: Buf,
     caps: TxCaps,
     mut emit: impl FnMut(&mut PoolCache, Buf),
-) -> Result<usize, ResolveError> {
+) -> Result<Resolved, ResolveError> {
     if caps == TxCaps::Offload {
         emit(cache, b);
-        return Ok(1);
+        return Ok(Resolved {
+            frames: 1,
+            cut: false,
+        });
     }
     let pool = std::sync::Arc::clone(cache.pool());
     let o = pool.offload(&b);
-    if o.gso_type != 0 {
+    if o.gso_type & !VIRTIO_NET_HDR_GSO_ECN != 0 {
         let plan = match o
             .is_tcp_gso()
             .then(|| TcpSegments::plan(pool.data(&b), &o, MAX_FRAME))
@@ -87,7 +103,10 @@ pub fn resolve(
             }
         }
         cache.free(b);
-        return Ok(plan.count);
+        return Ok(Resolved {
+            frames: plan.count,
+            cut: true,
+        });
     }
     if o.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
         let r = complete_checksum(
@@ -114,5 +133,8 @@ pub fn resolve(
         b = c;
     }
     emit(cache, b);
-    Ok(1)
+    Ok(Resolved {
+        frames: 1,
+        cut: false,
+    })
 }

@@ -132,7 +132,7 @@ impl Ports {
         {
             // Rare: a frame from a TAP with offloads, headed somewhere without them.
             match swoffload::resolve(cache, b, slot.caps, |cache, s| slot.push(cache, c, s)) {
-                Ok(n) if n > 1 => c.tx_segmented.inc(),
+                Ok(r) if r.cut => c.tx_segmented.inc(),
                 Ok(_) => {}
                 Err(_) => c.tx_offload_dropped.inc(),
             }

@@ -6,7 +6,7 @@
 //! off (`ethtool -K IF tx off`, which also turns TSO off): with it on, veth hands over partial
 //! checksums and TSO super-frames that only the kernel's own stack knows how to finish.
 
-use control::proto::{cmd, PortInfo};
+use control::proto::{cmd, PortInfo, StatsInfo};
 use serde_json::json;
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -211,4 +211,77 @@ fn two_workers_share_single_queue_afxdp_ports() {
         )
     });
     assert_eq!(t.bytes, 20 << 20);
+}
+
+/// A container on a TAP port with offloads sends TCP super-frames (TSO) and partial checksums;
+/// the switch cuts and finishes them in software for an AF_XDP port, and passes the AF_XDP
+/// side's plain frames to the TAP. Every byte is checked both ways, and the counters show the
+/// software segmentation happened and nothing was lost to it.
+#[test]
+fn tap_super_frames_are_cut_for_an_afxdp_port() {
+    if !can_run_system_tests("tap_super_frames_are_cut_for_an_afxdp_port") {
+        return;
+    }
+    let tmp = TempDir::new("xdptso");
+    let bed = bed();
+    let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    call(&d, cmd::NETWORK_CREATE, json!({"name": "x"}));
+    call(
+        &d,
+        cmd::PORT_ADD,
+        json!({"name": "pb", "type": "afxdp", "ifname": bed.b_if, "netns": bed.switch_ns.name(), "network": "x"}),
+    );
+    let tap = unique_name("xt");
+    call(
+        &d,
+        cmd::PORT_ADD,
+        json!({"name": tap, "type": "tap", "netns": bed.a.name(), "network": "x"}),
+    );
+    // The container's TAP replaces its veth for this test.
+    bed.a.ip(&["link", "set", "eth0", "down"]).unwrap();
+    bed.a
+        .ip(&["addr", "add", "10.90.0.3/24", "dev", &tap])
+        .unwrap();
+    let feats = bed.a.exec(&["ethtool", "-k", &tap]).unwrap();
+    let feats = String::from_utf8_lossy(&feats.stdout);
+    assert!(
+        feats.contains("tcp-segmentation-offload: on"),
+        "the TAP offers TSO to its container: {feats}"
+    );
+    assert!(
+        bed.a.ping(Ipv4Addr::new(10, 90, 0, 2), 3).unwrap(),
+        "ping TAP -> AF_XDP; log:\n{}",
+        d.log_tail()
+    );
+    for (from, to, to_ip) in [
+        (&bed.a, &bed.b, Ipv4Addr::new(10, 90, 0, 2)),
+        (&bed.b, &bed.a, Ipv4Addr::new(10, 90, 0, 3)),
+    ] {
+        let t = tcp_transfer(
+            &to.path(),
+            to_ip,
+            &from.path(),
+            50 << 20,
+            Duration::from_secs(90),
+        )
+        .unwrap_or_else(|e| panic!("TCP to {to_ip}: {e}; log:\n{}", d.log_tail()));
+        eprintln!("TAP/AF_XDP to {to_ip}: {:.0} Mbit/s", t.mbps());
+    }
+    let stats: StatsInfo = serde_json::from_value(call(&d, cmd::STATS, json!({}))).unwrap();
+    let port = |name: &str| {
+        stats
+            .ports
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} in {stats:?}"))
+            .counters
+            .clone()
+    };
+    let pb = port("pb");
+    assert!(
+        pb.tx_segmented > 0,
+        "super-frames from the TAP were cut for the AF_XDP port: {pb:?}"
+    );
+    assert_eq!(pb.tx_offload_dropped, 0, "{pb:?}");
+    assert_eq!(port(&tap).tx_dropped, 0, "{:?}", port(&tap));
 }

@@ -240,9 +240,11 @@ fn measure_iperf3(
     sink_ns: &str,
     sink_ip: [u8; 4],
     seconds: f64,
+    run_no: usize,
 ) -> Result<f64, String> {
     let ip = std::net::Ipv4Addr::from(sink_ip).to_string();
-    let port = (5201 + std::process::id() % 1000).to_string();
+    // A port of its own per run: the last run's one-off server may still be going away.
+    let port = (20000 + (std::process::id() as usize % 1000) * 40 + run_no % 40).to_string();
     let mut server = Reaped::spawn(
         "iperf3 server",
         Command::new("ip")
@@ -253,29 +255,37 @@ fn measure_iperf3(
     )?;
     let secs = format!("{}", seconds.ceil().max(1.0));
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    let json = loop {
-        // The server may not listen yet: retry a refused connection for a moment.
-        match run(Command::new("ip")
+    loop {
+        let out = Command::new("ip")
             .args([
                 "netns", "exec", gen_ns, "iperf3", "-c", &ip, "-J", "-A", "0",
             ])
-            .args(["-p", &port, "-t", &secs, "--connect-timeout", "1000"]))
+            .args(["-p", &port, "-t", &secs, "--connect-timeout", "1000"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run iperf3: {e}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("iperf3 printed no report ({e})"))?;
+        if let Some(b) = v
+            .pointer("/end/sum_received/bits_per_second")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|b| *b > 0.0)
         {
-            Ok(j) => break j,
-            Err(e) if std::time::Instant::now() < deadline => {
-                server.alive().map_err(|_| e)?;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(e),
+            return Ok(b / 1e9);
         }
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&json).map_err(|e| format!("iperf3 output: {e}"))?;
-    v.pointer("/end/sum_received/bits_per_second")
-        .and_then(serde_json::Value::as_f64)
-        .filter(|b| *b > 0.0)
-        .map(|b| b / 1e9)
-        .ok_or_else(|| "iperf3 reported no received throughput".to_string())
+        let why = v
+            .get("error")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("no received throughput in its report")
+            .to_string();
+        // The server may not listen yet: a refused connection is retried for a moment.
+        if !why.contains("unable to connect") || std::time::Instant::now() > deadline {
+            return Err(format!("iperf3: {why}"));
+        }
+        server.alive()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Measures `runs` TCP runs from `gen_ns` to `sink_ip` in `sink_ns`: a checked transfer first
@@ -298,7 +308,7 @@ fn tcp_series(cfg: &Config, out: &mut Outcome, gen_ns: &str, sink_ns: &str, sink
             if stopping() {
                 return;
             }
-            match measure_iperf3(gen_ns, sink_ns, sink_ip, cfg.tcp_seconds) {
+            match measure_iperf3(gen_ns, sink_ns, sink_ip, cfg.tcp_seconds, i) {
                 Ok(g) => {
                     println!("    tcp run {}: {g:.2} Gbit/s (iperf3)", i + 1);
                     out.gbps.push(g);

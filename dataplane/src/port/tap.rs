@@ -122,6 +122,7 @@ impl TapDevice {
         Ok(TapQueue {
             fd: sys::dup(fd)?,
             spare: None,
+            spare_large: None,
             offloads: self.offloads,
         })
     }
@@ -141,6 +142,8 @@ pub struct TapQueue {
     fd: OwnedFd,
     /// A buffer kept across bursts so that an empty read does not cost an alloc and a free.
     spare: Option<Buf>,
+    /// A large buffer kept for the next super-frame (offloads only).
+    spare_large: Option<Buf>,
     /// Frames carry virtio-net headers.
     offloads: bool,
 }
@@ -151,26 +154,48 @@ impl TapQueue {
         self.offloads
     }
 
-    /// Receive with virtio-net headers: each frame is read into a large buffer (a super-frame
-    /// fits), its header into the 12 bytes in front of the frame's start.
+    /// Receive with virtio-net headers, one `readv` per frame into two places: a small buffer
+    /// (the header lands in the 12 bytes in front of the frame's start) and, past the small
+    /// buffer's end, the rest of a spare large buffer. A frame that fits the small buffer (every
+    /// frame but a super-frame) stays there and the large buffer stays spare; a super-frame
+    /// moves into the large buffer (its first part copied over, a few hundredths of its bytes),
+    /// so large buffers hold only super-frames.
     fn rx_offload(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
         let pool = std::sync::Arc::clone(cache.pool());
         let (mut n, mut bytes) = (0, 0u64);
         while !burst.is_full() {
-            // A large buffer if any is left; else a small one, which takes any frame that is not
-            // a super-frame (a super-frame that does not fit is cut short and counted below).
-            let Some(mut b) = self
-                .spare
-                .take()
-                .or_else(|| pool.alloc_large())
-                .or_else(|| cache.alloc())
-            else {
+            let Some(mut b) = self.spare.take().or_else(|| cache.alloc()) else {
                 break;
             };
-            let space = &mut pool.slot_mut(&mut b)[HEADROOM - VNET_HDR_LEN..];
-            // SAFETY: `space` is a writable region of `space.len()` bytes owned through `b`.
-            let r =
-                unsafe { libc::read(self.fd.as_raw_fd(), space.as_mut_ptr().cast(), space.len()) };
+            if self.spare_large.is_none() {
+                self.spare_large = pool.alloc_large();
+            }
+            let head = &mut pool.slot_mut(&mut b)[HEADROOM - VNET_HDR_LEN..];
+            let head_len = head.len();
+            let mut iov = [
+                libc::iovec {
+                    iov_base: head.as_mut_ptr().cast(),
+                    iov_len: head_len,
+                },
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+            ];
+            let mut parts = 1;
+            if let Some(l) = self.spare_large.as_mut() {
+                // The large buffer's bytes from where the small buffer's frame space ends.
+                let tail = &mut pool.slot_mut(l)[HEADROOM + MAX_FRAME..];
+                iov[1] = libc::iovec {
+                    iov_base: tail.as_mut_ptr().cast(),
+                    iov_len: tail.len(),
+                };
+                parts = 2;
+            }
+            let room = iov[0].iov_len + iov[1].iov_len;
+            // SAFETY: both iovecs describe writable regions owned through `b` and the spare
+            // large buffer, which stay alive and untouched for the duration of the call.
+            let r = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), parts) };
             if r <= 0 {
                 self.spare = Some(b);
                 if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
@@ -179,22 +204,37 @@ impl TapQueue {
                 break;
             }
             let total = r as usize;
-            let hdr = space.get(..VNET_HDR_LEN).and_then(VnetHdr::parse);
-            let (Some(hdr), true) = (hdr, total > VNET_HDR_LEN && total < space.len()) else {
-                // No header, or the frame filled the buffer and may have been cut short.
+            let hdr = pool.slot_mut(&mut b)[HEADROOM - VNET_HDR_LEN..HEADROOM]
+                .get(..VNET_HDR_LEN)
+                .and_then(VnetHdr::parse);
+            let (Some(hdr), true) = (hdr, total > VNET_HDR_LEN && total < room) else {
+                // No header, or the frame filled every byte offered and may have been cut short.
                 c.rx_errors.inc();
                 self.spare = Some(b);
                 continue;
             };
             let len = total - VNET_HDR_LEN;
-            pool.set_frame(&mut b, HEADROOM, len);
+            let mut frame = b;
+            if total > head_len {
+                // A super-frame: its head is in the small buffer, the rest in the large one.
+                let Some(mut l) = self.spare_large.take() else {
+                    c.rx_errors.inc();
+                    self.spare = Some(frame);
+                    continue;
+                };
+                let src = &pool.slot_mut(&mut frame)[HEADROOM..HEADROOM + MAX_FRAME];
+                pool.slot_mut(&mut l)[HEADROOM..HEADROOM + MAX_FRAME].copy_from_slice(src);
+                self.spare = Some(frame);
+                frame = l;
+            }
+            pool.set_frame(&mut frame, HEADROOM, len);
             if !hdr.is_plain() {
-                pool.set_offload(&mut b, hdr);
+                pool.set_offload(&mut frame, hdr);
             }
             bytes += len as u64;
             n += 1;
             // Cannot fail: the loop runs only while the burst has room.
-            let _ = burst.push(b);
+            let _ = burst.push(frame);
         }
         c.rx_packets.add(n as u64);
         c.rx_bytes.add(bytes);
@@ -306,6 +346,9 @@ impl Port for TapQueue {
 
     fn release(&mut self, cache: &mut PoolCache) {
         if let Some(b) = self.spare.take() {
+            cache.free(b);
+        }
+        if let Some(b) = self.spare_large.take() {
             cache.free(b);
         }
     }
