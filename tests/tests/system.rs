@@ -270,7 +270,7 @@ fn restart_after_kill_9_restores_config_and_traffic() {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(info.state, "up");
+    assert_eq!(info.state, "up (offloads: csum, tso4, tso6)");
 
     // SIGTERM removes the devices and keeps the state.
     assert!(d.signal(SIGTERM).unwrap().success());

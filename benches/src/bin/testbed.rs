@@ -17,14 +17,16 @@ use benches::testbed::traffic::FRAME_LEN;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DIR] [--only NAME,...] [--threaded-napi]
+const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DIR] [--only NAME,...] [--threaded-napi] [--sink-napi-core N]
   --quick          a few seconds per contender (what CI runs)
   --runs N         runs per metric (default 5, quick 2)
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
   --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,testpmd
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
-                   from softirq on the sending core into a NAPI thread pinned to the DUT core";
+                   from softirq on the sending core into a NAPI thread pinned to the DUT core
+  --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
+                   on core N instead of the core that sent into it (for a userspace DUT, its own)";
 
 struct Args {
     quick: bool,

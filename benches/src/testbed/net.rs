@@ -298,9 +298,10 @@ pub fn threaded_napi(ns: &str, dev: &str, core: usize) -> Result<i32, String> {
                     continue;
                 };
                 let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                if comm.trim_end().starts_with(&prefix) {
+                // The newest one: a NAPI context re-created when a program was re-attached gets
+                // a new thread, and the old one may not have exited yet.
+                if comm.trim_end().starts_with(&prefix) && found.is_none_or(|f| pid > f) {
                     found = Some(pid);
-                    break;
                 }
             }
         }

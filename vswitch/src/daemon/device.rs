@@ -51,9 +51,11 @@ impl Device {
         }
     }
 
-    /// How frames move: for AF_XDP the attach mode and copy mode, e.g. `native, copy`.
+    /// How frames move: for AF_XDP the attach mode and copy mode, e.g. `native, copy`; for a TAP
+    /// with virtio-net headers, the offloads it takes.
     pub fn mode(&self) -> Option<String> {
         match self {
+            Device::Tap(d) if d.offloads() => Some("offloads: csum, tso4, tso6".to_string()),
             Device::Tap(_) => None,
             Device::AfXdp(d) => Some(d.mode().to_string()),
         }

@@ -1,0 +1,41 @@
+//! The virtio-net offload logic on arbitrary input (what a TAP's container may hand over):
+//! `[12-byte virtio-net header, max_frame (2 bytes), frame...]`. Nothing may panic; a plan that
+//! is accepted must write every segment into exactly `seg_len` bytes, each segment no longer than
+//! `max_frame`, and the segments' TCP payloads must add up to the plan's payload.
+
+#![no_main]
+
+use dataplane::offload::{complete_checksum, TcpSegments, VnetHdr, VNET_HDR_LEN};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: &[u8]| {
+    let Some(hdr) = input.get(..VNET_HDR_LEN).and_then(VnetHdr::parse) else {
+        return;
+    };
+    let [m0, m1, frame @ ..] = &input[VNET_HDR_LEN..] else {
+        return;
+    };
+    let max_frame = usize::from(u16::from_le_bytes([*m0, *m1]));
+
+    let mut copy = frame.to_vec();
+    if complete_checksum(&mut copy, hdr.csum_start.into(), hdr.csum_offset.into()).is_err() {
+        assert_eq!(copy, frame, "a refused checksum completion leaves the frame alone");
+    }
+
+    let Ok(plan) = TcpSegments::plan(frame, &hdr, max_frame) else {
+        return;
+    };
+    assert!(plan.count >= 1);
+    let mut out = vec![0u8; max_frame];
+    let mut payload = 0;
+    for i in 0..plan.count {
+        let want = plan.seg_len(i);
+        assert!(want <= max_frame && want >= plan.hdr_len);
+        let n = plan
+            .write_segment(frame, i, &mut out[..want])
+            .expect("a planned segment can be written");
+        assert_eq!(n, want);
+        payload += n - plan.hdr_len;
+    }
+    assert_eq!(payload, plan.payload);
+});
