@@ -22,7 +22,7 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --runs N         runs per metric (default 5, quick 2)
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
-  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,testpmd
+  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
   --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
@@ -154,12 +154,13 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         tb.sink.name()
     );
     type Contender = fn(&Testbed, &Config) -> Outcome;
-    let all: [(&str, Contender); 6] = [
+    let all: [(&str, Contender); 7] = [
         ("ceiling", contenders::ceiling),
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
         ("tap", contenders::vswitchd_tap),
         ("ovs", contenders::ovs),
+        ("ovstap", contenders::ovs_tap),
         ("testpmd", contenders::testpmd),
     ];
     let mut results = Vec::new();

@@ -628,61 +628,62 @@ pub fn vswitchd_tap(tb: &Testbed, cfg: &Config) -> Outcome {
 pub const INSTALL_HINT: &str =
     "apt install openvswitch-switch dpdk-dev (dpdk-testpmd is in dpdk-dev)";
 
-/// Open vSwitch's userspace datapath (`datapath_type=netdev`) with `type=afxdp` ports, its own
-/// ovsdb-server and ovs-vswitchd started by hand in a scratch directory, PMD on the DUT core.
-pub fn ovs(tb: &Testbed, cfg: &Config) -> Outcome {
-    let mut out = Outcome::new(
-        "ovs netdev afxdp",
-        "gen0 ==veth== dg [ovs-vswitchd netdev: afxdp dg, ds] ds ==veth== sink0; gen0/sink0 tx csum off",
-    );
-    out.optional = true;
-    let tools = ["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl"];
-    if let Some(t) = tools.iter().find(|t| !net::have(t)) {
-        return out.skip(format!("`{t}` not installed ({INSTALL_HINT})"));
+/// A private Open vSwitch (ovsdb-server and ovs-vswitchd started by hand in a scratch
+/// directory, inside the DUT namespace) with one userspace (`netdev`) bridge `br0`.
+struct Ovs {
+    vsd: Reaped,
+    _server: Reaped,
+    dir: String,
+}
+
+impl Ovs {
+    /// Finds the tools and the schema, or says why OVS is skipped.
+    fn available() -> Result<&'static str, String> {
+        let tools = ["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl"];
+        if let Some(t) = tools.iter().find(|t| !net::have(t)) {
+            return Err(format!("`{t}` not installed ({INSTALL_HINT})"));
+        }
+        ["/usr/share/openvswitch/vswitch.ovsschema"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .ok_or_else(|| "no vswitch.ovsschema under /usr/share/openvswitch".to_string())
     }
-    let schema = ["/usr/share/openvswitch/vswitch.ovsschema"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file());
-    let Some(schema) = schema else {
-        return out.skip("no vswitch.ovsschema under /usr/share/openvswitch");
-    };
-    let dir = cfg.scratch.join("ovs");
-    let core = cfg.dut_core;
-    let start = move |tb: &Testbed| -> Result<Guard, String> {
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+
+    fn vsctl(&self, args: &[&str]) -> Result<String, String> {
+        ovs_vsctl(&self.dir, args)
+    }
+
+    /// Starts both daemons in `tb`'s DUT namespace with the PMD on `core` and `other_config`
+    /// settings `extra`, and adds `br0`.
+    fn start(
+        tb: &Testbed,
+        schema: &str,
+        dir: &Path,
+        core: usize,
+        extra: &[&str],
+    ) -> Result<Ovs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let d = dir.to_string_lossy().to_string();
         let db = format!("{d}/conf.db");
-        let sock = format!("unix:{d}/db.sock");
         run(Command::new("ovsdb-tool").args(["create", &db, schema]))?;
-        let env = |c: &mut Command| {
-            c.env("OVS_RUNDIR", &d)
-                .env("OVS_LOGDIR", &d)
-                .env("OVS_DBDIR", &d)
-                .env("OVS_SYSCONFDIR", &d);
-        };
-        let remote = format!("--remote=punix:{d}/db.sock");
-        let server = {
-            let log = dir.join("ovsdb-server.out");
-            let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let spawn = |what: &str, args: &[String]| -> Result<Reaped, String> {
+            let logf = std::fs::File::create(dir.join(format!("{what}.out")))
+                .map_err(|e| e.to_string())?;
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", tb.dut.name(), "ovsdb-server", &db, &remote])
-                .arg(format!("--unixctl={d}/ovsdb-server.ctl"))
-                .arg(format!("--log-file={d}/ovsdb-server.log"))
-                .arg(format!("--pidfile={d}/ovsdb-server.pid"))
+            c.args(["netns", "exec", tb.dut.name(), what])
+                .args(args)
+                .arg(format!("--unixctl={d}/{what}.ctl"))
+                .arg(format!("--log-file={d}/{what}.log"))
+                .arg(format!("--pidfile={d}/{what}.pid"))
                 .stdout(logf.try_clone().map_err(|e| e.to_string())?)
                 .stderr(logf);
-            env(&mut c);
-            Reaped::spawn("ovsdb-server", &mut c)?
+            ovs_env(&mut c, &d);
+            Reaped::spawn(what, &mut c)
         };
-        let vsctl = |args: &[&str]| -> Result<String, String> {
-            let mut c = Command::new("ovs-vsctl");
-            c.arg(format!("--db={sock}")).arg("--timeout=10").args(args);
-            env(&mut c);
-            run(&mut c)
-        };
+        let server = spawn("ovsdb-server", &[db, format!("--remote=punix:{d}/db.sock")])?;
         let mut ok = false;
         for _ in 0..100 {
-            if vsctl(&["--no-wait", "init"]).is_ok() {
+            if ovs_vsctl(&d, &["--no-wait", "init"]).is_ok() {
                 ok = true;
                 break;
             }
@@ -691,27 +692,17 @@ pub fn ovs(tb: &Testbed, cfg: &Config) -> Outcome {
         if !ok {
             return Err("ovsdb-server did not answer".into());
         }
-        vsctl(&[
-            "--no-wait",
-            "set",
-            "Open_vSwitch",
-            ".",
-            &format!("other_config:pmd-cpu-mask=0x{:x}", 1u64 << core),
-        ])?;
-        let mut vsd = {
-            let log = dir.join("ovs-vswitchd.out");
-            let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", tb.dut.name(), "ovs-vswitchd", &sock])
-                .arg(format!("--unixctl={d}/ovs-vswitchd.ctl"))
-                .arg(format!("--log-file={d}/ovs-vswitchd.log"))
-                .arg(format!("--pidfile={d}/ovs-vswitchd.pid"))
-                .stdout(logf.try_clone().map_err(|e| e.to_string())?)
-                .stderr(logf);
-            env(&mut c);
-            Reaped::spawn("ovs-vswitchd", &mut c)?
+        let mask = format!("other_config:pmd-cpu-mask=0x{:x}", 1u64 << core);
+        let mut set = vec!["--no-wait", "set", "Open_vSwitch", ".", mask.as_str()];
+        set.extend_from_slice(extra);
+        ovs_vsctl(&d, &set)?;
+        let vsd = spawn("ovs-vswitchd", &[format!("unix:{d}/db.sock")])?;
+        let ovs = Ovs {
+            vsd,
+            _server: server,
+            dir: d,
         };
-        vsctl(&[
+        ovs.vsctl(&[
             "add-br",
             "br0",
             "--",
@@ -720,8 +711,46 @@ pub fn ovs(tb: &Testbed, cfg: &Config) -> Outcome {
             "br0",
             "datapath_type=netdev",
         ])?;
+        Ok(ovs)
+    }
+}
+
+/// Points OVS's tools at the scratch directory `dir`.
+fn ovs_env(c: &mut Command, dir: &str) {
+    c.env("OVS_RUNDIR", dir)
+        .env("OVS_LOGDIR", dir)
+        .env("OVS_DBDIR", dir)
+        .env("OVS_SYSCONFDIR", dir);
+}
+
+/// `ovs-vsctl` against the database of the OVS in `dir`.
+fn ovs_vsctl(dir: &str, args: &[&str]) -> Result<String, String> {
+    let mut c = Command::new("ovs-vsctl");
+    c.arg(format!("--db=unix:{dir}/db.sock"))
+        .arg("--timeout=10")
+        .args(args);
+    ovs_env(&mut c, dir);
+    run(&mut c)
+}
+
+/// Open vSwitch's userspace datapath (`datapath_type=netdev`) with `type=afxdp` ports, its own
+/// ovsdb-server and ovs-vswitchd started by hand in a scratch directory, PMD on the DUT core.
+pub fn ovs(tb: &Testbed, cfg: &Config) -> Outcome {
+    let mut out = Outcome::new(
+        "ovs netdev afxdp",
+        "gen0 ==veth== dg [ovs-vswitchd netdev: afxdp dg, ds] ds ==veth== sink0; gen0/sink0 tx csum off",
+    );
+    out.optional = true;
+    let schema = match Ovs::available() {
+        Ok(s) => s,
+        Err(e) => return out.skip(e),
+    };
+    let dir = cfg.scratch.join("ovs");
+    let core = cfg.dut_core;
+    let start = move |tb: &Testbed| -> Result<Guard, String> {
+        let mut ovs = Ovs::start(tb, schema, &dir, core, &[])?;
         for v in [&tb.gen_link, &tb.sink_link] {
-            vsctl(&[
+            ovs.vsctl(&[
                 "add-port",
                 "br0",
                 &v.inner.1,
@@ -732,12 +761,87 @@ pub fn ovs(tb: &Testbed, cfg: &Config) -> Outcome {
                 "type=afxdp",
             ])?;
         }
-        vsd.alive()?;
+        ovs.vsd.alive()?;
         // Give the PMD thread a moment to poll its new rx queues.
         net::sleep(Duration::from_millis(500));
-        Ok(vec![Box::new(vsd) as Box<dyn Any>, Box::new(server)])
+        Ok(vec![Box::new(ovs) as Box<dyn Any>])
     };
     veth_contender(tb, cfg, out, true, start)
+}
+
+/// Open vSwitch's userspace datapath with `type=tap` ports and userspace TSO
+/// (`userspace-tso-enable=true`): the peer to compare vswitchd's TAP ports with offloads
+/// against. OVS makes the TAPs in the DUT namespace; their kernel ends are then moved into the
+/// generator's and the sink's namespaces, as the vswitchd TAP contender has them.
+pub fn ovs_tap(tb: &Testbed, cfg: &Config) -> Outcome {
+    let id = std::process::id() % 100_000;
+    let (og, os) = (format!("og{id}"), format!("os{id}"));
+    let mut out = Outcome::new(
+        "ovs netdev tap tso",
+        "gen og ==TAP== [ovs-vswitchd netdev, userspace TSO] ==TAP== os sink (10.78.0.0/24)",
+    );
+    out.optional = true;
+    let schema = match Ovs::available() {
+        Ok(s) => s,
+        Err(e) => return out.skip(e),
+    };
+    let dir = cfg.scratch.join("ovs-tap");
+    let ips = [[10, 78, 0, 1], [10, 78, 0, 2]];
+    let r = (|| {
+        let mut ovs = Ovs::start(
+            tb,
+            schema,
+            &dir,
+            cfg.dut_core,
+            &["other_config:userspace-tso-enable=true"],
+        )?;
+        for (dev, ns, ip) in [(&og, &tb.gen, ips[0]), (&os, &tb.sink, ips[1])] {
+            ovs.vsctl(&[
+                "add-port",
+                "br0",
+                dev,
+                "--",
+                "set",
+                "interface",
+                dev,
+                "type=tap",
+            ])?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while tb.dut.ip(&["link", "show", "dev", dev]).is_err() {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("OVS did not create TAP {dev}"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            tb.dut.ip(&["link", "set", dev, "netns", ns.name()])?;
+            let cidr = format!("{}.{}.{}.{}/24", ip[0], ip[1], ip[2], ip[3]);
+            ns.ip(&["addr", "add", &cidr, "dev", dev])?;
+            ns.ip(&["link", "set", dev, "up"])?;
+        }
+        ovs.vsd.alive()?;
+        net::sleep(Duration::from_millis(500));
+        if !tb.sink.ping(std::net::Ipv4Addr::from(ips[0]), 2)? {
+            out.notes.push("ping sink -> gen over OVS TAPs failed".into());
+        }
+        let dst = (net::mac_of(tb.sink.name(), &os)?, ips[1]);
+        pps_series(
+            cfg,
+            &mut out,
+            (tb.gen.name(), &og),
+            (tb.sink.name(), &os),
+            dst,
+            ips[0],
+            || Ok(()),
+        )?;
+        tcp_series(cfg, &mut out, tb.gen.name(), tb.sink.name(), ips[1]);
+        ovs.vsd.alive()?;
+        drop(ovs);
+        Ok::<(), String>(())
+    })();
+    if let Err(e) = r {
+        out.notes.push(e);
+    }
+    out
 }
 
 /// `dpdk-testpmd` in io-forward mode between two `net_af_xdp` ports on `dg` and `ds`, without
