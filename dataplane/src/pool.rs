@@ -119,7 +119,8 @@ pub struct Pool {
 }
 
 // SAFETY: slots and metadata are only reached through an owned `Buf`, which one thread holds at
-// a time; the free ring is itself thread-safe. The raw base pointer is never reallocated.
+// a time; the free rings are themselves thread-safe. The two mappings' base pointers are never
+// changed or reallocated while the pool lives.
 unsafe impl Send for Pool {}
 // SAFETY: see `Send`: shared access is only to the thread-safe ring and immutable fields.
 unsafe impl Sync for Pool {}
@@ -249,8 +250,8 @@ impl Pool {
     #[inline]
     fn meta(&self, b: &Buf) -> Meta {
         let i = self.check(b);
-        // SAFETY: `check` proved the slot index is ours and in range (tag matches, index < count
-        // by construction); the holder of `b` is the only accessor of this metadata.
+        // SAFETY: `check` proved the slot index is ours and in range (tag matches, index below
+        // count + large, the length of `meta`); the holder of `b` is the only accessor of it.
         unsafe { *self.meta[i].get() }
     }
 
@@ -261,14 +262,17 @@ impl Pool {
         unsafe { &mut *self.meta[i].get() }
     }
 
-    /// Start of slot `i` (checked by the caller against `count + large`).
+    /// Start of slot `i`.
+    ///
+    /// # Safety
+    /// `i` must be below `count + large` (as [`Pool::check`] proves).
     #[inline]
-    fn slot_ptr(&self, i: usize) -> *mut u8 {
+    unsafe fn slot_ptr(&self, i: usize) -> *mut u8 {
         if i < self.count as usize {
             // SAFETY: i < count, so the offset lies inside the small mapping.
             unsafe { self.base.add(i * SLOT_SIZE) }
         } else {
-            // SAFETY: count <= i < count + large (checked by the caller), so the offset lies
+            // SAFETY: count <= i < count + large (the caller's promise), so the offset lies
             // inside the large mapping, which exists whenever large > 0.
             unsafe { self.lbase.add((i - self.count as usize) * LARGE_SLOT_SIZE) }
         }
@@ -375,8 +379,9 @@ impl Pool {
         }
         // u16::MAX marks an offset that did not fit when it was recorded: it stays unreachable.
         let rel = |abs: u16| {
-            if abs == u16::MAX {
-                return u16::MAX;
+            // 0 is "not given" (no real offset lies in the headroom); u16::MAX is unreachable.
+            if abs == 0 || abs == u16::MAX {
+                return abs;
             }
             u32::from(abs)
                 .checked_sub(m.off)
@@ -400,6 +405,9 @@ impl Pool {
     pub fn set_offload(&self, b: &mut Buf, o: VnetHdr) {
         let m = self.meta_mut(b);
         let abs = |rel: u16| {
+            if rel == 0 {
+                return 0;
+            }
             u16::try_from(m.off + u32::from(rel))
                 .ok()
                 .filter(|&a| a != u16::MAX)
@@ -452,6 +460,7 @@ impl Pool {
     #[inline]
     pub fn frame_addr(&self, b: &Buf) -> u64 {
         let m = self.meta(b);
+        debug_assert!(!self.is_large(b), "a large buffer has no AF_XDP address");
         (b.slot() * SLOT_SIZE + m.off as usize) as u64
     }
 
@@ -547,8 +556,8 @@ fn map(len: usize) -> std::io::Result<*mut u8> {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // SAFETY: the mapping was created in `new` with this length and nothing refers to it once
-        // the last `Arc<Pool>` is gone.
+        // SAFETY: the mapping was created in `with_large` with this length and nothing refers to
+        // it once the last `Arc<Pool>` is gone.
         unsafe {
             libc::munmap(self.base.cast(), self.map_len);
         }

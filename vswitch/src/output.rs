@@ -40,22 +40,41 @@ fn send_segments(
     let mut segs = std::mem::take(&mut overlay.segments);
     // Pushing stays within the capacity: no super-frame is cut into more than MAX_SEGMENTS.
     let r = swoffload::resolve(cx.cache, b, TxCaps::Plain, |_, s| segs.push(s));
-    let mut last = Ok(());
+    // The frame counts as sent once one segment is; segments lost after that count on the
+    // tunnel port (`tx_dropped`), as a queue refusing part of a burst would.
+    let (mut sent, mut lost, mut first_err) = (false, 0u64, None);
     for s in segs.drain(..) {
         let len = pool.len(&s) as u64;
         match overlay.send(cx, port, s) {
             Ok(()) => {
+                sent = true;
                 let c = cx.stats.port(port);
                 c.tx_packets.inc();
                 c.tx_bytes.add(len);
             }
-            Err(e) => last = Err(e),
+            Err(e) => {
+                lost += 1;
+                first_err.get_or_insert(e);
+            }
         }
     }
     overlay.segments = segs;
-    match r {
-        Ok(_) => last,
-        Err(_) => Err(DropReason::OffloadFailed.into()),
+    let c = cx.stats.port(port);
+    if r.is_ok_and(|r| r.cut) {
+        c.tx_segmented.inc();
+    }
+    if sent {
+        c.tx_dropped.add(lost);
+        if r.is_err() {
+            c.tx_offload_dropped.inc();
+        }
+        return Ok(());
+    }
+    match (r, first_err) {
+        (Err(_), _) => Err(DropReason::OffloadFailed.into()),
+        (Ok(_), Some(e)) => Err(e),
+        // Nothing emitted and nothing failed cannot happen (a resolved frame emits one).
+        (Ok(_), None) => Ok(()),
     }
 }
 

@@ -58,9 +58,9 @@ pub fn ingress(
             if vid == 0x0fff {
                 return Err(DropReason::VlanReservedVid);
             }
-            // A TCP super-frame (from a TAP with offloads) is cut to the MTU on its way out.
-            if pc.mtu > 0 && d.len() > pc.mtu as usize + TAGGED_HDR && pool.offload(b).gso_type == 0
-            {
+            // A TCP super-frame (from a TAP with offloads) is judged by the segments it will be
+            // cut into, each of which must fit the MTU as a frame would.
+            if pc.mtu > 0 && d.len() > pc.mtu as usize + TAGGED_HDR && !gso_fits(pool, b, pc.mtu) {
                 return Err(DropReason::VlanOversize);
             }
             let target = if vid == 0 {
@@ -105,6 +105,15 @@ pub fn push(pool: &Pool, b: &mut Buf, vid: u16, pcp: u8) -> bool {
     d[12..14].copy_from_slice(&TPID_8021Q.to_be_bytes());
     d[14..16].copy_from_slice(&tci.to_be_bytes());
     true
+}
+
+/// Whether `b` is a TCP super-frame whose segments each fit `mtu` with their Ethernet header
+/// and one tag.
+fn gso_fits(pool: &Pool, b: &Buf, mtu: u32) -> bool {
+    let o = pool.offload(b);
+    o.is_tcp_gso()
+        && dataplane::offload::TcpSegments::plan(pool.data(b), &o, mtu as usize + TAGGED_HDR)
+            .is_ok()
 }
 
 #[cfg(test)]

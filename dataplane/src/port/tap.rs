@@ -53,10 +53,18 @@ impl TapDevice {
             for _ in 0..queues {
                 fds.push(sys::open_queue(&owned_name, offloads)?);
             }
-            if offloads {
-                if let Some(first) = fds.first() {
-                    sys::set_offloads(first, VNET_HDR_LEN)?;
+            if let Some(first) = fds.first() {
+                // The kernel keeps a device's flags while any queue of it is attached: a queue
+                // held elsewhere with other settings would make every frame misread.
+                let vnet = sys::flags(first)? & libc::IFF_VNET_HDR != 0;
+                if vnet != offloads {
+                    return Err(io::Error::other(format!(
+                        "TAP '{owned_name}' is attached elsewhere with virtio-net headers {}; \
+                         detach that process or match --tap-offload",
+                        if vnet { "on" } else { "off" }
+                    )));
                 }
+                sys::set_offloads(first, offloads.then_some(VNET_HDR_LEN))?;
             }
             // Persistence comes last: if anything before fails, closing the descriptors takes a
             // device made here away again instead of leaving it behind.

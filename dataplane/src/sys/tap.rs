@@ -65,15 +65,21 @@ pub fn open_queue(name: &str, vnet_hdr: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Sets the virtio-net header size to `hdr_len` bytes and tells the kernel which offloads the
-/// reader of this device takes: partial checksums and TCP segmentation (IPv4 and IPv6), so
-/// the stack on the other side may hand over super-frames of up to 64 KiB.
-pub fn set_offloads(fd: &OwnedFd, hdr_len: usize) -> io::Result<()> {
-    let sz = libc::c_int::try_from(hdr_len).map_err(|_| io::Error::other("bad header size"))?;
-    // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which points at `sz`.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &sz) })
-        .map_err(|e| io::Error::new(e.kind(), format!("TUNSETVNETHDRSZ: {e}")))?;
-    let features = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+/// With `Some(hdr_len)`: sets the virtio-net header size to `hdr_len` bytes and tells the kernel
+/// which offloads the reader of this device takes: partial checksums and TCP segmentation (IPv4
+/// and IPv6), so the stack on the other side may hand over super-frames of up to 64 KiB. With
+/// `None`: takes every offload back (a persistent device keeps what an earlier open set).
+pub fn set_offloads(fd: &OwnedFd, hdr_len: Option<usize>) -> io::Result<()> {
+    let features = match hdr_len {
+        Some(len) => {
+            let sz = libc::c_int::try_from(len).map_err(|_| io::Error::other("bad header size"))?;
+            // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which points at `sz`.
+            cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &sz) })
+                .map_err(|e| io::Error::new(e.kind(), format!("TUNSETVNETHDRSZ: {e}")))?;
+            libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6
+        }
+        None => 0,
+    };
     // SAFETY: TUNSETOFFLOAD takes the feature bits as an integer argument by value.
     cvt(unsafe {
         libc::ioctl(
@@ -84,6 +90,17 @@ pub fn set_offloads(fd: &OwnedFd, hdr_len: usize) -> io::Result<()> {
     })
     .map_err(|e| io::Error::new(e.kind(), format!("TUNSETOFFLOAD: {e}")))?;
     Ok(())
+}
+
+/// The device's flags as the kernel has them (`TUNGETIFF`), e.g. whether `IFF_VNET_HDR` is on.
+pub fn flags(fd: &OwnedFd) -> io::Result<i32> {
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: [0; 24],
+    };
+    // SAFETY: TUNGETIFF writes a `struct ifreq`, which `req` is laid out as.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut req) })?;
+    Ok(i32::from(i16::from_ne_bytes([req.data[0], req.data[1]])))
 }
 
 /// Makes the device outlive its file descriptors (`true`) or go away with them (`false`).

@@ -34,6 +34,8 @@ const DEFAULT_MTU: u32 = 1500;
 const WORKER_WAIT: Duration = Duration::from_secs(5);
 /// Largest MTU a TAP port may have (a frame must fit in one buffer).
 pub const MAX_MTU: u32 = (MAX_FRAME - 18) as u32 - 1;
+/// Large buffers kept beyond one per TAP queue, for super-frames on their way through.
+pub const LARGE_RESERVE: usize = 64;
 
 /// Daemon settings from the command line.
 #[derive(Debug, Clone)]
@@ -947,6 +949,29 @@ impl Daemon {
             })?;
         let workers = self.workers.len() as u16;
         let queues = spec.queues.unwrap_or(workers).clamp(1, workers.max(1));
+        if spec.kind == PortType::Tap && self.opts.tap_offload {
+            // Each worker's queue of a TAP with offloads keeps one large buffer ready for the
+            // next super-frame; without it, super-frames the kernel was promised it could send
+            // would be cut short. Keep a reserve for frames in flight.
+            let taps = self
+                .ports
+                .values()
+                .filter(|p| p.spec.kind == PortType::Tap)
+                .count()
+                + 1;
+            let need = taps * usize::from(workers.max(1)) + LARGE_RESERVE;
+            let have = self.pool.large_capacity() as usize;
+            if need > have {
+                return Err(err(
+                    ErrorCode::Conflict,
+                    format!(
+                        "{taps} TAP ports with offloads on {workers} workers need {need} large \
+                         buffers, the daemon has {have}; restart vswitchd with --large-buffers \
+                         {need} or more, or with --tap-offload off"
+                    ),
+                ));
+            }
+        }
         let ifname = spec.ifname.clone().unwrap_or_else(|| spec.name.clone());
         let ns_path = spec.netns.as_deref().map(netns::path_of);
         let opened = if spec.kind == PortType::Vlan {
@@ -1596,7 +1621,7 @@ mod tests {
             group: None,
             buffers: 256,
             fdb_size: 1024,
-            large_buffers: 8,
+            large_buffers: 128,
             tap_offload: true,
         }
     }
@@ -1666,6 +1691,26 @@ mod tests {
         assert_eq!(e.code, ErrorCode::NotFound);
         assert!(e.message.contains("vswitchctl network create blue"), "{e}");
         d.shutdown();
+    }
+
+    #[test]
+    fn tap_ports_with_offloads_need_a_spare_large_buffer_per_worker() {
+        let dir = scratch("large");
+        let o = Options {
+            large_buffers: 10,
+            ..opts(&dir.0)
+        };
+        let mut d = Daemon::start(o).unwrap();
+        let e = call(&mut d, cmd::PORT_ADD, json!({"name": "p", "type": "tap"})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict);
+        assert!(
+            e.message.contains("--large-buffers") && e.message.contains("--tap-offload off"),
+            "{e}"
+        );
+        assert!(call(&mut d, cmd::PORT_LS, Value::Null)
+            .unwrap()
+            .as_array()
+            .is_some_and(|a| a.is_empty()));
     }
 
     #[test]
