@@ -16,7 +16,7 @@ use crate::overlay::Overlay;
 use dataplane::burst::Burst;
 use dataplane::burst::BURST;
 use dataplane::counters::WorkerStats;
-use dataplane::pool::{Buf, Pool};
+use dataplane::pool::{Buf, Pool, MAX_FRAME};
 use dataplane::port::{PortId, MAX_PORTS};
 use dataplane::worker::Context;
 use fdb::{Evicted, Learn, Limits, MacTable, Probe};
@@ -103,6 +103,10 @@ fn event(stats: &WorkerStats, e: Event) {
 fn is_tunnel(cfg: &Snapshot, port: PortId) -> bool {
     cfg.port(port).is_some_and(|p| p.tunnel.is_some())
 }
+
+/// Large buffers a flood never copies into (at most; an eighth of a small pool): they stay for
+/// the TAP queues' next super-frames.
+pub const FLOOD_LARGE_RESERVE: usize = 32;
 
 /// Counts a flood copy that could not be sent under its reason, and as a failed copy, so that
 /// `received = forwarded + flooded + drops - flood_copy_failed` still counts frames.
@@ -333,6 +337,14 @@ impl Bridge {
         event(cx.stats, Event::Flooded);
         for &out in &ports[..last] {
             if !eligible(cx, out) {
+                continue;
+            }
+            // A super-frame's copy takes a large buffer: never the last ones, which the TAP
+            // queues need to receive super-frames at all (a flood of them could drain the pool).
+            let large = self.pool.len(&b) > MAX_FRAME;
+            let reserve = (self.pool.large_capacity() as usize / 8).clamp(1, FLOOD_LARGE_RESERVE);
+            if large && self.pool.large_available() <= reserve {
+                event(cx.stats, Event::FloodCopyNoBuffers);
                 continue;
             }
             match cx.cache.clone_buf(&b) {
