@@ -821,7 +821,8 @@ pub fn ovs_tap(tb: &Testbed, cfg: &Config) -> Outcome {
         ovs.vsd.alive()?;
         net::sleep(Duration::from_millis(500));
         if !tb.sink.ping(std::net::Ipv4Addr::from(ips[0]), 2)? {
-            out.notes.push("ping sink -> gen over OVS TAPs failed".into());
+            out.notes
+                .push("ping sink -> gen over OVS TAPs failed".into());
         }
         let dst = (net::mac_of(tb.sink.name(), &os)?, ips[1]);
         pps_series(
