@@ -719,6 +719,33 @@ fn flooded_super_frame_is_cut_for_every_port() {
 }
 
 #[test]
+fn flood_copies_never_take_the_last_large_buffers() {
+    let mut rig = Rig::new(&[1, 2, 3], topo(1, &[1, 2, 3]));
+    // Hold all but three large buffers; the super-frame takes one, leaving two: the reserve of a
+    // 16-buffer pool (an eighth), which a flood copy may not touch.
+    let held: Vec<_> = (0..LARGE_BUFFERS - 3)
+        .map(|_| rig.pool.alloc_large().expect("a free large buffer"))
+        .collect();
+    let tcp = Tcp::new(MAC_UNKNOWN, false, pattern(20_000));
+    rig.send_offload(1, &tcp.build(), tcp.vnet(1448), true);
+
+    let got = rig.deliveries();
+    assert_eq!(
+        got.keys().copied().collect::<Vec<_>>(),
+        vec![3],
+        "only the last port, which gets the original, receives it"
+    );
+    assert_eq!(check_segments(&tcp, &got[&3], 1448), 14);
+    assert_eq!(rig.events(Event::Flooded), 1);
+    assert_eq!(rig.events(Event::FloodCopies), 0);
+    assert_eq!(rig.events(Event::FloodCopyNoBuffers), 1);
+    for b in held {
+        rig.pool.free_shared(b);
+    }
+    rig.assert_no_leak();
+}
+
+#[test]
 fn super_frame_in_a_small_buffer_is_cut_too() {
     let mut rig = Rig::new(&[1, 2], topo(1, &[1, 2]));
     rig.send(2, &hello(MAC_A, MAC_B));
