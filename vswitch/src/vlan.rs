@@ -157,6 +157,47 @@ mod tests {
         out
     }
 
+    /// A tagged (VID 10) TCP/IPv4 super-frame of `payload` bytes, with the offload facts a TAP
+    /// gives it for MSS `mss`, judged by `ingress` on the 1500-byte trunk.
+    fn super_frame(payload: usize, mss: u16) -> Result<PortId, DropReason> {
+        use dataplane::offload::{VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
+        let mut f = TAGGED[..18].to_vec();
+        let ip_len = u16::try_from(20 + 20 + payload).unwrap();
+        f.extend_from_slice(&[
+            0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        f[18 + 2..18 + 4].copy_from_slice(&ip_len.to_be_bytes());
+        f.extend_from_slice(&[
+            0x04, 0xd2, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff,
+        ]);
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.resize(f.len() + payload, 0x5a);
+        let pool = Pool::with_large(64, 1).unwrap();
+        let mut b = pool.alloc_large().unwrap();
+        assert!(pool.fill(&mut b, &f));
+        pool.set_offload(
+            &mut b,
+            VnetHdr {
+                flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+                hdr_len: 58,
+                gso_size: mss,
+                csum_start: 38,
+                csum_offset: 16,
+            },
+        );
+        let r = ingress(&pool, 3, &trunk(None), &mut b);
+        pool.free_shared(b);
+        r
+    }
+
+    #[test]
+    fn a_super_frame_is_judged_by_its_segments_against_the_mtu() {
+        // 1460-byte segments make 1518-byte tagged frames: exactly MTU 1500 + 18.
+        assert_eq!(super_frame(20_000, 1460), Ok(7));
+        assert_eq!(super_frame(20_000, 1461), Err(DropReason::VlanOversize));
+    }
+
     #[test]
     fn pops_a_known_vid_onto_its_subinterface_keeping_pcp() {
         assert_eq!(run(&trunk(None), &TAGGED), (Ok(7), UNTAGGED.to_vec(), 5));
