@@ -498,6 +498,17 @@ pub struct PortCounters {
     /// TCP super-frames (from TAP ports with offloads) cut into segments for a device without.
     #[serde(default)]
     pub tx_segmented: u64,
+    /// AF_XDP: frames the kernel dropped because a socket's rx ring was full (the workers did
+    /// not keep up), since the port's sockets were bound.
+    #[serde(default)]
+    pub rx_ring_full: u64,
+    /// AF_XDP: times the kernel found a socket's fill ring empty (no buffer to receive into).
+    #[serde(default)]
+    pub rx_fill_empty: u64,
+    /// AF_XDP: frames the kernel dropped at a socket (no fill buffer, larger than a buffer)
+    /// plus descriptors it found invalid.
+    #[serde(default)]
+    pub rx_kernel_dropped: u64,
 }
 
 /// One MAC table entry.

@@ -410,8 +410,8 @@ fn stats_watch_repeats_until_the_daemon_goes_away() {
     let stdout = text(&out.stdout);
     let frame = |rx: u64| {
         format!(
-            "PORT  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  TX_DROPPED\n\
-             tap0  {rx:>7}         0        0         0           0\n\
+            "PORT  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  RX_DROPPED  TX_DROPPED\n\
+             tap0  {rx:>7}         0        0         0           0           0\n\
              \nCOUNTER\n\nDROP  PACKETS\n"
         )
     };

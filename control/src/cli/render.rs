@@ -263,6 +263,21 @@ fn port(p: &PortInfo) -> String {
             format!("{} packets, {} bytes", c.tx_packets, c.tx_bytes),
         ),
         ("tx dropped", c.tx_dropped.to_string()),
+        ("rx errors", c.rx_errors.to_string()),
+        (
+            "kernel drops",
+            format!(
+                "{} rx ring full, {} fill ring empty, {} other (AF_XDP sockets)",
+                c.rx_ring_full, c.rx_fill_empty, c.rx_kernel_dropped
+            ),
+        ),
+        (
+            "offloads",
+            format!(
+                "{} super-frames cut in software, {} frames dropped",
+                c.tx_segmented, c.tx_offload_dropped
+            ),
+        ),
     ])
 }
 
@@ -323,6 +338,7 @@ fn stats(s: &StatsInfo) -> String {
         right("RX_BYTES"),
         right("TX_PKTS"),
         right("TX_BYTES"),
+        right("RX_DROPPED"),
         right("TX_DROPPED"),
     ]);
     for p in &s.ports {
@@ -333,7 +349,8 @@ fn stats(s: &StatsInfo) -> String {
             c.rx_bytes.to_string(),
             c.tx_packets.to_string(),
             c.tx_bytes.to_string(),
-            c.tx_dropped.to_string(),
+            (c.rx_errors + c.rx_ring_full + c.rx_kernel_dropped).to_string(),
+            (c.tx_dropped + c.tx_offload_dropped).to_string(),
         ]);
     }
     let mut out = ports.render();
@@ -543,7 +560,14 @@ mod tests {
         assert!(text.contains("queue workers: 0, 1\n"), "{text}");
         assert!(text.contains("mac limit:     default\n"), "{text}");
         assert!(
-            text.ends_with("tx:            12345 packets, 2000 bytes\ntx dropped:    0\n"),
+            text.contains("tx:            12345 packets, 2000 bytes\ntx dropped:    0\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "kernel drops:  0 rx ring full, 0 fill ring empty, 0 other (AF_XDP sockets)\n\
+                 offloads:      0 super-frames cut in software, 0 frames dropped\n"
+            ),
             "{text}"
         );
         assert_eq!(
@@ -581,8 +605,8 @@ mod tests {
         });
         assert_eq!(
             show(Show::Stats, stats),
-            "PORT  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  TX_DROPPED\n\
-             tap0        5       500        6       600           1\n\
+            "PORT  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  RX_DROPPED  TX_DROPPED\n\
+             tap0        5       500        6       600           0           1\n\
              \n\
              COUNTER     WORKER0  WORKER1\n\
              flood             0        2\n\

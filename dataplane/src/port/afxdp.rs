@@ -128,6 +128,9 @@ pub struct AfXdpDevice {
     ifindex: u32,
     mode: AfXdpMode,
     queues: Vec<Option<AfXdpQueue>>,
+    /// A second descriptor of each queue's socket, for reading the kernel's counters from the
+    /// control thread while the workers own the sockets.
+    stat_fds: Vec<OwnedFd>,
     link: OwnedFd,
     _prog: OwnedFd,
     _xskmap: OwnedFd,
@@ -150,7 +153,7 @@ impl AfXdpDevice {
         let xskmap = bpf::create_xskmap(MAP_NAME, u32::from(queues))?;
         let insns = bpf::xsk_redirect_program(&xskmap);
         let prog = bpf::load_xdp_program(PROG_NAME, &insns)?;
-        let (ifindex, qs, link, attach) = netns::run_in(netns, || {
+        let (ifindex, qs, stat_fds, link, attach) = netns::run_in(netns, || {
             let ifindex = xdp::ifindex(&name)?;
             let mtu = tap::mtu(&name)
                 .map_err(|e| io::Error::new(e.kind(), format!("read MTU of '{name}': {e}")))?;
@@ -168,16 +171,18 @@ impl AfXdpDevice {
             // Each queue's fill ring is stocked before the program is attached, so that no
             // frame is redirected to a socket with nowhere to put it.
             let mut qs = Vec::with_capacity(usize::from(queues));
+            let mut stat_fds = Vec::with_capacity(usize::from(queues));
             for q in 0..u32::from(queues) {
                 let s = open_socket(pool, ifindex, q)
                     .map_err(|e| io::Error::new(e.kind(), format!("'{name}' queue {q}: {e}")))?;
                 bpf::map_update_fd(&xskmap, q, s.fd())?;
+                stat_fds.push(s.fd().try_clone()?);
                 let mut queue = AfXdpQueue::new(s, pool.clone(), q, fill_target);
                 queue.refill(|| pool.alloc_shared());
                 qs.push(Some(queue));
             }
             let (link, attach) = attach_program(&prog, ifindex, &name)?;
-            Ok((ifindex, qs, link, attach))
+            Ok((ifindex, qs, stat_fds, link, attach))
         })?;
         let zero_copy = qs.iter().flatten().all(AfXdpQueue::zero_copy);
         Ok(AfXdpDevice {
@@ -186,6 +191,7 @@ impl AfXdpDevice {
             ifindex,
             mode: AfXdpMode { attach, zero_copy },
             queues: qs,
+            stat_fds,
             link,
             _prog: prog,
             _xskmap: xskmap,
@@ -215,6 +221,25 @@ impl AfXdpDevice {
     /// Native or generic XDP, copy or zero-copy.
     pub fn mode(&self) -> AfXdpMode {
         self.mode
+    }
+
+    /// The kernel's counters summed over the port's sockets: frames it dropped before they
+    /// reached a queue (rx ring full, no fill buffer, invalid descriptors).
+    pub fn kernel_stats(&self) -> XskStats {
+        let mut t = XskStats::default();
+        for s in self
+            .stat_fds
+            .iter()
+            .filter_map(|fd| xdp::xsk_stats(fd).ok())
+        {
+            t.rx_dropped += s.rx_dropped;
+            t.rx_invalid_descs += s.rx_invalid_descs;
+            t.tx_invalid_descs += s.tx_invalid_descs;
+            t.rx_ring_full += s.rx_ring_full;
+            t.rx_fill_ring_empty_descs += s.rx_fill_ring_empty_descs;
+            t.tx_ring_empty_descs += s.tx_ring_empty_descs;
+        }
+        t
     }
 
     /// Hands queue `i` to a worker; each queue can be taken once.

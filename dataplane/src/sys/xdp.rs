@@ -598,23 +598,7 @@ impl XskSocket {
 
     /// The kernel's counters for this socket.
     pub fn stats(&self) -> io::Result<XskStats> {
-        let mut s = libc::xdp_statistics {
-            rx_dropped: 0,
-            rx_invalid_descs: 0,
-            tx_invalid_descs: 0,
-            rx_ring_full: 0,
-            rx_fill_ring_empty_descs: 0,
-            tx_ring_empty_descs: 0,
-        };
-        getsockopt(&self.fd, libc::XDP_STATISTICS, &mut s)?;
-        Ok(XskStats {
-            rx_dropped: s.rx_dropped,
-            rx_invalid_descs: s.rx_invalid_descs,
-            tx_invalid_descs: s.tx_invalid_descs,
-            rx_ring_full: s.rx_ring_full,
-            rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
-            tx_ring_empty_descs: s.tx_ring_empty_descs,
-        })
+        xsk_stats(&self.fd)
     }
 
     /// The socket's descriptor (for the XSKMAP and for polling).
@@ -622,6 +606,27 @@ impl XskSocket {
     pub fn fd(&self) -> &OwnedFd {
         &self.fd
     }
+}
+
+/// The kernel's counters (`XDP_STATISTICS`) for the AF_XDP socket `fd` (any descriptor of it).
+pub fn xsk_stats(fd: &OwnedFd) -> io::Result<XskStats> {
+    let mut s = libc::xdp_statistics {
+        rx_dropped: 0,
+        rx_invalid_descs: 0,
+        tx_invalid_descs: 0,
+        rx_ring_full: 0,
+        rx_fill_ring_empty_descs: 0,
+        tx_ring_empty_descs: 0,
+    };
+    getsockopt(fd, libc::XDP_STATISTICS, &mut s)?;
+    Ok(XskStats {
+        rx_dropped: s.rx_dropped,
+        rx_invalid_descs: s.rx_invalid_descs,
+        tx_invalid_descs: s.tx_invalid_descs,
+        rx_ring_full: s.rx_ring_full,
+        rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
+        tx_ring_empty_descs: s.tx_ring_empty_descs,
+    })
 }
 
 /// The index of interface `name` in the calling thread's namespace.

@@ -61,6 +61,14 @@ impl Device {
         }
     }
 
+    /// The kernel's drop counters of an AF_XDP port's sockets (`None` for a TAP).
+    pub fn kernel_stats(&self) -> Option<dataplane::sys::xdp::XskStats> {
+        match self {
+            Device::Tap(_) => None,
+            Device::AfXdp(d) => Some(d.kernel_stats()),
+        }
+    }
+
     /// Worker `w`'s handle on the device, if it gets one: every worker gets a TAP queue (queues
     /// are shared when there are fewer than workers); an AF_XDP queue goes to one worker only.
     pub fn queue_for(&mut self, w: usize) -> io::Result<Option<PortIo>> {

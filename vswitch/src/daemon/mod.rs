@@ -58,6 +58,19 @@ pub struct Options {
     pub tap_offload: bool,
 }
 
+/// The kernel's drop counters of an AF_XDP port's sockets, as port counters (zero otherwise).
+fn kernel_drops(device: Option<&device::Device>) -> PortCounters {
+    match device.and_then(device::Device::kernel_stats) {
+        Some(k) => PortCounters {
+            rx_ring_full: k.rx_ring_full,
+            rx_fill_empty: k.rx_fill_ring_empty_descs,
+            rx_kernel_dropped: k.rx_dropped + k.rx_invalid_descs + k.tx_invalid_descs,
+            ..PortCounters::default()
+        },
+        None => PortCounters::default(),
+    }
+}
+
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, msg)
 }
@@ -429,6 +442,8 @@ impl Daemon {
             rx_errors: now.rx_errors.wrapping_sub(b.rx_errors),
             tx_offload_dropped: now.tx_offload_dropped.wrapping_sub(b.tx_offload_dropped),
             tx_segmented: now.tx_segmented.wrapping_sub(b.tx_segmented),
+            // The kernel's counters belong to the port's own sockets: no base to subtract.
+            ..kernel_drops(p.device.as_ref())
         }
     }
 
@@ -1423,6 +1438,21 @@ impl Daemon {
                     .iter()
                     .map(|p| p.counters.tx_offload_dropped)
                     .sum::<u64>(),
+            ),
+            (
+                "rx_ring_full",
+                port_stats.iter().map(|p| p.counters.rx_ring_full).sum(),
+            ),
+            (
+                "rx_fill_empty",
+                port_stats.iter().map(|p| p.counters.rx_fill_empty).sum(),
+            ),
+            (
+                "rx_kernel_dropped",
+                port_stats
+                    .iter()
+                    .map(|p| p.counters.rx_kernel_dropped)
+                    .sum(),
             ),
         ] {
             if v > 0 {
