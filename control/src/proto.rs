@@ -498,6 +498,10 @@ pub struct PortCounters {
     /// TCP super-frames (from TAP ports with offloads) cut into segments for a device without.
     #[serde(default)]
     pub tx_segmented: u64,
+    /// Received frames whose partial TCP/UDP checksum (from a veth peer with transmit checksum
+    /// offload) the switch completed.
+    #[serde(default)]
+    pub rx_csum_completed: u64,
     /// AF_XDP: frames the kernel dropped because a socket's rx ring was full (the workers did
     /// not keep up), since the port's sockets were bound.
     #[serde(default)]

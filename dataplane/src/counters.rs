@@ -109,6 +109,9 @@ pub struct PortCounters {
     pub tx_offload_dropped: Counter,
     /// TCP super-frames cut into segments in software for a port without offloads.
     pub tx_segmented: Counter,
+    /// Received frames whose partial TCP/UDP checksum (left by a local stack with transmit
+    /// checksum offload, on a veth) was completed.
+    pub rx_csum_completed: Counter,
 }
 
 named_counters! {
@@ -157,6 +160,7 @@ impl WorkerStats {
             rx_errors: Counter(AtomicU64::new(0)),
             tx_offload_dropped: Counter(AtomicU64::new(0)),
             tx_segmented: Counter(AtomicU64::new(0)),
+            rx_csum_completed: Counter(AtomicU64::new(0)),
         };
         self.ports.get(id as usize).unwrap_or(&SCRATCH)
     }

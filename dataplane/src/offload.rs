@@ -65,6 +65,8 @@ const MAX_VLAN_TAGS: usize = 2;
 const ETH_HDR_LEN: usize = 14;
 /// IP protocol number / IPv6 next header of TCP.
 const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+const IPPROTO_UDP: u8 = 17;
 /// Bytes of a TCP header without options.
 const TCP_MIN_HDR_LEN: usize = 20;
 /// Bytes of an IPv4 header without options.
@@ -233,6 +235,108 @@ pub fn complete_checksum(
     be16(frame, field).ok_or(OffloadError::BadCsumOffset)?;
     let csum = !fold(sum16(range, 0));
     put(frame, field, &csum.to_be_bytes()).ok_or(OffloadError::BadCsumOffset)
+}
+
+/// What [`fix_partial_checksum`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsumCheck {
+    /// Not TCP or UDP over unfragmented IPv4/IPv6 (or UDP over IPv4 without a checksum).
+    NotL4,
+    /// The L4 checksum verifies.
+    Valid,
+    /// The L4 checksum held only the pseudo-header sum a local stack leaves for offload; it is
+    /// complete now.
+    Completed,
+    /// The L4 checksum is wrong and not a partial one; the frame is left as it is.
+    Bad,
+}
+
+/// Finds a TCP or UDP checksum that a local stack left partial (as Linux does for a device with
+/// transmit checksum offload, such as a veth, whose frames then reach an AF_XDP socket without
+/// the metadata that says so) and completes it.
+///
+/// A checksum that verifies is never touched. One that does not verify but holds exactly the
+/// folded pseudo-header sum, which is what a partial checksum holds, is completed. Anything else
+/// is reported as bad and left alone. A correct frame is therefore never changed, and a frame
+/// with a partial checksum is completed unless its payload happens to sum to zero, in which
+/// case its partial checksum already verifies.
+pub fn fix_partial_checksum(frame: &mut [u8]) -> CsumCheck {
+    let Ok((l3, ethertype)) = walk_l2(frame) else {
+        return CsumCheck::NotL4;
+    };
+    let Some((l4, l4_len, proto, pseudo)) = l4_of(frame, l3, ethertype) else {
+        return CsumCheck::NotL4;
+    };
+    let field = l4
+        + if proto == IPPROTO_TCP {
+            TCP_CSUM_OFFSET
+        } else {
+            6
+        };
+    let (Some(seg), Some(old)) = (frame.get(l4..l4 + l4_len), be16(frame, field)) else {
+        return CsumCheck::NotL4;
+    };
+    if proto == IPPROTO_UDP && old == 0 && ethertype == ETHERTYPE_IPV4 {
+        return CsumCheck::NotL4;
+    }
+    if fold(sum16(seg, pseudo)) == 0xFFFF {
+        return CsumCheck::Valid;
+    }
+    let partial = fold(pseudo);
+    if old != partial && !(partial == 0xFFFF && old == 0) {
+        return CsumCheck::Bad;
+    }
+    // The sum with the field zeroed: take the field's value back out (one's complement
+    // subtraction is adding its complement).
+    let zeroed = u32::from(fold(sum16(seg, pseudo))) + u32::from(!old);
+    let mut csum = !fold(zeroed);
+    if proto == IPPROTO_UDP && csum == 0 {
+        csum = 0xFFFF;
+    }
+    match put(frame, field, &csum.to_be_bytes()) {
+        Some(()) => CsumCheck::Completed,
+        None => CsumCheck::NotL4,
+    }
+}
+
+/// The L4 header of an unfragmented IPv4 or IPv6 (no extension headers) packet at `l3` carrying
+/// TCP or UDP: its offset, length (from the IP header), protocol and pseudo-header sum.
+fn l4_of(frame: &[u8], l3: usize, ethertype: u16) -> Option<(usize, usize, u8, u32)> {
+    let ip = frame.get(l3..)?;
+    let (l4, l4_len, proto, pseudo) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let (&vihl, &proto) = (ip.first()?, ip.get(9)?);
+            let ihl = usize::from(vihl & 0x0f) * 4;
+            let total = usize::from(be16(ip, 2)?);
+            let frag = be16(ip, 6)?;
+            if vihl >> 4 != 4 || ihl < IPV4_MIN_HDR_LEN || total < ihl || frag & 0x3fff != 0 {
+                return None;
+            }
+            let src = Ipv4Addr::from(<[u8; 4]>::try_from(ip.get(12..16)?).ok()?);
+            let dst = Ipv4Addr::from(<[u8; 4]>::try_from(ip.get(16..20)?).ok()?);
+            let len = total - ihl;
+            let pseudo = pseudo_header_v4(src, dst, proto, u16::try_from(len).ok()?);
+            (l3 + ihl, len, proto, pseudo)
+        }
+        ETHERTYPE_IPV6 => {
+            let proto = *ip.get(6)?;
+            let len = usize::from(be16(ip, 4)?);
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(ip.get(8..24)?).ok()?);
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(ip.get(24..40)?).ok()?);
+            let pseudo = pseudo_header_v6(&src, &dst, proto, u32::try_from(len).ok()?);
+            (l3 + IPV6_HDR_LEN, len, proto, pseudo)
+        }
+        _ => return None,
+    };
+    let min = match proto {
+        IPPROTO_TCP => TCP_MIN_HDR_LEN,
+        IPPROTO_UDP => 8,
+        _ => return None,
+    };
+    if l4_len < min || l4.checked_add(l4_len)? > frame.len() {
+        return None;
+    }
+    Some((l4, l4_len, proto, pseudo))
 }
 
 /// Finds the IP header behind the Ethernet header and up to [`MAX_VLAN_TAGS`] VLAN tags:
@@ -1222,5 +1326,76 @@ mod tests {
             let _ = arbitrary.write_segment(&frame, i, &mut out[..rng.below(3000)]);
         }
         assert!(planned > 200, "only {planned} plans succeeded");
+    }
+
+    #[test]
+    fn partial_checksums_are_completed_and_good_ones_left_alone() {
+        for ipv6 in [false, true] {
+            for payload in [0, 1, 100, 1001] {
+                let spec = Spec::new(ipv6, payload);
+                let mut f = build(&spec);
+                // What a stack with checksum offload hands over: the folded pseudo-header sum.
+                let l4 = if ipv6 { 54 } else { 34 };
+                let len = f.len() - l4;
+                let pseudo = if ipv6 {
+                    pseudo_header_v6(&src6(), &dst6(), 6, len as u32)
+                } else {
+                    pseudo_header_v4(SRC4, DST4, 6, len as u16)
+                };
+                seed_partial(&mut f, l4, pseudo);
+                let mut good = f.clone();
+                complete_checksum(&mut good, l4, 16).unwrap();
+                let mut g = good.clone();
+                assert_eq!(fix_partial_checksum(&mut g), CsumCheck::Valid);
+                assert_eq!(g, good, "a valid frame is not touched");
+                let r = fix_partial_checksum(&mut f);
+                assert!(
+                    r == CsumCheck::Completed || (r == CsumCheck::Valid && f == good),
+                    "{r:?}"
+                );
+                assert_eq!(
+                    f, good,
+                    "completed to the full checksum (v6 {ipv6}, {payload})"
+                );
+                // A checksum that is neither right nor partial is reported and left alone.
+                let mut bad = good.clone();
+                bad[l4 + 16] ^= 0x55;
+                let before = bad.clone();
+                assert_eq!(fix_partial_checksum(&mut bad), CsumCheck::Bad);
+                assert_eq!(bad, before);
+            }
+        }
+        // Not TCP/UDP over IP, or cut short: nothing to do, nothing changed.
+        let mut arp = vec![0u8; 60];
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert_eq!(fix_partial_checksum(&mut arp), CsumCheck::NotL4);
+        let spec = Spec::new(false, 100);
+        let mut short = build(&spec);
+        short.truncate(40);
+        assert_eq!(fix_partial_checksum(&mut short), CsumCheck::NotL4);
+    }
+
+    #[test]
+    fn fix_partial_checksum_never_panics() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let spec = Spec::new(false, 64);
+        let base = build(&spec);
+        for round in 0..4000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut f = if round % 2 == 0 {
+                base.clone()
+            } else {
+                vec![0u8; (x % 200) as usize]
+            };
+            for k in 0..(x % 6) {
+                let i = ((x >> (8 * k)) as usize) % f.len().max(1);
+                if let Some(b) = f.get_mut(i) {
+                    *b = (x >> (3 * k)) as u8;
+                }
+            }
+            let _ = fix_partial_checksum(&mut f);
+        }
     }
 }

@@ -29,8 +29,14 @@ struct Bed {
     b_if: String,
 }
 
-/// Two containers, each on a veth whose other end lives in the switch's namespace.
+/// Two containers, each on a veth whose other end lives in the switch's namespace, with their
+/// transmit checksum offload off.
 fn bed() -> Bed {
+    bed_with(true)
+}
+
+/// As [`bed`]; `tx_off` false leaves the containers' offloads at the kernel's defaults.
+fn bed_with(tx_off: bool) -> Bed {
     let switch_ns = Netns::create(&unique_name("vsxs")).unwrap();
     let a = Netns::create(&unique_name("vsxa")).unwrap();
     let b = Netns::create(&unique_name("vsxb")).unwrap();
@@ -53,6 +59,9 @@ fn bed() -> Bed {
         switch_ns.ip(&["link", "set", sw_if, "up"]).unwrap();
         ns.ip(&["addr", "add", ip, "dev", "eth0"]).unwrap();
         ns.ip(&["link", "set", "eth0", "up"]).unwrap();
+        if !tx_off {
+            continue;
+        }
         let out = ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).unwrap();
         assert!(
             out.status.success(),
@@ -284,4 +293,71 @@ fn tap_super_frames_are_cut_for_an_afxdp_port() {
     );
     assert_eq!(pb.tx_offload_dropped, 0, "{pb:?}");
     assert_eq!(port(&tap).tx_dropped, 0, "{:?}", port(&tap));
+}
+
+/// With the containers' default offloads (transmit checksum on), a veth hands over partial
+/// TCP checksums that nothing in AF_XDP marks: the switch completes them, so TCP works both ways
+/// without `ethtool -K eth0 tx off`.
+#[test]
+fn afxdp_tcp_works_with_the_containers_default_offloads() {
+    if !can_run_system_tests("afxdp_tcp_works_with_the_containers_default_offloads") {
+        return;
+    }
+    let tmp = TempDir::new("xdpdef");
+    let bed = bed_with(false);
+    let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    call(&d, cmd::NETWORK_CREATE, json!({"name": "x"}));
+    let ns = bed.switch_ns.name();
+    for (name, ifname) in [("pa", &bed.a_if), ("pb", &bed.b_if)] {
+        call(
+            &d,
+            cmd::PORT_ADD,
+            json!({"name": name, "type": "afxdp", "ifname": ifname, "netns": ns, "network": "x"}),
+        );
+    }
+    let info: PortInfo =
+        serde_json::from_value(call(&d, cmd::PORT_INSPECT, json!({"name": "pa"}))).unwrap();
+    assert!(
+        info.state.contains("completes partial checksums"),
+        "{}",
+        info.state
+    );
+    let feats = bed.a.exec(&["ethtool", "-k", "eth0"]).unwrap();
+    let feats = String::from_utf8_lossy(&feats.stdout);
+    assert!(
+        feats.contains("tx-checksumming: on"),
+        "the container keeps its default checksum offload: {feats}"
+    );
+    assert!(
+        bed.a.ping(Ipv4Addr::new(10, 90, 0, 2), 3).unwrap(),
+        "ping; log:\n{}",
+        d.log_tail()
+    );
+    for (from, to, to_ip) in [
+        (&bed.a, &bed.b, Ipv4Addr::new(10, 90, 0, 2)),
+        (&bed.b, &bed.a, Ipv4Addr::new(10, 90, 0, 1)),
+    ] {
+        let t = tcp_transfer(
+            &to.path(),
+            to_ip,
+            &from.path(),
+            50 << 20,
+            Duration::from_secs(90),
+        )
+        .unwrap_or_else(|e| panic!("TCP to {to_ip}: {e}; log:\n{}", d.log_tail()));
+        eprintln!(
+            "AF_XDP, default offloads, to {to_ip}: {:.0} Mbit/s",
+            t.mbps()
+        );
+    }
+    let stats: StatsInfo = serde_json::from_value(call(&d, cmd::STATS, json!({}))).unwrap();
+    let completed: u64 = stats
+        .ports
+        .iter()
+        .map(|p| p.counters.rx_csum_completed)
+        .sum();
+    assert!(
+        completed > 1000,
+        "partial checksums were completed on receive: {stats:?}"
+    );
 }

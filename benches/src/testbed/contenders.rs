@@ -103,8 +103,10 @@ impl Drop for CsumGuard {
 }
 
 /// Turns tx checksum offload off on the namespaces' ends of `links` until the guard drops.
-/// Userspace switches forward frames as they are; a veth hands over TCP with a partial checksum
-/// (and TSO super-frames) that nobody in the path would complete, so the far end drops them.
+/// OVS and testpmd forward frames as they are, and a veth hands over TCP with a partial
+/// checksum that nobody in their path completes, so the far end drops it. vswitchd completes
+/// such checksums on veth, but gets the same setting: every contender runs under the same
+/// conditions.
 fn csum_off(links: &[&Veth]) -> Result<CsumGuard, String> {
     let mut g = CsumGuard(Vec::new());
     for v in links {

@@ -50,9 +50,10 @@
 use super::Port;
 use crate::burst::{Burst, BURST};
 use crate::counters::PortCounters;
+use crate::offload::{fix_partial_checksum, CsumCheck};
 use crate::pool::{Buf, Pool, PoolCache, HEADROOM, MAX_FRAME, SLOT_SIZE};
 use crate::sys::xdp::{BindMode, RingSizes, XdpDesc, XskSocket, XskStats};
-use crate::sys::{bpf, netns, tap, xdp};
+use crate::sys::{bpf, ethtool, netns, tap, xdp};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -99,6 +100,9 @@ pub struct AfXdpMode {
     pub attach: XdpAttach,
     /// Whether every socket runs zero-copy (otherwise the kernel copies frames into the UMEM).
     pub zero_copy: bool,
+    /// Whether received TCP/UDP checksums that a local stack left partial are completed (the
+    /// interface is a veth, whose peer may have transmit checksum offload on).
+    pub fix_csum: bool,
 }
 
 impl AfXdpMode {
@@ -114,7 +118,11 @@ impl AfXdpMode {
 
 impl fmt::Display for AfXdpMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}, {}", self.attach.as_str(), self.copy_str())
+        write!(f, "{}, {}", self.attach.as_str(), self.copy_str())?;
+        if self.fix_csum {
+            write!(f, ", completes partial checksums")?;
+        }
+        Ok(())
     }
 }
 
@@ -153,7 +161,7 @@ impl AfXdpDevice {
         let xskmap = bpf::create_xskmap(MAP_NAME, u32::from(queues))?;
         let insns = bpf::xsk_redirect_program(&xskmap);
         let prog = bpf::load_xdp_program(PROG_NAME, &insns)?;
-        let (ifindex, qs, stat_fds, link, attach) = netns::run_in(netns, || {
+        let (ifindex, qs, stat_fds, link, attach, fix_csum) = netns::run_in(netns, || {
             let ifindex = xdp::ifindex(&name)?;
             let mtu = tap::mtu(&name)
                 .map_err(|e| io::Error::new(e.kind(), format!("read MTU of '{name}': {e}")))?;
@@ -168,6 +176,9 @@ impl AfXdpDevice {
                     ),
                 ));
             }
+            // A veth's peer may hand over partial checksums (transmit checksum offload, on by
+            // default), and nothing in an AF_XDP descriptor says so: complete them on receive.
+            let fix_csum = ethtool::driver(&name).is_ok_and(|d| d == "veth");
             // Each queue's fill ring is stocked before the program is attached, so that no
             // frame is redirected to a socket with nowhere to put it.
             let mut qs = Vec::with_capacity(usize::from(queues));
@@ -178,18 +189,23 @@ impl AfXdpDevice {
                 bpf::map_update_fd(&xskmap, q, s.fd())?;
                 stat_fds.push(s.fd().try_clone()?);
                 let mut queue = AfXdpQueue::new(s, pool.clone(), q, fill_target);
+                queue.fix_csum = fix_csum;
                 queue.refill(|| pool.alloc_shared());
                 qs.push(Some(queue));
             }
             let (link, attach) = attach_program(&prog, ifindex, &name)?;
-            Ok((ifindex, qs, stat_fds, link, attach))
+            Ok((ifindex, qs, stat_fds, link, attach, fix_csum))
         })?;
         let zero_copy = qs.iter().flatten().all(AfXdpQueue::zero_copy);
         Ok(AfXdpDevice {
             name,
             netns: netns.map(Path::to_path_buf),
             ifindex,
-            mode: AfXdpMode { attach, zero_copy },
+            mode: AfXdpMode {
+                attach,
+                zero_copy,
+                fix_csum,
+            },
             queues: qs,
             stat_fds,
             link,
@@ -392,6 +408,8 @@ pub struct AfXdpQueue {
     kick_pending: bool,
     /// The last tx kick failed hard (interface down or gone).
     down: bool,
+    /// Complete partial L4 checksums of received frames (see [`AfXdpMode::fix_csum`]).
+    fix_csum: bool,
 }
 
 impl AfXdpQueue {
@@ -405,6 +423,7 @@ impl AfXdpQueue {
             fill_target,
             kick_pending: false,
             down: false,
+            fix_csum: false,
         }
     }
 
@@ -505,7 +524,7 @@ impl Port for AfXdpQueue {
         let Some(sock) = self.sock.as_mut() else {
             return 0;
         };
-        let (mut n, mut bytes, mut errors) = (0usize, 0u64, 0u64);
+        let (mut n, mut bytes, mut errors, mut completed) = (0usize, 0u64, 0u64, 0u64);
         let got = sock.rx.peek(burst.room() as u32);
         for i in 0..got {
             let Some(d) = sock.rx.read(i) else { break };
@@ -526,7 +545,12 @@ impl Port for AfXdpQueue {
                 None
             };
             match b {
-                Some(b) if d.len > 0 => {
+                Some(mut b) if d.len > 0 => {
+                    if self.fix_csum
+                        && fix_partial_checksum(self.pool.data_mut(&mut b)) == CsumCheck::Completed
+                    {
+                        completed += 1;
+                    }
                     bytes += u64::from(d.len);
                     n += 1;
                     if let Err(b) = burst.push(b) {
@@ -562,6 +586,9 @@ impl Port for AfXdpQueue {
         c.rx_packets.add(n as u64);
         c.rx_bytes.add(bytes);
         c.rx_errors.add(errors);
+        if completed > 0 {
+            c.rx_csum_completed.add(completed);
+        }
         n
     }
 

@@ -1,4 +1,5 @@
-//! The one ethtool setting the switch's tests and testbed need: transmit checksum offload.
+//! The few ethtool calls the switch needs: transmit checksum offload (tests and testbed), receive
+//! queue count and driver name (AF_XDP ports).
 
 use super::cvt;
 use std::io;
@@ -95,4 +96,67 @@ pub fn rx_queues(dev: &str) -> io::Result<u32> {
     // `ifr_data` points at; both outlive the call.
     cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) })?;
     Ok(ch.rx_count.max(ch.combined_count).max(1))
+}
+
+const ETHTOOL_GDRVINFO: u32 = 0x03;
+
+/// `struct ethtool_drvinfo`.
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+#[repr(C)]
+struct IfReqDrvinfo {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut EthtoolDrvinfo,
+    _pad: [u8; 16],
+}
+
+/// The driver of `dev` (in the calling thread's namespace), as `ethtool -i` names it (`veth`).
+pub fn driver(dev: &str) -> io::Result<String> {
+    let bytes = dev.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name '{dev}'"),
+        ));
+    }
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let mut info = EthtoolDrvinfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        version: [0; 32],
+        fw_version: [0; 32],
+        bus_info: [0; 32],
+        erom_version: [0; 32],
+        reserved2: [0; 12],
+        n_priv_flags: 0,
+        n_stats: 0,
+        testinfo_len: 0,
+        eedump_len: 0,
+        regdump_len: 0,
+    };
+    let mut req = IfReqDrvinfo {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut info,
+        _pad: [0; 16],
+    };
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GDRVINFO fills the `struct ethtool_drvinfo` that
+    // `ifr_data` points at; both outlive the call.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) })?;
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }

@@ -426,6 +426,7 @@ impl Daemon {
             c.rx_errors += p.rx_errors.get();
             c.tx_offload_dropped += p.tx_offload_dropped.get();
             c.tx_segmented += p.tx_segmented.get();
+            c.rx_csum_completed += p.rx_csum_completed.get();
         }
         c
     }
@@ -442,6 +443,7 @@ impl Daemon {
             rx_errors: now.rx_errors.wrapping_sub(b.rx_errors),
             tx_offload_dropped: now.tx_offload_dropped.wrapping_sub(b.tx_offload_dropped),
             tx_segmented: now.tx_segmented.wrapping_sub(b.tx_segmented),
+            rx_csum_completed: now.rx_csum_completed.wrapping_sub(b.rx_csum_completed),
             // The kernel's counters belong to the port's own sockets: no base to subtract.
             ..kernel_drops(p.device.as_ref())
         }
