@@ -1,11 +1,14 @@
-//! The virtio-net offload logic on arbitrary input (what a TAP's container may hand over):
+//! The virtio-net offload logic and the partial-checksum completion of AF_XDP ports on veth, on
+//! arbitrary input (what a container may hand over):
 //! `[12-byte virtio-net header, max_frame (2 bytes), frame...]`. Nothing may panic; a plan that
 //! is accepted must write every segment into exactly `seg_len` bytes, each segment no longer than
 //! `max_frame`, and the segments' TCP payloads must add up to the plan's payload.
 
 #![no_main]
 
-use dataplane::offload::{complete_checksum, TcpSegments, VnetHdr, VNET_HDR_LEN};
+use dataplane::offload::{
+    complete_checksum, fix_partial_checksum, CsumCheck, TcpSegments, VnetHdr, VNET_HDR_LEN,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -19,7 +22,20 @@ fuzz_target!(|input: &[u8]| {
 
     let mut copy = frame.to_vec();
     if complete_checksum(&mut copy, hdr.csum_start.into(), hdr.csum_offset.into()).is_err() {
-        assert_eq!(copy, frame, "a refused checksum completion leaves the frame alone");
+        assert_eq!(
+            copy, frame,
+            "a refused checksum completion leaves the frame alone"
+        );
+    }
+
+    // Partial-checksum completion changes at most the two bytes of a checksum field, and only
+    // when it says it completed one.
+    let mut fixed = frame.to_vec();
+    let r = fix_partial_checksum(&mut fixed);
+    let changed = fixed.iter().zip(frame).filter(|(a, b)| a != b).count();
+    match r {
+        CsumCheck::Completed => assert!(changed <= 2),
+        _ => assert_eq!(changed, 0, "{r:?} leaves the frame alone"),
     }
 
     let Ok(plan) = TcpSegments::plan(frame, &hdr, max_frame) else {
