@@ -16,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = vswitch::daemon::parse_cidr(s);
         let _ = dataplane::parse_core_list(s);
     }
-    let Ok(req) = serde_json::from_slice::<Request>(data) else { return };
+    let Ok(req) = serde_json::from_slice::<Request>(data) else {
+        return;
+    };
     let a = &req.args;
     args::<NameArgs>(a);
     args::<NetworkSpec>(a);
@@ -27,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
     args::<StatsArgs>(a);
     args::<ConfigDoc>(a);
     // Replies round-trip.
-    let reply = Reply::err(req.id, ErrorBody::new(ErrorCode::BadRequest, req.cmd.clone()));
+    let reply = Reply::err(
+        req.id,
+        ErrorBody::new(ErrorCode::BadRequest, req.cmd.clone()),
+    );
     let line = serde_json::to_string(&reply).unwrap();
     let back: Reply = serde_json::from_str(&line).unwrap();
     assert_eq!(back.id, req.id);

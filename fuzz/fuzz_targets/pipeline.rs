@@ -18,17 +18,46 @@ const PORTS: u16 = 4;
 fuzz_target!(|data: &[u8]| {
     let pool = Pool::new(512).unwrap();
     let mut cache = PoolCache::new(pool.clone());
-    let mut ports = vec![Some(PortConf { net: Some(1), mac_limit: 8, ..Default::default() }); PORTS as usize];
-    ports[3] = Some(PortConf { net: None, mac_limit: 8, ..Default::default() });
+    let mut ports = vec![
+        Some(PortConf {
+            net: Some(1),
+            mac_limit: 8,
+            ..Default::default()
+        });
+        PORTS as usize
+    ];
+    ports[3] = Some(PortConf {
+        net: None,
+        mac_limit: 8,
+        ..Default::default()
+    });
     let snap = Arc::new(Snapshot {
         gen: 1,
         ports,
-        nets: vec![None, Some(NetConf { ports: vec![0, 1, 2], mac_limit: 16, aging_secs: 5, statics: vec![([2, 0, 0, 0, 0, 9], 2)] })], ..Default::default() });
+        nets: vec![
+            None,
+            Some(NetConf {
+                ports: vec![0, 1, 2],
+                mac_limit: 16,
+                aging_secs: 5,
+                statics: vec![([2, 0, 0, 0, 0, 9], 2)],
+            }),
+        ],
+        ..Default::default()
+    });
     let (mut w, tx) = Worker::new(0, pool.clone(), Switch::new(pool.clone(), 64), snap.clone());
     let mut peers = Vec::new();
     for port in 0..PORTS {
         let (p, peer) = mem::pair(pool.clone(), 64);
-        tx.send((u64::from(port) + 1, Command::Attach { port, io: PortIo::Mem(p), rx: true })).unwrap();
+        tx.send((
+            u64::from(port) + 1,
+            Command::Attach {
+                port,
+                io: PortIo::Mem(p),
+                rx: true,
+            },
+        ))
+        .unwrap();
         peers.push(peer);
     }
     tx.send((100, Command::Config(snap))).unwrap();
@@ -54,10 +83,21 @@ fuzz_target!(|data: &[u8]| {
     }
     let s = w.stats();
     let c = |e: Event| s.pipeline.at(event_index(e)).get();
-    let drops: u64 = DropReason::ALL.iter().map(|d| s.pipeline.at(drop_index(*d)).get()).sum();
-    assert_eq!(sent, c(Event::Forwarded) + c(Event::Flooded) + drops, "accounting");
+    let drops: u64 = DropReason::ALL
+        .iter()
+        .map(|d| s.pipeline.at(drop_index(*d)).get())
+        .sum();
+    assert_eq!(
+        sent,
+        c(Event::Forwarded) + c(Event::Flooded) + drops,
+        "accounting"
+    );
     drop(w);
     drop(peers);
     drop(cache);
-    assert_eq!(pool.available(), pool.capacity() as usize, "a buffer leaked");
+    assert_eq!(
+        pool.available(),
+        pool.capacity() as usize,
+        "a buffer leaked"
+    );
 });
