@@ -274,8 +274,9 @@ fn port(p: &PortInfo) -> String {
         (
             "offloads",
             format!(
-                "{} super-frames cut in software, {} frames dropped",
-                c.tx_segmented, c.tx_offload_dropped
+                "{} super-frames cut in software, {} frames dropped, {} partial checksums \
+                 completed",
+                c.tx_segmented, c.tx_offload_dropped, c.rx_csum_completed
             ),
         ),
     ])
@@ -566,7 +567,8 @@ mod tests {
         assert!(
             text.ends_with(
                 "kernel drops:  0 rx ring full, 0 fill ring empty, 0 other (AF_XDP sockets)\n\
-                 offloads:      0 super-frames cut in software, 0 frames dropped\n"
+                 offloads:      0 super-frames cut in software, 0 frames dropped, \
+                 0 partial checksums completed\n"
             ),
             "{text}"
         );
