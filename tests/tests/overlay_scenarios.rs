@@ -567,10 +567,14 @@ fn unanswered_peer_is_retried_then_waiting_frames_are_dropped() {
         only(UPLINK, vec![our_request(PEER_IP)])
     );
     assert_eq!(rig.advance(NOW + 3), Out::new());
-    assert_eq!(rig.dropped("neigh_failed"), 1);
+    // It left the bridge as forwarded: it counts where a refused frame would, not twice.
+    assert_eq!(rig.event(Event::NeighQueueDropped), 1);
+    assert_eq!(rig.worker.stats().port(UPLINK).tx_dropped.get(), 1);
+    assert_eq!(rig.dropped("neigh_failed"), 0);
     // While the failure holds, frames are dropped at once; no request goes out.
     assert_eq!(rig.exchange(ACCESS_1, &f), Out::new());
-    assert_eq!(rig.dropped("neigh_failed"), 2);
+    assert_eq!(rig.dropped("neigh_failed"), 1);
+    assert_eq!(rig.event(Event::NeighQueueDropped), 1);
     assert_eq!(rig.event(Event::ArpRequests), 3);
     assert_eq!(rig.event(Event::VxlanEncap), 0);
 }

@@ -4,8 +4,10 @@
 //! failed flood copies (plus frames still queued), where a flooded frame counts once however many
 //! copies it made, and a copy that fails on its way out is counted under its drop reason and as
 //! `flood_copy_failed`. A frame a tunnel holds while its next hop resolves (`neigh_queued`) has
-//! left the bridge and counts as forwarded (or as a flood copy); if resolution then fails it is
-//! counted again, under `neigh_failed`.
+//! left the bridge and counts as forwarded (or as a flood copy); if it is dropped while it waits
+//! (resolution failed, its tunnel went away, the uplink address changed) that counts where a
+//! frame a port refuses does: as `neigh_queue_dropped` and in the uplink port's `tx_dropped`,
+//! never as a second pipeline drop.
 
 use crate::neigh::{ArpIgnore, NeighDrop};
 use crate::vxlan::{DecapDrop, EncapError};
@@ -46,8 +48,6 @@ named_counters! {
         NoHeadroom => "no_headroom",
         /// A VTEP outside the uplink's subnet and no gateway to reach it.
         NoRoute => "vxlan_no_route",
-        /// A frame waiting for its tunnel's next hop when the tunnel was removed or changed.
-        TunnelGone => "vxlan_tunnel_removed",
         /// Unicast from one VTEP to a MAC behind another (split horizon: never relayed).
         TunnelToTunnel => "vxlan_split_horizon",
         /// A frame from a TAP with offloads whose checksum or TCP segmentation could not be done
@@ -99,6 +99,9 @@ named_counters! {
         VxlanDecap => "vxlan_decap",
         /// Frames held while their tunnel's next hop is resolved.
         NeighQueued => "neigh_queued",
+        /// Held frames dropped while they waited (resolution failed, tunnel removed, uplink
+        /// address changed); also counted in the uplink port's `tx_dropped`.
+        NeighQueueDropped => "neigh_queue_dropped",
         /// ARP requests for the uplink address answered.
         ArpReplied => "arp_replied",
         /// ARP frames consumed to learn an underlay neighbour.

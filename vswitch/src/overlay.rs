@@ -39,6 +39,15 @@ fn event(stats: &WorkerStats, e: Event) {
     stats.pipeline.at(event_index(e)).inc();
 }
 
+/// Counts a frame dropped while it waited for its next hop: it left the bridge as forwarded, so
+/// like a frame a port refuses it counts on the port it was headed for, not as a pipeline drop.
+fn queue_dropped(stats: &WorkerStats, uplink: Option<PortId>) {
+    event(stats, Event::NeighQueueDropped);
+    if let Some(p) = uplink {
+        stats.port(p).tx_dropped.inc();
+    }
+}
+
 /// What became of a frame received on the uplink.
 pub enum UplinkRx {
     /// Decapsulated: it enters the bridge on this tunnel port.
@@ -102,9 +111,10 @@ impl Overlay {
                     waiting.push(e.ip);
                 }
             });
+            let uplink = self.uplink.map(|u| u.port);
             for ip in waiting {
                 self.neigh.remove(ip, |b| {
-                    count(stats, DropReason::TunnelGone);
+                    queue_dropped(stats, uplink);
                     cache.free(b);
                 });
             }
@@ -116,8 +126,12 @@ impl Overlay {
                 self.neigh.for_each(|e| v.push(e.ip));
                 v
             };
+            let uplink = self.uplink.map(|u| u.port);
             for ip in ips {
-                self.neigh.remove(ip, |b| cache.free(b));
+                self.neigh.remove(ip, |b| {
+                    queue_dropped(stats, uplink);
+                    cache.free(b);
+                });
             }
         }
         self.uplink = cfg.uplink;
@@ -342,7 +356,7 @@ impl Overlay {
                 send_arp_request(cache, ports, stats, &up, ip, unicast);
             }
             NeighEvent::Dropped(b) => {
-                count(stats, NeighDrop::Failed);
+                queue_dropped(stats, Some(up.port));
                 cache.free(b);
             }
             NeighEvent::Failed(_) | NeighEvent::Expired(_) => {}
