@@ -32,6 +32,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::checksum::{checksum, fold, pseudo_header_v4, pseudo_header_v6, sum16};
+use crate::wire::{be16_at, be32_at};
 
 /// Bytes of the virtio-net header in front of every frame on a TAP with IFF_VNET_HDR (TUNSETVNETHDRSZ 12).
 pub const VNET_HDR_LEN: usize = 12;
@@ -103,18 +104,6 @@ pub struct VnetHdr {
 fn le16(b: &[u8], at: usize) -> Option<u16> {
     let bytes = b.get(at..at.checked_add(2)?)?;
     bytes.try_into().ok().map(u16::from_le_bytes)
-}
-
-/// Reads a big-endian u16 at `at`.
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    let bytes = b.get(at..at.checked_add(2)?)?;
-    bytes.try_into().ok().map(u16::from_be_bytes)
-}
-
-/// Reads a big-endian u32 at `at`.
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let bytes = b.get(at..at.checked_add(4)?)?;
-    bytes.try_into().ok().map(u32::from_be_bytes)
 }
 
 /// Writes `bytes` at `at`; None (and nothing written) if they do not fit.
@@ -232,7 +221,7 @@ pub fn complete_checksum(
         .ok_or(OffloadError::BadCsumOffset)?;
     let range = frame.get(csum_start..).ok_or(OffloadError::BadCsumOffset)?;
     // Check the field's place before writing anything.
-    be16(frame, field).ok_or(OffloadError::BadCsumOffset)?;
+    be16_at(frame, field).ok_or(OffloadError::BadCsumOffset)?;
     let csum = !fold(sum16(range, 0));
     put(frame, field, &csum.to_be_bytes()).ok_or(OffloadError::BadCsumOffset)
 }
@@ -273,7 +262,7 @@ pub fn fix_partial_checksum(frame: &mut [u8]) -> CsumCheck {
         } else {
             6
         };
-    let (Some(seg), Some(old)) = (frame.get(l4..l4 + l4_len), be16(frame, field)) else {
+    let (Some(seg), Some(old)) = (frame.get(l4..l4 + l4_len), be16_at(frame, field)) else {
         return CsumCheck::NotL4;
     };
     if proto == IPPROTO_UDP && old == 0 && ethertype == ETHERTYPE_IPV4 {
@@ -307,8 +296,8 @@ fn l4_of(frame: &[u8], l3: usize, ethertype: u16) -> Option<(usize, usize, u8, u
         ETHERTYPE_IPV4 => {
             let (&vihl, &proto) = (ip.first()?, ip.get(9)?);
             let ihl = usize::from(vihl & 0x0f) * 4;
-            let total = usize::from(be16(ip, 2)?);
-            let frag = be16(ip, 6)?;
+            let total = usize::from(be16_at(ip, 2)?);
+            let frag = be16_at(ip, 6)?;
             if vihl >> 4 != 4 || ihl < IPV4_MIN_HDR_LEN || total < ihl || frag & 0x3fff != 0 {
                 return None;
             }
@@ -320,7 +309,7 @@ fn l4_of(frame: &[u8], l3: usize, ethertype: u16) -> Option<(usize, usize, u8, u
         }
         ETHERTYPE_IPV6 => {
             let proto = *ip.get(6)?;
-            let len = usize::from(be16(ip, 4)?);
+            let len = usize::from(be16_at(ip, 4)?);
             let src = Ipv6Addr::from(<[u8; 16]>::try_from(ip.get(8..24)?).ok()?);
             let dst = Ipv6Addr::from(<[u8; 16]>::try_from(ip.get(24..40)?).ok()?);
             let pseudo = pseudo_header_v6(&src, &dst, proto, u32::try_from(len).ok()?);
@@ -347,7 +336,7 @@ fn walk_l2(frame: &[u8]) -> Result<(usize, u16), OffloadError> {
     let mut type_off = ETH_HDR_LEN - 2;
     let mut tags = 0;
     loop {
-        let ethertype = be16(frame, type_off).ok_or(bad)?;
+        let ethertype = be16_at(frame, type_off).ok_or(bad)?;
         if !VLAN_TPIDS.contains(&ethertype) {
             return Ok((type_off + 2, ethertype));
         }
@@ -429,7 +418,7 @@ impl TcpSegments {
                 return Err(bad);
             }
             let version = frame.get(l3_off).ok_or(bad)? >> 4;
-            let payload_len = usize::from(be16(frame, l3_off + 4).ok_or(bad)?);
+            let payload_len = usize::from(be16_at(frame, l3_off + 4).ok_or(bad)?);
             let next_header = *frame.get(l3_off + 6).ok_or(bad)?;
             if version != 6 || next_header != IPPROTO_TCP {
                 return Err(bad);
@@ -442,8 +431,8 @@ impl TcpSegments {
             }
             let ver_ihl = *frame.get(l3_off).ok_or(bad)?;
             let ihl = usize::from(ver_ihl & 0x0F) * 4;
-            let total_len = usize::from(be16(frame, l3_off + 2).ok_or(bad)?);
-            let frag = be16(frame, l3_off + 6).ok_or(bad)?;
+            let total_len = usize::from(be16_at(frame, l3_off + 2).ok_or(bad)?);
+            let frag = be16_at(frame, l3_off + 6).ok_or(bad)?;
             let proto = *frame.get(l3_off + 9).ok_or(bad)?;
             // MF set or a fragment offset: a fragment cannot be segmented.
             let fragment = frag & 0x3FFF != 0;
@@ -561,7 +550,7 @@ impl TcpSegments {
             put(out, l3 + 2, &total_len.to_be_bytes()).ok_or(bad)?;
             // Identification advances by one per segment, modulo 2^16.
             let step = u16::try_from(i & 0xFFFF).map_err(|_| bad)?;
-            let id = be16(out, l3 + 4).ok_or(bad)?.wrapping_add(step);
+            let id = be16_at(out, l3 + 4).ok_or(bad)?.wrapping_add(step);
             put(out, l3 + 4, &id.to_be_bytes()).ok_or(bad)?;
             put(out, l3 + 10, &[0, 0]).ok_or(bad)?;
             let ip_csum = checksum(out.get(l3..l4).ok_or(bad)?);
@@ -574,7 +563,7 @@ impl TcpSegments {
 
         // Sequence numbers advance by the payload sent before, modulo 2^32.
         let step = u32::try_from(start & 0xFFFF_FFFF).map_err(|_| bad)?;
-        let seq = be32(out, l4 + 4).ok_or(bad)?.wrapping_add(step);
+        let seq = be32_at(out, l4 + 4).ok_or(bad)?.wrapping_add(step);
         put(out, l4 + 4, &seq.to_be_bytes()).ok_or(bad)?;
         let mut flags = *out.get(l4 + 13).ok_or(bad)?;
         if i + 1 < self.count {

@@ -215,12 +215,6 @@ impl Pool {
         self.check(b) >= self.count as usize
     }
 
-    /// Largest frame `b` can hold.
-    #[inline]
-    pub fn max_frame(&self, b: &Buf) -> usize {
-        self.slot_size(self.check(b)) - HEADROOM
-    }
-
     #[inline]
     fn slot_size(&self, i: usize) -> usize {
         if i < self.count as usize {

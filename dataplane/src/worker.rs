@@ -171,8 +171,8 @@ impl Ports {
         })
     }
 
-    /// Takes `port` away; its pending frames are freed. The caller deregisters the queue's
-    /// descriptor, then calls [`Port::release`].
+    /// Takes `port` away; its pending frames are freed. The caller then calls
+    /// [`Port::release`] (the descriptor is in no epoll set: that happens only during a sleep).
     fn detach(&mut self, cache: &mut PoolCache, port: PortId) -> Option<PortIo> {
         let mut s = self.slots.get_mut(port as usize)?.take()?;
         s.pending.free_all(cache);
@@ -358,7 +358,7 @@ impl<P: Pipeline> Worker<P> {
     }
 
     /// Applies pending commands; returns whether the port set changed.
-    fn apply_commands(&mut self, now: u64, poll: Option<&Poll>) -> bool {
+    fn apply_commands(&mut self, now: u64) -> bool {
         let mut ports_changed = false;
         loop {
             let (seq, cmd) = match self.cmds.try_recv() {
@@ -378,7 +378,6 @@ impl<P: Pipeline> Worker<P> {
                 }
                 Command::Attach { port, io, rx } => {
                     if let Some(mut old) = self.ports.attach(&mut self.cache, port, io) {
-                        self.unregister(poll, &old);
                         old.release(&mut self.cache);
                     }
                     self.rx.retain(|&p| p != port);
@@ -389,7 +388,6 @@ impl<P: Pipeline> Worker<P> {
                 }
                 Command::Detach(port) => {
                     if let Some(mut io) = self.ports.detach(&mut self.cache, port) {
-                        self.unregister(poll, &io);
                         io.release(&mut self.cache);
                     }
                     self.rx.retain(|&p| p != port);
@@ -434,21 +432,15 @@ impl<P: Pipeline> Worker<P> {
         }
     }
 
-    fn unregister(&self, poll: Option<&Poll>, io: &PortIo) {
-        if let (Some(p), Some(fd)) = (poll, io.raw_fd()) {
-            let _ = p.registry().deregister(&mut SourceFd(&fd));
-        }
-    }
-
     /// One loop iteration at time `now` (seconds): commands, receive on every port, run the
     /// pipeline, transmit, timers. Returns the number of frames received.
     pub fn poll_once(&mut self, now: u64) -> usize {
-        self.step(now, None)
+        self.step(now)
     }
 
-    fn step(&mut self, now: u64, poll: Option<&Poll>) -> usize {
+    fn step(&mut self, now: u64) -> usize {
         if !self.cmds.is_empty() {
-            self.apply_commands(now, poll);
+            self.apply_commands(now);
         }
         let mut total = 0;
         for i in 0..self.rx.len() {
@@ -528,7 +520,7 @@ impl<P: Pipeline> Worker<P> {
         let mut idle_since = Instant::now();
         while !self.stop {
             let now = start.elapsed().as_secs();
-            let n = self.step(now, Some(&poll));
+            let n = self.step(now);
             if n > 0 {
                 idle_loops = 0;
                 continue;

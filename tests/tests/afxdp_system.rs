@@ -83,6 +83,28 @@ fn xdp_attached(ns: &Netns, dev: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("xdp")
 }
 
+/// A checked 50 MB TCP transfer from `a` to `b` (at `b_ip`) and one back (to `a_ip`).
+fn tcp_both_ways(d: &DaemonProcess, what: &str, a: (&Netns, Ipv4Addr), b: (&Netns, Ipv4Addr)) {
+    for (from, (to, to_ip)) in [(a.0, b), (b.0, a)] {
+        let t = tcp_transfer(
+            &to.path(),
+            to_ip,
+            &from.path(),
+            50 << 20,
+            Duration::from_secs(90),
+        )
+        .unwrap_or_else(|e| panic!("TCP to {to_ip}: {e}; log:\n{}", d.log_tail()));
+        eprintln!("{what}, to {to_ip}: {:.0} Mbit/s", t.mbps());
+    }
+}
+
+/// Asserts that `ethtool -k` in `ns` shows `feature` for `dev`.
+fn assert_feature(ns: &Netns, dev: &str, feature: &str) {
+    let out = ns.exec(&["ethtool", "-k", dev]).unwrap();
+    let feats = String::from_utf8_lossy(&out.stdout);
+    assert!(feats.contains(feature), "{dev}: want {feature} in {feats}");
+}
+
 #[test]
 fn afxdp_ports_carry_ping_and_tcp_and_leave_nothing_behind() {
     if !can_run_system_tests("afxdp_ports_carry_ping_and_tcp_and_leave_nothing_behind") {
@@ -251,31 +273,19 @@ fn tap_super_frames_are_cut_for_an_afxdp_port() {
     bed.a
         .ip(&["addr", "add", "10.90.0.3/24", "dev", &tap])
         .unwrap();
-    let feats = bed.a.exec(&["ethtool", "-k", &tap]).unwrap();
-    let feats = String::from_utf8_lossy(&feats.stdout);
-    assert!(
-        feats.contains("tcp-segmentation-offload: on"),
-        "the TAP offers TSO to its container: {feats}"
-    );
+    // The TAP offers TSO to its container.
+    assert_feature(&bed.a, &tap, "tcp-segmentation-offload: on");
     assert!(
         bed.a.ping(Ipv4Addr::new(10, 90, 0, 2), 3).unwrap(),
         "ping TAP -> AF_XDP; log:\n{}",
         d.log_tail()
     );
-    for (from, to, to_ip) in [
-        (&bed.a, &bed.b, Ipv4Addr::new(10, 90, 0, 2)),
-        (&bed.b, &bed.a, Ipv4Addr::new(10, 90, 0, 3)),
-    ] {
-        let t = tcp_transfer(
-            &to.path(),
-            to_ip,
-            &from.path(),
-            50 << 20,
-            Duration::from_secs(90),
-        )
-        .unwrap_or_else(|e| panic!("TCP to {to_ip}: {e}; log:\n{}", d.log_tail()));
-        eprintln!("TAP/AF_XDP to {to_ip}: {:.0} Mbit/s", t.mbps());
-    }
+    tcp_both_ways(
+        &d,
+        "TAP/AF_XDP",
+        (&bed.a, Ipv4Addr::new(10, 90, 0, 3)),
+        (&bed.b, Ipv4Addr::new(10, 90, 0, 2)),
+    );
     let stats: StatsInfo = serde_json::from_value(call(&d, cmd::STATS, json!({}))).unwrap();
     let port = |name: &str| {
         stats
@@ -322,34 +332,19 @@ fn afxdp_tcp_works_with_the_containers_default_offloads() {
         "{}",
         info.state
     );
-    let feats = bed.a.exec(&["ethtool", "-k", "eth0"]).unwrap();
-    let feats = String::from_utf8_lossy(&feats.stdout);
-    assert!(
-        feats.contains("tx-checksumming: on"),
-        "the container keeps its default checksum offload: {feats}"
-    );
+    // The container keeps its default checksum offload.
+    assert_feature(&bed.a, "eth0", "tx-checksumming: on");
     assert!(
         bed.a.ping(Ipv4Addr::new(10, 90, 0, 2), 3).unwrap(),
         "ping; log:\n{}",
         d.log_tail()
     );
-    for (from, to, to_ip) in [
-        (&bed.a, &bed.b, Ipv4Addr::new(10, 90, 0, 2)),
-        (&bed.b, &bed.a, Ipv4Addr::new(10, 90, 0, 1)),
-    ] {
-        let t = tcp_transfer(
-            &to.path(),
-            to_ip,
-            &from.path(),
-            50 << 20,
-            Duration::from_secs(90),
-        )
-        .unwrap_or_else(|e| panic!("TCP to {to_ip}: {e}; log:\n{}", d.log_tail()));
-        eprintln!(
-            "AF_XDP, default offloads, to {to_ip}: {:.0} Mbit/s",
-            t.mbps()
-        );
-    }
+    tcp_both_ways(
+        &d,
+        "AF_XDP, default offloads",
+        (&bed.a, Ipv4Addr::new(10, 90, 0, 1)),
+        (&bed.b, Ipv4Addr::new(10, 90, 0, 2)),
+    );
     let stats: StatsInfo = serde_json::from_value(call(&d, cmd::STATS, json!({}))).unwrap();
     let completed: u64 = stats
         .ports

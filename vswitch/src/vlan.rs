@@ -14,16 +14,12 @@ use crate::config::PortConf;
 use crate::counters::DropReason;
 use dataplane::pool::{Buf, Pool};
 use dataplane::port::PortId;
+use dataplane::wire::be16_at;
 
 pub use dataplane::wire::vlan::{is_tpid, TPID_8021AD, TPID_8021Q, TPID_QINQ_LEGACY as TPID_QINQ};
 
 /// Bytes of Ethernet header plus one tag.
 const TAGGED_HDR: usize = 18;
-
-#[inline]
-fn be16(d: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]))
-}
 
 /// Classifies a frame received on physical port `port` (configured as `pc`): returns the port
 /// it enters the bridge on, after popping its tag, or why it is dropped. Frames too short to
@@ -36,7 +32,7 @@ pub fn ingress(
     b: &mut Buf,
 ) -> Result<PortId, DropReason> {
     let d = pool.data(b);
-    let Some(ethertype) = be16(d, 12) else {
+    let Some(ethertype) = be16_at(d, 12) else {
         return Ok(port);
     };
     let untagged = |pc: &PortConf| {
@@ -48,7 +44,7 @@ pub fn ingress(
     };
     match ethertype {
         TPID_8021Q => {
-            let (Some(tci), Some(inner)) = (be16(d, 14), be16(d, 16)) else {
+            let (Some(tci), Some(inner)) = (be16_at(d, 14), be16_at(d, 16)) else {
                 return Err(DropReason::VlanTruncated);
             };
             if is_tpid(inner) {

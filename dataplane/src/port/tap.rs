@@ -212,9 +212,7 @@ impl TapQueue {
                 break;
             }
             let total = r as usize;
-            let hdr = pool.slot_mut(&mut b)[HEADROOM - VNET_HDR_LEN..HEADROOM]
-                .get(..VNET_HDR_LEN)
-                .and_then(VnetHdr::parse);
+            let hdr = VnetHdr::parse(&pool.slot_mut(&mut b)[HEADROOM - VNET_HDR_LEN..HEADROOM]);
             let (Some(hdr), true) = (hdr, total > VNET_HDR_LEN && total < room) else {
                 // No header, or the frame filled every byte offered and may have been cut short.
                 c.rx_errors.inc();

@@ -13,18 +13,17 @@ struct EthtoolValue {
     data: u32,
 }
 
+/// `struct ifreq` with `ifr_data` pointing at an ethtool command.
 #[repr(C)]
-struct IfReq {
+struct IfReq<T> {
     name: [u8; libc::IFNAMSIZ],
-    data: *mut EthtoolValue,
+    data: *mut T,
     _pad: [u8; 16],
 }
 
-/// Turns transmit checksum offload of `dev` (in the calling thread's namespace) on or off, as
-/// `ethtool -K DEV tx on|off` does; off also turns TSO off, which needs it. With it off the
-/// kernel completes checksums before a frame reaches a veth, instead of leaving the far end,
-/// a userspace switch here, to do it.
-pub fn set_tx_checksum(dev: &str, on: bool) -> io::Result<()> {
+/// Runs `SIOCETHTOOL` on `dev` (in the calling thread's namespace) with `cmd`, an ethtool
+/// command structure (its first field the command number), which the kernel reads and may fill.
+fn ethtool<T>(dev: &str, cmd: &mut T) -> io::Result<()> {
     let bytes = dev.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
@@ -33,19 +32,27 @@ pub fn set_tx_checksum(dev: &str, on: bool) -> io::Result<()> {
         ));
     }
     let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: std::ptr::from_mut(cmd),
+        _pad: [0; 16],
+    };
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: SIOCETHTOOL reads a `struct ifreq` whose `ifr_data` points at the command, of the
+    // layout its command number names; both outlive the call.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) }).map(|_| ())
+}
+
+/// Turns transmit checksum offload of `dev` (in the calling thread's namespace) on or off, as
+/// `ethtool -K DEV tx on|off` does; off also turns TSO off, which needs it. With it off the
+/// kernel completes checksums before a frame reaches a veth, instead of leaving the far end,
+/// a userspace switch here, to do it.
+pub fn set_tx_checksum(dev: &str, on: bool) -> io::Result<()> {
     let mut val = EthtoolValue {
         cmd: ETHTOOL_STXCSUM,
         data: u32::from(on),
     };
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        data: &mut val,
-        _pad: [0; 16],
-    };
-    req.name[..bytes.len()].copy_from_slice(bytes);
-    // SAFETY: SIOCETHTOOL reads a `struct ifreq` whose `ifr_data` points at the command; both
-    // outlive the call.
-    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) }).map(|_| ())
+    ethtool(dev, &mut val)
 }
 
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
@@ -64,37 +71,14 @@ struct EthtoolChannels {
     combined_count: u32,
 }
 
-#[repr(C)]
-struct IfReqChannels {
-    name: [u8; libc::IFNAMSIZ],
-    data: *mut EthtoolChannels,
-    _pad: [u8; 16],
-}
-
 /// Receive queues of `dev` (in the calling thread's namespace), as `ethtool -l` shows them:
 /// its rx or combined channels, at least 1.
 pub fn rx_queues(dev: &str) -> io::Result<u32> {
-    let bytes = dev.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad interface name '{dev}'"),
-        ));
-    }
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
     let mut ch = EthtoolChannels {
         cmd: ETHTOOL_GCHANNELS,
         ..Default::default()
     };
-    let mut req = IfReqChannels {
-        name: [0; libc::IFNAMSIZ],
-        data: &mut ch,
-        _pad: [0; 16],
-    };
-    req.name[..bytes.len()].copy_from_slice(bytes);
-    // SAFETY: SIOCETHTOOL with ETHTOOL_GCHANNELS fills the `struct ethtool_channels` that
-    // `ifr_data` points at; both outlive the call.
-    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) })?;
+    ethtool(dev, &mut ch)?;
     Ok(ch.rx_count.max(ch.combined_count).max(1))
 }
 
@@ -117,23 +101,8 @@ struct EthtoolDrvinfo {
     regdump_len: u32,
 }
 
-#[repr(C)]
-struct IfReqDrvinfo {
-    name: [u8; libc::IFNAMSIZ],
-    data: *mut EthtoolDrvinfo,
-    _pad: [u8; 16],
-}
-
 /// The driver of `dev` (in the calling thread's namespace), as `ethtool -i` names it (`veth`).
 pub fn driver(dev: &str) -> io::Result<String> {
-    let bytes = dev.as_bytes();
-    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad interface name '{dev}'"),
-        ));
-    }
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
     let mut info = EthtoolDrvinfo {
         cmd: ETHTOOL_GDRVINFO,
         driver: [0; 32],
@@ -148,15 +117,7 @@ pub fn driver(dev: &str) -> io::Result<String> {
         eedump_len: 0,
         regdump_len: 0,
     };
-    let mut req = IfReqDrvinfo {
-        name: [0; libc::IFNAMSIZ],
-        data: &mut info,
-        _pad: [0; 16],
-    };
-    req.name[..bytes.len()].copy_from_slice(bytes);
-    // SAFETY: SIOCETHTOOL with ETHTOOL_GDRVINFO fills the `struct ethtool_drvinfo` that
-    // `ifr_data` points at; both outlive the call.
-    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) })?;
+    ethtool(dev, &mut info)?;
     let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }

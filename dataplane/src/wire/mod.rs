@@ -90,6 +90,19 @@ impl From<smoltcp::wire::Error> for Error {
 /// Result of parsing wire bytes.
 pub type Result<T> = core::result::Result<T, Error>;
 
+/// The big-endian u16 at byte `at` of `d`, or `None` if `d` is too short: for stages that read
+/// fields at offsets they computed from the frame.
+#[inline]
+pub fn be16_at(d: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(*d.get(at..)?.first_chunk::<2>()?))
+}
+
+/// The big-endian u32 at byte `at` of `d`, or `None` if `d` is too short.
+#[inline]
+pub fn be32_at(d: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(*d.get(at..)?.first_chunk::<4>()?))
+}
+
 /// Big-endian u16 from a two-byte field slice; a shorter slice (impossible for the fixed field
 /// ranges used here) reads as zero rather than panicking.
 #[inline]

@@ -40,7 +40,7 @@ use std::net::Ipv4Addr;
 use dataplane::checksum::{fold, pseudo_header_v4, sum16};
 use dataplane::named_counters;
 use dataplane::pool::{Buf, Pool};
-use dataplane::wire::VxlanPacket;
+use dataplane::wire::{be16_at, VxlanPacket};
 
 use super::{DEFAULT_PORT, INNER_ETH_LEN, OUTER_ETH_LEN, OUTER_IP_LEN, UDP_LEN, VXLAN_LEN};
 
@@ -85,11 +85,6 @@ pub struct Decap {
     pub inner_offset: usize,
     /// Length of the inner frame (as the UDP length says; padding after it is not included).
     pub inner_len: usize,
-}
-
-#[inline]
-fn be16_at(d: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(*d.get(at..)?.first_chunk::<2>()?))
 }
 
 #[inline]

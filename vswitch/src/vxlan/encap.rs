@@ -21,7 +21,7 @@ use std::net::Ipv4Addr;
 use dataplane::checksum;
 use dataplane::named_counters;
 use dataplane::pool::{Buf, Pool};
-use dataplane::wire::VxlanRepr;
+use dataplane::wire::{be16_at, be32_at, VxlanRepr};
 
 use super::{
     DEFAULT_PORT, DEFAULT_TTL, IP_OVERHEAD, OUTER_ETH_LEN, OUTER_LEN, SRC_PORT_MIN, SRC_PORT_RANGE,
@@ -203,16 +203,6 @@ pub const fn src_port(flow_hash: u32) -> u16 {
 #[inline]
 fn mix(h: u64, v: u64) -> u64 {
     (h.rotate_left(23) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
-#[inline]
-fn be16_at(d: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(*d.get(at..)?.first_chunk::<2>()?))
-}
-
-#[inline]
-fn be32_at(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(*d.get(at..)?.first_chunk::<4>()?))
 }
 
 #[inline]
