@@ -27,6 +27,12 @@ impl Counter {
         self.add(1);
     }
 
+    /// Sets the value (a gauge). Only the owning worker may call this.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
     /// Current value.
     #[inline]
     pub fn get(&self) -> u64 {
@@ -125,8 +131,15 @@ named_counters! {
         Sleeps => "sleeps",
         /// Configuration snapshots applied.
         ConfigApplied => "config_applied",
+        /// Nanoseconds spent in loop iterations that moved frames (threaded workers only).
+        BusyNs => "busy_ns",
+        /// Nanoseconds spent polling empty queues, yielding or asleep (threaded workers only).
+        IdleNs => "idle_ns",
     }
 }
+
+/// Gauges a pipeline may publish per worker (table sizes): their meaning is the pipeline's.
+pub const GAUGES: usize = 8;
 
 /// Everything one worker counts; shared read-only with the control thread.
 pub struct WorkerStats {
@@ -136,6 +149,8 @@ pub struct WorkerStats {
     pub pipeline: CounterBlock,
     /// Per-port counters, indexed by port id.
     pub ports: Box<[PortCounters]>,
+    /// Gauges (set, not added), indexed by the pipeline's own list; [`GAUGES`] of them.
+    pub gauges: CounterBlock,
 }
 
 impl WorkerStats {
@@ -145,6 +160,7 @@ impl WorkerStats {
             worker: CounterBlock::new(WorkerEvent::COUNT),
             pipeline: CounterBlock::new(pipeline_counters),
             ports: (0..max_ports).map(|_| PortCounters::default()).collect(),
+            gauges: CounterBlock::new(GAUGES),
         }
     }
 

@@ -71,7 +71,17 @@ struct Meta {
     /// and `hdr_len` kept as offsets from the slot start so that pushing or popping headers in
     /// front of the frame leaves them pointing at the same bytes.
     ol: VnetHdr,
+    /// Flag bits: [`FLAG_TRACE`] is the engine's, the rest belong to the features.
+    flags: u8,
+    /// Opaque per-feature words (DPDK's dynamic fields): a session id, an SA index, a resume
+    /// point. The engine copies them with the buffer and never reads them.
+    words: [u32; META_WORDS],
 }
+
+/// Flag bit: the buffer is being traced (every stage it passes records what it did).
+pub const FLAG_TRACE: u8 = 1;
+/// Per-buffer opaque metadata words (see [`Pool::word`]).
+pub const META_WORDS: usize = 2;
 
 /// An owned packet buffer. Not `Clone`: holding it is the right to touch its slot.
 #[derive(Debug, PartialEq, Eq)]
@@ -432,6 +442,38 @@ impl Pool {
         self.meta_mut(b).port = port;
     }
 
+    /// The buffer's flag bits ([`FLAG_TRACE`] and the features' own).
+    #[inline]
+    pub fn flags(&self, b: &Buf) -> u8 {
+        self.meta(b).flags
+    }
+
+    /// Sets the buffer's flag bits.
+    #[inline]
+    pub fn set_flags(&self, b: &mut Buf, flags: u8) {
+        self.meta_mut(b).flags = flags;
+    }
+
+    /// Whether the buffer is traced.
+    #[inline]
+    pub fn traced(&self, b: &Buf) -> bool {
+        self.meta(b).flags & FLAG_TRACE != 0
+    }
+
+    /// Opaque per-feature word `i` (0 for an index out of range).
+    #[inline]
+    pub fn word(&self, b: &Buf, i: usize) -> u32 {
+        self.meta(b).words.get(i).copied().unwrap_or(0)
+    }
+
+    /// Sets opaque per-feature word `i` (ignored for an index out of range).
+    #[inline]
+    pub fn set_word(&self, b: &mut Buf, i: usize, v: u32) {
+        if let Some(w) = self.meta_mut(b).words.get_mut(i) {
+            *w = v;
+        }
+    }
+
     /// Copies `frame` into `b` at [`HEADROOM`]; `false` (and `b` unchanged) if it does not fit.
     #[inline]
     pub fn fill(&self, b: &mut Buf, frame: &[u8]) -> bool {
@@ -495,6 +537,8 @@ impl Pool {
             port: 0,
             pcp: 0,
             ol: VnetHdr::default(),
+            flags: 0,
+            words: [0; META_WORDS],
         };
     }
 
@@ -641,6 +685,10 @@ impl PoolCache {
         pool.set_pcp(&mut c, pool.pcp(b));
         pool.set_port(&mut c, pool.port(b));
         pool.set_offload(&mut c, pool.offload(b));
+        let (flags, words) = (pool.meta(b).flags, pool.meta(b).words);
+        let m = pool.meta_mut(&mut c);
+        m.flags = flags;
+        m.words = words;
         Some(c)
     }
 

@@ -68,6 +68,9 @@ pub struct Context<'a> {
     pub stats: &'a WorkerStats,
     /// Monotonic seconds.
     pub now: u64,
+    /// Monotonic nanoseconds (the same clock as `now`, finer: for timestamps and timeouts that
+    /// need better than a second).
+    pub now_ns: u64,
     /// Worker index.
     pub worker: u16,
 }
@@ -285,12 +288,13 @@ impl<P: Pipeline> Drop for WorkerHandle<P> {
 /// The pipeline's view of worker `$w` at time `$now` (a macro, not a method, so that the
 /// borrows of the worker's fields stay disjoint from those of its pipeline and snapshot).
 macro_rules! context {
-    ($w:ident, $now:expr) => {
+    ($w:ident, $now_ns:expr) => {
         Context {
             cache: &mut $w.cache,
             ports: &mut $w.ports,
             stats: &$w.stats,
-            now: $now,
+            now: $now_ns / 1_000_000_000,
+            now_ns: $now_ns,
             worker: $w.id,
         }
     };
@@ -357,7 +361,7 @@ impl<P: Pipeline> Worker<P> {
         &mut self.cache
     }
 
-    /// Applies pending commands; returns whether the port set changed.
+    /// Applies pending commands (at `now` nanoseconds); returns whether the port set changed.
     fn apply_commands(&mut self, now: u64) -> bool {
         let mut ports_changed = false;
         loop {
@@ -435,10 +439,16 @@ impl<P: Pipeline> Worker<P> {
     /// One loop iteration at time `now` (seconds): commands, receive on every port, run the
     /// pipeline, transmit, timers. Returns the number of frames received.
     pub fn poll_once(&mut self, now: u64) -> usize {
-        self.step(now)
+        self.step(now.saturating_mul(1_000_000_000))
     }
 
-    fn step(&mut self, now: u64) -> usize {
+    /// As [`Worker::poll_once`], at `now_ns` nanoseconds.
+    pub fn poll_once_ns(&mut self, now_ns: u64) -> usize {
+        self.step(now_ns)
+    }
+
+    fn step(&mut self, now_ns: u64) -> usize {
+        let now = now_ns;
         if !self.cmds.is_empty() {
             self.apply_commands(now);
         }
@@ -466,8 +476,8 @@ impl<P: Pipeline> Worker<P> {
             self.ports.flush(&mut self.cache, &self.stats);
         }
         total += self.drain_inbound();
-        if now != self.last_tick {
-            self.last_tick = now;
+        if now / 1_000_000_000 != self.last_tick {
+            self.last_tick = now / 1_000_000_000;
             let mut cx = context!(self, now);
             self.pipeline.tick(&mut cx, &self.cfg);
             self.ports.flush(&mut self.cache, &self.stats);
@@ -518,13 +528,24 @@ impl<P: Pipeline> Worker<P> {
         let mut events = Events::with_capacity(64);
         let mut idle_loops: u32 = 0;
         let mut idle_since = Instant::now();
+        // Cycle accounting (OVS's pmd-stats-show): an iteration that moved frames is busy time,
+        // one that did not is idle, and so is the time between iterations (yielding, sleeping).
+        let mut last_ns = 0u64;
         while !self.stop {
-            let now = start.elapsed().as_secs();
-            let n = self.step(now);
+            let now_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let n = self.step(now_ns);
+            let after = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            // What passed between iterations (spinning, yielding, sleeping) was idle.
+            let gap = now_ns.saturating_sub(last_ns);
+            let spent = after.saturating_sub(now_ns);
+            last_ns = after;
             if n > 0 {
+                self.stats.event(WorkerEvent::IdleNs).add(gap);
+                self.stats.event(WorkerEvent::BusyNs).add(spent);
                 idle_loops = 0;
                 continue;
             }
+            self.stats.event(WorkerEvent::IdleNs).add(gap + spent);
             if idle_loops == 0 {
                 idle_since = Instant::now();
             }

@@ -111,6 +111,16 @@ named_counters! {
     }
 }
 
+named_counters! {
+    /// Gauges each worker publishes (in `WorkerStats::gauges`), refreshed every tick.
+    pub enum Gauge {
+        /// Entries in this worker's MAC table (learned and static).
+        FdbEntries => "fdb_entries",
+        /// Entries in this worker's underlay neighbour table.
+        NeighEntries => "neigh_entries",
+    }
+}
+
 /// Index of a drop counter in the pipeline's counter block.
 #[inline]
 pub const fn drop_index(d: DropReason) -> usize {

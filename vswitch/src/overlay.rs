@@ -81,6 +81,11 @@ impl Overlay {
         }
     }
 
+    /// Entries in the neighbour table (resolved or not).
+    pub fn neigh_len(&self) -> usize {
+        self.neigh.len()
+    }
+
     /// Neighbours resolved now: (IP, MAC).
     pub fn neighbours(&self) -> Vec<(Ipv4Addr, [u8; 6])> {
         let mut v = Vec::new();

@@ -4,7 +4,7 @@
 use crate::bridge::fdb::DumpEntry;
 use crate::bridge::Bridge;
 use crate::config::{NetId, Snapshot};
-use crate::counters::{drop_index, COUNTERS};
+use crate::counters::{drop_index, Gauge, COUNTERS};
 use crate::overlay::{Overlay, UplinkRx};
 use crate::vlan;
 use crossbeam::channel::Sender;
@@ -161,6 +161,11 @@ impl Pipeline for Switch {
         self.apply_inbox(cx, cfg);
         self.bridge.tick(cx.stats, cfg, cx.now);
         self.overlay.tick(cx);
+        let g = &cx.stats.gauges;
+        g.at(Gauge::FdbEntries as usize)
+            .set(u64::from(self.bridge.fdb.len()));
+        g.at(Gauge::NeighEntries as usize)
+            .set(self.overlay.neigh_len() as u64);
     }
 
     fn request(&mut self, cx: &mut Context<'_>, _cfg: &Snapshot, req: Request) {
