@@ -3,14 +3,46 @@
 
 use crate::pool::{Buf, PoolCache};
 
+/// Where a buffer goes next: a node of the pipeline's graph and an argument for it (an output
+/// port, a tunnel, a drop counter). What nodes and arguments mean is the pipeline's; the engine
+/// only knows [`Next::DROP`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Next {
+    /// Node index in the pipeline's graph, or [`Next::DROP`].
+    pub node: u16,
+    /// The node's argument.
+    pub arg: u16,
+}
+
+impl Next {
+    /// The node that frees a buffer and counts it under counter `arg`.
+    pub const DROP: u16 = u16::MAX;
+
+    /// To node `node` with argument `arg`.
+    #[inline]
+    pub const fn to(node: u16, arg: u16) -> Next {
+        Next { node, arg }
+    }
+
+    /// Dropped, counted under pipeline counter `counter`.
+    #[inline]
+    pub const fn drop(counter: u16) -> Next {
+        Next {
+            node: Self::DROP,
+            arg: counter,
+        }
+    }
+}
+
 /// Most buffers in one burst.
 pub const BURST: usize = 32;
 
 /// A burst of owned buffers. Its storage is allocated once, at construction.
 pub struct Burst {
     bufs: Vec<Buf>,
-    /// Per-buffer next stage or output chosen by the stage that last ran; meaning is per stage.
-    pub next: [u16; BURST],
+    /// Per-buffer next node: set by the stage that last ran (with [`Burst::push_next`]), read by
+    /// the dispatcher and, for its argument, by the node the buffer goes to.
+    pub next: [Next; BURST],
 }
 
 impl Default for Burst {
@@ -24,7 +56,7 @@ impl Burst {
     pub fn new() -> Burst {
         Burst {
             bufs: Vec::with_capacity(BURST),
-            next: [0; BURST],
+            next: [Next::default(); BURST],
         }
     }
 
@@ -60,6 +92,34 @@ impl Burst {
         }
         self.bufs.push(b);
         Ok(())
+    }
+
+    /// Adds a buffer with its next node; gives it back if the burst is full.
+    #[inline]
+    pub fn push_next(&mut self, b: Buf, next: Next) -> Result<(), Buf> {
+        let i = self.bufs.len();
+        let Some(slot) = self.next.get_mut(i) else {
+            return Err(b);
+        };
+        *slot = next;
+        self.bufs.push(b);
+        Ok(())
+    }
+
+    /// Whether every buffer has the same next node and argument (the dispatcher then moves the
+    /// burst whole, DPDK's "home run"); `None` when empty.
+    #[inline]
+    pub fn common_next(&self) -> Option<Next> {
+        let n = self.next.get(..self.bufs.len())?;
+        let first = *n.first()?;
+        n.iter().all(|x| *x == first).then_some(first)
+    }
+
+    /// Takes every buffer out with its next node, in order, leaving the burst empty.
+    #[inline]
+    pub fn drain_next(&mut self) -> impl Iterator<Item = (Buf, Next)> + '_ {
+        let next = &self.next;
+        self.bufs.drain(..).zip(next.iter().copied())
     }
 
     /// Removes the last buffer.

@@ -59,6 +59,17 @@ macro_rules! named_counters {
                 match self { $($name::$var => $s,)* }
             }
         }
+        impl $crate::graph::NamedCounters for $name {
+            const ALL: &'static [$name] = $name::ALL;
+            #[inline]
+            fn name(self) -> &'static str {
+                $name::name(self)
+            }
+            #[inline]
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
     };
 }
 

@@ -9,6 +9,7 @@
 pub mod burst;
 pub mod checksum;
 pub mod counters;
+pub mod graph;
 pub mod hugemem;
 pub mod offload;
 pub mod pool;

@@ -45,8 +45,8 @@ pub trait Pipeline: Send + 'static {
     type Config: Send + Sync + 'static;
     /// Requests from the control thread (answered through channels inside the request).
     type Request: Send + 'static;
-    /// Number of pipeline counters (the length of its named-counter enum).
-    const COUNTERS: usize;
+    /// Number of pipeline counters (the size of its counter layout).
+    fn counters(&self) -> usize;
 
     /// Processes a burst received on `port`; every buffer must be enqueued or freed.
     fn rx(&mut self, cx: &mut Context<'_>, cfg: &Self::Config, port: PortId, burst: &mut Burst);
@@ -328,6 +328,7 @@ impl<P: Pipeline> Worker<P> {
         cfg: Arc<P::Config>,
     ) -> (Worker<P>, Sender<(u64, Command<P>)>) {
         let (tx, rx) = channel::bounded(256);
+        let stats = Arc::new(WorkerStats::new(pipeline.counters(), MAX_PORTS));
         let w = Worker {
             id,
             pipeline,
@@ -335,7 +336,7 @@ impl<P: Pipeline> Worker<P> {
             ports: Ports::new(),
             rx: Vec::with_capacity(MAX_PORTS),
             cache: PoolCache::new(pool),
-            stats: Arc::new(WorkerStats::new(P::COUNTERS, MAX_PORTS)),
+            stats,
             cmds: rx,
             shared: Arc::new(WorkerShared::default()),
             burst: Burst::new(),

@@ -1,14 +1,24 @@
-//! Where a frame leaves: a physical port's queue, or a subinterface's parent trunk with the tag
-//! pushed. Stages send through here so that they never need to know which kind a port is.
+//! The output stage: where a frame leaves. A physical port's queue, or for a subinterface its
+//! parent trunk with the tag pushed. Frames for tunnel ports go to `vxlan-encap` instead (the
+//! bridge and the flood send them there); one that arrives here anyway is passed on to it.
 
 use crate::config::Snapshot;
-use crate::counters::{DropIdx, DropReason};
-use crate::overlay::Overlay;
+use crate::graph::{out_to, Env, GraphDrop, Io, Stage};
+use crate::trace::Detail;
 use crate::vlan;
-use dataplane::pool::{Buf, Pool};
+use dataplane::burst::Burst;
+use dataplane::graph::{CounterKind, Counters, Frames};
+use dataplane::named_counters;
 use dataplane::port::PortId;
-use dataplane::swoffload::{self, TxCaps};
 use dataplane::worker::Context;
+
+named_counters! {
+    /// Why the output stage drops a frame (a refused queue is `port_down`, the graph's).
+    pub enum TxDrop {
+        /// No headroom left to push a tag (never expected: buffers keep 256 bytes).
+        NoHeadroom => "no_headroom",
+    }
+}
 
 /// Whether this worker can send on `port` (for a subinterface: on its parent; for a tunnel: on
 /// the uplink).
@@ -26,99 +36,67 @@ pub fn reachable(cx: &Context<'_>, cfg: &Snapshot, port: PortId) -> bool {
     cx.ports.has(port)
 }
 
-/// Sends a frame with offload work into a tunnel: finished in software first (the checksum
-/// completed, a super-frame cut to its MSS), since once encapsulated its TCP header is hidden
-/// from whatever could do it later. Fails only if nothing could be sent.
-#[cold]
-fn send_segments(
-    cx: &mut Context<'_>,
-    pool: &Pool,
-    overlay: &mut Overlay,
-    port: PortId,
-    b: Buf,
-) -> Result<(), DropIdx> {
-    let mut segs = std::mem::take(&mut overlay.segments);
-    // Pushing stays within the capacity: no super-frame is cut into more than MAX_SEGMENTS.
-    let r = swoffload::resolve(cx.cache, b, TxCaps::Plain, |_, s| segs.push(s));
-    // The frame counts as sent once one segment is; segments lost after that count on the
-    // tunnel port (`tx_dropped`), as a queue refusing part of a burst would.
-    let (mut sent, mut lost, mut first_err) = (false, 0u64, None);
-    for s in segs.drain(..) {
-        let len = pool.len(&s) as u64;
-        match overlay.send(cx, port, s) {
-            Ok(()) => {
-                sent = true;
-                let c = cx.stats.port(port);
-                c.tx_packets.inc();
-                c.tx_bytes.add(len);
-            }
-            Err(e) => {
-                lost += 1;
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    overlay.segments = segs;
-    let c = cx.stats.port(port);
-    if r.is_ok_and(|r| r.cut) {
-        c.tx_segmented.inc();
-    }
-    if sent {
-        c.tx_dropped.add(lost);
-        if r.is_err() {
-            c.tx_offload_dropped.inc();
-        }
-        return Ok(());
-    }
-    match (r, first_err) {
-        (Err(_), _) => Err(DropReason::OffloadFailed.into()),
-        (Ok(_), Some(e)) => Err(e),
-        // Nothing emitted and nothing failed cannot happen (a resolved frame emits one).
-        (Ok(_), None) => Ok(()),
-    }
+/// The output stage.
+pub struct Output {
+    drops: Counters<TxDrop>,
 }
 
-/// Sends `b` out of `port`. On failure `b` is freed and the reason returned for the caller to
-/// count (or not: a flood copy that fails is not a dropped frame).
-#[inline]
-pub fn send(
-    cx: &mut Context<'_>,
-    cfg: &Snapshot,
-    pool: &Pool,
-    overlay: &mut Overlay,
-    port: PortId,
-    mut b: Buf,
-) -> Result<(), DropIdx> {
-    let pc = cfg.port(port);
-    if pc.is_some_and(|p| p.tunnel.is_some()) {
-        if pool.has_offload(&b) {
-            return send_segments(cx, pool, overlay, port, b);
+impl Stage for Output {
+    const NAME: &'static str = "port-output";
+
+    fn new(env: &mut Env<'_>) -> Output {
+        Output {
+            drops: env.layout.register(Self::NAME, CounterKind::Drop),
         }
-        let len = pool.len(&b) as u64;
-        overlay.send(cx, port, b)?;
-        let c = cx.stats.port(port);
-        c.tx_packets.inc();
-        c.tx_bytes.add(len);
-        return Ok(());
     }
-    let Some((parent, vid)) = pc.and_then(|p| p.parent) else {
-        return if cx.ports.enqueue(cx.cache, cx.stats, port, b) {
-            Ok(())
-        } else {
-            Err(DropReason::PortDown.into())
-        };
-    };
-    let len = pool.len(&b) as u64;
-    let pcp = pool.pcp(&b);
-    if !vlan::push(pool, &mut b, vid, pcp) {
-        cx.cache.free(b);
-        return Err(DropReason::NoHeadroom.into());
+
+    #[inline]
+    fn run<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        input: &mut Burst,
+        _out: &mut Burst,
+    ) {
+        let pool = io.pool().clone();
+        let port_down = io.g.drop.index(GraphDrop::PortDown);
+        for (mut b, next) in input.drain_next() {
+            let port = next.arg;
+            let pc = io.cfg.port(port);
+            if pc.is_some_and(|p| p.tunnel.is_some()) {
+                if let Err(b) = frames.emit(b, out_to(io.cfg, port)) {
+                    io.drop_buf::<T>(Self::NAME, b, port_down);
+                }
+                continue;
+            }
+            let flags = pool.flags(&b);
+            let Some((parent, vid)) = pc.and_then(|p| p.parent) else {
+                io.rec::<T>(Self::NAME, &b, Detail::Tx { port });
+                if io.cx.ports.enqueue(io.cx.cache, io.cx.stats, port, b) {
+                    io.sent(flags);
+                } else {
+                    io.count_drop(port_down, flags);
+                }
+                continue;
+            };
+            let len = pool.len(&b) as u64;
+            let pcp = pool.pcp(&b);
+            if !vlan::push(&pool, &mut b, vid, pcp) {
+                io.drop_buf::<T>(Self::NAME, b, self.drops.index(TxDrop::NoHeadroom));
+                continue;
+            }
+            if T {
+                io.rec::<T>(Self::NAME, &b, Detail::VlanPush { vid, parent });
+                io.rec::<T>(Self::NAME, &b, Detail::Tx { port: parent });
+            }
+            if !io.cx.ports.enqueue(io.cx.cache, io.cx.stats, parent, b) {
+                io.count_drop(port_down, flags);
+                continue;
+            }
+            io.sent(flags);
+            let c = io.cx.stats.port(port);
+            c.tx_packets.inc();
+            c.tx_bytes.add(len);
+        }
     }
-    if !cx.ports.enqueue(cx.cache, cx.stats, parent, b) {
-        return Err(DropReason::PortDown.into());
-    }
-    let c = cx.stats.port(port);
-    c.tx_packets.inc();
-    c.tx_bytes.add(len);
-    Ok(())
 }

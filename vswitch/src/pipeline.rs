@@ -1,14 +1,17 @@
-//! The switch pipeline a worker runs: the stages of `vswitch` composed behind
-//! `dataplane::worker::Pipeline`.
+//! The switch pipeline a worker runs: the stage graph of [`crate::graph`] behind
+//! `dataplane::worker::Pipeline`, with the services beside it (the underlay host, learning
+//! shared between workers, the trace recorder).
 
 use crate::bridge::fdb::DumpEntry;
-use crate::bridge::Bridge;
+use crate::bridge::LearnEvent;
 use crate::config::{NetId, Snapshot};
-use crate::counters::{drop_index, Gauge, COUNTERS};
-use crate::overlay::{Overlay, UplinkRx};
-use crate::vlan;
+use crate::counters::Gauge;
+use crate::graph::{Env, GraphCounters, GraphDrop, Io, Node, Stages, MAX_PASSES};
+use crate::host::Host;
+use crate::trace::{TraceCtl, Tracer};
 use crossbeam::channel::Sender;
 use dataplane::burst::Burst;
+use dataplane::graph::{default_bursts, dispatch, CounterLayout, Frames};
 use dataplane::pool::Pool;
 use dataplane::port::PortId;
 use dataplane::worker::{Context, Pipeline};
@@ -38,132 +41,178 @@ pub enum Request {
     },
 }
 
-/// The pipeline: VLAN classification, then the L2 bridge, then output (a tag pushed for a
-/// subinterface).
+/// The pipeline: the stages (reachable as fields through `Deref`, e.g. `switch.bridge`), and
+/// the services they share.
 pub struct Switch {
-    /// The bridge stage.
-    pub bridge: Bridge,
-    /// The overlay stage (VXLAN tunnels, the switch's underlay address).
-    pub overlay: Overlay,
+    stages: Stages,
+    /// The underlay host (ARP, next hops with held frames). Named `overlay` as before the
+    /// graph, when VXLAN was all there was of it.
+    pub overlay: Host,
     pool: Arc<Pool>,
-    /// Frames of one burst that enter the bridge on the same (logical) port.
-    group: Burst,
-    /// Underlay neighbours other workers learned, between inbox and overlay (allocated once).
+    frames: Frames,
+    /// A stage's output burst (scratch, empty between stages).
+    out: Burst,
+    tracer: Tracer,
+    g: GraphCounters,
+    counters: usize,
+    /// Underlay neighbours learned here, for the other workers (allocated once).
+    seen: Vec<(Ipv4Addr, [u8; 6])>,
+    /// Underlay neighbours other workers learned, between inbox and host (allocated once).
     neigh_sightings: Vec<(Ipv4Addr, [u8; 6])>,
+}
+
+impl std::ops::Deref for Switch {
+    type Target = Stages;
+    fn deref(&self) -> &Stages {
+        &self.stages
+    }
+}
+
+impl std::ops::DerefMut for Switch {
+    fn deref_mut(&mut self) -> &mut Stages {
+        &mut self.stages
+    }
+}
+
+/// Builds the graph's counters, host and stages, in the one order that defines the layout.
+fn build(pool: &Arc<Pool>, fdb_capacity: u32) -> (CounterLayout, GraphCounters, Host, Stages) {
+    let mut layout = CounterLayout::new();
+    let g = GraphCounters::register(&mut layout);
+    let host = Host::new(pool.clone(), &mut layout);
+    let stages = Stages::new(&mut Env {
+        pool,
+        layout: &mut layout,
+        fdb_capacity,
+    });
+    (layout, g, host, stages)
+}
+
+/// The counter layout of every [`Switch`] (built once, on a scratch pool, for the control
+/// plane's names).
+pub fn counter_layout() -> CounterLayout {
+    match Pool::new(64) {
+        Ok(pool) => build(&pool, 64).0,
+        Err(_) => CounterLayout::new(),
+    }
 }
 
 impl Switch {
     /// A pipeline whose MAC table holds `fdb_capacity` entries.
     pub fn new(pool: Arc<Pool>, fdb_capacity: u32) -> Switch {
+        let (layout, g, host, stages) = build(&pool, fdb_capacity);
         Switch {
-            bridge: Bridge::new(pool.clone(), fdb_capacity),
-            overlay: Overlay::new(pool.clone()),
-            pool,
-            group: Burst::new(),
+            stages,
+            overlay: host,
+            frames: Frames::new(Node::COUNT, default_bursts(Node::COUNT)),
+            out: Burst::new(),
+            tracer: Tracer::new(Arc::new(TraceCtl::default())),
+            g,
+            counters: layout.len(),
+            seen: Vec::with_capacity(64),
             neigh_sightings: Vec::with_capacity(64),
+            pool,
         }
     }
 
-    /// Applies what the other workers learned.
+    /// Reports traces to `ctl` (the daemon shares one among its workers).
+    pub fn set_trace(&mut self, ctl: Arc<TraceCtl>) {
+        self.tracer = Tracer::new(ctl);
+    }
+
+    /// Applies what the other workers learned (neighbours release what waited for them).
     fn apply_inbox(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) {
-        if !self.bridge.has_sync() {
+        if !self.stages.bridge.has_sync() {
             return;
         }
-        self.bridge
+        self.stages
+            .bridge
             .apply_inbox(cx.stats, cfg, cx.now, &mut self.neigh_sightings);
         for (ip, mac) in self.neigh_sightings.drain(..) {
-            self.overlay.learn_neighbour(cx, ip, mac);
+            self.overlay.learn(cx, &mut self.frames, ip, mac);
         }
     }
 
-    /// Hands the current group to the bridge.
-    #[inline]
-    fn flush_group(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, port: PortId) {
-        if !self.group.is_empty() {
-            self.bridge
-                .rx(cx, cfg, &mut self.overlay, port, &mut self.group);
-        }
-    }
-
-    /// Frames from the underlay: VXLAN into the bridge on tunnel ports, ARP to the overlay.
-    fn uplink_rx(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, burst: &mut Burst) {
-        let mut current = PortId::MAX;
-        for b in burst.drain() {
-            match self.overlay.uplink_rx(cx, cfg, b) {
-                UplinkRx::Inner(to, b) => {
-                    if to != current {
-                        self.flush_group(cx, cfg, current);
-                    }
-                    current = to;
-                    // Cannot fail: the group never holds more than the burst it came from.
-                    let _ = self.group.push(b);
-                }
-                UplinkRx::Done => {}
-                UplinkRx::Learned(ip, mac) => {
-                    self.bridge.post(cx.stats, Overlay::sighting(ip, mac))
-                }
+    /// Runs everything pending through the graph, then posts what was learned.
+    fn run(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, traced: bool) {
+        if self.frames.busy() {
+            let mut io = Io {
+                cx,
+                cfg,
+                host: &mut self.overlay,
+                trace: &mut self.tracer,
+                seen: &mut self.seen,
+                g: self.g,
+            };
+            let (st, fr, out) = (&mut self.stages, &mut self.frames, &mut self.out);
+            if traced {
+                dispatch::<_, _, true>(st, &mut io, fr, out, MAX_PASSES);
+            } else {
+                dispatch::<_, _, false>(st, &mut io, fr, out, MAX_PASSES);
             }
         }
-        self.flush_group(cx, cfg, current);
+        for (ip, mac) in self.seen.drain(..) {
+            self.stages
+                .bridge
+                .post(cx.stats, LearnEvent::Neigh { ip, mac });
+        }
     }
 }
 
 impl Pipeline for Switch {
     type Config = Snapshot;
     type Request = Request;
-    const COUNTERS: usize = COUNTERS;
+
+    fn counters(&self) -> usize {
+        self.counters
+    }
 
     #[inline]
     fn rx(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, port: PortId, burst: &mut Burst) {
         self.apply_inbox(cx, cfg);
-        if cfg.uplink.is_some_and(|u| u.port == port) {
-            self.uplink_rx(cx, cfg, burst);
-            return;
-        }
-        let Some(pc) = cfg.port(port) else {
-            // Unconfigured: the bridge drops the burst by name.
-            self.bridge.rx(cx, cfg, &mut self.overlay, port, burst);
-            return;
+        let entry = if cfg.uplink.is_some_and(|u| u.port == port) {
+            Node::UnderlayIn
+        } else {
+            Node::VlanIn
         };
-        // Split the burst into runs that enter the bridge on the same logical port (a trunk's
-        // frames mostly share one VLAN, so this is usually one run).
-        let mut current = port;
-        for mut b in burst.drain() {
-            match vlan::ingress(&self.pool, port, pc, &mut b) {
-                Ok(to) => {
-                    if to != current {
-                        self.flush_group(cx, cfg, current);
-                    }
-                    current = to;
-                    if to != port {
-                        let c = cx.stats.port(to);
-                        c.rx_packets.inc();
-                        c.rx_bytes.add(self.pool.len(&b) as u64);
-                    }
-                    // Cannot fail: the group never holds more than the burst it came from.
-                    let _ = self.group.push(b);
-                }
-                Err(why) => {
-                    cx.stats.pipeline.at(drop_index(why)).inc();
-                    cx.cache.free(b);
-                }
-            }
-        }
-        self.flush_group(cx, cfg, current);
+        let traced = self.tracer.armed() && self.tracer.mark(&self.pool, burst, port, cx.worker);
+        let no_frame = self.g.drop.index(GraphDrop::NoFrame);
+        self.frames.enqueue(entry as u16, burst, |b, _| {
+            dataplane::graph::free_counted(cx.cache, cx.stats, b, no_frame)
+        });
+        self.run(cx, cfg, traced || self.tracer.armed());
     }
 
     fn configure(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) {
-        self.bridge.configure(cfg);
         self.overlay.configure(cfg, cx.cache, cx.stats);
+        let mut io = Io {
+            cx,
+            cfg,
+            host: &mut self.overlay,
+            trace: &mut self.tracer,
+            seen: &mut self.seen,
+            g: self.g,
+        };
+        self.stages.configure(&mut io);
     }
 
     fn tick(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) {
         self.apply_inbox(cx, cfg);
-        self.bridge.tick(cx.stats, cfg, cx.now);
-        self.overlay.tick(cx);
+        {
+            let mut io = Io {
+                cx,
+                cfg,
+                host: &mut self.overlay,
+                trace: &mut self.tracer,
+                seen: &mut self.seen,
+                g: self.g,
+            };
+            self.stages.tick(&mut io, &mut self.frames);
+        }
+        self.overlay.tick(cx, &mut self.frames);
+        self.run(cx, cfg, false);
         let g = &cx.stats.gauges;
         g.at(Gauge::FdbEntries as usize)
-            .set(u64::from(self.bridge.fdb.len()));
+            .set(u64::from(self.stages.bridge.fdb.len()));
         g.at(Gauge::NeighEntries as usize)
             .set(self.overlay.neigh_len() as u64);
     }
@@ -171,10 +220,10 @@ impl Pipeline for Switch {
     fn request(&mut self, cx: &mut Context<'_>, _cfg: &Snapshot, req: Request) {
         match req {
             Request::FdbDump { net, reply } => {
-                let _ = reply.send((self.bridge.fdb.dump(net), cx.now));
+                let _ = reply.send((self.stages.bridge.fdb.dump(net), cx.now));
             }
             Request::FdbRemove { net, mac } => {
-                self.bridge.fdb.remove(net, &mac);
+                self.stages.bridge.fdb.remove(net, &mac);
             }
             Request::Neighbours { reply } => {
                 let _ = reply.send(self.overlay.neighbours());

@@ -11,10 +11,91 @@
 //! bytes. A frame never reaches the wrong VLAN.
 
 use crate::config::PortConf;
-use crate::counters::DropReason;
+use crate::graph::{Env, Io, Node, Stage};
+use crate::trace::Detail;
+use dataplane::burst::{Burst, Next};
+use dataplane::graph::{CounterKind, Counters, Frames};
+use dataplane::named_counters;
 use dataplane::pool::{Buf, Pool};
 use dataplane::port::PortId;
 use dataplane::wire::be16_at;
+
+named_counters! {
+    /// Why the VLAN input stage drops a frame.
+    pub enum VlanDrop {
+        /// 802.1Q tag cut short (frame under 18 bytes).
+        Truncated => "vlan_truncated",
+        /// Tagged frame on an access port (VID 0, priority-tagged, is accepted as untagged).
+        TagOnAccess => "vlan_tag_on_access",
+        /// Tagged with a VID that has no subinterface on this trunk.
+        UnknownVid => "vlan_unknown_vid",
+        /// Tagged with the reserved VID 4095.
+        ReservedVid => "vlan_reserved_vid",
+        /// Two or more stacked tags (Q-in-Q inside 802.1Q).
+        Stacked => "vlan_stacked",
+        /// An 802.1ad (0x88A8) or legacy Q-in-Q (0x9100) outer tag.
+        Qinq => "vlan_qinq",
+        /// Untagged frame on a trunk without a native VLAN.
+        UntaggedOnTrunk => "vlan_untagged_on_trunk",
+        /// Tagged frame longer than the trunk's MTU + 18 (header and tag).
+        Oversize => "vlan_oversize",
+    }
+}
+
+/// The VLAN input stage: every frame from a port other than the uplink passes here first and
+/// leaves for the bridge on the (logical) port it belongs to.
+pub struct VlanIn {
+    drops: Counters<VlanDrop>,
+}
+
+impl Stage for VlanIn {
+    const NAME: &'static str = "vlan-input";
+
+    fn new(env: &mut Env<'_>) -> VlanIn {
+        VlanIn {
+            drops: env.layout.register(Self::NAME, CounterKind::Drop),
+        }
+    }
+
+    #[inline]
+    fn run<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        _frames: &mut Frames,
+        input: &mut Burst,
+        out: &mut Burst,
+    ) {
+        let pool = io.pool().clone();
+        let bridge = Next::to(Node::Bridge as u16, 0);
+        for (mut b, _) in input.drain_next() {
+            let port = pool.port(&b);
+            let Some(pc) = io.cfg.port(port) else {
+                // Unconfigured: the bridge drops it by name.
+                let _ = out.push_next(b, bridge);
+                continue;
+            };
+            let tagged = be16_at(pool.data(&b), 12) == Some(TPID_8021Q);
+            let vid = be16_at(pool.data(&b), 14).map_or(0, |t| t & 0x0fff);
+            match ingress(&pool, port, pc, &mut b) {
+                Ok(to) => {
+                    if to != port {
+                        let c = io.cx.stats.port(to);
+                        c.rx_packets.inc();
+                        c.rx_bytes.add(pool.len(&b) as u64);
+                        pool.set_port(&mut b, to);
+                    }
+                    if T {
+                        let vid = if tagged { vid } else { 0 };
+                        io.rec::<T>(Self::NAME, &b, Detail::VlanIn { vid, port: to });
+                    }
+                    // Cannot fail: the output holds no more than the input did.
+                    let _ = out.push_next(b, bridge);
+                }
+                Err(why) => io.drop_buf::<T>(Self::NAME, b, self.drops.index(why)),
+            }
+        }
+    }
+}
 
 pub use dataplane::wire::vlan::{is_tpid, TPID_8021AD, TPID_8021Q, TPID_QINQ_LEGACY as TPID_QINQ};
 
@@ -25,19 +106,14 @@ const TAGGED_HDR: usize = 18;
 /// it enters the bridge on, after popping its tag, or why it is dropped. Frames too short to
 /// have an EtherType pass through untouched (the bridge drops them by name).
 #[inline]
-pub fn ingress(
-    pool: &Pool,
-    port: PortId,
-    pc: &PortConf,
-    b: &mut Buf,
-) -> Result<PortId, DropReason> {
+pub fn ingress(pool: &Pool, port: PortId, pc: &PortConf, b: &mut Buf) -> Result<PortId, VlanDrop> {
     let d = pool.data(b);
     let Some(ethertype) = be16_at(d, 12) else {
         return Ok(port);
     };
     let untagged = |pc: &PortConf| {
         if pc.is_trunk() && pc.net.is_none() {
-            Err(DropReason::VlanUntaggedOnTrunk)
+            Err(VlanDrop::UntaggedOnTrunk)
         } else {
             Ok(port)
         }
@@ -45,32 +121,32 @@ pub fn ingress(
     match ethertype {
         TPID_8021Q => {
             let (Some(tci), Some(inner)) = (be16_at(d, 14), be16_at(d, 16)) else {
-                return Err(DropReason::VlanTruncated);
+                return Err(VlanDrop::Truncated);
             };
             if is_tpid(inner) {
-                return Err(DropReason::VlanStacked);
+                return Err(VlanDrop::Stacked);
             }
             let vid = tci & 0x0fff;
             if vid == 0x0fff {
-                return Err(DropReason::VlanReservedVid);
+                return Err(VlanDrop::ReservedVid);
             }
             // A TCP super-frame (from a TAP with offloads) is judged by the segments it will be
             // cut into, each of which must fit the MTU as a frame would.
             if pc.mtu > 0 && d.len() > pc.mtu as usize + TAGGED_HDR && !gso_fits(pool, b, pc.mtu) {
-                return Err(DropReason::VlanOversize);
+                return Err(VlanDrop::Oversize);
             }
             let target = if vid == 0 {
                 untagged(pc)?
             } else if !pc.is_trunk() {
-                return Err(DropReason::VlanTagOnAccess);
+                return Err(VlanDrop::TagOnAccess);
             } else {
-                pc.vlan_port(vid).ok_or(DropReason::VlanUnknownVid)?
+                pc.vlan_port(vid).ok_or(VlanDrop::UnknownVid)?
             };
             pop(pool, b);
             pool.set_pcp(b, (tci >> 13) as u8);
             Ok(target)
         }
-        TPID_8021AD | TPID_QINQ => Err(DropReason::VlanQinq),
+        TPID_8021AD | TPID_QINQ => Err(VlanDrop::Qinq),
         _ => untagged(pc),
     }
 }
@@ -142,7 +218,7 @@ mod tests {
         }
     }
 
-    fn run(pc: &PortConf, frame: &[u8]) -> (Result<PortId, DropReason>, Vec<u8>, u8) {
+    fn run(pc: &PortConf, frame: &[u8]) -> (Result<PortId, VlanDrop>, Vec<u8>, u8) {
         let pool = Pool::new(64).unwrap();
         let mut cache = PoolCache::new(pool.clone());
         let mut b = cache.alloc().unwrap();
@@ -155,7 +231,7 @@ mod tests {
 
     /// A tagged (VID 10) TCP/IPv4 super-frame of `payload` bytes, with the offload facts a TAP
     /// gives it for MSS `mss`, judged by `ingress` on the 1500-byte trunk.
-    fn super_frame(payload: usize, mss: u16) -> Result<PortId, DropReason> {
+    fn super_frame(payload: usize, mss: u16) -> Result<PortId, VlanDrop> {
         use dataplane::offload::{VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
         let mut f = TAGGED[..18].to_vec();
         let ip_len = u16::try_from(20 + 20 + payload).unwrap();
@@ -191,7 +267,7 @@ mod tests {
     fn a_super_frame_is_judged_by_its_segments_against_the_mtu() {
         // 1460-byte segments make 1518-byte tagged frames: exactly MTU 1500 + 18.
         assert_eq!(super_frame(20_000, 1460), Ok(7));
-        assert_eq!(super_frame(20_000, 1461), Err(DropReason::VlanOversize));
+        assert_eq!(super_frame(20_000, 1461), Err(VlanDrop::Oversize));
     }
 
     #[test]
@@ -217,7 +293,7 @@ mod tests {
         assert_eq!(run(&trunk(Some(1)), &UNTAGGED).0, Ok(3));
         assert_eq!(
             run(&trunk(None), &UNTAGGED).0,
-            Err(DropReason::VlanUntaggedOnTrunk)
+            Err(VlanDrop::UntaggedOnTrunk)
         );
         assert_eq!(run(&PortConf::access(Some(1), 10), &UNTAGGED).0, Ok(3));
     }
@@ -231,10 +307,7 @@ mod tests {
             (Ok(3), UNTAGGED.to_vec(), 5)
         );
         assert_eq!(run(&trunk(Some(1)), &f).0, Ok(3));
-        assert_eq!(
-            run(&trunk(None), &f).0,
-            Err(DropReason::VlanUntaggedOnTrunk)
-        );
+        assert_eq!(run(&trunk(None), &f).0, Err(VlanDrop::UntaggedOnTrunk));
     }
 
     #[test]
@@ -246,35 +319,32 @@ mod tests {
         };
         assert_eq!(
             run(&PortConf::access(Some(1), 10), &TAGGED).0,
-            Err(DropReason::VlanTagOnAccess)
+            Err(VlanDrop::TagOnAccess)
         );
         assert_eq!(
             run(&trunk(None), &with(14, 20)).0,
-            Err(DropReason::VlanUnknownVid)
+            Err(VlanDrop::UnknownVid)
         );
         assert_eq!(
             run(&trunk(None), &with(14, 0x0fff)).0,
-            Err(DropReason::VlanReservedVid)
+            Err(VlanDrop::ReservedVid)
         );
         assert_eq!(
             run(&trunk(None), &with(16, TPID_8021Q)).0,
-            Err(DropReason::VlanStacked)
+            Err(VlanDrop::Stacked)
         );
         assert_eq!(
             run(&trunk(None), &with(12, TPID_8021AD)).0,
-            Err(DropReason::VlanQinq)
+            Err(VlanDrop::Qinq)
         );
         assert_eq!(
             run(&trunk(None), &with(12, TPID_QINQ)).0,
-            Err(DropReason::VlanQinq)
+            Err(VlanDrop::Qinq)
         );
-        assert_eq!(
-            run(&trunk(None), &TAGGED[..16]).0,
-            Err(DropReason::VlanTruncated)
-        );
+        assert_eq!(run(&trunk(None), &TAGGED[..16]).0, Err(VlanDrop::Truncated));
         let mut big = TAGGED.to_vec();
         big.resize(1500 + 18 + 1, 0);
-        assert_eq!(run(&trunk(None), &big).0, Err(DropReason::VlanOversize));
+        assert_eq!(run(&trunk(None), &big).0, Err(VlanDrop::Oversize));
         big.truncate(1500 + 18);
         assert_eq!(run(&trunk(None), &big).0, Ok(7));
     }

@@ -8,19 +8,63 @@
 //! to the ports of the ingress port's network.
 
 pub mod fdb;
+pub mod flood;
 
 use crate::config::{NetId, Snapshot};
-use crate::counters::{drop_index, event_index, DropReason, Event};
-use crate::output;
-use crate::overlay::Overlay;
-use dataplane::burst::Burst;
-use dataplane::burst::BURST;
+use crate::graph::{out_to, Env, Io, Node, Stage, FLAG_FWD};
+use crate::trace::Detail;
+use dataplane::burst::{Burst, Next, BURST};
 use dataplane::counters::WorkerStats;
-use dataplane::pool::{Buf, Pool, MAX_FRAME};
+use dataplane::graph::{CounterKind, Counters, Frames};
+use dataplane::named_counters;
+use dataplane::pool::Pool;
 use dataplane::port::{PortId, MAX_PORTS};
-use dataplane::worker::Context;
 use fdb::{Evicted, Learn, Limits, MacTable, Probe};
 use std::sync::Arc;
+
+named_counters! {
+    /// Why the bridge drops a frame.
+    pub enum BridgeDrop {
+        /// Shorter than an Ethernet header (14 bytes).
+        EthTooShort => "eth_too_short",
+        /// Source MAC is multicast, broadcast or all zeros.
+        SrcMacInvalid => "src_mac_invalid",
+        /// Arrived on a port that belongs to no network.
+        NoNetwork => "no_network",
+        /// Destination MAC is behind the port the frame came from.
+        DstIsIngress => "dst_is_ingress",
+        /// Unicast from one VTEP to a MAC behind another (split horizon: never relayed).
+        TunnelToTunnel => "vxlan_split_horizon",
+    }
+}
+
+named_counters! {
+    /// What the bridge did (not drops).
+    pub enum BridgeEvent {
+        /// Unknown-unicast frames among the flooded ones.
+        UnknownUnicast => "unknown_unicast",
+        /// MACs learned.
+        MacLearned => "mac_learned",
+        /// MACs that moved to another port (station moves).
+        MacMoved => "mac_moved",
+        /// MACs evicted because their port reached its limit.
+        MacEvictedPortLimit => "mac_evicted_port_limit",
+        /// MACs evicted because their network reached its limit.
+        MacEvictedNetworkLimit => "mac_evicted_network_limit",
+        /// MACs evicted because the table was full.
+        MacEvictedTableFull => "mac_evicted_table_full",
+        /// Source MACs not learned (limit 0 or table full with nothing to evict).
+        MacLearnRefused => "mac_learn_refused",
+        /// Frames whose source MAC is static on another port (forwarded, not learned).
+        MacStaticConflict => "mac_static_conflict",
+        /// Learned MACs removed by aging.
+        MacAged => "mac_aged",
+        /// MACs learned from another worker's sighting.
+        MacSynced => "mac_synced",
+        /// Sightings not passed to another worker because its inbox was full.
+        MacSyncOverflow => "mac_sync_overflow",
+    }
+}
 
 /// Most networks (ids are `u16`, 0 unused).
 pub const MAX_NETS: usize = 4096;
@@ -86,17 +130,8 @@ pub struct Bridge {
     statics: Vec<(NetId, [u8; 6], PortId)>,
     /// Learning shared with the other workers, when there are any.
     sync: Option<LearnSync>,
-}
-
-#[inline]
-fn drop_frame(cx: &mut Context<'_>, b: Buf, why: DropReason) {
-    cx.stats.pipeline.at(drop_index(why)).inc();
-    cx.cache.free(b);
-}
-
-#[inline]
-fn event(stats: &WorkerStats, e: Event) {
-    stats.pipeline.at(event_index(e)).inc();
+    drops: Counters<BridgeDrop>,
+    ev: Counters<BridgeEvent>,
 }
 
 #[inline]
@@ -104,25 +139,22 @@ fn is_tunnel(cfg: &Snapshot, port: PortId) -> bool {
     cfg.port(port).is_some_and(|p| p.tunnel.is_some())
 }
 
-/// Large buffers a flood never copies into (at most; an eighth of a small pool): they stay for
-/// the TAP queues' next super-frames.
-pub const FLOOD_LARGE_RESERVE: usize = 32;
-
-/// Counts a flood copy that could not be sent under its reason, and as a failed copy, so that
-/// `received = forwarded + flooded + drops - flood_copy_failed` still counts frames.
-#[inline]
-fn copy_result(cx: &Context<'_>, r: Result<(), crate::counters::DropIdx>) {
-    if let Err(why) = r {
-        cx.stats.pipeline.at(why.0).inc();
-        event(cx.stats, Event::FloodCopyFailed);
+fn evicted_event(why: Evicted) -> BridgeEvent {
+    match why {
+        Evicted::PortLimit => BridgeEvent::MacEvictedPortLimit,
+        Evicted::NetworkLimit => BridgeEvent::MacEvictedNetworkLimit,
+        Evicted::TableFull => BridgeEvent::MacEvictedTableFull,
     }
 }
 
-fn evicted_event(why: Evicted) -> Event {
-    match why {
-        Evicted::PortLimit => Event::MacEvictedPortLimit,
-        Evicted::NetworkLimit => Event::MacEvictedNetworkLimit,
-        Evicted::TableFull => Event::MacEvictedTableFull,
+fn learn_name(l: &Learn) -> &'static str {
+    match l {
+        Learn::Known => "known",
+        Learn::Refreshed => "refreshed",
+        Learn::Learned | Learn::LearnedEvicting(_) => "learned",
+        Learn::Moved | Learn::MovedEvicting(_) => "moved",
+        Learn::StaticConflict => "static elsewhere: not learned",
+        Learn::Full => "refused: limit",
     }
 }
 
@@ -136,17 +168,6 @@ fn macs(d: &[u8]) -> Option<([u8; 6], [u8; 6])> {
 }
 
 impl Bridge {
-    /// A bridge whose MAC table holds `fdb_capacity` entries.
-    pub fn new(pool: Arc<Pool>, fdb_capacity: u32) -> Bridge {
-        Bridge {
-            pool,
-            fdb: MacTable::new(fdb_capacity, MAX_PORTS, MAX_NETS),
-            port_net: vec![None; MAX_PORTS].into_boxed_slice(),
-            statics: Vec::new(),
-            sync: None,
-        }
-    }
-
     /// Shares learning with other workers.
     pub fn set_sync(&mut self, sync: LearnSync) {
         self.sync = Some(sync);
@@ -157,7 +178,7 @@ impl Bridge {
         let Some(sync) = &self.sync else { return };
         for (i, q) in sync.inboxes.iter().enumerate() {
             if i != sync.me && q.push(ev).is_err() {
-                event(stats, Event::MacSyncOverflow);
+                self.ev.inc(stats, BridgeEvent::MacSyncOverflow);
             }
         }
     }
@@ -200,7 +221,7 @@ impl Bridge {
             if let Learn::Learned | Learn::LearnedEvicting(_) =
                 self.fdb.learn(net_id, &mac, port, now, &limits)
             {
-                event(stats, Event::MacSynced);
+                self.ev.inc(stats, BridgeEvent::MacSynced);
             }
         }
     }
@@ -208,156 +229,6 @@ impl Bridge {
     /// Whether learning is shared with other workers.
     pub fn has_sync(&self) -> bool {
         self.sync.is_some()
-    }
-
-    /// Switches a burst received on `port`.
-    pub fn rx(
-        &mut self,
-        cx: &mut Context<'_>,
-        cfg: &Snapshot,
-        overlay: &mut Overlay,
-        port: PortId,
-        burst: &mut Burst,
-    ) {
-        let Some(net_id) = cfg.port(port).and_then(|p| p.net) else {
-            for b in burst.drain() {
-                drop_frame(cx, b, DropReason::NoNetwork);
-            }
-            return;
-        };
-        let (Some(net), Some(pconf)) = (cfg.net(net_id), cfg.port(port)) else {
-            for b in burst.drain() {
-                drop_frame(cx, b, DropReason::NoNetwork);
-            }
-            return;
-        };
-        let limits = Limits {
-            port: pconf.mac_limit,
-            network: net.mac_limit,
-            network_ports: &net.ports,
-        };
-
-        // Pass 1: hash every frame's MACs and prefetch their slots; pass 2 finds them cached.
-        let mut probes = [(Probe::default(), Probe::default()); BURST];
-        for (b, pr) in burst.bufs().iter().zip(probes.iter_mut()) {
-            if let Some((dst, src)) = macs(self.pool.data(b)) {
-                *pr = (self.fdb.probe(net_id, &dst), self.fdb.probe(net_id, &src));
-                self.fdb.prefetch_slot(&pr.1);
-                if dst[0] & 1 == 0 {
-                    self.fdb.prefetch_slot(&pr.0);
-                }
-            }
-        }
-
-        for (b, (dst_probe, src_probe)) in burst.drain().zip(probes.iter()) {
-            let Some((dst, src)) = macs(self.pool.data(&b)) else {
-                drop_frame(cx, b, DropReason::EthTooShort);
-                continue;
-            };
-            if src[0] & 1 != 0 || src == [0; 6] {
-                drop_frame(cx, b, DropReason::SrcMacInvalid);
-                continue;
-            }
-            let learned = if pconf.learn {
-                self.fdb.learn_probe(src_probe, port, cx.now, &limits)
-            } else {
-                Learn::Known
-            };
-            if let Learn::Learned
-            | Learn::LearnedEvicting(_)
-            | Learn::Moved
-            | Learn::MovedEvicting(_)
-            | Learn::Refreshed = learned
-            {
-                self.post(
-                    cx.stats,
-                    LearnEvent::Mac {
-                        net: net_id,
-                        port,
-                        mac: src,
-                    },
-                );
-            }
-            match learned {
-                Learn::Known | Learn::Refreshed => {}
-                Learn::Learned => event(cx.stats, Event::MacLearned),
-                Learn::LearnedEvicting(why) => {
-                    event(cx.stats, Event::MacLearned);
-                    event(cx.stats, evicted_event(why));
-                }
-                Learn::Moved => event(cx.stats, Event::MacMoved),
-                Learn::MovedEvicting(why) => {
-                    event(cx.stats, Event::MacMoved);
-                    event(cx.stats, evicted_event(why));
-                }
-                Learn::StaticConflict => event(cx.stats, Event::MacStaticConflict),
-                Learn::Full => event(cx.stats, Event::MacLearnRefused),
-            }
-            if dst[0] & 1 == 0 {
-                match self.fdb.lookup_probe(dst_probe) {
-                    Some(out) if out == port => drop_frame(cx, b, DropReason::DstIsIngress),
-                    Some(out) if pconf.tunnel.is_some() && is_tunnel(cfg, out) => {
-                        drop_frame(cx, b, DropReason::TunnelToTunnel)
-                    }
-                    Some(out) => match output::send(cx, cfg, &self.pool, overlay, out, b) {
-                        Ok(()) => event(cx.stats, Event::Forwarded),
-                        Err(why) => cx.stats.pipeline.at(why.0).inc(),
-                    },
-                    None => {
-                        event(cx.stats, Event::UnknownUnicast);
-                        self.flood(cx, cfg, overlay, &net.ports, port, b);
-                    }
-                }
-            } else {
-                self.flood(cx, cfg, overlay, &net.ports, port, b);
-            }
-        }
-    }
-
-    /// Sends `b` to every port of the network but `ingress`: copies for all but the last.
-    fn flood(
-        &self,
-        cx: &mut Context<'_>,
-        cfg: &Snapshot,
-        overlay: &mut Overlay,
-        ports: &[PortId],
-        ingress: PortId,
-        b: Buf,
-    ) {
-        // Split horizon: what came from one VTEP is never replicated to the others (every VTEP
-        // replicates its own traffic to all peers; relaying would duplicate, and loop).
-        let from_tunnel = is_tunnel(cfg, ingress);
-        let eligible = |cx: &Context<'_>, p: PortId| {
-            p != ingress && !(from_tunnel && is_tunnel(cfg, p)) && output::reachable(cx, cfg, p)
-        };
-        let Some(last) = ports.iter().rposition(|&p| eligible(cx, p)) else {
-            drop_frame(cx, b, DropReason::NoDestination);
-            return;
-        };
-        event(cx.stats, Event::Flooded);
-        for &out in &ports[..last] {
-            if !eligible(cx, out) {
-                continue;
-            }
-            // A super-frame's copy takes a large buffer: never the last ones, which the TAP
-            // queues need to receive super-frames at all (a flood of them could drain the pool).
-            let large = self.pool.len(&b) > MAX_FRAME;
-            let reserve = (self.pool.large_capacity() as usize / 8).clamp(1, FLOOD_LARGE_RESERVE);
-            if large && self.pool.large_available() <= reserve {
-                event(cx.stats, Event::FloodCopyNoBuffers);
-                continue;
-            }
-            match cx.cache.clone_buf(&b) {
-                Some(c) => {
-                    event(cx.stats, Event::FloodCopies);
-                    let r = output::send(cx, cfg, &self.pool, overlay, out, c);
-                    copy_result(cx, r);
-                }
-                None => event(cx.stats, Event::FloodCopyNoBuffers),
-            }
-        }
-        let r = output::send(cx, cfg, &self.pool, overlay, ports[last], b);
-        copy_result(cx, r);
     }
 
     /// Reconciles the MAC table with a new configuration: entries of ports that left their
@@ -420,10 +291,174 @@ impl Bridge {
                 .map_or(0, |n| u64::from(n.aging_secs))
         };
         let n = self.fdb.expire(now, aging, AGING_BUDGET);
-        stats
-            .pipeline
-            .at(event_index(Event::MacAged))
-            .add(u64::from(n));
+        self.ev.get(stats, BridgeEvent::MacAged).add(u64::from(n));
         n
+    }
+}
+
+impl Stage for Bridge {
+    const NAME: &'static str = "l2-bridge";
+
+    fn new(env: &mut Env<'_>) -> Bridge {
+        Bridge {
+            pool: env.pool.clone(),
+            fdb: MacTable::new(env.fdb_capacity, MAX_PORTS, MAX_NETS),
+            port_net: vec![None; MAX_PORTS].into_boxed_slice(),
+            statics: Vec::new(),
+            sync: None,
+            drops: env.layout.register(Self::NAME, CounterKind::Drop),
+            ev: env.layout.register(Self::NAME, CounterKind::Event),
+        }
+    }
+
+    /// Learns and decides, in two passes: the first validates each frame and prefetches the
+    /// MAC table slots of its source and destination, the second learns and decides.
+    fn run<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        _frames: &mut Frames,
+        input: &mut Burst,
+        out: &mut Burst,
+    ) {
+        let cfg = io.cfg;
+        let pool = self.pool.clone();
+        let mut probes = [(Probe::default(), Probe::default()); BURST];
+        let mut last: (PortId, Option<NetId>) = (PortId::MAX, None);
+        for (b, pr) in input.bufs().iter().zip(probes.iter_mut()) {
+            let port = pool.port(b);
+            if port != last.0 {
+                last = (port, cfg.port(port).and_then(|p| p.net));
+            }
+            let Some(net_id) = last.1 else { continue };
+            if let Some((dst, src)) = macs(pool.data(b)) {
+                *pr = (self.fdb.probe(net_id, &dst), self.fdb.probe(net_id, &src));
+                self.fdb.prefetch_slot(&pr.1);
+                if dst[0] & 1 == 0 {
+                    self.fdb.prefetch_slot(&pr.0);
+                }
+            }
+        }
+
+        let flood = Next::to(Node::Flood as u16, 0);
+        for ((mut b, _), (dst_probe, src_probe)) in input.drain_next().zip(probes.iter()) {
+            let port = pool.port(&b);
+            let pconf = cfg.port(port);
+            let net = pconf
+                .and_then(|p| p.net)
+                .and_then(|n| Some((n, cfg.net(n)?)));
+            let (Some(pconf), Some((net_id, net))) = (pconf, net) else {
+                io.drop_buf::<T>(Self::NAME, b, self.drops.index(BridgeDrop::NoNetwork));
+                continue;
+            };
+            let Some((dst, src)) = macs(pool.data(&b)) else {
+                io.drop_buf::<T>(Self::NAME, b, self.drops.index(BridgeDrop::EthTooShort));
+                continue;
+            };
+            if src[0] & 1 != 0 || src == [0; 6] {
+                io.drop_buf::<T>(Self::NAME, b, self.drops.index(BridgeDrop::SrcMacInvalid));
+                continue;
+            }
+            let limits = Limits {
+                port: pconf.mac_limit,
+                network: net.mac_limit,
+                network_ports: &net.ports,
+            };
+            let learned = if pconf.learn {
+                self.fdb.learn_probe(src_probe, port, io.cx.now, &limits)
+            } else {
+                Learn::Known
+            };
+            if let Learn::Learned
+            | Learn::LearnedEvicting(_)
+            | Learn::Moved
+            | Learn::MovedEvicting(_)
+            | Learn::Refreshed = learned
+            {
+                self.post(
+                    io.cx.stats,
+                    LearnEvent::Mac {
+                        net: net_id,
+                        port,
+                        mac: src,
+                    },
+                );
+            }
+            let stats = io.cx.stats;
+            match learned {
+                Learn::Known | Learn::Refreshed => {}
+                Learn::Learned => self.ev.inc(stats, BridgeEvent::MacLearned),
+                Learn::LearnedEvicting(why) => {
+                    self.ev.inc(stats, BridgeEvent::MacLearned);
+                    self.ev.inc(stats, evicted_event(why));
+                }
+                Learn::Moved => self.ev.inc(stats, BridgeEvent::MacMoved),
+                Learn::MovedEvicting(why) => {
+                    self.ev.inc(stats, BridgeEvent::MacMoved);
+                    self.ev.inc(stats, evicted_event(why));
+                }
+                Learn::StaticConflict => self.ev.inc(stats, BridgeEvent::MacStaticConflict),
+                Learn::Full => self.ev.inc(stats, BridgeEvent::MacLearnRefused),
+            }
+            if T && pconf.learn {
+                let result = learn_name(&learned);
+                io.rec::<T>(
+                    Self::NAME,
+                    &b,
+                    Detail::Learn {
+                        mac: src,
+                        port,
+                        result,
+                    },
+                );
+            }
+            if dst[0] & 1 != 0 {
+                io.rec::<T>(
+                    Self::NAME,
+                    &b,
+                    Detail::Lookup {
+                        mac: dst,
+                        port: None,
+                    },
+                );
+                // Cannot fail: the output holds no more than the input did.
+                let _ = out.push_next(b, flood);
+                continue;
+            }
+            let found = self.fdb.lookup_probe(dst_probe);
+            io.rec::<T>(
+                Self::NAME,
+                &b,
+                Detail::Lookup {
+                    mac: dst,
+                    port: found,
+                },
+            );
+            match found {
+                Some(o) if o == port => {
+                    io.drop_buf::<T>(Self::NAME, b, self.drops.index(BridgeDrop::DstIsIngress))
+                }
+                Some(o) if pconf.tunnel.is_some() && is_tunnel(cfg, o) => {
+                    let i = self.drops.index(BridgeDrop::TunnelToTunnel);
+                    io.drop_buf::<T>(Self::NAME, b, i)
+                }
+                Some(o) => {
+                    let f = pool.flags(&b);
+                    pool.set_flags(&mut b, f | FLAG_FWD);
+                    let _ = out.push_next(b, out_to(cfg, o));
+                }
+                None => {
+                    self.ev.inc(stats, BridgeEvent::UnknownUnicast);
+                    let _ = out.push_next(b, flood);
+                }
+            }
+        }
+    }
+
+    fn configure(&mut self, io: &mut Io<'_, '_>) {
+        Bridge::configure(self, io.cfg);
+    }
+
+    fn tick(&mut self, io: &mut Io<'_, '_>, _frames: &mut Frames) {
+        Bridge::tick(self, io.cx.stats, io.cfg, io.cx.now);
     }
 }

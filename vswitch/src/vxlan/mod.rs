@@ -30,6 +30,7 @@
 
 pub mod decap;
 pub mod encap;
+pub mod stage;
 
 pub use decap::{classify, classify_with, decap, Decap, DecapDrop};
 pub use encap::{flow_hash, src_port, EncapError, Tunnel, TunnelParams};

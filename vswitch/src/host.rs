@@ -1,0 +1,332 @@
+//! The underlay host: the switch's own presence on the underlay network, a service beside the
+//! graph that every stage sending to the underlay uses (VXLAN now; ESP, the router and NAT
+//! later). It answers ARP for the uplink address, learns neighbours from ARP, and resolves next
+//! hops: a frame whose next hop is not known yet is held (a few per next hop) while an ARP
+//! request goes out, and re-enters the graph at the node it asked for (its "resume" node) once
+//! the reply comes; if resolution fails it is dropped and counted. The state machine itself is
+//! [`crate::neigh`] (no I/O, time as an argument); this file is its I/O: buffers, the uplink
+//! port, counters.
+//!
+//! Requests and replies it makes leave through the graph's output stage like any frame (emitted
+//! to `Node::Tx` on the uplink port).
+
+use crate::config::{Snapshot, UplinkConf};
+use crate::graph::Node;
+use crate::neigh::{self, ArpAction, ArpIgnore, NeighConfig, NeighDrop, NeighEvent, NeighTable};
+use dataplane::burst::Next;
+use dataplane::counters::WorkerStats;
+use dataplane::graph::{CounterKind, CounterLayout, Counters, Frames};
+use dataplane::named_counters;
+use dataplane::pool::{Buf, Pool, PoolCache};
+use dataplane::port::PortId;
+use dataplane::worker::Context;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// Underlay neighbours per worker.
+const NEIGH_CAPACITY: usize = 1024;
+/// The metadata word a held buffer keeps its resume node in.
+const RESUME_WORD: usize = 0;
+
+named_counters! {
+    /// What the underlay host did.
+    pub enum HostEvent {
+        /// Frames held while their next hop is resolved.
+        NeighQueued => "neigh_queued",
+        /// Held frames dropped while they waited (resolution failed, tunnel removed, uplink
+        /// address changed); also counted in the uplink port's `tx_dropped`.
+        NeighQueueDropped => "neigh_queue_dropped",
+        /// ARP requests for the uplink address answered.
+        ArpReplied => "arp_replied",
+        /// ARP frames consumed to learn an underlay neighbour.
+        ArpLearned => "arp_learned",
+        /// ARP requests sent to resolve underlay next hops.
+        ArpRequests => "arp_requests",
+    }
+}
+
+/// What became of a frame that needs a next hop.
+pub enum Resolve {
+    /// The next hop is at this MAC: send the frame now.
+    Known([u8; 6], Buf),
+    /// Held until the next hop answers; it re-enters the graph then.
+    Held,
+    /// Not sendable: drop it under this counter.
+    Drop(Buf, usize),
+}
+
+/// What became of an ARP frame received on the uplink.
+pub enum ArpRx {
+    /// A reply to send out of the uplink.
+    Reply(Buf),
+    /// Consumed (learned from, or dropped and counted).
+    Done,
+}
+
+/// The underlay host's state on one worker.
+pub struct Host {
+    pool: Arc<Pool>,
+    neigh: NeighTable<Buf>,
+    uplink: Option<UplinkConf>,
+    /// Drop counters of next-hop resolution.
+    pub neigh_drops: Counters<NeighDrop>,
+    /// Drop counters of ARP input.
+    pub arp_drops: Counters<ArpIgnore>,
+    /// Events.
+    pub ev: Counters<HostEvent>,
+    /// Neighbours learned from ARP since the caller last took them (for the other workers).
+    learned: Vec<(Ipv4Addr, [u8; 6])>,
+}
+
+/// Counts a frame dropped while it waited for its next hop: it left the bridge as forwarded, so
+/// like a frame a port refuses it counts on the port it was headed for, not as a pipeline drop.
+fn queue_dropped(ev: Counters<HostEvent>, stats: &WorkerStats, uplink: Option<PortId>) {
+    ev.inc(stats, HostEvent::NeighQueueDropped);
+    if let Some(p) = uplink {
+        stats.port(p).tx_dropped.inc();
+    }
+}
+
+/// Sends a held frame on to its resume node.
+fn release(frames: &mut Frames, pool: &Pool, cache: &mut PoolCache, b: Buf) {
+    let w = pool.word(&b, RESUME_WORD);
+    let next = Next::to((w >> 16) as u16, (w & 0xffff) as u16);
+    if let Err(b) = frames.emit(b, next) {
+        cache.free(b);
+    }
+}
+
+impl Host {
+    /// No uplink yet. Allocates its tables once, here.
+    pub fn new(pool: Arc<Pool>, layout: &mut CounterLayout) -> Host {
+        Host {
+            pool,
+            neigh: NeighTable::new(NEIGH_CAPACITY, NeighConfig::default()),
+            uplink: None,
+            neigh_drops: layout.register("underlay-host", CounterKind::Drop),
+            arp_drops: layout.register("underlay-host", CounterKind::Drop),
+            ev: layout.register("underlay-host", CounterKind::Event),
+            learned: Vec::with_capacity(64),
+        }
+    }
+
+    /// The underlay address, when set.
+    #[inline]
+    pub fn uplink(&self) -> Option<UplinkConf> {
+        self.uplink
+    }
+
+    /// Entries in the neighbour table (resolved or not).
+    pub fn neigh_len(&self) -> usize {
+        self.neigh.len()
+    }
+
+    /// Neighbours resolved now: (IP, MAC).
+    pub fn neighbours(&self) -> Vec<(Ipv4Addr, [u8; 6])> {
+        let mut v = Vec::new();
+        self.neigh.for_each(|e| {
+            if let Some(mac) = e.mac {
+                v.push((e.ip, mac));
+            }
+        });
+        v
+    }
+
+    /// The state of next hop `ip`, for traces.
+    pub fn state_name(&self, ip: Ipv4Addr) -> &'static str {
+        match self.neigh.get(ip).map(|e| e.state) {
+            None => "unknown",
+            Some(neigh::NeighState::Incomplete) => "incomplete",
+            Some(neigh::NeighState::Reachable) => "reachable",
+            Some(neigh::NeighState::Probe) => "probe",
+            Some(neigh::NeighState::Failed) => "failed",
+        }
+    }
+
+    /// Follows a new configuration: a new underlay address makes every neighbour stale (the
+    /// frames they held are dropped and counted).
+    pub fn configure(&mut self, cfg: &Snapshot, cache: &mut PoolCache, stats: &WorkerStats) {
+        if self.uplink.map(|u| (u.ip, u.mac)) != cfg.uplink.map(|u| (u.ip, u.mac)) {
+            let mut ips = Vec::new();
+            self.neigh.for_each(|e| ips.push(e.ip));
+            let (ev, uplink) = (self.ev, self.uplink.map(|u| u.port));
+            for ip in ips {
+                self.neigh.remove(ip, |b| {
+                    queue_dropped(ev, stats, uplink);
+                    cache.free(b);
+                });
+            }
+        }
+        self.uplink = cfg.uplink;
+    }
+
+    /// Drops every held frame, counted (their destinations changed under them).
+    pub fn drop_held(&mut self, cache: &mut PoolCache, stats: &WorkerStats) {
+        let mut waiting = Vec::new();
+        self.neigh.for_each(|e| {
+            if e.queued > 0 {
+                waiting.push(e.ip);
+            }
+        });
+        let (ev, uplink) = (self.ev, self.uplink.map(|u| u.port));
+        for ip in waiting {
+            self.neigh.remove(ip, |b| {
+                queue_dropped(ev, stats, uplink);
+                cache.free(b);
+            });
+        }
+    }
+
+    /// Resolves next hop `hop` for `b`. An unresolved hop holds `b` (an ARP request goes out
+    /// when one is due); it re-enters the graph at `resume` once the hop answers.
+    pub fn resolve(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut Frames,
+        hop: Ipv4Addr,
+        mut b: Buf,
+        resume: Next,
+    ) -> Resolve {
+        let Some(up) = self.uplink else {
+            return Resolve::Drop(b, self.neigh_drops.index(NeighDrop::Failed));
+        };
+        match self.neigh.lookup(hop, cx.now) {
+            neigh::Resolution::Known(mac) => Resolve::Known(mac, b),
+            neigh::Resolution::Resolve { send_request } => {
+                if send_request {
+                    let (pool, ev) = (&*self.pool, self.ev);
+                    arp_out(pool, ev, cx.cache, cx.stats, frames, &up, hop, None);
+                }
+                let w = (u32::from(resume.node) << 16) | u32::from(resume.arg);
+                self.pool.set_word(&mut b, RESUME_WORD, w);
+                match self.neigh.queue(hop, b) {
+                    Ok(()) => {
+                        self.ev.inc(cx.stats, HostEvent::NeighQueued);
+                        Resolve::Held
+                    }
+                    Err(b) => Resolve::Drop(b, self.neigh_drops.index(NeighDrop::QueueFull)),
+                }
+            }
+            neigh::Resolution::Failed => {
+                Resolve::Drop(b, self.neigh_drops.index(NeighDrop::Failed))
+            }
+            neigh::Resolution::Full => {
+                Resolve::Drop(b, self.neigh_drops.index(NeighDrop::TableFull))
+            }
+        }
+    }
+
+    /// Learns that neighbour `ip` is at `mac`; what waited for it re-enters the graph.
+    pub fn learn(&mut self, cx: &mut Context<'_>, frames: &mut Frames, ip: Ipv4Addr, mac: [u8; 6]) {
+        if self.uplink.is_none() {
+            return;
+        }
+        let pool = &*self.pool;
+        let cache = &mut *cx.cache;
+        let _ = self
+            .neigh
+            .learn(ip, mac, cx.now, |b| release(frames, pool, cache, b));
+    }
+
+    /// Neighbours learned from ARP since the last call, for the other workers.
+    pub fn take_learned(&mut self, into: &mut Vec<(Ipv4Addr, [u8; 6])>) {
+        for l in self.learned.drain(..) {
+            if into.len() < into.capacity() {
+                into.push(l);
+            }
+        }
+    }
+
+    /// Handles an ARP frame received on the uplink (`to_us`: unicast to our MAC).
+    pub fn arp_input(&mut self, cx: &mut Context<'_>, frames: &mut Frames, mut b: Buf) -> ArpRx {
+        let Some(up) = self.uplink else {
+            cx.stats
+                .pipeline
+                .at(self.arp_drops.index(ArpIgnore::NotArp))
+                .inc();
+            cx.cache.free(b);
+            return ArpRx::Done;
+        };
+        let pool = self.pool.clone();
+        match neigh::handle_arp(pool.data_mut(&mut b), up.mac, up.ip) {
+            ArpAction::Reply { len, learn } => {
+                pool.set_len(&mut b, len);
+                self.ev.inc(cx.stats, HostEvent::ArpReplied);
+                if let Some((ip, mac)) = learn {
+                    self.learn(cx, frames, ip, mac);
+                    self.note_learned(ip, mac);
+                }
+                ArpRx::Reply(b)
+            }
+            ArpAction::Learned { ip, mac } => {
+                self.ev.inc(cx.stats, HostEvent::ArpLearned);
+                cx.cache.free(b);
+                self.learn(cx, frames, ip, mac);
+                self.note_learned(ip, mac);
+                ArpRx::Done
+            }
+            ArpAction::Announced { ip, mac } => {
+                self.ev.inc(cx.stats, HostEvent::ArpLearned);
+                cx.cache.free(b);
+                let pool = &*self.pool;
+                let cache = &mut *cx.cache;
+                let _ = self
+                    .neigh
+                    .update(ip, mac, cx.now, |q| release(frames, pool, cache, q));
+                ArpRx::Done
+            }
+            ArpAction::Ignore(why) => {
+                cx.stats.pipeline.at(self.arp_drops.index(why)).inc();
+                cx.cache.free(b);
+                ArpRx::Done
+            }
+        }
+    }
+
+    fn note_learned(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
+        if self.learned.len() < self.learned.capacity() {
+            self.learned.push((ip, mac));
+        }
+    }
+
+    /// Timers: retries, failures, reconfirmation of next hops.
+    pub fn tick(&mut self, cx: &mut Context<'_>, frames: &mut Frames) {
+        let Some(up) = self.uplink else { return };
+        let now = cx.now;
+        let (ev, pool, stats, cache) = (self.ev, &*self.pool, cx.stats, &mut *cx.cache);
+        self.neigh.tick(now, |e| match e {
+            NeighEvent::Request { ip, unicast } => {
+                arp_out(pool, ev, cache, stats, frames, &up, ip, unicast);
+            }
+            NeighEvent::Dropped(b) => {
+                queue_dropped(ev, stats, Some(up.port));
+                cache.free(b);
+            }
+            NeighEvent::Failed(_) | NeighEvent::Expired(_) => {}
+        });
+    }
+}
+
+/// Emits an ARP request for `ip` towards the uplink.
+#[allow(clippy::too_many_arguments)]
+fn arp_out(
+    pool: &Pool,
+    ev: Counters<HostEvent>,
+    cache: &mut PoolCache,
+    stats: &WorkerStats,
+    frames: &mut Frames,
+    up: &UplinkConf,
+    ip: Ipv4Addr,
+    unicast: Option<[u8; 6]>,
+) {
+    let Some(mut b) = cache.alloc() else { return };
+    let Some(len) = neigh::arp_request(pool.rx_space(&mut b), up.mac, up.ip, ip, unicast) else {
+        cache.free(b);
+        return;
+    };
+    pool.set_len(&mut b, len);
+    ev.inc(stats, HostEvent::ArpRequests);
+    if let Err(b) = frames.emit(b, Next::to(Node::Tx as u16, up.port)) {
+        cache.free(b);
+    }
+}

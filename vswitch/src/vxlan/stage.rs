@@ -1,0 +1,403 @@
+//! The VXLAN stages of the graph: `underlay-in` takes what the uplink receives (VXLAN for us is
+//! decapsulated and enters the bridge on its peer's tunnel port; ARP goes to the underlay host;
+//! everything else is dropped by name), and `vxlan-encap` sends a frame through a tunnel port:
+//! it asks the underlay host for the next hop's MAC (the frame may be held while it resolves
+//! and comes back here when it has), patches the tunnel's precomputed outer header with it and
+//! encapsulates in the headroom.
+//!
+//! Each remote VTEP of an overlay network is a tunnel port: the bridge learns MACs behind it and
+//! floods to it like any port (head-end replication).
+
+use super::{DecapDrop, EncapError, Tunnel, TunnelParams};
+use crate::graph::{Env, Io, Node, Stage, FLAG_COPY, FLAG_FWD};
+use crate::host::{ArpRx, Resolve};
+use crate::trace::Detail;
+use dataplane::burst::{Burst, Next};
+use dataplane::graph::{CounterKind, Counters, Frames};
+use dataplane::named_counters;
+use dataplane::offload::VnetHdr;
+use dataplane::pool::{Buf, Pool};
+use dataplane::port::{PortId, MAX_PORTS};
+use dataplane::swoffload::{self, TxCaps};
+use std::sync::Arc;
+
+/// Buffer flag: a frame re-entering encapsulation after its next hop resolved (its tunnel's
+/// transmit counters already counted it).
+const FLAG_HELD: u8 = 1 << 3;
+
+named_counters! {
+    /// Events of the underlay input.
+    pub enum DecapEvent {
+        /// Frames decapsulated from VXLAN.
+        VxlanDecap => "vxlan_decap",
+    }
+}
+
+/// The uplink's input stage.
+pub struct UnderlayIn {
+    drops: Counters<DecapDrop>,
+    ev: Counters<DecapEvent>,
+}
+
+impl Stage for UnderlayIn {
+    const NAME: &'static str = "underlay-in";
+
+    fn new(env: &mut Env<'_>) -> UnderlayIn {
+        UnderlayIn {
+            drops: env.layout.register(Self::NAME, CounterKind::Drop),
+            ev: env.layout.register(Self::NAME, CounterKind::Event),
+        }
+    }
+
+    fn run<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        input: &mut Burst,
+        out: &mut Burst,
+    ) {
+        let pool = io.pool().clone();
+        for (b, _) in input.drain_next() {
+            self.one::<T>(io, frames, &pool, b, out);
+        }
+        io.host.take_learned(io.seen);
+    }
+}
+
+impl UnderlayIn {
+    #[inline]
+    fn one<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        pool: &Pool,
+        mut b: Buf,
+        out: &mut Burst,
+    ) {
+        let Some(up) = io.host.uplink() else {
+            return io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::NotVxlan));
+        };
+        let data = pool.data(&b);
+        let to_us = data.get(0..6).is_some_and(|d| d == up.mac);
+        if to_us {
+            // From a TAP uplink with offloads, the local kernel may leave the outer UDP checksum
+            // partial (NEEDS_CSUM) or vouch for it (DATA_VALID): nothing to verify then.
+            let trusted = pool.offload(&b).flags
+                & (dataplane::offload::VIRTIO_NET_HDR_F_NEEDS_CSUM
+                    | dataplane::offload::VIRTIO_NET_HDR_F_DATA_VALID)
+                != 0;
+            match super::classify_with(data, up.ip, up.vxlan_port, trusted) {
+                Ok(d) => {
+                    let Some(net) = io.cfg.net_of_vni(d.vni) else {
+                        let i = self.drops.index(DecapDrop::UnknownVni);
+                        return io.drop_buf::<T>(Self::NAME, b, i);
+                    };
+                    let Some(tunnel) = io.cfg.tunnel_port(net, d.src_ip) else {
+                        let i = self.drops.index(DecapDrop::UnknownVtep);
+                        return io.drop_buf::<T>(Self::NAME, b, i);
+                    };
+                    if !super::decap(pool, &mut b, &d) {
+                        let i = self.drops.index(DecapDrop::TruncatedInner);
+                        return io.drop_buf::<T>(Self::NAME, b, i);
+                    }
+                    // The local kernel may leave the inner L4 checksum partial (its VXLAN device
+                    // encapsulated a CHECKSUM_PARTIAL frame): that stays with the inner frame, to
+                    // be passed on or completed. A checksum offset outside it was the outer's.
+                    let o = pool.offload(&b);
+                    if usize::from(o.csum_start) >= pool.len(&b) || o.gso_type != 0 {
+                        pool.set_offload(&mut b, Default::default());
+                    } else if !o.is_plain() {
+                        // The header length the kernel gave was the outer frame's.
+                        pool.set_offload(&mut b, VnetHdr { hdr_len: 0, ..o });
+                    }
+                    self.ev.inc(io.cx.stats, DecapEvent::VxlanDecap);
+                    let c = io.cx.stats.port(tunnel);
+                    c.rx_packets.inc();
+                    c.rx_bytes.add(pool.len(&b) as u64);
+                    pool.set_port(&mut b, tunnel);
+                    if T {
+                        let what = Detail::Decap {
+                            vni: d.vni,
+                            vtep: d.src_ip,
+                            tunnel,
+                        };
+                        io.rec::<T>(Self::NAME, &b, what);
+                    }
+                    // Cannot fail: the output holds no more than the input did.
+                    let _ = out.push_next(b, Next::to(Node::Bridge as u16, 0));
+                    return;
+                }
+                Err(DecapDrop::NotVxlan) => {}
+                Err(why) => return io.drop_buf::<T>(Self::NAME, b, self.drops.index(why)),
+            }
+        }
+        let is_arp = data.get(12..14) == Some(&[0x08, 0x06]);
+        if !is_arp || !(to_us || data.first().is_some_and(|d| d & 1 == 1)) {
+            return io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::NotVxlan));
+        }
+        let id = (T && pool.traced(&b)).then(|| pool.word(&b, crate::trace::TRACE_WORD));
+        match io.host.arp_input(io.cx, frames, b) {
+            ArpRx::Reply(b) => {
+                io.rec::<T>(Self::NAME, &b, Detail::Arp("request for us: replied"));
+                let _ = out.push_next(b, Next::to(Node::Tx as u16, up.port));
+            }
+            ArpRx::Done => {
+                if let Some(id) = id {
+                    let w = io.cx.worker;
+                    io.trace
+                        .record(id, w, Self::NAME, Detail::Arp("consumed by the host"));
+                }
+            }
+        }
+    }
+}
+
+named_counters! {
+    /// Why the encapsulation stage drops a frame (besides [`EncapError`]).
+    pub enum TunnelDrop {
+        /// A VTEP outside the uplink's subnet and no gateway to reach it.
+        NoRoute => "vxlan_no_route",
+        /// A frame from a TAP with offloads whose checksum or TCP segmentation could not be done
+        /// in software before it entered a tunnel (malformed super-frame, no buffers).
+        OffloadFailed => "offload_failed",
+    }
+}
+
+named_counters! {
+    /// Events of the encapsulation stage.
+    pub enum EncapEvent {
+        /// Frames encapsulated in VXLAN.
+        VxlanEncap => "vxlan_encap",
+    }
+}
+
+/// The encapsulation stage's state on one worker: one precomputed tunnel per tunnel port.
+pub struct Encap {
+    pool: Arc<Pool>,
+    tunnels: Vec<Option<Tunnel>>,
+    /// Segments of a TCP super-frame on their way into a tunnel (capacity for the most
+    /// segments one super-frame is cut into, so pushing never allocates).
+    segments: Vec<Buf>,
+    errors: Counters<EncapError>,
+    drops: Counters<TunnelDrop>,
+    ev: Counters<EncapEvent>,
+}
+
+impl Stage for Encap {
+    const NAME: &'static str = "vxlan-encap";
+
+    fn new(env: &mut Env<'_>) -> Encap {
+        Encap {
+            pool: env.pool.clone(),
+            tunnels: (0..MAX_PORTS).map(|_| None).collect(),
+            segments: Vec::with_capacity(dataplane::offload::MAX_SEGMENTS),
+            errors: env.layout.register(Self::NAME, CounterKind::Drop),
+            drops: env.layout.register(Self::NAME, CounterKind::Drop),
+            ev: env.layout.register(Self::NAME, CounterKind::Event),
+        }
+    }
+
+    fn run<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        input: &mut Burst,
+        out: &mut Burst,
+    ) {
+        for (b, next) in input.drain_next() {
+            let port = next.arg;
+            if self.pool.has_offload(&b) {
+                self.segments::<T>(io, frames, port, b);
+                continue;
+            }
+            match self.one::<T>(io, frames, port, b) {
+                Ok(Some((b, next))) => {
+                    // Cannot fail: the output holds no more than the input did.
+                    let _ = out.push_next(b, next);
+                }
+                Ok(None) => {}
+                Err((b, why)) => io.drop_buf::<T>(Self::NAME, b, why),
+            }
+        }
+    }
+
+    /// Rebuilds the tunnels of a new configuration (keeping next-hop MACs already known).
+    fn configure(&mut self, io: &mut Io<'_, '_>) {
+        let cfg = io.cfg;
+        // A tunnel port that went away or now leads elsewhere (ids are reused) must not send
+        // what was held for it: drop every held frame, counted. Rare; next hops resolve again
+        // on the next frame.
+        let moved = self.tunnels.iter().enumerate().any(|(id, slot)| {
+            slot.as_ref().is_some_and(|t| {
+                cfg.port(id as PortId)
+                    .and_then(|p| p.tunnel)
+                    .is_none_or(|c| c.vtep != t.params().remote_ip || c.vni != t.params().vni)
+            })
+        });
+        if moved {
+            io.host.drop_held(io.cx.cache, io.cx.stats);
+        }
+        for (id, slot) in self.tunnels.iter_mut().enumerate() {
+            let want = match (cfg.uplink, cfg.port(id as PortId).and_then(|p| p.tunnel)) {
+                (Some(up), Some(t)) => Some(TunnelParams {
+                    local_mac: up.mac,
+                    remote_mac: slot.as_ref().map_or([0; 6], |t| t.params().remote_mac),
+                    local_ip: up.ip,
+                    remote_ip: t.vtep,
+                    vni: t.vni,
+                    dst_port: up.vxlan_port,
+                    ttl: super::DEFAULT_TTL,
+                    mtu: up.mtu,
+                }),
+                _ => None,
+            };
+            match want {
+                Some(p) if slot.as_ref().map(|t| *t.params()) != Some(p) => {
+                    *slot = Some(Tunnel::new(p))
+                }
+                Some(_) => {}
+                None => *slot = None,
+            }
+        }
+    }
+}
+
+/// What became of one frame: sent on (with its next node), held, or dropped (with the counter).
+type Outcome = Result<Option<(Buf, Next)>, (Buf, usize)>;
+
+impl Encap {
+    /// Encapsulates `b` for tunnel port `port`, or holds it until the next hop resolves.
+    #[inline]
+    fn one<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        port: PortId,
+        mut b: Buf,
+    ) -> Outcome {
+        let pool = &*self.pool;
+        let (Some(up), Some(Some(tunnel))) =
+            (io.host.uplink(), self.tunnels.get_mut(port as usize))
+        else {
+            return Err((b, io.g.drop.index(crate::graph::GraphDrop::PortDown)));
+        };
+        let Some(hop) = up.next_hop(tunnel.params().remote_ip) else {
+            return Err((b, self.drops.index(TunnelDrop::NoRoute)));
+        };
+        let len = pool.len(&b) as u64;
+        let flags = pool.flags(&b);
+        let id = (T && pool.traced(&b)).then(|| pool.word(&b, crate::trace::TRACE_WORD));
+        // While held, the frame has left the bridge: counted as forwarded (or as a flood copy
+        // that made it) now, and on the tunnel port, not again when it comes back.
+        pool.set_flags(&mut b, (flags & !(FLAG_FWD | FLAG_COPY)) | FLAG_HELD);
+        let resume = Next::to(Node::Encap as u16, port);
+        match io.host.resolve(io.cx, frames, hop, b, resume) {
+            Resolve::Known(mac, mut b) => {
+                pool.set_flags(&mut b, flags & !FLAG_HELD);
+                if tunnel.params().remote_mac != mac {
+                    tunnel.set_remote_mac(mac);
+                }
+                let hash = super::flow_hash(pool.data(&b));
+                if let Err(e) = tunnel.encap(pool, &mut b, hash) {
+                    return Err((b, self.errors.index(e)));
+                }
+                self.ev.inc(io.cx.stats, EncapEvent::VxlanEncap);
+                if flags & FLAG_HELD == 0 {
+                    let c = io.cx.stats.port(port);
+                    c.tx_packets.inc();
+                    c.tx_bytes.add(len);
+                }
+                if T {
+                    let p = tunnel.params();
+                    let (vni, vtep) = (p.vni, p.remote_ip);
+                    io.rec::<T>(Self::NAME, &b, Detail::Encap { vni, vtep, hop });
+                }
+                Ok(Some((b, Next::to(Node::Tx as u16, up.port))))
+            }
+            Resolve::Held => {
+                io.sent(flags);
+                let c = io.cx.stats.port(port);
+                c.tx_packets.inc();
+                c.tx_bytes.add(len);
+                if let Some(id) = id {
+                    let what = Detail::Neigh {
+                        ip: hop,
+                        state: "resolving: held until it answers",
+                    };
+                    io.trace.record(id, io.cx.worker, Self::NAME, what);
+                }
+                Ok(None)
+            }
+            Resolve::Drop(mut b, why) => {
+                pool.set_flags(&mut b, flags & !FLAG_HELD);
+                if T {
+                    let state = io.host.state_name(hop);
+                    io.rec::<T>(Self::NAME, &b, Detail::Neigh { ip: hop, state });
+                }
+                Err((b, why))
+            }
+        }
+    }
+
+    /// A frame with offload work: finished in software first (the checksum completed, a
+    /// super-frame cut to its MSS), since once encapsulated its TCP header is hidden from
+    /// whatever could do it later. The frame counts as sent once one segment is; segments lost
+    /// after that count on the tunnel port (`tx_dropped`), as a queue refusing part of a burst
+    /// would.
+    #[cold]
+    fn segments<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        port: PortId,
+        b: Buf,
+    ) {
+        let pool = self.pool.clone();
+        let flags = pool.flags(&b);
+        let (trace_word, word0) = (pool.word(&b, crate::trace::TRACE_WORD), pool.word(&b, 0));
+        let mut segs = std::mem::take(&mut self.segments);
+        // Pushing stays within the capacity: no super-frame is cut into more than MAX_SEGMENTS.
+        let r = swoffload::resolve(io.cx.cache, b, TxCaps::Plain, |_, s| segs.push(s));
+        let (mut sent, mut lost, mut first_err) = (false, 0u64, None);
+        for (i, mut s) in segs.drain(..).enumerate() {
+            // Only the first segment carries the forwarded mark: the frame counts once.
+            let f = if i == 0 { flags } else { flags & !FLAG_FWD };
+            pool.set_flags(&mut s, f);
+            pool.set_word(&mut s, crate::trace::TRACE_WORD, trace_word);
+            pool.set_word(&mut s, 0, word0);
+            match self.one::<T>(io, frames, port, s) {
+                Ok(Some((s, next))) => {
+                    sent = true;
+                    if let Err(s) = frames.emit(s, next) {
+                        io.cx.cache.free(s);
+                        lost += 1;
+                    }
+                }
+                Ok(None) => sent = true,
+                Err((s, why)) => {
+                    io.cx.cache.free(s);
+                    lost += 1;
+                    first_err.get_or_insert(why);
+                }
+            }
+        }
+        self.segments = segs;
+        let c = io.cx.stats.port(port);
+        if r.is_ok_and(|r| r.cut) {
+            c.tx_segmented.inc();
+        }
+        if sent {
+            c.tx_dropped.add(lost);
+            if r.is_err() {
+                c.tx_offload_dropped.inc();
+            }
+            return;
+        }
+        match (r, first_err) {
+            (Err(_), _) => io.count_drop(self.drops.index(TunnelDrop::OffloadFailed), flags),
+            (Ok(_), Some(why)) => io.count_drop(why, flags),
+            // Nothing emitted and nothing failed cannot happen (a resolved frame emits one).
+            (Ok(_), None) => {}
+        }
+    }
+}
