@@ -1469,6 +1469,18 @@ impl Daemon {
                     counters.insert(e.name().to_string(), v);
                 }
             }
+            // Frames this worker moved, over all its queues (`vswitchctl top` rates them).
+            let (rx, tx) = w.stats.ports.iter().fold((0u64, 0u64), |(r, t), p| {
+                (
+                    r.wrapping_add(p.rx_packets.get()),
+                    t.wrapping_add(p.tx_packets.get()),
+                )
+            });
+            for (name, v) in [("rx_packets", rx), ("tx_packets", tx)] {
+                if v > 0 {
+                    counters.insert(name.to_string(), v);
+                }
+            }
             workers.push(WorkerStats { id: w.id, counters });
         }
         let port_stats: Vec<PortStats> = ports
