@@ -246,3 +246,43 @@ fn prometheus_scrapes_port_counters_that_promtool_accepts() {
     );
     drop(prom);
 }
+
+/// Runs `vswitchd` with `--metrics value` on a scratch socket and state; it must not start.
+fn refused_start(tmp: &TempDir, value: &str) -> String {
+    let out = Command::new(bin("vswitchd"))
+        .arg("--socket")
+        .arg(tmp.0.join("s.sock"))
+        .arg("--state-dir")
+        .arg(tmp.0.join("state"))
+        .args(["--buffers", "256", "--metrics", value])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with --metrics {value}");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(!tmp.0.join("s.sock").exists(), "socket left behind");
+    errors[0].to_string()
+}
+
+#[test]
+fn a_bad_or_taken_metrics_address_stops_the_start_in_one_line() {
+    let tmp = TempDir::new("metrics-bad");
+    let e = refused_start(&tmp, "localhost");
+    assert!(
+        e.contains("--metrics 'localhost' is not an address and port")
+            && e.contains("127.0.0.1:9477"),
+        "{e}"
+    );
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let e = refused_start(&tmp, &addr);
+    assert!(
+        e.contains(&format!("cannot listen for metrics on {addr}")) && e.contains("--metrics"),
+        "{e}"
+    );
+}

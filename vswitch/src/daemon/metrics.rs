@@ -115,13 +115,41 @@ impl View {
             .collect();
         type Field = fn(&PortCounters) -> u64;
         let port_series: [(&str, &str, Field); 7] = [
-            ("vswitch_port_rx_packets_total", "Frames received from the port.", |c| c.rx_packets),
-            ("vswitch_port_rx_bytes_total", "Bytes received from the port.", |c| c.rx_bytes),
-            ("vswitch_port_tx_packets_total", "Frames the port accepted for transmission.", |c| c.tx_packets),
-            ("vswitch_port_tx_bytes_total", "Bytes the port accepted for transmission.", |c| c.tx_bytes),
-            ("vswitch_port_tx_dropped_total", "Frames for the port that it refused (queue full, device gone).", |c| c.tx_dropped),
-            ("vswitch_port_rx_errors_total", "Frames lost on receive (larger than a buffer, read errors).", |c| c.rx_errors),
-            ("vswitch_port_tx_offload_dropped_total", "Frames dropped because their checksum or segmentation could not be done in software.", |c| c.tx_offload_dropped),
+            (
+                "vswitch_port_rx_packets_total",
+                "Frames received from the port.",
+                |c| c.rx_packets,
+            ),
+            (
+                "vswitch_port_rx_bytes_total",
+                "Bytes received from the port.",
+                |c| c.rx_bytes,
+            ),
+            (
+                "vswitch_port_tx_packets_total",
+                "Frames the port accepted for transmission.",
+                |c| c.tx_packets,
+            ),
+            (
+                "vswitch_port_tx_bytes_total",
+                "Bytes the port accepted for transmission.",
+                |c| c.tx_bytes,
+            ),
+            (
+                "vswitch_port_tx_dropped_total",
+                "Frames for the port that it refused (queue full, device gone).",
+                |c| c.tx_dropped,
+            ),
+            (
+                "vswitch_port_rx_errors_total",
+                "Frames lost on receive (larger than a buffer, read errors).",
+                |c| c.rx_errors,
+            ),
+            (
+                "vswitch_port_tx_offload_dropped_total",
+                "Frames dropped because their checksum or segmentation could not be done in software.",
+                |c| c.tx_offload_dropped,
+            ),
         ];
         for (name, help, field) in port_series {
             out.family(name, "counter", help);
