@@ -600,3 +600,85 @@ fn bad_overlay_values_are_rejected_in_one_line_without_connecting() {
         assert_rejected_without_connecting(&["network", "create", "blue", "--no-learn-remote"]);
     assert!(stderr.contains("--vni"), "{stderr}");
 }
+
+#[test]
+fn top_once_samples_twice_and_prints_rates_as_json() {
+    let sock = SocketPath::new();
+    let stats = |rx: u64, busy: u64, drops: u64| {
+        json!({"ports": [{"name": "tap0", "rx_packets": rx, "rx_bytes": rx * 100,
+                          "tx_packets": 0, "tx_bytes": 0, "tx_dropped": 0}],
+               "workers": [{"id": 0, "counters": {"busy_ns": busy, "idle_ns": 3 * busy,
+                                                  "rx_packets": rx}}],
+               "drops": {"no_network": drops}})
+    };
+    let daemon = fake_session(
+        &sock.0,
+        vec![
+            ("stats", json!({}), Answer::Ok(stats(1000, 1_000_000, 5))),
+            ("stats", json!({}), Answer::Ok(stats(1100, 2_000_000, 15))),
+        ],
+    );
+    let started = Instant::now();
+    let out = vswitchctl(&sock.0, &["--json", "top", "--once"]);
+    join(daemon);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "no interval between samples"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let secs = r["interval_secs"].as_f64().expect("interval");
+    assert!((1.0..LIMIT.as_secs_f64()).contains(&secs), "{r}");
+    let port = &r["ports"][0];
+    assert_eq!(port["name"], "tap0");
+    let close = |v: &Value, want: f64| (v.as_f64().expect("number") - want / secs).abs() < 1e-6;
+    assert!(close(&port["rx_pps"], 100.0), "{r}");
+    assert!(close(&port["rx_bps"], 80_000.0), "{r}");
+    assert!(close(&port["tx_pps"], 0.0), "{r}");
+    let worker = &r["workers"][0];
+    assert_eq!(worker["busy_pct"], 25.0);
+    assert_eq!(worker["idle_pct"], 75.0);
+    assert_eq!(r["drops"][0]["reason"], "no_network");
+    assert!(close(&r["drops"][0]["pps"], 10.0), "{r}");
+}
+
+#[test]
+fn top_once_prints_one_frame_of_tables() {
+    let sock = SocketPath::new();
+    let stats = json!({"ports": [{"name": "tap0", "rx_packets": 7, "rx_bytes": 700,
+                                  "tx_packets": 0, "tx_bytes": 0, "tx_dropped": 0}],
+                       "workers": [{"id": 0, "counters": {}}], "drops": {}});
+    let daemon = fake_session(
+        &sock.0,
+        vec![
+            ("stats", json!({}), Answer::Ok(stats.clone())),
+            ("stats", json!({}), Answer::Ok(stats)),
+        ],
+    );
+    let out = vswitchctl(&sock.0, &["top", "--once"]);
+    join(daemon);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("rates over 1."), "{stdout}");
+    assert!(
+        !stdout.contains('\x1b'),
+        "no terminal codes into a pipe: {stdout:?}"
+    );
+    let tables = stdout.split_once("\n\n").expect("heading line").1;
+    assert_eq!(
+        tables,
+        "PORT  RX_PKT/S  RX_BIT/S  TX_PKT/S  TX_BIT/S  DROP/S\n\
+         tap0         0         0         0         0       0\n\
+         \n\
+         WORKER  RX_PKT/S  BUSY  IDLE\n\
+         0              0     -     -\n\
+         \n\
+         DROP  PKT/S\n"
+    );
+}
+
+#[test]
+fn top_rejects_a_bad_interval_without_connecting() {
+    let err = assert_rejected_without_connecting(&["top", "--interval", "0"]);
+    assert!(err.contains("interval 0 is out of range"), "{err}");
+}

@@ -41,6 +41,10 @@ struct Args {
     /// checksums, passed as they are to other TAP ports and finished in software for the rest.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     tap_offload: OnOff,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics, e.g. 127.0.0.1:9477 (off unless
+    /// given).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -100,6 +104,7 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         .as_deref()
         .map(dataplane::parse_core_list)
         .transpose()?;
+    let metrics = args.metrics.as_deref().map(parse_metrics).transpose()?;
     let gid = args
         .group
         .as_deref()
@@ -123,6 +128,7 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         fdb_size: args.fdb_size,
         large_buffers: args.large_buffers,
         tap_offload: args.tap_offload == OnOff::On,
+        metrics,
     };
     let mut d = Daemon::start(opts).inspect_err(|_| {
         let _ = std::fs::remove_file(&socket);
@@ -132,4 +138,12 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
     d.shutdown();
     let _ = std::fs::remove_file(&socket);
     r.map_err(|e| format!("control loop failed: {e}"))
+}
+
+/// `--metrics ADDR:PORT`: an IP address and a port (no host names: the daemon binds, it does not
+/// resolve).
+fn parse_metrics(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("--metrics '{s}' is not an address and port; give an IP and a port, e.g. --metrics 127.0.0.1:9477 or --metrics [::1]:9477")
+    })
 }

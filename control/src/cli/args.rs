@@ -41,6 +41,8 @@ pub(crate) enum Command {
     Peer(PeerCmd),
     /// Per-port and per-worker counters, drops by name
     Stats(StatsCmd),
+    /// Live rates: packets and bits per second per port, worker load, top drop reasons
+    Top(TopCmd),
     /// The whole configuration as one JSON document
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -258,6 +260,17 @@ pub(crate) struct StatsCmd {
     pub watch: bool,
     /// Seconds between prints with --watch (1-3600) [default: 1]
     #[arg(long, value_name = "SECS", requires = "watch")]
+    pub interval: Option<u64>,
+}
+
+/// `top ...`
+#[derive(Debug, Args)]
+pub(crate) struct TopCmd {
+    /// Print one frame (two samples an interval apart) and exit; with --json, the rates as JSON
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between samples (1-3600) [default: 1]
+    #[arg(long, value_name = "SECS")]
     pub interval: Option<u64>,
 }
 

@@ -10,6 +10,7 @@ mod check;
 mod plan;
 mod render;
 mod table;
+mod top;
 
 use args::Cli;
 use clap::Parser;
@@ -53,6 +54,9 @@ pub(crate) fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), CliError> {
     let call = plan::plan(&cli.command)?;
     let mut client = Client::connect(&client::socket_path(cli.socket.as_deref()))?;
+    if let Show::Top { once } = call.show {
+        return top::run(&mut client, &call, once, cli.json);
+    }
     let Some(every) = call.every else {
         let result = client.call(call.cmd, call.args.clone())?;
         return emit(&output(&call, result, cli.json)?);

@@ -62,6 +62,8 @@ pub(crate) enum Show {
     Export(Option<PathBuf>),
     /// `ImportSummary` for this file.
     Imported(PathBuf),
+    /// `StatsInfo` samples turned into rates by `top` (`once`: one frame, then exit).
+    Top { once: bool },
 }
 
 impl Call {
@@ -102,15 +104,17 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
                 Show::Stats,
             )?;
             if s.watch {
-                let secs = s.interval.unwrap_or(1);
-                if !(1..=check::INTERVAL_MAX_SECS).contains(&secs) {
-                    return Err(CliError::Usage(format!(
-                        "interval {secs} is out of range; use 1 to {} seconds",
-                        check::INTERVAL_MAX_SECS
-                    )));
-                }
-                call.every = Some(Duration::from_secs(secs));
+                call.every = Some(interval(s.interval)?);
             }
+            Ok(call)
+        }
+        Command::Top(t) => {
+            let mut call = Call::new(
+                cmd::STATS,
+                &StatsArgs { port: None },
+                Show::Top { once: t.once },
+            )?;
+            call.every = Some(interval(t.interval)?);
             Ok(call)
         }
         Command::Config(ConfigCmd::Export { output }) => {
@@ -121,6 +125,18 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
             Call::new(cmd::CONFIG_IMPORT, &doc, Show::Imported(file.clone()))
         }
     }
+}
+
+/// `--interval SECS` of `stats --watch` and `top` [default: 1].
+fn interval(secs: Option<u64>) -> Result<Duration, CliError> {
+    let secs = secs.unwrap_or(1);
+    if !(1..=check::INTERVAL_MAX_SECS).contains(&secs) {
+        return Err(CliError::Usage(format!(
+            "interval {secs} is out of range; use 1 to {} seconds",
+            check::INTERVAL_MAX_SECS
+        )));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 fn network(command: &NetworkCmd) -> Result<Call, CliError> {
@@ -599,6 +615,8 @@ mod tests {
                 .contains("exactly one")
         );
         assert!(usage_error(&["stats", "--watch", "--interval", "0"]).contains("interval"));
+        assert!(usage_error(&["top", "--interval", "0"]).contains("interval"));
+        assert!(usage_error(&["top", "--once", "--interval", "3601"]).contains("interval"));
         assert!(usage_error(&["stats", "--port", "a/b"]).contains("port name"));
     }
 
@@ -612,6 +630,17 @@ mod tests {
         let call = plan_of(&["stats", "--port", "tap0", "--watch", "--interval", "5"]).unwrap();
         assert_eq!(call.every, Some(Duration::from_secs(5)));
         assert_eq!(call.args, json!({"port": "tap0"}));
+    }
+
+    #[test]
+    fn top_samples_stats_at_the_interval() {
+        let call = plan_of(&["top"]).unwrap();
+        assert_eq!((call.cmd, call.args), ("stats", json!({})));
+        assert_eq!(call.every, Some(Duration::from_secs(1)));
+        assert_eq!(call.show, Show::Top { once: false });
+        let call = plan_of(&["top", "--once", "--interval", "2"]).unwrap();
+        assert_eq!(call.every, Some(Duration::from_secs(2)));
+        assert_eq!(call.show, Show::Top { once: true });
     }
 
     #[test]

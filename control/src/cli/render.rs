@@ -46,7 +46,8 @@ pub(crate) fn human(cmd: &str, show: &Show, result: Value) -> Result<String, Cli
             None => "no uplink set\n".to_string(),
         },
         Show::Peers => peers(&decode::<Vec<PeerSpec>>(cmd, result)?),
-        Show::Stats => stats(&decode(cmd, result)?),
+        // `top` renders its own rates; one sample alone is the counters.
+        Show::Stats | Show::Top { .. } => stats(&decode(cmd, result)?),
         Show::Done(line) => format!("{line}\n"),
         Show::Export(_) => pretty(&decode::<ConfigDoc>(cmd, result)?)?,
         Show::Imported(file) => {

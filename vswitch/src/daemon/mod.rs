@@ -3,6 +3,7 @@
 //! workers as a new snapshot.
 
 mod device;
+mod metrics;
 pub mod os;
 mod overlay;
 pub mod server;
@@ -56,6 +57,8 @@ pub struct Options {
     pub large_buffers: u32,
     /// Open TAP ports with virtio-net offloads.
     pub tap_offload: bool,
+    /// Serve Prometheus metrics on this address (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The kernel's drop counters of an AF_XDP port's sockets, as port counters (zero otherwise).
@@ -68,6 +71,47 @@ fn kernel_drops(device: Option<&device::Device>) -> PortCounters {
             ..PortCounters::default()
         },
         None => PortCounters::default(),
+    }
+}
+
+/// Port `id`'s switch counters summed over workers (the kernel's AF_XDP counters are not here:
+/// see [`kernel_drops`]). Wrapping sums: counters wrap, they never panic.
+fn sum_port<'a>(
+    workers: impl Iterator<Item = &'a dataplane::counters::WorkerStats>,
+    id: PortId,
+) -> PortCounters {
+    let mut c = PortCounters::default();
+    for w in workers {
+        let p = w.port(id);
+        c.rx_packets = c.rx_packets.wrapping_add(p.rx_packets.get());
+        c.rx_bytes = c.rx_bytes.wrapping_add(p.rx_bytes.get());
+        c.tx_packets = c.tx_packets.wrapping_add(p.tx_packets.get());
+        c.tx_bytes = c.tx_bytes.wrapping_add(p.tx_bytes.get());
+        c.tx_dropped = c.tx_dropped.wrapping_add(p.tx_dropped.get());
+        c.rx_errors = c.rx_errors.wrapping_add(p.rx_errors.get());
+        c.tx_offload_dropped = c
+            .tx_offload_dropped
+            .wrapping_add(p.tx_offload_dropped.get());
+        c.tx_segmented = c.tx_segmented.wrapping_add(p.tx_segmented.get());
+        c.rx_csum_completed = c.rx_csum_completed.wrapping_add(p.rx_csum_completed.get());
+    }
+    c
+}
+
+/// Switch counters since `base` (a port's values when it was added; ids are reused and
+/// counters are not reset). The kernel's AF_XDP counters are left zero.
+fn counters_since(now: &PortCounters, base: &PortCounters) -> PortCounters {
+    PortCounters {
+        rx_packets: now.rx_packets.wrapping_sub(base.rx_packets),
+        rx_bytes: now.rx_bytes.wrapping_sub(base.rx_bytes),
+        tx_packets: now.tx_packets.wrapping_sub(base.tx_packets),
+        tx_bytes: now.tx_bytes.wrapping_sub(base.tx_bytes),
+        tx_dropped: now.tx_dropped.wrapping_sub(base.tx_dropped),
+        rx_errors: now.rx_errors.wrapping_sub(base.rx_errors),
+        tx_offload_dropped: now.tx_offload_dropped.wrapping_sub(base.tx_offload_dropped),
+        tx_segmented: now.tx_segmented.wrapping_sub(base.tx_segmented),
+        rx_csum_completed: now.rx_csum_completed.wrapping_sub(base.rx_csum_completed),
+        ..PortCounters::default()
     }
 }
 
@@ -110,6 +154,8 @@ pub struct Daemon {
     pps: (u64, u64),
     worker_pps: Vec<u64>,
     worker_rx_last: Vec<u64>,
+    /// The metrics thread and the port list it reads (`--metrics`).
+    metrics: Option<(Arc<metrics::View>, metrics::Server)>,
 }
 
 /// Chooses worker cores: the given list, else all but core 0 when there are more than two,
@@ -152,6 +198,7 @@ impl Daemon {
     /// Starts the workers and restores the persisted configuration.
     pub fn start(opts: Options) -> Result<Daemon, String> {
         let cores = choose_cores(opts.cores.as_deref())?;
+        let metrics_listener = opts.metrics.map(metrics::bind).transpose()?;
         let large = if opts.tap_offload {
             opts.large_buffers
         } else {
@@ -181,9 +228,20 @@ impl Daemon {
             workers.push(h);
         }
         let n = workers.len();
+        let started = Instant::now();
+        let metrics = match metrics_listener {
+            Some(l) => {
+                let view = metrics::View::new(
+                    workers.iter().map(|w| (w.id, w.stats.clone())).collect(),
+                    started,
+                );
+                Some((view.clone(), metrics::Server::spawn(l, view)?))
+            }
+            None => None,
+        };
         let mut d = Daemon {
             opts,
-            started: Instant::now(),
+            started,
             pool,
             workers,
             nets: BTreeMap::new(),
@@ -197,6 +255,7 @@ impl Daemon {
             pps: (0, 0),
             worker_pps: vec![0; n],
             worker_rx_last: vec![0; n],
+            metrics,
         };
         d.restore()?;
         Ok(d)
@@ -398,6 +457,7 @@ impl Daemon {
     fn publish(&mut self) {
         self.sync_tunnels();
         self.gen += 1;
+        self.refresh_metrics();
         let snap = Arc::new(self.snapshot());
         let seqs: Vec<u64> = self
             .workers
@@ -414,38 +474,34 @@ impl Daemon {
         }
     }
 
-    fn port_counters(&self, id: PortId) -> PortCounters {
-        let mut c = PortCounters::default();
-        for w in &self.workers {
-            let p = w.stats.port(id);
-            c.rx_packets += p.rx_packets.get();
-            c.rx_bytes += p.rx_bytes.get();
-            c.tx_packets += p.tx_packets.get();
-            c.tx_bytes += p.tx_bytes.get();
-            c.tx_dropped += p.tx_dropped.get();
-            c.rx_errors += p.rx_errors.get();
-            c.tx_offload_dropped += p.tx_offload_dropped.get();
-            c.tx_segmented += p.tx_segmented.get();
-            c.rx_csum_completed += p.rx_csum_completed.get();
+    /// Gives the metrics thread the current port list (names, ids, bases).
+    fn refresh_metrics(&self) {
+        if let Some((view, _)) = &self.metrics {
+            view.set_ports(
+                self.ports
+                    .values()
+                    .map(|p| metrics::PortView {
+                        name: p.spec.name.clone(),
+                        id: p.id,
+                        base: p.base.clone(),
+                    })
+                    .collect(),
+            );
         }
-        c
+    }
+
+    fn port_counters(&self, id: PortId) -> PortCounters {
+        sum_port(self.workers.iter().map(|w| &*w.stats), id)
     }
 
     fn port_counters_since(&self, p: &PortState) -> PortCounters {
-        let now = self.port_counters(p.id);
-        let b = &p.base;
+        // The kernel's counters belong to the port's own sockets: no base to subtract.
+        let k = kernel_drops(p.device.as_ref());
         PortCounters {
-            rx_packets: now.rx_packets.wrapping_sub(b.rx_packets),
-            rx_bytes: now.rx_bytes.wrapping_sub(b.rx_bytes),
-            tx_packets: now.tx_packets.wrapping_sub(b.tx_packets),
-            tx_bytes: now.tx_bytes.wrapping_sub(b.tx_bytes),
-            tx_dropped: now.tx_dropped.wrapping_sub(b.tx_dropped),
-            rx_errors: now.rx_errors.wrapping_sub(b.rx_errors),
-            tx_offload_dropped: now.tx_offload_dropped.wrapping_sub(b.tx_offload_dropped),
-            tx_segmented: now.tx_segmented.wrapping_sub(b.tx_segmented),
-            rx_csum_completed: now.rx_csum_completed.wrapping_sub(b.rx_csum_completed),
-            // The kernel's counters belong to the port's own sockets: no base to subtract.
-            ..kernel_drops(p.device.as_ref())
+            rx_ring_full: k.rx_ring_full,
+            rx_fill_empty: k.rx_fill_empty,
+            rx_kernel_dropped: k.rx_kernel_dropped,
+            ..counters_since(&self.port_counters(p.id), &p.base)
         }
     }
 
@@ -1413,6 +1469,18 @@ impl Daemon {
                     counters.insert(e.name().to_string(), v);
                 }
             }
+            // Frames this worker moved, over all its queues (`vswitchctl top` rates them).
+            let (rx, tx) = w.stats.ports.iter().fold((0u64, 0u64), |(r, t), p| {
+                (
+                    r.wrapping_add(p.rx_packets.get()),
+                    t.wrapping_add(p.tx_packets.get()),
+                )
+            });
+            for (name, v) in [("rx_packets", rx), ("tx_packets", tx)] {
+                if v > 0 {
+                    counters.insert(name.to_string(), v);
+                }
+            }
             workers.push(WorkerStats { id: w.id, counters });
         }
         let port_stats: Vec<PortStats> = ports
@@ -1599,6 +1667,9 @@ impl Daemon {
 
     /// Stops the workers and removes the devices this daemon holds; the state stays on disk.
     pub fn shutdown(&mut self) {
+        if let Some((_, mut server)) = self.metrics.take() {
+            server.stop();
+        }
         for w in self.workers.iter_mut() {
             w.stop();
         }
@@ -1655,6 +1726,7 @@ mod tests {
             fdb_size: 1024,
             large_buffers: 128,
             tap_offload: true,
+            metrics: None,
         }
     }
 
