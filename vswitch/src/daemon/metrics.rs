@@ -573,7 +573,7 @@ mod tests {
     use super::*;
 
     fn view() -> Arc<View> {
-        let w = Arc::new(WorkerStats::new(crate::counters::COUNTERS, 8));
+        let w = Arc::new(WorkerStats::new(crate::counters::counters(), 8));
         w.port(3).rx_packets.add(10);
         w.port(3).rx_bytes.add(1000);
         w.port(3).tx_packets.add(4);
