@@ -90,12 +90,11 @@ fn run_in(exe: &std::path::Path, dir: &std::path::Path, bytes: u64) -> Result<()
     }
 
     step(&format!("ping {ip_b} from {}", a.name()));
-    let out = a.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", &ip_b.to_string()])?;
-    print!("{}", indent(&String::from_utf8_lossy(&out.stdout)));
-    if !out.status.success() {
+    let r = a.ping_icmp(ip_b, 3, Duration::from_secs(1))?;
+    print!("{}", indent(&r.to_string()));
+    if r.received() == 0 {
         return Err(format!(
-            "ping across the switch failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            "ping across the switch failed: no reply from {ip_b}"
         ));
     }
 
@@ -194,10 +193,12 @@ fn overlay(exe: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
     step(&format!(
         "ping {ip2} across the overlay (VXLAN over the underlay)"
     ));
-    let out = c1.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &ip2.to_string()])?;
-    print!("{}", indent(&String::from_utf8_lossy(&out.stdout)));
-    if !out.status.success() {
-        return Err("ping across the overlay failed".into());
+    let r = c1.ping_icmp(ip2, 3, Duration::from_secs(2))?;
+    print!("{}", indent(&r.to_string()));
+    if r.received() == 0 {
+        return Err(format!(
+            "ping across the overlay failed: no reply from {ip2}"
+        ));
     }
     step("TCP: 20 MB from host 2 to host 1 over VXLAN, every byte checked");
     let t = tcp_transfer(

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod neigh;
 pub mod output;
 pub mod overlay;
+pub mod ping;
 pub mod pipeline;
 pub mod testbed;
 pub mod vlan;

@@ -82,7 +82,26 @@ impl Netns {
             .map_err(|e| format!("cannot run {args:?} in {}: {e}", self.name))
     }
 
-    /// Sends `count` pings to `dst`, at most `wait` seconds for each reply; whether all came back.
+    /// Pings `dst` from inside the namespace with echo requests of our own ([`crate::ping`], no
+    /// `ping` binary needed): `count` of them 0.2 s apart, replies awaited at most `timeout`
+    /// after the last.
+    pub fn ping_icmp(
+        &self,
+        dst: Ipv4Addr,
+        count: u16,
+        timeout: Duration,
+    ) -> Result<crate::ping::PingReport, String> {
+        let opts = crate::ping::PingOptions {
+            count,
+            interval: Duration::from_millis(200),
+            timeout,
+        };
+        crate::ping::ping(Some(&self.path()), dst, &opts)
+            .map_err(|e| format!("ping from {}: {e}", self.name))
+    }
+
+    /// Sends `count` pings to `dst` with the `ping` command, at most a second for each reply;
+    /// whether any came back.
     pub fn ping(&self, dst: Ipv4Addr, count: u32) -> Result<bool, String> {
         let out = self.exec(&[
             "ping",
