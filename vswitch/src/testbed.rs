@@ -436,6 +436,48 @@ pub fn tcp_transfer(
     })
 }
 
+/// Whether interface `dev` of namespace `ns` passes traffic: operationally up (or "unknown", as
+/// TAP devices report) and, if it is a bridge port, forwarding. The reason when not.
+fn link_passes(ns: &Netns, dev: &str) -> Result<(), String> {
+    let out = ns.ip(&["-j", "-d", "link", "show", "dev", dev])?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("ip -j link show {dev}: {e}"))?;
+    let link = &v[0];
+    let oper = link["operstate"].as_str().unwrap_or("?");
+    if oper != "UP" && oper != "UNKNOWN" {
+        return Err(format!("{dev} is {oper}"));
+    }
+    let slave = &link["linkinfo"]["info_slave_data"];
+    if link["linkinfo"]["info_slave_kind"] == "bridge" && slave["state"] != "forwarding" {
+        return Err(format!(
+            "{dev}'s bridge port is {}",
+            slave["state"].as_str().unwrap_or("?")
+        ));
+    }
+    Ok(())
+}
+
+/// Waits (at most `timeout`) until every interface of `devs` in `ns` passes traffic.
+pub fn wait_passing(ns: &Netns, devs: &[&str], timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    for dev in devs {
+        loop {
+            match link_passes(ns, dev) {
+                Ok(()) => break,
+                Err(why) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "{why} in {} after {} s",
+                        ns.name(),
+                        timeout.as_secs()
+                    ))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Two "hosts" (namespaces), each running its own daemon whose uplink TAP is bridged by the
 /// host's kernel bridge onto an underlay veth between the hosts: the smallest multi-host
 /// overlay setup. Host `i` (1 or 2) has underlay address 192.168.80.`i`/24.
@@ -507,10 +549,18 @@ impl OverlayHosts {
         }
         let d2 = daemons.pop().ok_or("no daemon")?;
         let d1 = daemons.pop().ok_or("no daemon")?;
-        Ok(OverlayHosts {
+        let bed = OverlayHosts {
             daemons: [d1, d2],
             hosts: [h1, h2],
-        })
+        };
+        // The kernel takes up to a second to bring the underlay up: until the veth end set up
+        // last has carrier (the link watcher runs at most once a second), its bridge port stays
+        // disabled and drops what crosses it. The first ARP request for the other VTEP would be
+        // lost and resolution would wait for a retry, so wait here until the underlay passes.
+        let wait = Duration::from_secs(5);
+        wait_passing(&bed.hosts[0], &[v1.as_str(), "uplink1", "br0"], wait)?;
+        wait_passing(&bed.hosts[1], &["underlay", "uplink2", "br0"], wait)?;
+        Ok(bed)
     }
 
     /// A container namespace on overlay `network` of host `host` (0 or 1), with `ip`/24.
