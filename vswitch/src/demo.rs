@@ -25,11 +25,48 @@ fn call(
         .map_err(|e| format!("{command}: {}", e.message))
 }
 
-/// Runs the demo, moving `bytes` over TCP.
-pub fn run(bytes: u64) -> Result<(), String> {
+/// Where `program` is on `PATH`, if it is there and executable.
+fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Runs this same demo again under sudo, in place of this process; returns only on failure.
+fn run_again_with_sudo(bytes: u64) -> String {
+    use std::os::unix::process::CommandExt;
+    const WHY: &str = "the demo makes network namespaces and TAP devices, which needs root";
+    let Some(sudo) = find_in_path("sudo") else {
+        return format!("{WHY}; run it as root (sudo is not installed)");
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return format!("{WHY}, and I cannot find my own binary to run with sudo: {e}"),
+    };
+    eprintln!("The demo needs root (network namespaces, TAP devices): running it again with sudo.");
+    // `--no-sudo`: should sudo not make us root, the second run fails instead of asking again.
+    let e = std::process::Command::new(&sudo)
+        .arg("--")
+        .arg(&exe)
+        .args(["demo", "--no-sudo", "--bytes", &bytes.to_string()])
+        .exec();
+    format!("{WHY}; running it with {} failed: {e}", sudo.display())
+}
+
+/// Runs the demo, moving `bytes` over TCP. Not run as root, it runs itself again under sudo
+/// when `sudo_if_needed` and sudo is installed, and fails with a clear reason otherwise.
+pub fn run(bytes: u64, sudo_if_needed: bool) -> Result<(), String> {
     if !crate::testbed::is_root() {
+        if sudo_if_needed {
+            return Err(run_again_with_sudo(bytes));
+        }
         return Err(
-            "the demo makes network namespaces and TAP devices, which needs root; run it with sudo"
+            "the demo makes network namespaces and TAP devices, which needs root; run it as root \
+             or with sudo"
                 .into(),
         );
     }
