@@ -25,11 +25,48 @@ fn call(
         .map_err(|e| format!("{command}: {}", e.message))
 }
 
-/// Runs the demo, moving `bytes` over TCP.
-pub fn run(bytes: u64) -> Result<(), String> {
+/// Where `program` is on `PATH`, if it is there and executable.
+fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Runs this same demo again under sudo, in place of this process; returns only on failure.
+fn run_again_with_sudo(bytes: u64) -> String {
+    use std::os::unix::process::CommandExt;
+    const WHY: &str = "the demo makes network namespaces and TAP devices, which needs root";
+    let Some(sudo) = find_in_path("sudo") else {
+        return format!("{WHY}; run it as root (sudo is not installed)");
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return format!("{WHY}, and I cannot find my own binary to run with sudo: {e}"),
+    };
+    eprintln!("The demo needs root (network namespaces, TAP devices): running it again with sudo.");
+    // `--no-sudo`: should sudo not make us root, the second run fails instead of asking again.
+    let e = std::process::Command::new(&sudo)
+        .arg("--")
+        .arg(&exe)
+        .args(["demo", "--no-sudo", "--bytes", &bytes.to_string()])
+        .exec();
+    format!("{WHY}; running it with {} failed: {e}", sudo.display())
+}
+
+/// Runs the demo, moving `bytes` over TCP. Not run as root, it runs itself again under sudo
+/// when `sudo_if_needed` and sudo is installed, and fails with a clear reason otherwise.
+pub fn run(bytes: u64, sudo_if_needed: bool) -> Result<(), String> {
     if !crate::testbed::is_root() {
+        if sudo_if_needed {
+            return Err(run_again_with_sudo(bytes));
+        }
         return Err(
-            "the demo makes network namespaces and TAP devices, which needs root; run it with sudo"
+            "the demo makes network namespaces and TAP devices, which needs root; run it as root \
+             or with sudo"
                 .into(),
         );
     }
@@ -90,12 +127,11 @@ fn run_in(exe: &std::path::Path, dir: &std::path::Path, bytes: u64) -> Result<()
     }
 
     step(&format!("ping {ip_b} from {}", a.name()));
-    let out = a.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", &ip_b.to_string()])?;
-    print!("{}", indent(&String::from_utf8_lossy(&out.stdout)));
-    if !out.status.success() {
+    let r = a.ping_icmp(ip_b, 3, Duration::from_secs(1))?;
+    print!("{}", indent(&r.to_string()));
+    if r.received() == 0 {
         return Err(format!(
-            "ping across the switch failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            "ping across the switch failed: no reply from {ip_b}"
         ));
     }
 
@@ -194,10 +230,12 @@ fn overlay(exe: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
     step(&format!(
         "ping {ip2} across the overlay (VXLAN over the underlay)"
     ));
-    let out = c1.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &ip2.to_string()])?;
-    print!("{}", indent(&String::from_utf8_lossy(&out.stdout)));
-    if !out.status.success() {
-        return Err("ping across the overlay failed".into());
+    let r = c1.ping_icmp(ip2, 3, Duration::from_secs(2))?;
+    print!("{}", indent(&r.to_string()));
+    if r.received() == 0 {
+        return Err(format!(
+            "ping across the overlay failed: no reply from {ip2}"
+        ));
     }
     step("TCP: 20 MB from host 2 to host 1 over VXLAN, every byte checked");
     let t = tcp_transfer(

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod host;
 pub mod neigh;
 pub mod output;
+pub mod ping;
 pub mod pipeline;
 pub mod testbed;
 pub mod trace;

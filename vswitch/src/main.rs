@@ -63,6 +63,9 @@ enum Cmd {
         /// Bytes to move over TCP between the two namespaces.
         #[arg(long, default_value_t = 100 << 20)]
         bytes: u64,
+        /// When not run as root, fail instead of running again under sudo.
+        #[arg(long)]
+        no_sudo: bool,
     },
 }
 
@@ -80,8 +83,8 @@ fn main() -> ExitCode {
             .init();
     }
     let socket = control::client::socket_path(args.socket.as_deref());
-    if let Some(Cmd::Demo { bytes }) = args.command {
-        return match vswitch::demo::run(bytes) {
+    if let Some(Cmd::Demo { bytes, no_sudo }) = args.command {
+        return match vswitch::demo::run(bytes, !no_sudo) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: demo failed: {e}");

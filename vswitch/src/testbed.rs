@@ -82,19 +82,33 @@ impl Netns {
             .map_err(|e| format!("cannot run {args:?} in {}: {e}", self.name))
     }
 
-    /// Sends `count` pings to `dst`, at most `wait` seconds for each reply; whether all came back.
+    /// Pings `dst` from inside the namespace with echo requests of our own ([`crate::ping`], no
+    /// `ping` binary needed): `count` of them 0.2 s apart, replies awaited at most `timeout`
+    /// after the last.
+    pub fn ping_icmp(
+        &self,
+        dst: Ipv4Addr,
+        count: u16,
+        timeout: Duration,
+    ) -> Result<crate::ping::PingReport, String> {
+        let opts = crate::ping::PingOptions {
+            count,
+            interval: Duration::from_millis(200),
+            timeout,
+        };
+        crate::ping::ping(Some(&self.path()), dst, &opts)
+            .map_err(|e| format!("ping from {}: {e}", self.name))
+    }
+
+    /// Sends `count` pings to `dst` (ours, [`Netns::ping_icmp`]: no `ping` binary needed), 0.2 s
+    /// apart, waiting at most a second after the last; whether any came back, as `ping`'s exit
+    /// status says.
     pub fn ping(&self, dst: Ipv4Addr, count: u32) -> Result<bool, String> {
-        let out = self.exec(&[
-            "ping",
-            "-c",
-            &count.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            &dst.to_string(),
-        ])?;
-        Ok(out.status.success())
+        let count = u16::try_from(count).unwrap_or(u16::MAX);
+        Ok(self
+            .ping_icmp(dst, count, Duration::from_secs(1))?
+            .received()
+            > 0)
     }
 }
 
@@ -417,6 +431,51 @@ pub fn tcp_transfer(
     })
 }
 
+/// Whether interface `dev` of namespace `ns` passes traffic: operationally up (or "unknown", as
+/// TAP devices report) and, if it is a bridge port, forwarding. The reason when not.
+fn link_passes(ns: &Netns, dev: &str) -> Result<(), String> {
+    let out = ns.ip(&["-j", "-d", "link", "show", "dev", dev])?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("ip -j link show {dev}: {e}"))?;
+    let link = &v[0];
+    let oper = link["operstate"].as_str().unwrap_or("?");
+    if oper != "UP" && oper != "UNKNOWN" {
+        return Err(format!("{dev} is {oper}"));
+    }
+    let slave = &link["linkinfo"]["info_slave_data"];
+    if link["linkinfo"]["info_slave_kind"] == "bridge" && slave["state"] != "forwarding" {
+        return Err(format!(
+            "{dev}'s bridge port is {}",
+            slave["state"].as_str().unwrap_or("?")
+        ));
+    }
+    Ok(())
+}
+
+/// Waits (at most `timeout`) until every interface of `devs` in `ns` passes traffic.
+pub fn wait_passing(ns: &Netns, devs: &[&str], timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    for dev in devs {
+        // Bounded by the deadline and, as a belt to those braces, by a count of naps.
+        let mut not_yet = None;
+        for _ in 0..10_000 {
+            not_yet = link_passes(ns, dev).err();
+            if not_yet.is_none() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(why) = not_yet {
+            return Err(format!(
+                "the underlay did not come up: {why} in {} after {} s",
+                ns.name(),
+                timeout.as_secs()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Two "hosts" (namespaces), each running its own daemon whose uplink TAP is bridged by the
 /// host's kernel bridge onto an underlay veth between the hosts: the smallest multi-host
 /// overlay setup. Host `i` (1 or 2) has underlay address 192.168.80.`i`/24.
@@ -488,10 +547,18 @@ impl OverlayHosts {
         }
         let d2 = daemons.pop().ok_or("no daemon")?;
         let d1 = daemons.pop().ok_or("no daemon")?;
-        Ok(OverlayHosts {
+        let bed = OverlayHosts {
             daemons: [d1, d2],
             hosts: [h1, h2],
-        })
+        };
+        // The kernel takes up to a second to bring the underlay up: until the veth end set up
+        // last has carrier (the link watcher runs at most once a second), its bridge port stays
+        // disabled and drops what crosses it. The first ARP request for the other VTEP would be
+        // lost and resolution would wait for a retry, so wait here until the underlay passes.
+        let wait = Duration::from_secs(5);
+        wait_passing(&bed.hosts[0], &[v1.as_str(), "uplink1", "br0"], wait)?;
+        wait_passing(&bed.hosts[1], &["underlay", "uplink2", "br0"], wait)?;
+        Ok(bed)
     }
 
     /// A container namespace on overlay `network` of host `host` (0 or 1), with `ip`/24.
@@ -509,5 +576,32 @@ impl OverlayHosts {
             .map_err(|e| format!("port add on host {host}: {}", e.message))?;
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &port])?;
         Ok((ns, port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bridge port whose veth peer is down does not pass; once the peer is up it does, within
+    /// the kernel's second or so (root and iproute2 only).
+    #[test]
+    fn waits_for_a_bridge_port_to_forward() {
+        if !is_root() || Command::new("ip").arg("-V").output().is_err() {
+            eprintln!("skipped: needs root (a namespace) and iproute2");
+            return;
+        }
+        let ns = Netns::create(&unique_name("vswait")).unwrap();
+        ns.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
+        ns.ip(&["link", "set", "br0", "up"]).unwrap();
+        ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"])
+            .unwrap();
+        ns.ip(&["link", "set", "va", "master", "br0", "up"])
+            .unwrap();
+        let e = wait_passing(&ns, &["va"], Duration::from_millis(100)).unwrap_err();
+        assert!(e.contains("va is LOWERLAYERDOWN"), "{e}");
+        assert!(wait_passing(&ns, &["nosuchdev"], Duration::ZERO).is_err());
+        ns.ip(&["link", "set", "vb", "up"]).unwrap();
+        wait_passing(&ns, &["va", "vb", "br0"], Duration::from_secs(5)).unwrap();
     }
 }
