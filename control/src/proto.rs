@@ -167,6 +167,12 @@ pub mod cmd {
     pub const PEER_RM: &str = "peer.rm";
     /// [`super::PeerLsArgs`] -> `[PeerSpec]`
     pub const PEER_LS: &str = "peer.ls";
+    /// [`super::TraceAddArgs`] -> [`super::TraceInfo`] (with no packets)
+    pub const TRACE_ADD: &str = "trace.add";
+    /// `{}` -> [`super::TraceInfo`]
+    pub const TRACE_SHOW: &str = "trace.show";
+    /// `{}` -> `null`
+    pub const TRACE_CLEAR: &str = "trace.clear";
 
     /// All command names, for `unknown command` messages.
     pub const ALL: &[&str] = &[
@@ -190,7 +196,54 @@ pub mod cmd {
         PEER_ADD,
         PEER_RM,
         PEER_LS,
+        TRACE_ADD,
+        TRACE_SHOW,
+        TRACE_CLEAR,
     ];
+}
+
+/// `trace add`: follow the next `count` packets (from `port`, or from any port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceAddArgs {
+    /// Packets to trace (1..=1000).
+    pub count: u32,
+    /// Only packets received on this port (a port, subinterface or the uplink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+}
+
+/// One stage a traced packet passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStep {
+    /// Worker that ran the stage.
+    pub worker: u16,
+    /// Nanoseconds on the daemon's trace clock.
+    pub ns: u64,
+    /// Stage name.
+    pub stage: String,
+    /// What the stage did.
+    pub detail: String,
+}
+
+/// A traced packet: every stage it passed, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracePacket {
+    /// Trace id.
+    pub id: u32,
+    /// Stages, in the order they ran.
+    pub steps: Vec<TraceStep>,
+}
+
+/// The trace state: packets traced so far and what is still armed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceInfo {
+    /// Packets still to be traced.
+    pub remaining: u32,
+    /// Records lost because the daemon's trace queue was full.
+    pub lost: u64,
+    /// Packets traced, oldest first.
+    pub packets: Vec<TracePacket>,
 }
 
 /// Arguments that name one object.

@@ -43,6 +43,9 @@ pub(crate) enum Command {
     Stats(StatsCmd),
     /// Live rates: packets and bits per second per port, worker load, top drop reasons
     Top(TopCmd),
+    /// Follow packets through every stage of the switch
+    #[command(subcommand)]
+    Trace(TraceCmd),
     /// The whole configuration as one JSON document
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -247,6 +250,24 @@ pub(crate) struct PeerArgs {
     /// The remote VTEP's underlay IPv4 address
     #[arg(long, value_name = "IP")]
     pub vtep: String,
+}
+
+/// `trace ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum TraceCmd {
+    /// Trace the next N packets (from one port, or any), in addition to any still armed
+    Add {
+        /// Packets to trace (1-1000)
+        #[arg(value_name = "N")]
+        count: u32,
+        /// Only packets received on this port (a trunk or the uplink, not a subinterface)
+        #[arg(long, value_name = "P")]
+        port: Option<String>,
+    },
+    /// Show every traced packet, each with the stages it passed
+    Show,
+    /// Stop tracing and forget the traces collected
+    Clear,
 }
 
 /// `stats ...`

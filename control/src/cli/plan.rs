@@ -3,13 +3,13 @@
 
 use super::args::{
     Command, ConfigCmd, FdbCmd, NetworkCmd, NetworkCreate, PeerArgs, PeerCmd, PortAdd, PortCmd,
-    PortKind, UplinkCmd, UplinkSet,
+    PortKind, TraceCmd, UplinkCmd, UplinkSet,
 };
 use super::check;
 use super::CliError;
 use control::proto::{
     cmd, ConfigDoc, FdbLsArgs, FdbRmArgs, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortSpec,
-    PortType, StaticFdb, StatsArgs, UplinkSpec,
+    PortType, StaticFdb, StatsArgs, TraceAddArgs, UplinkSpec,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -64,6 +64,10 @@ pub(crate) enum Show {
     Imported(PathBuf),
     /// `StatsInfo` samples turned into rates by `top` (`once`: one frame, then exit).
     Top { once: bool },
+    /// A confirmation for `trace add`.
+    TraceArmed,
+    /// `TraceInfo` as one block per packet.
+    Trace,
 }
 
 impl Call {
@@ -117,6 +121,27 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
             call.every = Some(interval(t.interval)?);
             Ok(call)
         }
+        Command::Trace(TraceCmd::Add { count, port }) => {
+            if *count == 0 || *count > 1000 {
+                return Err(CliError::Usage(format!(
+                    "trace add takes 1 to 1000 packets, not {count}"
+                )));
+            }
+            if let Some(p) = port.as_deref() {
+                check::port_name(p).map_err(CliError::Usage)?;
+            }
+            let args = TraceAddArgs {
+                count: *count,
+                port: port.clone(),
+            };
+            Call::new(cmd::TRACE_ADD, &args, Show::TraceArmed)
+        }
+        Command::Trace(TraceCmd::Show) => Call::new(cmd::TRACE_SHOW, &NoArgs {}, Show::Trace),
+        Command::Trace(TraceCmd::Clear) => Call::new(
+            cmd::TRACE_CLEAR,
+            &NoArgs {},
+            Show::Done("trace cleared".into()),
+        ),
         Command::Config(ConfigCmd::Export { output }) => {
             Call::new(cmd::CONFIG_EXPORT, &NoArgs {}, Show::Export(output.clone()))
         }

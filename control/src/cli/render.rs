@@ -6,7 +6,7 @@ use super::table::{key_values, left, right, Table};
 use super::CliError;
 use control::proto::{
     ConfigDoc, FdbEntry, ImportSummary, NetworkInfo, PeerSpec, PortInfo, StatsInfo, StatusInfo,
-    UplinkInfo,
+    TraceInfo, UplinkInfo,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -49,6 +49,14 @@ pub(crate) fn human(cmd: &str, show: &Show, result: Value) -> Result<String, Cli
         // `top` renders its own rates; one sample alone is the counters.
         Show::Stats | Show::Top { .. } => stats(&decode(cmd, result)?),
         Show::Done(line) => format!("{line}\n"),
+        Show::TraceArmed => {
+            let t: TraceInfo = decode(cmd, result)?;
+            format!(
+                "tracing the next {} packets; see vswitchctl trace show\n",
+                t.remaining
+            )
+        }
+        Show::Trace => trace(&decode(cmd, result)?),
         Show::Export(_) => pretty(&decode::<ConfigDoc>(cmd, result)?)?,
         Show::Imported(file) => {
             let s: ImportSummary = decode(cmd, result)?;
@@ -60,6 +68,34 @@ pub(crate) fn human(cmd: &str, show: &Show, result: Value) -> Result<String, Cli
             )
         }
     })
+}
+
+/// Traced packets: one block each, a line per stage with the time since the packet arrived.
+fn trace(t: &TraceInfo) -> String {
+    let mut out = String::new();
+    for p in &t.packets {
+        let start = p.steps.first().map_or(0, |s| s.ns);
+        let workers: std::collections::BTreeSet<u16> = p.steps.iter().map(|s| s.worker).collect();
+        let ws: Vec<String> = workers.iter().map(u16::to_string).collect();
+        out.push_str(&format!("packet {} (worker {})\n", p.id, ws.join(", ")));
+        for s in &p.steps {
+            let dt = s.ns.saturating_sub(start);
+            out.push_str(&format!("  {:>+9} ns  {:<12} {}\n", dt, s.stage, s.detail));
+        }
+    }
+    if t.packets.is_empty() {
+        out.push_str("no packets traced yet\n");
+    }
+    if t.remaining > 0 {
+        out.push_str(&format!("{} more packets to trace\n", t.remaining));
+    }
+    if t.lost > 0 {
+        out.push_str(&format!(
+            "{} trace records lost (the daemon's queue was full): show more often\n",
+            t.lost
+        ));
+    }
+    out
 }
 
 /// Pretty JSON followed by a newline.

@@ -7,6 +7,7 @@ mod metrics;
 pub mod os;
 mod overlay;
 pub mod server;
+mod trace;
 
 use crate::bridge::LearnSync;
 use crate::config::{self, NetConf, NetId, PortConf, Snapshot};
@@ -149,6 +150,10 @@ pub struct Daemon {
     peers: Vec<PeerSpec>,
     /// Port ids of tunnels, by (network, remote VTEP); allocated from the top of the id space.
     tunnel_ids: BTreeMap<(String, std::net::Ipv4Addr), PortId>,
+    /// Packet tracing shared with the workers.
+    trace: Arc<crate::trace::TraceCtl>,
+    /// Trace records collected from the workers.
+    trace_log: Vec<crate::trace::TraceRec>,
     gen: u64,
     rate: Option<(Instant, u64, u64)>,
     pps: (u64, u64),
@@ -213,8 +218,10 @@ impl Daemon {
         let snap = Arc::new(Snapshot::default());
         let mut workers = Vec::new();
         let inboxes = LearnSync::inboxes(cores.len(), 4096);
+        let trace = Arc::new(crate::trace::TraceCtl::default());
         for (i, core) in cores.iter().enumerate() {
             let mut switch = Switch::new(pool.clone(), opts.fdb_size);
+            switch.set_trace(trace.clone());
             if cores.len() > 1 {
                 switch.bridge.set_sync(LearnSync {
                     me: i,
@@ -250,6 +257,8 @@ impl Daemon {
             uplink: None,
             peers: Vec::new(),
             tunnel_ids: BTreeMap::new(),
+            trace,
+            trace_log: Vec::new(),
             gen: 0,
             rate: None,
             pps: (0, 0),
@@ -645,6 +654,15 @@ impl Daemon {
                 let p: PeerSpec = parse_args(c, a)?;
                 self.peer_rm(p)?;
                 self.publish();
+                Ok(Value::Null)
+            }
+            cmd::TRACE_ADD => {
+                let a: TraceAddArgs = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.trace_add(a)?))
+            }
+            cmd::TRACE_SHOW => to_value(serde_json::to_value(self.trace_show())),
+            cmd::TRACE_CLEAR => {
+                self.trace_clear();
                 Ok(Value::Null)
             }
             cmd::PEER_LS => {
