@@ -76,7 +76,8 @@ impl Frames {
     }
 
     /// Moves the whole of `burst` (whose buffers all go to `node`) to that node's pending list,
-    /// leaving `burst` empty: a swap with a free burst, no per-buffer work. Falls back to
+    /// leaving `burst` empty: appended to the last pending burst when that has room, else a
+    /// swap with a free burst (no per-buffer work). Falls back to
     /// per-buffer [`Frames::emit`] when no burst is free; buffers that still find no room come
     /// back through `dropped`.
     #[inline]
@@ -84,9 +85,23 @@ impl Frames {
         if burst.is_empty() {
             return;
         }
-        if let (Some(list), Some(mut fresh)) =
-            (self.pending.get_mut(node as usize), self.free.pop())
-        {
+        let Some(list) = self.pending.get_mut(node as usize) else {
+            for (b, n) in burst.drain_next() {
+                dropped(b, n);
+            }
+            return;
+        };
+        // Appended to the node's last pending burst when it fits (fewer, fuller runs of the
+        // node), else moved whole.
+        if let Some(last) = list.last_mut().filter(|l| l.room() >= burst.len()) {
+            for (b, n) in burst.drain_next() {
+                if let Err(b) = last.push_next(b, n) {
+                    dropped(b, n);
+                }
+            }
+            return;
+        }
+        if let Some(mut fresh) = self.free.pop() {
             std::mem::swap(&mut fresh, burst);
             list.push(fresh);
             return;
