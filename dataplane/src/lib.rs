@@ -10,6 +10,7 @@ pub mod burst;
 pub mod checksum;
 pub mod counters;
 pub mod graph;
+pub mod handoff;
 pub mod hugemem;
 pub mod offload;
 pub mod pool;
