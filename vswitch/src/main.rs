@@ -138,9 +138,10 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
     })?;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "vswitchd ready");
     let r = server::serve(&mut d, listener, gid);
-    d.shutdown();
+    d.stop(!matches!(r, Ok(server::Stop::KeepDevices)));
     let _ = std::fs::remove_file(&socket);
-    r.map_err(|e| format!("control loop failed: {e}"))
+    r.map(|_| ())
+        .map_err(|e| format!("control loop failed: {e}"))
 }
 
 /// `--metrics ADDR:PORT`: an IP address and a port (no host names: the daemon binds, it does not

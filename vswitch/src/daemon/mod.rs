@@ -1685,11 +1685,29 @@ impl Daemon {
 
     /// Stops the workers and removes the devices this daemon holds; the state stays on disk.
     pub fn shutdown(&mut self) {
+        self.stop(true);
+    }
+
+    /// Stops the workers; with `remove_devices` removes the devices the daemon holds (a clean
+    /// stop), without it leaves them for the next daemon (an upgrade: persistent TAPs keep the
+    /// containers' interfaces, addresses and routes).
+    pub fn stop(&mut self, remove_devices: bool) {
         if let Some((_, mut server)) = self.metrics.take() {
             server.stop();
         }
         for w in self.workers.iter_mut() {
             w.stop();
+        }
+        if !remove_devices {
+            for (_, p) in std::mem::take(&mut self.ports) {
+                // Closing the queues (the TAP devices persist); XDP links go with the process.
+                drop(p.device);
+            }
+            tracing::info!(
+                "stopped for an upgrade: devices kept, configuration kept in {}",
+                self.opts.state_dir.display()
+            );
+            return;
         }
         for (name, p) in std::mem::take(&mut self.ports) {
             if let Some(d) = p.device {

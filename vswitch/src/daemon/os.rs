@@ -9,17 +9,19 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn on_signal(_sig: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int) {
     let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
     if fd >= 0 {
-        let b = 1u8;
+        // The signal's number (all of ours are below 256), so the reader knows which it was.
+        let b = sig as u8;
         // SAFETY: write(2) is async-signal-safe; `b` is a valid one-byte buffer. A full pipe
         // (EAGAIN) is fine: one pending byte already says "stop".
         unsafe { libc::write(fd, std::ptr::addr_of!(b).cast(), 1) };
     }
 }
 
-/// Routes SIGTERM and SIGINT to a pipe whose read end (returned) becomes readable on a signal.
+/// Routes SIGTERM, SIGINT and SIGUSR1 to a pipe whose read end (returned) becomes readable on
+/// a signal; each signal writes its number as one byte.
 pub fn signal_pipe() -> io::Result<OwnedFd> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
@@ -30,7 +32,7 @@ pub fn signal_pipe() -> io::Result<OwnedFd> {
     // intentionally kept open for the life of the process (the handler uses it).
     let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
     SIGNAL_PIPE.store(fds[1], Ordering::Relaxed);
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1] {
         // SAFETY: a zeroed sigaction with a valid handler and an empty mask is well-formed.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();

@@ -54,8 +54,37 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, String> {
     Ok(l)
 }
 
-/// Serves the socket until SIGTERM or SIGINT.
-pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io::Result<()> {
+/// How the daemon was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM or SIGINT: remove the devices the daemon holds, keep the state.
+    Clean,
+    /// SIGUSR1, for an upgrade: keep the devices too (TAPs persist, so containers keep their
+    /// interfaces and the next daemon re-attaches to them).
+    KeepDevices,
+}
+
+/// Which stop the signal bytes waiting in the pipe ask for.
+fn stop_kind(sig: &std::os::fd::OwnedFd) -> Stop {
+    let mut buf = [0u8; 16];
+    let mut kind = Stop::Clean;
+    loop {
+        // SAFETY: reading into a valid 16-byte buffer from a descriptor we own.
+        let n = unsafe { libc::read(sig.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let Ok(n) = usize::try_from(n) else { break };
+        if n == 0 {
+            break;
+        }
+        if buf.iter().take(n).any(|&b| i32::from(b) == libc::SIGUSR1) {
+            kind = Stop::KeepDevices;
+        }
+    }
+    kind
+}
+
+/// Serves the socket until SIGTERM, SIGINT (a clean stop) or SIGUSR1 (a stop that keeps the
+/// devices, for an upgrade).
+pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io::Result<Stop> {
     let mut poll = Poll::new()?;
     let sig = os::signal_pipe()?;
     poll.registry()
@@ -82,8 +111,9 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
         for ev in events.iter() {
             match ev.token() {
                 SIGNALS => {
-                    tracing::info!("signal received; shutting down");
-                    return Ok(());
+                    let kind = stop_kind(&sig);
+                    tracing::info!(?kind, "signal received; shutting down");
+                    return Ok(kind);
                 }
                 LISTENER => loop {
                     let (mut stream, _) = match listener.accept() {
