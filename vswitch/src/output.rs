@@ -38,6 +38,8 @@ pub fn reachable(cx: &Context<'_>, cfg: &Snapshot, port: PortId) -> bool {
 
 /// The output stage.
 pub struct Output {
+    /// The buffer pool (held, so that running clones no `Arc`: no shared atomic per burst).
+    pool: std::sync::Arc<dataplane::pool::Pool>,
     drops: Counters<TxDrop>,
 }
 
@@ -46,6 +48,7 @@ impl Stage for Output {
 
     fn new(env: &mut Env<'_>) -> Output {
         Output {
+            pool: env.pool.clone(),
             drops: env.layout.register(Self::NAME, CounterKind::Drop),
         }
     }
@@ -58,7 +61,7 @@ impl Stage for Output {
         input: &mut Burst,
         _out: &mut Burst,
     ) {
-        let pool = io.pool().clone();
+        let pool = &*self.pool;
         let port_down = io.g.drop.index(GraphDrop::PortDown);
         for (mut b, next) in input.drain_next() {
             let port = next.arg;
@@ -81,7 +84,7 @@ impl Stage for Output {
             };
             let len = pool.len(&b) as u64;
             let pcp = pool.pcp(&b);
-            if !vlan::push(&pool, &mut b, vid, pcp) {
+            if !vlan::push(pool, &mut b, vid, pcp) {
                 io.drop_buf::<T>(Self::NAME, b, self.drops.index(TxDrop::NoHeadroom));
                 continue;
             }

@@ -96,6 +96,21 @@ pub fn counter_layout() -> CounterLayout {
     }
 }
 
+/// What the stages of `$sw` may touch during one dispatch (a macro, so that the borrows of the
+/// switch's fields stay disjoint from its stages').
+macro_rules! io {
+    ($sw:ident, $cx:expr, $cfg:expr) => {
+        Io {
+            cx: $cx,
+            cfg: $cfg,
+            host: &mut $sw.overlay,
+            trace: &mut $sw.tracer,
+            seen: &mut $sw.seen,
+            g: $sw.g,
+        }
+    };
+}
+
 impl Switch {
     /// A pipeline whose MAC table holds `fdb_capacity` entries.
     pub fn new(pool: Arc<Pool>, fdb_capacity: u32) -> Switch {
@@ -135,14 +150,7 @@ impl Switch {
     /// Runs everything pending through the graph, then posts what was learned.
     fn run(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, traced: bool) {
         if self.frames.busy() {
-            let mut io = Io {
-                cx,
-                cfg,
-                host: &mut self.overlay,
-                trace: &mut self.tracer,
-                seen: &mut self.seen,
-                g: self.g,
-            };
+            let mut io = io!(self, cx, cfg);
             let (st, fr, out) = (&mut self.stages, &mut self.frames, &mut self.out);
             if traced {
                 dispatch::<_, _, true>(st, &mut io, fr, out, MAX_PASSES);
@@ -184,28 +192,14 @@ impl Pipeline for Switch {
 
     fn configure(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) {
         self.overlay.configure(cfg, cx.cache, cx.stats);
-        let mut io = Io {
-            cx,
-            cfg,
-            host: &mut self.overlay,
-            trace: &mut self.tracer,
-            seen: &mut self.seen,
-            g: self.g,
-        };
+        let mut io = io!(self, cx, cfg);
         self.stages.configure(&mut io);
     }
 
     fn tick(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) {
         self.apply_inbox(cx, cfg);
         {
-            let mut io = Io {
-                cx,
-                cfg,
-                host: &mut self.overlay,
-                trace: &mut self.tracer,
-                seen: &mut self.seen,
-                g: self.g,
-            };
+            let mut io = io!(self, cx, cfg);
             self.stages.tick(&mut io, &mut self.frames);
         }
         self.overlay.tick(cx, &mut self.frames);

@@ -45,6 +45,8 @@ named_counters! {
 /// The VLAN input stage: every frame from a port other than the uplink passes here first and
 /// leaves for the bridge on the (logical) port it belongs to.
 pub struct VlanIn {
+    /// The buffer pool (held, so that running clones no `Arc`: no shared atomic per burst).
+    pool: std::sync::Arc<dataplane::pool::Pool>,
     drops: Counters<VlanDrop>,
 }
 
@@ -53,6 +55,7 @@ impl Stage for VlanIn {
 
     fn new(env: &mut Env<'_>) -> VlanIn {
         VlanIn {
+            pool: env.pool.clone(),
             drops: env.layout.register(Self::NAME, CounterKind::Drop),
         }
     }
@@ -65,7 +68,7 @@ impl Stage for VlanIn {
         input: &mut Burst,
         out: &mut Burst,
     ) {
-        let pool = io.pool().clone();
+        let pool = &*self.pool;
         let bridge = Next::to(Node::Bridge as u16, 0);
         for (mut b, _) in input.drain_next() {
             let port = pool.port(&b);
@@ -76,7 +79,7 @@ impl Stage for VlanIn {
             };
             let tagged = be16_at(pool.data(&b), 12) == Some(TPID_8021Q);
             let vid = be16_at(pool.data(&b), 14).map_or(0, |t| t & 0x0fff);
-            match ingress(&pool, port, pc, &mut b) {
+            match ingress(pool, port, pc, &mut b) {
                 Ok(to) => {
                     if to != port {
                         let c = io.cx.stats.port(to);

@@ -39,6 +39,8 @@ named_counters! {
 
 /// The flood stage (stateless but for its counters).
 pub struct Flood {
+    /// The buffer pool (held, so that running clones no `Arc`: no shared atomic per burst).
+    pool: std::sync::Arc<dataplane::pool::Pool>,
     drops: Counters<FloodDrop>,
     ev: Counters<FloodEvent>,
 }
@@ -48,6 +50,7 @@ impl Stage for Flood {
 
     fn new(env: &mut Env<'_>) -> Flood {
         Flood {
+            pool: env.pool.clone(),
             drops: env.layout.register(Self::NAME, CounterKind::Drop),
             ev: env.layout.register(Self::NAME, CounterKind::Event),
         }
@@ -60,7 +63,7 @@ impl Stage for Flood {
         input: &mut Burst,
         out: &mut Burst,
     ) {
-        let pool = io.pool().clone();
+        let pool = &*self.pool;
         let cfg = io.cfg;
         let no_frame = io.g.drop.index(GraphDrop::NoFrame);
         for (mut b, _) in input.drain_next() {

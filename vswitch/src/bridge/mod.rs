@@ -321,7 +321,7 @@ impl Stage for Bridge {
         out: &mut Burst,
     ) {
         let cfg = io.cfg;
-        let pool = self.pool.clone();
+        let pool = &*self.pool;
         let mut probes = [(Probe::default(), Probe::default()); BURST];
         let mut last: (PortId, Option<NetId>) = (PortId::MAX, None);
         for (b, pr) in input.bufs().iter().zip(probes.iter_mut()) {

@@ -35,6 +35,8 @@ named_counters! {
 
 /// The uplink's input stage.
 pub struct UnderlayIn {
+    /// The buffer pool (held, so that running clones no `Arc`: no shared atomic per burst).
+    pool: std::sync::Arc<dataplane::pool::Pool>,
     drops: Counters<DecapDrop>,
     ev: Counters<DecapEvent>,
 }
@@ -44,6 +46,7 @@ impl Stage for UnderlayIn {
 
     fn new(env: &mut Env<'_>) -> UnderlayIn {
         UnderlayIn {
+            pool: env.pool.clone(),
             drops: env.layout.register(Self::NAME, CounterKind::Drop),
             ev: env.layout.register(Self::NAME, CounterKind::Event),
         }
@@ -56,9 +59,9 @@ impl Stage for UnderlayIn {
         input: &mut Burst,
         out: &mut Burst,
     ) {
-        let pool = io.pool().clone();
+        let pool = &*self.pool;
         for (b, _) in input.drain_next() {
-            self.one::<T>(io, frames, &pool, b, out);
+            self.one::<T>(io, frames, pool, b, out);
         }
         io.host.take_learned(io.seen);
     }
@@ -67,7 +70,7 @@ impl Stage for UnderlayIn {
 impl UnderlayIn {
     #[inline]
     fn one<const T: bool>(
-        &mut self,
+        &self,
         io: &mut Io<'_, '_>,
         frames: &mut Frames,
         pool: &Pool,
