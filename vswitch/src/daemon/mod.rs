@@ -2,6 +2,7 @@
 //! socket. Every accepted change is persisted before it is acknowledged, then published to the
 //! workers as a new snapshot.
 
+mod capture;
 mod device;
 mod metrics;
 pub mod os;
@@ -156,6 +157,8 @@ pub struct Daemon {
     worker_rx_last: Vec<u64>,
     /// The metrics thread and the port list it reads (`--metrics`).
     metrics: Option<(Arc<metrics::View>, metrics::Server)>,
+    /// Running packet captures (`capture.*`).
+    captures: capture::Captures,
 }
 
 /// Chooses worker cores: the given list, else all but core 0 when there are more than two,
@@ -256,6 +259,7 @@ impl Daemon {
             worker_pps: vec![0; n],
             worker_rx_last: vec![0; n],
             metrics,
+            captures: capture::Captures::default(),
         };
         d.restore()?;
         Ok(d)
@@ -650,6 +654,18 @@ impl Daemon {
             cmd::PEER_LS => {
                 let a: PeerLsArgs = parse_args(c, a)?;
                 to_value(serde_json::to_value(self.peer_ls(a.network.as_deref())?))
+            }
+            cmd::CAPTURE_START => {
+                let a: CaptureStart = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.capture_start(a)?))
+            }
+            cmd::CAPTURE_READ => {
+                let a: CaptureRead = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.capture_read(a)?))
+            }
+            cmd::CAPTURE_STOP => {
+                let a: CaptureId = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.capture_stop(a)?))
             }
             other => Err(err(
                 ErrorCode::UnknownCommand,
@@ -1206,6 +1222,7 @@ impl Daemon {
         }
         // Stop forwarding to it first, then take the queues away, then delete the device.
         self.publish();
+        self.captures_port_removed(p.id, name);
         let seqs: Vec<u64> = self
             .workers
             .iter_mut()
@@ -1684,6 +1701,16 @@ impl Daemon {
             "stopped; configuration kept in {}",
             self.opts.state_dir.display()
         );
+    }
+
+    /// Tells the daemon which control connection the next requests come from.
+    pub fn set_connection(&mut self, conn: usize) {
+        self.captures.conn = conn;
+    }
+
+    /// A control connection closed: what it started for itself (captures) ends.
+    pub fn connection_closed(&mut self, conn: usize) {
+        self.captures_conn_closed(conn);
     }
 
     /// Socket settings.
