@@ -124,7 +124,9 @@ impl Capture {
             snaplen,
             slots,
             data,
-            meta: (0..slots).map(|_| UnsafeCell::new(Meta::default())).collect(),
+            meta: (0..slots)
+                .map(|_| UnsafeCell::new(Meta::default()))
+                .collect(),
             free,
             filled: ArrayQueue::new(slots),
             filter,
@@ -313,9 +315,7 @@ impl Record<'_> {
         }
         // SAFETY: `idx < slots` and `n <= snaplen`, so the bytes lie inside the slab; the slot
         // is owned by this record (see `meta`) and nobody writes it while the borrow lives.
-        unsafe {
-            std::slice::from_raw_parts(self.cap.data.as_ptr().add(idx * self.cap.snaplen), n)
-        }
+        unsafe { std::slice::from_raw_parts(self.cap.data.as_ptr().add(idx * self.cap.snaplen), n) }
     }
 }
 

@@ -118,7 +118,13 @@ impl Slot {
         if !self.tx_taps.is_empty() {
             let ts = capture::realtime_ns();
             for t in &self.tx_taps {
-                t.tap(cache.pool(), self.pending.bufs(), self.port, Direction::Tx, ts);
+                t.tap(
+                    cache.pool(),
+                    self.pending.bufs(),
+                    self.port,
+                    Direction::Tx,
+                    ts,
+                );
             }
         }
         self.io.tx_burst(cache, &mut self.pending, c);

@@ -49,6 +49,8 @@ pub(crate) fn human(cmd: &str, show: &Show, result: Value) -> Result<String, Cli
         // `top` renders its own rates; one sample alone is the counters.
         Show::Stats | Show::Top { .. } => stats(&decode(cmd, result)?),
         Show::Done(line) => format!("{line}\n"),
+        // `capture` writes pcap, never a rendered result.
+        Show::Capture(_) => String::new(),
         Show::Export(_) => pretty(&decode::<ConfigDoc>(cmd, result)?)?,
         Show::Imported(file) => {
             let s: ImportSummary = decode(cmd, result)?;

@@ -78,7 +78,10 @@ impl Daemon {
                 ),
             ));
         }
-        let p = self.ports.get(&a.port).ok_or_else(|| self.no_port(&a.port))?;
+        let p = self
+            .ports
+            .get(&a.port)
+            .ok_or_else(|| self.no_port(&a.port))?;
         let named = p.id;
         let (tapped, vid, trunk) = if p.spec.kind == PortType::Vlan {
             let (parent, vid) = self.vlan_parent(&p.spec).ok_or_else(|| {
@@ -108,7 +111,12 @@ impl Daemon {
         };
         let cap = Capture::new(snaplen as usize, slots, filter, a.count)
             .map(Arc::new)
-            .map_err(|e| err(ErrorCode::Internal, format!("cannot make a capture ring: {e:?}")))?;
+            .map_err(|e| {
+                err(
+                    ErrorCode::Internal,
+                    format!("cannot make a capture ring: {e:?}"),
+                )
+            })?;
         let seqs: Vec<u64> = self
             .workers
             .iter()
