@@ -94,7 +94,7 @@ pub(crate) fn run(client: &mut Client, call: &Call, out: Option<&Path>) -> Resul
     // Nothing more can be done if stderr itself is gone.
     let _ = writeln!(
         err,
-        "{} packets captured, {missed} packets missed (capture ring full: the reader fell behind)",
+        "{} packets captured, {missed} packets missed (the capture ring was full)",
         o.written
     );
     if let Some(why) = o.ended {
