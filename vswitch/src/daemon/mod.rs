@@ -1845,6 +1845,28 @@ mod tests {
     }
 
     #[test]
+    fn capture_refuses_bad_input_with_a_way_to_mend_it() {
+        let dir = scratch("cap");
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        for (args, hint) in [
+            (json!({"port": "p1", "snaplen": 0}), "give 1 to 65535"),
+            (json!({"port": "p1", "snaplen": 70000}), "give 1 to 65535"),
+            (json!({"port": "p1", "count": 0}), "positive count"),
+            (json!({"port": "p1", "ring": 0}), "snapshots"),
+            (json!({"port": "p1"}), "does not exist"),
+            (json!({"port": "p1", "direction": "up"}), "invalid arguments"),
+        ] {
+            let e = call(&mut d, cmd::CAPTURE_START, args.clone()).unwrap_err();
+            assert!(e.message.contains(hint), "{args}: {e}");
+        }
+        let e = call(&mut d, cmd::CAPTURE_READ, json!({"id": 7})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        let e = call(&mut d, cmd::CAPTURE_STOP, json!({"id": 7})).unwrap_err();
+        assert!(e.message.contains("start a new one"), "{e}");
+        d.shutdown();
+    }
+
+    #[test]
     fn bad_arguments_and_unknown_commands_are_clear_errors() {
         let dir = scratch("args");
         let mut d = Daemon::start(opts(&dir.0)).unwrap();
