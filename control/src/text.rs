@@ -135,11 +135,11 @@ pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     };
-    let s = s.as_bytes();
-    if s.len() % 2 != 0 {
+    let pairs = s.as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
         return None;
     }
-    s.chunks_exact(2)
+    pairs
         .map(|p| match p {
             [h, l] => Some(digit(*h)? << 4 | digit(*l)?),
             _ => None,

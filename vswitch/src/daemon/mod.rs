@@ -1854,7 +1854,10 @@ mod tests {
             (json!({"port": "p1", "count": 0}), "positive count"),
             (json!({"port": "p1", "ring": 0}), "snapshots"),
             (json!({"port": "p1"}), "does not exist"),
-            (json!({"port": "p1", "direction": "up"}), "invalid arguments"),
+            (
+                json!({"port": "p1", "direction": "up"}),
+                "invalid arguments",
+            ),
         ] {
             let e = call(&mut d, cmd::CAPTURE_START, args.clone()).unwrap_err();
             assert!(e.message.contains(hint), "{args}: {e}");
