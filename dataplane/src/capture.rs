@@ -85,8 +85,10 @@ pub struct Capture {
     filter: Filter,
     /// Frames to take before the capture is complete (`u64::MAX`: no end).
     limit: u64,
-    /// Frames taken (never more than `limit`).
+    /// Frames taken: slots claimed, counting those being written (may pass `limit` briefly).
     taken: AtomicU64,
+    /// Frames written and on `filled` (trails `taken` while a producer copies).
+    published: AtomicU64,
     /// Frames that matched while no slot was free (the reader fell behind).
     missed: AtomicU64,
 }
@@ -132,6 +134,7 @@ impl Capture {
             filter,
             limit: limit.unwrap_or(u64::MAX),
             taken: AtomicU64::new(0),
+            published: AtomicU64::new(0),
             missed: AtomicU64::new(0),
         })
     }
@@ -171,10 +174,11 @@ impl Capture {
         self.missed.load(Ordering::Relaxed)
     }
 
-    /// Whether the count was reached: nothing more will be taken.
+    /// Whether the count was reached and every frame of it is on the ring: nothing more will
+    /// come, so a reader that finds the ring empty after this is done.
     #[inline]
     pub fn complete(&self) -> bool {
-        self.taken.load(Ordering::Relaxed) >= self.limit
+        self.published.load(Ordering::Acquire) >= self.limit
     }
 
     /// Whether a frame taken now would be kept by the VLAN filter.
@@ -242,6 +246,7 @@ impl Capture {
         }
         // Cannot fail: the queues together hold each of the `slots` indices at most once.
         let _ = self.filled.push(i);
+        self.published.fetch_add(1, Ordering::Release);
     }
 
     /// The oldest snapshot not read yet; its slot goes back to the ring when it drops.

@@ -186,12 +186,15 @@ impl Daemon {
                 data: encode_hex(r.data()),
             });
         }
+        // Completion first: once it is seen, every frame of the count is on the ring, so an
+        // empty ring after it means there is nothing more to come.
+        let complete = s.cap.complete();
         let drained = s.cap.pending() == 0;
         Ok(CaptureBatch {
             packets,
             captured: s.cap.taken(),
             missed: s.cap.missed(),
-            done: drained && (s.cap.complete() || s.ended.is_some()),
+            done: drained && (complete || s.ended.is_some()),
             ended: s.ended.clone(),
         })
     }
