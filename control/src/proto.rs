@@ -173,6 +173,12 @@ pub mod cmd {
     pub const TRACE_SHOW: &str = "trace.show";
     /// `{}` -> `null`
     pub const TRACE_CLEAR: &str = "trace.clear";
+    /// [`super::CaptureStart`] -> [`super::CaptureStarted`]
+    pub const CAPTURE_START: &str = "capture.start";
+    /// [`super::CaptureRead`] -> [`super::CaptureBatch`]
+    pub const CAPTURE_READ: &str = "capture.read";
+    /// [`super::CaptureId`] -> [`super::CaptureSummary`]
+    pub const CAPTURE_STOP: &str = "capture.stop";
 
     /// All command names, for `unknown command` messages.
     pub const ALL: &[&str] = &[
@@ -199,6 +205,9 @@ pub mod cmd {
         TRACE_ADD,
         TRACE_SHOW,
         TRACE_CLEAR,
+        CAPTURE_START,
+        CAPTURE_READ,
+        CAPTURE_STOP,
     ];
 }
 
@@ -654,4 +663,116 @@ pub struct StatsInfo {
     pub workers: Vec<WorkerStats>,
     /// Drops by reason, summed over workers (only reasons that occurred).
     pub drops: BTreeMap<String, u64>,
+}
+
+/// Largest snapshot length of a capture.
+pub const CAPTURE_MAX_SNAPLEN: u32 = 65535;
+/// Snapshot length of a capture that names none (whole frames up to 64 KiB).
+pub const CAPTURE_DEFAULT_SNAPLEN: u32 = 65535;
+/// Most captures the daemon runs at once.
+pub const CAPTURE_MAX: usize = 8;
+/// Most packets one `capture.read` returns.
+pub const CAPTURE_MAX_READ: u32 = 4096;
+
+/// Which frames of a port a capture takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureDirection {
+    /// Frames the switch receives on the port.
+    Rx,
+    /// Frames the switch transmits on the port.
+    Tx,
+    /// Both.
+    #[default]
+    Both,
+}
+
+/// `capture.start` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureStart {
+    /// Port name; a subinterface `PARENT.VID` captures its trunk's frames tagged VID.
+    pub port: String,
+    /// Which frames [default: both].
+    #[serde(default)]
+    pub direction: CaptureDirection,
+    /// Bytes kept of each frame, 1-65535 [default: 65535].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+    /// Stop taking frames after this many [default: no end].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Snapshots the ring holds before frames are missed [default: from the snapshot length].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<u32>,
+}
+
+/// `capture.start` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStarted {
+    /// Names the capture in `capture.read` and `capture.stop`.
+    pub id: u64,
+    /// Bytes kept of each frame.
+    pub snaplen: u32,
+    /// Snapshots the ring holds.
+    pub ring: u32,
+}
+
+/// `capture.read` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRead {
+    /// The capture.
+    pub id: u64,
+    /// Most packets to return [default and limit: 4096]; fewer come when they are large.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+}
+
+/// One captured frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedPacket {
+    /// Real time it was taken, in nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// Its length on the wire (the data may be shorter: the snapshot length).
+    pub orig_len: u32,
+    /// `rx` or `tx`.
+    pub direction: CaptureDirection,
+    /// The captured bytes, in lower-case hex.
+    pub data: String,
+}
+
+/// `capture.read` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureBatch {
+    /// Frames taken since the last read, oldest first.
+    pub packets: Vec<CapturedPacket>,
+    /// Frames taken so far (read or waiting).
+    pub captured: u64,
+    /// Frames lost so far because the ring was full (the reader fell behind).
+    pub missed: u64,
+    /// Nothing more will come: the count was reached (and read), or the port went away.
+    pub done: bool,
+    /// Why the capture ended early, when it did (e.g. the port was removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+}
+
+/// `capture.stop` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureId {
+    /// The capture.
+    pub id: u64,
+}
+
+/// `capture.stop` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureSummary {
+    /// Frames taken.
+    pub captured: u64,
+    /// Frames lost because the ring was full.
+    pub missed: u64,
+    /// Frames taken but never read (dropped at stop).
+    pub unread: u64,
 }

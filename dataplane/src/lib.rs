@@ -7,6 +7,7 @@
 //! buffer on an output port or frees it and counts why; the worker flushes the outputs.
 
 pub mod burst;
+pub mod capture;
 pub mod checksum;
 pub mod counters;
 pub mod graph;

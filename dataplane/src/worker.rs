@@ -18,6 +18,7 @@
 //! transmit path alone took 7% of the worker's core.
 
 use crate::burst::Burst;
+use crate::capture::{self, Capture, Direction};
 use crate::counters::{WorkerEvent, WorkerStats};
 use crate::pool::{Buf, Pool, PoolCache};
 use crate::port::{Port, PortId, PortIo, MAX_PORTS};
@@ -76,21 +77,57 @@ pub struct Context<'a> {
 }
 
 struct Slot {
+    /// The port this slot transmits on.
+    port: PortId,
     io: PortIo,
     pending: Burst,
     /// What the port can transmit (read once, at attach).
     caps: TxCaps,
+    /// Captures of what this port receives here (empty almost always: one branch per burst).
+    rx_taps: Vec<Arc<Capture>>,
+    /// Captures of what this worker transmits on this port.
+    tx_taps: Vec<Arc<Capture>>,
 }
 
 impl Slot {
+    fn new(port: PortId, io: PortIo) -> Slot {
+        let caps = io.tx_caps();
+        Slot {
+            port,
+            io,
+            pending: Burst::new(),
+            caps,
+            rx_taps: Vec::new(),
+            tx_taps: Vec::new(),
+        }
+    }
+
     /// Adds `b` to the pending burst, transmitting the burst first if it is full.
     #[inline]
     fn push(&mut self, cache: &mut PoolCache, c: &crate::counters::PortCounters, b: Buf) {
         if let Err(b) = self.pending.push(b) {
-            self.io.tx_burst(cache, &mut self.pending, c);
-            // Cannot fail: tx_burst leaves the burst empty.
+            self.send(cache, c);
+            // Cannot fail: send leaves the burst empty.
             let _ = self.pending.push(b);
         }
+    }
+
+    /// Transmits the pending burst, showing it to the transmit taps first.
+    #[inline]
+    fn send(&mut self, cache: &mut PoolCache, c: &crate::counters::PortCounters) {
+        if !self.tx_taps.is_empty() {
+            let ts = capture::realtime_ns();
+            for t in &self.tx_taps {
+                t.tap(
+                    cache.pool(),
+                    self.pending.bufs(),
+                    self.port,
+                    Direction::Tx,
+                    ts,
+                );
+            }
+        }
+        self.io.tx_burst(cache, &mut self.pending, c);
     }
 }
 
@@ -153,7 +190,7 @@ impl Ports {
         for port in self.dirty.drain(..) {
             if let Some(Some(slot)) = self.slots.get_mut(port as usize) {
                 if !slot.pending.is_empty() {
-                    slot.io.tx_burst(cache, &mut slot.pending, stats.port(port));
+                    slot.send(cache, stats.port(port));
                 }
             }
         }
@@ -162,16 +199,39 @@ impl Ports {
     /// Gives `port` a new queue; the old one, if any, comes back (its pending frames freed).
     fn attach(&mut self, cache: &mut PoolCache, port: PortId, io: PortIo) -> Option<PortIo> {
         let slot = self.slots.get_mut(port as usize)?;
-        let caps = io.tx_caps();
-        let old = slot.replace(Slot {
-            io,
-            pending: Burst::new(),
-            caps,
-        });
-        old.map(|mut s| {
+        let mut new = Slot::new(port, io);
+        let old = slot.take();
+        let old = old.map(|mut s| {
             s.pending.free_all(cache);
+            // A new queue for the same port keeps the port's captures.
+            new.rx_taps = std::mem::take(&mut s.rx_taps);
+            new.tx_taps = std::mem::take(&mut s.tx_taps);
             s.io
-        })
+        });
+        *slot = Some(new);
+        old
+    }
+
+    /// Starts showing `port`'s frames to `cap` (in the directions its filter names).
+    fn tap(&mut self, port: PortId, cap: Arc<Capture>) {
+        let Some(Some(slot)) = self.slots.get_mut(port as usize) else {
+            return;
+        };
+        let f = cap.filter();
+        if f.rx && !slot.rx_taps.iter().any(|t| Arc::ptr_eq(t, &cap)) {
+            slot.rx_taps.push(cap.clone());
+        }
+        if f.tx && !slot.tx_taps.iter().any(|t| Arc::ptr_eq(t, &cap)) {
+            slot.tx_taps.push(cap);
+        }
+    }
+
+    /// Stops showing frames to `cap`, on every port.
+    fn untap(&mut self, cap: &Arc<Capture>) {
+        for slot in self.slots.iter_mut().flatten() {
+            slot.rx_taps.retain(|t| !Arc::ptr_eq(t, cap));
+            slot.tx_taps.retain(|t| !Arc::ptr_eq(t, cap));
+        }
     }
 
     /// Takes `port` away; its pending frames are freed. The caller then calls
@@ -206,6 +266,16 @@ pub enum Command<P: Pipeline> {
         /// The receiving end of a [`crate::port::remote::RemoteTx`]'s ring.
         ring: crate::ring::Consumer,
     },
+    /// Show the frames `port` receives (polled here) and transmits (from here) to a capture;
+    /// its filter says which directions. A port this worker does not hold is ignored.
+    Tap {
+        /// Port id.
+        port: PortId,
+        /// The capture ring.
+        capture: Arc<Capture>,
+    },
+    /// Stop showing frames to this capture, on every port (the worker drops its reference).
+    Untap(Arc<Capture>),
     /// A pipeline request.
     Request(P::Request),
     /// End the worker loop.
@@ -401,6 +471,8 @@ impl<P: Pipeline> Worker<P> {
                     ports_changed = true;
                 }
                 Command::Inbound { port, ring } => self.inbound.push((port, ring)),
+                Command::Tap { port, capture } => self.ports.tap(port, capture),
+                Command::Untap(capture) => self.ports.untap(&capture),
                 Command::Request(req) => self.pipeline.request(&mut cx, &self.cfg, req),
                 Command::Stop => self.stop = true,
             }
@@ -469,6 +541,12 @@ impl<P: Pipeline> Worker<P> {
             let pool = self.cache.pool();
             for b in self.burst.bufs_mut() {
                 pool.set_port(b, port);
+            }
+            if !slot.rx_taps.is_empty() {
+                let ts = capture::realtime_ns();
+                for t in &slot.rx_taps {
+                    t.tap(pool, self.burst.bufs(), port, Direction::Rx, ts);
+                }
             }
             let mut cx = context!(self, now);
             self.pipeline.rx(&mut cx, &self.cfg, port, &mut self.burst);

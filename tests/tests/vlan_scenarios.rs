@@ -397,3 +397,40 @@ fn a_mixed_burst_is_split_by_vlan_without_losing_order() {
     assert_eq!(got.get(&ACCESS_20), Some(&want20));
     assert_eq!(got.len(), 2);
 }
+
+#[test]
+fn a_capture_on_a_subinterface_sees_its_trunks_frames_of_that_vid_tagged_both_ways() {
+    use dataplane::capture::{Capture, Direction, Filter};
+    let mut rig = Rig::new(false);
+    // What the daemon does for `capture TRUNK.10`: tap the trunk, keep VID 10.
+    let filter = Filter {
+        rx: true,
+        tx: true,
+        vid: Some(10),
+    };
+    let cap = Arc::new(Capture::new(128, 16, filter, None).unwrap());
+    rig.command(Command::Tap {
+        port: TRUNK,
+        capture: cap.clone(),
+    });
+    let from_a = tagged(0x8100, 0, 10, &untagged(BCAST, A, 64));
+    rig.exchange(TRUNK, &from_a);
+    rig.exchange(TRUNK, &tagged(0x8100, 0, 20, &untagged(BCAST, A, 64)));
+    let to_a = untagged(A, B, 64);
+    let out = rig.exchange(ACCESS_10, &to_a);
+    let on_wire = out.get(&TRUNK).and_then(|f| f.first()).cloned().unwrap();
+    let mut seen = Vec::new();
+    while let Some(r) = cap.pop() {
+        assert_eq!(r.port(), TRUNK);
+        seen.push((r.direction(), r.data().to_vec()));
+    }
+    assert_eq!(
+        seen,
+        vec![(Direction::Rx, from_a), (Direction::Tx, on_wire)],
+        "VLAN 20 is not shown; frames are shown tagged, as on the wire"
+    );
+    rig.command(Command::Untap(cap.clone()));
+    rig.exchange(TRUNK, &tagged(0x8100, 0, 10, &untagged(BCAST, A, 64)));
+    assert_eq!(cap.pending(), 0, "an untapped capture sees nothing");
+    assert_eq!(Arc::strong_count(&cap), 1, "the worker let go of it");
+}

@@ -49,6 +49,38 @@ pub(crate) enum Command {
     /// The whole configuration as one JSON document
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Capture a port's frames to a pcap file that tcpdump, tshark and Wireshark read
+    Capture(CaptureCmd),
+}
+
+/// Which frames `capture` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CaptureDir {
+    /// Frames the switch receives on the port
+    Rx,
+    /// Frames the switch transmits on the port
+    Tx,
+    /// Both
+    Both,
+}
+
+/// `capture PORT ...`
+#[derive(Debug, Args)]
+pub(crate) struct CaptureCmd {
+    /// Port name; a subinterface PARENT.VID captures its trunk's frames tagged VID
+    pub port: String,
+    /// Which frames to take
+    #[arg(long, value_enum, default_value = "both")]
+    pub direction: CaptureDir,
+    /// Stop after N packets [default: until Ctrl-C, SIGINT or SIGTERM]
+    #[arg(short = 'c', long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Bytes kept of each frame (1-65535) [default: 65535]
+    #[arg(short = 's', long, value_name = "N")]
+    pub snaplen: Option<u32>,
+    /// The pcap file to write; `-` writes to stdout (`... -w - | tcpdump -r -`)
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: PathBuf,
 }
 
 /// `network ...`
@@ -327,6 +359,29 @@ mod tests {
             .unwrap();
         assert!(cli.json);
         assert_eq!(cli.socket, Some(PathBuf::from("/s")));
+    }
+
+    #[test]
+    fn capture_needs_a_file_and_takes_tcpdump_style_flags() {
+        assert!(Cli::try_parse_from(["vswitchctl", "capture", "p1"]).is_err());
+        let cli = Cli::try_parse_from([
+            "vswitchctl",
+            "capture",
+            "p1",
+            "-c",
+            "5",
+            "-s",
+            "128",
+            "-w",
+            "-",
+        ])
+        .unwrap();
+        let Command::Capture(c) = cli.command else {
+            panic!("not a capture: {:?}", cli.command);
+        };
+        assert_eq!((c.count, c.snaplen), (Some(5), Some(128)));
+        assert_eq!(c.direction, CaptureDir::Both);
+        assert_eq!(c.write, PathBuf::from("-"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! one line `error: ...` on stderr.
 
 mod args;
+mod capture;
 mod check;
 mod plan;
 mod render;
@@ -54,6 +55,9 @@ pub(crate) fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), CliError> {
     let call = plan::plan(&cli.command)?;
     let mut client = Client::connect(&client::socket_path(cli.socket.as_deref()))?;
+    if let Show::Capture(out) = &call.show {
+        return capture::run(&mut client, &call, out.as_deref());
+    }
     if let Show::Top { once } = call.show {
         return top::run(&mut client, &call, once, cli.json);
     }

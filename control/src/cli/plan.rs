@@ -2,14 +2,14 @@
 //! Everything here happens before the socket is touched.
 
 use super::args::{
-    Command, ConfigCmd, FdbCmd, NetworkCmd, NetworkCreate, PeerArgs, PeerCmd, PortAdd, PortCmd,
-    PortKind, TraceCmd, UplinkCmd, UplinkSet,
+    CaptureCmd, CaptureDir, Command, ConfigCmd, FdbCmd, NetworkCmd, NetworkCreate, PeerArgs,
+    PeerCmd, PortAdd, PortCmd, PortKind, TraceCmd, UplinkCmd, UplinkSet,
 };
 use super::check;
 use super::CliError;
 use control::proto::{
-    cmd, ConfigDoc, FdbLsArgs, FdbRmArgs, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortSpec,
-    PortType, StaticFdb, StatsArgs, TraceAddArgs, UplinkSpec,
+    cmd, CaptureDirection, CaptureStart, ConfigDoc, FdbLsArgs, FdbRmArgs, NameArgs, NetworkSpec,
+    PeerLsArgs, PeerSpec, PortSpec, PortType, StaticFdb, StatsArgs, TraceAddArgs, UplinkSpec,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -68,6 +68,9 @@ pub(crate) enum Show {
     TraceArmed,
     /// `TraceInfo` as one block per packet.
     Trace,
+    /// `CaptureStarted`, then `capture.read` until done, written as pcap to the file (`None`:
+    /// stdout).
+    Capture(Option<PathBuf>),
 }
 
 impl Call {
@@ -149,7 +152,38 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
             let doc = read_doc(file)?;
             Call::new(cmd::CONFIG_IMPORT, &doc, Show::Imported(file.clone()))
         }
+        Command::Capture(c) => capture(c),
     }
+}
+
+fn capture(c: &CaptureCmd) -> Result<Call, CliError> {
+    check::port_name(&c.port).map_err(CliError::Usage)?;
+    if let Some(s) = c.snaplen {
+        if s == 0 || s > control::proto::CAPTURE_MAX_SNAPLEN {
+            return Err(CliError::Usage(format!(
+                "--snaplen {s} is out of range; give 1 to {} bytes",
+                control::proto::CAPTURE_MAX_SNAPLEN
+            )));
+        }
+    }
+    if c.count == Some(0) {
+        return Err(CliError::Usage(
+            "--count 0 would capture nothing; give a positive count, or leave it out to capture until Ctrl-C".into(),
+        ));
+    }
+    let start = CaptureStart {
+        port: c.port.clone(),
+        direction: match c.direction {
+            CaptureDir::Rx => CaptureDirection::Rx,
+            CaptureDir::Tx => CaptureDirection::Tx,
+            CaptureDir::Both => CaptureDirection::Both,
+        },
+        snaplen: c.snaplen,
+        count: c.count,
+        ring: None,
+    };
+    let out = (c.write.as_os_str() != "-").then(|| c.write.clone());
+    Call::new(cmd::CAPTURE_START, &start, Show::Capture(out))
 }
 
 /// `--interval SECS` of `stats --watch` and `top` [default: 1].
@@ -582,6 +616,32 @@ mod tests {
             call.args,
             json!({"name": "x0", "type": "afxdp", "ifname": "eth1"})
         );
+    }
+
+    #[test]
+    fn capture_sends_its_start_and_checks_sizes_first() {
+        let call = plan_of(&[
+            "capture",
+            "p1.10",
+            "--direction",
+            "rx",
+            "-c",
+            "3",
+            "-w",
+            "-",
+        ])
+        .unwrap();
+        assert_eq!(call.cmd, "capture.start");
+        assert_eq!(
+            call.args,
+            json!({"port": "p1.10", "direction": "rx", "count": 3})
+        );
+        assert_eq!(call.show, Show::Capture(None));
+        let call = plan_of(&["capture", "p1", "-w", "/tmp/x.pcap"]).unwrap();
+        assert_eq!(call.show, Show::Capture(Some("/tmp/x.pcap".into())));
+        assert!(usage_error(&["capture", "p1", "-s", "0", "-w", "-"]).contains("out of range"));
+        assert!(usage_error(&["capture", "p1", "-s", "65536", "-w", "-"]).contains("1 to 65535"));
+        assert!(usage_error(&["capture", "p1", "-c", "0", "-w", "-"]).contains("positive count"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! socket. Every accepted change is persisted before it is acknowledged, then published to the
 //! workers as a new snapshot.
 
+mod capture;
 mod device;
 mod metrics;
 pub mod os;
@@ -161,6 +162,8 @@ pub struct Daemon {
     worker_rx_last: Vec<u64>,
     /// The metrics thread and the port list it reads (`--metrics`).
     metrics: Option<(Arc<metrics::View>, metrics::Server)>,
+    /// Running packet captures (`capture.*`).
+    captures: capture::Captures,
 }
 
 /// Chooses worker cores: the given list, else all but core 0 when there are more than two,
@@ -265,6 +268,7 @@ impl Daemon {
             worker_pps: vec![0; n],
             worker_rx_last: vec![0; n],
             metrics,
+            captures: capture::Captures::default(),
         };
         d.restore()?;
         Ok(d)
@@ -668,6 +672,18 @@ impl Daemon {
             cmd::PEER_LS => {
                 let a: PeerLsArgs = parse_args(c, a)?;
                 to_value(serde_json::to_value(self.peer_ls(a.network.as_deref())?))
+            }
+            cmd::CAPTURE_START => {
+                let a: CaptureStart = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.capture_start(a)?))
+            }
+            cmd::CAPTURE_READ => {
+                let a: CaptureRead = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.capture_read(a)?))
+            }
+            cmd::CAPTURE_STOP => {
+                let a: CaptureId = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.capture_stop(a)?))
             }
             other => Err(err(
                 ErrorCode::UnknownCommand,
@@ -1224,6 +1240,7 @@ impl Daemon {
         }
         // Stop forwarding to it first, then take the queues away, then delete the device.
         self.publish();
+        self.captures_port_removed(p.id, name);
         let seqs: Vec<u64> = self
             .workers
             .iter_mut()
@@ -1722,6 +1739,16 @@ impl Daemon {
         );
     }
 
+    /// Tells the daemon which control connection the next requests come from.
+    pub fn set_connection(&mut self, conn: usize) {
+        self.captures.conn = conn;
+    }
+
+    /// A control connection closed: what it started for itself (captures) ends.
+    pub fn connection_closed(&mut self, conn: usize) {
+        self.captures_conn_closed(conn);
+    }
+
     /// Socket settings.
     pub fn options(&self) -> &Options {
         &self.opts
@@ -1851,6 +1878,31 @@ mod tests {
             .unwrap()
             .as_array()
             .is_some_and(|a| a.is_empty()));
+    }
+
+    #[test]
+    fn capture_refuses_bad_input_with_a_way_to_mend_it() {
+        let dir = scratch("cap");
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        for (args, hint) in [
+            (json!({"port": "p1", "snaplen": 0}), "give 1 to 65535"),
+            (json!({"port": "p1", "snaplen": 70000}), "give 1 to 65535"),
+            (json!({"port": "p1", "count": 0}), "positive count"),
+            (json!({"port": "p1", "ring": 0}), "snapshots"),
+            (json!({"port": "p1"}), "does not exist"),
+            (
+                json!({"port": "p1", "direction": "up"}),
+                "invalid arguments",
+            ),
+        ] {
+            let e = call(&mut d, cmd::CAPTURE_START, args.clone()).unwrap_err();
+            assert!(e.message.contains(hint), "{args}: {e}");
+        }
+        let e = call(&mut d, cmd::CAPTURE_READ, json!({"id": 7})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        let e = call(&mut d, cmd::CAPTURE_STOP, json!({"id": 7})).unwrap_err();
+        assert!(e.message.contains("start a new one"), "{e}");
+        d.shutdown();
     }
 
     #[test]

@@ -22,6 +22,8 @@ const MAX_CONNS: usize = 256;
 const HIGH_WATER: usize = 4 << 20;
 
 struct Conn {
+    /// Its poll token, which also names it to the daemon (captures end with it).
+    token: usize,
     stream: UnixStream,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -161,6 +163,7 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
                         conns.insert(
                             token,
                             Conn {
+                                token,
                                 stream,
                                 inbuf: Vec::new(),
                                 out: Vec::new(),
@@ -179,6 +182,7 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
                         if let Some(mut c) = conns.remove(&t) {
                             let _ = poll.registry().deregister(&mut c.stream);
                         }
+                        d.connection_closed(t);
                     } else if let Some(c) = conns.get_mut(&t) {
                         let want_write = !c.out.is_empty();
                         if want_write != c.writable_registered {
@@ -248,6 +252,7 @@ fn process_lines(d: &mut Daemon, c: &mut Conn) {
                     push_reply(c, &Reply::err(0, too_long()));
                     continue;
                 }
+                d.set_connection(c.token);
                 let reply = answer(d, &line[..i]);
                 push_reply(c, &reply);
             }
