@@ -106,13 +106,14 @@ impl Burst {
         Ok(())
     }
 
-    /// Whether every buffer has the same next node and argument (the dispatcher then moves the
-    /// burst whole, DPDK's "home run"); `None` when empty.
+    /// The next node every buffer goes to, when they all go to the same one (the dispatcher
+    /// then moves the burst whole, DPDK's "home run"; each buffer keeps its own argument);
+    /// `None` when they differ or the burst is empty.
     #[inline]
-    pub fn common_next(&self) -> Option<Next> {
+    pub fn common_node(&self) -> Option<u16> {
         let n = self.next.get(..self.bufs.len())?;
-        let first = *n.first()?;
-        n.iter().all(|x| *x == first).then_some(first)
+        let first = n.first()?.node;
+        n.iter().all(|x| x.node == first).then_some(first)
     }
 
     /// Takes every buffer out with its next node, in order, leaving the burst empty.

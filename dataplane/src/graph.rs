@@ -208,14 +208,14 @@ fn scatter<X, N: Nodes<X>, const TRACE: bool>(
     frames: &mut Frames,
     out: &mut Burst,
 ) {
-    match out.common_next() {
+    match out.common_node() {
         None => {}
-        Some(n) if n.node == Next::DROP => {
+        Some(Next::DROP) => {
             for (b, n) in out.drain_next() {
                 nodes.drop::<TRACE>(x, b, DropCause::Counter(n.arg));
             }
         }
-        Some(n) => frames.enqueue(n.node, out, |b, _| {
+        Some(node) => frames.enqueue(node, out, |b, _| {
             nodes.drop::<TRACE>(x, b, DropCause::NoFrame)
         }),
     }

@@ -77,8 +77,12 @@ impl Stage for VlanIn {
                 let _ = out.push_next(b, bridge);
                 continue;
             };
-            let tagged = be16_at(pool.data(&b), 12) == Some(TPID_8021Q);
-            let vid = be16_at(pool.data(&b), 14).map_or(0, |t| t & 0x0fff);
+            // What the trace shows: the tag as it came (read before the pop).
+            let vid = if T && be16_at(pool.data(&b), 12) == Some(TPID_8021Q) {
+                be16_at(pool.data(&b), 14).map_or(0, |t| t & 0x0fff)
+            } else {
+                0
+            };
             match ingress(pool, port, pc, &mut b) {
                 Ok(to) => {
                     if to != port {
@@ -87,10 +91,7 @@ impl Stage for VlanIn {
                         c.rx_bytes.add(pool.len(&b) as u64);
                         pool.set_port(&mut b, to);
                     }
-                    if T {
-                        let vid = if tagged { vid } else { 0 };
-                        io.rec::<T>(Self::NAME, &b, Detail::VlanIn { vid, port: to });
-                    }
+                    io.rec::<T>(Self::NAME, &b, Detail::VlanIn { vid, port: to });
                     // Cannot fail: the output holds no more than the input did.
                     let _ = out.push_next(b, bridge);
                 }

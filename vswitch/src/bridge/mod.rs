@@ -340,13 +340,16 @@ impl Stage for Bridge {
         }
 
         let flood = Next::to(Node::Flood as u16, 0);
+        // The ingress port's configuration, looked up once per run of frames from one port.
+        let mut cur = (PortId::MAX, None);
         for ((mut b, _), (dst_probe, src_probe)) in input.drain_next().zip(probes.iter()) {
             let port = pool.port(&b);
-            let pconf = cfg.port(port);
-            let net = pconf
-                .and_then(|p| p.net)
-                .and_then(|n| Some((n, cfg.net(n)?)));
-            let (Some(pconf), Some((net_id, net))) = (pconf, net) else {
+            if port != cur.0 {
+                let pc = cfg.port(port);
+                let net = pc.and_then(|p| p.net).and_then(|n| Some((n, cfg.net(n)?)));
+                cur = (port, pc.zip(net));
+            }
+            let Some((pconf, (net_id, net))) = cur.1 else {
                 io.drop_buf::<T>(Self::NAME, b, self.drops.index(BridgeDrop::NoNetwork));
                 continue;
             };

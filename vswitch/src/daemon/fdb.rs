@@ -1,0 +1,168 @@
+//! `fdb ls|add|rm`: the MAC table, as the workers hold it, and static entries.
+
+use super::*;
+
+impl Daemon {
+    pub(super) fn dump_fdb(&self, net: Option<NetId>) -> Result<Vec<FdbEntry>, ErrorBody> {
+        let net_names: HashMap<NetId, &str> = self
+            .nets
+            .values()
+            .map(|n| (n.id, n.spec.name.as_str()))
+            .collect();
+        let port_names: HashMap<PortId, &str> = self
+            .ports
+            .values()
+            .map(|p| (p.id, p.spec.name.as_str()))
+            .collect();
+        // Each worker learns on its own; merge, static first, then the freshest sighting.
+        let mut merged: BTreeMap<(NetId, [u8; 6]), (PortId, bool, u64)> = BTreeMap::new();
+        for w in &self.workers {
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            w.send(Command::Request(WorkerRequest::FdbDump { net, reply: tx }));
+            let (entries, now) = rx.recv_timeout(WORKER_WAIT).map_err(|_| {
+                err(
+                    ErrorCode::Internal,
+                    format!("worker {} did not answer; see the daemon log", w.id),
+                )
+            })?;
+            for e in entries {
+                let age = now.saturating_sub(e.last_seen);
+                let slot = merged
+                    .entry((e.net, e.mac))
+                    .or_insert((e.port, e.is_static, age));
+                if e.is_static || (!slot.1 && age < slot.2) {
+                    *slot = (e.port, e.is_static, age);
+                }
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|((n, mac), (port, is_static, age))| {
+                Some(FdbEntry {
+                    network: net_names.get(&n)?.to_string(),
+                    mac: format_mac(&mac),
+                    port: port_names.get(&port).map(|s| s.to_string()),
+                    vtep: self.tunnel_of(port).map(|(_, ip)| ip.to_string()),
+                    kind: if is_static { "static" } else { "learned" }.to_string(),
+                    age_secs: (!is_static).then_some(age),
+                })
+            })
+            .collect())
+    }
+
+    pub(super) fn fdb_ls(&self, network: Option<&str>) -> Result<Vec<FdbEntry>, ErrorBody> {
+        let net = match network {
+            Some(n) => Some(self.nets.get(n).ok_or_else(|| self.no_network(n))?.id),
+            None => None,
+        };
+        self.dump_fdb(net)
+    }
+
+    pub(super) fn fdb_add(&mut self, mut f: StaticFdb, persist: bool) -> Result<(), ErrorBody> {
+        let mac = parse_mac(&f.mac).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "{} is a multicast or zero MAC; a static entry needs a unicast MAC",
+                    f.mac
+                ),
+            ));
+        }
+        f.mac = format_mac(&mac);
+        if !self.nets.contains_key(&f.network) {
+            return Err(self.no_network(&f.network));
+        }
+        match (&f.port, &f.vtep) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    "give exactly one of --port or --vtep",
+                ));
+            }
+            (None, Some(v)) => {
+                if self
+                    .nets
+                    .get(&f.network)
+                    .is_some_and(|n| n.spec.vni.is_none())
+                {
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        format!("network '{}' is not an overlay network; --vtep needs one made with --vni", f.network),
+                    ));
+                }
+                let ip: std::net::Ipv4Addr = v.parse().map_err(|_| {
+                    err(
+                        ErrorCode::InvalidArgument,
+                        format!("VTEP '{v}' is not an IPv4 address"),
+                    )
+                })?;
+                f.vtep = Some(ip.to_string());
+            }
+            (Some(p), None) => {
+                let port = self.ports.get(p).ok_or_else(|| self.no_port(p))?;
+                if port.spec.network.as_deref() != Some(f.network.as_str()) {
+                    return Err(err(
+                        ErrorCode::Conflict,
+                        format!("port '{p}' is not in network '{}'", f.network),
+                    ));
+                }
+            }
+        }
+        if self
+            .fdb
+            .iter()
+            .any(|e| e.network == f.network && e.mac == f.mac)
+        {
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!("a static entry for {} in network '{}' exists; remove it first with vswitchctl fdb rm", f.mac, f.network),
+            ));
+        }
+        self.fdb.push(f);
+        if persist {
+            if let Err(e) = self.persist() {
+                self.fdb.pop();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn fdb_rm(&mut self, a: FdbRmArgs) -> Result<(), ErrorBody> {
+        let mac = parse_mac(&a.mac).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        let net = self
+            .nets
+            .get(&a.network)
+            .ok_or_else(|| self.no_network(&a.network))?
+            .id;
+        let text = format_mac(&mac);
+        if let Some(i) = self
+            .fdb
+            .iter()
+            .position(|e| e.network == a.network && e.mac == text)
+        {
+            let old = self.fdb.remove(i);
+            if let Err(e) = self.persist() {
+                self.fdb.insert(i, old);
+                return Err(e);
+            }
+            self.publish();
+            return Ok(());
+        }
+        let known = self.dump_fdb(Some(net))?.iter().any(|e| e.mac == text);
+        if !known {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!(
+                    "MAC {text} is not in network '{}'s table; see vswitchctl fdb ls",
+                    a.network
+                ),
+            ));
+        }
+        for w in &self.workers {
+            w.send(Command::Request(WorkerRequest::FdbRemove { net, mac }));
+        }
+        Ok(())
+    }
+}
