@@ -66,3 +66,26 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Makes a namespace (named from `prefix`) and a TAP port for it on `network` (the port's kernel
+/// side inside it, given `ip`/24); returns both.
+pub fn attach_tap(
+    d: &vswitch::testbed::DaemonProcess,
+    network: &str,
+    prefix: &str,
+    ip: std::net::Ipv4Addr,
+) -> (vswitch::testbed::Netns, String) {
+    use vswitch::testbed::{unique_name, Netns};
+    let ns = Netns::create(&unique_name(prefix)).unwrap();
+    let port = unique_name(&format!("{prefix}p"));
+    d.client()
+        .unwrap()
+        .call(
+            control::proto::cmd::PORT_ADD,
+            serde_json::json!({"name": port, "type": "tap", "network": network, "netns": ns.name()}),
+        )
+        .unwrap_or_else(|e| panic!("port add: {e}; daemon log:\n{}", d.log_tail()));
+    ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &port])
+        .unwrap();
+    (ns, port)
+}

@@ -5,22 +5,11 @@ use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
-use tests::{bin, can_run_system_tests, TempDir};
-use vswitch::testbed::{tcp_transfer, unique_name, DaemonProcess, Netns};
+use tests::{attach_tap, bin, can_run_system_tests, TempDir};
+use vswitch::testbed::{tcp_transfer, DaemonProcess, Netns};
 
 fn attach(d: &DaemonProcess, ip: Ipv4Addr) -> (Netns, String) {
-    let ns = Netns::create(&unique_name("vtop")).unwrap();
-    let port = unique_name("vtopp");
-    d.client()
-        .unwrap()
-        .call(
-            cmd::PORT_ADD,
-            json!({"name": port, "type": "tap", "network": "blue", "netns": ns.name()}),
-        )
-        .unwrap_or_else(|e| panic!("port add: {e}; log:\n{}", d.log_tail()));
-    ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &port])
-        .unwrap();
-    (ns, port)
+    attach_tap(d, "blue", "vtop", ip)
 }
 
 #[test]

@@ -4,8 +4,8 @@ use control::proto::{cmd, TraceInfo, TracePacket};
 use serde_json::json;
 use std::net::Ipv4Addr;
 use std::process::Command;
-use tests::{bin, can_run_system_tests, TempDir};
-use vswitch::testbed::{unique_name, DaemonProcess, Netns};
+use tests::{attach_tap, bin, can_run_system_tests, TempDir};
+use vswitch::testbed::{DaemonProcess, Netns};
 
 struct Host {
     ns: Netns,
@@ -13,17 +13,7 @@ struct Host {
 }
 
 fn attach(d: &DaemonProcess, network: &str, ip: Ipv4Addr) -> Host {
-    let ns = Netns::create(&unique_name("vtr")).unwrap();
-    let port = unique_name("vtp");
-    d.client()
-        .unwrap()
-        .call(
-            cmd::PORT_ADD,
-            json!({"name": port, "type": "tap", "network": network, "netns": ns.name()}),
-        )
-        .unwrap_or_else(|e| panic!("port add: {e}; daemon log:\n{}", d.log_tail()));
-    ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &port])
-        .unwrap();
+    let (ns, port) = attach_tap(d, network, "vtr", ip);
     Host { ns, port }
 }
 

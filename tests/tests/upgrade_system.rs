@@ -5,22 +5,11 @@
 use control::proto::cmd;
 use serde_json::json;
 use std::net::Ipv4Addr;
-use tests::{bin, can_run_system_tests, TempDir};
-use vswitch::testbed::{unique_name, DaemonProcess, Netns, SIGTERM};
+use tests::{attach_tap, bin, can_run_system_tests, TempDir};
+use vswitch::testbed::{DaemonProcess, Netns, SIGTERM};
 
 fn attach(d: &DaemonProcess, ip: Ipv4Addr) -> (Netns, String) {
-    let ns = Netns::create(&unique_name("vup")).unwrap();
-    let port = unique_name("vupp");
-    d.client()
-        .unwrap()
-        .call(
-            cmd::PORT_ADD,
-            json!({"name": port, "type": "tap", "network": "blue", "netns": ns.name()}),
-        )
-        .unwrap_or_else(|e| panic!("port add: {e}; log:\n{}", d.log_tail()));
-    ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &port])
-        .unwrap();
-    (ns, port)
+    attach_tap(d, "blue", "vup", ip)
 }
 
 fn has_device(ns: &Netns, dev: &str) -> bool {

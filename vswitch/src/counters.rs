@@ -117,11 +117,6 @@ pub fn drop_counters() -> impl Iterator<Item = (usize, &'static str)> {
     kind_counters(CounterKind::Drop)
 }
 
-/// Every event counter: its index in the block and its name.
-pub fn event_counters() -> impl Iterator<Item = (usize, &'static str)> {
-    kind_counters(CounterKind::Event)
-}
-
 fn kind_counters(kind: CounterKind) -> impl Iterator<Item = (usize, &'static str)> {
     layout()
         .entries()

@@ -123,12 +123,6 @@ impl GraphCounters {
 }
 
 impl Io<'_, '_> {
-    /// The pool.
-    #[inline]
-    pub fn pool(&self) -> &Arc<Pool> {
-        self.cx.cache.pool()
-    }
-
     /// Records `what` for `b` at `node` when tracing and `b` is traced.
     #[inline]
     pub fn rec<const T: bool>(&mut self, stage: &'static str, b: &Buf, what: Detail) {
