@@ -5,7 +5,7 @@
 //! A subinterface has no queues: capturing `PARENT.VID` taps the trunk and keeps only frames
 //! tagged VID (shown tagged, as on the wire).
 
-use super::{err, Daemon, WORKER_WAIT};
+use super::{err, no_port, Daemon, WORKER_WAIT};
 use control::proto::{
     CaptureBatch, CaptureDirection, CaptureId, CaptureRead, CaptureStart, CaptureStarted,
     CaptureSummary, CapturedPacket, ErrorBody, ErrorCode, PortType, CAPTURE_DEFAULT_SNAPLEN,
@@ -79,12 +79,13 @@ impl Daemon {
             ));
         }
         let p = self
+            .desired
             .ports
             .get(&a.port)
-            .ok_or_else(|| self.no_port(&a.port))?;
+            .ok_or_else(|| no_port(&a.port))?;
         let named = p.id;
         let (tapped, vid, trunk) = if p.spec.kind == PortType::Vlan {
-            let (parent, vid) = self.vlan_parent(&p.spec).ok_or_else(|| {
+            let (parent, vid) = self.desired.vlan_parent(&p.spec).ok_or_else(|| {
                 err(
                     ErrorCode::Conflict,
                     format!("subinterface '{}' has no trunk port; add it first", a.port),
@@ -94,8 +95,11 @@ impl Daemon {
         } else {
             (p.id, None, p)
         };
-        if trunk.device.is_none() {
-            let why = trunk.error.as_deref().unwrap_or("it has no device");
+        let trunk_rt = self.runtime.get(&trunk.spec.name);
+        if trunk_rt.and_then(|r| r.device.as_ref()).is_none() {
+            let why = trunk_rt
+                .and_then(|r| r.error.as_deref())
+                .unwrap_or("it has no device");
             return Err(err(
                 ErrorCode::Conflict,
                 format!(

@@ -1,15 +1,18 @@
-//! `fdb ls|add|rm`: the MAC table, as the workers hold it, and static entries.
+//! `fdb ls|add|rm`: the MAC table, as the workers hold it, and static entries (validation over
+//! [`Desired`] and their share of the snapshot).
 
 use super::*;
 
 impl Daemon {
     pub(super) fn dump_fdb(&self, net: Option<NetId>) -> Result<Vec<FdbEntry>, ErrorBody> {
         let net_names: HashMap<NetId, &str> = self
+            .desired
             .nets
             .values()
             .map(|n| (n.id, n.spec.name.as_str()))
             .collect();
         let port_names: HashMap<PortId, &str> = self
+            .desired
             .ports
             .values()
             .map(|p| (p.id, p.spec.name.as_str()))
@@ -42,7 +45,7 @@ impl Daemon {
                     network: net_names.get(&n)?.to_string(),
                     mac: format_mac(&mac),
                     port: port_names.get(&port).map(|s| s.to_string()),
-                    vtep: self.tunnel_of(port).map(|(_, ip)| ip.to_string()),
+                    vtep: self.desired.tunnel_of(port).map(|(_, ip)| ip.to_string()),
                     kind: if is_static { "static" } else { "learned" }.to_string(),
                     age_secs: (!is_static).then_some(age),
                 })
@@ -52,13 +55,51 @@ impl Daemon {
 
     pub(super) fn fdb_ls(&self, network: Option<&str>) -> Result<Vec<FdbEntry>, ErrorBody> {
         let net = match network {
-            Some(n) => Some(self.nets.get(n).ok_or_else(|| self.no_network(n))?.id),
+            Some(n) => Some(self.desired.nets.get(n).ok_or_else(|| no_network(n))?.id),
             None => None,
         };
         self.dump_fdb(net)
     }
 
-    pub(super) fn fdb_add(&mut self, mut f: StaticFdb, persist: bool) -> Result<(), ErrorBody> {
+    pub(super) fn fdb_add(&mut self, f: StaticFdb) -> Result<(), ErrorBody> {
+        let next = self.desired.add_fdb(f)?;
+        self.commit(next)
+    }
+
+    /// A static entry is removed from the desired state; a learned one is forgotten by the
+    /// workers (nothing to persist).
+    pub(super) fn fdb_rm(&mut self, a: FdbRmArgs) -> Result<(), ErrorBody> {
+        let mac = parse_mac(&a.mac).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        let net = self
+            .desired
+            .nets
+            .get(&a.network)
+            .ok_or_else(|| no_network(&a.network))?
+            .id;
+        let text = format_mac(&mac);
+        if let Some(next) = self.desired.remove_fdb(&a.network, &text) {
+            return self.commit(next);
+        }
+        let known = self.dump_fdb(Some(net))?.iter().any(|e| e.mac == text);
+        if !known {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!(
+                    "MAC {text} is not in network '{}'s table; see vswitchctl fdb ls",
+                    a.network
+                ),
+            ));
+        }
+        for w in &self.workers {
+            w.send(Command::Request(WorkerRequest::FdbRemove { net, mac }));
+        }
+        Ok(())
+    }
+}
+
+/// Validation: the desired state with a static entry more or less, or why not.
+impl Desired {
+    pub(super) fn add_fdb(&self, mut f: StaticFdb) -> Result<Desired, ErrorBody> {
         let mac = parse_mac(&f.mac).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
         if mac[0] & 1 != 0 || mac == [0; 6] {
             return Err(err(
@@ -71,7 +112,7 @@ impl Daemon {
         }
         f.mac = format_mac(&mac);
         if !self.nets.contains_key(&f.network) {
-            return Err(self.no_network(&f.network));
+            return Err(no_network(&f.network));
         }
         match (&f.port, &f.vtep) {
             (Some(_), Some(_)) | (None, None) => {
@@ -100,7 +141,7 @@ impl Daemon {
                 f.vtep = Some(ip.to_string());
             }
             (Some(p), None) => {
-                let port = self.ports.get(p).ok_or_else(|| self.no_port(p))?;
+                let port = self.ports.get(p).ok_or_else(|| no_port(p))?;
                 if port.spec.network.as_deref() != Some(f.network.as_str()) {
                     return Err(err(
                         ErrorCode::Conflict,
@@ -119,50 +160,36 @@ impl Daemon {
                 format!("a static entry for {} in network '{}' exists; remove it first with vswitchctl fdb rm", f.mac, f.network),
             ));
         }
-        self.fdb.push(f);
-        if persist {
-            if let Err(e) = self.persist() {
-                self.fdb.pop();
-                return Err(e);
-            }
-        }
-        Ok(())
+        let mut next = self.clone();
+        next.fdb.push(f);
+        Ok(next)
     }
 
-    pub(super) fn fdb_rm(&mut self, a: FdbRmArgs) -> Result<(), ErrorBody> {
-        let mac = parse_mac(&a.mac).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
-        let net = self
-            .nets
-            .get(&a.network)
-            .ok_or_else(|| self.no_network(&a.network))?
-            .id;
-        let text = format_mac(&mac);
-        if let Some(i) = self
+    /// Without the static entry for `mac` (canonical text) in `network`; `None` when there is
+    /// none (the MAC may still be learned).
+    pub(super) fn remove_fdb(&self, network: &str, mac: &str) -> Option<Desired> {
+        let i = self
             .fdb
             .iter()
-            .position(|e| e.network == a.network && e.mac == text)
-        {
-            let old = self.fdb.remove(i);
-            if let Err(e) = self.persist() {
-                self.fdb.insert(i, old);
-                return Err(e);
+            .position(|e| e.network == network && e.mac == mac)?;
+        let mut next = self.clone();
+        next.fdb.remove(i);
+        Some(next)
+    }
+
+    /// The static entries on ports (those on VTEPs are the overlay's share).
+    pub(super) fn compile_fdb(&self, snap: &mut Snapshot) {
+        for f in &self.fdb {
+            let (Some(n), Some(p), Ok(mac)) = (
+                self.nets.get(&f.network),
+                f.port.as_ref().and_then(|p| self.ports.get(p)),
+                parse_mac(&f.mac),
+            ) else {
+                continue;
+            };
+            if let Some(Some(nc)) = snap.nets.get_mut(n.id as usize) {
+                nc.statics.push((mac, p.id));
             }
-            self.publish();
-            return Ok(());
         }
-        let known = self.dump_fdb(Some(net))?.iter().any(|e| e.mac == text);
-        if !known {
-            return Err(err(
-                ErrorCode::NotFound,
-                format!(
-                    "MAC {text} is not in network '{}'s table; see vswitchctl fdb ls",
-                    a.network
-                ),
-            ));
-        }
-        for w in &self.workers {
-            w.send(Command::Request(WorkerRequest::FdbRemove { net, mac }));
-        }
-        Ok(())
     }
 }

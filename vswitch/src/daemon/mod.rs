@@ -1,8 +1,52 @@
 //! `vswitchd`: owns the configuration, the devices and the workers, and answers the control
 //! socket. Every accepted change is persisted before it is acknowledged, then published to the
 //! workers as a new snapshot.
+//!
+//! # Desired state and the one commit path
+//!
+//! The daemon holds two things side by side:
+//! - a [`Desired`] value (`desired.rs`): the whole configuration as specs, plus the ids allocated
+//!   to them that must stay stable (network, port and tunnel ids). It is small and cloned per
+//!   command; it only ever changes by being replaced whole;
+//! - the runtime beside it: each port's device, queues, error and counter base
+//!   ([`PortRuntime`]), the workers, traces, captures, rates.
+//!
+//! A command that changes the configuration is a validation function over [`Desired`]: it takes
+//! the current one and its arguments and returns the next one, or the error the operator sees
+//! (`Desired::create_network`, `add_port`, `remove_port`, `add_fdb`, `set_uplink`, `add_peer`,
+//! ...). It touches no device, worker or file, so a refused command has nothing to undo. The
+//! handler then hands the result to [`Daemon::commit`] (`commit.rs`), which
+//! 1. reconciles devices: opens those of ports that are new (the uplink's first, so overlay
+//!    ports get the MTU it implies), keeps those of unchanged ports, and notes those of removed
+//!    ports; if one cannot be opened, it closes what it opened and returns the error: nothing
+//!    changed;
+//! 2. persists the new state atomically (`os::write_atomic`); if that fails, it closes what step
+//!    1 opened (removing the devices it created) and returns the error: nothing changed;
+//! 3. swaps the new state in, hands the new ports' queues to the workers, compiles the snapshot
+//!    (`Desired::compile`, each resource file adding its share) and publishes it, and only then
+//!    takes the removed ports' queues back and destroys their devices.
+//!
+//! Rollback is therefore never written per handler: until step 2 succeeds the daemon's state is
+//! the old value, untouched. `config import` validates the whole document into one new
+//! [`Desired`] and commits once, so an import either happens whole or not at all (a device that
+//! cannot be made or a full disk included). The start-up restore validates each object against
+//! what was restored before it, leaves out what fails (keeping a copy of the document) and
+//! commits once without rewriting the file, bringing ports whose device cannot be opened up down
+//! ([`commit::Mode::Restore`]). A distributed store would feed the same path.
+//!
+//! # Adding a feature's control part
+//!
+//! One file under `daemon/`, named after the feature, holding: its fields in [`Desired`] (specs
+//! and any ids it allocates), its validation functions (`impl Desired { fn ...(&self, args) ->
+//! Result<Desired, ErrorBody> }`), its share of snapshot compilation (`fn compile_...(&self,
+//! snap)`, called from `Desired::compile`), and thin handlers that validate, commit and answer.
+//! Its objects then persist, export, import, restore and roll back with everything else. A
+//! feature that owns devices adds its open/attach/release steps to the commit path as ports do
+//! (`Daemon::open_port`, `attach_port`, `release_port`).
 
 mod capture;
+mod commit;
+mod desired;
 mod device;
 mod fdb;
 mod metrics;
@@ -19,6 +63,7 @@ use crate::bridge::LearnSync;
 use crate::config::{self, NetConf, NetId, PortConf, Snapshot};
 use crate::counters::{event_index, Event};
 use crate::pipeline::{Request as WorkerRequest, Switch};
+use commit::Mode;
 use control::proto::*;
 use control::text::{check_name, format_mac, parse_mac};
 use dataplane::counters::WorkerEvent;
@@ -28,6 +73,7 @@ use dataplane::port::tap::TapDevice;
 use dataplane::port::{PortId, PortIo, MAX_PORTS};
 use dataplane::sys::netns;
 use dataplane::worker::{self, Command, Worker, WorkerHandle};
+use desired::{no_network, no_port, Desired, Limits, NetState, PortRuntime, PortState};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -126,36 +172,18 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, msg)
 }
 
-struct NetState {
-    spec: NetworkSpec,
-    id: NetId,
-}
-
-struct PortState {
-    spec: PortSpec,
-    id: PortId,
-    device: Option<device::Device>,
-    queues: u16,
-    error: Option<String>,
-    /// Counter values when the port was added (ids are reused; counters are not reset).
-    base: PortCounters,
-}
-
 /// The daemon's state.
 pub struct Daemon {
     opts: Options,
     started: Instant,
     pool: Arc<Pool>,
     workers: Vec<WorkerHandle<Switch>>,
-    nets: BTreeMap<String, NetState>,
-    ports: BTreeMap<String, PortState>,
-    fdb: Vec<StaticFdb>,
-    /// The underlay address (MAC filled in).
-    uplink: Option<UplinkSpec>,
-    /// Remote VTEPs of overlay networks.
-    peers: Vec<PeerSpec>,
-    /// Port ids of tunnels, by (network, remote VTEP); allocated from the top of the id space.
-    tunnel_ids: BTreeMap<(String, std::net::Ipv4Addr), PortId>,
+    /// The configuration, as last committed (replaced whole by [`Daemon::commit`], never
+    /// changed in place).
+    desired: Desired,
+    /// Each configured port's device, queues, error and counter base, by port name: the same
+    /// names as `desired.ports` between commits.
+    runtime: BTreeMap<String, PortRuntime>,
     /// Packet tracing shared with the workers.
     trace: Arc<crate::trace::TraceCtl>,
     /// Trace records collected from the workers.
@@ -259,12 +287,8 @@ impl Daemon {
             started,
             pool,
             workers,
-            nets: BTreeMap::new(),
-            ports: BTreeMap::new(),
-            fdb: Vec::new(),
-            uplink: None,
-            peers: Vec::new(),
-            tunnel_ids: BTreeMap::new(),
+            desired: Desired::default(),
+            runtime: BTreeMap::new(),
             trace,
             trace_log: Vec::new(),
             gen: 0,
@@ -279,94 +303,20 @@ impl Daemon {
         Ok(d)
     }
 
-    fn snapshot(&self) -> Snapshot {
-        let mut snap = Snapshot {
-            gen: self.gen,
-            ..Default::default()
-        };
-        let max_port = self
-            .ports
-            .values()
-            .map(|p| p.id as usize + 1)
-            .max()
-            .unwrap_or(0);
-        let max_net = self
-            .nets
-            .values()
-            .map(|n| n.id as usize + 1)
-            .max()
-            .unwrap_or(0);
-        snap.ports = vec![None; max_port];
-        snap.nets = vec![None; max_net];
-        for n in self.nets.values() {
-            snap.nets[n.id as usize] = Some(NetConf {
-                ports: Vec::new(),
-                mac_limit: n.spec.mac_limit.unwrap_or(config::DEFAULT_NET_MAC_LIMIT),
-                aging_secs: n.spec.aging_secs.unwrap_or(config::DEFAULT_AGING_SECS),
-                statics: Vec::new(),
-            });
+    /// What validation needs to know about this daemon.
+    fn limits(&self) -> Limits {
+        Limits {
+            workers: self.workers.len() as u16,
+            large_capacity: self.pool.large_capacity() as usize,
+            tap_offload: self.opts.tap_offload,
         }
-        let mut ids: Vec<&PortState> = self.ports.values().collect();
-        ids.sort_by_key(|p| p.id);
-        for p in ids {
-            let net = p
-                .spec
-                .network
-                .as_ref()
-                .and_then(|n| self.nets.get(n))
-                .map(|n| n.id);
-            let parent = self
-                .vlan_parent(&p.spec)
-                .map(|(parent, vid)| (parent.id, vid));
-            let subs: Vec<(u16, PortId)> = self
-                .ports
-                .values()
-                .filter_map(|q| match self.vlan_parent(&q.spec) {
-                    Some((parent, vid)) if parent.id == p.id => Some((vid, q.id)),
-                    _ => None,
-                })
-                .collect();
-            let vlans = (!subs.is_empty()).then(|| {
-                let mut map = vec![config::NO_PORT; 4096];
-                for (vid, id) in subs {
-                    map[vid as usize & 0xfff] = id;
-                }
-                std::sync::Arc::from(map)
-            });
-            snap.ports[p.id as usize] = Some(PortConf {
-                net,
-                mac_limit: p.spec.mac_limit.unwrap_or(config::DEFAULT_PORT_MAC_LIMIT),
-                mtu: p.spec.mtu.unwrap_or(DEFAULT_MTU),
-                parent,
-                vlans,
-                ..Default::default()
-            });
-            if let Some(Some(nc)) = net.map(|n| &mut snap.nets[n as usize]) {
-                nc.ports.push(p.id);
-            }
-        }
-        for f in &self.fdb {
-            let (Some(n), Some(p), Ok(mac)) = (
-                self.nets.get(&f.network),
-                f.port.as_ref().and_then(|p| self.ports.get(p)),
-                parse_mac(&f.mac),
-            ) else {
-                continue;
-            };
-            if let Some(nc) = snap.nets[n.id as usize].as_mut() {
-                nc.statics.push((mac, p.id));
-            }
-        }
-        self.snapshot_overlay(&mut snap);
-        snap
     }
 
     /// Publishes a new snapshot and waits until every worker applied it.
     fn publish(&mut self) {
-        self.sync_tunnels();
         self.gen += 1;
         self.refresh_metrics();
-        let snap = Arc::new(self.snapshot());
+        let snap = Arc::new(self.desired.compile(self.gen, self.uplink_mtu()));
         let seqs: Vec<u64> = self
             .workers
             .iter_mut()
@@ -386,12 +336,17 @@ impl Daemon {
     fn refresh_metrics(&self) {
         if let Some((view, _)) = &self.metrics {
             view.set_ports(
-                self.ports
+                self.desired
+                    .ports
                     .values()
                     .map(|p| metrics::PortView {
                         name: p.spec.name.clone(),
                         id: p.id,
-                        base: p.base.clone(),
+                        base: self
+                            .runtime
+                            .get(&p.spec.name)
+                            .map(|r| r.base.clone())
+                            .unwrap_or_default(),
                     })
                     .collect(),
             );
@@ -401,10 +356,15 @@ impl Daemon {
     /// Marks AF_XDP ports whose interface disappeared as down (once, with a log line); their
     /// queues stay with the workers, which count what they can no longer send.
     fn watch_interfaces(&mut self) {
-        for p in self.ports.values_mut() {
+        for (name, p) in self.runtime.iter_mut() {
             let Some(d) = &p.device else { continue };
-            if p.error.is_none() && p.spec.kind == PortType::Afxdp && !d.exists() {
-                tracing::error!(port = %p.spec.name, device = d.name(), "interface disappeared; port is down");
+            let afxdp = self
+                .desired
+                .ports
+                .get(name)
+                .is_some_and(|s| s.spec.kind == PortType::Afxdp);
+            if p.error.is_none() && afxdp && !d.exists() {
+                tracing::error!(port = %name, device = d.name(), "interface disappeared; port is down");
                 p.error = Some(format!("interface '{}' disappeared", d.name()));
             }
         }
@@ -422,15 +382,15 @@ impl Daemon {
             cmd::NETWORK_CREATE => {
                 let spec: NetworkSpec = parse_args(c, a)?;
                 let name = spec.name.clone();
-                self.network_create(spec, true)?;
-                self.publish();
+                self.network_create(spec)?;
                 to_value(serde_json::to_value(self.network_info(&name)?))
             }
             cmd::NETWORK_LS => {
                 let list: Result<Vec<_>, _> = {
                     // One MAC table dump for the whole list, not one per network.
                     let dump = self.dump_fdb(None).unwrap_or_default();
-                    self.nets
+                    self.desired
+                        .nets
                         .keys()
                         .map(|n| self.network_info_from(n, &dump))
                         .collect()
@@ -449,12 +409,11 @@ impl Daemon {
             cmd::PORT_ADD => {
                 let spec: PortSpec = parse_args(c, a)?;
                 let name = spec.name.clone();
-                self.port_add(spec, true)?;
-                self.publish();
+                self.port_add(spec)?;
                 to_value(serde_json::to_value(self.port_info(&name)?))
             }
             cmd::PORT_LS => {
-                let mut ps: Vec<&PortState> = self.ports.values().collect();
+                let mut ps: Vec<&PortState> = self.desired.ports.values().collect();
                 ps.sort_by_key(|p| p.id);
                 let list: Result<Vec<_>, _> = {
                     let dump = self.dump_fdb(None).unwrap_or_default();
@@ -479,8 +438,7 @@ impl Daemon {
             }
             cmd::FDB_ADD => {
                 let a: StaticFdb = parse_args(c, a)?;
-                self.fdb_add(a, true)?;
-                self.publish();
+                self.fdb_add(a)?;
                 Ok(Value::Null)
             }
             cmd::FDB_RM => {
@@ -499,21 +457,18 @@ impl Daemon {
             }
             cmd::UPLINK_SET => {
                 let spec: UplinkSpec = parse_args(c, a)?;
-                self.uplink_set(spec, true)?;
-                self.publish();
+                self.uplink_set(spec)?;
                 to_value(serde_json::to_value(self.uplink_info()))
             }
             cmd::UPLINK_SHOW => to_value(serde_json::to_value(self.uplink_info())),
             cmd::PEER_ADD => {
                 let p: PeerSpec = parse_args(c, a)?;
-                self.peer_add(p, true)?;
-                self.publish();
+                self.peer_add(p)?;
                 Ok(Value::Null)
             }
             cmd::PEER_RM => {
                 let p: PeerSpec = parse_args(c, a)?;
                 self.peer_rm(p)?;
-                self.publish();
                 Ok(Value::Null)
             }
             cmd::TRACE_ADD => {
@@ -567,7 +522,7 @@ impl Daemon {
             w.stop();
         }
         if !remove_devices {
-            for (_, p) in std::mem::take(&mut self.ports) {
+            for (_, p) in std::mem::take(&mut self.runtime) {
                 // Closing the queues (the TAP devices persist); XDP links go with the process.
                 drop(p.device);
             }
@@ -577,7 +532,7 @@ impl Daemon {
             );
             return;
         }
-        for (name, p) in std::mem::take(&mut self.ports) {
+        for (name, p) in std::mem::take(&mut self.runtime) {
             if let Some(d) = p.device {
                 if let Err(e) = d.destroy() {
                     tracing::warn!(port = %name, error = %e, "cannot remove device");
@@ -872,6 +827,162 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.created, s.unchanged), (1, 2));
+        d.shutdown();
+    }
+
+    /// Whether this test process may create TAP devices (root with /dev/net/tun).
+    fn can_make_taps() -> bool {
+        os::euid() == 0 && Path::new("/dev/net/tun").exists()
+    }
+
+    fn link_exists(name: &str) -> bool {
+        Path::new("/sys/class/net").join(name).exists()
+    }
+
+    /// What a failed commit must leave as it was: the desired state, the ports that hold a
+    /// runtime, the snapshot generation, and how many snapshots each worker applied.
+    fn observe(d: &Daemon) -> (Desired, Vec<String>, u64, Vec<u64>) {
+        (
+            d.desired.clone(),
+            d.runtime.keys().cloned().collect(),
+            d.gen,
+            d.workers
+                .iter()
+                .map(|w| w.stats.event(WorkerEvent::ConfigApplied).get())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_commit_whose_persist_fails_changes_nothing_and_removes_the_device_it_made() {
+        let dir = scratch("persist");
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        call(&mut d, cmd::NETWORK_CREATE, json!({"name": "blue"})).unwrap();
+        let tap = format!("utpf{}", std::process::id() % 100_000);
+        let taps = can_make_taps();
+        if taps {
+            call(
+                &mut d,
+                cmd::PORT_ADD,
+                json!({"name": tap, "type": "tap", "network": "blue"}),
+            )
+            .unwrap();
+            assert!(link_exists(&tap));
+        }
+        let on_disk = std::fs::read(dir.0.join("config.json")).unwrap();
+        // A state directory under a regular file: no write can succeed there, root or not.
+        std::fs::write(dir.0.join("file"), b"").unwrap();
+        let good = std::mem::replace(&mut d.opts.state_dir, dir.0.join("file").join("sub"));
+        let before = observe(&d);
+
+        let mut refused = vec![
+            call(&mut d, cmd::NETWORK_CREATE, json!({"name": "red"})).unwrap_err(),
+            call(&mut d, cmd::NETWORK_RM, json!({"name": "green"})).unwrap_err(),
+        ];
+        assert_eq!(refused.pop().unwrap().code, ErrorCode::NotFound);
+        let tap2 = format!("utpg{}", std::process::id() % 100_000);
+        if taps {
+            refused.push(
+                call(&mut d, cmd::PORT_ADD, json!({"name": tap2, "type": "tap"})).unwrap_err(),
+            );
+            refused.push(call(&mut d, cmd::PORT_RM, json!({"name": tap})).unwrap_err());
+            refused.push(
+                call(
+                    &mut d,
+                    cmd::FDB_ADD,
+                    json!({"network": "blue", "mac": "02:00:00:00:00:01", "port": tap}),
+                )
+                .unwrap_err(),
+            );
+        }
+        for e in &refused {
+            assert_eq!(e.code, ErrorCode::System, "{e}");
+            assert!(
+                e.message.contains("cannot persist the change to")
+                    && e.message.contains("the change was not made"),
+                "{e}"
+            );
+        }
+        assert!(observe(&d) == before, "a failed commit changed the daemon");
+        assert_eq!(std::fs::read(dir.0.join("config.json")).unwrap(), on_disk);
+        if taps {
+            assert!(!link_exists(&tap2), "the new port's TAP was left behind");
+            assert!(link_exists(&tap), "the port that stays lost its TAP");
+            let info = call(&mut d, cmd::PORT_INSPECT, json!({"name": tap})).unwrap();
+            assert!(info["state"].as_str().unwrap().starts_with("up"), "{info}");
+        }
+
+        // With the disk back, the same change goes through.
+        d.opts.state_dir = good;
+        call(&mut d, cmd::NETWORK_CREATE, json!({"name": "red"})).unwrap();
+        assert_eq!(d.gen, before.2 + 1);
+        if taps {
+            call(&mut d, cmd::PORT_RM, json!({"name": tap})).unwrap();
+            assert!(!link_exists(&tap));
+        }
+        d.shutdown();
+    }
+
+    #[test]
+    fn a_device_that_cannot_be_opened_fails_the_whole_import_and_leaves_nothing_behind() {
+        let dir = scratch("devfail");
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        let before = observe(&d);
+        let tap = format!("utdf{}", std::process::id() % 100_000);
+        let mut ports = Vec::new();
+        if can_make_taps() {
+            ports.push(json!({"name": tap, "type": "tap", "network": "blue"}));
+        }
+        ports.push(
+            json!({"name": "x", "type": "afxdp", "ifname": "vs-no-such-if", "network": "blue"}),
+        );
+        let doc = json!({
+            "version": CONFIG_VERSION,
+            "networks": [{"name": "blue"}],
+            "ports": ports,
+            "fdb": [], "peers": [],
+        });
+        let e = call(&mut d, cmd::CONFIG_IMPORT, doc).unwrap_err();
+        assert_eq!(e.code, ErrorCode::System, "{e}");
+        assert!(
+            e.message.contains("'vs-no-such-if'") && e.message.contains("nothing was imported"),
+            "{e}"
+        );
+        assert!(observe(&d) == before, "a failed import changed the daemon");
+        assert!(
+            !link_exists(&tap),
+            "the TAP the import made was left behind"
+        );
+        assert!(
+            !dir.0.join("config.json").exists(),
+            "a failed import was persisted"
+        );
+
+        // A single command the same: the port is not there, nothing was published.
+        let e = call(
+            &mut d,
+            cmd::PORT_ADD,
+            json!({"name": "x", "type": "afxdp", "ifname": "vs-no-such-if"}),
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .starts_with("cannot bind AF_XDP sockets to 'vs-no-such-if'"),
+            "{e}"
+        );
+        assert!(observe(&d) == before);
+
+        // An object that fails validation late (after others were accepted) fails it all too.
+        let doc = json!({
+            "version": CONFIG_VERSION,
+            "networks": [{"name": "green"}],
+            "ports": [{"name": "p", "type": "tap", "network": "green", "mtu": 9000}],
+            "fdb": [], "peers": [],
+        });
+        let e = call(&mut d, cmd::CONFIG_IMPORT, doc).unwrap_err();
+        assert!(e.message.contains("--mtu 9000"), "{e}");
+        assert!(observe(&d) == before);
+        assert!(call(&mut d, cmd::NETWORK_INSPECT, json!({"name": "green"})).is_err());
         d.shutdown();
     }
 

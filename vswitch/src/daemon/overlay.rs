@@ -1,7 +1,9 @@
 //! The daemon's side of overlay networks: the uplink address, remote VTEPs (peers), and the
-//! tunnel ports the pipeline sees for them.
+//! tunnel ports the pipeline sees for them. Validation over [`Desired`], tunnel id allocation,
+//! and the overlay's share of the snapshot.
 
-use super::{err, Daemon, NetState, DEFAULT_MTU};
+use super::desired::{no_network, no_port, Desired, NetState};
+use super::{device, err, Daemon, DEFAULT_MTU};
 use crate::config::{self, PortConf, Snapshot, TunnelConf, UplinkConf};
 use crate::pipeline::Request as WorkerRequest;
 use crate::vxlan;
@@ -50,25 +52,90 @@ fn random_mac() -> [u8; 6] {
     m
 }
 
+/// The uplink's MTU in `d`: what its device (`device_of` its port name) has now (an AF_XDP
+/// interface's MTU is set outside the daemon), else what its port asked for, else 1500.
+pub(super) fn uplink_mtu_of<'a>(
+    d: &Desired,
+    device_of: impl Fn(&str) -> Option<&'a device::Device>,
+) -> u32 {
+    let Some(port) = d.uplink.as_ref().and_then(|u| d.ports.get(&u.port)) else {
+        return DEFAULT_MTU;
+    };
+    device_of(&port.spec.name)
+        .and_then(|d| d.mtu().ok())
+        .or(port.spec.mtu)
+        .unwrap_or(DEFAULT_MTU)
+}
+
 impl Daemon {
     /// The overlay MTU: the uplink port's MTU minus the VXLAN overhead.
     pub(super) fn overlay_mtu(&self) -> u32 {
         vxlan::overlay_mtu(self.uplink_mtu())
     }
 
-    /// The uplink's MTU: what its device has now (an AF_XDP interface's MTU is set outside the
-    /// daemon), else what its port asked for, else 1500.
-    fn uplink_mtu(&self) -> u32 {
-        let Some(port) = self.uplink.as_ref().and_then(|u| self.ports.get(&u.port)) else {
-            return DEFAULT_MTU;
-        };
-        port.device
-            .as_ref()
-            .and_then(|d| d.mtu().ok())
-            .or(port.spec.mtu)
-            .unwrap_or(DEFAULT_MTU)
+    /// The uplink's MTU as it is now.
+    pub(super) fn uplink_mtu(&self) -> u32 {
+        uplink_mtu_of(&self.desired, |name| {
+            self.runtime.get(name).and_then(|r| r.device.as_ref())
+        })
     }
 
+    /// `uplink set`.
+    pub(super) fn uplink_set(&mut self, spec: UplinkSpec) -> Result<(), ErrorBody> {
+        let next = self.desired.set_uplink(spec)?;
+        self.commit(next)
+    }
+
+    /// `uplink show`.
+    pub(super) fn uplink_info(&self) -> Option<UplinkInfo> {
+        let spec = self.desired.uplink.clone()?;
+        let mut neighbours = Vec::new();
+        if let Some(w) = self.workers.first() {
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            w.send(Command::Request(WorkerRequest::Neighbours { reply: tx }));
+            if let Ok(list) = rx.recv_timeout(Duration::from_secs(5)) {
+                neighbours = list
+                    .into_iter()
+                    .map(|(ip, mac)| (ip.to_string(), format_mac(&mac)))
+                    .collect();
+            }
+        }
+        Some(UplinkInfo {
+            spec,
+            overlay_mtu: self.overlay_mtu(),
+            neighbours,
+        })
+    }
+
+    /// `peer add`.
+    pub(super) fn peer_add(&mut self, p: PeerSpec) -> Result<(), ErrorBody> {
+        let next = self.desired.add_peer(p)?;
+        self.commit(next)
+    }
+
+    /// `peer rm`.
+    pub(super) fn peer_rm(&mut self, p: PeerSpec) -> Result<(), ErrorBody> {
+        let next = self.desired.remove_peer(p)?;
+        self.commit(next)
+    }
+
+    /// `peer ls`.
+    pub(super) fn peer_ls(&self, network: Option<&str>) -> Result<Vec<PeerSpec>, ErrorBody> {
+        if let Some(n) = network {
+            self.desired.nets.get(n).ok_or_else(|| no_network(n))?;
+        }
+        Ok(self
+            .desired
+            .peers
+            .iter()
+            .filter(|p| network.is_none_or(|n| p.network == n))
+            .cloned()
+            .collect())
+    }
+}
+
+/// Validation of the uplink and peers, tunnel ids, and the overlay's share of the snapshot.
+impl Desired {
     pub(super) fn check_vni(&self, spec: &NetworkSpec) -> Result<(), ErrorBody> {
         let Some(vni) = spec.vni else {
             if spec.learn_remote.is_some() {
@@ -99,7 +166,7 @@ impl Daemon {
     }
 
     fn overlay_net(&self, name: &str) -> Result<&NetState, ErrorBody> {
-        let n = self.nets.get(name).ok_or_else(|| self.no_network(name))?;
+        let n = self.nets.get(name).ok_or_else(|| no_network(name))?;
         if n.spec.vni.is_none() {
             return Err(err(
                 ErrorCode::Conflict,
@@ -109,12 +176,8 @@ impl Daemon {
         Ok(n)
     }
 
-    /// `uplink set`.
-    pub(super) fn uplink_set(
-        &mut self,
-        mut spec: UplinkSpec,
-        persist: bool,
-    ) -> Result<(), ErrorBody> {
+    /// `uplink set`: the uplink keeps its MAC unless one is given.
+    pub(super) fn set_uplink(&self, mut spec: UplinkSpec) -> Result<Desired, ErrorBody> {
         let inval = |m: String| err(ErrorCode::InvalidArgument, m);
         let (ip, prefix) = super::parse_cidr(&spec.ip).map_err(inval)?;
         if prefix == 0 {
@@ -145,7 +208,7 @@ impl Daemon {
         let port = self
             .ports
             .get(&spec.port)
-            .ok_or_else(|| self.no_port(&spec.port))?;
+            .ok_or_else(|| no_port(&spec.port))?;
         if port.spec.kind == PortType::Vlan {
             return Err(inval(format!(
                 "'{}' is a VLAN subinterface; the uplink must be a TAP or AF_XDP port",
@@ -185,39 +248,13 @@ impl Daemon {
         }
         spec.mac = Some(format_mac(&mac));
         spec.ip = format!("{ip}/{prefix}");
-        let old = self.uplink.replace(spec);
-        if persist {
-            if let Err(e) = self.persist() {
-                self.uplink = old;
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// `uplink show`.
-    pub(super) fn uplink_info(&self) -> Option<UplinkInfo> {
-        let spec = self.uplink.clone()?;
-        let mut neighbours = Vec::new();
-        if let Some(w) = self.workers.first() {
-            let (tx, rx) = crossbeam::channel::bounded(1);
-            w.send(Command::Request(WorkerRequest::Neighbours { reply: tx }));
-            if let Ok(list) = rx.recv_timeout(Duration::from_secs(5)) {
-                neighbours = list
-                    .into_iter()
-                    .map(|(ip, mac)| (ip.to_string(), format_mac(&mac)))
-                    .collect();
-            }
-        }
-        Some(UplinkInfo {
-            spec,
-            overlay_mtu: self.overlay_mtu(),
-            neighbours,
-        })
+        let mut next = self.clone();
+        next.uplink = Some(spec);
+        Ok(next)
     }
 
     /// `peer add`.
-    pub(super) fn peer_add(&mut self, mut p: PeerSpec, persist: bool) -> Result<(), ErrorBody> {
+    pub(super) fn add_peer(&self, mut p: PeerSpec) -> Result<Desired, ErrorBody> {
         self.overlay_net(&p.network)?;
         let ip = parse_ip("VTEP", &p.vtep)?;
         p.vtep = ip.to_string();
@@ -235,18 +272,13 @@ impl Daemon {
                 ));
             }
         }
-        self.peers.push(p);
-        if persist {
-            if let Err(e) = self.persist() {
-                self.peers.pop();
-                return Err(e);
-            }
-        }
-        Ok(())
+        let mut next = self.clone();
+        next.peers.push(p);
+        Ok(next)
     }
 
     /// `peer rm`.
-    pub(super) fn peer_rm(&mut self, p: PeerSpec) -> Result<(), ErrorBody> {
+    pub(super) fn remove_peer(&self, p: PeerSpec) -> Result<Desired, ErrorBody> {
         let ip = parse_ip("VTEP", &p.vtep)?;
         let Some(i) = self
             .peers
@@ -261,25 +293,9 @@ impl Daemon {
                 ),
             ));
         };
-        let old = self.peers.remove(i);
-        if let Err(e) = self.persist() {
-            self.peers.insert(i, old);
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// `peer ls`.
-    pub(super) fn peer_ls(&self, network: Option<&str>) -> Result<Vec<PeerSpec>, ErrorBody> {
-        if let Some(n) = network {
-            self.nets.get(n).ok_or_else(|| self.no_network(n))?;
-        }
-        Ok(self
-            .peers
-            .iter()
-            .filter(|p| network.is_none_or(|n| p.network == n))
-            .cloned()
-            .collect())
+        let mut next = self.clone();
+        next.peers.remove(i);
+        Ok(next)
     }
 
     /// Gives every (network, VTEP) that needs a tunnel port an id, and frees the ids no longer
@@ -323,7 +339,7 @@ impl Daemon {
     }
 
     /// Adds the uplink, VNIs and tunnel ports to a snapshot whose ports and networks are filled.
-    pub(super) fn snapshot_overlay(&self, snap: &mut Snapshot) {
+    pub(super) fn compile_overlay(&self, snap: &mut Snapshot, uplink_mtu: u32) {
         snap.uplink = self.uplink.as_ref().and_then(|u| {
             let port = self.ports.get(&u.port)?;
             let (ip, prefix) = super::parse_cidr(&u.ip).ok()?;
@@ -334,7 +350,7 @@ impl Daemon {
                 prefix,
                 gateway: u.gateway.as_deref().and_then(|g| g.parse().ok()),
                 vxlan_port: u.vxlan_port.unwrap_or(vxlan::DEFAULT_PORT),
-                mtu: self.uplink_mtu(),
+                mtu: uplink_mtu,
             })
         });
         snap.vnis = self

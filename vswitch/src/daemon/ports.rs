@@ -1,8 +1,11 @@
-//! `port add|ls|inspect|rm`: TAP and AF_XDP ports and VLAN subinterfaces, with their devices and worker queues.
+//! `port add|ls|inspect|rm`: TAP and AF_XDP ports and VLAN subinterfaces. Validation over
+//! [`Desired`], the ports' share of the snapshot, and what the commit path calls to open a port's
+//! device, hand its queues to the workers and take them back.
 
 use super::*;
 
-impl Daemon {
+/// Validation: the desired state with a port more or less, or why not.
+impl Desired {
     /// The parent port and VID of a VLAN subinterface spec (`PARENT.VID`).
     pub(super) fn vlan_parent(&self, spec: &PortSpec) -> Option<(&PortState, u16)> {
         if spec.kind != PortType::Vlan {
@@ -13,7 +16,7 @@ impl Daemon {
         Some((self.ports.get(parent)?, vid))
     }
 
-    pub(super) fn check_vlan_spec(&self, spec: &PortSpec) -> Result<(), ErrorBody> {
+    fn check_vlan_spec(&self, spec: &PortSpec) -> Result<(), ErrorBody> {
         let inval = |m: String| err(ErrorCode::InvalidArgument, m);
         let Some((parent, vid)) = spec.name.rsplit_once('.') else {
             return Err(inval(format!(
@@ -75,18 +78,19 @@ impl Daemon {
         }
         if let Some(n) = &spec.network {
             if !self.nets.contains_key(n) {
-                return Err(self.no_network(n));
+                return Err(no_network(n));
             }
         }
         Ok(())
     }
 
-    pub(super) fn check_port_spec(&self, spec: &PortSpec) -> Result<(), ErrorBody> {
+    fn check_port_spec(&self, lim: &Limits, spec: &PortSpec) -> Result<(), ErrorBody> {
         let inval = |m: String| err(ErrorCode::InvalidArgument, m);
         check_name("port", &spec.name, 15).map_err(inval)?;
         if let Some(i) = &spec.ifname {
             check_name("interface", i, 15).map_err(inval)?;
         }
+        let workers = lim.workers;
         if spec.kind == PortType::Afxdp {
             if spec.ifname.is_none() {
                 return Err(inval(format!(
@@ -99,7 +103,6 @@ impl Daemon {
                     "an AF_XDP port uses its interface's MTU: drop --mtu and set it with `ip link set IF mtu N`".into(),
                 ));
             }
-            let workers = self.workers.len() as u16;
             if spec.queues.is_some_and(|q| q < workers) {
                 return Err(inval(format!(
                     "an AF_XDP port needs one queue per worker ({workers} here), since a worker can only send through a queue of its own; drop --queues, or start vswitchd with fewer --cores"
@@ -132,10 +135,9 @@ impl Daemon {
         }
         if let Some(n) = &spec.network {
             if !self.nets.contains_key(n) {
-                return Err(self.no_network(n));
+                return Err(no_network(n));
             }
         }
-        let workers = self.workers.len() as u16;
         if let Some(q) = spec.queues {
             if q == 0 || q > workers {
                 return Err(inval(format!(
@@ -165,11 +167,16 @@ impl Daemon {
         Ok(())
     }
 
-    /// Adds a port; with `persist` a failure leaves nothing behind.
-    pub(super) fn port_add(&mut self, spec: PortSpec, persist: bool) -> Result<(), ErrorBody> {
-        if persist {
-            self.check_port_spec(&spec)?;
-        } else if self.ports.contains_key(&spec.name) {
+    /// `port add`: every check on the spec, then [`Desired::place_port`].
+    pub(super) fn add_port(&self, lim: &Limits, spec: PortSpec) -> Result<Desired, ErrorBody> {
+        self.check_port_spec(lim, &spec)?;
+        self.place_port(lim, spec)
+    }
+
+    /// Gives a port an id and checks what the daemon's resources allow; the spec itself is taken
+    /// as it is (a restore takes back what was accepted before, even if the host changed since).
+    pub(super) fn place_port(&self, lim: &Limits, spec: PortSpec) -> Result<Desired, ErrorBody> {
+        if self.ports.contains_key(&spec.name) {
             return Err(err(
                 ErrorCode::AlreadyExists,
                 format!("duplicate port '{}' in state", spec.name),
@@ -189,12 +196,11 @@ impl Daemon {
                     format!("too many ports (most {MAX_PORTS}); remove one first"),
                 )
             })?;
-        let workers = self.workers.len() as u16;
-        let queues = spec.queues.unwrap_or(workers).clamp(1, workers.max(1));
-        if spec.kind == PortType::Tap && self.opts.tap_offload {
+        if spec.kind == PortType::Tap && lim.tap_offload {
             // Each worker's queue of a TAP with offloads keeps one large buffer ready for the
             // next super-frame; without it, super-frames the kernel was promised it could send
             // would be cut short. Keep a reserve for frames in flight.
+            let workers = lim.workers;
             let taps = self
                 .ports
                 .values()
@@ -202,7 +208,7 @@ impl Daemon {
                 .count()
                 + 1;
             let need = taps * usize::from(workers.max(1)) + LARGE_RESERVE;
-            let have = self.pool.large_capacity() as usize;
+            let have = lim.large_capacity;
             if need > have {
                 return Err(err(
                     ErrorCode::Conflict,
@@ -214,6 +220,122 @@ impl Daemon {
                 ));
             }
         }
+        let mut next = self.clone();
+        next.ports.insert(spec.name.clone(), PortState { spec, id });
+        Ok(next)
+    }
+
+    /// `port rm`: not the uplink, not a trunk with subinterfaces; its static entries go with it.
+    pub(super) fn remove_port(&self, name: &str) -> Result<Desired, ErrorBody> {
+        if self.uplink.as_ref().is_some_and(|u| u.port == name) {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("port '{name}' is the uplink; set the uplink on another port first"),
+            ));
+        }
+        let Some(id) = self.ports.get(name).map(|p| p.id) else {
+            return Err(no_port(name));
+        };
+        let subs: Vec<&str> = self
+            .ports
+            .values()
+            .filter(|q| self.vlan_parent(&q.spec).is_some_and(|(pp, _)| pp.id == id))
+            .map(|q| q.spec.name.as_str())
+            .collect();
+        if !subs.is_empty() {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!(
+                    "port '{name}' is the trunk of subinterfaces {}; remove them first (vswitchctl port rm NAME)",
+                    subs.join(", ")
+                ),
+            ));
+        }
+        let mut next = self.clone();
+        next.ports.remove(name);
+        next.fdb.retain(|f| f.port.as_deref() != Some(name));
+        Ok(next)
+    }
+
+    /// The snapshot's ports (in id order), their networks' port lists and VLAN maps.
+    pub(super) fn compile_ports(&self, snap: &mut Snapshot) {
+        let max_port = self
+            .ports
+            .values()
+            .map(|p| p.id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        snap.ports = vec![None; max_port];
+        let mut ids: Vec<&PortState> = self.ports.values().collect();
+        ids.sort_by_key(|p| p.id);
+        for p in ids {
+            let net = p
+                .spec
+                .network
+                .as_ref()
+                .and_then(|n| self.nets.get(n))
+                .map(|n| n.id);
+            let parent = self
+                .vlan_parent(&p.spec)
+                .map(|(parent, vid)| (parent.id, vid));
+            let subs: Vec<(u16, PortId)> = self
+                .ports
+                .values()
+                .filter_map(|q| match self.vlan_parent(&q.spec) {
+                    Some((parent, vid)) if parent.id == p.id => Some((vid, q.id)),
+                    _ => None,
+                })
+                .collect();
+            let vlans = (!subs.is_empty()).then(|| {
+                let mut map = vec![config::NO_PORT; 4096];
+                for (vid, id) in subs {
+                    map[vid as usize & 0xfff] = id;
+                }
+                std::sync::Arc::from(map)
+            });
+            // In range: the vector was sized by the largest id.
+            snap.ports[p.id as usize] = Some(PortConf {
+                net,
+                mac_limit: p.spec.mac_limit.unwrap_or(config::DEFAULT_PORT_MAC_LIMIT),
+                mtu: p.spec.mtu.unwrap_or(DEFAULT_MTU),
+                parent,
+                vlans,
+                ..Default::default()
+            });
+            if let Some(Some(nc)) = net.and_then(|n| snap.nets.get_mut(n as usize)) {
+                nc.ports.push(p.id);
+            }
+        }
+    }
+}
+
+/// The handlers, and the port's share of the commit path.
+impl Daemon {
+    pub(super) fn port_add(&mut self, spec: PortSpec) -> Result<(), ErrorBody> {
+        let next = self.desired.add_port(&self.limits(), spec)?;
+        self.commit(next)
+    }
+
+    pub(super) fn port_rm(&mut self, name: &str) -> Result<(), ErrorBody> {
+        let next = self.desired.remove_port(name)?;
+        self.commit(next)?;
+        tracing::info!(port = %name, "port removed");
+        Ok(())
+    }
+
+    /// Opens port `p`'s device as `next` wants it (`uplink_mtu`: the MTU its uplink will have).
+    /// With `strict` a device that cannot be opened is the error; otherwise (a restore) the port
+    /// comes up down, with the reason.
+    pub(super) fn open_port(
+        &self,
+        next: &Desired,
+        p: &PortState,
+        uplink_mtu: u32,
+        strict: bool,
+    ) -> Result<PortRuntime, ErrorBody> {
+        let spec = &p.spec;
+        let workers = self.workers.len() as u16;
+        let queues = spec.queues.unwrap_or(workers).clamp(1, workers.max(1));
         let ifname = spec.ifname.clone().unwrap_or_else(|| spec.name.clone());
         let ns_path = spec.netns.as_deref().map(netns::path_of);
         let opened = if spec.kind == PortType::Vlan {
@@ -225,9 +347,11 @@ impl Daemon {
             let in_overlay = spec
                 .network
                 .as_ref()
-                .and_then(|n| self.nets.get(n))
+                .and_then(|n| next.nets.get(n))
                 .is_some_and(|n| n.spec.vni.is_some());
-            let mtu = spec.mtu.or(in_overlay.then(|| self.overlay_mtu()));
+            let mtu = spec
+                .mtu
+                .or(in_overlay.then(|| crate::vxlan::overlay_mtu(uplink_mtu)));
             match spec.kind {
                 PortType::Afxdp => {
                     // One queue per worker is the default; an interface with fewer (a veth has
@@ -258,7 +382,7 @@ impl Daemon {
         let (device, error) = match opened {
             Ok(d) => (Some(d), None),
             Err(_) if spec.kind == PortType::Vlan => (None, None),
-            Err(e) if persist => {
+            Err(e) if strict => {
                 let what = if spec.kind == PortType::Afxdp {
                     "bind AF_XDP sockets to"
                 } else {
@@ -274,137 +398,77 @@ impl Daemon {
                 (None, Some(e.to_string()))
             }
         };
-        let name = spec.name.clone();
-        let base = self.port_counters(id);
         let queues = device
             .as_ref()
             .map_or(queues, |d| d.queue_count().max(1) as u16);
-        self.ports.insert(
-            name.clone(),
-            PortState {
-                spec,
-                id,
-                device,
-                queues,
-                error,
-                base,
-            },
-        );
-        if persist {
-            if let Err(e) = self.persist() {
-                if let Some(p) = self.ports.remove(&name) {
-                    if let Some(d) = p.device.filter(|d| d.created()) {
-                        let _ = d.destroy();
-                    }
-                }
-                return Err(e);
-            }
-        }
-        if let Some(p) = self.ports.get_mut(&name) {
-            if let Some(d) = &mut p.device {
-                tracing::info!(port = %name, device = d.name(), created = d.created(), mode = d.mode(), queues, "port attached");
-                let owned = d.queue_count().max(1);
-                for w in self.workers.iter() {
-                    match d.queue_for(w.id as usize) {
-                        Ok(None) => {
-                            // No queue of its own here: hand transmits to the queue's owner.
-                            let Some(owner) = self.workers.get(w.id as usize % owned) else {
-                                continue;
-                            };
-                            let (tx, rx) = dataplane::ring::ring(self.pool.clone(), 1024);
-                            owner.send(Command::Inbound { port: id, ring: rx });
-                            let remote =
-                                RemoteTx::new(tx, Some((owner.shared.clone(), owner.waker())));
-                            w.send(Command::Attach {
-                                port: id,
-                                io: PortIo::Remote(remote),
-                                rx: false,
-                            });
-                        }
-                        Ok(Some(io)) => {
-                            w.send(Command::Attach {
-                                port: id,
-                                io,
-                                rx: w.id < queues,
-                            });
-                        }
-                        Err(e) => {
-                            tracing::error!(port = %name, worker = w.id, error = %e, "cannot hand queue to worker")
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+        Ok(PortRuntime {
+            device,
+            queues,
+            error,
+            base: self.port_counters(p.id),
+        })
     }
 
-    pub(super) fn port_rm(&mut self, name: &str) -> Result<(), ErrorBody> {
-        if self.uplink.as_ref().is_some_and(|u| u.port == name) {
-            return Err(err(
-                ErrorCode::Conflict,
-                format!("port '{name}' is the uplink; set the uplink on another port first"),
-            ));
+    /// Hands an opened port's queues to the workers (before the snapshot that names the port).
+    pub(super) fn attach_port(&self, name: &str, id: PortId, rt: &mut PortRuntime) {
+        let queues = rt.queues;
+        let Some(d) = &mut rt.device else { return };
+        tracing::info!(port = %name, device = d.name(), created = d.created(), mode = d.mode(), queues, "port attached");
+        let owned = d.queue_count().max(1);
+        for w in self.workers.iter() {
+            match d.queue_for(w.id as usize) {
+                Ok(None) => {
+                    // No queue of its own here: hand transmits to the queue's owner.
+                    let Some(owner) = self.workers.get(w.id as usize % owned) else {
+                        continue;
+                    };
+                    let (tx, rx) = dataplane::ring::ring(self.pool.clone(), 1024);
+                    owner.send(Command::Inbound { port: id, ring: rx });
+                    let remote = RemoteTx::new(tx, Some((owner.shared.clone(), owner.waker())));
+                    w.send(Command::Attach {
+                        port: id,
+                        io: PortIo::Remote(remote),
+                        rx: false,
+                    });
+                }
+                Ok(Some(io)) => {
+                    w.send(Command::Attach {
+                        port: id,
+                        io,
+                        rx: w.id < queues,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(port = %name, worker = w.id, error = %e, "cannot hand queue to worker")
+                }
+            }
         }
-        let Some(id) = self.ports.get(name).map(|p| p.id) else {
-            return Err(self.no_port(name));
-        };
-        let subs: Vec<&str> = self
-            .ports
-            .values()
-            .filter(|q| self.vlan_parent(&q.spec).is_some_and(|(pp, _)| pp.id == id))
-            .map(|q| q.spec.name.as_str())
-            .collect();
-        if !subs.is_empty() {
-            return Err(err(
-                ErrorCode::Conflict,
-                format!(
-                    "port '{name}' is the trunk of subinterfaces {}; remove them first (vswitchctl port rm NAME)",
-                    subs.join(", ")
-                ),
-            ));
-        }
-        let Some(p) = self.ports.remove(name) else {
-            return Err(self.no_port(name));
-        };
-        let old_fdb = self.fdb.clone();
-        self.fdb.retain(|f| f.port.as_deref() != Some(name));
-        if let Err(e) = self.persist() {
-            self.ports.insert(name.to_string(), p);
-            self.fdb = old_fdb;
-            return Err(e);
-        }
-        // Stop forwarding to it first, then take the queues away, then delete the device.
-        self.publish();
-        self.captures_port_removed(p.id, name);
+    }
+
+    /// Takes a removed port away (after the snapshot without it): its captures end, the
+    /// workers drop its queues, then its device goes.
+    pub(super) fn release_port(&mut self, name: &str, id: PortId, rt: PortRuntime) {
+        self.captures_port_removed(id, name);
         let seqs: Vec<u64> = self
             .workers
             .iter_mut()
-            .map(|w| w.send(Command::Detach(p.id)))
+            .map(|w| w.send(Command::Detach(id)))
             .collect();
         for (w, seq) in self.workers.iter().zip(seqs) {
             if !w.wait(seq, WORKER_WAIT) {
                 tracing::error!(worker = w.id, "worker did not release the port in time");
             }
         }
-        if let Some(d) = p.device {
+        if let Some(d) = rt.device {
             let dev = d.name().to_string();
             if let Err(e) = d.destroy() {
                 tracing::warn!(port = %name, device = %dev, error = %e, "cannot clear persistence of device");
             }
         }
-        tracing::info!(port = %name, "port removed");
-        Ok(())
-    }
-
-    pub(super) fn no_port(&self, name: &str) -> ErrorBody {
-        err(
-            ErrorCode::NotFound,
-            format!("port '{name}' does not exist; see vswitchctl port ls"),
-        )
     }
 
     pub(super) fn port_info(&self, name: &str) -> Result<PortInfo, ErrorBody> {
-        self.ports.get(name).ok_or_else(|| self.no_port(name))?;
+        self.desired.ports.get(name).ok_or_else(|| no_port(name))?;
         let dump = self.dump_fdb(None).unwrap_or_default();
         self.port_info_from(name, &dump)
     }
@@ -414,23 +478,29 @@ impl Daemon {
         name: &str,
         dump: &[FdbEntry],
     ) -> Result<PortInfo, ErrorBody> {
-        let p = self.ports.get(name).ok_or_else(|| self.no_port(name))?;
+        let p = self.desired.ports.get(name).ok_or_else(|| no_port(name))?;
         let learned = dump
             .iter()
             .filter(|e| e.kind == "learned" && e.port.as_deref() == Some(name))
             .count() as u64;
         // A subinterface shows its trunk's device, MTU and state.
-        let dev_port = self.vlan_parent(&p.spec).map_or(p, |(parent, _)| parent);
+        let dev_port = self
+            .desired
+            .vlan_parent(&p.spec)
+            .map_or(p, |(parent, _)| parent);
+        let dev_rt = self.runtime.get(&dev_port.spec.name);
+        let dev = dev_rt.and_then(|r| r.device.as_ref());
+        let dev_error = dev_rt.and_then(|r| r.error.as_ref());
         let device = dev_port
             .spec
             .ifname
             .clone()
             .unwrap_or_else(|| dev_port.spec.name.clone());
-        let effective_mtu = match &dev_port.device {
+        let effective_mtu = match dev {
             Some(d) => d.mtu().unwrap_or(dev_port.spec.mtu.unwrap_or(DEFAULT_MTU)),
             None => dev_port.spec.mtu.unwrap_or(DEFAULT_MTU),
         };
-        let state = match (&dev_port.device, &dev_port.error) {
+        let state = match (dev, dev_error) {
             (Some(_), Some(e)) => format!("down: {e}"),
             (Some(d), None) => match d.mode() {
                 Some(m) => format!("up ({m})"),
@@ -439,18 +509,20 @@ impl Daemon {
             (None, Some(e)) => format!("down: {e}"),
             (None, None) => "down".to_string(),
         };
-        let queue_workers = match &p.device {
-            Some(_) => (0..p.queues)
+        let own = self.runtime.get(name);
+        let own_dev = own.and_then(|r| r.device.as_ref());
+        let queue_workers = match (own, own_dev) {
+            (Some(r), Some(_)) => (0..r.queues)
                 .map(|q| q % self.workers.len().max(1) as u16)
                 .collect(),
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         Ok(PortInfo {
             spec: p.spec.clone(),
             id: p.id,
             device,
             state,
-            queue_count: p.device.as_ref().map_or(0, |d| d.queue_count() as u16),
+            queue_count: own_dev.map_or(0, |d| d.queue_count() as u16),
             queue_workers,
             effective_mtu,
             learned_macs: learned,

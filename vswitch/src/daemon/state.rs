@@ -1,4 +1,4 @@
-//! The state on disk: restore at start, export, persist before acknowledging, `config import`.
+//! The state on disk: restore at start, export, persist (the commit path's step), `config import`.
 
 use super::*;
 
@@ -7,6 +7,11 @@ impl Daemon {
         self.opts.state_dir.join("config.json")
     }
 
+    /// Takes back the persisted configuration: each object is validated against what was
+    /// restored before it, what fails is left out (with a log line, and a copy of the whole
+    /// document kept beside it), and the rest is committed once, without persisting (the file
+    /// stays as it was until the next accepted change). A port whose device cannot be opened
+    /// comes back down, with the reason.
     pub(super) fn restore(&mut self) -> Result<(), String> {
         let path = self.state_file();
         let text = match std::fs::read_to_string(&path) {
@@ -20,42 +25,39 @@ impl Daemon {
                 path.display()
             )
         })?;
+        let lim = self.limits();
+        let mut next = self.desired.clone();
         let mut failed = 0;
-        let mut fail = |what: &str, e: &dyn std::fmt::Display| {
-            tracing::error!(error = %e, "cannot restore {what}");
-            failed += 1;
+        let mut take = |next: &mut Desired, what: &str, r: Result<Desired, ErrorBody>| match r {
+            Ok(d) => *next = d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot restore {what}");
+                failed += 1;
+            }
         };
         for n in doc.networks {
-            let name = n.name.clone();
-            if let Err(e) = self.network_create(n, false) {
-                fail(&format!("network '{name}'"), &e);
-            }
+            let what = format!("network '{}'", n.name);
+            let r = next.create_network(n);
+            take(&mut next, &what, r);
         }
-        // The uplink first (as it was accepted), so that ports in overlay networks get the
-        // overlay MTU it implies; it is checked again once its port exists.
-        self.uplink = doc.uplink.clone();
         for p in doc.ports {
-            let name = p.name.clone();
-            match self.port_add(p, false) {
-                Ok(_) => tracing::info!(port = %name, "port restored"),
-                Err(e) => fail(&format!("port '{name}'"), &e),
-            }
+            let what = format!("port '{}'", p.name);
+            let r = next.place_port(&lim, p);
+            take(&mut next, &what, r);
         }
+        // The uplink after its port; the devices are opened at commit, with the uplink known, so
+        // ports in overlay networks get the overlay MTU it implies.
         if let Some(u) = doc.uplink {
-            if let Err(e) = self.uplink_set(u, false) {
-                self.uplink = None;
-                fail("the uplink", &e);
-            }
+            let r = next.set_uplink(u);
+            take(&mut next, "the uplink", r);
         }
         for p in doc.peers {
-            if let Err(e) = self.peer_add(p, false) {
-                fail("a peer", &e);
-            }
+            let r = next.add_peer(p);
+            take(&mut next, "a peer", r);
         }
         for f in doc.fdb {
-            if let Err(e) = self.fdb_add(f, false) {
-                fail("a static MAC entry", &e);
-            }
+            let r = next.add_fdb(f);
+            take(&mut next, "a static MAC entry", r);
         }
         if failed > 0 {
             // The next accepted change rewrites the state without what could not be restored;
@@ -69,10 +71,14 @@ impl Daemon {
                 Err(e) => tracing::error!(error = %e, "cannot keep a copy of the state"),
             }
         }
-        self.publish();
+        self.commit_as(next, Mode::Restore)
+            .map_err(|e| format!("cannot restore the configuration: {e}"))?;
+        for name in self.desired.ports.keys() {
+            tracing::info!(port = %name, "port restored");
+        }
         tracing::info!(
-            networks = self.nets.len(),
-            ports = self.ports.len(),
+            networks = self.desired.nets.len(),
+            ports = self.desired.ports.len(),
             "configuration restored"
         );
         Ok(())
@@ -80,26 +86,12 @@ impl Daemon {
 
     /// The configuration as one document.
     pub fn export(&self) -> ConfigDoc {
-        let mut ports: Vec<PortSpec> = self.ports.values().map(|p| p.spec.clone()).collect();
-        // Trunks before their subinterfaces, so that a restore or import can add them in order.
-        ports.sort_by_key(|p| {
-            (
-                p.kind == PortType::Vlan,
-                self.ports.get(&p.name).map(|s| s.id),
-            )
-        });
-        ConfigDoc {
-            version: CONFIG_VERSION,
-            networks: self.nets.values().map(|n| n.spec.clone()).collect(),
-            ports,
-            fdb: self.fdb.clone(),
-            uplink: self.uplink.clone(),
-            peers: self.peers.clone(),
-        }
+        self.desired.export()
     }
 
-    pub(super) fn persist(&self) -> Result<(), ErrorBody> {
-        let doc = self.export();
+    /// Writes `d` as the state file, atomically (the commit path's persist step).
+    pub(super) fn persist(&self, d: &Desired) -> Result<(), ErrorBody> {
+        let doc = d.export();
         let data = serde_json::to_vec_pretty(&doc)
             .map_err(|e| err(ErrorCode::Internal, format!("encode state: {e}")))?;
         os::write_atomic(&self.state_file(), &data).map_err(|e| {
@@ -113,8 +105,10 @@ impl Daemon {
         })
     }
 
-    /// Creates what the document has and the daemon lacks; identical objects are left alone and a
-    /// conflicting one fails the whole import before anything changes.
+    /// Creates what the document has and the daemon lacks; identical objects are left alone.
+    /// The whole document is validated into one new desired state and committed once: a
+    /// conflicting object, an invalid one, a device that cannot be made or a state file that
+    /// cannot be written fails the whole import, and nothing changes.
     pub(super) fn import(&mut self, doc: ConfigDoc) -> Result<ImportSummary, ErrorBody> {
         if doc.version != CONFIG_VERSION {
             return Err(err(
@@ -125,16 +119,17 @@ impl Daemon {
                 ),
             ));
         }
+        let have = &self.desired;
         let mut summary = ImportSummary::default();
         let mut new_nets = Vec::new();
         for n in &doc.networks {
-            match self.nets.get(&n.name) {
-                Some(have) if have.spec == *n => summary.unchanged += 1,
+            match have.nets.get(&n.name) {
+                Some(h) if h.spec == *n => summary.unchanged += 1,
                 Some(_) => {
                     return Err(err(ErrorCode::Conflict, format!("network '{}' exists with other settings; remove it or edit the document", n.name)));
                 }
                 None => {
-                    Self::check_network_spec(n)?;
+                    networks::check_network_spec(n)?;
                     if new_nets.iter().any(|x: &&NetworkSpec| x.name == n.name) {
                         return Err(err(
                             ErrorCode::InvalidArgument,
@@ -147,8 +142,8 @@ impl Daemon {
         }
         let mut new_ports = Vec::new();
         for p in &doc.ports {
-            match self.ports.get(&p.name) {
-                Some(have) if have.spec == *p => summary.unchanged += 1,
+            match have.ports.get(&p.name) {
+                Some(h) if h.spec == *p => summary.unchanged += 1,
                 Some(_) => {
                     return Err(err(
                         ErrorCode::Conflict,
@@ -160,8 +155,8 @@ impl Daemon {
                 }
                 None => {
                     if let Some(n) = &p.network {
-                        if !self.nets.contains_key(n) && !new_nets.iter().any(|x| &x.name == n) {
-                            return Err(self.no_network(n));
+                        if !have.nets.contains_key(n) && !new_nets.iter().any(|x| &x.name == n) {
+                            return Err(no_network(n));
                         }
                     }
                     if new_ports.iter().any(|x: &&PortSpec| x.name == p.name) {
@@ -174,35 +169,33 @@ impl Daemon {
                 }
             }
         }
-        // Everything below was checked against the document and the running configuration;
-        // what can still fail is the system (a device that cannot be made, a full disk). Then
-        // the import stops there, what it created stays (persisted and published), and the
-        // error says how far it got.
-        let applied = (|| -> Result<(), ErrorBody> {
+        let lim = self.limits();
+        let mut next = have.clone();
+        let validated = (|| -> Result<(), ErrorBody> {
             for n in new_nets {
-                self.network_create(n.clone(), true)?;
+                next = next.create_network(n.clone())?;
                 summary.created += 1;
             }
             new_ports.sort_by_key(|p| p.kind == PortType::Vlan);
             for p in new_ports {
-                self.port_add(p.clone(), true)?;
+                next = next.add_port(&lim, p.clone())?;
                 summary.created += 1;
             }
             for f in &doc.fdb {
                 let mac = parse_mac(&f.mac)
                     .map(|m| format_mac(&m))
                     .unwrap_or_default();
-                if self.fdb.iter().any(|e| {
+                if next.fdb.iter().any(|e| {
                     e.network == f.network && e.mac == mac && e.port == f.port && e.vtep == f.vtep
                 }) {
                     summary.unchanged += 1;
                     continue;
                 }
-                self.fdb_add(f.clone(), true)?;
+                next = next.add_fdb(f.clone())?;
                 summary.created += 1;
             }
             if let Some(u) = &doc.uplink {
-                let same = self.uplink.as_ref().is_some_and(|have| {
+                let same = next.uplink.as_ref().is_some_and(|have| {
                     have.port == u.port
                         && have.ip == u.ip
                         && have.gateway == u.gateway
@@ -211,12 +204,12 @@ impl Daemon {
                 if same {
                     summary.unchanged += 1;
                 } else {
-                    self.uplink_set(u.clone(), true)?;
+                    next = next.set_uplink(u.clone())?;
                     summary.created += 1;
                 }
             }
             for p in &doc.peers {
-                if self
+                if next
                     .peers
                     .iter()
                     .any(|q| q.network == p.network && q.vtep == p.vtep)
@@ -224,21 +217,14 @@ impl Daemon {
                     summary.unchanged += 1;
                     continue;
                 }
-                self.peer_add(p.clone(), true)?;
+                next = next.add_peer(p.clone())?;
                 summary.created += 1;
             }
             Ok(())
         })();
-        self.publish();
-        match applied {
-            Ok(()) => Ok(summary),
-            Err(e) => Err(ErrorBody::new(
-                e.code,
-                format!(
-                    "{} (import stopped there; {} object(s) created before it were kept)",
-                    e.message, summary.created
-                ),
-            )),
-        }
+        validated
+            .and_then(|()| self.commit(next))
+            .map_err(|e| ErrorBody::new(e.code, format!("{} (nothing was imported)", e.message)))?;
+        Ok(summary)
     }
 }

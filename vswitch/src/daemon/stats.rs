@@ -21,8 +21,8 @@ impl Daemon {
                     rx_pps: self.worker_pps.get(i).copied().unwrap_or(0),
                 })
                 .collect(),
-            networks: self.nets.len() as u32,
-            ports: self.ports.len() as u32,
+            networks: self.desired.nets.len() as u32,
+            ports: self.desired.ports.len() as u32,
             rx_pps: self.pps.0,
             tx_pps: self.pps.1,
         }
@@ -34,19 +34,21 @@ impl Daemon {
 
     pub(super) fn port_counters_since(&self, p: &PortState) -> PortCounters {
         // The kernel's counters belong to the port's own sockets: no base to subtract.
-        let k = kernel_drops(p.device.as_ref());
+        let rt = self.runtime.get(&p.spec.name);
+        let k = kernel_drops(rt.and_then(|r| r.device.as_ref()));
+        let base = rt.map(|r| r.base.clone()).unwrap_or_default();
         PortCounters {
             rx_ring_full: k.rx_ring_full,
             rx_fill_empty: k.rx_fill_empty,
             rx_kernel_dropped: k.rx_kernel_dropped,
-            ..counters_since(&self.port_counters(p.id), &p.base)
+            ..counters_since(&self.port_counters(p.id), &base)
         }
     }
 
     /// Samples packet rates; called about once a second.
     pub fn sample_rates(&mut self) {
         self.watch_interfaces();
-        let (rx, tx) = self.ports.values().fold((0u64, 0u64), |(r, t), p| {
+        let (rx, tx) = self.desired.ports.values().fold((0u64, 0u64), |(r, t), p| {
             let c = self.port_counters_since(p);
             (r + c.rx_packets, t + c.tx_packets)
         });
@@ -69,8 +71,8 @@ impl Daemon {
 
     pub(super) fn stats(&self, port: Option<&str>) -> Result<StatsInfo, ErrorBody> {
         let mut ports: Vec<&PortState> = match port {
-            Some(p) => vec![self.ports.get(p).ok_or_else(|| self.no_port(p))?],
-            None => self.ports.values().collect(),
+            Some(p) => vec![self.desired.ports.get(p).ok_or_else(|| no_port(p))?],
+            None => self.desired.ports.values().collect(),
         };
         ports.sort_by_key(|p| p.id);
         let mut drops = BTreeMap::new();

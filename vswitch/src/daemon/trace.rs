@@ -3,7 +3,7 @@
 //! groups them by packet and turns each into a line a person reads: port names, counter names,
 //! MAC and IP addresses.
 
-use super::{err, Daemon};
+use super::{err, no_port, Daemon};
 use crate::trace::{Detail, TraceRec, MAX_PACKETS};
 use control::proto::{ErrorBody, ErrorCode, TraceAddArgs, TraceInfo, TracePacket, TraceStep};
 use control::text::format_mac;
@@ -79,9 +79,9 @@ impl Daemon {
     /// The port id of a port name a trace may start from (physical ports only: a subinterface's
     /// frames arrive on its trunk).
     fn trace_port_id(&self, name: &str) -> Result<PortId, ErrorBody> {
-        let p = self.ports.get(name).ok_or_else(|| self.no_port(name))?;
+        let p = self.desired.ports.get(name).ok_or_else(|| no_port(name))?;
         if let Some((parent, _)) = name.rsplit_once('.') {
-            if self.ports.contains_key(parent) {
+            if self.desired.ports.contains_key(parent) {
                 return Err(err(
                     ErrorCode::InvalidArgument,
                     format!(
@@ -95,10 +95,10 @@ impl Daemon {
 
     /// A port's name for traces: its own, or `vxlan:NETWORK:VTEP` for a tunnel.
     fn port_label(&self, id: PortId) -> String {
-        if let Some(p) = self.ports.values().find(|p| p.id == id) {
+        if let Some(p) = self.desired.ports.values().find(|p| p.id == id) {
             return p.spec.name.clone();
         }
-        if let Some((net, vtep)) = self.tunnel_of(id) {
+        if let Some((net, vtep)) = self.desired.tunnel_of(id) {
             return format!("vxlan:{net}:{vtep}");
         }
         format!("port#{id}")
