@@ -90,8 +90,23 @@ impl Burst {
         if self.is_full() {
             return Err(b);
         }
-        self.bufs.push(b);
+        self.put(b);
         Ok(())
+    }
+
+    /// Appends `b`; the caller has checked that the burst is not full.
+    #[inline(always)]
+    fn put(&mut self, b: Buf) {
+        let i = self.bufs.len();
+        debug_assert!(i < BURST && self.bufs.capacity() >= BURST);
+        // SAFETY: the caller checked `i < BURST`, and `bufs` was allocated with capacity
+        // `BURST` in `new` and is never shrunk or replaced (bursts are swapped whole), so slot
+        // `i` is allocated and unused; `set_len` then covers exactly the written elements. This
+        // skips `Vec::push`'s growth path, which the compiler cannot prove dead.
+        unsafe {
+            self.bufs.as_mut_ptr().add(i).write(b);
+            self.bufs.set_len(i + 1);
+        }
     }
 
     /// Adds a buffer with its next node; gives it back if the burst is full.
@@ -102,7 +117,8 @@ impl Burst {
             return Err(b);
         };
         *slot = next;
-        self.bufs.push(b);
+        // `i` indexes `next`, so it is below BURST.
+        self.put(b);
         Ok(())
     }
 
@@ -113,7 +129,9 @@ impl Burst {
     pub fn common_node(&self) -> Option<u16> {
         let n = self.next.get(..self.bufs.len())?;
         let first = n.first()?.node;
-        n.iter().all(|x| x.node == first).then_some(first)
+        // Without an early exit, so the compiler can vectorise it (a burst is 32 at most).
+        let differ = n.iter().fold(0, |acc, x| acc | (x.node ^ first));
+        (differ == 0).then_some(first)
     }
 
     /// Takes every buffer out with its next node, in order, leaving the burst empty.

@@ -30,15 +30,20 @@
 use crate::burst::{Burst, Next, BURST};
 use crate::counters::{Counter, WorkerStats};
 use crate::pool::{Buf, PoolCache};
+use std::borrow::BorrowMut;
 use std::marker::PhantomData;
 
-/// The pending bursts of every node and the free bursts they are taken from.
+/// The pending bursts of every node and the free bursts they are taken from. Bursts are boxed
+/// (allocated once, in [`Frames::new`]) so that moving one between lists, or a node's whole
+/// output on to the next node, moves a pointer, not the burst's 150-odd bytes.
 pub struct Frames {
-    pending: Box<[Vec<Burst>]>,
-    free: Vec<Burst>,
+    pending: Box<[Vec<Box<Burst>>]>,
+    free: Vec<Box<Burst>>,
     /// Swapped with a node's pending list while the node runs (so that what it emits to
     /// itself waits for the next sweep), keeping its capacity.
-    spare: Vec<Burst>,
+    spare: Vec<Box<Burst>>,
+    /// A node's output (scratch, empty between nodes); taken out while [`dispatch`] runs.
+    out: Option<Box<Burst>>,
 }
 
 impl Frames {
@@ -46,8 +51,9 @@ impl Frames {
     pub fn new(nodes: usize, bursts: usize) -> Frames {
         Frames {
             pending: (0..nodes).map(|_| Vec::with_capacity(bursts)).collect(),
-            free: (0..bursts).map(|_| Burst::new()).collect(),
+            free: (0..bursts).map(|_| Box::new(Burst::new())).collect(),
             spare: Vec::with_capacity(bursts),
+            out: Some(Box::new(Burst::new())),
         }
     }
 
@@ -76,25 +82,45 @@ impl Frames {
     }
 
     /// Moves the whole of `burst` (whose buffers all go to `node`) to that node's pending list,
-    /// leaving `burst` empty: appended to the last pending burst when that has room, else a
-    /// swap with a free burst (no per-buffer work). Falls back to
-    /// per-buffer [`Frames::emit`] when no burst is free; buffers that still find no room come
-    /// back through `dropped`.
+    /// leaving `burst` empty: appended to the last pending burst when that has room, else its
+    /// contents trade places with a free burst's. Falls back to per-buffer [`Frames::emit`]
+    /// when no burst is free; buffers that still find no room come back through `dropped`.
     #[inline]
-    pub fn enqueue(&mut self, node: u16, burst: &mut Burst, mut dropped: impl FnMut(Buf, Next)) {
-        if burst.is_empty() {
+    pub fn enqueue(&mut self, node: u16, burst: &mut Burst, dropped: impl FnMut(Buf, Next)) {
+        self.enqueue_with(node, burst, dropped, |fresh, burst| {
+            std::mem::swap(&mut **fresh, burst)
+        });
+    }
+
+    /// [`Frames::enqueue`] of a boxed burst: a whole move trades the boxes.
+    #[inline]
+    fn enqueue_box(&mut self, node: u16, burst: &mut Box<Burst>, dropped: impl FnMut(Buf, Next)) {
+        self.enqueue_with(node, burst, dropped, std::mem::swap);
+    }
+
+    #[inline(always)]
+    fn enqueue_with<B: BorrowMut<Burst>>(
+        &mut self,
+        node: u16,
+        burst: &mut B,
+        mut dropped: impl FnMut(Buf, Next),
+        trade: impl FnOnce(&mut Box<Burst>, &mut B),
+    ) {
+        let burst_ref: &mut Burst = burst.borrow_mut();
+        if burst_ref.is_empty() {
             return;
         }
         let Some(list) = self.pending.get_mut(node as usize) else {
-            for (b, n) in burst.drain_next() {
+            for (b, n) in burst_ref.drain_next() {
                 dropped(b, n);
             }
             return;
         };
         // Appended to the node's last pending burst when it fits (fewer, fuller runs of the
         // node), else moved whole.
-        if let Some(last) = list.last_mut().filter(|l| l.room() >= burst.len()) {
-            for (b, n) in burst.drain_next() {
+        let len = burst_ref.len();
+        if let Some(last) = list.last_mut().filter(|l| l.room() >= len) {
+            for (b, n) in burst_ref.drain_next() {
                 if let Err(b) = last.push_next(b, n) {
                     dropped(b, n);
                 }
@@ -102,11 +128,12 @@ impl Frames {
             return;
         }
         if let Some(mut fresh) = self.free.pop() {
-            std::mem::swap(&mut fresh, burst);
+            trade(&mut fresh, burst);
             list.push(fresh);
             return;
         }
-        for (b, n) in burst.drain_next() {
+        let burst_ref: &mut Burst = burst.borrow_mut();
+        for (b, n) in burst_ref.drain_next() {
             if let Err(b) = self.emit(b, n) {
                 dropped(b, n);
             }
@@ -118,7 +145,8 @@ impl Frames {
         self.pending.iter().any(|l| !l.is_empty())
     }
 
-    fn recycle(&mut self, b: Burst) {
+    #[inline]
+    fn recycle(&mut self, b: Box<Burst>) {
         debug_assert!(b.is_empty());
         self.free.push(b);
     }
@@ -156,14 +184,17 @@ pub enum DropCause {
 }
 
 /// Runs every pending burst through the graph: at most `max_passes` sweeps over the nodes in
-/// rank order. `out` is scratch space (empty on entry and exit).
+/// rank order.
 pub fn dispatch<X, N: Nodes<X>, const TRACE: bool>(
     nodes: &mut N,
     x: &mut X,
     frames: &mut Frames,
-    out: &mut Burst,
     max_passes: u32,
 ) {
+    // Only a nested dispatch (which nothing does) could find it gone.
+    let Some(mut out) = frames.out.take() else {
+        return;
+    };
     for _ in 0..max_passes {
         for node in 0..frames.nodes() {
             if frames.pending.get(node).is_none_or(|l| l.is_empty()) {
@@ -174,20 +205,22 @@ pub fn dispatch<X, N: Nodes<X>, const TRACE: bool>(
             let mut list = std::mem::take(&mut frames.spare);
             std::mem::swap(&mut list, &mut frames.pending[node]);
             for mut input in list.drain(..) {
-                nodes.run::<TRACE>(node as u16, x, frames, &mut input, out);
+                nodes.run::<TRACE>(node as u16, x, frames, &mut input, &mut out);
                 // A node that left buffers behind broke its contract; they must not leak.
                 for (b, _) in input.drain_next() {
                     nodes.drop::<TRACE>(x, b, DropCause::Recirculation);
                 }
                 frames.recycle(input);
-                scatter::<X, N, TRACE>(nodes, x, frames, out);
+                scatter::<X, N, TRACE>(nodes, x, frames, &mut out);
             }
             frames.spare = list;
         }
         if !frames.busy() {
+            frames.out = Some(out);
             return;
         }
     }
+    frames.out = Some(out);
     for node in 0..frames.nodes() {
         let mut list = std::mem::take(&mut frames.pending[node]);
         for mut burst in list.drain(..) {
@@ -206,7 +239,7 @@ fn scatter<X, N: Nodes<X>, const TRACE: bool>(
     nodes: &mut N,
     x: &mut X,
     frames: &mut Frames,
-    out: &mut Burst,
+    out: &mut Box<Burst>,
 ) {
     match out.common_node() {
         None => {}
@@ -215,7 +248,7 @@ fn scatter<X, N: Nodes<X>, const TRACE: bool>(
                 nodes.drop::<TRACE>(x, b, DropCause::Counter(n.arg));
             }
         }
-        Some(node) => frames.enqueue(node, out, |b, _| {
+        Some(node) => frames.enqueue_box(node, out, |b, _| {
             nodes.drop::<TRACE>(x, b, DropCause::NoFrame)
         }),
     }

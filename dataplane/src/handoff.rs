@@ -98,8 +98,9 @@ impl<T: Copy + Send> Sender<T> {
         for _ in 0..room.min(n) {
             let Some(item) = next() else { break };
             // SAFETY: slot `i` is outside [head, tail) (there is room), so the receiver does
-            // not read it until the release store of `tail` below.
-            unsafe { *s.slots[i & s.mask].get() = item };
+            // not read it until the release store of `tail` below; `i & mask` is below
+            // `slots.len()`, which is `mask + 1` (a power of two, fixed at construction).
+            unsafe { *s.slots.get_unchecked(i & s.mask).get() = item };
             i = i.wrapping_add(1);
         }
         s.tail.store(i, Ordering::Release);
@@ -137,8 +138,9 @@ impl<T: Copy + Send> Receiver<T> {
         for k in 0..n {
             let i = head.wrapping_add(k);
             // SAFETY: slot `i` lies in [head, tail), published by the sender's release store
-            // that our acquire load of `tail` observed.
-            f(unsafe { *s.slots[i & s.mask].get() });
+            // that our acquire load of `tail` observed; `i & mask` is below `slots.len()`
+            // (`mask + 1`, fixed at construction).
+            f(unsafe { *s.slots.get_unchecked(i & s.mask).get() });
         }
         s.head.store(head.wrapping_add(n), Ordering::Release);
         n

@@ -126,6 +126,8 @@ pub struct Pool {
     tag: u32,
     count: u32,
     large: u32,
+    /// `count + large`: slots (and metadata entries) in all.
+    slots: u32,
 }
 
 // SAFETY: slots and metadata are only reached through an owned `Buf`, which one thread holds at
@@ -197,6 +199,7 @@ impl Pool {
             tag,
             count,
             large,
+            slots: count + large,
         }))
     }
 
@@ -244,11 +247,15 @@ impl Pool {
         // A `Buf` of another pool would alias a slot here: refuse it loudly (a bug, not input).
         // Tags are unique among live pools, and the index bound makes the accessors' pointer
         // arithmetic safe even so.
+        // One subtraction checks both: the difference is below `slots` (< 2^24) exactly when
+        // the tag byte is ours and the slot index is in range (a smaller raw value wraps to at
+        // least 2^32 - tag >= 2^24, a larger tag leaves at least 2^24).
+        let i = b.0.wrapping_sub(self.tag);
         assert!(
-            b.0 & !(MAX_BUFFERS - 1) == self.tag && b.slot() < (self.count + self.large) as usize,
+            i < self.slots,
             "buffer used with a pool that did not allocate it"
         );
-        b.slot()
+        i as usize
     }
 
     #[inline]
@@ -256,14 +263,15 @@ impl Pool {
         let i = self.check(b);
         // SAFETY: `check` proved the slot index is ours and in range (tag matches, index below
         // count + large, the length of `meta`); the holder of `b` is the only accessor of it.
-        unsafe { *self.meta[i].get() }
+        unsafe { *self.meta.get_unchecked(i).get() }
     }
 
     #[inline]
     fn meta_mut<'a>(&'a self, b: &'a mut Buf) -> &'a mut Meta {
         let i = self.check(b);
-        // SAFETY: as in `meta`; `&mut Buf` makes this the only live reference.
-        unsafe { &mut *self.meta[i].get() }
+        // SAFETY: as in `meta` (`i` is below the length of `meta`); `&mut Buf` makes this the
+        // only live reference.
+        unsafe { &mut *self.meta.get_unchecked(i).get() }
     }
 
     /// Start of slot `i`.

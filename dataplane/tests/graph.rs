@@ -209,8 +209,7 @@ fn a_burst_that_agrees_moves_whole_and_a_mixed_one_is_split() {
     let mut b = burst(&mut x, &refs);
     frames.enqueue(Node::Classify as u16, &mut b, |_, _| panic!("no room"));
     assert!(b.is_empty());
-    let mut out = Burst::new();
-    dispatch::<_, _, false>(&mut graph, &mut x, &mut frames, &mut out, 4);
+    dispatch::<_, _, false>(&mut graph, &mut x, &mut frames, 4);
     // One run of each node, with the whole burst.
     assert_eq!(x.runs, [(0, BURST), (2, BURST)]);
     assert_eq!(x.sunk.len(), BURST);
@@ -219,7 +218,7 @@ fn a_burst_that_agrees_moves_whole_and_a_mixed_one_is_split() {
     x.sunk.clear();
     let mut b = burst(&mut x, &[&[1, 9], &[2, 2], &[3, 9], &[4, 2]]);
     frames.enqueue(Node::Classify as u16, &mut b, |_, _| panic!("no room"));
-    dispatch::<_, _, false>(&mut graph, &mut x, &mut frames, &mut out, 4);
+    dispatch::<_, _, false>(&mut graph, &mut x, &mut frames, 4);
     assert_eq!(x.runs, [(0, 4), (1, 2), (2, 4)]);
     // Order is kept within each path.
     assert_eq!(x.sunk, [1, 3, 2, 4]);
@@ -233,8 +232,7 @@ fn extra_buffers_are_carried_reentry_is_bounded_and_every_buffer_is_accounted_fo
     // pass limit; [10, 1] expires; the empty frame is dropped by the classifier.
     let mut b = burst(&mut x, &[&[0xCB, 9], &[6, 3], &[8, 200], &[10, 1], &[]]);
     frames.enqueue(Node::Classify as u16, &mut b, |_, _| panic!("no room"));
-    let mut out = Burst::new();
-    dispatch::<_, _, false>(&mut graph, &mut x, &mut frames, &mut out, 3);
+    dispatch::<_, _, false>(&mut graph, &mut x, &mut frames, 3);
     x.sunk.sort_unstable();
     assert_eq!(x.sunk, [6, 0xCB, 0xCB]);
     assert_eq!(count(&x, &layout, "toy_empty"), 1);

@@ -3,7 +3,7 @@
 //! bridge and the flood send them there); one that arrives here anyway is passed on to it.
 
 use crate::config::Snapshot;
-use crate::graph::{out_to, Env, GraphDrop, Io, Stage};
+use crate::graph::{out_to, Env, GraphDrop, GraphEvent, Io, Stage, FLAG_FWD};
 use crate::trace::Detail;
 use crate::vlan;
 use dataplane::burst::Burst;
@@ -63,6 +63,8 @@ impl Stage for Output {
     ) {
         let pool = &*self.pool;
         let port_down = io.g.drop.index(GraphDrop::PortDown);
+        // Forwarded unicast frames that left, counted once per burst.
+        let mut fwd = 0u64;
         for (mut b, next) in input.drain_next() {
             let port = next.arg;
             let pc = io.cfg.port(port);
@@ -76,7 +78,7 @@ impl Stage for Output {
             let Some((parent, vid)) = pc.and_then(|p| p.parent) else {
                 io.rec::<T>(Self::NAME, &b, Detail::Tx { port });
                 if io.cx.ports.enqueue(io.cx.cache, io.cx.stats, port, b) {
-                    io.sent(flags);
+                    fwd += u64::from(flags & FLAG_FWD != 0);
                 } else {
                     io.count_drop(port_down, flags);
                 }
@@ -96,10 +98,13 @@ impl Stage for Output {
                 io.count_drop(port_down, flags);
                 continue;
             }
-            io.sent(flags);
+            fwd += u64::from(flags & FLAG_FWD != 0);
             let c = io.cx.stats.port(port);
             c.tx_packets.inc();
             c.tx_bytes.add(len);
+        }
+        if fwd > 0 {
+            io.g.ev.get(io.cx.stats, GraphEvent::Forwarded).add(fwd);
         }
     }
 }

@@ -50,8 +50,6 @@ pub struct Switch {
     pub overlay: Host,
     pool: Arc<Pool>,
     frames: Frames,
-    /// A stage's output burst (scratch, empty between stages).
-    out: Burst,
     tracer: Tracer,
     g: GraphCounters,
     counters: usize,
@@ -119,7 +117,6 @@ impl Switch {
             stages,
             overlay: host,
             frames: Frames::new(Node::COUNT, default_bursts(Node::COUNT)),
-            out: Burst::new(),
             tracer: Tracer::new(Arc::new(TraceCtl::default())),
             g,
             counters: layout.len(),
@@ -151,11 +148,11 @@ impl Switch {
     fn run(&mut self, cx: &mut Context<'_>, cfg: &Snapshot, traced: bool) {
         if self.frames.busy() {
             let mut io = io!(self, cx, cfg);
-            let (st, fr, out) = (&mut self.stages, &mut self.frames, &mut self.out);
+            let (st, fr) = (&mut self.stages, &mut self.frames);
             if traced {
-                dispatch::<_, _, true>(st, &mut io, fr, out, MAX_PASSES);
+                dispatch::<_, _, true>(st, &mut io, fr, MAX_PASSES);
             } else {
-                dispatch::<_, _, false>(st, &mut io, fr, out, MAX_PASSES);
+                dispatch::<_, _, false>(st, &mut io, fr, MAX_PASSES);
             }
         }
         for (ip, mac) in self.seen.drain(..) {

@@ -69,14 +69,29 @@ impl Stage for VlanIn {
         out: &mut Burst,
     ) {
         let pool = &*self.pool;
+        let cfg = io.cfg;
         let bridge = Next::to(Node::Bridge as u16, 0);
+        // The ingress port's configuration, looked up once per run of frames from one port
+        // (a received burst is one port's).
+        let mut cur = (PortId::MAX, None);
         for (mut b, _) in input.drain_next() {
             let port = pool.port(&b);
-            let Some(pc) = io.cfg.port(port) else {
+            if port != cur.0 {
+                cur = (port, cfg.port(port));
+            }
+            let Some(pc) = cur.1 else {
                 // Unconfigured: the bridge drops it by name.
                 let _ = out.push_next(b, bridge);
                 continue;
             };
+            // Fast path, the common case: an untagged frame on an access port enters the bridge
+            // on that port as it is (what `ingress` decides, without its call).
+            if !pc.is_trunk() && be16_at(pool.data(&b), 12).is_some_and(|e| !is_tpid(e)) {
+                io.rec::<T>(Self::NAME, &b, Detail::VlanIn { vid: 0, port });
+                // Cannot fail: the output holds no more than the input did.
+                let _ = out.push_next(b, bridge);
+                continue;
+            }
             // What the trace shows: the tag as it came (read before the pop).
             let vid = if T && be16_at(pool.data(&b), 12) == Some(TPID_8021Q) {
                 be16_at(pool.data(&b), 14).map_or(0, |t| t & 0x0fff)
