@@ -234,7 +234,10 @@ fn bridge(c: &mut Criterion) {
     for entries in SIZES {
         let mut rig = Rig::new(entries);
         let fwd0 = rig.counter(event_index(Event::Forwarded));
+        // Whether this size ran (a filter on the command line may skip it).
+        let mut ran = false;
         group.bench_function(BenchmarkId::new("l2_forward_64B", entries), |b| {
+            ran = true;
             b.iter(|| rig.round())
         });
         // A measurement is only worth something if every frame went to exactly one port.
@@ -244,7 +247,7 @@ fn bridge(c: &mut Criterion) {
             .sum();
         assert_eq!(drops, 0, "drops while benchmarking");
         assert_eq!(rig.counter(event_index(Event::Flooded)), u64::from(SOURCES));
-        assert!(rig.counter(event_index(Event::Forwarded)) > fwd0);
+        assert!(!ran || rig.counter(event_index(Event::Forwarded)) > fwd0);
         assert_eq!(rig.burst.len(), BURST, "every frame came back");
     }
     group.finish();

@@ -165,6 +165,14 @@ impl Rig {
         self.worker.stats().pipeline.at(drop_index(why)).get()
     }
 
+    /// A pipeline counter by its name (drops and events alike).
+    fn counter(&self, name: &str) -> u64 {
+        let i = vswitch::counters::layout()
+            .index_of(name)
+            .unwrap_or_else(|| panic!("no counter named {name}"));
+        self.worker.stats().pipeline.at(i).get()
+    }
+
     fn all_drops(&self) -> u64 {
         DropReason::ALL.iter().map(|&d| self.dropped(d)).sum()
     }
@@ -261,6 +269,14 @@ impl Topo {
             .as_mut()
             .expect("port declared first")
             .mac_limit = limit;
+        self
+    }
+
+    fn mtu(mut self, port: PortId, mtu: u32) -> Topo {
+        self.port_conf(port)
+            .as_mut()
+            .expect("port declared first")
+            .mtu = mtu;
         self
     }
 
@@ -1159,4 +1175,90 @@ fn flood_short_of_buffers_keeps_the_accounting_invariant() {
         rx,
         rig.events(Event::Forwarded) + rig.events(Event::Flooded) + rig.all_drops()
     );
+}
+
+#[test]
+fn link_local_group_frames_are_consumed_not_forwarded_or_learned() {
+    let mut rig = Rig::new(FDB, &[0, 1, 2], Topo::new(1).net(1, &[0, 1, 2]).build());
+    let (a, b) = (host(1), host(2));
+    let src = [0x02, 0, 0, 0, 0, 0x77];
+    // STP, PAUSE, LACP (slow protocols), EAPOL, LLDP, and the last reserved address.
+    let reserved: [(u8, u16); 6] = [
+        (0x00, 0x0026),
+        (0x01, 0x8808),
+        (0x02, 0x8809),
+        (0x03, 0x888e),
+        (0x0e, 0x88cc),
+        (0x0f, 0x0800),
+    ];
+    for (last, ethertype) in reserved {
+        let f = ethernet(
+            [0x01, 0x80, 0xc2, 0, 0, last],
+            src,
+            EthernetProtocol::Unknown(ethertype),
+            &[0u8; 46],
+        );
+        assert_eq!(rig.exchange(0, &f), Deliveries::new(), "01:80:c2:00:00:{last:02x}");
+    }
+    assert_eq!(rig.counter("link_local_dst"), reserved.len() as u64);
+    assert_eq!(rig.lookup(1, src), None, "a link-local frame's source is not learned");
+
+    // The group just above the reserved block is ordinary multicast: flooded.
+    let above = ethernet(
+        [0x01, 0x80, 0xc2, 0, 0, 0x10],
+        src,
+        EthernetProtocol::Unknown(0x88b5),
+        &[0u8; 46],
+    );
+    assert_eq!(rig.exchange(0, &above), to_each(&[1, 2], &above));
+
+    // Traffic beside it is untouched.
+    let request = a.who_has(b.ip);
+    assert_eq!(rig.exchange(0, &request), to_each(&[1, 2], &request));
+    let reply = b.arp_reply(&a);
+    assert_eq!(rig.exchange(1, &reply), to_each(&[0], &reply));
+    assert_eq!(rig.counter("link_local_dst"), reserved.len() as u64);
+}
+
+#[test]
+fn frames_longer_than_a_ports_mtu_are_dropped_by_name_on_the_way_in_and_out() {
+    let snap = Topo::new(1)
+        .net(1, &[0, 1, 2])
+        .mtu(0, 9000)
+        .mtu(1, 1500)
+        .mtu(2, 1500)
+        .build();
+    let mut rig = Rig::new(FDB, &[0, 1, 2], snap);
+    let (a, b, c) = (host(1), host(2), host(3));
+    // Everyone is learned first.
+    for (h, port) in [(a, 0), (b, 1), (c, 2)] {
+        rig.send(port, &h.who_has(Ipv4Address::new(10, 0, 9, 9)));
+    }
+    rig.deliveries();
+    let frame = |from: &Host, dst: [u8; 6], len: usize| {
+        ethernet(dst, from.mac, EthernetProtocol::Ipv4, &vec![0x45; len - 14])
+    };
+
+    // Exactly MTU + 14 passes; one byte more does not, towards a 1500 port from a 9000 one.
+    let fits = frame(&a, b.mac, 1514);
+    assert_eq!(rig.exchange(0, &fits), to_each(&[1], &fits));
+    // (In-memory ports carry frames up to a small buffer's size, about 1.7 KB.)
+    for len in [1515, 1600, 1700] {
+        assert_eq!(rig.exchange(0, &frame(&a, b.mac, len)), Deliveries::new(), "{len}");
+    }
+    assert_eq!(rig.counter("tx_oversize"), 3);
+    // A jumbo broadcast: both copies refused, each counted, and as failed flood copies.
+    assert_eq!(rig.exchange(0, &frame(&a, BROADCAST, 1700)), Deliveries::new());
+    assert_eq!(rig.counter("tx_oversize"), 5);
+    assert_eq!(rig.events(Event::FloodCopyFailed), 2);
+
+    // A container behind a 1500 port that raised its own MTU: refused as it comes in.
+    let big = frame(&b, a.mac, 1600);
+    assert_eq!(rig.exchange(1, &big), Deliveries::new());
+    assert_eq!(rig.counter("rx_oversize"), 1);
+    // Within the MTU from the same port: delivered, and to the jumbo port too.
+    let ok = frame(&b, a.mac, 1500);
+    assert_eq!(rig.exchange(1, &ok), to_each(&[0], &ok));
+    let jumbo_ok = frame(&a, c.mac, 1514);
+    assert_eq!(rig.exchange(0, &jumbo_ok), to_each(&[2], &jumbo_ok));
 }

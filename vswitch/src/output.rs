@@ -17,6 +17,9 @@ named_counters! {
     pub enum TxDrop {
         /// No headroom left to push a tag (never expected: buffers keep 256 bytes).
         NoHeadroom => "no_headroom",
+        /// Longer than the output port's MTU + 14 (a frame from a port with a larger MTU; the
+        /// Linux bridge drops these too). A TCP super-frame is judged by its segments.
+        TxOversize => "tx_oversize",
     }
 }
 
@@ -65,6 +68,7 @@ impl Stage for Output {
         let port_down = io.g.drop.index(GraphDrop::PortDown);
         // Forwarded unicast frames that left, counted once per burst.
         let mut fwd = 0u64;
+        let uplink = io.cfg.uplink.map_or(PortId::MAX, |u| u.port);
         for (mut b, next) in input.drain_next() {
             let port = next.arg;
             let pc = io.cfg.port(port);
@@ -75,6 +79,13 @@ impl Stage for Output {
                 continue;
             }
             let flags = pool.flags(&b);
+            // The uplink's frames were sized against its device MTU by encapsulation already.
+            if let Some(p) = pc.filter(|_| uplink != port) {
+                if !vlan::fits_mtu(pool, &b, p.mtu, vlan::ETH_HDR) {
+                    io.drop_buf::<T>(Self::NAME, b, self.drops.index(TxDrop::TxOversize));
+                    continue;
+                }
+            }
             let Some((parent, vid)) = pc.and_then(|p| p.parent) else {
                 io.rec::<T>(Self::NAME, &b, Detail::Tx { port });
                 if io.cx.ports.enqueue(io.cx.cache, io.cx.stats, port, b) {

@@ -39,6 +39,10 @@ named_counters! {
         UntaggedOnTrunk => "vlan_untagged_on_trunk",
         /// Tagged frame longer than the trunk's MTU + 18 (header and tag).
         Oversize => "vlan_oversize",
+        /// Untagged frame longer than its port's MTU + 14 (a container that raised its own
+        /// MTU above the port's; a veth drops these too). A TCP super-frame is judged by the
+        /// segments it will be cut into.
+        RxOversize => "rx_oversize",
     }
 }
 
@@ -87,6 +91,10 @@ impl Stage for VlanIn {
             // Fast path, the common case: an untagged frame on an access port enters the bridge
             // on that port as it is (what `ingress` decides, without its call).
             if !pc.is_trunk() && be16_at(pool.data(&b), 12).is_some_and(|e| !is_tpid(e)) {
+                if !fits_mtu(pool, &b, pc.mtu, ETH_HDR) {
+                    io.drop_buf::<T>(Self::NAME, b, self.drops.index(VlanDrop::RxOversize));
+                    continue;
+                }
                 io.rec::<T>(Self::NAME, &b, Detail::VlanIn { vid: 0, port });
                 // Cannot fail: the output holds no more than the input did.
                 let _ = out.push_next(b, bridge);
@@ -151,7 +159,7 @@ pub fn ingress(pool: &Pool, port: PortId, pc: &PortConf, b: &mut Buf) -> Result<
             }
             // A TCP super-frame (from a TAP with offloads) is judged by the segments it will be
             // cut into, each of which must fit the MTU as a frame would.
-            if pc.mtu > 0 && d.len() > pc.mtu as usize + TAGGED_HDR && !gso_fits(pool, b, pc.mtu) {
+            if !fits_mtu(pool, b, pc.mtu, TAGGED_HDR) {
                 return Err(VlanDrop::Oversize);
             }
             let target = if vid == 0 {
@@ -166,7 +174,13 @@ pub fn ingress(pool: &Pool, port: PortId, pc: &PortConf, b: &mut Buf) -> Result<
             Ok(target)
         }
         TPID_8021AD | TPID_QINQ => Err(VlanDrop::Qinq),
-        _ => untagged(pc),
+        _ => {
+            let to = untagged(pc)?;
+            if !fits_mtu(pool, b, pc.mtu, ETH_HDR) {
+                return Err(VlanDrop::RxOversize);
+            }
+            Ok(to)
+        }
     }
 }
 
@@ -198,13 +212,21 @@ pub fn push(pool: &Pool, b: &mut Buf, vid: u16, pcp: u8) -> bool {
     true
 }
 
-/// Whether `b` is a TCP super-frame whose segments each fit `mtu` with their Ethernet header
-/// and one tag.
-fn gso_fits(pool: &Pool, b: &Buf, mtu: u32) -> bool {
+/// Bytes of an untagged Ethernet header.
+pub const ETH_HDR: usize = 14;
+
+/// Whether `b` fits a port of MTU `mtu` (0: any) with `hdr` bytes of link header: by its
+/// length, or, for a TCP super-frame, by the length of each segment it will be cut into.
+#[inline]
+pub fn fits_mtu(pool: &Pool, b: &Buf, mtu: u32, hdr: usize) -> bool {
+    mtu == 0 || pool.len(b) <= mtu as usize + hdr || gso_fits(pool, b, mtu as usize + hdr)
+}
+
+/// Whether `b` is a TCP super-frame whose segments are each at most `max` bytes long.
+#[cold]
+fn gso_fits(pool: &Pool, b: &Buf, max: usize) -> bool {
     let o = pool.offload(b);
-    o.is_tcp_gso()
-        && dataplane::offload::TcpSegments::plan(pool.data(b), &o, mtu as usize + TAGGED_HDR)
-            .is_ok()
+    o.is_tcp_gso() && dataplane::offload::TcpSegments::plan(pool.data(b), &o, max).is_ok()
 }
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ named_counters! {
         DstIsIngress => "dst_is_ingress",
         /// Unicast from one VTEP to a MAC behind another (split horizon: never relayed).
         TunnelToTunnel => "vxlan_split_horizon",
+        /// Destination is an IEEE 802.1D link-local group address (01:80:c2:00:00:00-0f: STP,
+        /// PAUSE, LACP, EAPOL, LLDP): a bridge consumes these and never forwards them (as the
+        /// Linux bridge and Open vSwitch by default); the source is not learned either.
+        LinkLocal => "link_local_dst",
     }
 }
 
@@ -156,6 +160,12 @@ fn learn_name(l: &Learn) -> &'static str {
         Learn::StaticConflict => "static elsewhere: not learned",
         Learn::Full => "refused: limit",
     }
+}
+
+/// Whether `mac` is one of the sixteen IEEE 802.1D reserved link-local group addresses.
+#[inline]
+pub fn is_link_local(mac: &[u8; 6]) -> bool {
+    mac[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && mac[5] & 0xf0 == 0
 }
 
 #[inline]
@@ -359,6 +369,10 @@ impl Stage for Bridge {
             };
             if src[0] & 1 != 0 || src == [0; 6] {
                 io.drop_buf::<T>(Self::NAME, b, self.drops.index(BridgeDrop::SrcMacInvalid));
+                continue;
+            }
+            if dst[0] == 0x01 && is_link_local(&dst) {
+                io.drop_buf::<T>(Self::NAME, b, self.drops.index(BridgeDrop::LinkLocal));
                 continue;
             }
             let limits = Limits {
