@@ -1198,10 +1198,18 @@ fn link_local_group_frames_are_consumed_not_forwarded_or_learned() {
             EthernetProtocol::Unknown(ethertype),
             &[0u8; 46],
         );
-        assert_eq!(rig.exchange(0, &f), Deliveries::new(), "01:80:c2:00:00:{last:02x}");
+        assert_eq!(
+            rig.exchange(0, &f),
+            Deliveries::new(),
+            "01:80:c2:00:00:{last:02x}"
+        );
     }
     assert_eq!(rig.counter("link_local_dst"), reserved.len() as u64);
-    assert_eq!(rig.lookup(1, src), None, "a link-local frame's source is not learned");
+    assert_eq!(
+        rig.lookup(1, src),
+        None,
+        "a link-local frame's source is not learned"
+    );
 
     // The group just above the reserved block is ordinary multicast: flooded.
     let above = ethernet(
@@ -1244,11 +1252,18 @@ fn frames_longer_than_a_ports_mtu_are_dropped_by_name_on_the_way_in_and_out() {
     assert_eq!(rig.exchange(0, &fits), to_each(&[1], &fits));
     // (In-memory ports carry frames up to a small buffer's size, about 1.7 KB.)
     for len in [1515, 1600, 1700] {
-        assert_eq!(rig.exchange(0, &frame(&a, b.mac, len)), Deliveries::new(), "{len}");
+        assert_eq!(
+            rig.exchange(0, &frame(&a, b.mac, len)),
+            Deliveries::new(),
+            "{len}"
+        );
     }
     assert_eq!(rig.counter("tx_oversize"), 3);
     // A jumbo broadcast: both copies refused, each counted, and as failed flood copies.
-    assert_eq!(rig.exchange(0, &frame(&a, BROADCAST, 1700)), Deliveries::new());
+    assert_eq!(
+        rig.exchange(0, &frame(&a, BROADCAST, 1700)),
+        Deliveries::new()
+    );
     assert_eq!(rig.counter("tx_oversize"), 5);
     assert_eq!(rig.events(Event::FloodCopyFailed), 2);
 

@@ -44,7 +44,21 @@ impl Daemon {
 
     /// [`Daemon::commit`] with a [`Mode`].
     pub(super) fn commit_as(&mut self, mut next: Desired, mode: Mode) -> Result<(), ErrorBody> {
-        next.sync_tunnels();
+        // Each (network, VTEP) needs a tunnel port id from the space ports use too; a change
+        // that would leave one without is refused rather than accepted and silently inert.
+        let starved = next.sync_tunnels();
+        if let Some((net, vtep)) = starved.first() {
+            let why = format!(
+                "no port id left for a tunnel to {vtep} on network '{net}' ({} tunnels short): \
+                 ports and remote VTEPs share {MAX_PORTS} ids; remove a peer, a remote MAC \
+                 (fdb rm) or a port first",
+                starved.len()
+            );
+            if mode == Mode::Command {
+                return Err(err(ErrorCode::Conflict, why));
+            }
+            tracing::error!("restore: {why}");
+        }
         // A port keeps its device while its spec and id stay; no command changes a port in
         // place (a new device under the same name would collide with the old one).
         for (name, p) in &next.ports {

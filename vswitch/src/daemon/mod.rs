@@ -996,4 +996,58 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn a_peer_that_would_get_no_tunnel_port_is_refused_not_accepted_inert() {
+        let dir = scratch("tunnels");
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        // Every port id taken by a tunnel: one import of MAX_PORTS peers (one commit).
+        let peers: Vec<Value> = (0..MAX_PORTS)
+            .map(|i| json!({"network": "o", "vtep": format!("10.9.{}.{}", i / 250, i % 250 + 1)}))
+            .collect();
+        call(
+            &mut d,
+            cmd::CONFIG_IMPORT,
+            json!({"version": 1, "networks": [{"name": "o", "vni": 7}], "peers": peers}),
+        )
+        .unwrap();
+        assert_eq!(d.desired.tunnel_ids.len(), MAX_PORTS);
+        let e = call(
+            &mut d,
+            cmd::PEER_ADD,
+            json!({"network": "o", "vtep": "10.10.0.1"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict, "{e}");
+        assert!(
+            e.message.contains("10.10.0.1") && e.message.contains("remove a peer"),
+            "{e}"
+        );
+        // Nothing of it was kept, in memory or on disk.
+        assert!(!d.desired.peers.iter().any(|p| p.vtep == "10.10.0.1"));
+        let saved = std::fs::read_to_string(state_file(&dir.0)).unwrap();
+        assert!(!saved.contains("10.10.0.1"));
+        // A remote MAC towards a new VTEP needs a tunnel too.
+        let e = call(
+            &mut d,
+            cmd::FDB_ADD,
+            json!({"network": "o", "mac": "02:00:00:00:00:01", "vtep": "10.10.0.2"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict, "{e}");
+        // Freeing one makes room.
+        call(
+            &mut d,
+            cmd::PEER_RM,
+            json!({"network": "o", "vtep": "10.9.0.1"}),
+        )
+        .unwrap();
+        call(
+            &mut d,
+            cmd::PEER_ADD,
+            json!({"network": "o", "vtep": "10.10.0.1"}),
+        )
+        .unwrap();
+        d.shutdown();
+    }
 }

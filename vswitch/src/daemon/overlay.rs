@@ -299,8 +299,11 @@ impl Desired {
     }
 
     /// Gives every (network, VTEP) that needs a tunnel port an id, and frees the ids no longer
-    /// needed. Tunnel ids come from the top of the id space; port ids from the bottom.
-    pub(super) fn sync_tunnels(&mut self) {
+    /// needed. Tunnel ids come from the top of the id space; port ids from the bottom. Returns
+    /// the (network, VTEP) pairs left without a tunnel because every id is taken.
+    #[must_use]
+    pub(super) fn sync_tunnels(&mut self) -> Vec<(String, Ipv4Addr)> {
+        let mut starved = Vec::new();
         let mut want: BTreeSet<(String, Ipv4Addr)> = BTreeSet::new();
         for p in &self.peers {
             if let Ok(ip) = p.vtep.parse() {
@@ -324,10 +327,14 @@ impl Desired {
                 .map(|p| p.id)
                 .chain(self.tunnel_ids.values().copied())
                 .collect();
-            if let Some(id) = (0..MAX_PORTS as PortId).rev().find(|i| !used.contains(i)) {
-                self.tunnel_ids.insert(k, id);
+            match (0..MAX_PORTS as PortId).rev().find(|i| !used.contains(i)) {
+                Some(id) => {
+                    self.tunnel_ids.insert(k, id);
+                }
+                None => starved.push(k),
             }
         }
+        starved
     }
 
     /// Whether `id` belongs to a tunnel.
