@@ -20,18 +20,51 @@ pub fn path_of(ns: &str) -> PathBuf {
     }
 }
 
+/// `statfs` magic of the nsfs file system, where namespace files live.
+const NSFS_MAGIC: libc::c_long = 0x6e73_6673;
+
+/// Opens `ns` and checks that it is a namespace file: without blocking (a FIFO or a device
+/// named as a namespace must not hang the caller; the control plane calls this), and refusing
+/// anything that is not on nsfs with an error that says what a namespace path looks like.
+pub fn open(ns: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(ns)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("network namespace {} cannot be opened: {e}", ns.display()),
+            )
+        })?;
+    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `file` is an open descriptor for the whole call and `st` a valid, writable
+    // `statfs` the kernel fills.
+    super::cvt(unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) })?;
+    // The field's integer type differs between C libraries; the magic fits either.
+    #[allow(clippy::unnecessary_cast)]
+    if st.f_type as libc::c_long != NSFS_MAGIC {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a network namespace (use a name from `ip netns list`, a file under \
+                 {NETNS_RUN_DIR}, or /proc/PID/ns/net)",
+                ns.display()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
 /// Runs `f` on a thread inside namespace `ns` (or the caller's own namespace when `None`).
 pub fn run_in<T: Send>(
     ns: Option<&Path>,
     f: impl FnOnce() -> std::io::Result<T> + Send,
 ) -> std::io::Result<T> {
     let Some(ns) = ns else { return f() };
-    let file = File::open(ns).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("network namespace {} cannot be opened: {e}", ns.display()),
-        )
-    })?;
+    let file = open(ns)?;
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: `file` is an open namespace file descriptor for the duration of the call;

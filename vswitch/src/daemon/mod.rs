@@ -1050,4 +1050,47 @@ mod tests {
         .unwrap();
         d.shutdown();
     }
+
+    #[test]
+    fn a_netns_path_that_is_a_fifo_or_a_plain_file_is_refused_without_blocking() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = scratch("fifo");
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        let fifo = dir.0.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Should the open block after all, a writer unblocks it after 10 s so the test ends
+        // (and fails on the time) instead of hanging.
+        let unblock = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(10));
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&fifo);
+            })
+        };
+        let plain = dir.0.join("plain");
+        std::fs::write(&plain, b"not a namespace").unwrap();
+        for path in [&fifo, &plain] {
+            let t = std::time::Instant::now();
+            let e = call(
+                &mut d,
+                cmd::PORT_ADD,
+                json!({"name": "x", "type": "tap", "netns": path.to_str().unwrap()}),
+            )
+            .unwrap_err();
+            assert!(t.elapsed() < std::time::Duration::from_secs(5), "{e}");
+            assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
+            assert!(e.message.contains("not a network namespace"), "{e}");
+        }
+        assert!(call(&mut d, cmd::PORT_LS, Value::Null)
+            .unwrap()
+            .as_array()
+            .is_some_and(|a| a.is_empty()));
+        d.shutdown();
+        drop(unblock);
+    }
 }

@@ -163,6 +163,11 @@ impl Desired {
                     format!("network namespace '{ns}' does not exist ({} is missing); create it with: ip netns add {ns}", p.display()),
                 ));
             }
+            // Opened without blocking and checked to be a namespace: a FIFO here once hung
+            // the control thread until someone wrote to it.
+            if let Err(e) = netns::open(&p) {
+                return Err(inval(format!("--netns {ns}: {e}")));
+            }
         }
         Ok(())
     }
