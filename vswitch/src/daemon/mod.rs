@@ -1093,4 +1093,48 @@ mod tests {
         d.shutdown();
         drop(unblock);
     }
+
+    #[test]
+    fn restore_checks_the_state_as_import_does_and_keeps_what_it_refuses() {
+        let dir = scratch("restore-check");
+        let file = state_file(&dir.0);
+        // A format this daemon does not read: it does not start, and says what to do.
+        std::fs::write(&file, r#"{"version": 99, "networks": [{"name": "blue"}]}"#).unwrap();
+        let e = Daemon::start(opts(&dir.0))
+            .err()
+            .expect("a version 99 file is refused");
+        let e = format!("{e}");
+        assert!(
+            e.contains("version 99") && e.contains("move the file away"),
+            "{e}"
+        );
+
+        // A port naming a network that does not exist is not restored (it would join any
+        // network later created with that name), nor is one whose name is invalid; the rest is.
+        std::fs::write(
+            &file,
+            r#"{"version": 1, "networks": [{"name": "blue"}],
+                "ports": [{"name": "ghost", "type": "vlan", "network": "nowhere"},
+                          {"name": "bad name", "type": "tap"}]}"#,
+        )
+        .unwrap();
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        assert!(d.desired.nets.contains_key("blue"));
+        assert!(!d.desired.ports.contains_key("ghost"));
+        assert!(!d.desired.ports.contains_key("bad name"));
+        let kept: Vec<_> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("unrestored"))
+            .collect();
+        assert_eq!(
+            kept.len(),
+            1,
+            "the refused objects are kept aside in a copy"
+        );
+        // A network created later with that name does not pick the ghost port up.
+        call(&mut d, cmd::NETWORK_CREATE, json!({"name": "nowhere"})).unwrap();
+        assert!(!d.desired.ports.contains_key("ghost"));
+        d.shutdown();
+    }
 }

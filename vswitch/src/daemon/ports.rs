@@ -84,7 +84,11 @@ impl Desired {
         Ok(())
     }
 
-    fn check_port_spec(&self, lim: &Limits, spec: &PortSpec) -> Result<(), ErrorBody> {
+    /// Every check on a port's spec. With `host` false (a restore), the checks that depend on
+    /// the host as it is now (the namespace exists, the workers that the queues need) are left
+    /// to the device's opening, where a failure brings the port up down with its reason
+    /// instead of losing it; what the document itself says is checked as for a command.
+    fn check_port_spec(&self, lim: &Limits, spec: &PortSpec, host: bool) -> Result<(), ErrorBody> {
         let inval = |m: String| err(ErrorCode::InvalidArgument, m);
         check_name("port", &spec.name, 15).map_err(inval)?;
         if let Some(i) = &spec.ifname {
@@ -139,7 +143,7 @@ impl Desired {
             }
         }
         if let Some(q) = spec.queues {
-            if q == 0 || q > workers {
+            if q == 0 || (host && q > workers) {
                 return Err(inval(format!(
                     "--queues {q} is out of range: this daemon has {workers} worker(s) and each queue needs one; use 1 to {workers}, or start vswitchd with more --cores"
                 )));
@@ -150,7 +154,7 @@ impl Desired {
                 return Err(inval(format!("--mtu {m} is out of range; use 68 to {MAX_MTU} (a frame must fit one {MAX_FRAME}-byte buffer)")));
             }
         }
-        if let Some(ns) = &spec.netns {
+        if let Some(ns) = spec.netns.as_ref().filter(|_| host) {
             if ns.is_empty() {
                 return Err(inval(
                     "--netns is empty; give a namespace name (ip netns list) or path".into(),
@@ -174,7 +178,13 @@ impl Desired {
 
     /// `port add`: every check on the spec, then [`Desired::place_port`].
     pub(super) fn add_port(&self, lim: &Limits, spec: PortSpec) -> Result<Desired, ErrorBody> {
-        self.check_port_spec(lim, &spec)?;
+        self.check_port_spec(lim, &spec, true)?;
+        self.place_port(lim, spec)
+    }
+
+    /// A port of a restored state file: the document's checks, then [`Desired::place_port`].
+    pub(super) fn restore_port(&self, lim: &Limits, spec: PortSpec) -> Result<Desired, ErrorBody> {
+        self.check_port_spec(lim, &spec, false)?;
         self.place_port(lim, spec)
     }
 

@@ -25,6 +25,14 @@ impl Daemon {
                 path.display()
             )
         })?;
+        if doc.version != CONFIG_VERSION {
+            return Err(format!(
+                "{} has format version {}, and this vswitchd reads version {CONFIG_VERSION}; \
+                 start the vswitchd that wrote it, or move the file away to start empty",
+                path.display(),
+                doc.version
+            ));
+        }
         let lim = self.limits();
         let mut next = self.desired.clone();
         let mut failed = 0;
@@ -42,7 +50,7 @@ impl Daemon {
         }
         for p in doc.ports {
             let what = format!("port '{}'", p.name);
-            let r = next.place_port(&lim, p);
+            let r = next.restore_port(&lim, p);
             take(&mut next, &what, r);
         }
         // The uplink after its port; the devices are opened at commit, with the uplink known, so
