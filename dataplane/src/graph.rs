@@ -36,6 +36,8 @@ use std::marker::PhantomData;
 /// The pending bursts of every node and the free bursts they are taken from. Bursts are boxed
 /// (allocated once, in [`Frames::new`]) so that moving one between lists, or a node's whole
 /// output on to the next node, moves a pointer, not the burst's 150-odd bytes.
+// Boxes inside vectors on purpose (see above): clippy's `vec_box` assumes elements are not moved.
+#[allow(clippy::vec_box)]
 pub struct Frames {
     pending: Box<[Vec<Box<Burst>>]>,
     free: Vec<Box<Burst>>,

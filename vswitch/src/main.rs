@@ -45,6 +45,9 @@ struct Args {
     /// given).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<String>,
+    /// Close control connections that send no request for this many seconds (0: never).
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    control_idle_timeout: u64,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -137,7 +140,11 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         let _ = std::fs::remove_file(&socket);
     })?;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "vswitchd ready");
-    let r = server::serve(&mut d, listener, gid);
+    let limits = server::ControlLimits {
+        idle: (args.control_idle_timeout > 0)
+            .then(|| std::time::Duration::from_secs(args.control_idle_timeout)),
+    };
+    let r = server::serve(&mut d, listener, gid, limits);
     d.stop(!matches!(r, Ok(server::Stop::KeepDevices)));
     let _ = std::fs::remove_file(&socket);
     r.map(|_| ())

@@ -1103,7 +1103,7 @@ mod tests {
         let e = Daemon::start(opts(&dir.0))
             .err()
             .expect("a version 99 file is refused");
-        let e = format!("{e}");
+        let e = e.to_string();
         assert!(
             e.contains("version 99") && e.contains("move the file away"),
             "{e}"

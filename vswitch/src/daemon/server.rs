@@ -18,6 +18,27 @@ const SIGNALS: Token = Token(1);
 const FIRST_CONN: usize = 2;
 /// Most connections served at once; more are refused with an error line.
 const MAX_CONNS: usize = 256;
+/// Connections only root may open: others are refused once `MAX_CONNS - ROOT_RESERVE` are
+/// open, so that no other user can lock root out.
+const ROOT_RESERVE: usize = 16;
+/// Most connections one user other than root may hold at once.
+const PER_USER: usize = 32;
+
+/// How the control socket treats its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlLimits {
+    /// A connection that sends nothing for this long is closed (with an error line saying
+    /// so); `None`: never.
+    pub idle: Option<Duration>,
+}
+
+impl Default for ControlLimits {
+    fn default() -> Self {
+        ControlLimits {
+            idle: Some(Duration::from_secs(300)),
+        }
+    }
+}
 /// Reply bytes buffered for a client before its further requests wait.
 const HIGH_WATER: usize = 4 << 20;
 
@@ -30,6 +51,10 @@ struct Conn {
     /// Inside an over-long line: discard until its newline.
     discarding: bool,
     writable_registered: bool,
+    /// The peer's user id (for the per-user limit).
+    uid: u32,
+    /// When it last sent anything.
+    last_active: Instant,
 }
 
 /// Binds the control socket: creates its directory, replaces a stale socket file (but never one
@@ -86,7 +111,12 @@ fn stop_kind(sig: &std::os::fd::OwnedFd) -> Stop {
 
 /// Serves the socket until SIGTERM, SIGINT (a clean stop) or SIGUSR1 (a stop that keeps the
 /// devices, for an upgrade).
-pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io::Result<Stop> {
+pub fn serve(
+    d: &mut Daemon,
+    mut listener: UnixListener,
+    gid: Option<u32>,
+    limits: ControlLimits,
+) -> io::Result<Stop> {
     let mut poll = Poll::new()?;
     let sig = os::signal_pipe()?;
     poll.registry()
@@ -109,6 +139,9 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
         if last_sample.elapsed() >= Duration::from_secs(1) {
             d.sample_rates();
             last_sample = Instant::now();
+            if let Some(idle) = limits.idle {
+                close_idle(d, &poll, &mut conns, idle);
+            }
         }
         for ev in events.iter() {
             match ev.token() {
@@ -126,28 +159,29 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
                             break;
                         }
                     };
-                    let allowed = match os::peer_cred(stream.as_raw_fd()) {
-                        Ok((uid, pgid, pid)) => {
+                    let (allowed, uid) = match os::peer_cred(stream.as_raw_fd()) {
+                        Ok((uid, pgid, pid)) => (
                             uid == 0
                                 || uid == my_uid
                                 || gid.is_some_and(|g| {
                                     g == pgid || os::has_supplementary_group(pid, g)
-                                })
-                        }
-                        Err(_) => false,
+                                }),
+                            uid,
+                        ),
+                        Err(_) => (false, u32::MAX),
                     };
-                    if !allowed || conns.len() >= MAX_CONNS {
-                        let msg = if allowed {
-                            ErrorBody::new(
-                                ErrorCode::System,
-                                "too many control connections; close some and retry",
-                            )
-                        } else {
-                            ErrorBody::new(
-                                ErrorCode::PermissionDenied,
-                                "permission denied: only root and the daemon's --group may control vswitchd",
-                            )
-                        };
+                    let refusal = if !allowed {
+                        Some(ErrorBody::new(
+                            ErrorCode::PermissionDenied,
+                            "permission denied: only root and the daemon's --group may control vswitchd",
+                        ))
+                    } else {
+                        admit(&conns, uid)
+                    };
+                    if let Some(msg) = refusal {
+                        if allowed {
+                            tracing::warn!(uid, error = %msg.message, "control connection refused");
+                        }
                         let mut line = serde_json::to_vec(&Reply::err(0, msg)).unwrap_or_default();
                         line.push(b'\n');
                         let _ = stream.write(&line);
@@ -169,6 +203,8 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
                                 out: Vec::new(),
                                 discarding: false,
                                 writable_registered: false,
+                                uid,
+                                last_active: Instant::now(),
                             },
                         );
                     }
@@ -203,6 +239,66 @@ pub fn serve(d: &mut Daemon, mut listener: UnixListener, gid: Option<u32>) -> io
     }
 }
 
+/// Whether a new connection from `uid` may be served, given those open; the refusal if not.
+fn admit(conns: &HashMap<usize, Conn>, uid: u32) -> Option<ErrorBody> {
+    if conns.len() >= MAX_CONNS {
+        return Some(ErrorBody::new(
+            ErrorCode::System,
+            format!("too many control connections ({MAX_CONNS}); close some and retry"),
+        ));
+    }
+    if uid == 0 {
+        return None;
+    }
+    if conns.len() >= MAX_CONNS - ROOT_RESERVE {
+        return Some(ErrorBody::new(
+            ErrorCode::System,
+            format!(
+                "too many control connections ({}; the last {ROOT_RESERVE} are kept for root); \
+                 close some and retry",
+                conns.len()
+            ),
+        ));
+    }
+    let mine = conns.values().filter(|c| c.uid == uid).count();
+    (mine >= PER_USER).then(|| {
+        ErrorBody::new(
+            ErrorCode::System,
+            format!(
+                "too many control connections from user {uid} (most {PER_USER} each); close \
+                 some and retry"
+            ),
+        )
+    })
+}
+
+/// Closes the connections that sent nothing for `idle`, telling each why.
+fn close_idle(d: &mut Daemon, poll: &Poll, conns: &mut HashMap<usize, Conn>, idle: Duration) {
+    let stale: Vec<usize> = conns
+        .iter()
+        .filter(|(_, c)| c.last_active.elapsed() >= idle)
+        .map(|(&t, _)| t)
+        .collect();
+    for t in stale {
+        let Some(mut c) = conns.remove(&t) else {
+            continue;
+        };
+        let msg = ErrorBody::new(
+            ErrorCode::System,
+            format!(
+                "connection closed after {} s without a request; reconnect to go on",
+                idle.as_secs()
+            ),
+        );
+        let mut line = serde_json::to_vec(&Reply::err(0, msg)).unwrap_or_default();
+        line.push(b'\n');
+        // Best effort, never blocking: the socket is non-blocking.
+        let _ = c.stream.write(&line);
+        let _ = poll.registry().deregister(&mut c.stream);
+        d.connection_closed(t);
+    }
+}
+
 /// Reads, answers and writes for one connection; returns whether to close it.
 ///
 /// Backpressure: while more than [`HIGH_WATER`] bytes of replies wait for a client that does not
@@ -227,7 +323,10 @@ fn service(d: &mut Daemon, c: &mut Conn, _readable: bool, _writable: bool) -> bo
                 eof = true;
                 break;
             }
-            Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                c.last_active = Instant::now();
+                c.inbuf.extend_from_slice(&buf[..n]);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return true,

@@ -1,0 +1,128 @@
+//! Control-socket abuse against the real daemon: one user holding many idle connections must
+//! lock out neither other users nor root, and idle connections are closed. The hog runs as
+//! another user (setpriv) so that the per-user limit, not root's reserve, is what stops it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tests::{bin, can_run_system_tests, TempDir};
+use vswitch::testbed::DaemonProcess;
+
+/// Opens N connections, reports how many the daemon kept and how many it refused (an error
+/// line right away), then waits (at most 20 s) for the daemon to close the kept ones and
+/// reports how many it closed with the idle message, and after how long.
+const HOG: &str = r#"
+import select, socket, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+socks = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    socks.append(s)
+time.sleep(0.5)
+kept, refused = [], 0
+for s in socks:
+    r, _, _ = select.select([s], [], [], 0)
+    if r and b"too many control connections" in s.recv(4096):
+        refused += 1
+    else:
+        kept.append(s)
+print(len(kept), refused, flush=True)
+t0, closed, open_ = time.time(), 0, list(kept)
+while open_ and time.time() - t0 < 20:
+    r, _, _ = select.select(open_, [], [], 0.5)
+    for s in r:
+        if b"without a request" in s.recv(4096):
+            closed += 1
+        open_.remove(s)
+print(closed, round(time.time() - t0, 1), flush=True)
+"#;
+
+fn as_user(uid: u32, gid: u32) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={gid}"),
+        "--clear-groups",
+        "--",
+    ]);
+    c
+}
+
+#[test]
+fn one_user_cannot_lock_out_others_or_root_and_idle_connections_are_closed() {
+    let name = "one_user_cannot_lock_out_others_or_root_and_idle_connections_are_closed";
+    if !can_run_system_tests(name) {
+        return;
+    }
+    assert!(
+        Command::new("setpriv").arg("--version").output().is_ok(),
+        "setpriv (util-linux) is needed to run a client as another user"
+    );
+    let python = "/usr/bin/python3";
+    assert!(
+        std::path::Path::new(python).exists(),
+        "{python} is needed (Debian's python3) to run the connection hog as another user"
+    );
+    let tmp = TempDir::new("abuse");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Group 65534 (nogroup) may use the socket; connections idle for 3 s are closed.
+    let d = DaemonProcess::start_with(
+        &bin("vswitchd"),
+        &tmp.0,
+        None,
+        &["--group", "65534", "--control-idle-timeout", "3"],
+    )
+    .unwrap();
+    let socket = d.socket();
+    let mut hog = as_user(65534, 65534)
+        .args([python, "-c", HOG])
+        .arg(&socket)
+        .arg("100")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the connection hog");
+    let mut lines = BufReader::new(hog.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("the hog reports").unwrap();
+    let counts: Vec<u32> = first.split(' ').map(|x| x.parse().unwrap()).collect();
+    assert_eq!(
+        counts,
+        vec![32, 68],
+        "kept and refused of 100 from one user"
+    );
+
+    // While it holds them: root, and another user of the group, still get answers at once.
+    let status = |c: &mut Command| {
+        let t = Instant::now();
+        let out = c
+            .arg(bin("vswitchctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("status")
+            .output()
+            .unwrap();
+        (out, t.elapsed())
+    };
+    let (out, took) = status(&mut Command::new("env"));
+    assert!(out.status.success(), "root: {out:?}");
+    assert!(took < Duration::from_secs(2), "root waited {took:?}");
+    let (out, took) = status(&mut as_user(65533, 65534));
+    assert!(out.status.success(), "another user: {out:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "another user waited {took:?}"
+    );
+
+    // The hog's idle connections are closed after about 3 s, each told why.
+    let second = lines.next().expect("the hog reports again").unwrap();
+    let mut it = second.split(' ');
+    let closed: u32 = it.next().unwrap().parse().unwrap();
+    let after: f64 = it.next().unwrap().parse().unwrap();
+    assert_eq!(closed, 32, "idle connections closed with a reason");
+    assert!(after < 10.0, "closed after {after} s");
+    let _ = hog.kill();
+    let _ = hog.wait();
+    let (out, _) = status(&mut Command::new("env"));
+    assert!(out.status.success(), "the daemon still answers: {out:?}");
+}
