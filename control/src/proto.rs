@@ -369,6 +369,27 @@ pub struct FdbLsArgs {
     /// Only this network's entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// At most this many entries (1 to [`FDB_PAGE_MAX`]). Without it the whole table comes
+    /// back, and a table of more than [`FDB_PAGE_MAX`] entries is refused: page through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Only the entries after this one in the order the daemon lists them (by network, then
+    /// MAC): give the last entry of the previous page to get the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<FdbCursor>,
+}
+
+/// Largest page of `fdb.ls`, and the largest table it returns whole.
+pub const FDB_PAGE_MAX: u32 = 4096;
+
+/// Where a page of `fdb.ls` starts: after this entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbCursor {
+    /// Network name.
+    pub network: String,
+    /// MAC address.
+    pub mac: String,
 }
 
 /// `fdb.rm` arguments.

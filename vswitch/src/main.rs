@@ -9,7 +9,8 @@ use vswitch::daemon::{self, server, Daemon, Options};
 #[command(
     name = "vswitchd",
     version,
-    about = "Userspace poll-mode virtual switch for container networks"
+    about = "Userspace poll-mode virtual switch for container networks",
+    args_override_self = true
 )]
 struct Args {
     /// Control socket path [env: VSWITCH_SOCKET] [default: /run/vswitch/vswitchd.sock]

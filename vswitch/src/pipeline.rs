@@ -24,6 +24,10 @@ pub enum Request {
     FdbDump {
         /// Only this network.
         net: Option<NetId>,
+        /// Only entries after this (network, MAC).
+        after: Option<(NetId, [u8; 6])>,
+        /// At most this many, the first in (network, MAC) order.
+        limit: usize,
         /// Where the answer goes: the entries and the worker's `now`.
         reply: Sender<(Vec<DumpEntry>, u64)>,
     },
@@ -210,8 +214,14 @@ impl Pipeline for Switch {
 
     fn request(&mut self, cx: &mut Context<'_>, _cfg: &Snapshot, req: Request) {
         match req {
-            Request::FdbDump { net, reply } => {
-                let _ = reply.send((self.stages.bridge.fdb.dump(net), cx.now));
+            Request::FdbDump {
+                net,
+                after,
+                limit,
+                reply,
+            } => {
+                let page = self.stages.bridge.fdb.dump_page(net, after, limit);
+                let _ = reply.send((page, cx.now));
             }
             Request::FdbRemove { net, mac } => {
                 self.stages.bridge.fdb.remove(net, &mac);

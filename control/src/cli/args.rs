@@ -203,6 +203,9 @@ pub(crate) enum FdbCmd {
         /// Only this network's entries
         #[arg(long, value_name = "NET")]
         network: Option<String>,
+        /// At most this many entries (the table is fetched in pages either way)
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
     },
     /// Add a static entry behind a port or a remote VTEP
     Add {

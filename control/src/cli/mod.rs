@@ -61,6 +61,10 @@ fn run(cli: &Cli) -> Result<(), CliError> {
     if let Show::Top { once } = call.show {
         return top::run(&mut client, &call, once, cli.json);
     }
+    if call.cmd == control::proto::cmd::FDB_LS {
+        let result = fdb_pages(&mut client, &call)?;
+        return emit(&output(&call, result, cli.json)?);
+    }
     let Some(every) = call.every else {
         let result = client.call(call.cmd, call.args.clone())?;
         return emit(&output(&call, result, cli.json)?);
@@ -83,6 +87,45 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         first = false;
         std::thread::sleep(every);
     }
+}
+
+/// Entries asked for per `fdb.ls` page.
+const FDB_PAGE: u64 = 1024;
+
+/// The MAC table page by page (each reply stays small however large the table), up to the
+/// `limit` in the call's arguments, as one array.
+fn fdb_pages(client: &mut Client, call: &Call) -> Result<Value, CliError> {
+    let total = call.args.get("limit").and_then(Value::as_u64);
+    let mut all: Vec<Value> = Vec::new();
+    let mut after: Option<Value> = None;
+    // Each page moves the cursor forward; the bound only guards against a daemon that errs.
+    for _ in 0..1_000_000 {
+        let want = total.map_or(FDB_PAGE, |t| {
+            t.saturating_sub(all.len() as u64).min(FDB_PAGE)
+        });
+        if want == 0 {
+            break;
+        }
+        let mut args = call.args.clone();
+        args["limit"] = want.into();
+        if let Some(a) = &after {
+            args["after"] = a.clone();
+        }
+        let Value::Array(page) = client.call(call.cmd, args)? else {
+            return Err(CliError::Failed(
+                "malformed reply to fdb.ls: not a list".into(),
+            ));
+        };
+        let got = page.len() as u64;
+        after = page
+            .last()
+            .map(|e| serde_json::json!({"network": e["network"], "mac": e["mac"]}));
+        all.extend(page);
+        if got < want {
+            break;
+        }
+    }
+    Ok(Value::Array(all))
 }
 
 /// What to print for a result (possibly nothing), after writing any file the command asks for.

@@ -286,14 +286,22 @@ fn port_spec(a: &PortAdd) -> Result<PortSpec, CliError> {
 
 fn fdb(command: &FdbCmd) -> Result<Call, CliError> {
     match command {
-        FdbCmd::Ls { network } => {
+        FdbCmd::Ls { network, limit } => {
             if let Some(n) = network.as_deref() {
                 check::network_name(n).map_err(CliError::Usage)?;
             }
+            if *limit == Some(0) {
+                return Err(CliError::Usage(
+                    "--limit 0 lists nothing; give a positive count, or leave it out".into(),
+                ));
+            }
+            // `limit` here is the whole listing's; the pages are asked for by `fdb_pages`.
             Call::new(
                 cmd::FDB_LS,
                 &FdbLsArgs {
                     network: network.clone(),
+                    limit: *limit,
+                    after: None,
                 },
                 Show::Fdb,
             )

@@ -485,6 +485,40 @@ impl MacTable {
         n
     }
 
+    /// The first `limit` entries (of `net`, or all) in (network, MAC) order that come after
+    /// `after`; O(table) time, whatever the page size.
+    pub fn dump_page(
+        &self,
+        net: Option<NetId>,
+        after: Option<(NetId, [u8; 6])>,
+        limit: usize,
+    ) -> Vec<DumpEntry> {
+        let after = after.map(|(n, mac)| key_of(n, &mac));
+        let mut page: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| {
+                e.key != EMPTY
+                    && net.is_none_or(|n| (e.key >> 48) as NetId == n)
+                    && after.is_none_or(|a| e.key > a)
+            })
+            .collect();
+        if page.len() > limit {
+            page.select_nth_unstable_by_key(limit, |e| e.key);
+            page.truncate(limit);
+        }
+        page.sort_unstable_by_key(|e| e.key);
+        page.into_iter()
+            .map(|e| DumpEntry {
+                net: (e.key >> 48) as NetId,
+                mac: mac_of(e.key),
+                port: e.port,
+                is_static: e.flags & FLAG_STATIC != 0,
+                last_seen: e.last_seen,
+            })
+            .collect()
+    }
+
     /// Every entry, optionally only of `net`.
     pub fn dump(&self, net: Option<NetId>) -> Vec<DumpEntry> {
         self.entries

@@ -279,16 +279,22 @@ impl Bridge {
                 );
             }
         }
+        // Sets, not scans: tens of thousands of static entries must not cost a square.
+        let wanted_keys: std::collections::HashSet<(NetId, [u8; 6])> =
+            wanted.iter().map(|w| (w.0, w.1)).collect();
+        let had: std::collections::HashSet<&(NetId, [u8; 6], PortId)> =
+            self.statics.iter().collect();
         for old in &self.statics {
-            if !wanted.iter().any(|w| w.0 == old.0 && w.1 == old.1) {
+            if !wanted_keys.contains(&(old.0, old.1)) {
                 self.fdb.remove(old.0, &old.1);
             }
         }
         for w in &wanted {
-            if !self.statics.contains(w) {
+            if !had.contains(w) {
                 self.fdb.set_static(w.0, &w.1, w.2);
             }
         }
+        drop(had);
         self.statics = wanted;
     }
 

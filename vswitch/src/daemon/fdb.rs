@@ -5,6 +5,18 @@ use super::*;
 
 impl Daemon {
     pub(super) fn dump_fdb(&self, net: Option<NetId>) -> Result<Vec<FdbEntry>, ErrorBody> {
+        self.dump_fdb_page(net, None, usize::MAX)
+    }
+
+    /// The first `limit` entries after `after` (all workers' tables merged), in (network id,
+    /// MAC) order. Each worker returns only its own first `limit`, so a page costs the control
+    /// thread O(workers x limit), not O(table).
+    pub(super) fn dump_fdb_page(
+        &self,
+        net: Option<NetId>,
+        after: Option<(NetId, [u8; 6])>,
+        limit: usize,
+    ) -> Result<Vec<FdbEntry>, ErrorBody> {
         let net_names: HashMap<NetId, &str> = self
             .desired
             .nets
@@ -21,7 +33,12 @@ impl Daemon {
         let mut merged: BTreeMap<(NetId, [u8; 6]), (PortId, bool, u64)> = BTreeMap::new();
         for w in &self.workers {
             let (tx, rx) = crossbeam::channel::bounded(1);
-            w.send(Command::Request(WorkerRequest::FdbDump { net, reply: tx }));
+            w.send(Command::Request(WorkerRequest::FdbDump {
+                net,
+                after,
+                limit,
+                reply: tx,
+            }));
             let (entries, now) = rx.recv_timeout(WORKER_WAIT).map_err(|_| {
                 err(
                     ErrorCode::Internal,
@@ -40,6 +57,7 @@ impl Daemon {
         }
         Ok(merged
             .into_iter()
+            .take(limit)
             .filter_map(|((n, mac), (port, is_static, age))| {
                 Some(FdbEntry {
                     network: net_names.get(&n)?.to_string(),
@@ -53,12 +71,56 @@ impl Daemon {
             .collect())
     }
 
-    pub(super) fn fdb_ls(&self, network: Option<&str>) -> Result<Vec<FdbEntry>, ErrorBody> {
-        let net = match network {
+    /// `fdb ls`: a page, or the whole table when it is small enough for one reply.
+    pub(super) fn fdb_ls(&self, a: &FdbLsArgs) -> Result<Vec<FdbEntry>, ErrorBody> {
+        let net = match a.network.as_deref() {
             Some(n) => Some(self.desired.nets.get(n).ok_or_else(|| no_network(n))?.id),
             None => None,
         };
-        self.dump_fdb(net)
+        let after = match &a.after {
+            None => None,
+            Some(c) => {
+                let id = self
+                    .desired
+                    .nets
+                    .get(&c.network)
+                    .map(|n| n.id)
+                    .ok_or_else(|| {
+                        err(
+                            ErrorCode::NotFound,
+                            format!(
+                            "the cursor's network '{}' no longer exists; list again from the start",
+                            c.network
+                        ),
+                        )
+                    })?;
+                let mac = parse_mac(&c.mac)
+                    .map_err(|m| err(ErrorCode::InvalidArgument, format!("cursor: {m}")))?;
+                Some((id, mac))
+            }
+        };
+        let page = match a.limit {
+            Some(l) if l == 0 || l > FDB_PAGE_MAX => {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("limit {l} is out of range; give 1 to {FDB_PAGE_MAX}"),
+                ))
+            }
+            Some(l) => l as usize,
+            None => FDB_PAGE_MAX as usize + 1,
+        };
+        let entries = self.dump_fdb_page(net, after, page)?;
+        if a.limit.is_none() && entries.len() > FDB_PAGE_MAX as usize {
+            return Err(err(
+                ErrorCode::TooLong,
+                format!(
+                    "the MAC table holds more than {FDB_PAGE_MAX} entries, too many for one \
+                     reply; ask for pages with \"limit\" and \"after\" (vswitchctl fdb ls \
+                     pages by itself)"
+                ),
+            ));
+        }
+        Ok(entries)
     }
 
     pub(super) fn fdb_add(&mut self, f: StaticFdb) -> Result<(), ErrorBody> {
@@ -99,7 +161,55 @@ impl Daemon {
 
 /// Validation: the desired state with a static entry more or less, or why not.
 impl Desired {
-    pub(super) fn add_fdb(&self, mut f: StaticFdb) -> Result<Desired, ErrorBody> {
+    pub(super) fn add_fdb(&self, f: StaticFdb) -> Result<Desired, ErrorBody> {
+        let f = self.check_fdb(f)?;
+        if self
+            .fdb
+            .iter()
+            .any(|e| e.network == f.network && e.mac == f.mac)
+        {
+            return Err(fdb_exists(&f));
+        }
+        let mut next = self.clone();
+        next.fdb.push(f);
+        Ok(next)
+    }
+
+    /// Adds many static entries in place (import, restore): each checked as [`Desired::add_fdb`]
+    /// does, in time linear in the table, not its square. An entry identical to one present is
+    /// skipped; `on` hears of each entry's fate (`Ok(true)`: added, `Ok(false)`: unchanged),
+    /// and returning an error from it stops the whole batch.
+    pub(super) fn add_fdb_many<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = &'a StaticFdb>,
+        mut on: impl FnMut(&StaticFdb, Result<bool, ErrorBody>) -> Result<(), ErrorBody>,
+    ) -> Result<(), ErrorBody> {
+        let mut have: HashMap<(String, String), usize> = self
+            .fdb
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ((e.network.clone(), e.mac.clone()), i))
+            .collect();
+        for given in entries {
+            let r = self.check_fdb(given.clone()).and_then(|f| {
+                let key = (f.network.clone(), f.mac.clone());
+                match have.get(&key).and_then(|&i| self.fdb.get(i)) {
+                    Some(e) if e.port == f.port && e.vtep == f.vtep => Ok(false),
+                    Some(_) => Err(fdb_exists(&f)),
+                    None => {
+                        have.insert(key, self.fdb.len());
+                        self.fdb.push(f);
+                        Ok(true)
+                    }
+                }
+            });
+            on(given, r)?;
+        }
+        Ok(())
+    }
+
+    /// A static entry's own checks, against networks and ports; the entry in canonical form.
+    fn check_fdb(&self, mut f: StaticFdb) -> Result<StaticFdb, ErrorBody> {
         let mac = parse_mac(&f.mac).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
         if mac[0] & 1 != 0 || mac == [0; 6] {
             return Err(err(
@@ -150,19 +260,7 @@ impl Desired {
                 }
             }
         }
-        if self
-            .fdb
-            .iter()
-            .any(|e| e.network == f.network && e.mac == f.mac)
-        {
-            return Err(err(
-                ErrorCode::AlreadyExists,
-                format!("a static entry for {} in network '{}' exists; remove it first with vswitchctl fdb rm", f.mac, f.network),
-            ));
-        }
-        let mut next = self.clone();
-        next.fdb.push(f);
-        Ok(next)
+        Ok(f)
     }
 
     /// Without the static entry for `mac` (canonical text) in `network`; `None` when there is
@@ -192,4 +290,14 @@ impl Desired {
             }
         }
     }
+}
+
+fn fdb_exists(f: &StaticFdb) -> ErrorBody {
+    err(
+        ErrorCode::AlreadyExists,
+        format!(
+            "a static entry for {} in network '{}' exists; remove it first with vswitchctl fdb rm",
+            f.mac, f.network
+        ),
+    )
 }

@@ -434,7 +434,7 @@ impl Daemon {
             }
             cmd::FDB_LS => {
                 let a: FdbLsArgs = parse_args(c, a)?;
-                to_value(serde_json::to_value(self.fdb_ls(a.network.as_deref())?))
+                to_value(serde_json::to_value(self.fdb_ls(&a)?))
             }
             cmd::FDB_ADD => {
                 let a: StaticFdb = parse_args(c, a)?;

@@ -40,7 +40,10 @@ impl Default for ControlLimits {
     }
 }
 /// Reply bytes buffered for a client before its further requests wait.
-const HIGH_WATER: usize = 4 << 20;
+const HIGH_WATER: usize = 256 << 10;
+/// Reply bytes buffered for all clients together before those with replies still unread
+/// wait too (each reply is bounded: large listings come in pages).
+const ALL_HIGH_WATER: usize = 32 << 20;
 
 struct Conn {
     /// Its poll token, which also names it to the daemon (captures end with it).
@@ -210,8 +213,13 @@ pub fn serve(
                     }
                 },
                 Token(t) => {
+                    let others: usize = conns
+                        .iter()
+                        .filter(|(&k, _)| k != t)
+                        .map(|(_, c)| c.out.len())
+                        .sum();
                     let close = match conns.get_mut(&t) {
-                        Some(c) => service(d, c, ev.is_readable(), ev.is_writable()),
+                        Some(c) => service(d, c, others < ALL_HIGH_WATER),
                         None => false,
                     };
                     if close {
@@ -304,18 +312,23 @@ fn close_idle(d: &mut Daemon, poll: &Poll, conns: &mut HashMap<usize, Conn>, idl
 /// Backpressure: while more than [`HIGH_WATER`] bytes of replies wait for a client that does not
 /// read them, its requests are neither answered nor read; the writable event that comes when it
 /// reads resumes both. A pipelining client can so never make the daemon buffer without bound.
-fn service(d: &mut Daemon, c: &mut Conn, _readable: bool, _writable: bool) -> bool {
+///
+/// `room`: whether the replies all other clients leave unread are within [`ALL_HIGH_WATER`];
+/// when they are not, a client with unread replies of its own waits as well, so many slow
+/// readers together cannot make the daemon buffer without bound either.
+fn service(d: &mut Daemon, c: &mut Conn, room: bool) -> bool {
     let mut eof = false;
     let mut buf = [0u8; 16384];
+    let full = |c: &Conn| c.out.len() > HIGH_WATER || (!room && !c.out.is_empty());
     loop {
         if flush(c).is_err() {
             return true;
         }
-        if c.out.len() > HIGH_WATER {
+        if full(c) {
             break;
         }
-        process_lines(d, c);
-        if c.out.len() > HIGH_WATER {
+        process_lines(d, c, room);
+        if full(c) {
             continue;
         }
         match c.stream.read(&mut buf) {
@@ -338,8 +351,8 @@ fn service(d: &mut Daemon, c: &mut Conn, _readable: bool, _writable: bool) -> bo
     eof && c.out.is_empty()
 }
 
-fn process_lines(d: &mut Daemon, c: &mut Conn) {
-    while c.out.len() <= HIGH_WATER {
+fn process_lines(d: &mut Daemon, c: &mut Conn, room: bool) {
+    while c.out.len() <= HIGH_WATER && (room || c.out.is_empty()) {
         match c.inbuf.iter().position(|&b| b == b'\n') {
             Some(i) => {
                 let line: Vec<u8> = c.inbuf.drain(..=i).collect();

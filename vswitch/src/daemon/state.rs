@@ -63,10 +63,16 @@ impl Daemon {
             let r = next.add_peer(p);
             take(&mut next, "a peer", r);
         }
-        for f in doc.fdb {
-            let r = next.add_fdb(f);
-            take(&mut next, "a static MAC entry", r);
-        }
+        // In place, in one pass (a clone of the state per entry would cost a square).
+        let mut refused = 0;
+        let _ = next.add_fdb_many(&doc.fdb, |f, r| {
+            if let Err(e) = r {
+                tracing::error!(error = %e, mac = %f.mac, network = %f.network, "cannot restore a static MAC entry");
+                refused += 1;
+            }
+            Ok(())
+        });
+        failed += refused;
         if failed > 0 {
             // The next accepted change rewrites the state without what could not be restored;
             // keep the whole document for the operator.
@@ -189,19 +195,14 @@ impl Daemon {
                 next = next.add_port(&lim, p.clone())?;
                 summary.created += 1;
             }
-            for f in &doc.fdb {
-                let mac = parse_mac(&f.mac)
-                    .map(|m| format_mac(&m))
-                    .unwrap_or_default();
-                if next.fdb.iter().any(|e| {
-                    e.network == f.network && e.mac == mac && e.port == f.port && e.vtep == f.vtep
-                }) {
+            next.add_fdb_many(&doc.fdb, |_, r| {
+                if r? {
+                    summary.created += 1;
+                } else {
                     summary.unchanged += 1;
-                    continue;
                 }
-                next = next.add_fdb(f.clone())?;
-                summary.created += 1;
-            }
+                Ok(())
+            })?;
             if let Some(u) = &doc.uplink {
                 let same = next.uplink.as_ref().is_some_and(|have| {
                     have.port == u.port
