@@ -622,7 +622,7 @@ fn tunnels_of_two_networks_to_one_vtep_share_its_resolution() {
 }
 
 #[test]
-fn tunnels_follow_a_peer_whose_mac_changes() {
+fn tunnels_follow_a_peer_whose_mac_changes_once_the_old_mac_stops_answering() {
     let mut rig = Rig::new();
     rig.resolve(PEER_MAC, PEER_IP);
     let f = inner(BCAST, A, 64);
@@ -633,17 +633,35 @@ fn tunnels_follow_a_peer_whose_mac_changes() {
         PEER_MAC,
         PEER_IP,
     );
-    // A gratuitous ARP announces the peer's new MAC (say, a failover).
+    // A gratuitous ARP claims a new MAC for the peer (a failover, or a forgery): refused by
+    // name, traffic stays on the confirmed MAC, which is reconfirmed at once by unicast.
     let moved = [0x02, 0, 0, 0, 0x22, 0x22];
     let garp = arp(1, BCAST, moved, PEER_IP, [0; 6], PEER_IP);
     assert_eq!(rig.exchange(UPLINK, &garp), Out::new());
+    assert_eq!(rig.dropped("arp_mac_change_refused"), 1);
     check_encap(
         &rig.exchange(ACCESS_1, &f)[&UPLINK][0],
         &f,
         VNI_1,
-        moved,
+        PEER_MAC,
         PEER_IP,
     );
+    let probe = arp(1, PEER_MAC, OUR_MAC, OUR_IP, [0; 6], PEER_IP);
+    // The old MAC never answers: three probes, then the entry fails.
+    for s in 1..=3 {
+        assert_eq!(
+            rig.advance(NOW + s),
+            only(UPLINK, vec![probe.clone()]),
+            "probe {s}"
+        );
+    }
+    assert_eq!(rig.advance(NOW + 4), Out::new());
+    // After the failed entry's hold, the next frame resolves by broadcast and the MAC that
+    // answers now is taken; both networks' tunnels follow it.
+    rig.advance(NOW + 8);
+    let out = rig.exchange(ACCESS_1, &f);
+    assert_eq!(out, only(UPLINK, vec![our_request(PEER_IP)]));
+    assert_eq!(rig.exchange(UPLINK, &reply_to_us(moved, PEER_IP)).len(), 1);
     check_encap(
         &rig.exchange(ACCESS_2, &f)[&UPLINK][0],
         &f,
@@ -657,6 +675,46 @@ fn tunnels_follow_a_peer_whose_mac_changes() {
     assert_eq!(rig.exchange(UPLINK, &garp), Out::new());
     let n = rig.worker.pipeline().overlay.neighbours();
     assert_eq!(n, vec![(PEER_IP, moved)]);
+}
+
+#[test]
+fn a_forged_arp_reply_for_a_peer_cannot_divert_its_tunnel_while_the_peer_answers() {
+    let mut rig = Rig::new();
+    rig.resolve(PEER_MAC, PEER_IP);
+    let f = inner(BCAST, A, 64);
+    let forger = [0x02, 0, 0, 0, 0x66, 0x66];
+    for round in 0..3u64 {
+        // The forgery (an unsolicited reply to us) is refused...
+        assert_eq!(
+            rig.exchange(UPLINK, &reply_to_us(forger, PEER_IP)),
+            Out::new()
+        );
+        // ...the real peer answers the unicast probe that follows...
+        let probe = arp(1, PEER_MAC, OUR_MAC, OUR_IP, [0; 6], PEER_IP);
+        assert_eq!(
+            rig.advance(NOW + 1 + round * 2),
+            only(UPLINK, vec![probe]),
+            "round {round}"
+        );
+        assert_eq!(
+            rig.exchange(UPLINK, &reply_to_us(PEER_MAC, PEER_IP)),
+            Out::new()
+        );
+        // ...and traffic never leaves for the forger.
+        check_encap(
+            &rig.exchange(ACCESS_1, &f)[&UPLINK][0],
+            &f,
+            VNI_1,
+            PEER_MAC,
+            PEER_IP,
+        );
+        rig.advance(NOW + 2 + round * 2);
+    }
+    assert_eq!(rig.dropped("arp_mac_change_refused"), 3);
+    assert_eq!(
+        rig.worker.pipeline().overlay.neighbours(),
+        vec![(PEER_IP, PEER_MAC)]
+    );
 }
 
 // (b) ARP for the uplink address.

@@ -217,15 +217,33 @@ impl Host {
     }
 
     /// Learns that neighbour `ip` is at `mac`; what waited for it re-enters the graph.
-    pub fn learn(&mut self, cx: &mut Context<'_>, frames: &mut Frames, ip: Ipv4Addr, mac: [u8; 6]) {
+    pub fn learn(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut Frames,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> neigh::Learn {
         if self.uplink.is_none() {
-            return;
+            return neigh::Learn::Unknown;
         }
         let pool = &*self.pool;
         let cache = &mut *cx.cache;
-        let _ = self
-            .neigh
-            .learn(ip, mac, cx.now, |b| release(frames, pool, cache, b));
+        self.neigh
+            .learn(ip, mac, cx.now, |b| release(frames, pool, cache, b))
+    }
+
+    /// Counts an ARP frame whose MAC claim the table refused ([`neigh::Learn::Disputed`]);
+    /// whether it was refused.
+    fn disputed(&self, cx: &Context<'_>, r: neigh::Learn) -> bool {
+        let refused = r == neigh::Learn::Disputed;
+        if refused {
+            cx.stats
+                .pipeline
+                .at(self.arp_drops.index(ArpIgnore::Disputed))
+                .inc();
+        }
+        refused
     }
 
     /// Neighbours learned from ARP since the last call, for the other workers.
@@ -253,26 +271,32 @@ impl Host {
                 pool.set_len(&mut b, len);
                 self.ev.inc(cx.stats, HostEvent::ArpReplied);
                 if let Some((ip, mac)) = learn {
-                    self.learn(cx, frames, ip, mac);
-                    self.note_learned(ip, mac);
+                    let r = self.learn(cx, frames, ip, mac);
+                    if !self.disputed(cx, r) {
+                        self.note_learned(ip, mac);
+                    }
                 }
                 ArpRx::Reply(b)
             }
             ArpAction::Learned { ip, mac } => {
-                self.ev.inc(cx.stats, HostEvent::ArpLearned);
                 cx.cache.free(b);
-                self.learn(cx, frames, ip, mac);
-                self.note_learned(ip, mac);
+                let r = self.learn(cx, frames, ip, mac);
+                if !self.disputed(cx, r) {
+                    self.ev.inc(cx.stats, HostEvent::ArpLearned);
+                    self.note_learned(ip, mac);
+                }
                 ArpRx::Done
             }
             ArpAction::Announced { ip, mac } => {
-                self.ev.inc(cx.stats, HostEvent::ArpLearned);
                 cx.cache.free(b);
                 let pool = &*self.pool;
                 let cache = &mut *cx.cache;
-                let _ = self
+                let r = self
                     .neigh
                     .update(ip, mac, cx.now, |q| release(frames, pool, cache, q));
+                if !self.disputed(cx, r) {
+                    self.ev.inc(cx.stats, HostEvent::ArpLearned);
+                }
                 ArpRx::Done
             }
             ArpAction::Ignore(why) => {

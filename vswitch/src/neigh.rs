@@ -116,6 +116,13 @@ pub enum Learn {
     /// The MAC changed: tunnels using the old one must follow
     /// ([`crate::vxlan::Tunnel::set_remote_mac`]).
     Changed,
+    /// Not stored: another MAC was claimed for a neighbour whose MAC is confirmed or being
+    /// reconfirmed. The known MAC stays in use and is reconfirmed at once (unicast requests);
+    /// only if it stops answering does the entry fail and a broadcast resolution take
+    /// whichever MAC answers then. A forged ARP reply so cannot divert an underlay neighbour
+    /// (a peer VTEP) while the real one answers, and a real change costs about `max_tries`
+    /// retry intervals.
+    Disputed,
     /// Not stored: the table is full (learning never evicts).
     Full,
     /// Not stored: [`NeighTable::update`] of an address with no entry.
@@ -466,6 +473,17 @@ impl<P> NeighTable<P> {
             None => return Learn::Unknown,
         };
         let old_mac = self.entries[i].mac;
+        if matches!(prev, Some(NeighState::Reachable | NeighState::Probe)) && old_mac != mac {
+            let e = &mut self.entries[i];
+            if e.state == Some(NeighState::Reachable) {
+                // Reconfirm the known MAC now, as if its reachable time were over and it
+                // were in use.
+                e.state = Some(NeighState::Probe);
+                e.tries = 0;
+                e.deadline = now;
+            }
+            return Learn::Disputed;
+        }
         let released = self.drain(i, release);
         let e = &mut self.entries[i];
         e.mac = mac;
@@ -477,6 +495,7 @@ impl<P> NeighTable<P> {
             None => Learn::New,
             Some(NeighState::Incomplete | NeighState::Failed) => Learn::Resolved(released),
             Some(NeighState::Reachable | NeighState::Probe) if old_mac == mac => Learn::Confirmed,
+            // Refused above; kept for completeness of the match.
             Some(NeighState::Reachable | NeighState::Probe) => Learn::Changed,
         }
     }
@@ -583,6 +602,9 @@ named_counters! {
         BadSender => "arp_bad_sender",
         /// Another host claims our address.
         Conflict => "arp_address_conflict",
+        /// Claims another MAC for a neighbour whose MAC is confirmed (a forged reply, or a
+        /// real change): refused, and the known MAC reconfirmed at once ([`Learn::Disputed`]).
+        Disputed => "arp_mac_change_refused",
     }
 }
 
@@ -892,13 +914,51 @@ mod tests {
     }
 
     #[test]
-    fn mac_change_is_reported() {
+    fn a_claimed_mac_change_is_refused_while_the_known_mac_answers() {
         let mut t = table(8);
         let _ = learn(&mut t, A, MAC_A, 0);
-        assert_eq!(learn(&mut t, A, MAC_A2, 1), (Learn::Changed, vec![]));
-        assert_eq!(t.lookup(A, 1), Resolution::Known(MAC_A2));
+        // A forged reply (or announcement) for a confirmed neighbour changes nothing...
+        assert_eq!(learn(&mut t, A, MAC_A2, 1), (Learn::Disputed, vec![]));
+        assert_eq!(t.lookup(A, 1), Resolution::Known(MAC_A));
         let mut sink = |_| {};
-        assert_eq!(t.update(A, MAC_A, 2, &mut sink), Learn::Changed);
+        assert_eq!(t.update(A, MAC_A2, 1, &mut sink), Learn::Disputed);
+        // ...but has the known MAC reconfirmed at once, by unicast.
+        let probe = NeighEvent::Request {
+            ip: A,
+            unicast: Some(MAC_A),
+        };
+        assert_eq!(tick(&mut t, 1), vec![probe.clone()]);
+        // The real neighbour answers: it stays.
+        assert_eq!(learn(&mut t, A, MAC_A, 1), (Learn::Confirmed, vec![]));
+        assert_eq!(t.lookup(A, 2), Resolution::Known(MAC_A));
+        assert_eq!(tick(&mut t, 2), vec![]);
+    }
+
+    #[test]
+    fn a_real_mac_change_is_taken_once_the_old_mac_stops_answering() {
+        let mut t = table(8);
+        let _ = learn(&mut t, A, MAC_A, 0);
+        assert_eq!(learn(&mut t, A, MAC_A2, 10), (Learn::Disputed, vec![]));
+        let probe = NeighEvent::Request {
+            ip: A,
+            unicast: Some(MAC_A),
+        };
+        assert_eq!(tick(&mut t, 10), vec![probe.clone()]);
+        // While probing, the other MAC is still refused.
+        assert_eq!(learn(&mut t, A, MAC_A2, 10), (Learn::Disputed, vec![]));
+        assert_eq!(tick(&mut t, 11), vec![probe.clone()]);
+        assert_eq!(tick(&mut t, 12), vec![probe.clone()]);
+        assert_eq!(tick(&mut t, 13), vec![NeighEvent::Failed(A)]);
+        // Resolution starts over and takes the MAC that answers now.
+        assert_eq!(learn(&mut t, A, MAC_A2, 14), (Learn::Resolved(0), vec![]));
+        assert_eq!(t.lookup(A, 14), Resolution::Known(MAC_A2));
+    }
+
+    #[test]
+    fn mac_learning_edge_cases() {
+        let mut t = table(8);
+        let _ = learn(&mut t, A, MAC_A, 0);
+        let mut sink = |_| {};
         assert_eq!(t.update(B, MAC_A, 2, &mut sink), Learn::Unknown);
         assert!(t.get(B).is_none());
         assert_eq!(t.learn(B, [0xff; 6], 2, &mut sink), Learn::Invalid);
@@ -1003,7 +1063,8 @@ mod tests {
             match (x >> 32) % 3 {
                 0 => {
                     let r = t.learn(a, mac, step, |_| {});
-                    if r != Learn::Full {
+                    // A confirmed entry keeps its MAC against another claim (`Disputed`).
+                    if !matches!(r, Learn::Full | Learn::Disputed) {
                         model.insert(a, mac);
                     }
                 }

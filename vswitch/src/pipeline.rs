@@ -144,7 +144,9 @@ impl Switch {
             .bridge
             .apply_inbox(cx.stats, cfg, cx.now, &mut self.neigh_sightings);
         for (ip, mac) in self.neigh_sightings.drain(..) {
-            self.overlay.learn(cx, &mut self.frames, ip, mac);
+            // A sighting that disagrees with a MAC this worker confirmed starts its
+            // reconfirmation here too (see `neigh::Learn::Disputed`); nothing else to do.
+            let _ = self.overlay.learn(cx, &mut self.frames, ip, mac);
         }
     }
 
