@@ -15,7 +15,7 @@ use crate::trace::Detail;
 use dataplane::burst::{Burst, Next};
 use dataplane::graph::{CounterKind, Counters, Frames};
 use dataplane::named_counters;
-use dataplane::offload::VnetHdr;
+use dataplane::offload::{TcpSegments, VnetHdr};
 use dataplane::pool::{Buf, Pool};
 use dataplane::port::{PortId, MAX_PORTS};
 use dataplane::swoffload::{self, TxCaps};
@@ -163,6 +163,10 @@ named_counters! {
         /// A frame from a TAP with offloads whose checksum or TCP segmentation could not be done
         /// in software before it entered a tunnel (malformed super-frame, no buffers).
         OffloadFailed => "offload_failed",
+        /// Segments of a TCP super-frame lost after another segment of it left (one count
+        /// per segment; the frame itself counts as forwarded, and on the tunnel port's
+        /// `tx_dropped`), e.g. the graph out of bursts, or a segment still too big.
+        SegmentLost => "vxlan_segment_lost",
     }
 }
 
@@ -171,6 +175,9 @@ named_counters! {
     pub enum EncapEvent {
         /// Frames encapsulated in VXLAN.
         VxlanEncap => "vxlan_encap",
+        /// TCP super-frames whose segment size was lowered to fit the tunnel (segments of
+        /// any size are valid TCP; the sender's own MTU was larger than the overlay's).
+        MssClamped => "vxlan_mss_clamped",
     }
 }
 
@@ -356,8 +363,27 @@ impl Encap {
         b: Buf,
     ) {
         let pool = self.pool.clone();
+        let mut b = b;
         let flags = pool.flags(&b);
         let (trace_word, word0) = (pool.word(&b, crate::trace::TRACE_WORD), pool.word(&b, 0));
+        // Segments that would not fit the tunnel are cut smaller instead (a sender whose MTU
+        // is above the overlay's): each must fit as an inner frame.
+        let max_inner = self
+            .tunnels
+            .get(port as usize)
+            .and_then(Option::as_ref)
+            .map(Tunnel::max_inner_frame);
+        let mut o = pool.offload(&b);
+        if let (Some(max), true) = (max_inner, o.is_tcp_gso()) {
+            if let Ok(plan) = TcpSegments::plan(pool.data(&b), &o, usize::from(u16::MAX) + 18) {
+                let fit = max.saturating_sub(plan.hdr_len);
+                if plan.hdr_len + plan.mss > max && fit > 0 {
+                    o.gso_size = u16::try_from(fit).unwrap_or(u16::MAX);
+                    pool.set_offload(&mut b, o);
+                    self.ev.inc(io.cx.stats, EncapEvent::MssClamped);
+                }
+            }
+        }
         let mut segs = std::mem::take(&mut self.segments);
         // Pushing stays within the capacity: no super-frame is cut into more than MAX_SEGMENTS.
         let r = swoffload::resolve(io.cx.cache, b, TxCaps::Plain, |_, s| segs.push(s));
@@ -391,6 +417,10 @@ impl Encap {
         }
         if sent {
             c.tx_dropped.add(lost);
+            if lost > 0 {
+                let i = self.drops.index(TunnelDrop::SegmentLost);
+                io.cx.stats.pipeline.at(i).add(lost);
+            }
             if r.is_err() {
                 c.tx_offload_dropped.inc();
             }
