@@ -198,6 +198,7 @@ fn forwarding_and_flooding_allocate_nothing_in_steady_state() {
                 mac_limit: 65_536,
                 aging_secs: 300,
                 statics: Vec::new(),
+                encrypted: false,
             }),
         ],
         ..Default::default()

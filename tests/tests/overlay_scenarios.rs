@@ -257,6 +257,7 @@ fn netconf(ports: Vec<PortId>) -> NetConf {
         mac_limit: 1000,
         aging_secs: 300,
         statics: vec![],
+        encrypted: false,
     }
 }
 
@@ -299,7 +300,11 @@ fn add_tunnel(s: &mut Snapshot, id: PortId, net: NetId, vtep: Ipv4Addr, peer: bo
     s.ports[id as usize] = Some(PortConf {
         net: Some(net),
         mac_limit: 1000,
-        tunnel: Some(TunnelConf { vtep, vni }),
+        tunnel: Some(TunnelConf {
+            vtep,
+            vni,
+            encrypted: false,
+        }),
         learn: true,
         ..Default::default()
     });

@@ -102,6 +102,7 @@ impl Desired {
                 mac_limit: n.spec.mac_limit.unwrap_or(config::DEFAULT_NET_MAC_LIMIT),
                 aging_secs: n.spec.aging_secs.unwrap_or(config::DEFAULT_AGING_SECS),
                 statics: Vec::new(),
+                encrypted: n.spec.encrypted,
             });
         }
     }
