@@ -59,6 +59,11 @@ impl Daemon {
             let r = next.add_fdb(f);
             take(&mut next, "a static MAC entry", r);
         }
+        for k in doc.keys {
+            let what = format!("key {}", k.tag);
+            let r = next.add_key(k);
+            take(&mut next, &what, r);
+        }
         if failed > 0 {
             // The next accepted change rewrites the state without what could not be restored;
             // keep the whole document for the operator.
@@ -219,6 +224,21 @@ impl Daemon {
                 }
                 next = next.add_peer(p.clone())?;
                 summary.created += 1;
+            }
+            for k in &doc.keys {
+                match next.keys.iter().find(|h| h.tag == k.tag) {
+                    Some(h) if h.key == k.key => summary.unchanged += 1,
+                    Some(_) => {
+                        return Err(err(
+                            ErrorCode::Conflict,
+                            format!("key {} exists with other material; remove it or edit the document", k.tag),
+                        ))
+                    }
+                    None => {
+                        next = next.add_key(k.clone())?;
+                        summary.created += 1;
+                    }
+                }
             }
             Ok(())
         })();
