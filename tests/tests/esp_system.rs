@@ -191,7 +191,16 @@ fn ping_until(ns: &Netns, dst: Ipv4Addr, secs: u64) -> bool {
 /// from host 2's VTEP address), "" (ESP under `tag`), "replay" (the same ESP packet twice) or
 /// "wrongkey". The inner frame is a UDP datagram with `payload` to `dst_ip`:`port` at `dst_mac`.
 #[allow(clippy::too_many_arguments)]
-fn inject(bed: &OverlayHosts, mode: &str, tag: u32, vni: u32, dst_mac: &str, dst_ip: &str, port: u16, payload: &str) {
+fn inject(
+    bed: &OverlayHosts,
+    mode: &str,
+    tag: u32,
+    vni: u32,
+    dst_mac: &str,
+    dst_ip: &str,
+    port: u16,
+    payload: &str,
+) {
     let up = call(&bed.daemons[0], cmd::UPLINK_SHOW, json!({}));
     let mac = up["mac"].as_str().unwrap().to_string();
     let out = bed.hosts[1]
@@ -234,16 +243,31 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
         &[("sec", 500, true), ("plain", 600, false)],
     )
     .unwrap();
-    let (a1, p1) = bed.container(0, "sec", Ipv4Addr::new(10, 90, 0, 1)).unwrap();
-    let (b1, _) = bed.container(1, "sec", Ipv4Addr::new(10, 90, 0, 2)).unwrap();
-    let (a2, p2) = bed.container(0, "plain", Ipv4Addr::new(10, 91, 0, 1)).unwrap();
-    let (b2, _) = bed.container(1, "plain", Ipv4Addr::new(10, 91, 0, 2)).unwrap();
+    let (a1, p1) = bed
+        .container(0, "sec", Ipv4Addr::new(10, 90, 0, 1))
+        .unwrap();
+    let (b1, _) = bed
+        .container(1, "sec", Ipv4Addr::new(10, 90, 0, 2))
+        .unwrap();
+    let (a2, p2) = bed
+        .container(0, "plain", Ipv4Addr::new(10, 91, 0, 1))
+        .unwrap();
+    let (b2, _) = bed
+        .container(1, "plain", Ipv4Addr::new(10, 91, 0, 2))
+        .unwrap();
     let [h1, h2] = &bed.daemons;
-    assert_eq!(mtu_of(&a1, &p1), 1413, "encrypted overlay MTU: 1500 - 50 - 37");
+    assert_eq!(
+        mtu_of(&a1, &p1),
+        1413,
+        "encrypted overlay MTU: 1500 - 50 - 37"
+    );
     assert_eq!(mtu_of(&a2, &p2), 1450);
 
     // No key yet: nothing crosses, nothing is sent in the clear, cleartext is refused.
-    assert!(!a1.ping(Ipv4Addr::new(10, 90, 0, 2), 2).unwrap(), "crossed without a key");
+    assert!(
+        !a1.ping(Ipv4Addr::new(10, 90, 0, 2), 2).unwrap(),
+        "crossed without a key"
+    );
     assert!(counter(h1, "esp_no_key") > 0);
     let a1_mac = mac_of(&a1, &p1);
     inject(&bed, "clear", 0, 500, &a1_mac, "10.90.0.1", 9, "cleartext");
@@ -270,7 +294,9 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
     );
     let ls = ctl(h1, &["key", "ls"]);
     assert!(ls.contains("yes") && !ls.contains(&KEY1[..12]), "{ls}");
-    assert!(!std::fs::read_to_string(h1.log()).unwrap().contains(&KEY1[..12]));
+    assert!(!std::fs::read_to_string(h1.log())
+        .unwrap()
+        .contains(&KEY1[..12]));
 
     // The uplink capture: only ESP; tshark decrypts it to VXLAN VNI 500 carrying the pings.
     let file = tmp.0.join("esp.pcap");
@@ -280,7 +306,12 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
         .unwrap();
     assert!(rep.received() >= 3, "{rep:?}");
     finish(cap);
-    let rows = tshark(&file, 1, KEY1, &["ip.proto", "esp.spi", "vxlan.vni", "icmp.type"]);
+    let rows = tshark(
+        &file,
+        1,
+        KEY1,
+        &["ip.proto", "esp.spi", "vxlan.vni", "icmp.type"],
+    );
     let esp: Vec<&str> = rows.lines().filter(|l| l.starts_with("50,")).collect();
     // Overlay traffic is ESP only: no UDP (VXLAN) at all (the hosts' own IGMP may pass).
     assert!(
@@ -294,8 +325,14 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
     );
     for (s, d) in [(H1, H2), (H2, H1)] {
         let out = py(&["verify", file.to_str().unwrap(), s, d, "1", KEY1]);
-        let good: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
-        assert!(out.status.success() && good >= 3, "ICVs {s} -> {d}: {good} good; {out:?}");
+        let good: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        assert!(
+            out.status.success() && good >= 3,
+            "ICVs {s} -> {d}: {good} good; {out:?}"
+        );
     }
 
     // Cleartext with peers and keys: still dropped.
@@ -308,18 +345,42 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
     ctl(h1, &["key", "add", "--tag", "7", "--key", KEY7]);
     let sock = udp_bind(&a1.path(), Ipv4Addr::new(10, 90, 0, 1));
     let port = sock.local_addr().unwrap().port();
-    inject(&bed, "replay", 7, 500, &a1_mac, "10.90.0.1", port, "made-by-scapy");
+    inject(
+        &bed,
+        "replay",
+        7,
+        500,
+        &a1_mac,
+        "10.90.0.1",
+        port,
+        "made-by-scapy",
+    );
     let mut buf = [0u8; 64];
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let n = sock.recv(&mut buf).expect("scapy's ESP packet was not delivered");
+    let n = sock
+        .recv(&mut buf)
+        .expect("scapy's ESP packet was not delivered");
     assert_eq!(&buf[..n], b"made-by-scapy");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(counter(h1, "esp_replay"), 1);
-    inject(&bed, "wrongkey", 7, 500, &a1_mac, "10.90.0.1", port, "forged");
+    inject(
+        &bed,
+        "wrongkey",
+        7,
+        500,
+        &a1_mac,
+        "10.90.0.1",
+        port,
+        "forged",
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(counter(h1, "esp_bad_icv"), 1);
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    assert!(sock.recv(&mut buf).is_err(), "a replay or forgery was delivered");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        sock.recv(&mut buf).is_err(),
+        "a replay or forgery was delivered"
+    );
 
     // Trace shows sealing with SPI and sequence number.
     call(h1, cmd::TRACE_ADD, json!({"count": 1, "port": p1}));
@@ -328,10 +389,22 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
     assert!(trace.contains("ESP sealed: SPI 0x"), "{trace}");
 
     // A checked TCP transfer on each overlay, in the same run.
-    let enc = tcp_transfer(&b1.path(), Ipv4Addr::new(10, 90, 0, 2), &a1.path(), 20 << 20, Duration::from_secs(90))
-        .unwrap_or_else(|e| panic!("TCP over the encrypted overlay: {e}; {}", h1.log_tail()));
-    let plain = tcp_transfer(&b2.path(), Ipv4Addr::new(10, 91, 0, 2), &a2.path(), 20 << 20, Duration::from_secs(90))
-        .unwrap_or_else(|e| panic!("TCP over the plain overlay: {e}"));
+    let enc = tcp_transfer(
+        &b1.path(),
+        Ipv4Addr::new(10, 90, 0, 2),
+        &a1.path(),
+        20 << 20,
+        Duration::from_secs(90),
+    )
+    .unwrap_or_else(|e| panic!("TCP over the encrypted overlay: {e}; {}", h1.log_tail()));
+    let plain = tcp_transfer(
+        &b2.path(),
+        Ipv4Addr::new(10, 91, 0, 2),
+        &a2.path(),
+        20 << 20,
+        Duration::from_secs(90),
+    )
+    .unwrap_or_else(|e| panic!("TCP over the plain overlay: {e}"));
     eprintln!(
         "TCP host to host: encrypted {:.0} Mbit/s, plain {:.0} Mbit/s, ratio {:.2}",
         enc.mbps(),
@@ -339,8 +412,16 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
         enc.mbps() / plain.mbps()
     );
     let (sealed, opened) = (counter(h1, "esp_sealed"), counter(h2, "esp_opened"));
-    assert!(sealed > 1000 && opened > 1000, "sealed {sealed}, opened {opened}");
-    for bad in ["esp_unknown_spi", "esp_outside_window", "esp_no_room", "esp_too_big"] {
+    assert!(
+        sealed > 1000 && opened > 1000,
+        "sealed {sealed}, opened {opened}"
+    );
+    for bad in [
+        "esp_unknown_spi",
+        "esp_outside_window",
+        "esp_no_room",
+        "esp_too_big",
+    ] {
         assert_eq!(counter(h1, bad) + counter(h2, bad), 0, "{bad}");
     }
 }
@@ -353,14 +434,22 @@ fn key_rotation_during_a_transfer_loses_nothing_and_sends_no_cleartext() {
     }
     let tmp = TempDir::new("esprot");
     let bed = OverlayHosts::with_networks(&bin("vswitchd"), &tmp.0, &[("sec", 510, true)]).unwrap();
-    let (a, _) = bed.container(0, "sec", Ipv4Addr::new(10, 92, 0, 1)).unwrap();
-    let (b, _) = bed.container(1, "sec", Ipv4Addr::new(10, 92, 0, 2)).unwrap();
+    let (a, _) = bed
+        .container(0, "sec", Ipv4Addr::new(10, 92, 0, 1))
+        .unwrap();
+    let (b, _) = bed
+        .container(1, "sec", Ipv4Addr::new(10, 92, 0, 2))
+        .unwrap();
     let [h1, h2] = &bed.daemons;
     for d in [h1, h2] {
         ctl(d, &["key", "add", "--tag", "1", "--key", KEY1]);
         ctl(d, &["key", "primary", "--tag", "1"]);
     }
-    assert!(ping_until(&a, Ipv4Addr::new(10, 92, 0, 2), 10), "{}", h1.log_tail());
+    assert!(
+        ping_until(&a, Ipv4Addr::new(10, 92, 0, 2), 10),
+        "{}",
+        h1.log_tail()
+    );
     // What was dropped before the keys were there (IPv6 solicitations, ARP) is not the
     // rotation's.
     let names = [
@@ -383,7 +472,13 @@ fn key_rotation_during_a_transfer_loses_nothing_and_sends_no_cleartext() {
     let cap2 = capture(h2, "uplink2", &file2, &["-s", "128", "--direction", "tx"]);
     let (bp, ap) = (b.path(), a.path());
     let transfer = std::thread::spawn(move || {
-        tcp_transfer(&bp, Ipv4Addr::new(10, 92, 0, 2), &ap, 60 << 20, Duration::from_secs(120))
+        tcp_transfer(
+            &bp,
+            Ipv4Addr::new(10, 92, 0, 2),
+            &ap,
+            60 << 20,
+            Duration::from_secs(120),
+        )
     });
     let step = Duration::from_millis(400);
     std::thread::sleep(step);
@@ -399,15 +494,21 @@ fn key_rotation_during_a_transfer_loses_nothing_and_sends_no_cleartext() {
     for d in [h1, h2] {
         ctl(d, &["key", "rm", "--tag", "1"]);
     }
-    let t = transfer.join().unwrap().unwrap_or_else(|e| {
-        panic!("TCP across the rotation: {e}; host 1:\n{}", h1.log_tail())
-    });
+    let t = transfer
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("TCP across the rotation: {e}; host 1:\n{}", h1.log_tail()));
     eprintln!("TCP across a key rotation: {:.0} Mbit/s", t.mbps());
     finish(cap);
     finish(cap2);
     for (i, d) in [h1, h2].into_iter().enumerate() {
         for (j, bad) in names.iter().enumerate() {
-            assert_eq!(counter(d, bad), before[i][j], "{bad}; log:\n{}", d.log_tail());
+            assert_eq!(
+                counter(d, bad),
+                before[i][j],
+                "{bad}; log:\n{}",
+                d.log_tail()
+            );
         }
     }
     let ls = ctl(h1, &["--json", "key", "ls"]);
@@ -422,9 +523,11 @@ fn key_rotation_during_a_transfer_loses_nothing_and_sends_no_cleartext() {
     assert!(protos2.lines().count() > 100, "{}", protos2.lines().count());
     for p in [&protos, &protos2] {
         assert!(
-            p.lines().all(|l| l.starts_with(',') || l.starts_with("50,")),
+            p.lines()
+                .all(|l| l.starts_with(',') || l.starts_with("50,")),
             "sent in the clear during the rotation: {:?}",
-            p.lines().find(|l| !l.starts_with(',') && !l.starts_with("50,"))
+            p.lines()
+                .find(|l| !l.starts_with(',') && !l.starts_with("50,"))
         );
     }
     let spis: std::collections::BTreeSet<&str> =
@@ -432,6 +535,8 @@ fn key_rotation_during_a_transfer_loses_nothing_and_sends_no_cleartext() {
     let (old, _) = derive(H1, H2, 1, KEY1);
     let (new, _) = derive(H1, H2, 2, KEY2);
     let has = |s: &str| spis.iter().any(|x| x.trim_start_matches("0x") == s);
-    assert!(has(&old) && has(&new), "SPIs seen: {spis:?}, old {old}, new {new}");
+    assert!(
+        has(&old) && has(&new),
+        "SPIs seen: {spis:?}, old {old}, new {new}"
+    );
 }
-

@@ -1297,7 +1297,10 @@ fn encrypted_network_sends_only_esp_that_the_peer_opens() {
             u32::from_be_bytes([p[34], p[35], p[36], p[37]]),
             vswitch::esp::sa::derive_spi(OUR_IP, PEER_IP, 1)
         );
-        assert_eq!(u32::from_be_bytes([p[38], p[39], p[40], p[41]]), i as u32 + 1);
+        assert_eq!(
+            u32::from_be_bytes([p[38], p[39], p[40], p[41]]),
+            i as u32 + 1
+        );
         let o = opener.open(&peer, &mut p).unwrap();
         check_encap(&p[o.trim..o.trim + o.len], &f, VNI_1, PEER_MAC, PEER_IP);
     }
@@ -1325,7 +1328,11 @@ fn esp_from_the_peer_is_opened_and_delivered_replays_are_not() {
     // The failure did not use up sequence number 2.
     let p2 = sealed_by(&peer_tx, 2, &vxlan(from_peer(VNI_1), &f));
     assert_eq!(rig.exchange(UPLINK, &p2), only(ACCESS_1, vec![f.clone()]));
-    assert_eq!(rig.fdb(1, R), Some((TUN_1, false)), "learned behind the tunnel");
+    assert_eq!(
+        rig.fdb(1, R),
+        Some((TUN_1, false)),
+        "learned behind the tunnel"
+    );
 }
 
 #[test]
@@ -1334,7 +1341,10 @@ fn cleartext_for_an_encrypted_vni_is_dropped_with_or_without_keys_and_peers() {
     // With keys and the peer.
     let (snap, _) = encrypted(true);
     let mut rig = Rig::with(snap);
-    assert_eq!(rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)), Out::new());
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)),
+        Out::new()
+    );
     assert_eq!(rig.dropped("esp_cleartext"), 1);
     // Network 2 still takes cleartext.
     assert_eq!(
@@ -1344,13 +1354,19 @@ fn cleartext_for_an_encrypted_vni_is_dropped_with_or_without_keys_and_peers() {
     // No keys.
     let (snap, _) = encrypted(false);
     let mut rig = Rig::with(snap);
-    assert_eq!(rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)), Out::new());
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)),
+        Out::new()
+    );
     assert_eq!(rig.dropped("esp_cleartext"), 1);
     // No peers at all.
     let mut s = base();
     net_conf(&mut s, 1).encrypted = true;
     let mut rig = Rig::with(s);
-    assert_eq!(rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)), Out::new());
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)),
+        Out::new()
+    );
     assert_eq!(rig.dropped("esp_cleartext"), 1);
     assert_eq!(rig.drops().values().sum::<u64>(), 1);
 }

@@ -2,14 +2,15 @@
 //! Everything here happens before the socket is touched.
 
 use super::args::{
-    CaptureCmd, CaptureDir, Command, ConfigCmd, FdbCmd, KeyCmd, NetworkCmd, NetworkCreate, PeerArgs,
-    PeerCmd, PortAdd, PortCmd, PortKind, TraceCmd, UplinkCmd, UplinkSet,
+    CaptureCmd, CaptureDir, Command, ConfigCmd, FdbCmd, KeyCmd, NetworkCmd, NetworkCreate,
+    PeerArgs, PeerCmd, PortAdd, PortCmd, PortKind, TraceCmd, UplinkCmd, UplinkSet,
 };
 use super::check;
 use super::CliError;
 use control::proto::{
-    cmd, CaptureDirection, CaptureStart, ConfigDoc, ExportArgs, FdbLsArgs, KeyAdd, KeyTag, FdbRmArgs, NameArgs, NetworkSpec,
-    PeerLsArgs, PeerSpec, PortSpec, PortType, StaticFdb, StatsArgs, TraceAddArgs, UplinkSpec,
+    cmd, CaptureDirection, CaptureStart, ConfigDoc, ExportArgs, FdbLsArgs, FdbRmArgs, KeyAdd,
+    KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortSpec, PortType, StaticFdb, StatsArgs,
+    TraceAddArgs, UplinkSpec,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -594,8 +595,22 @@ mod tests {
         let call = plan_of(&["key", "add", "--tag", "3", "--key", k]).unwrap();
         assert_eq!(call.cmd, "key.add");
         assert_eq!(call.args, json!({"tag": 3, "key": k}));
-        assert!(format!("{:?}", KeyAdd { tag: 3, key: k.into() }).contains("tag: 3"));
-        assert!(!format!("{:?}", KeyAdd { tag: 3, key: k.into() }).contains(k));
+        assert!(format!(
+            "{:?}",
+            KeyAdd {
+                tag: 3,
+                key: k.into()
+            }
+        )
+        .contains("tag: 3"));
+        assert!(!format!(
+            "{:?}",
+            KeyAdd {
+                tag: 3,
+                key: k.into()
+            }
+        )
+        .contains(k));
         let call = plan_of(&["key", "primary", "--tag", "3"]).unwrap();
         assert_eq!((call.cmd, call.args), ("key.primary", json!({"tag": 3})));
         let call = plan_of(&["key", "rm", "--tag", "3"]).unwrap();

@@ -5,8 +5,8 @@ use super::plan::Show;
 use super::table::{key_values, left, right, Table};
 use super::CliError;
 use control::proto::{
-    ConfigDoc, FdbEntry, ImportSummary, KeyInfo, NetworkInfo, PeerSpec, PortInfo, StatsInfo, StatusInfo,
-    TraceInfo, UplinkInfo,
+    ConfigDoc, FdbEntry, ImportSummary, KeyInfo, NetworkInfo, PeerSpec, PortInfo, StatsInfo,
+    StatusInfo, TraceInfo, UplinkInfo,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;

@@ -26,7 +26,7 @@ pub(super) fn parse_key(hex: &str) -> Result<Vec<u8>, ErrorBody> {
             ),
         )
     };
-    if !hex.is_ascii() || hex.len() % 2 != 0 || !sa::KEY_LENS.contains(&(hex.len() / 2)) {
+    if !hex.is_ascii() || !hex.len().is_multiple_of(2) || !sa::KEY_LENS.contains(&(hex.len() / 2)) {
         return Err(bad());
     }
     (0..hex.len())
@@ -117,12 +117,15 @@ impl Desired {
     }
 }
 
+/// An SA's identity: (tag, source VTEP, destination VTEP).
+type SaKey = (u32, Ipv4Addr, Ipv4Addr);
+
 /// The SAs made so far, kept across snapshots so their packet counters go on (an SA made anew
 /// would start its sequence numbers again).
 #[derive(Default)]
 pub(super) struct SaCache {
     /// (tag, source, destination) -> (the tag's keying material, the SA).
-    map: HashMap<(u32, Ipv4Addr, Ipv4Addr), (Vec<u8>, Arc<Sa>)>,
+    map: HashMap<SaKey, (Vec<u8>, Arc<Sa>)>,
 }
 
 impl SaCache {
@@ -188,7 +191,10 @@ impl Daemon {
         };
         let next = self.desired.add_key(spec)?;
         self.commit(next)?;
-        tracing::info!(tag, "encryption key added (receive only until made primary)");
+        tracing::info!(
+            tag,
+            "encryption key added (receive only until made primary)"
+        );
         Ok(())
     }
 

@@ -648,8 +648,12 @@ mod tests {
         let mut d = Daemon::start(opts(&dir.0)).unwrap();
         let k1 = "000102030405060708090a0b0c0d0e0f10111213";
         let k2 = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100a1b2c3d4";
-        call(&mut d, cmd::NETWORK_CREATE, json!({"name": "sec", "vni": 9, "encrypted": true}))
-            .unwrap();
+        call(
+            &mut d,
+            cmd::NETWORK_CREATE,
+            json!({"name": "sec", "vni": 9, "encrypted": true}),
+        )
+        .unwrap();
         // Bad material: the message says how to mend it and never repeats what was given.
         let secretish = "00112233445566778899aabbccddeeff0011";
         let e = call(&mut d, cmd::KEY_ADD, json!({"tag": 1, "key": secretish})).unwrap_err();
@@ -675,7 +679,9 @@ mod tests {
         assert_eq!(ls[0]["bits"], 256);
         assert!(!text.contains(&k2[..16]), "{text}");
         // Export leaves keys out unless asked; the state file has them, owner-only.
-        let doc = call(&mut d, cmd::CONFIG_EXPORT, Value::Null).unwrap().to_string();
+        let doc = call(&mut d, cmd::CONFIG_EXPORT, Value::Null)
+            .unwrap()
+            .to_string();
         assert!(!doc.contains(&k2[..16]) && !doc.contains("keys"), "{doc}");
         let doc = call(&mut d, cmd::CONFIG_EXPORT, json!({"include_secrets": true})).unwrap();
         assert_eq!(doc["keys"][0]["key"], k2);

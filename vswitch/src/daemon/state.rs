@@ -231,7 +231,10 @@ impl Daemon {
                     Some(_) => {
                         return Err(err(
                             ErrorCode::Conflict,
-                            format!("key {} exists with other material; remove it or edit the document", k.tag),
+                            format!(
+                                "key {} exists with other material; remove it or edit the document",
+                                k.tag
+                            ),
                         ))
                     }
                     None => {

@@ -64,9 +64,7 @@ impl Opener {
     /// Opens the ESP packet `frame` (Ethernet, IPv4 protocol 50, for us) in place.
     pub fn open(&mut self, conf: &EspConf, frame: &mut [u8]) -> Result<Opened, OpenDrop> {
         let p: EspIn = sa::parse(frame)?;
-        let i = conf
-            .rx_index(p.spi, p.src)
-            .ok_or(OpenDrop::UnknownSpi)?;
+        let i = conf.rx_index(p.spi, p.src).ok_or(OpenDrop::UnknownSpi)?;
         let sa = &conf.rx().get(i).ok_or(OpenDrop::UnknownSpi)?.1;
         if self.windows.get(i).is_none_or(|(id, _)| *id != sa.id) {
             // A ring this worker has not followed yet (configure runs first; kept safe anyway).

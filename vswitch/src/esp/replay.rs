@@ -166,7 +166,10 @@ mod tests {
         }
         assert_eq!(take(&mut w, 1_000_000), Ok(Verdict::Fresh));
         assert_eq!(w.check(1_000_000 - 1, 0), Ok(Verdict::Fresh));
-        assert_eq!(w.check(1_000_000 - RING_BITS, 0), Err(Reject::OutsideWindow));
+        assert_eq!(
+            w.check(1_000_000 - RING_BITS, 0),
+            Err(Reject::OutsideWindow)
+        );
     }
 
     #[test]

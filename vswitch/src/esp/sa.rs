@@ -88,7 +88,10 @@ pub fn derive_key(master: &[u8], src: Ipv4Addr, dst: Ipv4Addr, tag: u32) -> Opti
     info[8..].copy_from_slice(&tag.to_be_bytes());
     let mut out = vec![0u8; master.len()];
     let infos = [&info[..]];
-    prk.expand(&infos, Len(out.len())).ok()?.fill(&mut out).ok()?;
+    prk.expand(&infos, Len(out.len()))
+        .ok()?
+        .fill(&mut out)
+        .ok()?;
     Some(out)
 }
 
@@ -228,7 +231,9 @@ impl Sa {
         len: usize,
     ) -> Result<(usize, usize), SealDrop> {
         let seq = u32::try_from(n).map_err(|_| SealDrop::SeqExhausted)?;
-        let frame = slot.get(off..off.saturating_add(len)).ok_or(SealDrop::NoRoom)?;
+        let frame = slot
+            .get(off..off.saturating_add(len))
+            .ok_or(SealDrop::NoRoom)?;
         if frame.get(12..14) != Some(&[0x08, 0x00]) {
             return Err(SealDrop::NotIpv4);
         }
@@ -334,7 +339,9 @@ pub fn parse(frame: &[u8]) -> Result<EspIn, OpenDrop> {
     if end < min || frame.len() < end {
         return Err(OpenDrop::Runt);
     }
-    let h = frame.get(ip_end..ip_end + PREFIX_LEN).ok_or(OpenDrop::Runt)?;
+    let h = frame
+        .get(ip_end..ip_end + PREFIX_LEN)
+        .ok_or(OpenDrop::Runt)?;
     let rd = |r: std::ops::Range<usize>| h.get(r).unwrap_or(&[]);
     let spi = u32::from_be_bytes(rd(0..4).try_into().map_err(|_| OpenDrop::Runt)?);
     let seq = u32::from_be_bytes(rd(4..8).try_into().map_err(|_| OpenDrop::Runt)?);

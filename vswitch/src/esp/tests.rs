@@ -127,7 +127,10 @@ fn round_trips_with_derived_keys_at_every_size() {
         assert_eq!(tx.spi, rx.spi);
         let conf = ring(rx);
         let mut o = Opener::default();
-        for (i, payload) in [0usize, 1, 2, 3, 4, 64, 1400, 1773, 9000].into_iter().enumerate() {
+        for (i, payload) in [0usize, 1, 2, 3, 4, 64, 1400, 1773, 9000]
+            .into_iter()
+            .enumerate()
+        {
             let mut f = hex(PLAIN)[..42].to_vec();
             f.extend((0..payload).map(|x| x as u8));
             let total = (f.len() - 14) as u16;
@@ -163,7 +166,10 @@ fn no_room_and_exhausted_sequence_numbers_refuse_to_seal() {
     assert_eq!(sa.seal(1, &mut slot, 8, plain.len()), Err(SealDrop::NoRoom));
     let mut slot = vec![0u8; 64 + plain.len() + 8];
     slot[64..64 + plain.len()].copy_from_slice(&plain);
-    assert_eq!(sa.seal(1, &mut slot, 64, plain.len()), Err(SealDrop::NoRoom));
+    assert_eq!(
+        sa.seal(1, &mut slot, 64, plain.len()),
+        Err(SealDrop::NoRoom)
+    );
     assert!(sa.first_exhaustion());
     assert!(!sa.first_exhaustion());
 }
@@ -212,12 +218,21 @@ fn bad_packets_dropped_by_name_and_window_unmoved() {
     let mut wrong = material();
     wrong[0] ^= 0xff;
     let bad = Sa::with_material(&wrong, 0x1234, A, B, 1, 0x9000).unwrap();
-    expect_drop(&mut o, &conf, &seal(&bad, 7, &plain).unwrap(), OpenDrop::BadIcv);
+    expect_drop(
+        &mut o,
+        &conf,
+        &seal(&bad, 7, &plain).unwrap(),
+        OpenDrop::BadIcv,
+    );
 
     // Truncated: every length short of the whole packet.
     let full = pkt(7);
     for cut in [0, 13, 33, 40, 49, 51, full.len() - 1] {
-        assert_eq!(open(&mut o, &conf, &full[..cut]), Err(OpenDrop::Runt), "cut at {cut}");
+        assert_eq!(
+            open(&mut o, &conf, &full[..cut]),
+            Err(OpenDrop::Runt),
+            "cut at {cut}"
+        );
     }
     // An IPv4 length shorter than ESP needs.
     let mut p = pkt(7);
@@ -239,10 +254,20 @@ fn bad_packets_dropped_by_name_and_window_unmoved() {
     // Authentic packets with a bad trailer: padding not 1, 2, ..; next header not UDP.
     let mut pt = plain[34..].to_vec();
     pt.extend_from_slice(&[9, 9, 2, 17]);
-    expect_drop(&mut o, &conf, &raw(11, 0x1000 + 11, &pt), OpenDrop::BadPadding);
+    expect_drop(
+        &mut o,
+        &conf,
+        &raw(11, 0x1000 + 11, &pt),
+        OpenDrop::BadPadding,
+    );
     let mut pt = plain[34..].to_vec();
     pt.extend_from_slice(&[0, 6]);
-    expect_drop(&mut o, &conf, &raw(12, 0x1000 + 12, &pt), OpenDrop::BadNextHeader);
+    expect_drop(
+        &mut o,
+        &conf,
+        &raw(12, 0x1000 + 12, &pt),
+        OpenDrop::BadNextHeader,
+    );
 
     // None of the failures moved the window or marked 7 or 8 as seen.
     for n in [7, 8] {
@@ -252,7 +277,10 @@ fn bad_packets_dropped_by_name_and_window_unmoved() {
     // Outside the window: far ahead, then an old one.
     assert!(open(&mut o, &conf, &pkt(5000)).is_ok());
     expect_drop(&mut o, &conf, &pkt(13), OpenDrop::OutsideWindow);
-    assert!(open(&mut o, &conf, &pkt(5000 - 1000)).is_ok(), "1000 back is inside");
+    assert!(
+        open(&mut o, &conf, &pkt(5000 - 1000)).is_ok(),
+        "1000 back is inside"
+    );
 }
 
 #[test]
@@ -266,11 +294,32 @@ fn accepts_a_restarted_sender_but_not_a_replay() {
     }
     // The same sender after a restart: numbering from 1 again, IVs above every earlier one.
     let after = Sa::with_material(&material(), 0x1234, A, B, 1, 0x1000 + 1_000_000).unwrap();
-    expect_drop(&mut o, &conf, &seal(&before, 1, &plain).unwrap(), OpenDrop::OutsideWindow);
-    expect_drop(&mut o, &conf, &seal(&before, 2999, &plain).unwrap(), OpenDrop::Replay);
-    assert_eq!(open(&mut o, &conf, &seal(&after, 1, &plain).unwrap()), Ok(plain.clone()));
-    assert_eq!(open(&mut o, &conf, &seal(&after, 2, &plain).unwrap()), Ok(plain.clone()));
-    expect_drop(&mut o, &conf, &seal(&after, 1, &plain).unwrap(), OpenDrop::Replay);
+    expect_drop(
+        &mut o,
+        &conf,
+        &seal(&before, 1, &plain).unwrap(),
+        OpenDrop::OutsideWindow,
+    );
+    expect_drop(
+        &mut o,
+        &conf,
+        &seal(&before, 2999, &plain).unwrap(),
+        OpenDrop::Replay,
+    );
+    assert_eq!(
+        open(&mut o, &conf, &seal(&after, 1, &plain).unwrap()),
+        Ok(plain.clone())
+    );
+    assert_eq!(
+        open(&mut o, &conf, &seal(&after, 2, &plain).unwrap()),
+        Ok(plain.clone())
+    );
+    expect_drop(
+        &mut o,
+        &conf,
+        &seal(&after, 1, &plain).unwrap(),
+        OpenDrop::Replay,
+    );
 }
 
 #[test]

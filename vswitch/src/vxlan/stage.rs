@@ -100,7 +100,10 @@ impl UnderlayIn {
         let to_us = pool.data(&b).get(0..6).is_some_and(|d| d == up.mac);
         // ESP for our address is opened first; what it carried is judged as VXLAN below.
         let mut sealed = false;
-        if to_us && esp::sa::is_esp(pool.data(&b)) && pool.data(&b).get(30..34) == Some(&up.ip.octets()) {
+        if to_us
+            && esp::sa::is_esp(pool.data(&b))
+            && pool.data(&b).get(30..34) == Some(&up.ip.octets())
+        {
             let cfg = io.cfg;
             match opener.open(&cfg.esp, pool.data_mut(&mut b)) {
                 Ok(o) => {
@@ -109,7 +112,10 @@ impl UnderlayIn {
                     pool.set_offload(&mut b, Default::default());
                     self.esp_ev.inc(io.cx.stats, OpenEvent::Opened);
                     if T {
-                        let what = Detail::EspOpen { spi: o.spi, seq: o.seq };
+                        let what = Detail::EspOpen {
+                            spi: o.spi,
+                            seq: o.seq,
+                        };
                         io.rec::<T>("esp-open", &b, what);
                     }
                     sealed = true;
