@@ -464,7 +464,13 @@ impl Daemon {
                 to_value(serde_json::to_value(doc))
             }
             cmd::KEY_ADD => {
-                let a: KeyAdd = parse_args(c, a)?;
+                // Not `parse_args`: a decoding error may quote the value, the key included.
+                let a: KeyAdd = serde_json::from_value(a.clone()).map_err(|_| {
+                    err(
+                        ErrorCode::InvalidArgument,
+                        r#"invalid arguments for key.add: expected {"tag": N, "key": "HEX"}"#,
+                    )
+                })?;
                 self.key_add(a)?;
                 Ok(Value::Null)
             }
@@ -660,6 +666,8 @@ mod tests {
         assert_eq!(e.code, ErrorCode::InvalidArgument);
         assert!(e.message.contains("40 or 72 hex digits"), "{e}");
         assert!(!e.message.contains(secretish), "{e}");
+        let e = call(&mut d, cmd::KEY_ADD, json!({"tag": 1, "key": 987654321987u64})).unwrap_err();
+        assert!(!e.message.contains("987654321987"), "{e}");
         call(&mut d, cmd::KEY_ADD, json!({"tag": 1, "key": k1})).unwrap();
         call(&mut d, cmd::KEY_ADD, json!({"tag": 2, "key": k2})).unwrap();
         let e = call(&mut d, cmd::KEY_ADD, json!({"tag": 2, "key": k1})).unwrap_err();
