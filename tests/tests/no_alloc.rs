@@ -299,7 +299,10 @@ fn esp_seal_and_open_allocate_nothing() {
     let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
     let master = [7u8; 20];
     let tx = Sa::new(&master, a, b, 1, 1).unwrap();
-    let conf = EspConf::new(vec![], vec![Arc::new(Sa::new(&master, a, b, 1, 0).unwrap())]);
+    let conf = EspConf::new(
+        vec![],
+        vec![Arc::new(Sa::new(&master, a, b, 1, 0).unwrap())],
+    );
     let mut opener = Opener::default();
     opener.configure(&conf);
     let mut frame = vec![0u8; 34 + 1400];

@@ -666,7 +666,12 @@ mod tests {
         assert_eq!(e.code, ErrorCode::InvalidArgument);
         assert!(e.message.contains("40 or 72 hex digits"), "{e}");
         assert!(!e.message.contains(secretish), "{e}");
-        let e = call(&mut d, cmd::KEY_ADD, json!({"tag": 1, "key": 987654321987u64})).unwrap_err();
+        let e = call(
+            &mut d,
+            cmd::KEY_ADD,
+            json!({"tag": 1, "key": 987654321987u64}),
+        )
+        .unwrap_err();
         assert!(!e.message.contains("987654321987"), "{e}");
         call(&mut d, cmd::KEY_ADD, json!({"tag": 1, "key": k1})).unwrap();
         call(&mut d, cmd::KEY_ADD, json!({"tag": 2, "key": k2})).unwrap();
