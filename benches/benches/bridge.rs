@@ -126,6 +126,7 @@ impl Rig {
                     mac_limit: u32::MAX,
                     aging_secs: 300,
                     statics: Vec::new(),
+                    encrypted: false,
                 }),
             ],
             ..Default::default()

@@ -89,6 +89,7 @@ impl Rig {
                 mac_limit: 1024,
                 aging_secs: 300,
                 statics: vec![],
+                encrypted: false,
             }),
         ];
         tx.send((

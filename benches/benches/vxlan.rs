@@ -126,6 +126,7 @@ fn snapshot(statics: Vec<([u8; 6], PortId)>) -> Snapshot {
         tunnel: Some(TunnelConf {
             vtep: PEER_IP,
             vni: VNI,
+            encrypted: false,
         }),
         ..Default::default()
     });
@@ -139,6 +140,7 @@ fn snapshot(statics: Vec<([u8; 6], PortId)>) -> Snapshot {
                 mac_limit: 1024,
                 aging_secs: 300,
                 statics,
+                encrypted: false,
             }),
         ],
         uplink: Some(UplinkConf {
@@ -152,6 +154,7 @@ fn snapshot(statics: Vec<([u8; 6], PortId)>) -> Snapshot {
         }),
         vnis: vec![(VNI, 1)],
         tunnels: vec![((1, u32::from(PEER_IP)), TUNNEL)],
+        esp: Default::default(),
     }
 }
 

@@ -179,6 +179,14 @@ pub mod cmd {
     pub const CAPTURE_READ: &str = "capture.read";
     /// [`super::CaptureId`] -> [`super::CaptureSummary`]
     pub const CAPTURE_STOP: &str = "capture.stop";
+    /// [`super::KeyAdd`] -> null
+    pub const KEY_ADD: &str = "key.add";
+    /// [`super::KeyTag`] -> null
+    pub const KEY_PRIMARY: &str = "key.primary";
+    /// [`super::KeyTag`] -> null
+    pub const KEY_RM: &str = "key.rm";
+    /// null -> `Vec<`[`super::KeyInfo`]`>`
+    pub const KEY_LS: &str = "key.ls";
 
     /// All command names, for `unknown command` messages.
     pub const ALL: &[&str] = &[
@@ -208,6 +216,10 @@ pub mod cmd {
         CAPTURE_START,
         CAPTURE_READ,
         CAPTURE_STOP,
+        KEY_ADD,
+        KEY_PRIMARY,
+        KEY_RM,
+        KEY_LS,
     ];
 }
 
@@ -432,6 +444,89 @@ pub struct ConfigDoc {
     /// Remote VTEPs of overlay networks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerSpec>,
+    /// Overlay encryption keys (in the state file; in `config export` only with
+    /// `--include-secrets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeySpec>,
+}
+
+/// An overlay encryption key as configured (`key add`, the state file).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    /// The key's tag (its SPIs are derived from it).
+    pub tag: u32,
+    /// RFC 4106 keying material in hex: 16 or 32 bytes of AES key, then the 4-byte salt.
+    pub key: String,
+    /// Whether this is the sending key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub primary: bool,
+    /// When it was added (seconds since the Unix epoch).
+    #[serde(default)]
+    pub added: u64,
+}
+
+impl std::fmt::Debug for KeySpec {
+    // Never the key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySpec")
+            .field("tag", &self.tag)
+            .field("primary", &self.primary)
+            .field("added", &self.added)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `key.add` arguments.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAdd {
+    /// Tag.
+    pub tag: u32,
+    /// Keying material in hex (see [`KeySpec::key`]).
+    pub key: String,
+}
+
+impl std::fmt::Debug for KeyAdd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyAdd")
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `key.primary` / `key.rm` arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyTag {
+    /// Tag.
+    pub tag: u32,
+}
+
+/// `key.ls` entry: never key material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// Tag.
+    pub tag: u32,
+    /// Whether it is the sending key.
+    pub primary: bool,
+    /// Seconds since it was added.
+    pub age_secs: u64,
+    /// AES key size in bits (128 or 256).
+    pub bits: u32,
+    /// Packets sealed with it.
+    pub tx_packets: u64,
+    /// Packets opened with it.
+    pub rx_packets: u64,
+}
+
+/// `config.export` arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportArgs {
+    /// Include key material (`--include-secrets`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_secrets: bool,
 }
 
 /// The host's underlay address (`uplink set`): the VXLAN source address, answered for in ARP.
@@ -495,6 +590,7 @@ impl Default for ConfigDoc {
             fdb: Vec::new(),
             uplink: None,
             peers: Vec::new(),
+            keys: Vec::new(),
         }
     }
 }

@@ -323,6 +323,12 @@ impl Pool {
         &mut self.slot_mut(b)[off..off + len]
     }
 
+    /// Where the frame of `b` starts within its slot ([`Pool::slot_mut`]).
+    #[inline]
+    pub fn offset(&self, b: &Buf) -> usize {
+        self.meta(b).off as usize
+    }
+
     /// Frame length of `b`.
     #[inline]
     pub fn len(&self, b: &Buf) -> usize {

@@ -250,6 +250,7 @@ impl Topo {
             mac_limit: DEFAULT_NET_MAC_LIMIT,
             aging_secs: DEFAULT_AGING_SECS,
             statics: Vec::new(),
+            encrypted: false,
         });
         self
     }

@@ -41,6 +41,7 @@ fn a_mac_learned_on_one_worker_is_known_to_the_other() {
                 mac_limit: 1000,
                 aging_secs: 300,
                 statics: vec![],
+                encrypted: false,
             }),
         ],
         ..Default::default()

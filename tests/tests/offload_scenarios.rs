@@ -236,6 +236,7 @@ fn topo(net: NetId, ports: &[PortId]) -> Snapshot {
         mac_limit: DEFAULT_NET_MAC_LIMIT,
         aging_secs: DEFAULT_AGING_SECS,
         statics: Vec::new(),
+        encrypted: false,
     });
     snap
 }

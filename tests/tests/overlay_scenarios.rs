@@ -257,6 +257,7 @@ fn netconf(ports: Vec<PortId>) -> NetConf {
         mac_limit: 1000,
         aging_secs: 300,
         statics: vec![],
+        encrypted: false,
     }
 }
 
@@ -285,6 +286,7 @@ fn base() -> Snapshot {
         }),
         vnis: vec![(VNI_1, 1), (VNI_2, 2)],
         tunnels: vec![],
+        esp: Default::default(),
     }
 }
 
@@ -299,7 +301,11 @@ fn add_tunnel(s: &mut Snapshot, id: PortId, net: NetId, vtep: Ipv4Addr, peer: bo
     s.ports[id as usize] = Some(PortConf {
         net: Some(net),
         mac_limit: 1000,
-        tunnel: Some(TunnelConf { vtep, vni }),
+        tunnel: Some(TunnelConf {
+            vtep,
+            vni,
+            encrypted: false,
+        }),
         learn: true,
         ..Default::default()
     });
@@ -1372,4 +1378,145 @@ fn a_super_frame_with_segments_too_big_for_the_overlay_is_cut_to_fit_and_loses_n
     assert_eq!(rig.event_named("vxlan_mss_clamped"), 1);
     assert_eq!(rig.dropped("vxlan_segment_lost"), 0);
     assert_eq!(rig.dropped("vxlan_too_big"), 0);
+}
+
+// (e) Encrypted overlays: network 1 encrypted, ESP around the VXLAN datagram.
+
+/// The tag's keying material in these tests (AES-128 + salt).
+const MASTER: [u8; 20] = [
+    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+    0xca, 0xfe, 0xba, 0xbe,
+];
+
+/// The standard topology with network 1 encrypted and, with `key`, SAs of tag 1 both ways with
+/// `PEER_IP` (the one towards it primary). Returns also the peer's own sending SA.
+fn encrypted(key: bool) -> (Snapshot, Arc<vswitch::esp::sa::Sa>) {
+    use vswitch::esp::{ring::EspConf, sa::Sa};
+    let mut s = snapshot();
+    net_conf(&mut s, 1).encrypted = true;
+    if let Some(t) = port_conf(&mut s, TUN_1).tunnel.as_mut() {
+        t.encrypted = true;
+    }
+    let peer_tx = Arc::new(Sa::new(&MASTER, PEER_IP, OUR_IP, 1, 5_000).unwrap());
+    if key {
+        let tx = Arc::new(Sa::new(&MASTER, OUR_IP, PEER_IP, 1, 1_000).unwrap());
+        let rx = Arc::new(Sa::new(&MASTER, PEER_IP, OUR_IP, 1, 0).unwrap());
+        s.esp = Arc::new(EspConf::new(vec![tx], vec![rx]));
+    }
+    (s, peer_tx)
+}
+
+/// `frame` (VXLAN from the peer) sealed by the peer's SA as packet `n`.
+fn sealed_by(sa: &vswitch::esp::sa::Sa, n: u64, frame: &[u8]) -> Vec<u8> {
+    let mut slot = vec![0u8; 64 + frame.len() + 64];
+    slot[64..64 + frame.len()].copy_from_slice(frame);
+    let (off, len) = sa.seal(n, &mut slot, 64, frame.len()).unwrap();
+    slot[off..off + len].to_vec()
+}
+
+#[test]
+fn encrypted_network_sends_only_esp_that_the_peer_opens() {
+    use vswitch::esp::{open::Opener, ring::EspConf, sa::Sa};
+    let (snap, _) = encrypted(true);
+    let mut rig = Rig::with(snap);
+    rig.resolve(PEER_MAC, PEER_IP);
+    // The peer's view: its receiving SA for what we send.
+    let peer_rx = Sa::new(&MASTER, OUR_IP, PEER_IP, 1, 0).unwrap();
+    let peer = EspConf::new(vec![], vec![Arc::new(peer_rx)]);
+    let mut opener = Opener::default();
+    for (i, len) in [64usize, 100, 1000, 1413 + 14].into_iter().enumerate() {
+        let f = inner(BCAST, A, len);
+        let out = rig.exchange(ACCESS_1, &f);
+        let frames = &out[&UPLINK];
+        assert_eq!((out.len(), frames.len()), (1, 1));
+        let mut p = frames[0].clone();
+        assert_eq!(p[23], 50, "IP protocol ESP");
+        assert!(p.len() - 14 <= 1500, "fits the uplink MTU");
+        assert_eq!(
+            u32::from_be_bytes([p[34], p[35], p[36], p[37]]),
+            vswitch::esp::sa::derive_spi(OUR_IP, PEER_IP, 1)
+        );
+        assert_eq!(
+            u32::from_be_bytes([p[38], p[39], p[40], p[41]]),
+            i as u32 + 1
+        );
+        let o = opener.open(&peer, &mut p).unwrap();
+        check_encap(&p[o.trim..o.trim + o.len], &f, VNI_1, PEER_MAC, PEER_IP);
+    }
+    // Network 2 is not encrypted: plain VXLAN.
+    let f = inner(BCAST, B, 64);
+    let out = rig.exchange(ACCESS_2, &f);
+    check_encap(&out[&UPLINK][0], &f, VNI_2, PEER_MAC, PEER_IP);
+    assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+#[test]
+fn esp_from_the_peer_is_opened_and_delivered_replays_are_not() {
+    let (snap, peer_tx) = encrypted(true);
+    let mut rig = Rig::with(snap);
+    let f = inner(BCAST, R, 200);
+    let p1 = sealed_by(&peer_tx, 1, &vxlan(from_peer(VNI_1), &f));
+    assert_eq!(rig.exchange(UPLINK, &p1), only(ACCESS_1, vec![f.clone()]));
+    assert_eq!(rig.exchange(UPLINK, &p1), Out::new());
+    assert_eq!(rig.dropped("esp_replay"), 1);
+    let mut bad = sealed_by(&peer_tx, 2, &vxlan(from_peer(VNI_1), &f));
+    let n = bad.len() - 20;
+    bad[n] ^= 1;
+    assert_eq!(rig.exchange(UPLINK, &bad), Out::new());
+    assert_eq!(rig.dropped("esp_bad_icv"), 1);
+    // The failure did not use up sequence number 2.
+    let p2 = sealed_by(&peer_tx, 2, &vxlan(from_peer(VNI_1), &f));
+    assert_eq!(rig.exchange(UPLINK, &p2), only(ACCESS_1, vec![f.clone()]));
+    assert_eq!(
+        rig.fdb(1, R),
+        Some((TUN_1, false)),
+        "learned behind the tunnel"
+    );
+}
+
+#[test]
+fn cleartext_for_an_encrypted_vni_is_dropped_with_or_without_keys_and_peers() {
+    let f = inner(BCAST, R, 64);
+    // With keys and the peer.
+    let (snap, _) = encrypted(true);
+    let mut rig = Rig::with(snap);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)),
+        Out::new()
+    );
+    assert_eq!(rig.dropped("esp_cleartext"), 1);
+    // Network 2 still takes cleartext.
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_2), &f)),
+        only(ACCESS_2, vec![f.clone()])
+    );
+    // No keys.
+    let (snap, _) = encrypted(false);
+    let mut rig = Rig::with(snap);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)),
+        Out::new()
+    );
+    assert_eq!(rig.dropped("esp_cleartext"), 1);
+    // No peers at all.
+    let mut s = base();
+    net_conf(&mut s, 1).encrypted = true;
+    let mut rig = Rig::with(s);
+    assert_eq!(
+        rig.exchange(UPLINK, &vxlan(from_peer(VNI_1), &f)),
+        Out::new()
+    );
+    assert_eq!(rig.dropped("esp_cleartext"), 1);
+    assert_eq!(rig.drops().values().sum::<u64>(), 1);
+}
+
+#[test]
+fn without_a_primary_key_nothing_is_sent() {
+    let (snap, _) = encrypted(false);
+    let mut rig = Rig::with(snap);
+    rig.resolve(PEER_MAC, PEER_IP);
+    for _ in 0..3 {
+        assert_eq!(rig.exchange(ACCESS_1, &inner(BCAST, A, 64)), Out::new());
+    }
+    assert_eq!(rig.dropped("esp_no_key"), 3);
 }

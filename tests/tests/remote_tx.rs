@@ -34,6 +34,7 @@ fn a_worker_without_a_queue_sends_through_the_owner() {
                 mac_limit: 100,
                 aging_secs: 300,
                 statics: vec![],
+                encrypted: false,
             }),
         ],
         ..Default::default()

@@ -85,6 +85,7 @@ fn snapshot(native: bool, trunk_mtu: u32) -> Snapshot {
             mac_limit: 1000,
             aging_secs: 300,
             statics: vec![],
+            encrypted: false,
         })
     };
     let mut nets = vec![
@@ -222,12 +223,14 @@ fn pcp_survives_from_one_trunk_vlan_to_the_same_network_on_the_trunk() {
         mac_limit: 1000,
         aging_secs: 300,
         statics: vec![],
+        encrypted: false,
     });
     snap.nets[2] = Some(NetConf {
         ports: vec![ACCESS_20],
         mac_limit: 1000,
         aging_secs: 300,
         statics: vec![],
+        encrypted: false,
     });
     let mut rig = Rig::with(snap);
     let inner = untagged(BCAST, A, 64);

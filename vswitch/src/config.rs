@@ -47,6 +47,8 @@ pub struct TunnelConf {
     pub vtep: Ipv4Addr,
     /// The network's VNI.
     pub vni: u32,
+    /// Whether the network is encrypted: encapsulated frames go to `esp-seal`.
+    pub encrypted: bool,
 }
 
 /// The host's underlay address.
@@ -129,6 +131,8 @@ pub struct NetConf {
     pub aging_secs: u32,
     /// Static MAC entries: (MAC, port).
     pub statics: Vec<([u8; 6], PortId)>,
+    /// An encrypted overlay: VXLAN for its VNI is accepted only out of ESP.
+    pub encrypted: bool,
 }
 
 /// One published configuration.
@@ -146,6 +150,8 @@ pub struct Snapshot {
     pub vnis: Vec<(u32, NetId)>,
     /// Tunnel ports by (network, remote VTEP), sorted.
     pub tunnels: Vec<((NetId, u32), PortId)>,
+    /// ESP security associations (encrypted overlays).
+    pub esp: std::sync::Arc<crate::esp::ring::EspConf>,
 }
 
 impl Snapshot {

@@ -117,6 +117,12 @@ pub fn drop_counters() -> impl Iterator<Item = (usize, &'static str)> {
     kind_counters(CounterKind::Drop)
 }
 
+/// Every event counter (each stage's, the legacy [`Event`] names among them): its index in
+/// the block and its name.
+pub fn event_counters() -> impl Iterator<Item = (usize, &'static str)> {
+    kind_counters(CounterKind::Event)
+}
+
 fn kind_counters(kind: CounterKind) -> impl Iterator<Item = (usize, &'static str)> {
     layout()
         .entries()

@@ -2,10 +2,10 @@
 //! may touch while it runs.
 //!
 //! ```text
-//!   port rx ──► vlan-input ──┐                      ┌──► vxlan-encap ──┐
-//!                            ├──► l2-bridge ──┬─────┤                  ├──► port-output ──► port tx
-//!   uplink rx ► underlay-in ─┘                └► l2-flood ─────────────┘
-//!                 (VXLAN decap, ARP)     (copies to every port: to port-output or vxlan-encap)
+//!   port rx ──► vlan-input ──┐                      ┌──► vxlan-encap ──(esp-seal)──┐
+//!                            ├──► l2-bridge ──┬─────┤                              ├──► port-output ──► port tx
+//!   uplink rx ► underlay-in ─┘                └► l2-flood ─────────────────────────┘
+//!        (ESP open, VXLAN decap, ARP)    (copies to every port: to port-output or vxlan-encap)
 //! ```
 //!
 //! A stage is a struct that implements [`Stage`]: `run` takes a burst, decides for each buffer
@@ -272,6 +272,8 @@ stages! {
     flood => Flood: crate::bridge::flood::Flood,
     /// VXLAN encapsulation towards a tunnel's next hop.
     encap => Encap: crate::vxlan::stage::Encap,
+    /// ESP sealing of encapsulated frames of encrypted networks.
+    seal => EspSeal: crate::esp::seal::Seal,
     /// Transmission: VLAN tag push for a subinterface, then the port's queue.
     tx => Tx: crate::output::Output,
 }

@@ -490,6 +490,16 @@ impl OverlayHosts {
     /// Builds both hosts with daemons from `exe` (state under `dir`), and on each the overlay
     /// networks `nets` (name, VNI) with the other host as peer.
     pub fn new(exe: &Path, dir: &Path, nets: &[(&str, u32)]) -> Result<OverlayHosts, String> {
+        let nets: Vec<(&str, u32, bool)> = nets.iter().map(|&(n, v)| (n, v, false)).collect();
+        Self::with_networks(exe, dir, &nets)
+    }
+
+    /// As [`OverlayHosts::new`], with networks (name, VNI, encrypted).
+    pub fn with_networks(
+        exe: &Path,
+        dir: &Path,
+        nets: &[(&str, u32, bool)],
+    ) -> Result<OverlayHosts, String> {
         let h1 = Netns::create(&unique_name("vshost"))?;
         let h2 = Netns::create(&unique_name("vshost"))?;
         let v1 = unique_name("vsu");
@@ -532,10 +542,10 @@ impl OverlayHosts {
                 "uplink.set",
                 serde_json::json!({"port": uplink, "ip": format!("192.168.80.{index}/24")}),
             )?;
-            for (name, vni) in nets {
+            for (name, vni, encrypted) in nets {
                 call(
                     "network.create",
-                    serde_json::json!({"name": name, "vni": vni}),
+                    serde_json::json!({"name": name, "vni": vni, "encrypted": encrypted}),
                 )?;
                 let other = 3 - index;
                 call(

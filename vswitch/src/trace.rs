@@ -105,6 +105,20 @@ pub enum Detail {
         /// `reachable`, `resolving (held)`, `failed`, ...
         state: &'static str,
     },
+    /// Sealed in ESP.
+    EspSeal {
+        /// SPI.
+        spi: u32,
+        /// Sequence number.
+        seq: u32,
+    },
+    /// Opened from ESP (verified and decrypted).
+    EspOpen {
+        /// SPI.
+        spi: u32,
+        /// Sequence number.
+        seq: u32,
+    },
     /// ARP for the underlay host.
     Arp(&'static str),
     /// Queued for transmission on `port`.

@@ -51,6 +51,40 @@ pub(crate) enum Command {
     Config(ConfigCmd),
     /// Capture a port's frames to a pcap file that tcpdump, tshark and Wireshark read
     Capture(CaptureCmd),
+    /// Encryption keys of encrypted overlay networks (ESP, AES-GCM)
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+/// `key ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCmd {
+    /// Add a key: it receives at once, and sends once made primary
+    Add {
+        /// The key's tag (0-4294967295); SPIs are derived from it
+        #[arg(long, value_name = "N")]
+        tag: u32,
+        /// RFC 4106 keying material in hex: a 16- or 32-byte AES key then a 4-byte salt
+        /// (40 or 72 hex digits)
+        #[arg(long, value_name = "HEX")]
+        key: String,
+    },
+    /// Make a key the sending key
+    Primary {
+        /// The key's tag
+        #[arg(long, value_name = "N")]
+        tag: u32,
+    },
+    /// Remove a key (not the primary)
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// The key's tag
+        #[arg(long, value_name = "N")]
+        tag: u32,
+    },
+    /// List keys: tag, primary, age, packets (never key material)
+    #[command(visible_alias = "list")]
+    Ls,
 }
 
 /// Which frames `capture` takes.
@@ -338,6 +372,9 @@ pub(crate) enum ConfigCmd {
         /// Write the document to this file instead of stdout
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Include the encryption keys' material (left out otherwise)
+        #[arg(long)]
+        include_secrets: bool,
     },
     /// Apply a configuration document: create what is missing, leave what matches
     Import {

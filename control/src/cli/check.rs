@@ -149,6 +149,18 @@ pub(crate) fn vtep(s: &str) -> Result<Ipv4Addr, String> {
     Ok(addr)
 }
 
+/// Checks keying material for `key add`: 40 or 72 hex digits (RFC 4106: a 16- or 32-byte AES
+/// key, then a 4-byte salt). The message never repeats the material.
+pub(crate) fn key_material(hex: &str) -> Result<(), String> {
+    let h = hex.trim();
+    let h = h.strip_prefix("0x").unwrap_or(h);
+    if (h.len() == 40 || h.len() == 72) && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err("--key must be 40 or 72 hex digits (RFC 4106: a 16- or 32-byte AES key, then a 4-byte salt), e.g. from: head -c 20 /dev/urandom | xxd -p -c 40".into())
+    }
+}
+
 /// Checks a peer (from `peer add`/`peer rm` or a configuration document).
 pub(crate) fn peer_spec(peer: &PeerSpec) -> Result<(), String> {
     network_name(&peer.network)?;

@@ -132,7 +132,19 @@ fn fdb_pages(client: &mut Client, call: &Call) -> Result<Value, CliError> {
 fn output(call: &Call, result: Value, json: bool) -> Result<String, CliError> {
     if let Show::Export(Some(path)) = &call.show {
         let doc: ConfigDoc = render::decode(call.cmd, result)?;
-        std::fs::write(path, render::pretty(&doc)?)
+        // Owner-only: the document may hold key material (--include-secrets).
+        let write = |data: String| -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)?;
+            f.write_all(data.as_bytes())
+        };
+        write(render::pretty(&doc)?)
             .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
         return Ok(if json {
             String::new()

@@ -2,14 +2,15 @@
 //! Everything here happens before the socket is touched.
 
 use super::args::{
-    CaptureCmd, CaptureDir, Command, ConfigCmd, FdbCmd, NetworkCmd, NetworkCreate, PeerArgs,
-    PeerCmd, PortAdd, PortCmd, PortKind, TraceCmd, UplinkCmd, UplinkSet,
+    CaptureCmd, CaptureDir, Command, ConfigCmd, FdbCmd, KeyCmd, NetworkCmd, NetworkCreate,
+    PeerArgs, PeerCmd, PortAdd, PortCmd, PortKind, TraceCmd, UplinkCmd, UplinkSet,
 };
 use super::check;
 use super::CliError;
 use control::proto::{
-    cmd, CaptureDirection, CaptureStart, ConfigDoc, FdbLsArgs, FdbRmArgs, NameArgs, NetworkSpec,
-    PeerLsArgs, PeerSpec, PortSpec, PortType, StaticFdb, StatsArgs, TraceAddArgs, UplinkSpec,
+    cmd, CaptureDirection, CaptureStart, ConfigDoc, ExportArgs, FdbLsArgs, FdbRmArgs, KeyAdd,
+    KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortSpec, PortType, StaticFdb, StatsArgs,
+    TraceAddArgs, UplinkSpec,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -54,6 +55,8 @@ pub(crate) enum Show {
     Uplink,
     /// `[PeerSpec]` as a table.
     Peers,
+    /// `[KeyInfo]` as a table.
+    Keys,
     /// `StatsInfo` as tables.
     Stats,
     /// A `null` result, confirmed by this line.
@@ -145,9 +148,17 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
             &NoArgs {},
             Show::Done("trace cleared".into()),
         ),
-        Command::Config(ConfigCmd::Export { output }) => {
-            Call::new(cmd::CONFIG_EXPORT, &NoArgs {}, Show::Export(output.clone()))
-        }
+        Command::Config(ConfigCmd::Export {
+            output,
+            include_secrets,
+        }) => Call::new(
+            cmd::CONFIG_EXPORT,
+            &ExportArgs {
+                include_secrets: *include_secrets,
+            },
+            Show::Export(output.clone()),
+        ),
+        Command::Key(k) => key(k),
         Command::Config(ConfigCmd::Import { file }) => {
             let doc = read_doc(file)?;
             Call::new(cmd::CONFIG_IMPORT, &doc, Show::Imported(file.clone()))
@@ -403,6 +414,33 @@ fn peer(command: &PeerCmd) -> Result<Call, CliError> {
     }
 }
 
+fn key(command: &KeyCmd) -> Result<Call, CliError> {
+    match command {
+        KeyCmd::Add { tag, key } => {
+            check::key_material(key).map_err(CliError::Usage)?;
+            let done = Show::Done(format!(
+                "key {tag} added (receives now; sends after: vswitchctl key primary --tag {tag})"
+            ));
+            let args = KeyAdd {
+                tag: *tag,
+                key: key.clone(),
+            };
+            Call::new(cmd::KEY_ADD, &args, done)
+        }
+        KeyCmd::Primary { tag } => Call::new(
+            cmd::KEY_PRIMARY,
+            &KeyTag { tag: *tag },
+            Show::Done(format!("key {tag} is now the primary (sending) key")),
+        ),
+        KeyCmd::Rm { tag } => Call::new(
+            cmd::KEY_RM,
+            &KeyTag { tag: *tag },
+            Show::Done(format!("key {tag} removed")),
+        ),
+        KeyCmd::Ls => Call::new(cmd::KEY_LS, &NoArgs {}, Show::Keys),
+    }
+}
+
 /// Reads and checks a configuration document, so that a bad file fails here with its name.
 fn read_doc(file: &Path) -> Result<ConfigDoc, CliError> {
     let name = file.display();
@@ -557,6 +595,42 @@ mod tests {
             }
         }
         assert!(usage_error(&["peer", "ls", "--network", "a b"]).contains("network name"));
+    }
+
+    #[test]
+    fn key_commands_check_material_without_repeating_it() {
+        let k = "000102030405060708090a0b0c0d0e0f10111213";
+        let call = plan_of(&["key", "add", "--tag", "3", "--key", k]).unwrap();
+        assert_eq!(call.cmd, "key.add");
+        assert_eq!(call.args, json!({"tag": 3, "key": k}));
+        assert!(format!(
+            "{:?}",
+            KeyAdd {
+                tag: 3,
+                key: k.into()
+            }
+        )
+        .contains("tag: 3"));
+        assert!(!format!(
+            "{:?}",
+            KeyAdd {
+                tag: 3,
+                key: k.into()
+            }
+        )
+        .contains(k));
+        let call = plan_of(&["key", "primary", "--tag", "3"]).unwrap();
+        assert_eq!((call.cmd, call.args), ("key.primary", json!({"tag": 3})));
+        let call = plan_of(&["key", "rm", "--tag", "3"]).unwrap();
+        assert_eq!((call.cmd, call.args), ("key.rm", json!({"tag": 3})));
+        let call = plan_of(&["key", "ls"]).unwrap();
+        assert_eq!((call.cmd, call.show), ("key.ls", Show::Keys));
+        for bad in [&k[..38], "zz0102030405060708090a0b0c0d0e0f10111213"] {
+            let e = usage_error(&["key", "add", "--tag", "1", "--key", bad]);
+            assert!(e.contains("40 or 72 hex digits") && !e.contains(bad), "{e}");
+        }
+        let call = plan_of(&["config", "export", "--include-secrets"]).unwrap();
+        assert_eq!(call.args, json!({"include_secrets": true}));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use super::plan::Show;
 use super::table::{key_values, left, right, Table};
 use super::CliError;
 use control::proto::{
-    ConfigDoc, FdbEntry, ImportSummary, NetworkInfo, PeerSpec, PortInfo, StatsInfo, StatusInfo,
-    TraceInfo, UplinkInfo,
+    ConfigDoc, FdbEntry, ImportSummary, KeyInfo, NetworkInfo, PeerSpec, PortInfo, StatsInfo,
+    StatusInfo, TraceInfo, UplinkInfo,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -46,6 +46,7 @@ pub(crate) fn human(cmd: &str, show: &Show, result: Value) -> Result<String, Cli
             None => "no uplink set\n".to_string(),
         },
         Show::Peers => peers(&decode::<Vec<PeerSpec>>(cmd, result)?),
+        Show::Keys => keys(&decode::<Vec<KeyInfo>>(cmd, result)?),
         // `top` renders its own rates; one sample alone is the counters.
         Show::Stats | Show::Top { .. } => stats(&decode(cmd, result)?),
         Show::Done(line) => format!("{line}\n"),
@@ -367,6 +368,28 @@ fn peers(list: &[PeerSpec]) -> String {
     let mut t = Table::new(&[left("NETWORK"), left("VTEP")]);
     for p in list {
         t.row([&p.network, &p.vtep]);
+    }
+    t.render()
+}
+
+fn keys(list: &[KeyInfo]) -> String {
+    let mut t = Table::new(&[
+        right("TAG"),
+        left("PRIMARY"),
+        left("AES"),
+        right("AGE"),
+        right("TX_PKTS"),
+        right("RX_PKTS"),
+    ]);
+    for k in list {
+        t.row([
+            k.tag.to_string(),
+            if k.primary { "yes" } else { "-" }.to_string(),
+            k.bits.to_string(),
+            format!("{}s", k.age_secs),
+            k.tx_packets.to_string(),
+            k.rx_packets.to_string(),
+        ]);
     }
     t.render()
 }

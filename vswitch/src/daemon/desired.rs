@@ -35,6 +35,8 @@ pub(super) struct Desired {
     /// Port ids of tunnels, by (network, remote VTEP); allocated from the top of the id space
     /// (see [`Desired::sync_tunnels`]). Not persisted: derived from peers and static entries.
     pub(super) tunnel_ids: BTreeMap<(String, std::net::Ipv4Addr), PortId>,
+    /// Overlay encryption keys, by tag.
+    pub(super) keys: Vec<KeySpec>,
 }
 
 /// What validation needs to know about the daemon besides the desired state; fixed at start.
@@ -92,6 +94,7 @@ impl Desired {
             fdb: self.fdb.clone(),
             uplink: self.uplink.clone(),
             peers: self.peers.clone(),
+            keys: self.keys.clone(),
         }
     }
 

@@ -12,7 +12,7 @@
 //! list is freed when the last scrape that cloned it finishes.
 
 use super::{counters_since, sum_port};
-use crate::counters::{drop_counters, event_index, Event, Gauge};
+use crate::counters::{drop_counters, Gauge};
 use control::proto::PortCounters;
 use dataplane::counters::{WorkerEvent, WorkerStats};
 use dataplane::port::PortId;
@@ -179,11 +179,12 @@ impl View {
             "counter",
             "Things that happened to frames and MAC entries (not drops), summed over workers.",
         );
-        for e in Event::ALL {
-            let v = self.workers.iter().fold(0u64, |a, (_, w)| {
-                a.wrapping_add(w.pipeline.at(event_index(*e)).get())
-            });
-            out.sample("vswitch_events_total", &[("event", e.name())], v);
+        for (i, name) in crate::counters::event_counters() {
+            let v = self
+                .workers
+                .iter()
+                .fold(0u64, |a, (_, w)| a.wrapping_add(w.pipeline.at(i).get()));
+            out.sample("vswitch_events_total", &[("event", name)], v);
         }
 
         let ids: Vec<String> = self.workers.iter().map(|(id, _)| id.to_string()).collect();

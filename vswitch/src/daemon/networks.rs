@@ -4,10 +4,10 @@ use super::*;
 
 pub(super) fn check_network_spec(spec: &NetworkSpec) -> Result<(), ErrorBody> {
     check_name("network", &spec.name, 64).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
-    if spec.encrypted {
+    if spec.encrypted && spec.vni.is_none() {
         return Err(err(
-            ErrorCode::Unsupported,
-            "encrypted overlays (--encrypted) are not available in this version; create the network without it",
+            ErrorCode::InvalidArgument,
+            "an encrypted network needs a VNI: only overlay traffic is encrypted; add --vni N",
         ));
     }
     if let Some(s) = &spec.subnet {
@@ -102,6 +102,7 @@ impl Desired {
                 mac_limit: n.spec.mac_limit.unwrap_or(config::DEFAULT_NET_MAC_LIMIT),
                 aging_secs: n.spec.aging_secs.unwrap_or(config::DEFAULT_AGING_SECS),
                 statics: Vec::new(),
+                encrypted: n.spec.encrypted,
             });
         }
     }
@@ -157,7 +158,13 @@ impl Daemon {
             static_macs: d.fdb.iter().filter(|f| f.network == name).count() as u64,
             effective_mac_limit: n.spec.mac_limit.unwrap_or(config::DEFAULT_NET_MAC_LIMIT),
             effective_aging_secs: n.spec.aging_secs.unwrap_or(config::DEFAULT_AGING_SECS),
-            mtu: n.spec.vni.map(|_| self.overlay_mtu()),
+            mtu: n.spec.vni.map(|_| {
+                if n.spec.encrypted {
+                    crate::esp::overlay_mtu(self.uplink_mtu())
+                } else {
+                    self.overlay_mtu()
+                }
+            }),
             peers: d
                 .peers
                 .iter()

@@ -384,7 +384,11 @@ impl Desired {
             snap.ports[id as usize] = Some(PortConf {
                 net: Some(n.id),
                 mac_limit: limit,
-                tunnel: Some(TunnelConf { vtep: *vtep, vni }),
+                tunnel: Some(TunnelConf {
+                    vtep: *vtep,
+                    vni,
+                    encrypted: n.spec.encrypted,
+                }),
                 learn: n.spec.learn_remote.unwrap_or(true),
                 ..Default::default()
             });

@@ -359,14 +359,17 @@ impl Daemon {
         } else {
             // A port in an overlay network gets the overlay's MTU unless it names one, so its
             // frames fit in VXLAN on the uplink (as Docker sets a container's MTU on overlays).
-            let in_overlay = spec
-                .network
-                .as_ref()
-                .and_then(|n| next.nets.get(n))
-                .is_some_and(|n| n.spec.vni.is_some());
-            let mtu = spec
-                .mtu
-                .or(in_overlay.then(|| crate::vxlan::overlay_mtu(uplink_mtu)));
+            // An encrypted network's ports leave room for ESP too.
+            let net = spec.network.as_ref().and_then(|n| next.nets.get(n));
+            let in_overlay = net.is_some_and(|n| n.spec.vni.is_some());
+            let encrypted = net.is_some_and(|n| n.spec.encrypted);
+            let mtu = spec.mtu.or(in_overlay.then(|| {
+                if encrypted {
+                    crate::esp::overlay_mtu(uplink_mtu)
+                } else {
+                    crate::vxlan::overlay_mtu(uplink_mtu)
+                }
+            }));
             match spec.kind {
                 PortType::Afxdp => {
                     // One queue per worker is the default; an interface with fewer (a veth has

@@ -72,6 +72,11 @@ impl Daemon {
             }
             Ok(())
         });
+        for k in doc.keys {
+            let what = format!("key {}", k.tag);
+            let r = next.add_key(k);
+            take(&mut next, &what, r);
+        }
         failed += refused;
         if failed > 0 {
             // The next accepted change rewrites the state without what could not be restored;
@@ -228,6 +233,24 @@ impl Daemon {
                 }
                 next = next.add_peer(p.clone())?;
                 summary.created += 1;
+            }
+            for k in &doc.keys {
+                match next.keys.iter().find(|h| h.tag == k.tag) {
+                    Some(h) if h.key == k.key => summary.unchanged += 1,
+                    Some(_) => {
+                        return Err(err(
+                            ErrorCode::Conflict,
+                            format!(
+                                "key {} exists with other material; remove it or edit the document",
+                                k.tag
+                            ),
+                        ))
+                    }
+                    None => {
+                        next = next.add_key(k.clone())?;
+                        summary.created += 1;
+                    }
+                }
             }
             Ok(())
         })();

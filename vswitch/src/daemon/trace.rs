@@ -159,6 +159,10 @@ impl Daemon {
                 format!("VXLAN VNI {vni} to VTEP {vtep} encapsulated, next hop {hop}")
             }
             Detail::Neigh { ip, state } => format!("next hop {ip}: {state}"),
+            Detail::EspSeal { spi, seq } => format!("ESP sealed: SPI {spi:#010x} seq {seq}"),
+            Detail::EspOpen { spi, seq } => {
+                format!("ESP opened: SPI {spi:#010x} seq {seq}, ICV verified")
+            }
             Detail::Arp(s) => format!("ARP: {s}"),
             Detail::Tx { port } => format!("queued on {}", self.port_label(port)),
             Detail::Drop(i) => {

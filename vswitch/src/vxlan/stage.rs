@@ -9,6 +9,7 @@
 //! floods to it like any port (head-end replication).
 
 use super::{DecapDrop, EncapError, Tunnel, TunnelParams};
+use crate::esp::{self, open::Opener, OpenDrop, OpenEvent};
 use crate::graph::{Env, Io, Node, Stage, FLAG_COPY, FLAG_FWD};
 use crate::host::{ArpRx, Resolve};
 use crate::trace::Detail;
@@ -39,6 +40,10 @@ pub struct UnderlayIn {
     pool: std::sync::Arc<dataplane::pool::Pool>,
     drops: Counters<DecapDrop>,
     ev: Counters<DecapEvent>,
+    esp_drops: Counters<OpenDrop>,
+    esp_ev: Counters<OpenEvent>,
+    /// This worker's anti-replay windows.
+    opener: Opener,
 }
 
 impl Stage for UnderlayIn {
@@ -49,7 +54,14 @@ impl Stage for UnderlayIn {
             pool: env.pool.clone(),
             drops: env.layout.register(Self::NAME, CounterKind::Drop),
             ev: env.layout.register(Self::NAME, CounterKind::Event),
+            esp_drops: env.layout.register("esp-open", CounterKind::Drop),
+            esp_ev: env.layout.register("esp-open", CounterKind::Event),
+            opener: Opener::default(),
         }
+    }
+
+    fn configure(&mut self, io: &mut Io<'_, '_>) {
+        self.opener.configure(&io.cfg.esp);
     }
 
     fn run<const T: bool>(
@@ -60,9 +72,13 @@ impl Stage for UnderlayIn {
         out: &mut Burst,
     ) {
         let pool = &*self.pool;
+        // Taken out for the loop (no allocation: a move of its vector) so `one` borrows self.
+        let mut opener = std::mem::take(&mut self.opener);
         for (b, _) in input.drain_next() {
-            self.one::<T>(io, frames, pool, b, out);
+            self.one::<T>(io, frames, pool, &mut opener, b, out);
         }
+        opener.flush(&io.cfg.esp);
+        self.opener = opener;
         io.host.take_learned(io.seen);
     }
 }
@@ -74,14 +90,42 @@ impl UnderlayIn {
         io: &mut Io<'_, '_>,
         frames: &mut Frames,
         pool: &Pool,
+        opener: &mut Opener,
         mut b: Buf,
         out: &mut Burst,
     ) {
         let Some(up) = io.host.uplink() else {
             return io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::NotVxlan));
         };
+        let to_us = pool.data(&b).get(0..6).is_some_and(|d| d == up.mac);
+        // ESP for our address is opened first; what it carried is judged as VXLAN below.
+        let mut sealed = false;
+        if to_us
+            && esp::sa::is_esp(pool.data(&b))
+            && pool.data(&b).get(30..34) == Some(&up.ip.octets())
+        {
+            let cfg = io.cfg;
+            match opener.open(&cfg.esp, pool.data_mut(&mut b)) {
+                Ok(o) => {
+                    pool.trim_front(&mut b, o.trim);
+                    pool.set_len(&mut b, o.len);
+                    pool.set_offload(&mut b, Default::default());
+                    self.esp_ev.inc(io.cx.stats, OpenEvent::Opened);
+                    if T {
+                        let what = Detail::EspOpen {
+                            spi: o.spi,
+                            seq: o.seq,
+                        };
+                        io.rec::<T>("esp-open", &b, what);
+                    }
+                    sealed = true;
+                }
+                Err(why) => {
+                    return io.drop_buf::<T>("esp-open", b, self.esp_drops.index(why));
+                }
+            }
+        }
         let data = pool.data(&b);
-        let to_us = data.get(0..6).is_some_and(|d| d == up.mac);
         if to_us {
             // From a TAP uplink with offloads, the local kernel may leave the outer UDP checksum
             // partial (NEEDS_CSUM) or vouch for it (DATA_VALID): nothing to verify then.
@@ -95,6 +139,11 @@ impl UnderlayIn {
                         let i = self.drops.index(DecapDrop::UnknownVni);
                         return io.drop_buf::<T>(Self::NAME, b, i);
                     };
+                    // Never cleartext: with or without peers and keys.
+                    if !sealed && io.cfg.net(net).is_some_and(|n| n.encrypted) {
+                        let i = self.esp_drops.index(OpenDrop::Cleartext);
+                        return io.drop_buf::<T>("esp-open", b, i);
+                    }
                     let Some(tunnel) = io.cfg.tunnel_port(net, d.src_ip) else {
                         let i = self.drops.index(DecapDrop::UnknownVtep);
                         return io.drop_buf::<T>(Self::NAME, b, i);
@@ -322,7 +371,14 @@ impl Encap {
                     let (vni, vtep) = (p.vni, p.remote_ip);
                     io.rec::<T>(Self::NAME, &b, Detail::Encap { vni, vtep, hop });
                 }
-                Ok(Some((b, Next::to(Node::Tx as u16, up.port))))
+                // An encrypted network's frames leave only sealed.
+                let encrypted = io
+                    .cfg
+                    .port(port)
+                    .and_then(|p| p.tunnel)
+                    .is_some_and(|t| t.encrypted);
+                let node = if encrypted { Node::EspSeal } else { Node::Tx };
+                Ok(Some((b, Next::to(node as u16, up.port))))
             }
             Resolve::Held => {
                 io.sent(flags);

@@ -1,0 +1,103 @@
+//! The `esp-seal` stage: frames that `vxlan-encap` made for a tunnel of an encrypted network
+//! come here (never to the uplink directly) and leave sealed in ESP for the uplink's output.
+//!
+//! Per buffer: the sending SA of the outer destination (the primary key's; none: `esp_no_key`,
+//! nothing is sent), a packet number from the SA (reserved for the rest of the burst with one
+//! atomic add), sealing in place, the uplink MTU. TCP super-frames were already cut by
+//! `vxlan-encap` (each segment is its own ESP packet).
+
+use super::{SealDrop, SealEvent};
+use crate::graph::{Env, Io, Node, Stage};
+use crate::trace::Detail;
+use dataplane::burst::{Burst, Next};
+use dataplane::graph::{CounterKind, Counters, Frames};
+use dataplane::pool::Pool;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// The sealing stage.
+pub struct Seal {
+    pool: Arc<Pool>,
+    drops: Counters<SealDrop>,
+    ev: Counters<SealEvent>,
+}
+
+impl Stage for Seal {
+    const NAME: &'static str = "esp-seal";
+
+    fn new(env: &mut Env<'_>) -> Seal {
+        Seal {
+            pool: env.pool.clone(),
+            drops: env.layout.register(Self::NAME, CounterKind::Drop),
+            ev: env.layout.register(Self::NAME, CounterKind::Event),
+        }
+    }
+
+    fn run<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        _frames: &mut Frames,
+        input: &mut Burst,
+        out: &mut Burst,
+    ) {
+        let pool = &*self.pool;
+        let cfg = io.cfg;
+        let esp = &*cfg.esp;
+        let mtu = io.cfg.uplink.map_or(0, |u| u.mtu as usize);
+        let total = input.len();
+        // The current reservation: (SA id, next number, end).
+        let mut resv: (u64, u64, u64) = (0, 0, 0);
+        for (i, (mut b, next)) in input.drain_next().enumerate() {
+            let d = pool.data(&b);
+            let dst = match d.get(30..34) {
+                Some(&[a, b2, c, e]) => Ipv4Addr::new(a, b2, c, e),
+                _ => {
+                    io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::NotIpv4));
+                    continue;
+                }
+            };
+            let Some(sa) = esp.tx_for(dst) else {
+                io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::NoKey));
+                continue;
+            };
+            if resv.0 != sa.id || resv.1 >= resv.2 {
+                let k = (total - i) as u64;
+                let first = sa.reserve(k);
+                resv = (sa.id, first, first.saturating_add(k));
+            }
+            let n = resv.1;
+            resv.1 += 1;
+            let (off, len) = (pool.offset(&b), pool.len(&b));
+            match sa.seal(n, pool.slot_mut(&mut b), off, len) {
+                Ok((off, len)) => {
+                    pool.set_frame(&mut b, off, len);
+                    if mtu != 0 && len.saturating_sub(14) > mtu {
+                        io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::TooBig));
+                        continue;
+                    }
+                    self.ev.inc(io.cx.stats, SealEvent::Sealed);
+                    if T {
+                        let what = Detail::EspSeal {
+                            spi: sa.spi,
+                            seq: n as u32,
+                        };
+                        io.rec::<T>(Self::NAME, &b, what);
+                    }
+                    // Cannot fail: the output holds no more than the input did.
+                    let _ = out.push_next(b, Next::to(Node::Tx as u16, next.arg));
+                }
+                Err(why) => {
+                    if why == SealDrop::SeqExhausted && sa.first_exhaustion() {
+                        tracing::warn!(
+                            spi = format_args!("{:#010x}", sa.spi),
+                            tag = sa.tag,
+                            peer = %sa.dst,
+                            "ESP SA used up its 2^32 sequence numbers; nothing more is sent with it: rotate the key (vswitchctl key add --tag NEW, key primary --tag NEW)"
+                        );
+                    }
+                    io.drop_buf::<T>(Self::NAME, b, self.drops.index(why));
+                }
+            }
+        }
+    }
+}
