@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod demo;
 pub mod graph;
 pub mod host;
+pub mod nat;
 pub mod neigh;
 pub mod output;
 pub mod ping;
