@@ -9,7 +9,9 @@
 //!
 //! Layout (nothing is allocated after [`Table::new`]):
 //! * `slots`: the sessions, a fixed slab of 64-byte entries, with a free list threaded through
-//!   unused ones.
+//!   unused ones. The slab and the indexes are in huge-page-friendly mappings
+//!   (`dataplane::hugemem`): random probes into tens of megabytes would otherwise miss the TLB
+//!   as often as the cache.
 //! * `out_idx` and `in_idx`: two open-addressing hash indexes (linear probing, backward-shift
 //!   deletion, at most half full) from the inside key and from the outside key to a slot. Each
 //!   index entry is 8 bytes, the key's hash beside the slot number, so a probe touches the
@@ -29,6 +31,7 @@
 //! Time is an argument (`now`, seconds of a monotonic clock): no I/O, no clock reads.
 
 use super::{proto, Timeouts};
+use dataplane::hugemem::HugeArray;
 
 /// No slot (list ends, free list end).
 const NIL: u32 = u32::MAX;
@@ -255,7 +258,7 @@ fn mix(mut x: u64) -> u64 {
 
 /// One hash index: slot number + 1 in the low half (0: empty), the key's hash in the high half.
 struct Index {
-    cells: Box<[u64]>,
+    cells: HugeArray<u64>,
     mask: u32,
 }
 
@@ -264,7 +267,7 @@ impl Index {
         // At most half full: probe sequences stay short.
         let n = (u64::from(capacity.max(1)) * 2).next_power_of_two();
         Index {
-            cells: vec![0u64; n as usize].into_boxed_slice(),
+            cells: HugeArray::new(n as usize, 0u64),
             mask: (n - 1) as u32,
         }
     }
@@ -351,7 +354,7 @@ fn prefetch(p: *const u8) {
 
 /// A worker's session table.
 pub struct Table {
-    slots: Box<[Session]>,
+    slots: HugeArray<Session>,
     out_idx: Index,
     in_idx: Index,
     free: u32,
@@ -367,7 +370,7 @@ impl Table {
     /// seed keeps a sender from choosing colliding keys).
     pub fn new(capacity: u32, seed: u64) -> Table {
         let capacity = capacity.max(1);
-        let mut slots = vec![Session::default(); capacity as usize].into_boxed_slice();
+        let mut slots = HugeArray::new(capacity as usize, Session::default());
         for (i, s) in slots.iter_mut().enumerate() {
             // Threads the free list; `i + 1` fits, the slab is no longer than u32::MAX.
             s.next = if i + 1 < capacity as usize {
@@ -427,6 +430,29 @@ impl Table {
     #[inline]
     pub fn prefetch_out(&self, h: u32) {
         self.out_idx.prefetch(h);
+    }
+
+    /// Starts loading the session that inside key hash `h` most likely names (the first
+    /// candidate of its index cell, read after [`Table::prefetch_out`] brought it in).
+    #[inline]
+    pub fn prefetch_session_out(&self, h: u32) {
+        self.prefetch_session(self.out_idx.at(h));
+    }
+
+    /// As [`Table::prefetch_session_out`], for an outside key hash.
+    #[inline]
+    pub fn prefetch_session_in(&self, h: u32) {
+        self.prefetch_session(self.in_idx.at(h));
+    }
+
+    #[inline]
+    fn prefetch_session(&self, cell: u64) {
+        // Truncation intended: the slot half of the cell.
+        #[allow(clippy::cast_possible_truncation)]
+        let slot = (cell as u32).wrapping_sub(1);
+        if let Some(s) = self.slots.get(slot as usize) {
+            prefetch((s as *const Session).cast());
+        }
     }
 
     /// Starts loading the index line for outside key hash `h`.
