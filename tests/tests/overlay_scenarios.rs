@@ -285,6 +285,7 @@ fn base() -> Snapshot {
         }),
         vnis: vec![(VNI_1, 1), (VNI_2, 2)],
         tunnels: vec![],
+        ..Default::default()
     }
 }
 

@@ -32,6 +32,20 @@ pub enum Request {
         /// Where the answer goes.
         reply: Sender<Vec<(Ipv4Addr, [u8; 6])>>,
     },
+    /// NAT sessions (of one network, or all), at most `limit`.
+    NatSessions {
+        /// Only this network.
+        net: Option<NetId>,
+        /// At most this many.
+        limit: usize,
+        /// Where the answer goes.
+        reply: Sender<Vec<crate::nat::stage::SessionInfo>>,
+    },
+    /// The NAT table's figures.
+    NatInfo {
+        /// Where the answer goes.
+        reply: Sender<crate::nat::stage::TableInfo>,
+    },
     /// Forget one MAC.
     FdbRemove {
         /// Network.
@@ -221,6 +235,12 @@ impl Pipeline for Switch {
             }
             Request::Neighbours { reply } => {
                 let _ = reply.send(self.overlay.neighbours());
+            }
+            Request::NatSessions { net, limit, reply } => {
+                let _ = reply.send(self.stages.router.sessions(net, limit, cx.now));
+            }
+            Request::NatInfo { reply } => {
+                let _ = reply.send(self.stages.router.info());
             }
         }
     }

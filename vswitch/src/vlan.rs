@@ -92,8 +92,14 @@ impl Stage for VlanIn {
                         pool.set_port(&mut b, to);
                     }
                     io.rec::<T>(Self::NAME, &b, Detail::VlanIn { vid, port: to });
+                    // A network with a gateway: the router sees its frames first.
+                    let next = if io.cfg.gateways.is_empty() {
+                        bridge
+                    } else {
+                        crate::nat::stage::entry(io.cfg, to, pool.data(&b)).unwrap_or(bridge)
+                    };
                     // Cannot fail: the output holds no more than the input did.
-                    let _ = out.push_next(b, bridge);
+                    let _ = out.push_next(b, next);
                 }
                 Err(why) => io.drop_buf::<T>(Self::NAME, b, self.drops.index(why)),
             }

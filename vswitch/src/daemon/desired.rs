@@ -35,6 +35,8 @@ pub(super) struct Desired {
     /// Port ids of tunnels, by (network, remote VTEP); allocated from the top of the id space
     /// (see [`Desired::sync_tunnels`]). Not persisted: derived from peers and static entries.
     pub(super) tunnel_ids: BTreeMap<(String, std::net::Ipv4Addr), PortId>,
+    /// NAT settings changed from their defaults (`nat set`).
+    pub(super) nat: Option<NatSettings>,
 }
 
 /// What validation needs to know about the daemon besides the desired state; fixed at start.
@@ -92,6 +94,7 @@ impl Desired {
             fdb: self.fdb.clone(),
             uplink: self.uplink.clone(),
             peers: self.peers.clone(),
+            nat: self.nat.clone(),
         }
     }
 
@@ -106,6 +109,7 @@ impl Desired {
         self.compile_ports(&mut snap);
         self.compile_fdb(&mut snap);
         self.compile_overlay(&mut snap, uplink_mtu);
+        self.compile_nat(&mut snap);
         snap
     }
 }

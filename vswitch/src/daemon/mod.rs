@@ -50,6 +50,7 @@ mod desired;
 mod device;
 mod fdb;
 mod metrics;
+mod nat;
 mod networks;
 pub mod os;
 mod overlay;
@@ -316,7 +317,9 @@ impl Daemon {
     fn publish(&mut self) {
         self.gen += 1;
         self.refresh_metrics();
-        let snap = Arc::new(self.desired.compile(self.gen, self.uplink_mtu()));
+        let mut snap = self.desired.compile(self.gen, self.uplink_mtu());
+        snap.workers = u16::try_from(self.workers.len()).unwrap_or(u16::MAX);
+        let snap = Arc::new(snap);
         let seqs: Vec<u64> = self
             .workers
             .iter_mut()
@@ -496,6 +499,7 @@ impl Daemon {
                 let a: CaptureId = parse_args(c, a)?;
                 to_value(serde_json::to_value(self.capture_stop(a)?))
             }
+            cmd::NAT_SET | cmd::NAT_LS | cmd::NAT_STATS => self.nat_handle(c, a),
             other => Err(err(
                 ErrorCode::UnknownCommand,
                 format!(
@@ -802,6 +806,7 @@ mod tests {
             encrypted: false,
             mac_limit: None,
             aging_secs: None,
+            internal: false,
         });
         conflicting.networks[0].mac_limit = Some(11);
         let e = call(

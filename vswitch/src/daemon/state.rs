@@ -59,6 +59,10 @@ impl Daemon {
             let r = next.add_fdb(f);
             take(&mut next, "a static MAC entry", r);
         }
+        if let Some(n) = doc.nat {
+            let r = next.set_nat(&n);
+            take(&mut next, "the NAT settings", r);
+        }
         if failed > 0 {
             // The next accepted change rewrites the state without what could not be restored;
             // keep the whole document for the operator.
@@ -219,6 +223,15 @@ impl Daemon {
                 }
                 next = next.add_peer(p.clone())?;
                 summary.created += 1;
+            }
+            if let Some(n) = &doc.nat {
+                let was = next.nat.clone();
+                next = next.set_nat(n)?;
+                if next.nat == was {
+                    summary.unchanged += 1;
+                } else {
+                    summary.created += 1;
+                }
             }
             Ok(())
         })();

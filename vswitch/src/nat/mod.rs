@@ -18,8 +18,8 @@
 //! as `nat_other_worker` (the hand-off of such packets through `dataplane::handoff` rings is
 //! not wired yet, see the README).
 
-// pub mod router;
-// pub mod stage;
+pub mod router;
+pub mod stage;
 pub mod table;
 pub mod translate;
 
@@ -84,7 +84,12 @@ pub struct NatConfig {
     pub port_lo: u16,
     /// Highest outside port handed out.
     pub port_hi: u16,
+    /// Most sessions per worker (the table is allocated at this size).
+    pub sessions: u32,
 }
+
+/// Default most sessions per worker.
+pub const DEFAULT_SESSIONS: u32 = 65_536;
 
 /// Default outside port range (Linux's ephemeral range).
 pub const DEFAULT_PORTS: (u16, u16) = (32768, 60999);
@@ -95,6 +100,7 @@ impl Default for NatConfig {
             timeouts: Timeouts::DEFAULT,
             port_lo: DEFAULT_PORTS.0,
             port_hi: DEFAULT_PORTS.1,
+            sessions: DEFAULT_SESSIONS,
         }
     }
 }

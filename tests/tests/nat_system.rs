@@ -1,0 +1,313 @@
+//! The gateway and source NAT through the real daemon and real kernel stacks: "containers"
+//! (namespaces with TAP ports) on `--subnet` networks, and a "server" namespace beyond the
+//! uplink (the uplink TAP's kernel side), which is also the uplink's next hop. Everything the
+//! tests make has a unique name and goes when the test ends, passed or failed; every traffic
+//! loop is bounded in count and time.
+
+use control::proto::cmd;
+use dataplane::sys::netns;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+use tests::{attach_tap, bin, can_run_system_tests, TempDir};
+use vswitch::testbed::{tcp_transfer, unique_name, DaemonProcess, Netns};
+
+/// The uplink's own address (the NAT address) and the server's, on the uplink's subnet.
+const UPLINK_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+/// A server address off the uplink's subnet: reached through the uplink's `--gateway`.
+const FAR_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+
+fn call(d: &DaemonProcess, command: &str, args: Value) -> Value {
+    d.client()
+        .unwrap()
+        .call(command, args.clone())
+        .unwrap_or_else(|e| panic!("{command} {args}: {e}; daemon log:\n{}", d.log_tail()))
+}
+
+/// A daemon with an uplink into a fresh "server" namespace.
+fn rig(tag: &str) -> (TempDir, DaemonProcess, Netns) {
+    let tmp = TempDir::new(tag);
+    let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    let server = Netns::create(&unique_name("vssrv")).unwrap();
+    let up = unique_name("vsup");
+    call(
+        &d,
+        cmd::PORT_ADD,
+        json!({"name": up, "type": "tap", "netns": server.name()}),
+    );
+    server
+        .ip(&["addr", "add", &format!("{SERVER_IP}/24"), "dev", &up])
+        .unwrap();
+    server
+        .ip(&["addr", "add", &format!("{FAR_IP}/32"), "dev", "lo"])
+        .unwrap();
+    call(
+        &d,
+        cmd::UPLINK_SET,
+        json!({"port": up, "ip": format!("{UPLINK_IP}/24"), "gateway": SERVER_IP.to_string()}),
+    );
+    (tmp, d, server)
+}
+
+/// A container on `network` with `ip`/24 and its default route through `gw`.
+fn container(d: &DaemonProcess, network: &str, ip: Ipv4Addr, gw: Ipv4Addr) -> (Netns, String) {
+    let (ns, port) = attach_tap(d, network, "vsn", ip);
+    ns.ip(&["route", "add", "default", "via", &gw.to_string()])
+        .unwrap();
+    (ns, port)
+}
+
+fn drops(d: &DaemonProcess) -> Value {
+    call(d, cmd::STATS, json!({}))
+}
+
+/// Binds a UDP socket to `addr` inside `ns`.
+fn udp_in(ns: &Netns, addr: SocketAddr) -> UdpSocket {
+    let s = netns::run_in(Some(&ns.path()), || UdpSocket::bind(addr)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+/// Sends `msg` from `sock` to `to` until an answer comes (at most 5 tries); returns it.
+fn ask(sock: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 256];
+    for _ in 0..5 {
+        sock.send_to(msg, to).ok()?;
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            return Some(buf[..n].to_vec());
+        }
+    }
+    None
+}
+
+#[test]
+fn containers_reach_a_server_beyond_the_uplink_through_nat() {
+    if !can_run_system_tests("containers_reach_a_server_beyond_the_uplink_through_nat") {
+        return;
+    }
+    let (_tmp, d, server) = rig("nat");
+    // The gateway defaults to the subnet's first address.
+    call(
+        &d,
+        cmd::NETWORK_CREATE,
+        json!({"name": "blue", "subnet": "10.81.0.0/24"}),
+    );
+    let gw = Ipv4Addr::new(10, 81, 0, 1);
+    let (c1, _) = container(&d, "blue", Ipv4Addr::new(10, 81, 0, 2), gw);
+    let (c2, _) = container(&d, "blue", Ipv4Addr::new(10, 81, 0, 3), gw);
+
+    // The gateway answers ARP and ping itself.
+    assert!(
+        c1.ping(gw, 3).unwrap(),
+        "ping to the gateway failed; log:\n{}\nstats: {}",
+        d.log_tail(),
+        drops(&d)
+    );
+    // Out through NAT: on the uplink's subnet, and beyond its next hop.
+    for dst in [SERVER_IP, FAR_IP] {
+        assert!(
+            c1.ping(dst, 3).unwrap(),
+            "ping {dst} through NAT failed; stats: {}",
+            drops(&d)
+        );
+    }
+
+    // TCP: the server sees the uplink address; bytes go both ways.
+    let listener = netns::run_in(Some(&server.path()), || {
+        TcpListener::bind(SocketAddr::from((FAR_IP, 0)))
+    })
+    .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = std::thread::spawn({
+        let p = c1.path();
+        move || {
+            netns::run_in(Some(&p), move || {
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.write_all(b"hello server")?;
+                let mut back = [0u8; 12];
+                s.read_exact(&mut back)?;
+                Ok(back)
+            })
+        }
+    });
+    listener.set_nonblocking(false).unwrap();
+    let (mut conn, peer) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = [0u8; 12];
+    conn.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello server");
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(UPLINK_IP),
+        "the server sees only the uplink address"
+    );
+    conn.write_all(b"hello client").unwrap();
+    assert_eq!(&client.join().unwrap().unwrap(), b"hello client");
+
+    // A checked bulk transfer each way (super-frames and partial checksums from the TAPs).
+    let t = tcp_transfer(
+        &server.path(),
+        FAR_IP,
+        &c1.path(),
+        32 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("transfer out failed: {e}; stats: {}", drops(&d)));
+    eprintln!(
+        "32 MB container -> server through NAT: {:.0} Mbit/s",
+        t.mbps()
+    );
+
+    // UDP both ways, two containers on the same source port told apart by their mappings.
+    let srv = udp_in(&server, SocketAddr::from((SERVER_IP, 0)));
+    let srv_addr = srv.local_addr().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        // Bounded: stops after 20 datagrams or a quiet 3 s.
+        srv.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        for _ in 0..20 {
+            let Ok((n, from)) = srv.recv_from(&mut buf) else {
+                break;
+            };
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = srv.send_to(&reply, from);
+            if !seen.contains(&from) {
+                seen.push(from);
+            }
+        }
+        seen
+    });
+    let port = 40_000 + (std::process::id() % 20_000) as u16;
+    let u1 = udp_in(&c1, SocketAddr::from((Ipv4Addr::new(10, 81, 0, 2), port)));
+    let u2 = udp_in(&c2, SocketAddr::from((Ipv4Addr::new(10, 81, 0, 3), port)));
+    assert_eq!(ask(&u1, srv_addr, b"c1").as_deref(), Some(&b"echo:c1"[..]));
+    assert_eq!(ask(&u2, srv_addr, b"c2").as_deref(), Some(&b"echo:c2"[..]));
+    assert_eq!(
+        ask(&u1, srv_addr, b"c1 again").as_deref(),
+        Some(&b"echo:c1 again"[..])
+    );
+    let seen = echo.join().unwrap();
+    assert_eq!(seen.len(), 2, "two mappings: {seen:?}");
+    assert!(seen
+        .iter()
+        .all(|a| a.ip() == std::net::IpAddr::V4(UPLINK_IP)));
+    assert_ne!(seen[0].port(), seen[1].port());
+
+    // nat ls and nat stats show the sessions.
+    let ls = call(&d, cmd::NAT_LS, json!({"network": "blue"}));
+    let list = ls.as_array().unwrap();
+    assert!(
+        list.iter().any(|s| s["proto"] == "udp"
+            && s["inside"] == format!("10.81.0.3:{port}")
+            && s["state"] == "replied"),
+        "{ls:#}"
+    );
+    assert!(list.iter().any(|s| s["proto"] == "tcp"), "{ls:#}");
+    assert!(list.iter().any(|s| s["proto"] == "icmp"), "{ls:#}");
+    let st = call(&d, cmd::NAT_STATS, json!({}));
+    assert!(st["sessions"].as_u64().unwrap() >= 4, "{st:#}");
+    assert!(st["created"].as_u64().unwrap() >= 4, "{st:#}");
+    assert_eq!(st["settings"]["tcp_established"], 7440);
+    let set = call(&d, cmd::NAT_SET, json!({"udp": 30}));
+    assert_eq!(set["udp"], 30);
+    // The CLI shows the same.
+    let out = std::process::Command::new(bin("vswitchctl"))
+        .args([
+            "--socket",
+            d.socket().to_str().unwrap(),
+            "nat",
+            "ls",
+            "--limit",
+            "50",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("OUTSIDE"), "{text}");
+    assert!(text.contains(&format!("{UPLINK_IP}:")), "{text}");
+}
+
+#[test]
+fn internal_networks_and_other_networks_are_out_of_reach() {
+    if !can_run_system_tests("internal_networks_and_other_networks_are_out_of_reach") {
+        return;
+    }
+    let (_tmp, d, _server) = rig("natiso");
+    call(
+        &d,
+        cmd::NETWORK_CREATE,
+        json!({"name": "blue", "subnet": "10.84.0.0/24"}),
+    );
+    call(
+        &d,
+        cmd::NETWORK_CREATE,
+        json!({"name": "red", "subnet": "10.85.0.0/24", "gateway": "10.85.0.254"}),
+    );
+    call(
+        &d,
+        cmd::NETWORK_CREATE,
+        json!({"name": "iso", "subnet": "10.86.0.0/24", "internal": true}),
+    );
+    let e = d
+        .client()
+        .unwrap()
+        .call(
+            cmd::NETWORK_CREATE,
+            json!({"name": "dup", "subnet": "10.84.0.128/25"}),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("overlaps network 'blue'"), "{e}");
+
+    let (b, _) = container(
+        &d,
+        "blue",
+        Ipv4Addr::new(10, 84, 0, 2),
+        Ipv4Addr::new(10, 84, 0, 1),
+    );
+    let (r, _) = container(
+        &d,
+        "red",
+        Ipv4Addr::new(10, 85, 0, 2),
+        Ipv4Addr::new(10, 85, 0, 254),
+    );
+    let (i, _) = container(
+        &d,
+        "iso",
+        Ipv4Addr::new(10, 86, 0, 2),
+        Ipv4Addr::new(10, 86, 0, 1),
+    );
+    // Each reaches its own gateway; blue and red get out.
+    assert!(
+        i.ping(Ipv4Addr::new(10, 86, 0, 1), 2).unwrap(),
+        "stats: {}",
+        drops(&d)
+    );
+    assert!(r.ping(Ipv4Addr::new(10, 85, 0, 254), 2).unwrap());
+    assert!(b.ping(SERVER_IP, 2).unwrap(), "stats: {}", drops(&d));
+    assert!(r.ping(FAR_IP, 2).unwrap(), "stats: {}", drops(&d));
+    // The internal network has no way out; networks do not reach each other.
+    assert!(
+        !i.ping(SERVER_IP, 2).unwrap(),
+        "an --internal network got out"
+    );
+    assert!(
+        !b.ping(Ipv4Addr::new(10, 85, 0, 2), 2).unwrap(),
+        "blue reached red"
+    );
+    assert!(
+        !r.ping(Ipv4Addr::new(10, 84, 0, 2), 2).unwrap(),
+        "red reached blue"
+    );
+    let out = std::process::Command::new(bin("vswitchctl"))
+        .args(["--socket", d.socket().to_str().unwrap(), "stats"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("internal_network"), "{text}");
+    assert!(text.contains("network_isolated"), "{text}");
+}
