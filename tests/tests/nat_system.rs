@@ -28,15 +28,20 @@ fn call(d: &DaemonProcess, command: &str, args: Value) -> Value {
 
 /// A daemon with an uplink into a fresh "server" namespace.
 fn rig(tag: &str) -> (TempDir, DaemonProcess, Netns) {
+    rig_mtu(tag, None)
+}
+
+/// [`rig`], with the uplink's MTU when given.
+fn rig_mtu(tag: &str, mtu: Option<u32>) -> (TempDir, DaemonProcess, Netns) {
     let tmp = TempDir::new(tag);
     let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
     let server = Netns::create(&unique_name("vssrv")).unwrap();
     let up = unique_name("vsup");
-    call(
-        &d,
-        cmd::PORT_ADD,
-        json!({"name": up, "type": "tap", "netns": server.name()}),
-    );
+    let mut port = json!({"name": up, "type": "tap", "netns": server.name()});
+    if let Some(m) = mtu {
+        port["mtu"] = json!(m);
+    }
+    call(&d, cmd::PORT_ADD, port);
     server
         .ip(&["addr", "add", &format!("{SERVER_IP}/24"), "dev", &up])
         .unwrap();
@@ -61,6 +66,74 @@ fn container(d: &DaemonProcess, network: &str, ip: Ipv4Addr, gw: Ipv4Addr) -> (N
 
 fn drops(d: &DaemonProcess) -> Value {
     call(d, cmd::STATS, json!({}))
+}
+
+/// The byte at offset `i` of a download.
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+/// The server (listening on `ip` in `server`) sends `bytes` to a client in `client`, which
+/// checks every byte: a download through NAT. Bounded by `timeout`.
+fn download(server: &Netns, ip: Ipv4Addr, client: &Netns, bytes: u64, timeout: Duration) {
+    let listener = netns::run_in(Some(&server.path()), || {
+        TcpListener::bind(SocketAddr::from((ip, 0)))
+    })
+    .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut c, _) = listener.accept()?;
+        c.set_write_timeout(Some(timeout))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = 0u64;
+        while at < bytes {
+            let n = (bytes - at).min(buf.len() as u64) as usize;
+            for (k, b) in buf[..n].iter_mut().enumerate() {
+                *b = pattern(at + k as u64);
+            }
+            c.write_all(&buf[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    });
+    let got = netns::run_in(Some(&client.path()), move || -> std::io::Result<u64> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = 0u64;
+        while std::time::Instant::now() < deadline {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            for (k, b) in buf[..n].iter().enumerate() {
+                if *b != pattern(at + k as u64) {
+                    return Err(std::io::Error::other(format!(
+                        "corrupted at {}",
+                        at + k as u64
+                    )));
+                }
+            }
+            at += n as u64;
+        }
+        Ok(at)
+    })
+    .unwrap();
+    sender.join().unwrap().unwrap();
+    assert_eq!(got, bytes, "download incomplete");
+}
+
+/// Runs `ping ARGS` (iputils) in `ns`; its output, stdout and stderr together.
+fn ping(ns: &Netns, args: &[&str]) -> String {
+    let mut all = vec!["ping"];
+    all.extend_from_slice(args);
+    let out = ns.exec(&all).unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Binds a UDP socket to `addr` inside `ns`.
@@ -95,7 +168,7 @@ fn containers_reach_a_server_beyond_the_uplink_through_nat() {
         json!({"name": "blue", "subnet": "10.81.0.0/24"}),
     );
     let gw = Ipv4Addr::new(10, 81, 0, 1);
-    let (c1, _) = container(&d, "blue", Ipv4Addr::new(10, 81, 0, 2), gw);
+    let (c1, c1_port) = container(&d, "blue", Ipv4Addr::new(10, 81, 0, 2), gw);
     let (c2, _) = container(&d, "blue", Ipv4Addr::new(10, 81, 0, 3), gw);
 
     // The gateway answers ARP and ping itself.
@@ -159,6 +232,24 @@ fn containers_reach_a_server_beyond_the_uplink_through_nat() {
     eprintln!(
         "32 MB container -> server through NAT: {:.0} Mbit/s",
         t.mbps()
+    );
+    download(&server, FAR_IP, &c1, 32 << 20, Duration::from_secs(60));
+
+    // The trace names the NAT decision.
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(bin("vswitchctl"))
+            .args(["--socket", d.socket().to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ctl(&["trace", "add", "4", "--port", &c1_port]);
+    assert!(c1.ping(FAR_IP, 1).unwrap());
+    let t = ctl(&["trace", "show"]);
+    assert!(
+        t.contains("l3-router") && t.contains("NAT: source translated: 10.81.0.2:"),
+        "{t}"
     );
 
     // UDP both ways, two containers on the same source port told apart by their mappings.
@@ -310,4 +401,158 @@ fn internal_networks_and_other_networks_are_out_of_reach() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("internal_network"), "{text}");
     assert!(text.contains("network_isolated"), "{text}");
+}
+
+#[test]
+fn the_gateway_answers_ttl_expiry_and_path_mtu_discovery_works_through_it() {
+    if !can_run_system_tests(
+        "the_gateway_answers_ttl_expiry_and_path_mtu_discovery_works_through_it",
+    ) {
+        return;
+    }
+    // The uplink is narrower (1400) than the network (1500).
+    let (_tmp, d, server) = rig_mtu("natmtu", Some(1400));
+    call(
+        &d,
+        cmd::NETWORK_CREATE,
+        json!({"name": "blue", "subnet": "10.87.0.0/24"}),
+    );
+    let gw = Ipv4Addr::new(10, 87, 0, 1);
+    let (c, _) = container(&d, "blue", Ipv4Addr::new(10, 87, 0, 2), gw);
+    assert!(c.ping(FAR_IP, 2).unwrap(), "stats: {}", drops(&d));
+
+    let out = ping(
+        &c,
+        &["-c", "1", "-W", "2", "-t", "1", "-n", &FAR_IP.to_string()],
+    );
+    assert!(
+        out.contains("From 10.87.0.1") && out.contains("Time to live exceeded"),
+        "{out}"
+    );
+    // DF and too big: the gateway says how big may pass, and the kernel learns it.
+    let out = ping(
+        &c,
+        &[
+            "-c",
+            "2",
+            "-i",
+            "0.3",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1450",
+            "-n",
+            &FAR_IP.to_string(),
+        ],
+    );
+    assert!(
+        out.contains("mtu = 1400") || out.contains("mtu=1400"),
+        "{out}"
+    );
+    let route = c.ip(&["route", "get", &FAR_IP.to_string()]).unwrap();
+    let route = String::from_utf8_lossy(&route.stdout).to_string();
+    assert!(route.contains("mtu 1400"), "{route}");
+    let out = ping(
+        &c,
+        &[
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1372",
+            "-n",
+            &FAR_IP.to_string(),
+        ],
+    );
+    assert!(out.contains("1 received"), "{out}");
+    // TCP (super-frames cut to a 1448-byte MSS would not fit) learns it too and completes.
+    tcp_transfer(
+        &server.path(),
+        FAR_IP,
+        &c.path(),
+        8 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("transfer failed: {e}; stats: {}", drops(&d)));
+    let st = drops(&d).to_string();
+    assert!(
+        st.contains("icmp_frag_needed_sent") || st.contains("frag"),
+        "{st}"
+    );
+}
+
+#[test]
+fn a_flood_of_new_flows_evicts_only_its_own_sessions() {
+    if !can_run_system_tests("a_flood_of_new_flows_evicts_only_its_own_sessions") {
+        return;
+    }
+    let (_tmp, d, server) = rig("natflood");
+    call(
+        &d,
+        cmd::NETWORK_CREATE,
+        json!({"name": "blue", "subnet": "10.88.0.0/24"}),
+    );
+    // A small table: 64 sessions.
+    call(&d, cmd::NAT_SET, json!({"sessions": 64}));
+    let gw = Ipv4Addr::new(10, 88, 0, 1);
+    let (c1, _) = container(&d, "blue", Ipv4Addr::new(10, 88, 0, 2), gw);
+    let (c2, _) = container(&d, "blue", Ipv4Addr::new(10, 88, 0, 3), gw);
+    assert!(c1.ping(SERVER_IP, 2).unwrap(), "stats: {}", drops(&d));
+    // An established connection that stays open (and idle) through the flood.
+    let listener = netns::run_in(Some(&server.path()), || {
+        TcpListener::bind(SocketAddr::from((FAR_IP, 0)))
+    })
+    .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = netns::run_in(Some(&c1.path()), move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    })
+    .unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The flood: UDP from 2000 source ports to a port where nothing answers (the server's
+    // port unreachable errors leave the sessions embryonic), bounded in count and time.
+    let flood = std::thread::spawn({
+        let p = c2.path();
+        move || {
+            netns::run_in(Some(&p), || {
+                let start = std::time::Instant::now();
+                for _ in 0..2000 {
+                    if start.elapsed() > Duration::from_secs(20) {
+                        break;
+                    }
+                    let s = UdpSocket::bind((Ipv4Addr::new(10, 88, 0, 3), 0))?;
+                    let _ = s.send_to(b"x", (SERVER_IP, 9));
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                Ok(())
+            })
+        }
+    });
+    tcp_transfer(
+        &server.path(),
+        FAR_IP,
+        &c1.path(),
+        16 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("transfer under the flood failed: {e}; stats: {}", drops(&d)));
+    flood.join().unwrap().unwrap();
+    let st = call(&d, cmd::NAT_STATS, json!({}));
+    assert!(st["sessions"].as_u64().unwrap() <= 64, "{st:#}");
+    assert!(st["evicted"].as_u64().unwrap() > 0, "{st:#}");
+    // The idle, established connection opened before the flood still carries bytes.
+    held.write_all(b"still there?").unwrap();
+    let mut back = [0u8; 12];
+    peer.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still there?");
+    peer.write_all(b"yes, here..!").unwrap();
+    held.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"yes, here..!");
 }

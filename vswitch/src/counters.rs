@@ -119,6 +119,11 @@ pub fn drop_counters() -> impl Iterator<Item = (usize, &'static str)> {
     kind_counters(CounterKind::Drop)
 }
 
+/// Every event counter of the layout: (index, name), in layout order.
+pub fn event_counters() -> impl Iterator<Item = (usize, &'static str)> {
+    kind_counters(CounterKind::Event)
+}
+
 fn kind_counters(kind: CounterKind) -> impl Iterator<Item = (usize, &'static str)> {
     layout()
         .entries()

@@ -62,7 +62,6 @@ mod trace;
 
 use crate::bridge::LearnSync;
 use crate::config::{self, NetConf, NetId, PortConf, Snapshot};
-use crate::counters::{event_index, Event};
 use crate::pipeline::{Request as WorkerRequest, Switch};
 use commit::Mode;
 use control::proto::*;

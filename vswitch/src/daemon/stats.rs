@@ -86,10 +86,11 @@ impl Daemon {
                     *drops.entry(name.to_string()).or_insert(0) += v;
                 }
             }
-            for e in Event::ALL {
-                let v = w.stats.pipeline.at(event_index(*e)).get();
+            // Every stage's events, as the graph registered them (the router's among them).
+            for (i, name) in crate::counters::event_counters() {
+                let v = w.stats.pipeline.at(i).get();
                 if v > 0 {
-                    counters.insert(e.name().to_string(), v);
+                    counters.insert(name.to_string(), v);
                 }
             }
             for e in WorkerEvent::ALL {

@@ -19,8 +19,8 @@
 //! uplink MTU (else, with DF, ICMP fragmentation needed with the uplink MTU; without DF the
 //! packet is dropped as `route_too_big`: the gateway does not fragment); then NAT, the TTL
 //! decrement and the next hop (the uplink's gateway, or the destination on the uplink's
-//! subnet), resolved by the underlay host. A TCP super-frame (TSO) is not measured against the
-//! MTU: it leaves whole and is cut to its MSS later.
+//! subnet), resolved by the underlay host. A TCP super-frame (TSO) is measured by the segments
+//! it will be cut into (headers and its MSS); it leaves whole and is cut later.
 //!
 //! Return traffic: martian sources dropped (127/8, 0/8, multicast, the uplink address, any
 //! network's subnet), then NAT's lookup by the outside endpoint; the session remembers the
@@ -374,7 +374,17 @@ impl Router {
         if h.ttl <= 1 {
             return self.icmp_error::<T>(io, b, &h, &gw, port, (11, 0, 0));
         }
-        if !gso && h.len > up.mtu as usize {
+        // A super-frame is judged by the segments it will be cut into.
+        let size = if gso {
+            let d = pool.data(&b);
+            let tcp_hdr = d
+                .get(14 + h.ihl + 12)
+                .map_or(20, |o| usize::from(o >> 4) * 4);
+            h.ihl + tcp_hdr + usize::from(off.gso_size)
+        } else {
+            h.len
+        };
+        if size > up.mtu as usize {
             if h.df {
                 let mtu = u16::try_from(up.mtu).unwrap_or(u16::MAX);
                 return self.icmp_error::<T>(io, b, &h, &gw, port, (3, 4, mtu));

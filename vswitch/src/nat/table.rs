@@ -18,11 +18,13 @@
 //!   session itself only on a hash match. A lookup is one index line and one session line
 //!   whatever the table's size; [`Table::prefetch_out`] lets a stage start both misses of a
 //!   burst before it needs them.
-//! * `embryo`: a doubly linked list, oldest first, of the sessions that are *embryonic*: a TCP
-//!   connection whose handshake has not finished, or a UDP or ICMP mapping that has had no
-//!   answer. When the table is full a new session evicts the oldest embryonic one; if there is
-//!   none it is refused. So a SYN flood or a port scan can only push out its own kind, never an
-//!   established connection (the issue's "embryonic entries are evicted first").
+//! * the evictable list: doubly linked, oldest first, of the sessions that are *embryonic* (a
+//!   TCP connection whose handshake has not finished, a UDP or ICMP mapping that has had no
+//!   answer) or *closed* (TIME_WAIT or reset, only waiting out their timer, RFC 7857 section
+//!   2.2). When the table is full a new session evicts the oldest of them; if there is none it
+//!   is refused. So a SYN flood or a port scan can only push out its own kind, never an
+//!   established connection or an answered UDP flow (the issue's "embryonic entries are
+//!   evicted first").
 //!
 //! Expiry is lazy and incremental: a lookup that finds an expired session removes it and
 //! misses, and [`Table::expire`] sweeps a bounded number of slots per call, resuming where it
@@ -70,10 +72,20 @@ impl State {
         }
     }
 
-    /// Whether the session is embryonic (evicted first when the table is full).
+    /// Whether the session is embryonic: a handshake not finished, or no answer yet.
     #[inline]
     pub fn embryonic(self) -> bool {
         matches!(self, State::New | State::SynSent)
+    }
+
+    /// Whether the session may be evicted to make room: embryonic, or closed (TIME_WAIT,
+    /// reset) and only waiting out its timer.
+    #[inline]
+    pub fn evictable(self) -> bool {
+        matches!(
+            self,
+            State::New | State::SynSent | State::TimeWait | State::Reset
+        )
     }
 
     fn from_u8(v: u8) -> State {
@@ -361,6 +373,7 @@ pub struct Table {
     len: u32,
     embryo_head: u32,
     embryo_tail: u32,
+    embryos: u32,
     seed: u64,
     sweep: u32,
 }
@@ -387,6 +400,7 @@ impl Table {
             len: 0,
             embryo_head: NIL,
             embryo_tail: NIL,
+            embryos: 0,
             seed,
             sweep: 0,
         }
@@ -556,9 +570,10 @@ impl Table {
         let (ho, hi) = (self.hash_in(&inside), self.hash_out(&outside));
         self.out_idx.insert(ho, i);
         self.in_idx.insert(hi, i);
-        if state.embryonic() {
+        if state.evictable() {
             self.embryo_push(i);
         }
+        self.embryos += u32::from(state.embryonic());
         Inserted::Ok(i, evicted)
     }
 
@@ -570,9 +585,10 @@ impl Table {
         if !s.live {
             return;
         }
-        if s.state().embryonic() {
+        if s.state().evictable() {
             self.embryo_unlink(i);
         }
+        self.embryos -= u32::from(s.state().embryonic());
         let (ho, hi) = (self.hash_in(&s.inside()), self.hash_out(&s.outside()));
         if let Some((at, _)) = self.out_idx.find(ho, |x| x == i) {
             self.out_idx.remove_at(at);
@@ -636,11 +652,12 @@ impl Table {
             old
         };
         if new != old {
-            match (old.embryonic(), new.embryonic()) {
+            match (old.evictable(), new.evictable()) {
                 (true, false) => self.embryo_unlink(i),
                 (false, true) => self.embryo_push(i),
                 _ => {}
             }
+            self.embryos = self.embryos + u32::from(new.embryonic()) - u32::from(old.embryonic());
         }
         let s = &mut self.slots[i as usize];
         if proto_ == proto::TCP {
@@ -681,7 +698,13 @@ impl Table {
     }
 
     /// Live sessions that are embryonic.
+    #[inline]
     pub fn embryonic(&self) -> u32 {
+        self.embryos
+    }
+
+    /// Live sessions that may be evicted (embryonic or closed), counted along their list.
+    pub fn evictable(&self) -> u32 {
         let mut n = 0;
         let mut i = self.embryo_head;
         while i != NIL {
@@ -814,6 +837,27 @@ mod tests {
         };
         t.track(i, Dir::In, tcp_flags::SYN | tcp_flags::ACK, 0, &T);
         assert_eq!(add(&mut t, 1, State::SynSent, 0), Inserted::Full);
+    }
+
+    #[test]
+    fn closed_sessions_go_before_established_ones() {
+        let mut t = Table::new(2, 5);
+        let Inserted::Ok(a, _) = add(&mut t, 1, State::SynSent, 0) else {
+            panic!()
+        };
+        t.track(a, Dir::In, tcp_flags::SYN | tcp_flags::ACK, 0, &T);
+        let Inserted::Ok(b, _) = add(&mut t, 2, State::SynSent, 0) else {
+            panic!()
+        };
+        t.track(b, Dir::In, tcp_flags::SYN | tcp_flags::ACK, 0, &T);
+        t.track(b, Dir::In, tcp_flags::RST, 1, &T);
+        assert_eq!((t.embryonic(), t.evictable()), (0, 1));
+        assert!(matches!(
+            add(&mut t, 3, State::SynSent, 2),
+            Inserted::Ok(_, true)
+        ));
+        assert!(t.find_out(&inside(1), t.hash_in(&inside(1)), 2).is_some());
+        assert!(t.find_out(&inside(2), t.hash_in(&inside(2)), 2).is_none());
     }
 
     #[test]
