@@ -33,8 +33,13 @@ fn rig(tag: &str) -> (TempDir, DaemonProcess, Netns) {
 
 /// [`rig`], with the uplink's MTU when given.
 fn rig_mtu(tag: &str, mtu: Option<u32>) -> (TempDir, DaemonProcess, Netns) {
+    rig_with(tag, mtu, &[])
+}
+
+/// [`rig_mtu`], with extra daemon flags.
+fn rig_with(tag: &str, mtu: Option<u32>, flags: &[&str]) -> (TempDir, DaemonProcess, Netns) {
     let tmp = TempDir::new(tag);
-    let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    let d = DaemonProcess::start_with(&bin("vswitchd"), &tmp.0, None, flags).unwrap();
     let server = Netns::create(&unique_name("vssrv")).unwrap();
     let up = unique_name("vsup");
     let mut port = json!({"name": up, "type": "tap", "netns": server.name()});
@@ -555,4 +560,73 @@ fn a_flood_of_new_flows_evicts_only_its_own_sessions() {
     peer.write_all(b"yes, here..!").unwrap();
     held.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"yes, here..!");
+}
+
+#[test]
+fn two_workers_carry_every_flow_through_nat() {
+    if !can_run_system_tests("two_workers_carry_every_flow_through_nat") {
+        return;
+    }
+    let (_tmp, d, server) = rig_with("nat2w", None, &["--cores", "0,1"]);
+    assert_eq!(
+        call(&d, cmd::STATUS, json!({}))["workers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    call(
+        &d,
+        cmd::NETWORK_CREATE,
+        json!({"name": "blue", "subnet": "10.89.0.0/24"}),
+    );
+    let gw = Ipv4Addr::new(10, 89, 0, 1);
+    let (c, _) = container(&d, "blue", Ipv4Addr::new(10, 89, 0, 2), gw);
+    assert!(c.ping(FAR_IP, 2).unwrap(), "stats: {}", drops(&d));
+    // 32 UDP flows, each answered: whichever worker's uplink queue an answer arrives on, it
+    // reaches the session's owner.
+    let srv = udp_in(&server, SocketAddr::from((SERVER_IP, 0)));
+    let srv_addr = srv.local_addr().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        srv.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        for _ in 0..200 {
+            let Ok((n, from)) = srv.recv_from(&mut buf) else {
+                break;
+            };
+            let _ = srv.send_to(&buf[..n], from);
+        }
+    });
+    let mut answered = 0;
+    for k in 0..32u16 {
+        let s = udp_in(&c, SocketAddr::from((Ipv4Addr::new(10, 89, 0, 2), 0)));
+        let msg = format!("flow {k}");
+        if ask(&s, srv_addr, msg.as_bytes()).as_deref() == Some(msg.as_bytes()) {
+            answered += 1;
+        }
+    }
+    echo.join().unwrap();
+    assert_eq!(answered, 32, "stats: {}", drops(&d));
+    tcp_transfer(
+        &server.path(),
+        FAR_IP,
+        &c.path(),
+        16 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("transfer failed: {e}; stats: {}", drops(&d)));
+    download(&server, FAR_IP, &c, 16 << 20, Duration::from_secs(60));
+    let stats = drops(&d);
+    let handed: u64 = stats["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["counters"]["nat_handed_off"].as_u64())
+        .sum();
+    eprintln!("frames handed to their session's owner: {handed}");
+    let st = stats.to_string();
+    assert!(
+        !st.contains("nat_other_worker") && !st.contains("nat_handoff_full"),
+        "{st}"
+    );
 }

@@ -41,6 +41,8 @@ pub enum Request {
         /// Where the answer goes.
         reply: Sender<Vec<crate::nat::stage::SessionInfo>>,
     },
+    /// How to wake every worker, for NAT's hand-off rings (index = worker id).
+    NatPeers(Vec<crate::nat::handoff::Wake>),
     /// The NAT table's figures.
     NatInfo {
         /// Where the answer goes.
@@ -180,6 +182,40 @@ impl Switch {
     }
 }
 
+impl Switch {
+    /// Runs the NAT return traffic other workers handed over through the router.
+    #[cold]
+    fn handed_over(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) -> usize {
+        let Some(mut h) = self.stages.router.handoff.take() else {
+            return 0;
+        };
+        let next = dataplane::burst::Next::to(Node::Router as u16, crate::nat::stage::FROM_UPLINK);
+        let no_frame = self.g.drop.index(GraphDrop::NoFrame);
+        let mut total = 0;
+        // Bounded: at most a few bursts per loop iteration, the rest waits for the next.
+        for _ in 0..4 {
+            let n = h.take(&mut self.out);
+            if n == 0 {
+                break;
+            }
+            total += n;
+            for b in self.out.drain() {
+                if let Err(b) = self.frames.emit(b, next) {
+                    dataplane::graph::free_counted(cx.cache, cx.stats, b, no_frame);
+                }
+            }
+            self.stages.router.handoff = Some(h);
+            self.run(cx, cfg, false);
+            let Some(again) = self.stages.router.handoff.take() else {
+                return total;
+            };
+            h = again;
+        }
+        self.stages.router.handoff = Some(h);
+        total
+    }
+}
+
 impl Pipeline for Switch {
     type Config = Snapshot;
     type Request = Request;
@@ -225,6 +261,24 @@ impl Pipeline for Switch {
             .set(self.overlay.neigh_len() as u64);
     }
 
+    fn poll(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) -> usize {
+        let Some(h) = self.stages.router.handoff.as_ref() else {
+            return 0;
+        };
+        if !h.pending() {
+            return 0;
+        }
+        self.handed_over(cx, cfg)
+    }
+
+    fn pending(&self) -> bool {
+        self.stages
+            .router
+            .handoff
+            .as_ref()
+            .is_some_and(|h| h.pending())
+    }
+
     fn request(&mut self, cx: &mut Context<'_>, _cfg: &Snapshot, req: Request) {
         match req {
             Request::FdbDump { net, reply } => {
@@ -241,6 +295,11 @@ impl Pipeline for Switch {
             }
             Request::NatInfo { reply } => {
                 let _ = reply.send(self.stages.router.info());
+            }
+            Request::NatPeers(wake) => {
+                if let Some(h) = &mut self.stages.router.handoff {
+                    h.set_wake(wake);
+                }
             }
         }
     }

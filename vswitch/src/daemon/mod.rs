@@ -255,9 +255,14 @@ impl Daemon {
         let mut workers = Vec::new();
         let inboxes = LearnSync::inboxes(cores.len(), 4096);
         let trace = Arc::new(crate::trace::TraceCtl::default());
+        let mut handoffs =
+            crate::nat::handoff::build(&pool, cores.len(), crate::nat::handoff::RING).into_iter();
         for (i, core) in cores.iter().enumerate() {
             let mut switch = Switch::new(pool.clone(), opts.fdb_size);
             switch.set_trace(trace.clone());
+            if cores.len() > 1 {
+                switch.router.handoff = handoffs.next();
+            }
             if cores.len() > 1 {
                 switch.bridge.set_sync(LearnSync {
                     me: i,
@@ -269,6 +274,16 @@ impl Daemon {
                 worker::spawn(w, tx, *core).map_err(|e| format!("cannot start worker {i}: {e}"))?;
             tracing::info!(worker = i, core = core.map(|c| c.id), "worker started");
             workers.push(h);
+        }
+        // NAT's hand-off rings wake their owner: every worker learns how, now that all run.
+        if workers.len() > 1 {
+            let wake: Vec<_> = workers
+                .iter()
+                .map(|w| (w.shared.clone(), w.waker()))
+                .collect();
+            for w in &workers {
+                w.send(Command::Request(WorkerRequest::NatPeers(wake.clone())));
+            }
         }
         let n = workers.len();
         let started = Instant::now();

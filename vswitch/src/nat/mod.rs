@@ -12,12 +12,13 @@
 //!
 //! Where return traffic is handled: each worker owns its own table, and the outside ports are
 //! split between workers (worker `w` of `n` takes ports `lo + w + k * n`), so the worker that
-//! owns a session is known from the destination port of a returning packet alone. Today the
-//! switch runs one worker per uplink queue and the machine it is built on runs one worker, so
-//! every session is local; a returning packet that another worker owns is dropped and counted
-//! as `nat_other_worker` (the hand-off of such packets through `dataplane::handoff` rings is
-//! not wired yet, see the README).
+//! owns a session is known from the destination port of a returning packet alone. Placement
+//! makes most hand-offs unnecessary: on a TAP uplink the kernel's automatic flow steering sends
+//! a flow's packets to the queue that last transmitted that flow, which is the owner's (each
+//! worker has its own queue). What lands elsewhere anyway (an AF_XDP uplink's RSS, a flow idle
+//! for a while) is handed to the owner through a ring, in bursts ([`handoff`]).
 
+pub mod handoff;
 pub mod router;
 pub mod stage;
 pub mod table;

@@ -65,6 +65,8 @@ named_counters! {
         SessionExpired => "nat_session_expired",
         /// Embryonic NAT sessions evicted to make room.
         SessionEvicted => "nat_session_evicted",
+        /// Return traffic handed to the worker that owns its session.
+        HandedOff => "nat_handed_off",
     }
 }
 

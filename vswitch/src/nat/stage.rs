@@ -10,6 +10,9 @@
 //! * [`RESUME`]: a translated frame whose uplink next hop has just resolved (it was held by the
 //!   underlay host).
 //!
+//! Return traffic for a session another worker owns is collected and handed to that worker at
+//! the end of the burst ([`super::handoff`]); the owner runs it in through [`FROM_UPLINK`].
+//!
 //! Routing out of a network, in order, each failure a named drop: a well-formed IPv4 header;
 //! a source inside the network's subnet (else `martian_source`); the gateway address itself
 //! (ICMP echo answered, anything else `gateway_unsupported`); a unicast destination outside
@@ -102,6 +105,8 @@ pub struct Router {
     pool: Arc<Pool>,
     /// The worker's NAT (allocated at the first configuration with a gateway).
     pub nat: Nat,
+    /// Rings to and from the other workers (None with one worker).
+    pub handoff: Option<super::handoff::Handoff>,
     icmp_limit: RateLimit,
     /// The address sessions were made for (a new uplink address forgets them).
     ext_ip: Option<Ipv4Addr>,
@@ -160,6 +165,7 @@ impl Stage for Router {
             pool: env.pool.clone(),
             // A token table until a gateway is configured (the real one is made then).
             nat: Nat::new(1, super::seed(1)),
+            handoff: None,
             icmp_limit: RateLimit::new(ICMP_RATE, ICMP_RATE),
             ext_ip: None,
             expired: 0,
@@ -191,6 +197,13 @@ impl Stage for Router {
                 }
                 Ok(None) => {}
                 Err((b, counter)) => io.drop_buf::<T>(Self::NAME, b, counter),
+            }
+        }
+        if let Some(h) = &mut self.handoff {
+            let lost = h.flush(io.cx.cache);
+            if lost > 0 {
+                let i = self.nat_drops.index(NatDrop::HandoffFull);
+                io.cx.stats.pipeline.at(i).add(lost);
             }
         }
     }
@@ -505,8 +518,18 @@ impl Router {
             Kind::IcmpError(inner) => inner.sport,
             _ => f.dport,
         };
-        if self.nat.owner(port) != self.nat.worker {
-            return self.drop_nat(b, NatDrop::OtherWorker);
+        let owner = self.nat.owner(port);
+        if owner != self.nat.worker {
+            let Some(h) = &mut self.handoff else {
+                return self.drop_nat(b, NatDrop::OtherWorker);
+            };
+            return match h.queue(usize::from(owner), b) {
+                Ok(()) => {
+                    self.ev.inc(io.cx.stats, RouteEvent::HandedOff);
+                    Ok(None)
+                }
+                Err(b) => self.drop_nat(b, NatDrop::OtherWorker),
+            };
         }
         let hash = self.nat.table.hash_out(&Nat::outside_key(&f));
         let now = io.cx.now;

@@ -54,8 +54,11 @@ named_counters! {
         PortsExhausted => "nat_ports_exhausted",
         /// The session table is full of sessions that are not embryonic.
         TableFull => "nat_table_full",
-        /// Returning traffic for a session another worker owns (hand-off not wired).
+        /// Returning traffic for a session another worker owns, with no ring to hand it over
+        /// (a worker driven alone, as in tests), or that ring's collection full.
         OtherWorker => "nat_other_worker",
+        /// Handed-over frames the owner's ring had no room for.
+        HandoffFull => "nat_handoff_full",
     }
 }
 
