@@ -307,3 +307,113 @@ impl Daemon {
         Ok(info)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(name: &str, subnet: Option<&str>, gateway: Option<&str>, internal: bool) -> NetworkSpec {
+        NetworkSpec {
+            name: name.into(),
+            subnet: subnet.map(str::to_string),
+            gateway: gateway.map(str::to_string),
+            vni: None,
+            encrypted: false,
+            mac_limit: None,
+            aging_secs: None,
+            learn_remote: None,
+            internal,
+        }
+    }
+
+    #[test]
+    fn gateways_default_to_the_first_address_and_are_checked() {
+        let d = Desired::default()
+            .create_network(net("blue", Some("10.1.0.0/24"), None, false))
+            .unwrap()
+            .create_network(net("vault", Some("10.9.0.0/24"), Some("10.9.0.254"), true))
+            .unwrap()
+            .create_network(net("l2", None, None, false))
+            .unwrap();
+        let snap = d.compile(1, 1500);
+        let gws: Vec<_> = snap.gateways.iter().flatten().collect();
+        assert_eq!(gws.len(), 2);
+        assert_eq!(gws[0].ip, Ipv4Addr::new(10, 1, 0, 1));
+        assert!(!gws[0].internal);
+        assert_eq!(gws[1].ip, Ipv4Addr::new(10, 9, 0, 254));
+        assert!(gws[1].internal);
+        assert_ne!(gws[0].mac, gws[1].mac);
+
+        let e = d
+            .create_network(net("dup", Some("10.1.0.128/25"), None, false))
+            .unwrap_err();
+        assert!(e.message.contains("overlaps network 'blue'"), "{e}");
+        let e = d.create_network(net("i", None, None, true)).unwrap_err();
+        assert!(e.message.contains("--internal needs a --subnet"), "{e}");
+        let e = d
+            .create_network(net("b", Some("10.2.0.0/24"), Some("10.2.0.255"), false))
+            .unwrap_err();
+        assert!(e.message.contains("broadcast"), "{e}");
+        let e = d
+            .create_network(net("p", Some("10.3.0.0/31"), None, false))
+            .unwrap_err();
+        assert!(e.message.contains("no room for a gateway"), "{e}");
+    }
+
+    #[test]
+    fn nat_settings_merge_validate_and_reach_the_snapshot() {
+        let d = Desired::default();
+        let s = NatSettings {
+            tcp_established: Some(100),
+            port_min: Some(40000),
+            ..Default::default()
+        };
+        let d = d.set_nat(&s).unwrap();
+        let d = d
+            .set_nat(&NatSettings {
+                udp: Some(30),
+                ..Default::default()
+            })
+            .unwrap();
+        let c = d.compile(1, 1500).nat;
+        assert_eq!(c.timeouts.tcp_established, 100);
+        assert_eq!(c.timeouts.udp, 30);
+        assert_eq!(c.timeouts.icmp, 60);
+        assert_eq!((c.port_lo, c.port_hi), (40000, 60999));
+        assert_eq!(d.export().nat, d.nat);
+
+        for (bad, says) in [
+            (
+                NatSettings {
+                    udp: Some(0),
+                    ..Default::default()
+                },
+                "--udp 0 is out of range",
+            ),
+            (
+                NatSettings {
+                    port_min: Some(62000),
+                    ..Default::default()
+                },
+                "port range 62000-60999",
+            ),
+            (
+                NatSettings {
+                    port_min: Some(80),
+                    ..Default::default()
+                },
+                "1024 <= --port-min",
+            ),
+            (
+                NatSettings {
+                    sessions: Some(0),
+                    ..Default::default()
+                },
+                "--sessions 0",
+            ),
+        ] {
+            let e = d.set_nat(&bad).unwrap_err();
+            assert!(e.message.contains(says), "{e}");
+        }
+    }
+}
