@@ -160,6 +160,8 @@ pub struct Nat {
     pub worker: u16,
     /// How many workers split the port range.
     pub workers: u16,
+    /// A UDP port never handed out (the uplink's VXLAN port: what arrives there is VXLAN).
+    pub reserved_udp: Option<u16>,
     rng: Rng,
     /// Counts.
     pub stats: NatStats,
@@ -180,6 +182,7 @@ impl Nat {
             cfg: NatConfig::default(),
             worker: 0,
             workers: 1,
+            reserved_udp: None,
             rng,
             stats: NatStats::default(),
         }
@@ -209,12 +212,14 @@ impl Nat {
             let p = (first + (k % count) * n) as u16;
             p
         };
+        let reserved = self.reserved_udp.filter(|_| proto_ == proto::UDP);
         let free = |t: &Table, p: u16| {
-            !t.outside_taken(&Outside {
-                proto: proto_,
-                ip,
-                port: p,
-            })
+            Some(p) != reserved
+                && !t.outside_taken(&Outside {
+                    proto: proto_,
+                    ip,
+                    port: p,
+                })
         };
         for _ in 0..RANDOM_TRIES {
             #[allow(clippy::cast_possible_truncation)]

@@ -362,6 +362,27 @@ fn ports_come_from_the_range_and_this_workers_share() {
 }
 
 #[test]
+fn the_reserved_udp_port_is_never_handed_out() {
+    let mut n = nat();
+    n.cfg.port_lo = 4788;
+    n.cfg.port_hi = 4790;
+    n.reserved_udp = Some(4789);
+    let mut ports = Vec::new();
+    for k in 0..2u16 {
+        let mut f = udp((IN1, 100 + k), (REMOTE, 53));
+        let i = out(&mut n, &mut f, 0).expect("a port");
+        ports.push(n.table.get(i).ext_port);
+    }
+    ports.sort();
+    assert_eq!(ports, [4788, 4790]);
+    let mut f = udp((IN1, 300), (REMOTE, 53));
+    assert_eq!(out(&mut n, &mut f, 0), Err(NatDrop::PortsExhausted));
+    // Other protocols may use it.
+    let mut f = echo(IN1, REMOTE, 9, true);
+    assert!(out(&mut n, &mut f, 0).is_ok());
+}
+
+#[test]
 fn parse_never_panics_on_truncations() {
     let frames = [
         tcp((IN1, 1), (REMOTE, 2), TcpControl::Syn, false),
