@@ -108,6 +108,8 @@ pub struct Router {
     /// Rings to and from the other workers (None with one worker).
     pub handoff: Option<super::handoff::Handoff>,
     icmp_limit: RateLimit,
+    /// Whether the table has been allocated at its configured size.
+    sized: bool,
     /// The address sessions were made for (a new uplink address forgets them).
     ext_ip: Option<Ipv4Addr>,
     expired: u64,
@@ -167,6 +169,7 @@ impl Stage for Router {
             nat: Nat::new(1, super::seed(1)),
             handoff: None,
             icmp_limit: RateLimit::new(ICMP_RATE, ICMP_RATE),
+            sized: false,
             ext_ip: None,
             expired: 0,
             last: (0, 0, 0, 0),
@@ -213,12 +216,13 @@ impl Stage for Router {
         let cfg = io.cfg;
         let want = cfg.nat.sessions.max(1);
         let any = cfg.gateways.iter().any(Option::is_some);
-        if any && self.nat.table.capacity() != want {
+        if any && (!self.sized || self.nat.table.capacity() != want) {
             // Allocated here, on a configuration change, never per packet.
             let seed = super::seed(u64::from(io.cx.worker));
             let stats = self.nat.stats;
             self.nat = Nat::new(want, seed);
             self.nat.stats = stats;
+            self.sized = true;
         }
         self.nat.cfg = cfg.nat;
         self.nat.worker = io.cx.worker;
@@ -265,7 +269,7 @@ impl Router {
     fn prefetch(&self, cfg: &Snapshot, input: &Burst) {
         let pool = &*self.pool;
         let t = &self.nat.table;
-        if t.capacity() <= 1 {
+        if !self.sized {
             return;
         }
         let mut hashes = [(0u32, 0u8); BURST];
@@ -314,7 +318,12 @@ impl Router {
         TableInfo {
             sessions: self.nat.table.len(),
             embryonic: self.nat.table.embryonic(),
-            capacity: self.nat.table.capacity(),
+            // Before the first gateway the table is a one-slot placeholder: no capacity.
+            capacity: if self.sized {
+                self.nat.table.capacity()
+            } else {
+                0
+            },
             created: s.created,
             expired: self.expired,
             evicted: s.evicted,
