@@ -154,7 +154,7 @@ fn snapshot(statics: Vec<([u8; 6], PortId)>) -> Snapshot {
         }),
         vnis: vec![(VNI, 1)],
         tunnels: vec![((1, u32::from(PEER_IP)), TUNNEL)],
-        esp: Default::default(),
+        ..Default::default()
     }
 }
 

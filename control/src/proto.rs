@@ -187,6 +187,12 @@ pub mod cmd {
     pub const KEY_RM: &str = "key.rm";
     /// null -> `Vec<`[`super::KeyInfo`]`>`
     pub const KEY_LS: &str = "key.ls";
+    /// [`super::NatSettings`] (fields to change) -> [`super::NatSettings`] (all in effect)
+    pub const NAT_SET: &str = "nat.set";
+    /// [`super::NatLsArgs`] -> `[NatSession]`
+    pub const NAT_LS: &str = "nat.ls";
+    /// `{}` -> [`super::NatStatsInfo`]
+    pub const NAT_STATS: &str = "nat.stats";
 
     /// All command names, for `unknown command` messages.
     pub const ALL: &[&str] = &[
@@ -220,6 +226,9 @@ pub mod cmd {
         KEY_PRIMARY,
         KEY_RM,
         KEY_LS,
+        NAT_SET,
+        NAT_LS,
+        NAT_STATS,
     ];
 }
 
@@ -303,6 +312,9 @@ pub struct NetworkSpec {
     /// when a control plane programs every remote MAC with `fdb add --vtep`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learn_remote: Option<bool>,
+    /// No way out through the gateway (Docker's `--internal`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
 }
 
 /// Kind of port.
@@ -444,6 +456,9 @@ pub struct ConfigDoc {
     /// Remote VTEPs of overlay networks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerSpec>,
+    /// NAT settings changed from their defaults (`nat set`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatSettings>,
     /// Overlay encryption keys (in the state file; in `config export` only with
     /// `--include-secrets`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -591,6 +606,7 @@ impl Default for ConfigDoc {
             uplink: None,
             peers: Vec::new(),
             keys: Vec::new(),
+            nat: None,
         }
     }
 }
@@ -892,4 +908,102 @@ pub struct CaptureSummary {
     pub missed: u64,
     /// Frames taken but never read (dropped at stop).
     pub unread: u64,
+}
+
+/// NAT settings. As `nat.set` arguments only the fields given change; as its reply (and in
+/// `nat.stats`) every field is the value in effect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatSettings {
+    /// Seconds a TCP session with a SYN from one side only stays (default 240).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_syn: Option<u32>,
+    /// Seconds an idle established TCP session stays (default 7440, RFC 5382).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_established: Option<u32>,
+    /// Seconds after a FIN from one side (default 240).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_fin: Option<u32>,
+    /// Seconds after FINs from both sides (default 240).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_time_wait: Option<u32>,
+    /// Seconds after a RST (default 240).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_rst: Option<u32>,
+    /// Seconds an idle UDP session stays (default 300, RFC 4787).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<u32>,
+    /// Seconds an idle ICMP echo session stays (default 60, RFC 5508).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<u32>,
+    /// Lowest outside port (default 32768).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_min: Option<u16>,
+    /// Highest outside port (default 60999).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_max: Option<u16>,
+    /// Most sessions per worker (default 65536; a change empties the tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u32>,
+}
+
+/// `nat.ls` arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatLsArgs {
+    /// Only sessions of this network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// At most this many (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One NAT session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatSession {
+    /// The inside endpoint's network.
+    pub network: String,
+    /// `tcp`, `udp` or `icmp`.
+    pub proto: String,
+    /// Inside endpoint `ip:port` (ICMP: the echo identifier).
+    pub inside: String,
+    /// Outside (translated) endpoint.
+    pub outside: String,
+    /// The last remote endpoint it talked to.
+    pub remote: String,
+    /// Connection-tracking state (`syn_sent`, `established`, `fin_wait`, `time_wait`, `reset`,
+    /// `new`, `replied`).
+    pub state: String,
+    /// Seconds since it was created.
+    pub age_secs: u64,
+    /// Seconds until it expires unless a packet refreshes it.
+    pub expires_secs: u64,
+    /// The worker that owns it.
+    pub worker: u16,
+}
+
+/// `nat.stats` result: every worker's table together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NatStatsInfo {
+    /// Live sessions.
+    pub sessions: u64,
+    /// Of which embryonic (handshake not done, or no answer yet): evicted first when full.
+    pub embryonic: u64,
+    /// Most sessions (all workers).
+    pub capacity: u64,
+    /// Sessions created since the daemon started.
+    pub created: u64,
+    /// Sessions expired.
+    pub expired: u64,
+    /// Embryonic sessions evicted to make room.
+    pub evicted: u64,
+    /// Created per second (over the workers' last second).
+    pub created_per_sec: f64,
+    /// Expired per second.
+    pub expired_per_sec: f64,
+    /// Evicted per second.
+    pub evicted_per_sec: f64,
+    /// The settings in effect.
+    pub settings: NatSettings,
 }

@@ -57,6 +57,17 @@ pub trait Pipeline: Send + 'static {
     fn tick(&mut self, cx: &mut Context<'_>, cfg: &Self::Config);
     /// Handles a control request.
     fn request(&mut self, cx: &mut Context<'_>, cfg: &Self::Config, req: Self::Request);
+    /// Runs what other workers handed to the pipeline itself (not to a port: a NAT session's
+    /// return traffic that arrived on another worker); returns how many frames. Called once
+    /// per loop iteration, so it must cost next to nothing when there is none.
+    fn poll(&mut self, _cx: &mut Context<'_>, _cfg: &Self::Config) -> usize {
+        0
+    }
+    /// Whether such work waits (looked at once more before the worker sleeps, as its inbound
+    /// rings are: see `port::remote` for the wakeup contract a sender follows).
+    fn pending(&self) -> bool {
+        false
+    }
 }
 
 /// What a pipeline stage may touch.
@@ -555,6 +566,14 @@ impl<P: Pipeline> Worker<P> {
             self.ports.flush(&mut self.cache, &self.stats);
         }
         total += self.drain_inbound();
+        {
+            let mut cx = context!(self, now);
+            let n = self.pipeline.poll(&mut cx, &self.cfg);
+            if n > 0 {
+                total += n;
+                self.ports.flush(&mut self.cache, &self.stats);
+            }
+        }
         if now / 1_000_000_000 != self.last_tick {
             self.last_tick = now / 1_000_000_000;
             let mut cx = context!(self, now);
@@ -655,7 +674,7 @@ impl<P: Pipeline> Worker<P> {
             // the wakeup contract in `port::remote`).
             self.shared.sleeping.store(true, Ordering::SeqCst);
             std::sync::atomic::fence(Ordering::SeqCst);
-            if !self.inbound_waiting() {
+            if !self.inbound_waiting() && !self.pipeline.pending() {
                 self.stats.event(WorkerEvent::Sleeps).inc();
                 // Registering checks readiness: a frame that came after the last drain wakes
                 // the poll at once.

@@ -141,7 +141,7 @@ fn prometheus_scrapes_port_counters_that_promtool_accepts() {
     let mut c = d.client().unwrap();
     c.call(
         cmd::NETWORK_CREATE,
-        json!({"name": "mon", "subnet": "10.71.0.0/24"}),
+        json!({"name": "mon", "subnet": "10.71.0.0/24", "gateway": "10.71.0.254"}),
     )
     .unwrap();
     let mut hosts = Vec::new();

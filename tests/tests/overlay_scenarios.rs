@@ -286,7 +286,7 @@ fn base() -> Snapshot {
         }),
         vnis: vec![(VNI_1, 1), (VNI_2, 2)],
         tunnels: vec![],
-        esp: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -54,7 +54,7 @@ fn two_namespaces_ping_and_move_100mb_over_tcp() {
         .unwrap()
         .call(
             cmd::NETWORK_CREATE,
-            json!({"name": "blue", "subnet": "10.61.0.0/24"}),
+            json!({"name": "blue", "subnet": "10.61.0.0/24", "gateway": "10.61.0.254"}),
         )
         .unwrap();
     let a = attach(&d, "blue", Ipv4Addr::new(10, 61, 0, 1));

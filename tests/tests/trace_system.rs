@@ -60,7 +60,11 @@ fn trace_of_a_ping_shows_every_stage_in_order_and_names_a_drop() {
     for (net, subnet) in [("blue", "10.62.0.0/24"), ("red", "10.63.0.0/24")] {
         d.client()
             .unwrap()
-            .call(cmd::NETWORK_CREATE, json!({"name": net, "subnet": subnet}))
+            .call(
+                cmd::NETWORK_CREATE,
+                // The hosts use .1: the gateway (the subnet's first address by default) moves.
+                json!({"name": net, "subnet": subnet, "gateway": subnet.replace(".0/24", ".254")}),
+            )
             .unwrap();
     }
     let a = attach(&d, "blue", Ipv4Addr::new(10, 62, 0, 1));

@@ -135,6 +135,36 @@ pub struct NetConf {
     pub encrypted: bool,
 }
 
+/// A network's gateway: the switch's own address on the network, which routes out of it
+/// (`crate::nat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayConf {
+    /// The gateway address (answered in ARP and ICMP echo).
+    pub ip: Ipv4Addr,
+    /// The network's subnet.
+    pub subnet: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// The gateway's MAC on the network.
+    pub mac: [u8; 6],
+    /// No way out (Docker's `--internal`): only the gateway itself answers.
+    pub internal: bool,
+}
+
+impl GatewayConf {
+    /// Whether `ip` is in the network's subnet.
+    #[inline]
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        control::text::same_prefix(ip, self.subnet, self.prefix)
+    }
+
+    /// The gateway MAC of network `net`: locally administered, unique per network.
+    pub fn mac_of(net: NetId) -> [u8; 6] {
+        let [hi, lo] = net.to_be_bytes();
+        [0x02, 0x76, 0x73, 0x67, hi, lo]
+    }
+}
+
 /// One published configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -152,6 +182,12 @@ pub struct Snapshot {
     pub tunnels: Vec<((NetId, u32), PortId)>,
     /// ESP security associations (encrypted overlays).
     pub esp: std::sync::Arc<crate::esp::ring::EspConf>,
+    /// Gateways by network id (empty when no network has one).
+    pub gateways: Vec<Option<GatewayConf>>,
+    /// NAT settings.
+    pub nat: crate::nat::NatConfig,
+    /// Workers that split the NAT port range (0 counts as 1).
+    pub workers: u16,
 }
 
 impl Snapshot {
@@ -174,6 +210,12 @@ impl Snapshot {
         let key = (net, u32::from(vtep));
         let i = self.tunnels.binary_search_by_key(&key, |&(k, _)| k).ok()?;
         self.tunnels.get(i).map(|&(_, p)| p)
+    }
+
+    /// The gateway of network `id`, if it has one.
+    #[inline]
+    pub fn gateway(&self, id: NetId) -> Option<&GatewayConf> {
+        self.gateways.get(id as usize).and_then(Option::as_ref)
     }
 
     /// Network `id`, if configured.

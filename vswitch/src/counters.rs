@@ -82,6 +82,8 @@ named_counters! {
         FdbEntries => "fdb_entries",
         /// Entries in this worker's underlay neighbour table.
         NeighEntries => "neigh_entries",
+        /// Sessions in this worker's NAT table.
+        NatSessions => "nat_sessions",
     }
 }
 

@@ -107,7 +107,7 @@ fn run_in(exe: &std::path::Path, dir: &std::path::Path, bytes: u64) -> Result<()
     call(
         &mut c,
         cmd::NETWORK_CREATE,
-        json!({"name": "demo", "subnet": "10.200.0.0/24"}),
+        json!({"name": "demo", "subnet": "10.200.0.0/24", "gateway": "10.200.0.254"}),
     )?;
     let (ip_a, ip_b) = (Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 2));
     let mut port_names = Vec::new();

@@ -266,6 +266,8 @@ stages! {
     vlan_in => VlanIn: crate::vlan::VlanIn,
     /// The uplink's input: VXLAN decapsulation, ARP for the underlay host.
     underlay_in => UnderlayIn: crate::vxlan::stage::UnderlayIn,
+    /// The gateway: ARP and echo for its address, routing out (source NAT) and back.
+    router => Router: crate::nat::stage::Router,
     /// MAC learning and forwarding decisions.
     bridge => Bridge: crate::bridge::Bridge,
     /// Flooding: copies to every other port of the network.

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod esp;
 pub mod graph;
 pub mod host;
+pub mod nat;
 pub mod neigh;
 pub mod output;
 pub mod ping;

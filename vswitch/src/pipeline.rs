@@ -36,6 +36,22 @@ pub enum Request {
         /// Where the answer goes.
         reply: Sender<Vec<(Ipv4Addr, [u8; 6])>>,
     },
+    /// NAT sessions (of one network, or all), at most `limit`.
+    NatSessions {
+        /// Only this network.
+        net: Option<NetId>,
+        /// At most this many.
+        limit: usize,
+        /// Where the answer goes.
+        reply: Sender<Vec<crate::nat::stage::SessionInfo>>,
+    },
+    /// How to wake every worker, for NAT's hand-off rings (index = worker id).
+    NatPeers(Vec<crate::nat::handoff::Wake>),
+    /// The NAT table's figures.
+    NatInfo {
+        /// Where the answer goes.
+        reply: Sender<crate::nat::stage::TableInfo>,
+    },
     /// Forget one MAC.
     FdbRemove {
         /// Network.
@@ -54,6 +70,9 @@ pub struct Switch {
     pub overlay: Host,
     pool: Arc<Pool>,
     frames: Frames,
+    /// Frames handed over by other workers, between their ring and the graph (empty between
+    /// uses).
+    scratch: Burst,
     tracer: Tracer,
     g: GraphCounters,
     counters: usize,
@@ -121,6 +140,7 @@ impl Switch {
             stages,
             overlay: host,
             frames: Frames::new(Node::COUNT, default_bursts(Node::COUNT)),
+            scratch: Burst::new(),
             tracer: Tracer::new(Arc::new(TraceCtl::default())),
             g,
             counters: layout.len(),
@@ -169,6 +189,40 @@ impl Switch {
     }
 }
 
+impl Switch {
+    /// Runs the NAT return traffic other workers handed over through the router.
+    #[cold]
+    fn handed_over(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) -> usize {
+        let Some(mut h) = self.stages.router.handoff.take() else {
+            return 0;
+        };
+        let next = dataplane::burst::Next::to(Node::Router as u16, crate::nat::stage::FROM_UPLINK);
+        let no_frame = self.g.drop.index(GraphDrop::NoFrame);
+        let mut total = 0;
+        // Bounded: at most a few bursts per loop iteration, the rest waits for the next.
+        for _ in 0..4 {
+            let n = h.take(&mut self.scratch);
+            if n == 0 {
+                break;
+            }
+            total += n;
+            for b in self.scratch.drain() {
+                if let Err(b) = self.frames.emit(b, next) {
+                    dataplane::graph::free_counted(cx.cache, cx.stats, b, no_frame);
+                }
+            }
+            self.stages.router.handoff = Some(h);
+            self.run(cx, cfg, false);
+            let Some(again) = self.stages.router.handoff.take() else {
+                return total;
+            };
+            h = again;
+        }
+        self.stages.router.handoff = Some(h);
+        total
+    }
+}
+
 impl Pipeline for Switch {
     type Config = Snapshot;
     type Request = Request;
@@ -214,6 +268,24 @@ impl Pipeline for Switch {
             .set(self.overlay.neigh_len() as u64);
     }
 
+    fn poll(&mut self, cx: &mut Context<'_>, cfg: &Snapshot) -> usize {
+        let Some(h) = self.stages.router.handoff.as_ref() else {
+            return 0;
+        };
+        if !h.pending() {
+            return 0;
+        }
+        self.handed_over(cx, cfg)
+    }
+
+    fn pending(&self) -> bool {
+        self.stages
+            .router
+            .handoff
+            .as_ref()
+            .is_some_and(|h| h.pending())
+    }
+
     fn request(&mut self, cx: &mut Context<'_>, _cfg: &Snapshot, req: Request) {
         match req {
             Request::FdbDump {
@@ -230,6 +302,17 @@ impl Pipeline for Switch {
             }
             Request::Neighbours { reply } => {
                 let _ = reply.send(self.overlay.neighbours());
+            }
+            Request::NatSessions { net, limit, reply } => {
+                let _ = reply.send(self.stages.router.sessions(net, limit, cx.now));
+            }
+            Request::NatInfo { reply } => {
+                let _ = reply.send(self.stages.router.info());
+            }
+            Request::NatPeers(wake) => {
+                if let Some(h) = &mut self.stages.router.handoff {
+                    h.set_wake(wake);
+                }
             }
         }
     }

@@ -121,6 +121,19 @@ pub enum Detail {
     },
     /// ARP for the underlay host.
     Arp(&'static str),
+    /// A NAT decision: an endpoint translated.
+    Nat {
+        /// What was done.
+        what: &'static str,
+        /// The endpoint before.
+        from: (Ipv4Addr, u16),
+        /// The endpoint after.
+        to: (Ipv4Addr, u16),
+        /// The session's state after the packet.
+        state: &'static str,
+    },
+    /// A routing decision of the gateway.
+    Route(&'static str),
     /// Queued for transmission on `port`.
     Tx {
         /// Port.

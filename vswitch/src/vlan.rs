@@ -75,6 +75,8 @@ impl Stage for VlanIn {
         let pool = &*self.pool;
         let cfg = io.cfg;
         let bridge = Next::to(Node::Bridge as u16, 0);
+        // A network with a gateway: the router sees its frames first (`nat::stage::entry`).
+        let gateways = !cfg.gateways.is_empty();
         // The ingress port's configuration, looked up once per run of frames from one port
         // (a received burst is one port's).
         let mut cur = (PortId::MAX, None);
@@ -96,8 +98,13 @@ impl Stage for VlanIn {
                     continue;
                 }
                 io.rec::<T>(Self::NAME, &b, Detail::VlanIn { vid: 0, port });
+                let next = if gateways {
+                    crate::nat::stage::entry(cfg, port, pool.data(&b)).unwrap_or(bridge)
+                } else {
+                    bridge
+                };
                 // Cannot fail: the output holds no more than the input did.
-                let _ = out.push_next(b, bridge);
+                let _ = out.push_next(b, next);
                 continue;
             }
             // What the trace shows: the tag as it came (read before the pop).
@@ -115,8 +122,14 @@ impl Stage for VlanIn {
                         pool.set_port(&mut b, to);
                     }
                     io.rec::<T>(Self::NAME, &b, Detail::VlanIn { vid, port: to });
+                    // A network with a gateway: the router sees its frames first.
+                    let next = if gateways {
+                        crate::nat::stage::entry(cfg, to, pool.data(&b)).unwrap_or(bridge)
+                    } else {
+                        bridge
+                    };
                     // Cannot fail: the output holds no more than the input did.
-                    let _ = out.push_next(b, bridge);
+                    let _ = out.push_next(b, next);
                 }
                 Err(why) => io.drop_buf::<T>(Self::NAME, b, self.drops.index(why)),
             }

@@ -51,6 +51,9 @@ pub(crate) enum Command {
     Config(ConfigCmd),
     /// Capture a port's frames to a pcap file that tcpdump, tshark and Wireshark read
     Capture(CaptureCmd),
+    /// Source NAT of the networks' gateways: settings, sessions, figures
+    #[command(subcommand)]
+    Nat(super::nat::NatCmd),
     /// Encryption keys of encrypted overlay networks (ESP, AES-GCM)
     #[command(subcommand)]
     Key(KeyCmd),
@@ -165,6 +168,9 @@ pub(crate) struct NetworkCreate {
     /// that programs every remote MAC with `fdb add --vtep`
     #[arg(long)]
     pub no_learn_remote: bool,
+    /// No way out through the gateway (needs --subnet), as Docker's --internal
+    #[arg(long)]
+    pub internal: bool,
 }
 
 /// `port ...`

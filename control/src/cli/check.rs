@@ -342,6 +342,7 @@ mod tests {
             mac_limit: None,
             aging_secs: None,
             learn_remote: None,
+            internal: false,
         }
     }
 

@@ -71,13 +71,23 @@ pub(crate) enum Show {
     TraceArmed,
     /// `TraceInfo` as one block per packet.
     Trace,
+    /// `[NatSession]` as a table.
+    NatSessions,
+    /// `NatStatsInfo` as key: value lines.
+    NatStats,
+    /// `NatSettings` after `nat set`, as key: value lines.
+    NatSettings,
     /// `CaptureStarted`, then `capture.read` until done, written as pcap to the file (`None`:
     /// stdout).
     Capture(Option<PathBuf>),
 }
 
 impl Call {
-    fn new(cmd: &'static str, args: &impl Serialize, show: Show) -> Result<Call, CliError> {
+    pub(super) fn new(
+        cmd: &'static str,
+        args: &impl Serialize,
+        show: Show,
+    ) -> Result<Call, CliError> {
         let args = serde_json::to_value(args)
             .map_err(|e| CliError::Failed(format!("cannot encode the arguments of {cmd}: {e}")))?;
         Ok(Call {
@@ -164,6 +174,7 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
             Call::new(cmd::CONFIG_IMPORT, &doc, Show::Imported(file.clone()))
         }
         Command::Capture(c) => capture(c),
+        Command::Nat(n) => super::nat::plan(n),
     }
 }
 
@@ -243,6 +254,7 @@ fn network_spec(c: &NetworkCreate) -> NetworkSpec {
         mac_limit: c.mac_limit,
         aging_secs: c.aging,
         learn_remote: c.no_learn_remote.then_some(false),
+        internal: c.internal,
     }
 }
 

@@ -37,6 +37,8 @@ pub(super) struct Desired {
     pub(super) tunnel_ids: BTreeMap<(String, std::net::Ipv4Addr), PortId>,
     /// Overlay encryption keys, by tag.
     pub(super) keys: Vec<KeySpec>,
+    /// NAT settings changed from their defaults (`nat set`).
+    pub(super) nat: Option<NatSettings>,
 }
 
 /// What validation needs to know about the daemon besides the desired state; fixed at start.
@@ -95,6 +97,7 @@ impl Desired {
             uplink: self.uplink.clone(),
             peers: self.peers.clone(),
             keys: self.keys.clone(),
+            nat: self.nat.clone(),
         }
     }
 
@@ -109,6 +112,7 @@ impl Desired {
         self.compile_ports(&mut snap);
         self.compile_fdb(&mut snap);
         self.compile_overlay(&mut snap, uplink_mtu);
+        self.compile_nat(&mut snap);
         snap
     }
 }

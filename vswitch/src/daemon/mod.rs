@@ -51,6 +51,7 @@ mod device;
 mod fdb;
 mod keys;
 mod metrics;
+mod nat;
 mod networks;
 pub mod os;
 mod overlay;
@@ -257,9 +258,14 @@ impl Daemon {
         let mut workers = Vec::new();
         let inboxes = LearnSync::inboxes(cores.len(), 4096);
         let trace = Arc::new(crate::trace::TraceCtl::default());
+        let mut handoffs =
+            crate::nat::handoff::build(&pool, cores.len(), crate::nat::handoff::RING).into_iter();
         for (i, core) in cores.iter().enumerate() {
             let mut switch = Switch::new(pool.clone(), opts.fdb_size);
             switch.set_trace(trace.clone());
+            if cores.len() > 1 {
+                switch.router.handoff = handoffs.next();
+            }
             if cores.len() > 1 {
                 switch.bridge.set_sync(LearnSync {
                     me: i,
@@ -271,6 +277,16 @@ impl Daemon {
                 worker::spawn(w, tx, *core).map_err(|e| format!("cannot start worker {i}: {e}"))?;
             tracing::info!(worker = i, core = core.map(|c| c.id), "worker started");
             workers.push(h);
+        }
+        // NAT's hand-off rings wake their owner: every worker learns how, now that all run.
+        if workers.len() > 1 {
+            let wake: Vec<_> = workers
+                .iter()
+                .map(|w| (w.shared.clone(), w.waker()))
+                .collect();
+            for w in &workers {
+                w.send(Command::Request(WorkerRequest::NatPeers(wake.clone())));
+            }
         }
         let n = workers.len();
         let started = Instant::now();
@@ -321,6 +337,7 @@ impl Daemon {
         self.refresh_metrics();
         let mut snap = self.desired.compile(self.gen, self.uplink_mtu());
         snap.esp = self.esp_ring();
+        snap.workers = u16::try_from(self.workers.len()).unwrap_or(u16::MAX);
         let snap = Arc::new(snap);
         let seqs: Vec<u64> = self
             .workers
@@ -530,6 +547,7 @@ impl Daemon {
                 let a: CaptureId = parse_args(c, a)?;
                 to_value(serde_json::to_value(self.capture_stop(a)?))
             }
+            cmd::NAT_SET | cmd::NAT_LS | cmd::NAT_STATS => self.nat_handle(c, a),
             other => Err(err(
                 ErrorCode::UnknownCommand,
                 format!(
@@ -905,6 +923,7 @@ mod tests {
             encrypted: false,
             mac_limit: None,
             aging_secs: None,
+            internal: false,
         });
         conflicting.networks[0].mac_limit = Some(11);
         let e = call(

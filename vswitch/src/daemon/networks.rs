@@ -44,6 +44,7 @@ impl Desired {
     pub(super) fn create_network(&self, spec: NetworkSpec) -> Result<Desired, ErrorBody> {
         check_network_spec(&spec)?;
         self.check_vni(&spec)?;
+        super::nat::check_gateway(&spec, self)?;
         if self.nets.contains_key(&spec.name) {
             return Err(err(
                 ErrorCode::AlreadyExists,
@@ -105,6 +106,7 @@ impl Desired {
                 encrypted: n.spec.encrypted,
             });
         }
+        self.compile_gateways(snap);
     }
 }
 

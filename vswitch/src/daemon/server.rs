@@ -58,6 +58,8 @@ struct Conn {
     uid: u32,
     /// When it last sent anything.
     last_active: Instant,
+    /// Bytes at the start of `inbuf` already known to hold no newline.
+    scanned: usize,
 }
 
 /// Binds the control socket: creates its directory, replaces a stale socket file (but never one
@@ -208,6 +210,7 @@ pub fn serve(
                                 writable_registered: false,
                                 uid,
                                 last_active: Instant::now(),
+                                scanned: 0,
                             },
                         );
                     }
@@ -353,8 +356,13 @@ fn service(d: &mut Daemon, c: &mut Conn, room: bool) -> bool {
 
 fn process_lines(d: &mut Daemon, c: &mut Conn, room: bool) {
     while c.out.len() <= HIGH_WATER && (room || c.out.is_empty()) {
-        match c.inbuf.iter().position(|&b| b == b'\n') {
-            Some(i) => {
+        // Only what arrived since the last look can hold the newline: a long line read in
+        // many pieces is scanned once, not once per piece.
+        let from = c.scanned.min(c.inbuf.len());
+        match c.inbuf[from..].iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                let i = from + at;
+                c.scanned = 0;
                 let line: Vec<u8> = c.inbuf.drain(..=i).collect();
                 if c.discarding {
                     c.discarding = false;
@@ -369,8 +377,10 @@ fn process_lines(d: &mut Daemon, c: &mut Conn, room: bool) {
                 push_reply(c, &reply);
             }
             None => {
+                c.scanned = c.inbuf.len();
                 if c.inbuf.len() > MAX_LINE {
                     c.inbuf.clear();
+                    c.scanned = 0;
                     if !c.discarding {
                         c.discarding = true;
                         push_reply(c, &Reply::err(0, too_long()));

@@ -77,6 +77,10 @@ impl Daemon {
             let r = next.add_key(k);
             take(&mut next, &what, r);
         }
+        if let Some(n) = doc.nat {
+            let r = next.set_nat(&n);
+            take(&mut next, "the NAT settings", r);
+        }
         failed += refused;
         if failed > 0 {
             // The next accepted change rewrites the state without what could not be restored;
@@ -250,6 +254,15 @@ impl Daemon {
                         next = next.add_key(k.clone())?;
                         summary.created += 1;
                     }
+                }
+            }
+            if let Some(n) = &doc.nat {
+                let was = next.nat.clone();
+                next = next.set_nat(n)?;
+                if next.nat == was {
+                    summary.unchanged += 1;
+                } else {
+                    summary.created += 1;
                 }
             }
             Ok(())

@@ -86,6 +86,7 @@ impl Daemon {
                     *drops.entry(name.to_string()).or_insert(0) += v;
                 }
             }
+            // Every stage's events, as the graph registered them (the router's among them).
             for (i, name) in crate::counters::event_counters() {
                 let v = w.stats.pipeline.at(i).get();
                 if v > 0 {

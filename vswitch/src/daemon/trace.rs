@@ -164,6 +164,16 @@ impl Daemon {
                 format!("ESP opened: SPI {spi:#010x} seq {seq}, ICV verified")
             }
             Detail::Arp(s) => format!("ARP: {s}"),
+            Detail::Nat {
+                what,
+                from,
+                to,
+                state,
+            } => format!(
+                "NAT: {what}: {}:{} -> {}:{} (session {state})",
+                from.0, from.1, to.0, to.1
+            ),
+            Detail::Route(s) => format!("router: {s}"),
             Detail::Tx { port } => format!("queued on {}", self.port_label(port)),
             Detail::Drop(i) => {
                 let name = crate::counters::layout()

@@ -183,6 +183,13 @@ impl UnderlayIn {
                 Err(why) => return io.drop_buf::<T>(Self::NAME, b, self.drops.index(why)),
             }
         }
+        if to_us && data.get(12..14) == Some(&[0x08, 0x00]) && !io.cfg.gateways.is_empty() {
+            // IPv4 to our MAC that is not VXLAN, with some network routed out: NAT's return
+            // traffic, for the router.
+            let next = Next::to(Node::Router as u16, crate::nat::stage::FROM_UPLINK);
+            let _ = out.push_next(b, next);
+            return;
+        }
         let is_arp = data.get(12..14) == Some(&[0x08, 0x06]);
         if !is_arp || !(to_us || data.first().is_some_and(|d| d & 1 == 1)) {
             return io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::NotVxlan));
