@@ -404,7 +404,7 @@ pub struct FdbLsArgs {
 }
 
 /// Largest page of `fdb.ls`, and the largest table it returns whole.
-pub const FDB_PAGE_MAX: u32 = 4096;
+pub const FDB_PAGE_MAX: u32 = 1024;
 
 /// Where a page of `fdb.ls` starts: after this entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -206,7 +206,7 @@ fn a_large_mac_table_is_listed_in_pages_and_unread_replies_stay_bounded() {
     let pid = d.pid().unwrap();
     let before = rss_kib(pid);
     let page =
-        serde_json::to_vec(&json!({"id": 1, "cmd": cmd::FDB_LS, "args": {"limit": 4096}})).unwrap();
+        serde_json::to_vec(&json!({"id": 1, "cmd": cmd::FDB_LS, "args": {"limit": 1024}})).unwrap();
     let mut hogs = Vec::new();
     for _ in 0..40 {
         let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();

@@ -2,6 +2,7 @@
 //! holds, so that dispatch is a `match` per burst, never a `dyn` call per packet.
 
 pub mod afxdp;
+pub mod fault;
 pub mod mem;
 pub mod remote;
 pub mod tap;
@@ -40,6 +41,8 @@ pub enum PortIo {
     AfXdp(afxdp::AfXdpQueue),
     /// Transmit-only: a ring into the worker that owns the port's queue.
     Remote(remote::RemoteTx),
+    /// Another port wearing injected faults (tests).
+    Fault(Box<fault::FaultPort>),
 }
 
 impl PortIo {
@@ -52,6 +55,7 @@ impl PortIo {
             PortIo::Tap(_) | PortIo::Mem(_) => TxCaps::Plain,
             // A remote transmit feeds an AF_XDP queue on another worker.
             PortIo::AfXdp(_) | PortIo::Remote(_) => TxCaps::Region,
+            PortIo::Fault(p) => p.inner().tx_caps(),
         }
     }
 }
@@ -64,6 +68,7 @@ impl Port for PortIo {
             PortIo::Mem(p) => p.rx_burst(cache, burst, c),
             PortIo::AfXdp(p) => p.rx_burst(cache, burst, c),
             PortIo::Remote(p) => p.rx_burst(cache, burst, c),
+            PortIo::Fault(p) => p.rx_burst(cache, burst, c),
         }
     }
 
@@ -74,6 +79,7 @@ impl Port for PortIo {
             PortIo::Mem(p) => p.tx_burst(cache, burst, c),
             PortIo::AfXdp(p) => p.tx_burst(cache, burst, c),
             PortIo::Remote(p) => p.tx_burst(cache, burst, c),
+            PortIo::Fault(p) => p.tx_burst(cache, burst, c),
         }
     }
 
@@ -83,6 +89,7 @@ impl Port for PortIo {
             PortIo::Mem(p) => p.raw_fd(),
             PortIo::AfXdp(p) => p.raw_fd(),
             PortIo::Remote(p) => p.raw_fd(),
+            PortIo::Fault(p) => p.raw_fd(),
         }
     }
 
@@ -92,6 +99,7 @@ impl Port for PortIo {
             PortIo::Mem(p) => p.release(cache),
             PortIo::AfXdp(p) => p.release(cache),
             PortIo::Remote(p) => p.release(cache),
+            PortIo::Fault(p) => p.release(cache),
         }
     }
 }

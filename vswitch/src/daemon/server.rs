@@ -133,8 +133,14 @@ pub fn serve(
     let mut events = Events::with_capacity(128);
     let mut last_sample = Instant::now();
     let my_uid = os::euid();
+    // Connections with requests still waiting after their turn.
+    let mut ready: Vec<usize> = Vec::with_capacity(MAX_CONNS);
     loop {
-        let wait = Duration::from_secs(1).saturating_sub(last_sample.elapsed());
+        let wait = if ready.is_empty() {
+            Duration::from_secs(1).saturating_sub(last_sample.elapsed())
+        } else {
+            Duration::ZERO
+        };
         if let Err(e) = poll.poll(&mut events, Some(wait)) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -215,38 +221,59 @@ pub fn serve(
                         );
                     }
                 },
-                Token(t) => {
-                    let others: usize = conns
-                        .iter()
-                        .filter(|(&k, _)| k != t)
-                        .map(|(_, c)| c.out.len())
-                        .sum();
-                    let close = match conns.get_mut(&t) {
-                        Some(c) => service(d, c, others < ALL_HIGH_WATER),
-                        None => false,
-                    };
-                    if close {
-                        if let Some(mut c) = conns.remove(&t) {
-                            let _ = poll.registry().deregister(&mut c.stream);
-                        }
-                        d.connection_closed(t);
-                    } else if let Some(c) = conns.get_mut(&t) {
-                        let want_write = !c.out.is_empty();
-                        if want_write != c.writable_registered {
-                            let interest = if want_write {
-                                Interest::READABLE | Interest::WRITABLE
-                            } else {
-                                Interest::READABLE
-                            };
-                            let _ = poll
-                                .registry()
-                                .reregister(&mut c.stream, Token(t), interest);
-                            c.writable_registered = want_write;
-                        }
-                    }
-                }
+                Token(t) => turn(d, &poll, &mut conns, &mut ready, t),
             }
         }
+        // Connections with more requests waiting get one more each, in turn, before the next
+        // poll (which then does not wait).
+        for t in std::mem::take(&mut ready) {
+            turn(d, &poll, &mut conns, &mut ready, t);
+        }
+    }
+}
+
+/// Serves connection `t` one turn (see [`service`]), then closes it, or sets its interest in
+/// writability by whether replies wait, and queues it in `ready` when it has more to do.
+fn turn(
+    d: &mut Daemon,
+    poll: &Poll,
+    conns: &mut HashMap<usize, Conn>,
+    ready: &mut Vec<usize>,
+    t: usize,
+) {
+    let others: usize = conns
+        .iter()
+        .filter(|(&k, _)| k != t)
+        .map(|(_, c)| c.out.len())
+        .sum();
+    let (close, more) = match conns.get_mut(&t) {
+        Some(c) => service(d, c, others < ALL_HIGH_WATER),
+        None => (false, false),
+    };
+    if close {
+        if let Some(mut c) = conns.remove(&t) {
+            let _ = poll.registry().deregister(&mut c.stream);
+        }
+        d.connection_closed(t);
+        return;
+    }
+    let Some(c) = conns.get_mut(&t) else {
+        return;
+    };
+    if more && !ready.contains(&t) {
+        ready.push(t);
+    }
+    let want_write = !c.out.is_empty();
+    if want_write != c.writable_registered {
+        let interest = if want_write {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let _ = poll
+            .registry()
+            .reregister(&mut c.stream, Token(t), interest);
+        c.writable_registered = want_write;
     }
 }
 
@@ -310,7 +337,9 @@ fn close_idle(d: &mut Daemon, poll: &Poll, conns: &mut HashMap<usize, Conn>, idl
     }
 }
 
-/// Reads, answers and writes for one connection; returns whether to close it.
+/// Reads, answers and writes for one connection: one request per turn, so that a client with
+/// many requests queued (or slow ones) delays every other client by one request at most.
+/// Returns whether to close it, and whether it has more to do (another turn is due).
 ///
 /// Backpressure: while more than [`HIGH_WATER`] bytes of replies wait for a client that does not
 /// read them, its requests are neither answered nor read; the writable event that comes when it
@@ -319,21 +348,21 @@ fn close_idle(d: &mut Daemon, poll: &Poll, conns: &mut HashMap<usize, Conn>, idl
 /// `room`: whether the replies all other clients leave unread are within [`ALL_HIGH_WATER`];
 /// when they are not, a client with unread replies of its own waits as well, so many slow
 /// readers together cannot make the daemon buffer without bound either.
-fn service(d: &mut Daemon, c: &mut Conn, room: bool) -> bool {
+fn service(d: &mut Daemon, c: &mut Conn, room: bool) -> (bool, bool) {
     let mut eof = false;
     let mut buf = [0u8; 16384];
     let full = |c: &Conn| c.out.len() > HIGH_WATER || (!room && !c.out.is_empty());
     loop {
         if flush(c).is_err() {
-            return true;
+            return (true, false);
         }
         if full(c) {
             break;
         }
-        process_lines(d, c, room);
-        if full(c) {
-            continue;
+        if process_one(d, c) {
+            return (flush(c).is_err(), true);
         }
+        // No complete line buffered: read more.
         match c.stream.read(&mut buf) {
             Ok(0) => {
                 eof = true;
@@ -345,51 +374,48 @@ fn service(d: &mut Daemon, c: &mut Conn, room: bool) -> bool {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return true,
+            Err(_) => return (true, false),
         }
     }
     if flush(c).is_err() {
-        return true;
+        return (true, false);
     }
-    eof && c.out.is_empty()
+    (eof && c.out.is_empty(), false)
 }
 
-fn process_lines(d: &mut Daemon, c: &mut Conn, room: bool) {
-    while c.out.len() <= HIGH_WATER && (room || c.out.is_empty()) {
-        // Only what arrived since the last look can hold the newline: a long line read in
-        // many pieces is scanned once, not once per piece.
-        let from = c.scanned.min(c.inbuf.len());
-        match c.inbuf[from..].iter().position(|&b| b == b'\n') {
-            Some(at) => {
-                let i = from + at;
-                c.scanned = 0;
-                let line: Vec<u8> = c.inbuf.drain(..=i).collect();
-                if c.discarding {
-                    c.discarding = false;
-                    continue;
-                }
-                if i > MAX_LINE {
-                    push_reply(c, &Reply::err(0, too_long()));
-                    continue;
-                }
-                d.set_connection(c.token);
-                let reply = answer(d, &line[..i]);
-                push_reply(c, &reply);
-            }
-            None => {
-                c.scanned = c.inbuf.len();
-                if c.inbuf.len() > MAX_LINE {
-                    c.inbuf.clear();
-                    c.scanned = 0;
-                    if !c.discarding {
-                        c.discarding = true;
-                        push_reply(c, &Reply::err(0, too_long()));
-                    }
-                }
-                return;
+/// Takes one complete line from `c`'s input and answers it (or discards an over-long one);
+/// returns whether there was one.
+fn process_one(d: &mut Daemon, c: &mut Conn) -> bool {
+    // Only what arrived since the last look can hold the newline: a long line read in many
+    // pieces is scanned once, not once per piece.
+    let from = c.scanned.min(c.inbuf.len());
+    let Some(at) = c.inbuf[from..].iter().position(|&b| b == b'\n') else {
+        c.scanned = c.inbuf.len();
+        if c.inbuf.len() > MAX_LINE {
+            c.inbuf.clear();
+            c.scanned = 0;
+            if !c.discarding {
+                c.discarding = true;
+                push_reply(c, &Reply::err(0, too_long()));
             }
         }
+        return false;
+    };
+    let i = from + at;
+    c.scanned = 0;
+    let line: Vec<u8> = c.inbuf.drain(..=i).collect();
+    if c.discarding {
+        c.discarding = false;
+        return true;
     }
+    if i > MAX_LINE {
+        push_reply(c, &Reply::err(0, too_long()));
+        return true;
+    }
+    d.set_connection(c.token);
+    let reply = answer(d, &line[..i]);
+    push_reply(c, &reply);
+    true
 }
 
 fn too_long() -> ErrorBody {
