@@ -129,6 +129,9 @@ pub struct PortCounters {
     /// Received frames whose partial TCP/UDP checksum (left by a local stack with transmit
     /// checksum offload, on a veth) was completed.
     pub rx_csum_completed: Counter,
+    /// Set to 1 when the device behind a queue of the port went away under it (a TAP deleted:
+    /// reads fail with EBADFD); that queue is no longer read or written.
+    pub device_gone: Counter,
 }
 
 named_counters! {
@@ -188,6 +191,7 @@ impl WorkerStats {
             tx_offload_dropped: Counter(AtomicU64::new(0)),
             tx_segmented: Counter(AtomicU64::new(0)),
             rx_csum_completed: Counter(AtomicU64::new(0)),
+            device_gone: Counter(AtomicU64::new(0)),
         };
         self.ports.get(id as usize).unwrap_or(&SCRATCH)
     }

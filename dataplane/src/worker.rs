@@ -466,6 +466,8 @@ impl<P: Pipeline> Worker<P> {
                     if let Some(mut old) = self.ports.attach(&mut self.cache, port, io) {
                         old.release(&mut self.cache);
                     }
+                    // A new queue (a port id may be reused) starts with a live device.
+                    self.stats.port(port).device_gone.set(0);
                     self.rx.retain(|&p| p != port);
                     if rx {
                         self.rx.push(port);
@@ -662,7 +664,8 @@ impl<P: Pipeline> Worker<P> {
                 .rx
                 .iter()
                 .all(|&p| match self.ports.slots.get(p as usize) {
-                    Some(Some(s)) => s.io.raw_fd().is_some(),
+                    // A dead queue has nothing to wait for.
+                    Some(Some(s)) => s.io.dead() || s.io.raw_fd().is_some(),
                     _ => true,
                 });
             let timeout = if all_have_fds {

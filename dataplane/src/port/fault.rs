@@ -244,6 +244,10 @@ impl Port for FaultPort {
         self.inner.raw_fd()
     }
 
+    fn dead(&self) -> bool {
+        self.inner.dead()
+    }
+
     fn release(&mut self, cache: &mut PoolCache) {
         self.work.free_all(cache);
         self.inner.release(cache);

@@ -29,6 +29,11 @@ pub trait Port {
     fn raw_fd(&self) -> Option<RawFd>;
     /// Returns any buffers the port holds to the pool before it is dropped.
     fn release(&mut self, cache: &mut PoolCache);
+    /// Whether the device behind the port is gone for good (nothing will ever arrive): the
+    /// worker then sleeps without waiting on it.
+    fn dead(&self) -> bool {
+        false
+    }
 }
 
 /// The port kinds a worker holds.
@@ -90,6 +95,14 @@ impl Port for PortIo {
             PortIo::AfXdp(p) => p.raw_fd(),
             PortIo::Remote(p) => p.raw_fd(),
             PortIo::Fault(p) => p.raw_fd(),
+        }
+    }
+
+    fn dead(&self) -> bool {
+        match self {
+            PortIo::Tap(p) => p.dead(),
+            PortIo::Fault(p) => p.dead(),
+            _ => false,
         }
     }
 

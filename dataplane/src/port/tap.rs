@@ -132,6 +132,7 @@ impl TapDevice {
             spare: None,
             spare_large: None,
             offloads: self.offloads,
+            dead: false,
         })
     }
 
@@ -154,9 +155,31 @@ pub struct TapQueue {
     spare_large: Option<Buf>,
     /// Frames carry virtio-net headers.
     offloads: bool,
+    /// The device was deleted under the queue (reads failed with EBADFD): nothing is read or
+    /// written any more, and the descriptor is not waited on.
+    dead: bool,
 }
 
 impl TapQueue {
+    /// Counts a failed read; a deleted device (EBADFD) kills the queue, counted once.
+    #[cold]
+    fn read_failed(&mut self, c: &PortCounters) {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return;
+        }
+        c.rx_errors.inc();
+        if e.raw_os_error() == Some(libc::EBADFD) {
+            self.dead = true;
+            c.device_gone.set(1);
+        }
+    }
+
+    /// Whether the device is gone (see [`TapQueue::read_failed`]).
+    pub fn dead(&self) -> bool {
+        self.dead
+    }
+
     /// Whether frames cross this queue with virtio-net headers and offloads.
     pub fn offloads(&self) -> bool {
         self.offloads
@@ -206,8 +229,8 @@ impl TapQueue {
             let r = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), parts) };
             if r <= 0 {
                 self.spare = Some(b);
-                if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-                    c.rx_errors.inc();
+                if r < 0 {
+                    self.read_failed(c);
                 }
                 break;
             }
@@ -285,6 +308,9 @@ impl TapQueue {
 
 impl Port for TapQueue {
     fn rx_burst(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
+        if self.dead {
+            return 0;
+        }
         if self.offloads {
             return self.rx_offload(cache, burst, c);
         }
@@ -300,8 +326,8 @@ impl Port for TapQueue {
                 unsafe { libc::read(self.fd.as_raw_fd(), space.as_mut_ptr().cast(), space.len()) };
             if r <= 0 {
                 self.spare = Some(b);
-                if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-                    c.rx_errors.inc();
+                if r < 0 {
+                    self.read_failed(c);
                 }
                 break;
             }
@@ -324,6 +350,11 @@ impl Port for TapQueue {
     }
 
     fn tx_burst(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
+        if self.dead {
+            c.tx_dropped.add(burst.len() as u64);
+            burst.free_all(cache);
+            return 0;
+        }
         if self.offloads {
             return self.tx_offload(cache, burst, c);
         }
@@ -347,7 +378,12 @@ impl Port for TapQueue {
     }
 
     fn raw_fd(&self) -> Option<RawFd> {
-        Some(self.fd.as_raw_fd())
+        // A dead queue's descriptor reports an error to every poll: never wait on it.
+        (!self.dead).then(|| self.fd.as_raw_fd())
+    }
+
+    fn dead(&self) -> bool {
+        self.dead
     }
 
     fn release(&mut self, cache: &mut PoolCache) {

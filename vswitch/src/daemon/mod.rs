@@ -389,6 +389,22 @@ impl Daemon {
                 tracing::error!(port = %name, device = d.name(), "interface disappeared; port is down");
                 p.error = Some(format!("interface '{}' disappeared", d.name()));
             }
+            // A TAP may move between namespaces (a container engine renames and moves it), so
+            // its name is no proof; a worker whose reads fail with EBADFD is: it was deleted.
+            let id = self.desired.ports.get(name).map(|s| s.id);
+            let gone = id.is_some_and(|id| {
+                self.workers
+                    .iter()
+                    .any(|w| w.stats.port(id).device_gone.get() > 0)
+            });
+            if p.error.is_none() && !afxdp && gone {
+                tracing::error!(port = %name, device = d.name(), "TAP device deleted under the port; port is down");
+                p.error = Some(format!(
+                    "device '{}' was deleted (its namespace went away, or someone removed it); \
+                     remove the port (vswitchctl port rm {name}) and add it again",
+                    d.name()
+                ));
+            }
         }
     }
 

@@ -1,0 +1,151 @@
+//! Faults of the host under a running daemon: a TAP device deleted under its port, a full disk
+//! when a change is saved. Real `vswitchd`, namespaces made here; needs root.
+
+use control::proto::{cmd, PortInfo};
+use serde_json::json;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tests::{bin, can_run_system_tests, TempDir};
+use vswitch::testbed::{unique_name, DaemonProcess, Netns};
+
+fn port_info(d: &DaemonProcess, name: &str) -> PortInfo {
+    let v = d
+        .client()
+        .unwrap()
+        .call(cmd::PORT_INSPECT, json!({"name": name}))
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+fn attach(d: &DaemonProcess, net: &str, ip: Ipv4Addr) -> (Netns, String) {
+    let ns = Netns::create(&unique_name("vhf")).unwrap();
+    let port = unique_name("vhp");
+    d.client()
+        .unwrap()
+        .call(
+            cmd::PORT_ADD,
+            json!({"name": port, "type": "tap", "network": net, "netns": ns.name()}),
+        )
+        .unwrap_or_else(|e| panic!("port add: {e}; log:\n{}", d.log_tail()));
+    ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &port])
+        .unwrap();
+    (ns, port)
+}
+
+#[test]
+fn a_tap_deleted_under_its_port_brings_the_port_down_and_nothing_else() {
+    let name = "a_tap_deleted_under_its_port_brings_the_port_down_and_nothing_else";
+    if !can_run_system_tests(name) {
+        return;
+    }
+    let tmp = TempDir::new("tapgone");
+    let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    d.client()
+        .unwrap()
+        .call(cmd::NETWORK_CREATE, json!({"name": "hf"}))
+        .unwrap();
+    let ip = |n| Ipv4Addr::new(10, 63, 0, n);
+    let (a, _pa) = attach(&d, "hf", ip(1));
+    let (b, pb) = attach(&d, "hf", ip(2));
+    let (c, _pc) = attach(&d, "hf", ip(3));
+    assert!(a.ping(ip(2), 3).unwrap(), "a -> b before");
+
+    // B's device is deleted from inside its namespace (a container engine tearing down).
+    b.ip(&["link", "del", &pb]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let info = loop {
+        let info = port_info(&d, &pb);
+        if info.state.starts_with("down") || Instant::now() > deadline {
+            break info;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        info.state.contains("was deleted") && info.state.contains("port rm"),
+        "{}",
+        info.state
+    );
+    // The dead queue is left alone: a handful of failed reads, not a spin on them.
+    std::thread::sleep(Duration::from_secs(1));
+    let errors = port_info(&d, &pb).counters.rx_errors;
+    assert!(errors <= 4, "{errors} read errors after the device went");
+    // Everyone else carries on; frames for B are dropped, counted on its port.
+    assert!(a.ping(ip(3), 3).unwrap(), "a -> c after");
+    assert!(c.ping(ip(1), 3).unwrap(), "c -> a after");
+    // The port can be removed and added again, and works.
+    let mut cl = d.client().unwrap();
+    cl.call(cmd::PORT_RM, json!({"name": pb})).unwrap();
+    cl.call(
+        cmd::PORT_ADD,
+        json!({"name": pb, "type": "tap", "network": "hf", "netns": b.name()}),
+    )
+    .unwrap();
+    b.ip(&["addr", "add", &format!("{}/24", ip(2)), "dev", &pb])
+        .unwrap();
+    assert!(port_info(&d, &pb).state.starts_with("up"));
+    // B's new device has a new MAC: A must not keep the old one from its ARP cache.
+    a.ip(&["neigh", "flush", "all"]).unwrap();
+    assert!(a.ping(ip(2), 3).unwrap(), "a -> b again");
+}
+
+/// A tmpfs mounted for the test, lazily unmounted when it ends (even on failure).
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_the_change_and_leaves_the_running_configuration_alone() {
+    let name = "a_full_disk_refuses_the_change_and_leaves_the_running_configuration_alone";
+    if !can_run_system_tests(name) {
+        return;
+    }
+    let tmp = TempDir::new("diskfull");
+    let state = tmp.0.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mount a 256 KiB tmpfs for the state directory");
+    let _mount = Mount(state.clone());
+    let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    let mut c = d.client().unwrap();
+    c.call(cmd::NETWORK_CREATE, json!({"name": "kept"}))
+        .unwrap();
+    // Fill the disk.
+    let filler = state.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 512 << 10]);
+    let e = c
+        .call(cmd::NETWORK_CREATE, json!({"name": "lost"}))
+        .unwrap_err();
+    assert!(
+        e.message.contains("cannot persist") && e.message.contains("was not made"),
+        "{e}"
+    );
+    let nets = c.call(cmd::NETWORK_LS, json!(null)).unwrap();
+    let names: Vec<&str> = nets
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["kept"],
+        "the running configuration is unchanged"
+    );
+    // The state file still holds what was accepted.
+    let saved = std::fs::read_to_string(state.join("config.json")).unwrap();
+    assert!(saved.contains("kept") && !saved.contains("lost"), "{saved}");
+    // With room again, the same change goes through.
+    std::fs::remove_file(&filler).unwrap();
+    c.call(cmd::NETWORK_CREATE, json!({"name": "lost"}))
+        .unwrap();
+}
