@@ -179,11 +179,25 @@ impl View {
             "counter",
             "Things that happened to frames and MAC entries (not drops), summed over workers.",
         );
+        // Every stage's events as the graph registered them (the router's among them), summed
+        // by name, and the older names of `Event` that no stage registers, as before.
+        let mut events: BTreeMap<&str, u64> = BTreeMap::new();
+        for (_, w) in &self.workers {
+            for (i, name) in crate::counters::event_counters() {
+                let v = events.entry(name).or_insert(0);
+                *v = v.wrapping_add(w.pipeline.at(i).get());
+            }
+        }
         for e in Event::ALL {
-            let v = self.workers.iter().fold(0u64, |a, (_, w)| {
-                a.wrapping_add(w.pipeline.at(event_index(*e)).get())
-            });
-            out.sample("vswitch_events_total", &[("event", e.name())], v);
+            if !events.contains_key(e.name()) {
+                let v = self.workers.iter().fold(0u64, |a, (_, w)| {
+                    a.wrapping_add(w.pipeline.at(event_index(*e)).get())
+                });
+                events.insert(e.name(), v);
+            }
+        }
+        for (event, v) in &events {
+            out.sample("vswitch_events_total", &[("event", event)], *v);
         }
 
         let ids: Vec<String> = self.workers.iter().map(|(id, _)| id.to_string()).collect();
