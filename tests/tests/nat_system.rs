@@ -521,6 +521,20 @@ fn a_flood_of_new_flows_evicts_only_its_own_sessions() {
     held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let (mut peer, _) = listener.accept().unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // From outside, a SYN flood at the uplink address (300 ports, each connect given up after
+    // a few milliseconds): no session matches, so it opens none and each SYN is dropped by name.
+    let syns = std::thread::spawn({
+        let p = server.path();
+        move || {
+            netns::run_in(Some(&p), || {
+                for k in 0..300u16 {
+                    let to = SocketAddr::from((UPLINK_IP, 20_000 + k));
+                    let _ = TcpStream::connect_timeout(&to, Duration::from_millis(3));
+                }
+                Ok(())
+            })
+        }
+    });
     // The flood: UDP from 2000 source ports to a port where nothing answers (the server's
     // port unreachable errors leave the sessions embryonic), bounded in count and time.
     let flood = std::thread::spawn({
@@ -549,6 +563,12 @@ fn a_flood_of_new_flows_evicts_only_its_own_sessions() {
     )
     .unwrap_or_else(|e| panic!("transfer under the flood failed: {e}; stats: {}", drops(&d)));
     flood.join().unwrap().unwrap();
+    syns.join().unwrap().unwrap();
+    let no_session = drops(&d)["drops"]["nat_no_session"].as_u64().unwrap_or(0);
+    assert!(
+        no_session >= 300,
+        "the outside SYNs are dropped by name: {no_session}"
+    );
     let st = call(&d, cmd::NAT_STATS, json!({}));
     assert!(st["sessions"].as_u64().unwrap() <= 64, "{st:#}");
     assert!(st["evicted"].as_u64().unwrap() > 0, "{st:#}");

@@ -53,6 +53,9 @@ pub const RESUME: u16 = 2;
 
 /// ICMP errors per second a worker sends at most (and its burst).
 const ICMP_RATE: u32 = 100;
+/// Sessions from which a burst's lookups are prefetched (below, about a megabyte of sessions
+/// and index stays in the caches).
+const PREFETCH_FROM: u32 = 16_384;
 /// Sessions swept for expiry per tick.
 const EXPIRE_BUDGET: u32 = 65_536;
 
@@ -269,7 +272,8 @@ impl Router {
     fn prefetch(&self, cfg: &Snapshot, input: &Burst) {
         let pool = &*self.pool;
         let t = &self.nat.table;
-        if !self.sized {
+        // A small table stays in the caches: the extra pass would only cost.
+        if !self.sized || t.len() < PREFETCH_FROM {
             return;
         }
         let mut hashes = [(0u32, 0u8); BURST];
