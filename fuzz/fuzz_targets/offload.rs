@@ -3,55 +3,12 @@
 //! `[12-byte virtio-net header, max_frame (2 bytes), frame...]`. Nothing may panic; a plan that
 //! is accepted must write every segment into exactly `seg_len` bytes, each segment no longer than
 //! `max_frame`, and the segments' TCP payloads must add up to the plan's payload.
-
+//!
+//! The body lives in `fuzz/bodies/offload.rs`, which `tests/tests/fuzz_replay.rs` also runs on
+//! stable over the seed corpus and its mutations.
 #![no_main]
 
-use dataplane::offload::{
-    complete_checksum, fix_partial_checksum, CsumCheck, TcpSegments, VnetHdr, VNET_HDR_LEN,
-};
-use libfuzzer_sys::fuzz_target;
+#[path = "../bodies/offload.rs"]
+mod body;
 
-fuzz_target!(|input: &[u8]| {
-    let Some(hdr) = input.get(..VNET_HDR_LEN).and_then(VnetHdr::parse) else {
-        return;
-    };
-    let [m0, m1, frame @ ..] = &input[VNET_HDR_LEN..] else {
-        return;
-    };
-    let max_frame = usize::from(u16::from_le_bytes([*m0, *m1]));
-
-    let mut copy = frame.to_vec();
-    if complete_checksum(&mut copy, hdr.csum_start.into(), hdr.csum_offset.into()).is_err() {
-        assert_eq!(
-            copy, frame,
-            "a refused checksum completion leaves the frame alone"
-        );
-    }
-
-    // Partial-checksum completion changes at most the two bytes of a checksum field, and only
-    // when it says it completed one.
-    let mut fixed = frame.to_vec();
-    let r = fix_partial_checksum(&mut fixed);
-    let changed = fixed.iter().zip(frame).filter(|(a, b)| a != b).count();
-    match r {
-        CsumCheck::Completed => assert!(changed <= 2),
-        _ => assert_eq!(changed, 0, "{r:?} leaves the frame alone"),
-    }
-
-    let Ok(plan) = TcpSegments::plan(frame, &hdr, max_frame) else {
-        return;
-    };
-    assert!(plan.count >= 1);
-    let mut out = vec![0u8; max_frame];
-    let mut payload = 0;
-    for i in 0..plan.count {
-        let want = plan.seg_len(i);
-        assert!(want <= max_frame && want >= plan.hdr_len);
-        let n = plan
-            .write_segment(frame, i, &mut out[..want])
-            .expect("a planned segment can be written");
-        assert_eq!(n, want);
-        payload += n - plan.hdr_len;
-    }
-    assert_eq!(payload, plan.payload);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));

@@ -1,103 +1,12 @@
 //! The switch pipeline over arbitrary frames: three in-memory ports on one network and one port
 //! on no network. Nothing may panic, every buffer comes back, and the accounting holds:
 //! frames received = forwarded + flooded + drops.
+//!
+//! The body lives in `fuzz/bodies/pipeline.rs`, which `tests/tests/fuzz_replay.rs` also runs on
+//! stable over the seed corpus and its mutations.
 #![no_main]
 
-use dataplane::burst::Burst;
-use dataplane::pool::{Pool, PoolCache};
-use dataplane::port::{mem, PortIo};
-use dataplane::worker::{Command, Worker};
-use libfuzzer_sys::fuzz_target;
-use std::sync::Arc;
-use vswitch::config::{NetConf, PortConf, Snapshot};
-use vswitch::counters::{drop_index, event_index, DropReason, Event};
-use vswitch::pipeline::Switch;
+#[path = "../bodies/pipeline.rs"]
+mod body;
 
-const PORTS: u16 = 4;
-
-fuzz_target!(|data: &[u8]| {
-    let pool = Pool::new(512).unwrap();
-    let mut cache = PoolCache::new(pool.clone());
-    let mut ports = vec![
-        Some(PortConf {
-            net: Some(1),
-            mac_limit: 8,
-            ..Default::default()
-        });
-        PORTS as usize
-    ];
-    ports[3] = Some(PortConf {
-        net: None,
-        mac_limit: 8,
-        ..Default::default()
-    });
-    let snap = Arc::new(Snapshot {
-        gen: 1,
-        ports,
-        nets: vec![
-            None,
-            Some(NetConf {
-                ports: vec![0, 1, 2],
-                mac_limit: 16,
-                aging_secs: 5,
-                statics: vec![([2, 0, 0, 0, 0, 9], 2)],
-            }),
-        ],
-        ..Default::default()
-    });
-    let (mut w, tx) = Worker::new(0, pool.clone(), Switch::new(pool.clone(), 64), snap.clone());
-    let mut peers = Vec::new();
-    for port in 0..PORTS {
-        let (p, peer) = mem::pair(pool.clone(), 64);
-        tx.send((
-            u64::from(port) + 1,
-            Command::Attach {
-                port,
-                io: PortIo::Mem(p),
-                rx: true,
-            },
-        ))
-        .unwrap();
-        peers.push(peer);
-    }
-    tx.send((100, Command::Config(snap))).unwrap();
-    w.poll_once(0);
-
-    // Input: records of [port, time step, len, bytes...].
-    let (mut rest, mut now, mut sent) = (data, 0u64, 0u64);
-    let mut out = Burst::new();
-    while let [port, step, len, tail @ ..] = rest {
-        let n = (*len as usize).min(tail.len());
-        let (frame, next) = tail.split_at(n);
-        rest = next;
-        now += u64::from(*step % 8);
-        if peers[(*port % PORTS as u8) as usize].send(&mut cache, frame) {
-            sent += 1;
-        }
-        w.poll_once(now);
-        for p in peers.iter_mut() {
-            while p.recv_burst(&mut out) > 0 {
-                out.free_all(&mut cache);
-            }
-        }
-    }
-    let s = w.stats();
-    let c = |e: Event| s.pipeline.at(event_index(e)).get();
-    let drops: u64 = DropReason::ALL
-        .iter()
-        .map(|d| s.pipeline.at(drop_index(*d)).get())
-        .sum();
-    assert_eq!(
-        sent,
-        c(Event::Forwarded) + c(Event::Flooded) + drops,
-        "accounting"
-    );
-    drop(w);
-    drop(peers);
-    drop(cache);
-    assert_eq!(
-        pool.available(),
-        pool.capacity() as usize,
-        "a buffer leaked"
-    );
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));
