@@ -1381,3 +1381,36 @@ fn without_a_primary_key_nothing_is_sent() {
     }
     assert_eq!(rig.dropped("esp_no_key"), 3);
 }
+
+#[test]
+fn flooding_to_two_encrypted_peers_numbers_each_sa_without_gaps() {
+    use vswitch::esp::{ring::EspConf, sa::Sa};
+    let mut s = snapshot_two_peers();
+    net_conf(&mut s, 1).encrypted = true;
+    for t in [TUN_1, TUN_1B] {
+        if let Some(t) = port_conf(&mut s, t).tunnel.as_mut() {
+            t.encrypted = true;
+        }
+    }
+    let tx: Vec<_> = [PEER_IP, PEER3_IP]
+        .into_iter()
+        .map(|p| Arc::new(Sa::new(&MASTER, OUR_IP, p, 1, 1).unwrap()))
+        .collect();
+    s.esp = Arc::new(EspConf::new(tx, vec![]));
+    let mut rig = Rig::with(s);
+    rig.resolve(PEER_MAC, PEER_IP);
+    rig.resolve(PEER3_MAC, PEER3_IP);
+    let mut seqs: BTreeMap<[u8; 4], Vec<u32>> = BTreeMap::new();
+    for i in 0..5u8 {
+        let out = rig.exchange(ACCESS_1, &inner(BCAST, [0x02, 0, 0, 0, 7, i], 80));
+        for p in &out[&UPLINK] {
+            assert_eq!(p[23], 50);
+            let dst = [p[30], p[31], p[32], p[33]];
+            seqs.entry(dst)
+                .or_default()
+                .push(u32::from_be_bytes([p[38], p[39], p[40], p[41]]));
+        }
+    }
+    assert_eq!(seqs.get(&PEER_IP.octets()), Some(&vec![1, 2, 3, 4, 5]));
+    assert_eq!(seqs.get(&PEER3_IP.octets()), Some(&vec![1, 2, 3, 4, 5]));
+}

@@ -9,7 +9,7 @@
 use super::{SealDrop, SealEvent};
 use crate::graph::{Env, Io, Node, Stage};
 use crate::trace::Detail;
-use dataplane::burst::{Burst, Next};
+use dataplane::burst::{Burst, Next, BURST};
 use dataplane::graph::{CounterKind, Counters, Frames};
 use dataplane::pool::Pool;
 use std::net::Ipv4Addr;
@@ -44,7 +44,17 @@ impl Stage for Seal {
         let cfg = io.cfg;
         let esp = &*cfg.esp;
         let mtu = io.cfg.uplink.map_or(0, |u| u.mtu as usize);
-        let total = input.len();
+        // Each buffer's outer destination (which names its SA), so that a reservation takes
+        // exactly the numbers the rest of the burst needs for that SA: no gaps, one atomic add
+        // per SA per burst.
+        let mut dsts = [0u32; BURST];
+        for (d, b) in dsts.iter_mut().zip(input.bufs()) {
+            *d = match pool.data(b).get(30..34) {
+                Some(&[a, b2, c, e]) => u32::from_be_bytes([a, b2, c, e]),
+                _ => 0,
+            };
+        }
+        let total = input.len().min(BURST);
         // The current reservation: (SA id, next number, end).
         let mut resv: (u64, u64, u64) = (0, 0, 0);
         for (i, (mut b, next)) in input.drain_next().enumerate() {
@@ -61,7 +71,9 @@ impl Stage for Seal {
                 continue;
             };
             if resv.0 != sa.id || resv.1 >= resv.2 {
-                let k = (total - i) as u64;
+                let want = u32::from(dst);
+                let rest = dsts.get(i..total).unwrap_or(&[]);
+                let k = rest.iter().filter(|&&d| d == want).count().max(1) as u64;
                 let first = sa.reserve(k);
                 resv = (sa.id, first, first.saturating_add(k));
             }
