@@ -258,8 +258,8 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
     let [h1, h2] = &bed.daemons;
     assert_eq!(
         mtu_of(&a1, &p1),
-        1413,
-        "encrypted overlay MTU: 1500 - 50 - 37"
+        1416,
+        "encrypted overlay MTU: 1500 - 50 - 34"
     );
     assert_eq!(mtu_of(&a2, &p2), 1450);
 

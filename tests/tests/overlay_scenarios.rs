@@ -1285,7 +1285,10 @@ fn encrypted_network_sends_only_esp_that_the_peer_opens() {
     let peer_rx = Sa::new(&MASTER, OUR_IP, PEER_IP, 1, 0).unwrap();
     let peer = EspConf::new(vec![], vec![Arc::new(peer_rx)]);
     let mut opener = Opener::default();
-    for (i, len) in [64usize, 100, 1000, 1413 + 14].into_iter().enumerate() {
+    for (i, len) in [64usize, 100, 1000, 1413 + 14, 1416 + 14]
+        .into_iter()
+        .enumerate()
+    {
         let f = inner(BCAST, A, len);
         let out = rig.exchange(ACCESS_1, &f);
         let frames = &out[&UPLINK];
@@ -1413,4 +1416,25 @@ fn flooding_to_two_encrypted_peers_numbers_each_sa_without_gaps() {
     }
     assert_eq!(seqs.get(&PEER_IP.octets()), Some(&vec![1, 2, 3, 4, 5]));
     assert_eq!(seqs.get(&PEER3_IP.octets()), Some(&vec![1, 2, 3, 4, 5]));
+}
+
+#[test]
+fn a_frame_too_big_once_sealed_is_dropped_before_it_spends_a_sequence_number() {
+    let (snap, _) = encrypted(true);
+    let mut rig = Rig::with(snap);
+    rig.resolve(PEER_MAC, PEER_IP);
+    // 1417 bytes of IPv4 fit VXLAN (1450) but not ESP (1416).
+    assert_eq!(
+        rig.exchange(ACCESS_1, &inner(BCAST, A, 1417 + 14)),
+        Out::new()
+    );
+    assert_eq!(rig.dropped("esp_too_big"), 1);
+    let out = rig.exchange(ACCESS_1, &inner(BCAST, A, 1416 + 14));
+    let p = &out[&UPLINK][0];
+    assert_eq!(p.len() - 14, 1500);
+    assert_eq!(
+        u32::from_be_bytes([p[38], p[39], p[40], p[41]]),
+        1,
+        "no number spent"
+    );
 }

@@ -6,7 +6,7 @@
 //! atomic add), sealing in place, the uplink MTU. TCP super-frames were already cut by
 //! `vxlan-encap` (each segment is its own ESP packet).
 
-use super::{SealDrop, SealEvent};
+use super::{sa, SealDrop, SealEvent};
 use crate::graph::{Env, Io, Node, Stage};
 use crate::trace::Detail;
 use dataplane::burst::{Burst, Next, BURST};
@@ -70,6 +70,13 @@ impl Stage for Seal {
                 io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::NoKey));
                 continue;
             };
+            // Judged before sealing, so a frame too big spends no sequence number. The header
+            // length is the one `vxlan-encap` writes (20 bytes).
+            let len = pool.len(&b);
+            if mtu != 0 && sa::sealed_len(len, 34).saturating_sub(14) > mtu {
+                io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::TooBig));
+                continue;
+            }
             if resv.0 != sa.id || resv.1 >= resv.2 {
                 let want = u32::from(dst);
                 let rest = dsts.get(i..total).unwrap_or(&[]);
@@ -79,14 +86,10 @@ impl Stage for Seal {
             }
             let n = resv.1;
             resv.1 += 1;
-            let (off, len) = (pool.offset(&b), pool.len(&b));
+            let off = pool.offset(&b);
             match sa.seal(n, pool.slot_mut(&mut b), off, len) {
                 Ok((off, len)) => {
                     pool.set_frame(&mut b, off, len);
-                    if mtu != 0 && len.saturating_sub(14) > mtu {
-                        io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::TooBig));
-                        continue;
-                    }
                     self.ev.inc(io.cx.stats, SealEvent::Sealed);
                     if T {
                         let what = Detail::EspSeal {
