@@ -321,6 +321,13 @@ fn accepts_a_restarted_sender_but_not_a_replay() {
         &seal(&after, 1, &plain).unwrap(),
         OpenDrop::Replay,
     );
+    // A packet from before the restart, numbered ahead of the fresh window, is still a replay.
+    let old = seal(&before, 2500, &plain).unwrap();
+    expect_drop(&mut o, &conf, &old, OpenDrop::OutsideWindow);
+    assert_eq!(
+        open(&mut o, &conf, &seal(&after, 3, &plain).unwrap()),
+        Ok(plain.clone())
+    );
 }
 
 #[test]
