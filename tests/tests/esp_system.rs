@@ -385,11 +385,17 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
         "a replay or forgery was delivered"
     );
 
-    // Trace shows sealing with SPI and sequence number.
+    // Trace shows sealing and opening with SPI and sequence number.
     call(h1, cmd::TRACE_ADD, json!({"count": 1, "port": p1}));
     assert!(a1.ping(Ipv4Addr::new(10, 90, 0, 2), 1).unwrap());
     let trace = ctl(h1, &["trace", "show"]);
     assert!(trace.contains("ESP sealed: SPI 0x"), "{trace}");
+    call(h1, cmd::TRACE_CLEAR, json!({}));
+    call(h1, cmd::TRACE_ADD, json!({"count": 5, "port": "uplink1"}));
+    assert!(a1.ping(Ipv4Addr::new(10, 90, 0, 2), 1).unwrap());
+    let trace = ctl(h1, &["trace", "show"]);
+    assert!(trace.contains("ESP opened: SPI 0x"), "{trace}");
+    assert!(trace.contains("VXLAN VNI 500 from VTEP"), "{trace}");
 
     // A checked TCP transfer on each overlay, in the same run.
     let enc = tcp_transfer(
