@@ -282,8 +282,11 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
         call(h1, cmd::STATS, json!({}))
     );
 
+    // Receive first everywhere, then send: nothing arrives before its key.
     for d in [h1, h2] {
         ctl(d, &["key", "add", "--tag", "1", "--key", KEY1]);
+    }
+    for d in [h1, h2] {
         ctl(d, &["key", "primary", "--tag", "1"]);
     }
     assert!(
@@ -450,8 +453,11 @@ fn key_rotation_during_a_transfer_loses_nothing_and_sends_no_cleartext() {
         .container(1, "sec", Ipv4Addr::new(10, 92, 0, 2))
         .unwrap();
     let [h1, h2] = &bed.daemons;
+    // Receive first everywhere, then send: nothing arrives before its key.
     for d in [h1, h2] {
         ctl(d, &["key", "add", "--tag", "1", "--key", KEY1]);
+    }
+    for d in [h1, h2] {
         ctl(d, &["key", "primary", "--tag", "1"]);
     }
     assert!(
@@ -574,8 +580,11 @@ fn a_restarted_peer_is_accepted_again_and_never_reuses_an_iv() {
     let (_b, _) = bed
         .container(1, "sec", Ipv4Addr::new(10, 93, 0, 2))
         .unwrap();
+    // Receive first everywhere, then send: nothing arrives before its key.
     for d in &bed.daemons {
         ctl(d, &["key", "add", "--tag", "1", "--key", KEY1]);
+    }
+    for d in &bed.daemons {
         ctl(d, &["key", "primary", "--tag", "1"]);
     }
     let peer = Ipv4Addr::new(10, 93, 0, 2);
