@@ -258,8 +258,8 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
     let [h1, h2] = &bed.daemons;
     assert_eq!(
         mtu_of(&a1, &p1),
-        1413,
-        "encrypted overlay MTU: 1500 - 50 - 37"
+        1416,
+        "encrypted overlay MTU: 1500 - 50 - 34"
     );
     assert_eq!(mtu_of(&a2, &p2), 1450);
 
@@ -282,8 +282,11 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
         call(h1, cmd::STATS, json!({}))
     );
 
+    // Receive first everywhere, then send: nothing arrives before its key.
     for d in [h1, h2] {
         ctl(d, &["key", "add", "--tag", "1", "--key", KEY1]);
+    }
+    for d in [h1, h2] {
         ctl(d, &["key", "primary", "--tag", "1"]);
     }
     assert!(
@@ -385,11 +388,17 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
         "a replay or forgery was delivered"
     );
 
-    // Trace shows sealing with SPI and sequence number.
+    // Trace shows sealing and opening with SPI and sequence number.
     call(h1, cmd::TRACE_ADD, json!({"count": 1, "port": p1}));
     assert!(a1.ping(Ipv4Addr::new(10, 90, 0, 2), 1).unwrap());
     let trace = ctl(h1, &["trace", "show"]);
     assert!(trace.contains("ESP sealed: SPI 0x"), "{trace}");
+    call(h1, cmd::TRACE_CLEAR, json!({}));
+    call(h1, cmd::TRACE_ADD, json!({"count": 5, "port": "uplink1"}));
+    assert!(a1.ping(Ipv4Addr::new(10, 90, 0, 2), 1).unwrap());
+    let trace = ctl(h1, &["trace", "show"]);
+    assert!(trace.contains("ESP opened: SPI 0x"), "{trace}");
+    assert!(trace.contains("VXLAN VNI 500 from VTEP"), "{trace}");
 
     // A checked TCP transfer on each overlay, in the same run.
     let enc = tcp_transfer(
@@ -444,8 +453,11 @@ fn key_rotation_during_a_transfer_loses_nothing_and_sends_no_cleartext() {
         .container(1, "sec", Ipv4Addr::new(10, 92, 0, 2))
         .unwrap();
     let [h1, h2] = &bed.daemons;
+    // Receive first everywhere, then send: nothing arrives before its key.
     for d in [h1, h2] {
         ctl(d, &["key", "add", "--tag", "1", "--key", KEY1]);
+    }
+    for d in [h1, h2] {
         ctl(d, &["key", "primary", "--tag", "1"]);
     }
     assert!(
@@ -551,4 +563,65 @@ fn key_rotation_during_a_transfer_loses_nothing_and_sends_no_cleartext() {
         has(&old) && has(&new),
         "SPIs seen: {spis:?}, old {old}, new {new}"
     );
+}
+
+#[test]
+fn a_restarted_peer_is_accepted_again_and_never_reuses_an_iv() {
+    let name = "a_restarted_peer_is_accepted_again_and_never_reuses_an_iv";
+    if !can_run_system_tests(name) || !have_tools(name) {
+        return;
+    }
+    let tmp = TempDir::new("esprst");
+    let mut bed =
+        OverlayHosts::with_networks(&bin("vswitchd"), &tmp.0, &[("sec", 520, true)]).unwrap();
+    let (a, _) = bed
+        .container(0, "sec", Ipv4Addr::new(10, 93, 0, 1))
+        .unwrap();
+    let (_b, _) = bed
+        .container(1, "sec", Ipv4Addr::new(10, 93, 0, 2))
+        .unwrap();
+    // Receive first everywhere, then send: nothing arrives before its key.
+    for d in &bed.daemons {
+        ctl(d, &["key", "add", "--tag", "1", "--key", KEY1]);
+    }
+    for d in &bed.daemons {
+        ctl(d, &["key", "primary", "--tag", "1"]);
+    }
+    let peer = Ipv4Addr::new(10, 93, 0, 2);
+    assert!(ping_until(&a, peer, 10), "{}", bed.daemons[0].log_tail());
+    // Host 2's packets to host 1, before and after its restart.
+    let file = tmp.0.join("rst.pcap");
+    let cap = capture(&bed.daemons[0], "uplink1", &file, &["--direction", "rx"]);
+    // Enough traffic that host 2's sequence numbers are past where a restart starts them.
+    let rep = a.ping_icmp(peer, 20, Duration::from_secs(2)).unwrap();
+    assert!(rep.received() >= 18, "{rep:?}");
+
+    // Host 2's daemon stops for an upgrade (its devices stay) and starts again from its state
+    // file: keys restored, its SAs numbered from 1 again with IVs above every earlier one.
+    bed.daemons[1].signal(libc::SIGUSR1).unwrap();
+    bed.daemons[1].restart().unwrap();
+    assert!(
+        ping_until(&a, peer, 10),
+        "no ping after the peer restarted; host 1:\n{}",
+        bed.daemons[0].log_tail()
+    );
+    let rep = a.ping_icmp(peer, 5, Duration::from_secs(2)).unwrap();
+    assert!(rep.received() >= 4, "{rep:?}");
+    finish(cap);
+    // Its new packets (numbered from 1 again, inside host 1's window) were taken as a restart,
+    // not as replays.
+    for bad in ["esp_replay", "esp_outside_window", "esp_bad_icv"] {
+        assert_eq!(counter(&bed.daemons[0], bad), 0, "{bad}");
+    }
+    // Every IV host 2 used under its SA, before and after the restart, is distinct.
+    let (spi, _) = derive(H2, H1, 1, KEY1);
+    let rows = tshark(&file, 1, KEY1, &["esp.spi", "esp.iv"]);
+    let ivs: Vec<&str> = rows
+        .lines()
+        .filter(|l| l.trim_start_matches("0x").starts_with(&spi))
+        .filter_map(|l| l.split(',').nth(1))
+        .collect();
+    let unique: std::collections::BTreeSet<&&str> = ivs.iter().collect();
+    assert!(ivs.len() >= 4, "{rows}");
+    assert_eq!(unique.len(), ivs.len(), "an IV repeated: {ivs:?}");
 }

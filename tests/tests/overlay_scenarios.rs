@@ -1424,7 +1424,10 @@ fn encrypted_network_sends_only_esp_that_the_peer_opens() {
     let peer_rx = Sa::new(&MASTER, OUR_IP, PEER_IP, 1, 0).unwrap();
     let peer = EspConf::new(vec![], vec![Arc::new(peer_rx)]);
     let mut opener = Opener::default();
-    for (i, len) in [64usize, 100, 1000, 1413 + 14].into_iter().enumerate() {
+    for (i, len) in [64usize, 100, 1000, 1413 + 14, 1416 + 14]
+        .into_iter()
+        .enumerate()
+    {
         let f = inner(BCAST, A, len);
         let out = rig.exchange(ACCESS_1, &f);
         let frames = &out[&UPLINK];
@@ -1519,4 +1522,58 @@ fn without_a_primary_key_nothing_is_sent() {
         assert_eq!(rig.exchange(ACCESS_1, &inner(BCAST, A, 64)), Out::new());
     }
     assert_eq!(rig.dropped("esp_no_key"), 3);
+}
+
+#[test]
+fn flooding_to_two_encrypted_peers_numbers_each_sa_without_gaps() {
+    use vswitch::esp::{ring::EspConf, sa::Sa};
+    let mut s = snapshot_two_peers();
+    net_conf(&mut s, 1).encrypted = true;
+    for t in [TUN_1, TUN_1B] {
+        if let Some(t) = port_conf(&mut s, t).tunnel.as_mut() {
+            t.encrypted = true;
+        }
+    }
+    let tx: Vec<_> = [PEER_IP, PEER3_IP]
+        .into_iter()
+        .map(|p| Arc::new(Sa::new(&MASTER, OUR_IP, p, 1, 1).unwrap()))
+        .collect();
+    s.esp = Arc::new(EspConf::new(tx, vec![]));
+    let mut rig = Rig::with(s);
+    rig.resolve(PEER_MAC, PEER_IP);
+    rig.resolve(PEER3_MAC, PEER3_IP);
+    let mut seqs: BTreeMap<[u8; 4], Vec<u32>> = BTreeMap::new();
+    for i in 0..5u8 {
+        let out = rig.exchange(ACCESS_1, &inner(BCAST, [0x02, 0, 0, 0, 7, i], 80));
+        for p in &out[&UPLINK] {
+            assert_eq!(p[23], 50);
+            let dst = [p[30], p[31], p[32], p[33]];
+            seqs.entry(dst)
+                .or_default()
+                .push(u32::from_be_bytes([p[38], p[39], p[40], p[41]]));
+        }
+    }
+    assert_eq!(seqs.get(&PEER_IP.octets()), Some(&vec![1, 2, 3, 4, 5]));
+    assert_eq!(seqs.get(&PEER3_IP.octets()), Some(&vec![1, 2, 3, 4, 5]));
+}
+
+#[test]
+fn a_frame_too_big_once_sealed_is_dropped_before_it_spends_a_sequence_number() {
+    let (snap, _) = encrypted(true);
+    let mut rig = Rig::with(snap);
+    rig.resolve(PEER_MAC, PEER_IP);
+    // 1417 bytes of IPv4 fit VXLAN (1450) but not ESP (1416).
+    assert_eq!(
+        rig.exchange(ACCESS_1, &inner(BCAST, A, 1417 + 14)),
+        Out::new()
+    );
+    assert_eq!(rig.dropped("esp_too_big"), 1);
+    let out = rig.exchange(ACCESS_1, &inner(BCAST, A, 1416 + 14));
+    let p = &out[&UPLINK][0];
+    assert_eq!(p.len() - 14, 1500);
+    assert_eq!(
+        u32::from_be_bytes([p[38], p[39], p[40], p[41]]),
+        1,
+        "no number spent"
+    );
 }

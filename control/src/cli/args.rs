@@ -69,8 +69,12 @@ pub(crate) enum KeyCmd {
         tag: u32,
         /// RFC 4106 keying material in hex: a 16- or 32-byte AES key then a 4-byte salt
         /// (40 or 72 hex digits)
-        #[arg(long, value_name = "HEX")]
-        key: String,
+        #[arg(long, value_name = "HEX", required_unless_present = "key_file")]
+        key: Option<String>,
+        /// Read the hex keying material from FILE (`-`: standard input) instead, so that it is
+        /// not in the process list or the shell's history
+        #[arg(long, value_name = "FILE", conflicts_with = "key")]
+        key_file: Option<PathBuf>,
     },
     /// Make a key the sending key
     Primary {

@@ -157,7 +157,7 @@ pub(crate) fn key_material(hex: &str) -> Result<(), String> {
     if (h.len() == 40 || h.len() == 72) && h.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(())
     } else {
-        Err("--key must be 40 or 72 hex digits (RFC 4106: a 16- or 32-byte AES key, then a 4-byte salt), e.g. from: head -c 20 /dev/urandom | xxd -p -c 40".into())
+        Err("--key must be 40 or 72 hex digits (RFC 4106: a 16- or 32-byte AES key, then a 4-byte salt), e.g. from: od -An -tx1 -N20 /dev/urandom | tr -d ' \\n'".into())
     }
 }
 

@@ -428,7 +428,29 @@ fn peer(command: &PeerCmd) -> Result<Call, CliError> {
 
 fn key(command: &KeyCmd) -> Result<Call, CliError> {
     match command {
-        KeyCmd::Add { tag, key } => {
+        KeyCmd::Add { tag, key, key_file } => {
+            let key = match (key, key_file) {
+                (Some(k), _) => k.clone(),
+                (None, Some(f)) => {
+                    let text = if f.as_os_str() == "-" {
+                        let mut s = String::new();
+                        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map(|_| s)
+                    } else {
+                        std::fs::read_to_string(f)
+                    };
+                    text.map_err(|e| {
+                        CliError::Failed(format!("cannot read the key from {}: {e}", f.display()))
+                    })?
+                    .trim()
+                    .to_string()
+                }
+                (None, None) => {
+                    return Err(CliError::Usage(
+                        "key add needs --key HEX or --key-file FILE".into(),
+                    ))
+                }
+            };
+            let key = &key;
             check::key_material(key).map_err(CliError::Usage)?;
             let done = Show::Done(format!(
                 "key {tag} added (receives now; sends after: vswitchctl key primary --tag {tag})"
@@ -641,6 +663,18 @@ mod tests {
             let e = usage_error(&["key", "add", "--tag", "1", "--key", bad]);
             assert!(e.contains("40 or 72 hex digits") && !e.contains(bad), "{e}");
         }
+        let file = std::env::temp_dir().join(format!("vswitch-key-{}", std::process::id()));
+        std::fs::write(&file, format!("{k}\n")).unwrap();
+        let call = plan_of(&[
+            "key",
+            "add",
+            "--tag",
+            "4",
+            "--key-file",
+            file.to_str().unwrap(),
+        ]);
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(call.unwrap().args, json!({"tag": 4, "key": k}));
         let call = plan_of(&["config", "export", "--include-secrets"]).unwrap();
         assert_eq!(call.args, json!({"include_secrets": true}));
     }

@@ -20,7 +20,7 @@ pub(super) fn parse_key(hex: &str) -> Result<Vec<u8>, ErrorBody> {
         err(
             ErrorCode::InvalidArgument,
             format!(
-                "--key must be {} or {} hex digits (RFC 4106: a 16- or 32-byte AES key, then a 4-byte salt), e.g. from: head -c 20 /dev/urandom | xxd -p -c 40",
+                "--key must be {} or {} hex digits (RFC 4106: a 16- or 32-byte AES key, then a 4-byte salt), e.g. from: od -An -tx1 -N20 /dev/urandom | tr -d ' \\n'",
                 sa::KEY_LENS[0] * 2,
                 sa::KEY_LENS[1] * 2
             ),

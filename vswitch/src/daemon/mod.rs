@@ -746,7 +746,7 @@ mod tests {
         assert_eq!(ls[0]["tag"], 2);
         assert_eq!(ls[0]["primary"], true);
         let info = call(&mut d, cmd::NETWORK_INSPECT, json!({"name": "sec"})).unwrap();
-        assert_eq!(info["mtu"], 1413);
+        assert_eq!(info["mtu"], 1416);
         d.shutdown();
     }
 

@@ -28,10 +28,14 @@ pub mod seal;
 
 use dataplane::named_counters;
 
-/// Overlay MTU of an encrypted network: uplink MTU - 50 (VXLAN) - 37 (ESP: header 8, IV 8,
-/// padding up to 3, pad length and next header 2, ICV 16); 1413 for a 1500 uplink.
+/// Overlay MTU of an encrypted network: the largest inner IPv4 packet whose sealed packet fits
+/// the uplink MTU. Sealed, an inner packet of m bytes takes 20 bytes of outer IPv4, 16 of ESP
+/// header and IV, 30 of UDP, VXLAN and inner Ethernet, m, 2 of pad length and next header and
+/// 16 of ICV, with m padded to a multiple of 4: 84 + m rounded up. So the MTU is the uplink's
+/// less 84, rounded down to a multiple of 4: 1416 for a 1500 uplink (uplink - 50 - 34).
 pub const fn overlay_mtu(uplink_mtu: u32) -> u32 {
-    uplink_mtu.saturating_sub(crate::vxlan::OUTER_LEN as u32 + sa::MAX_OVERHEAD as u32)
+    let fixed = (crate::vxlan::OUTER_LEN + sa::PREFIX_LEN + 2 + sa::ICV_LEN) as u32;
+    uplink_mtu.saturating_sub(fixed) & !3
 }
 
 named_counters! {

@@ -5,9 +5,11 @@
 //! decryption (`esp_replay`, `esp_outside_window`), the ICV (`esp_bad_icv`); only then is the
 //! window advanced; then padding (`esp_bad_padding`) and next header (`esp_bad_next_header`).
 //!
-//! Windows are per worker: the uplink steers every packet of an SA to one queue (the TAP
-//! device's and NICs' flow hash covers the outer addresses and protocol, the same for every
-//! packet of an SA, replays included), so one worker owns an SA's window.
+//! Windows are per worker, exact with one worker. With several, the uplink's flow hash (over
+//! the outer addresses and protocol) puts an SA's packets on one queue, but the queue can move
+//! (RSS table rewritten; a multi-queue TAP device follows the queue the switch last wrote the
+//! flow on), and a replay reaching another worker would pass that worker's window. Sharing the
+//! windows (or handing each SA to one owner worker) is open work.
 
 use super::replay::{Reject, Window};
 use super::ring::EspConf;

@@ -11,6 +11,10 @@
 //! window has accepted cannot be a replay (a replayed packet carries an IV the window saw, and
 //! the IV is authenticated as the GCM nonce): [`Window::check`] says [`Verdict::Restart`], the
 //! packet is decrypted, and if its ICV verifies the window starts again at its sequence number.
+//! From then on the sender's new IV base (the restart packet's IV less its sequence number,
+//! above every IV of its earlier life) is a floor: a packet from before the restart, whose
+//! sequence number the fresh window would not remember, is refused by its IV
+//! (`esp_outside_window`). This assumes counter IVs, as ours are (RFC 4106 recommends them).
 
 /// Words of the bitmap ring.
 pub const WINDOW_WORDS: usize = 32;
@@ -44,6 +48,8 @@ pub struct Window {
     top: u32,
     /// Highest explicit IV accepted.
     max_iv: u64,
+    /// IVs below this belong to the sender's life before its last restart.
+    floor_iv: u64,
     /// Whether any packet was accepted.
     used: bool,
     bits: [u64; WINDOW_WORDS],
@@ -54,6 +60,7 @@ impl Default for Window {
         Window {
             top: 0,
             max_iv: 0,
+            floor_iv: 0,
             used: false,
             bits: [0; WINDOW_WORDS],
         }
@@ -75,6 +82,9 @@ impl Window {
     /// Judges sequence number `seq` with explicit IV `iv`, before decryption. Changes nothing.
     #[inline]
     pub fn check(&self, seq: u32, iv: u64) -> Result<Verdict, Reject> {
+        if iv < self.floor_iv {
+            return Err(Reject::OutsideWindow);
+        }
         let stale = if seq == 0 {
             Err(Reject::Replay)
         } else if seq > self.top {
@@ -103,6 +113,7 @@ impl Window {
         if verdict == Verdict::Restart {
             self.bits = [0; WINDOW_WORDS];
             self.top = seq;
+            self.floor_iv = iv.saturating_sub(u64::from(seq));
         } else if seq > self.top {
             let (old, new) = (self.top / 64, seq / 64);
             // Clear the words the window slides over (all of them after a long jump).
@@ -199,6 +210,12 @@ mod tests {
         w.accept(1, 1_000_000, Verdict::Restart);
         assert_eq!(w.top(), 1);
         assert_eq!(w.check(1, 1_000_000), Err(Reject::Replay));
+        assert_eq!(w.check(2, 1_000_001), Ok(Verdict::Fresh));
+        // A packet from before the restart, ahead of the fresh window, is refused by its IV.
+        assert_eq!(w.check(4000, 1000 + 4000), Err(Reject::OutsideWindow));
+        assert_eq!(w.check(4999, 1000 + 4999), Err(Reject::OutsideWindow));
+        // The new life's packets, reordered, still pass.
+        w.accept(3, 1_000_002, Verdict::Fresh);
         assert_eq!(w.check(2, 1_000_001), Ok(Verdict::Fresh));
     }
 }

@@ -48,6 +48,14 @@ const IPPROTO_UDP: u8 = 17;
 /// RFC 4106 keying material lengths accepted: AES-128 or AES-256 key, then a 4-byte salt.
 pub const KEY_LENS: [usize; 2] = [20, 36];
 
+/// Length of the frame [`Sa::seal`] makes of a `len`-byte frame whose IPv4 header ends at
+/// `ip_end` (so that a stage can judge the MTU before spending a sequence number).
+pub const fn sealed_len(len: usize, ip_end: usize) -> usize {
+    let p = len.saturating_sub(ip_end);
+    let t = Trailer::for_payload(p, 4, IpProtocol::Udp);
+    ip_end + PREFIX_LEN + p + t.buffer_len() + ICV_LEN
+}
+
 /// The SPI both ends use for packets from `src` to `dst` under key `tag` (see the module).
 pub fn derive_spi(src: Ipv4Addr, dst: Ipv4Addr, tag: u32) -> u32 {
     let mut ctx = digest::Context::new(&digest::SHA256);

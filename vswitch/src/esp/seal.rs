@@ -6,10 +6,10 @@
 //! atomic add), sealing in place, the uplink MTU. TCP super-frames were already cut by
 //! `vxlan-encap` (each segment is its own ESP packet).
 
-use super::{SealDrop, SealEvent};
+use super::{sa, SealDrop, SealEvent};
 use crate::graph::{Env, Io, Node, Stage};
 use crate::trace::Detail;
-use dataplane::burst::{Burst, Next};
+use dataplane::burst::{Burst, Next, BURST};
 use dataplane::graph::{CounterKind, Counters, Frames};
 use dataplane::pool::Pool;
 use std::net::Ipv4Addr;
@@ -44,7 +44,17 @@ impl Stage for Seal {
         let cfg = io.cfg;
         let esp = &*cfg.esp;
         let mtu = io.cfg.uplink.map_or(0, |u| u.mtu as usize);
-        let total = input.len();
+        // Each buffer's outer destination (which names its SA), so that a reservation takes
+        // exactly the numbers the rest of the burst needs for that SA: no gaps, one atomic add
+        // per SA per burst.
+        let mut dsts = [0u32; BURST];
+        for (d, b) in dsts.iter_mut().zip(input.bufs()) {
+            *d = match pool.data(b).get(30..34) {
+                Some(&[a, b2, c, e]) => u32::from_be_bytes([a, b2, c, e]),
+                _ => 0,
+            };
+        }
+        let total = input.len().min(BURST);
         // The current reservation: (SA id, next number, end).
         let mut resv: (u64, u64, u64) = (0, 0, 0);
         for (i, (mut b, next)) in input.drain_next().enumerate() {
@@ -60,21 +70,26 @@ impl Stage for Seal {
                 io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::NoKey));
                 continue;
             };
+            // Judged before sealing, so a frame too big spends no sequence number. The header
+            // length is the one `vxlan-encap` writes (20 bytes).
+            let len = pool.len(&b);
+            if mtu != 0 && sa::sealed_len(len, 34).saturating_sub(14) > mtu {
+                io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::TooBig));
+                continue;
+            }
             if resv.0 != sa.id || resv.1 >= resv.2 {
-                let k = (total - i) as u64;
+                let want = u32::from(dst);
+                let rest = dsts.get(i..total).unwrap_or(&[]);
+                let k = rest.iter().filter(|&&d| d == want).count().max(1) as u64;
                 let first = sa.reserve(k);
                 resv = (sa.id, first, first.saturating_add(k));
             }
             let n = resv.1;
             resv.1 += 1;
-            let (off, len) = (pool.offset(&b), pool.len(&b));
+            let off = pool.offset(&b);
             match sa.seal(n, pool.slot_mut(&mut b), off, len) {
                 Ok((off, len)) => {
                     pool.set_frame(&mut b, off, len);
-                    if mtu != 0 && len.saturating_sub(14) > mtu {
-                        io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::TooBig));
-                        continue;
-                    }
                     self.ev.inc(io.cx.stats, SealEvent::Sealed);
                     if T {
                         let what = Detail::EspSeal {

@@ -141,6 +141,7 @@ fn round_trips_with_derived_keys_at_every_size() {
             let sealed = seal(&tx, i as u64 + 1, &f).unwrap();
             assert_eq!((sealed.len() - 14 - 20 - 16 - 16) % 4, 0, "4-byte aligned");
             assert!(sealed.len() <= f.len() + sa::MAX_OVERHEAD);
+            assert_eq!(sealed.len(), sa::sealed_len(f.len(), 34));
             // The IPv4 header of the sealed packet is valid: protocol 50, length, checksum.
             assert_eq!(sealed[23], 50);
             assert_eq!(
@@ -320,14 +321,26 @@ fn accepts_a_restarted_sender_but_not_a_replay() {
         &seal(&after, 1, &plain).unwrap(),
         OpenDrop::Replay,
     );
+    // A packet from before the restart, numbered ahead of the fresh window, is still a replay.
+    let old = seal(&before, 2500, &plain).unwrap();
+    expect_drop(&mut o, &conf, &old, OpenDrop::OutsideWindow);
+    assert_eq!(
+        open(&mut o, &conf, &seal(&after, 3, &plain).unwrap()),
+        Ok(plain.clone())
+    );
 }
 
 #[test]
 fn overlay_mtu_leaves_room_for_esp() {
-    assert_eq!(super::overlay_mtu(1500), 1413);
-    // The largest inner packet fills the uplink MTU exactly, with the most padding.
-    let inner_l3 = 1413usize;
-    let udp = 8 + 8 + 14 + inner_l3;
-    let pad = (4 - (udp + 2) % 4) % 4;
-    assert_eq!(20 + 16 + udp + pad + 2 + 16, 1500);
+    assert_eq!(super::overlay_mtu(1500), 1416);
+    assert_eq!(super::overlay_mtu(9000), 8916);
+    assert_eq!(super::overlay_mtu(1501), 1416);
+    assert_eq!(super::overlay_mtu(60), 0);
+    // Every inner packet up to it fits the uplink; one byte more does not.
+    for uplink in [1500usize, 1501, 1502, 1503, 9000] {
+        let mtu = super::overlay_mtu(uplink as u32) as usize;
+        let sealed_ip = |m: usize| sa::sealed_len(14 + 20 + 8 + 8 + 14 + m, 34) - 14;
+        assert!((mtu - 3..=mtu).all(|m| sealed_ip(m) <= uplink), "{uplink}");
+        assert!(sealed_ip(mtu + 1) > uplink, "{uplink}");
+    }
 }
