@@ -123,8 +123,9 @@ impl Slot {
         }
     }
 
-    /// Transmits the pending burst, showing it to the transmit taps first.
-    #[inline]
+    /// Transmits the pending burst, showing it to the transmit taps first. Once per burst, and
+    /// out of line, so that the per-frame [`Slot::push`] and [`Ports::enqueue`] stay small.
+    #[inline(never)]
     fn send(&mut self, cache: &mut PoolCache, c: &crate::counters::PortCounters) {
         if !self.tx_taps.is_empty() {
             let ts = capture::realtime_ns();
@@ -146,6 +147,23 @@ impl Slot {
 pub struct Ports {
     slots: Vec<Option<Slot>>,
     dirty: Vec<PortId>,
+}
+
+/// Rare: a frame from a TAP with offloads, headed somewhere without them, finished in software
+/// (kept out of line so that the common path of [`Ports::enqueue`] stays small).
+#[cold]
+#[inline(never)]
+fn finish_offload(
+    cache: &mut PoolCache,
+    slot: &mut Slot,
+    c: &crate::counters::PortCounters,
+    b: crate::pool::Buf,
+) {
+    match swoffload::resolve(cache, b, slot.caps, |cache, s| slot.push(cache, c, s)) {
+        Ok(r) if r.cut => c.tx_segmented.inc(),
+        Ok(_) => {}
+        Err(_) => c.tx_offload_dropped.inc(),
+    }
 }
 
 impl Ports {
@@ -184,12 +202,7 @@ impl Ports {
         if slot.caps != TxCaps::Offload
             && (pool.has_offload(&b) || (slot.caps == TxCaps::Region && pool.is_large(&b)))
         {
-            // Rare: a frame from a TAP with offloads, headed somewhere without them.
-            match swoffload::resolve(cache, b, slot.caps, |cache, s| slot.push(cache, c, s)) {
-                Ok(r) if r.cut => c.tx_segmented.inc(),
-                Ok(_) => {}
-                Err(_) => c.tx_offload_dropped.inc(),
-            }
+            finish_offload(cache, slot, c, b);
             return true;
         }
         slot.push(cache, c, b);

@@ -234,7 +234,7 @@ macro_rules! stages {
         }
 
         impl<'a, 'c> Nodes<Io<'a, 'c>> for Stages {
-            #[inline]
+            #[inline(always)]
             fn run<const T: bool>(
                 &mut self,
                 node: u16,

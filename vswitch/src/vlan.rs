@@ -79,11 +79,17 @@ impl Stage for VlanIn {
         let gateways = !cfg.gateways.is_empty();
         // The ingress port's configuration, looked up once per run of frames from one port
         // (a received burst is one port's).
-        let mut cur = (PortId::MAX, None);
+        // With it, whether the port is an access port and the longest untagged frame it takes.
+        let mut cur = (PortId::MAX, None, false, usize::MAX);
         for (mut b, _) in input.drain_next() {
             let port = pool.port(&b);
             if port != cur.0 {
-                cur = (port, cfg.port(port));
+                let pc = cfg.port(port);
+                let access = pc.is_some_and(|p| !p.is_trunk());
+                let max = pc
+                    .filter(|p| p.mtu > 0)
+                    .map_or(usize::MAX, |p| p.mtu as usize + ETH_HDR);
+                cur = (port, pc, access, max);
             }
             let Some(pc) = cur.1 else {
                 // Unconfigured: the bridge drops it by name.
@@ -92,8 +98,9 @@ impl Stage for VlanIn {
             };
             // Fast path, the common case: an untagged frame on an access port enters the bridge
             // on that port as it is (what `ingress` decides, without its call).
-            if !pc.is_trunk() && be16_at(pool.data(&b), 12).is_some_and(|e| !is_tpid(e)) {
-                if !fits_mtu(pool, &b, pc.mtu, ETH_HDR) {
+            let d = pool.data(&b);
+            if cur.2 && be16_at(d, 12).is_some_and(|e| !is_tpid(e)) {
+                if d.len() > cur.3 && !fits_mtu(pool, &b, pc.mtu, ETH_HDR) {
                     io.drop_buf::<T>(Self::NAME, b, self.drops.index(VlanDrop::RxOversize));
                     continue;
                 }
