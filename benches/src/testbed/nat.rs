@@ -27,6 +27,12 @@
 //! in the generator's and sink's namespaces, the bridge, addresses, sysctl and iptables rules
 //! in the DUT namespace (which is the testbed's own: deleting it, as the testbed does at the
 //! end, takes any rule with it), the daemon and its TAP devices.
+//!
+//! The generator rewrites its frame before each transmission for this pair
+//! ([`super::traffic::PpsPath::rewrite`]): the kernel's router changes the live-frames pages in
+//! place (MACs, TTL, the translated source) and they come back to the generator that way.
+//! `TESTBED_NAT_DEBUG=1` prints the DUT namespace's counters (`nstat`, links, `iptables-save
+//! -c`, conntrack) after the small-packet runs: where the generator's frames went.
 
 use super::contenders::{
     call, daemon_stats, pps_runs, tcp_series, vswitchd_exe, Config, Guard, Outcome,

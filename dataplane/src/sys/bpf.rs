@@ -621,6 +621,22 @@ mod generator_tests {
     }
 
     #[test]
+    fn the_kernel_verifier_accepts_the_rewriting_generator() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs as root: loading a BPF program must be tested there"
+            );
+            println!("skipped: loading a BPF program needs root");
+            return;
+        }
+        let frame: Vec<u8> = (0..63).collect();
+        load_xdp_program("tb_rewrite_test", &xdp_tx_rewrite_program(&frame))
+            .expect("the verifier refused the rewriting generator");
+    }
+
+    #[test]
     fn test_run_attribute_matches_linux_bpf_h() {
         assert_eq!(std::mem::offset_of!(TestRunAttr, data_in), 16);
         assert_eq!(std::mem::offset_of!(TestRunAttr, repeat), 32);
