@@ -334,20 +334,29 @@ pub fn kernel_nat(tb: &Testbed, cfg: &Config) -> Outcome {
         };
         let dut_ns = tb.dut.name().to_string();
         let dg_name = dg.to_string();
+        let mut napi_note = None;
         let r = measure(
             tb,
             cfg,
             &mut out,
             p,
             &ends,
-            // A veth takes the generator's `ndo_xdp_xmit` only while it has NAPI.
+            // A veth takes the generator's `ndo_xdp_xmit` only while it has NAPI; with
+            // --threaded-napi that NAPI (the bridge, routing and netfilter) moves to the DUT core.
             || {
-                Ok(vec![
-                    Box::new(XdpLink::attach(&pass, &dut_ns, &dg_name)?) as Box<dyn Any>
-                ])
+                let link = XdpLink::attach(&pass, &dut_ns, &dg_name)?;
+                if cfg.threaded_napi {
+                    let pid = net::threaded_napi(&dut_ns, &dg_name, cfg.dut_core)?;
+                    napi_note = Some(format!(
+                        "receive work of {dg_name} in NAPI thread {pid} on core {}",
+                        cfg.dut_core
+                    ));
+                }
+                Ok(vec![Box::new(link) as Box<dyn Any>])
             },
             || Ok(()),
         );
+        out.notes.extend(napi_note);
         if let Ok(v) = run(Command::new("ip").args([
             "netns",
             "exec",
@@ -436,7 +445,8 @@ pub fn vswitchd_nat(tb: &Testbed, cfg: &Config) -> Outcome {
             || Ok(Vec::new()),
             // The server asks for the uplink's MAC afresh: the daemon learns the asker
             // (RFC 826), which reconfirms the server's MAC for the next 30 s.
-            // (The uplink address itself does not answer echo requests, only ARP.)
+            // (The uplink address answers ARP, not echo requests: the daemon drops the
+            // request itself as `nat_icmp_unsupported`, once per run.)
             || {
                 let _ = tb.sink.ip(&["neigh", "flush", "dev", &nu]);
                 let _ = tb.sink.ping_icmp(uplink, 1, Duration::from_millis(100));
