@@ -8,9 +8,12 @@
 //! ceiling), then each contender on the same pairs: 64-byte packets per second at the sink and
 //! one checked TCP stream, medians of `--runs` runs with min and max. Prints a table and writes
 //! `testbed.svg` and `testbed.json` into `--out` (default `target/testbed`). Needs root.
-//! Contenders that are not installed (Open vSwitch, DPDK) are skipped with a line.
+//! Contenders that are not installed (Open vSwitch, DPDK, iptables) are skipped with a line.
+//! The NAT pair (`natbridge`: a Linux bridge with iptables MASQUERADE, Docker's way out;
+//! `nattap`: vswitchd's gateway and source NAT) is compared with each other.
 
 use benches::testbed::contenders::{self, Config, Outcome, INSTALL_HINT};
+use benches::testbed::nat;
 use benches::testbed::net::{self, Testbed};
 use benches::testbed::report;
 use benches::testbed::traffic::FRAME_LEN;
@@ -22,7 +25,7 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --runs N         runs per metric (default 5, quick 2)
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
-  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd
+  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd,natbridge,nattap
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
   --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
@@ -154,7 +157,9 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         tb.sink.name()
     );
     type Contender = fn(&Testbed, &Config) -> Outcome;
-    let all: [(&str, Contender); 7] = [
+    // The NAT pair comes last, so that what netfilter keeps in the DUT namespace once iptables
+    // was used there (connection tracking entries) cannot touch the other contenders.
+    let all: [(&str, Contender); 9] = [
         ("ceiling", contenders::ceiling),
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
@@ -162,6 +167,8 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         ("ovs", contenders::ovs),
         ("ovstap", contenders::ovs_tap),
         ("testpmd", contenders::testpmd),
+        ("natbridge", nat::kernel_nat),
+        ("nattap", nat::vswitchd_nat),
     ];
     let mut results = Vec::new();
     for (key, f) in all {

@@ -57,10 +57,12 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// A peer that may be missing or broken without failing the run (OVS, testpmd).
     pub optional: bool,
+    /// The contender its ratios are taken against (default: the Linux bridge).
+    pub versus: Option<String>,
 }
 
 impl Outcome {
-    fn new(name: &str, topology: &str) -> Outcome {
+    pub(super) fn new(name: &str, topology: &str) -> Outcome {
         Outcome {
             name: name.into(),
             topology: topology.into(),
@@ -68,7 +70,7 @@ impl Outcome {
         }
     }
 
-    fn skip(mut self, why: impl Into<String>) -> Outcome {
+    pub(super) fn skip(mut self, why: impl Into<String>) -> Outcome {
         self.skipped = Some(why.into());
         self
     }
@@ -84,12 +86,13 @@ impl Outcome {
             "skipped": self.skipped,
             "notes": self.notes,
             "optional": self.optional,
+            "versus": self.versus,
         })
     }
 }
 
 /// Keeps whatever a contender set up alive until dropped.
-type Guard = Vec<Box<dyn Any>>;
+pub(super) type Guard = Vec<Box<dyn Any>>;
 
 /// Turns tx checksum offload back on when dropped.
 struct CsumGuard(Vec<(String, String)>);
@@ -174,6 +177,34 @@ fn pps_series(
     src_ip: [u8; 4],
     prepare: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
+    pps_runs(
+        cfg,
+        out,
+        gen,
+        sink,
+        dst,
+        src_ip,
+        0..cfg.runs,
+        false,
+        prepare,
+    )
+}
+
+/// [`pps_series`] for the runs numbered `runs` only (the sink's drop program attached for
+/// them and detached after), with the generator rewriting its frame each time if `rewrite`
+/// (see [`PpsPath::rewrite`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn pps_runs(
+    cfg: &Config,
+    out: &mut Outcome,
+    gen: (&str, &str),
+    sink: (&str, &str),
+    dst: ([u8; 6], [u8; 4]),
+    src_ip: [u8; 4],
+    runs: std::ops::Range<usize>,
+    rewrite: bool,
+    prepare: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
     let src_mac = net::mac_of(gen.0, gen.1)?;
     let frame = udp_frame(src_mac, dst.0, src_ip, dst.1);
     // A TAP does not count what XDP dropped: count in a map there.
@@ -213,8 +244,9 @@ fn pps_series(
             None => Counter::Iface(sink.0, sink.1),
         },
         frame: &frame,
+        rewrite,
     };
-    for i in 0..cfg.runs {
+    for i in runs {
         if stopping() {
             return Err("stopped".into());
         }
@@ -293,7 +325,13 @@ fn measure_iperf3(
 /// Measures `runs` TCP runs from `gen_ns` to `sink_ip` in `sink_ns`: a checked transfer first
 /// (every byte compared, so a switch that corrupts data fails here), then iperf3 where it is
 /// installed, else checked transfers sized by that first one to last about `tcp_seconds`.
-fn tcp_series(cfg: &Config, out: &mut Outcome, gen_ns: &str, sink_ns: &str, sink_ip: [u8; 4]) {
+pub(super) fn tcp_series(
+    cfg: &Config,
+    out: &mut Outcome,
+    gen_ns: &str,
+    sink_ns: &str,
+    sink_ip: [u8; 4],
+) {
     let probe_bytes = 32 << 20;
     let timeout = Duration::from_secs_f64(30.0 + cfg.tcp_seconds * 4.0);
     let probe = match measure_tcp(gen_ns, sink_ns, sink_ip, probe_bytes, timeout) {
@@ -487,7 +525,7 @@ pub fn vswitchd_exe() -> Result<PathBuf, String> {
     }
 }
 
-fn call(
+pub(super) fn call(
     d: &DaemonProcess,
     cmd: &str,
     args: serde_json::Value,
@@ -498,7 +536,7 @@ fn call(
 }
 
 /// The daemon's port counters and drop reasons, as one line.
-fn daemon_stats(d: &DaemonProcess) -> String {
+pub(super) fn daemon_stats(d: &DaemonProcess) -> String {
     let v = match call(d, "stats", json!({})) {
         Ok(v) => v,
         Err(e) => return format!("daemon stats: {e}"),

@@ -3,6 +3,7 @@
 //! sink, and reports medians with min and max. The binary is `benches/src/bin/testbed.rs`.
 
 pub mod contenders;
+pub mod nat;
 pub mod net;
 pub mod report;
 pub mod traffic;

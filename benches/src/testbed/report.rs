@@ -37,35 +37,42 @@ fn cell(v: &[f64], scale: f64, digits: usize) -> String {
     }
 }
 
-/// The table: one row per contender, medians with [min-max], and the ratio to the kernel bridge.
+/// The table: one row per contender, medians with [min-max], and the ratio to the contender
+/// it is compared with in the same run (the kernel bridge, or what its `versus` names: the NAT
+/// pair is compared with the kernel's NAT).
 pub fn table(results: &[Outcome]) -> String {
-    let bridge = results
-        .iter()
-        .find(|o| o.name == "linux bridge")
-        .map(|o| (summary(&o.pps).map(|s| s.0), summary(&o.gbps).map(|s| s.0)));
+    let medians = |name: &str| {
+        results
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| (summary(&o.pps).map(|s| s.0), summary(&o.gbps).map(|s| s.0)))
+    };
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "{:<22} {:>26} {:>8} {:>24} {:>8}",
-        "contender", "Mpps 64B med [min-max]", "x bridge", "TCP Gbit/s med [min-max]", "x bridge"
+        "{:<24} {:>26} {:>8} {:>24} {:>8}  ref",
+        "contender", "Mpps 64B med [min-max]", "x ref", "TCP Gbit/s med [min-max]", "x ref"
     );
     for o in results {
         if let Some(why) = &o.skipped {
-            let _ = writeln!(t, "{:<22} skipped: {why}", o.name);
+            let _ = writeln!(t, "{:<24} skipped: {why}", o.name);
             continue;
         }
+        let reference = o.versus.as_deref().unwrap_or("linux bridge");
+        let base = medians(reference);
         let ratio = |v: &[f64], base: Option<Option<f64>>| match (summary(v), base.flatten()) {
             (Some((m, _, _)), Some(b)) if b > 0.0 => format!("{:.2}", m / b),
             _ => "-".into(),
         };
         let _ = writeln!(
             t,
-            "{:<22} {:>26} {:>8} {:>24} {:>8}",
+            "{:<24} {:>26} {:>8} {:>24} {:>8}  {}",
             o.name,
             cell(&o.pps, 1e6, 3),
-            ratio(&o.pps, bridge.map(|b| b.0)),
+            ratio(&o.pps, base.map(|b| b.0)),
             cell(&o.gbps, 1.0, 2),
-            ratio(&o.gbps, bridge.map(|b| b.1)),
+            ratio(&o.gbps, base.map(|b| b.1)),
+            if base.is_some() { reference } else { "-" },
         );
     }
     t
@@ -226,5 +233,26 @@ mod tests {
         assert!(s.starts_with("<svg") && s.ends_with("</svg>\n"));
         assert_eq!(s.matches("<rect x=").count(), 2);
         assert!(s.contains("a&lt;b") && !s.contains("skipped"));
+    }
+
+    #[test]
+    fn table_takes_each_ratio_against_its_own_reference() {
+        let row = |name: &str, pps: f64, versus: Option<&str>| Outcome {
+            name: name.into(),
+            pps: vec![pps],
+            gbps: vec![pps / 1e6],
+            versus: versus.map(str::to_string),
+            ..Default::default()
+        };
+        let t = table(&[
+            row("linux bridge", 1e6, None),
+            row("kernel nat", 2e6, Some("kernel nat")),
+            row("our nat", 5e6, Some("kernel nat")),
+        ]);
+        let line = |n: &str| t.lines().find(|l| l.starts_with(n)).unwrap().to_string();
+        assert!(line("kernel nat").contains(" 1.00 "), "{t}");
+        assert!(line("our nat").contains(" 2.50 "), "{t}");
+        assert!(line("our nat").ends_with("kernel nat"), "{t}");
+        assert!(line("linux bridge").ends_with("linux bridge"), "{t}");
     }
 }

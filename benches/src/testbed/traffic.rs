@@ -98,15 +98,22 @@ pub struct Generator {
 
 impl Generator {
     /// Starts sending `frame` out of `dev` in `ns` from a thread pinned to `core`; it stops by
-    /// itself after `limit`.
+    /// itself after `limit`. With `rewrite`, the program writes the frame afresh each time
+    /// (see [`PpsPath::rewrite`]).
     pub fn start(
         ns: &str,
         dev: &str,
         frame: Vec<u8>,
         core: usize,
         limit: Duration,
+        rewrite: bool,
     ) -> Result<Generator, String> {
-        let prog = action_program("tb_gen_tx", bpf::XDP_TX)?;
+        let prog = if rewrite {
+            bpf::load_xdp_program("tb_gen_rewrite", &bpf::xdp_tx_rewrite_program(&frame))
+                .map_err(|e| format!("load tb_gen_rewrite: {e}"))?
+        } else {
+            action_program("tb_gen_tx", bpf::XDP_TX)?
+        };
         let ifindex = net::ifindex(ns, dev)?;
         let path = ns_path(ns);
         let stop = Arc::new(AtomicBool::new(false));
@@ -192,6 +199,12 @@ pub struct PpsPath<'a> {
     pub sink: Counter<'a>,
     /// The frame to send.
     pub frame: &'a [u8],
+    /// Write the frame afresh before each transmission: a live-frames page goes back to the
+    /// generator as the device under test left it, and a router (the NAT contenders) rewrites
+    /// MACs, TTL and addresses in place; resent as it came back, the frame is addressed to the
+    /// sink's MAC, which the gateway drops. A bridge changes nothing, so the others send
+    /// without this (one store per 4 bytes).
+    pub rewrite: bool,
 }
 
 /// What one small-packet run measured.
@@ -206,7 +219,7 @@ pub struct PpsRun {
 /// Runs the generator for `warmup + seconds` and counts the sink over the last `seconds`.
 pub fn measure_pps(p: &PpsPath, warmup: Duration, seconds: Duration) -> Result<PpsRun, String> {
     let limit = warmup + seconds + Duration::from_secs(5);
-    let g = Generator::start(p.gen.0, p.gen.1, p.frame.to_vec(), 0, limit)?;
+    let g = Generator::start(p.gen.0, p.gen.1, p.frame.to_vec(), 0, limit, p.rewrite)?;
     if !net::sleep(warmup) {
         return Err("stopped".into());
     }

@@ -387,6 +387,61 @@ pub fn xdp_action_program(action: i32) -> [Insn; 2] {
     ]
 }
 
+/// An XDP program that writes `frame` over the packet, then returns `XDP_TX`: a generator
+/// for [`xdp_run_live`] whose frames may come back changed. Live-frames mode re-initialises a
+/// page only when it is first allocated, so a frame that the stack changed after `XDP_PASS`
+/// (a router rewrites MACs, TTL and, with NAT, addresses) returns to the generator changed;
+/// this program puts it back each time. A packet shorter than `frame` is sent as it is.
+///
+/// ```text
+/// r2 = *(u32 *)(r1 + 0)           ; ctx->data
+/// r3 = *(u32 *)(r1 + 4)           ; ctx->data_end
+/// r4 = r2
+/// r4 += len(frame)
+/// if r4 > r3 goto tx              ; the verifier's bounds check
+/// *(u32 *)(r2 + 0) = ...          ; one store per 4 bytes, bytes for the tail
+/// ...
+/// tx: r0 = XDP_TX
+/// exit
+/// ```
+pub fn xdp_tx_rewrite_program(frame: &[u8]) -> Vec<Insn> {
+    const BPF_ST: u8 = 0x02;
+    const BPF_B: u8 = 0x10;
+    const BPF_X: u8 = 0x08;
+    const BPF_ADD: u8 = 0x00;
+    const BPF_JGT: u8 = 0x20;
+    // Kept within what one branch offset and the verifier take with ease.
+    let frame = &frame[..frame.len().min(1024)];
+    let mut stores = Vec::new();
+    let words = frame.chunks_exact(4);
+    let tail = words.remainder();
+    for (i, w) in words.enumerate() {
+        let v = i32::from_ne_bytes([w[0], w[1], w[2], w[3]]);
+        stores.push(Insn::new(BPF_ST | BPF_MEM | BPF_W, 2, 0, (i * 4) as i16, v));
+    }
+    let base = frame.len() - tail.len();
+    for (i, b) in tail.iter().enumerate() {
+        stores.push(Insn::new(
+            BPF_ST | BPF_MEM | BPF_B,
+            2,
+            0,
+            (base + i) as i16,
+            i32::from(*b),
+        ));
+    }
+    let mut p = vec![
+        Insn::new(BPF_LDX | BPF_MEM | BPF_W, 2, 1, 0, 0),
+        Insn::new(BPF_LDX | BPF_MEM | BPF_W, 3, 1, 4, 0),
+        Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0),
+        Insn::new(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, frame.len() as i32),
+        Insn::new(BPF_JMP | BPF_JGT | BPF_X, 4, 3, stores.len() as i16, 0),
+    ];
+    p.extend(stores);
+    p.push(Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_TX));
+    p.push(Insn::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+    p
+}
+
 /// `struct xdp_md`, the context of an XDP test run.
 #[repr(C)]
 struct XdpMd {
@@ -551,6 +606,35 @@ pub fn counting_drop_program(map: &OwnedFd) -> [Insn; 11] {
 #[cfg(test)]
 mod generator_tests {
     use super::*;
+
+    #[test]
+    fn the_rewriting_generator_stores_every_byte_then_transmits() {
+        let frame: Vec<u8> = (1..=62).collect();
+        let p = xdp_tx_rewrite_program(&frame);
+        // 5 to bound-check, 15 words and 2 tail bytes, 2 to return.
+        assert_eq!(p.len(), 5 + 15 + 2 + 2);
+        assert_eq!(p[4].off, 17, "the bounds check jumps over every store");
+        assert_eq!(p[5].imm, i32::from_ne_bytes([1, 2, 3, 4]));
+        assert_eq!((p[20].off, p[20].imm), (60, 61));
+        assert_eq!((p[21].off, p[21].imm), (61, 62));
+        assert_eq!(p[22].imm, XDP_TX);
+    }
+
+    #[test]
+    fn the_kernel_verifier_accepts_the_rewriting_generator() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs as root: loading a BPF program must be tested there"
+            );
+            println!("skipped: loading a BPF program needs root");
+            return;
+        }
+        let frame: Vec<u8> = (0..63).collect();
+        load_xdp_program("tb_rewrite_test", &xdp_tx_rewrite_program(&frame))
+            .expect("the verifier refused the rewriting generator");
+    }
 
     #[test]
     fn test_run_attribute_matches_linux_bpf_h() {
