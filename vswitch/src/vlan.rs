@@ -152,7 +152,7 @@ const TAGGED_HDR: usize = 18;
 /// Classifies a frame received on physical port `port` (configured as `pc`): returns the port
 /// it enters the bridge on, after popping its tag, or why it is dropped. Frames too short to
 /// have an EtherType pass through untouched (the bridge drops them by name).
-#[inline]
+#[inline(always)]
 pub fn ingress(pool: &Pool, port: PortId, pc: &PortConf, b: &mut Buf) -> Result<PortId, VlanDrop> {
     let d = pool.data(b);
     let Some(ethertype) = be16_at(d, 12) else {

@@ -20,6 +20,7 @@ use dataplane::offload::{TcpSegments, VnetHdr};
 use dataplane::pool::{Buf, Pool};
 use dataplane::port::{PortId, MAX_PORTS};
 use dataplane::swoffload::{self, TxCaps};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 /// Buffer flag: a frame re-entering encapsulation after its next hop resolved (its tunnel's
@@ -247,6 +248,10 @@ pub struct Encap {
     errors: Counters<EncapError>,
     drops: Counters<TunnelDrop>,
     ev: Counters<EncapEvent>,
+    /// Within one run: the last tunnel port whose next hop was known, with that hop, its MAC
+    /// and whether the tunnel's network is encrypted (the frames of a burst mostly share a
+    /// tunnel: one neighbour lookup and one configuration lookup for all of them).
+    hop_cache: Option<(PortId, Ipv4Addr, [u8; 6], bool)>,
 }
 
 impl Stage for Encap {
@@ -260,6 +265,7 @@ impl Stage for Encap {
             errors: env.layout.register(Self::NAME, CounterKind::Drop),
             drops: env.layout.register(Self::NAME, CounterKind::Drop),
             ev: env.layout.register(Self::NAME, CounterKind::Event),
+            hop_cache: None,
         }
     }
 
@@ -270,6 +276,8 @@ impl Stage for Encap {
         input: &mut Burst,
         out: &mut Burst,
     ) {
+        // Neighbours and configuration may change between runs, never within one.
+        self.hop_cache = None;
         for (b, next) in input.drain_next() {
             let port = next.arg;
             if self.pool.has_offload(&b) {
@@ -352,14 +360,28 @@ impl Encap {
         };
         let len = pool.len(&b) as u64;
         let flags = pool.flags(&b);
+        // The common case: this run already found the tunnel's next hop.
+        let cached = self
+            .hop_cache
+            .filter(|&(p, h, _, _)| p == port && h == hop)
+            .map(|(_, _, mac, enc)| (mac, enc));
         let id = (T && pool.traced(&b)).then(|| pool.word(&b, crate::trace::TRACE_WORD));
-        // While held, the frame has left the bridge: counted as forwarded (or as a flood copy
-        // that made it) now, and on the tunnel port, not again when it comes back.
-        pool.set_flags(&mut b, (flags & !(FLAG_FWD | FLAG_COPY)) | FLAG_HELD);
-        let resume = Next::to(Node::Encap as u16, port);
-        match io.host.resolve(io.cx, frames, hop, b, resume) {
+        let resolved = match cached {
+            Some((mac, _)) => Resolve::Known(mac, b),
+            None => {
+                // While held, the frame has left the bridge: counted as forwarded (or as a
+                // flood copy that made it) now, and on the tunnel port, not again when it
+                // comes back.
+                pool.set_flags(&mut b, (flags & !(FLAG_FWD | FLAG_COPY)) | FLAG_HELD);
+                let resume = Next::to(Node::Encap as u16, port);
+                io.host.resolve(io.cx, frames, hop, b, resume)
+            }
+        };
+        match resolved {
             Resolve::Known(mac, mut b) => {
-                pool.set_flags(&mut b, flags & !FLAG_HELD);
+                if cached.is_none() || flags & FLAG_HELD != 0 {
+                    pool.set_flags(&mut b, flags & !FLAG_HELD);
+                }
                 if tunnel.params().remote_mac != mac {
                     tunnel.set_remote_mac(mac);
                 }
@@ -379,11 +401,18 @@ impl Encap {
                     io.rec::<T>(Self::NAME, &b, Detail::Encap { vni, vtep, hop });
                 }
                 // An encrypted network's frames leave only sealed.
-                let encrypted = io
-                    .cfg
-                    .port(port)
-                    .and_then(|p| p.tunnel)
-                    .is_some_and(|t| t.encrypted);
+                let encrypted = match cached {
+                    Some((_, enc)) => enc,
+                    None => {
+                        let enc = io
+                            .cfg
+                            .port(port)
+                            .and_then(|p| p.tunnel)
+                            .is_some_and(|t| t.encrypted);
+                        self.hop_cache = Some((port, hop, mac, enc));
+                        enc
+                    }
+                };
                 let node = if encrypted { Node::EspSeal } else { Node::Tx };
                 Ok(Some((b, Next::to(node as u16, up.port))))
             }
