@@ -519,19 +519,9 @@ impl MacTable {
             .collect()
     }
 
-    /// Every entry, optionally only of `net`.
+    /// Every entry, optionally only of `net`, in (network, MAC) order.
     pub fn dump(&self, net: Option<NetId>) -> Vec<DumpEntry> {
-        self.entries
-            .iter()
-            .filter(|e| e.key != EMPTY && net.is_none_or(|n| (e.key >> 48) as NetId == n))
-            .map(|e| DumpEntry {
-                net: (e.key >> 48) as NetId,
-                mac: mac_of(e.key),
-                port: e.port,
-                is_static: e.flags & FLAG_STATIC != 0,
-                last_seen: e.last_seen,
-            })
-            .collect()
+        self.dump_page(net, None, usize::MAX)
     }
 
     fn insert(&mut self, key: u64, port: PortId, now: u64, flags: u8) -> Option<u32> {
