@@ -149,3 +149,57 @@ fn a_full_disk_refuses_the_change_and_leaves_the_running_configuration_alone() {
     c.call(cmd::NETWORK_CREATE, json!({"name": "lost"}))
         .unwrap();
 }
+
+#[test]
+fn a_transfer_across_a_kill_9_and_restart_loses_no_byte_and_traffic_resumes_at_once() {
+    let name = "a_transfer_across_a_kill_9_and_restart_loses_no_byte_and_traffic_resumes_at_once";
+    if !can_run_system_tests(name) {
+        return;
+    }
+    use vswitch::testbed::{tcp_transfer, SIGKILL};
+    let tmp = TempDir::new("kill9");
+    let mut d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    d.client()
+        .unwrap()
+        .call(cmd::NETWORK_CREATE, json!({"name": "k9"}))
+        .unwrap();
+    let ip = |n| Ipv4Addr::new(10, 64, 0, n);
+    let (a, _pa) = attach(&d, "k9", ip(1));
+    let (b, _pb) = attach(&d, "k9", ip(2));
+    assert!(a.ping(ip(2), 3).unwrap(), "a -> b before");
+    // A checked 1 GiB transfer runs while the daemon is killed and started again.
+    let (server, client) = (b.path(), a.path());
+    let transfer = std::thread::spawn(move || {
+        tcp_transfer(&server, ip(2), &client, 1 << 30, Duration::from_secs(120))
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        !transfer.is_finished(),
+        "the transfer ended before the kill: make it longer"
+    );
+    d.signal(SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart().unwrap();
+    // Ready means answering; the first ping after it must get through.
+    let ready = Instant::now();
+    assert!(
+        a.ping(ip(2), 1).unwrap(),
+        "no traffic right after the restart; log:\n{}",
+        d.log_tail()
+    );
+    eprintln!(
+        "first ping answered {:?} after the daemon was ready",
+        ready.elapsed()
+    );
+    assert!(
+        ready.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        ready.elapsed()
+    );
+    let t = transfer
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("transfer across the restart: {e}; log:\n{}", d.log_tail()));
+    assert_eq!(t.bytes, 1 << 30, "every byte, checked");
+    eprintln!("1 GiB across the restart in {:?}", t.elapsed);
+}
