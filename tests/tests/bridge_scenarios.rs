@@ -1278,3 +1278,136 @@ fn frames_longer_than_a_ports_mtu_are_dropped_by_name_on_the_way_in_and_out() {
     let jumbo_ok = frame(&a, c.mac, 1514);
     assert_eq!(rig.exchange(0, &jumbo_ok), to_each(&[2], &jumbo_ok));
 }
+
+/// The bad-input matrix at layer 2 (issue 15): each row is a frame from host A's port with the
+/// outcome the switch must give it, a named drop or delivery byte for byte, while a ping between
+/// two other hosts goes through before and after every row.
+#[test]
+fn bad_input_matrix_each_row_named_and_legitimate_traffic_untouched() {
+    let snap = Topo::new(1)
+        .net(1, &[0, 1, 2, 3])
+        .mtu(0, 1500)
+        .mtu(1, 1500)
+        .mtu(2, 1500)
+        .mtu(3, 1500)
+        .build();
+    let mut rig = Rig::new(FDB, &[0, 1, 2, 3], snap);
+    let (a, b, c, d) = (host(1), host(2), host(3), host(4));
+    for (h, port) in [(a, 0), (b, 1), (c, 2), (d, 3)] {
+        rig.send(port, &h.who_has(Ipv4Address::new(10, 0, 9, 9)));
+    }
+    rig.deliveries();
+    let good = |rig: &mut Rig, seq: u16, row: &str| {
+        let ping = c.ping(&d, seq);
+        assert_eq!(
+            rig.exchange(2, &ping),
+            to_each(&[3], &ping),
+            "legitimate ping around {row}"
+        );
+    };
+    let ipv4 = |payload_len: usize, ihl: u8, proto: u8, ttl: u8, total: Option<u16>| {
+        let mut ip = vec![0u8; 20 + payload_len];
+        ip[0] = 0x40 | ihl;
+        let tl = total.unwrap_or((20 + payload_len) as u16);
+        ip[2..4].copy_from_slice(&tl.to_be_bytes());
+        ip[8] = ttl;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&a.ip.octets());
+        ip[16..20].copy_from_slice(&b.ip.octets());
+        ethernet(b.mac, a.mac, EthernetProtocol::Ipv4, &ip)
+    };
+    let mut tagged = ethernet(b.mac, a.mac, EthernetProtocol::Ipv4, &[0u8; 46]);
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+    let mut qinq = ethernet(b.mac, a.mac, EthernetProtocol::Ipv4, &[0u8; 46]);
+    qinq.splice(12..12, [0x88, 0xa8, 0x00, 0x64]);
+    let padded = |n: usize| {
+        let mut f = ipv4(8, 5, 17, 64, None);
+        f.extend(std::iter::repeat_n(0xab, n));
+        f
+    };
+    // (row, frame, the drop counter it must land in; None: delivered to B unchanged)
+    let rows: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        ("runt of 10 bytes", vec![0x02; 10], Some("eth_too_short")),
+        (
+            "13 bytes, no EtherType",
+            a.ping(&b, 1)[..13].to_vec(),
+            Some("eth_too_short"),
+        ),
+        (
+            "multicast source MAC",
+            ethernet(
+                b.mac,
+                [0x01, 0, 0x5e, 0, 0, 1],
+                EthernetProtocol::Ipv4,
+                &[0; 46],
+            ),
+            Some("src_mac_invalid"),
+        ),
+        (
+            "zero source MAC",
+            ethernet(b.mac, [0; 6], EthernetProtocol::Ipv4, &[0; 46]),
+            Some("src_mac_invalid"),
+        ),
+        (
+            "STP BPDU",
+            ethernet(
+                [0x01, 0x80, 0xc2, 0, 0, 0],
+                a.mac,
+                EthernetProtocol::Unknown(0x0026),
+                &[0; 46],
+            ),
+            Some("link_local_dst"),
+        ),
+        (
+            "oversize 1 600 bytes on MTU 1 500",
+            ethernet(b.mac, a.mac, EthernetProtocol::Ipv4, &[0; 1586]),
+            Some("rx_oversize"),
+        ),
+        (
+            "802.1Q tag on an access port",
+            tagged,
+            Some("vlan_tag_on_access"),
+        ),
+        ("802.1ad outer tag", qinq, Some("vlan_qinq")),
+        (
+            "IPv4 IHL < 5 (layer 2 forwards it as it is)",
+            ipv4(26, 4, 17, 64, None),
+            None,
+        ),
+        (
+            "IPv4 total length beyond the frame",
+            ipv4(26, 5, 17, 64, Some(1400)),
+            None,
+        ),
+        (
+            "IPv4 protocol 0 (CVE-2023-1668)",
+            ipv4(26, 5, 0, 64, None),
+            None,
+        ),
+        ("IPv4 TTL 0", ipv4(26, 5, 17, 0, None), None),
+        ("L2 padding of 1 byte", padded(1), None),
+        ("L2 padding of 255 bytes", padded(255), None),
+        (
+            "L2 padding of 256 bytes (CVE-2020-35498)",
+            padded(256),
+            None,
+        ),
+    ];
+    for (i, (row, frame, drop)) in rows.iter().enumerate() {
+        good(&mut rig, 2 * i as u16, row);
+        let before = drop.map(|n| rig.counter(n));
+        let got = rig.exchange(0, frame);
+        match drop {
+            Some(name) => {
+                assert_eq!(got, Deliveries::new(), "{row}: nothing delivered");
+                assert_eq!(
+                    rig.counter(name),
+                    before.unwrap() + 1,
+                    "{row}: counted as {name}"
+                );
+            }
+            None => assert_eq!(got, to_each(&[1], frame), "{row}: delivered byte for byte"),
+        }
+        good(&mut rig, 2 * i as u16 + 1, row);
+    }
+}
