@@ -1577,3 +1577,59 @@ fn a_frame_too_big_once_sealed_is_dropped_before_it_spends_a_sequence_number() {
         "no number spent"
     );
 }
+
+#[test]
+fn the_uplink_address_answers_ping_and_nothing_else_is_answered() {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr};
+    let mut rig = Rig::new();
+    let caps = ChecksumCapabilities::default();
+    let echo = |dst: Ipv4Addr, ttl: u8| {
+        let icmp = Icmpv4Repr::EchoRequest {
+            ident: 0x1234,
+            seq_no: 7,
+            data: b"are you there",
+        };
+        let ip = Ipv4Repr {
+            src_addr: PEER_IP,
+            dst_addr: dst,
+            next_header: IpProtocol::Icmp,
+            payload_len: icmp.buffer_len(),
+            hop_limit: ttl,
+        };
+        let mut f = vec![0u8; 14 + ip.buffer_len() + icmp.buffer_len()];
+        f[..6].copy_from_slice(&OUR_MAC);
+        f[6..12].copy_from_slice(&PEER_MAC);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let mut p = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.emit(&mut p, &caps);
+        icmp.emit(&mut Icmpv4Packet::new_unchecked(p.payload_mut()), &caps);
+        f
+    };
+    let out = rig.exchange(UPLINK, &echo(OUR_IP, 3));
+    let reply = &out[&UPLINK][0];
+    assert_eq!(&reply[..6], &PEER_MAC, "back to the sender");
+    assert_eq!(&reply[6..12], &OUR_MAC);
+    let ip = Ipv4Packet::new_checked(&reply[14..]).unwrap();
+    assert!(ip.verify_checksum());
+    let repr = Ipv4Repr::parse(&ip, &caps).unwrap();
+    assert_eq!(
+        (repr.src_addr, repr.dst_addr, repr.hop_limit),
+        (OUR_IP, PEER_IP, 64)
+    );
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert_eq!(
+        Icmpv4Repr::parse(&icmp, &caps).unwrap(),
+        Icmpv4Repr::EchoReply {
+            ident: 0x1234,
+            seq_no: 7,
+            data: b"are you there",
+        },
+        "a valid reply, checksum verified"
+    );
+    assert_eq!(rig.event_named("uplink_echo_replied"), 1);
+    // An echo request for another address is not ours to answer.
+    let other = rig.exchange(UPLINK, &echo(Ipv4Addr::new(192, 168, 50, 77), 3));
+    assert_eq!(other, Out::new());
+    assert_eq!(rig.event_named("uplink_echo_replied"), 1);
+}

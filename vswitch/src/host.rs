@@ -42,7 +42,65 @@ named_counters! {
         ArpLearned => "arp_learned",
         /// ARP requests sent to resolve underlay next hops.
         ArpRequests => "arp_requests",
+        /// ICMP echo requests to the uplink address answered (the host answers ping).
+        EchoReplied => "uplink_echo_replied",
     }
+}
+
+/// Turns `frame`, an ICMP echo request to `our_ip` over Ethernet, into its reply in place
+/// (addresses swapped, type 0, TTL 64, checksums updated) and returns its length; `None` (the
+/// frame untouched) for anything else: not IPv4 ICMP echo to us, options-bearing or fragmented
+/// packets, a broadcast or multicast sender, a length that runs past the frame.
+pub fn echo_reply_in_place(frame: &mut [u8], our_mac: [u8; 6], our_ip: Ipv4Addr) -> Option<usize> {
+    const IP: usize = 14;
+    if frame.get(12..14)? != [0x08, 0x00] || *frame.get(IP)? != 0x45 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([
+        *frame.get(IP + 2)?,
+        *frame.get(IP + 3)?,
+    ]));
+    let frag = u16::from_be_bytes([*frame.get(IP + 6)?, *frame.get(IP + 7)?]) & 0x3fff;
+    if total < 20 + 8 || IP + total > frame.len() || frag != 0 || *frame.get(IP + 9)? != 1 {
+        return None;
+    }
+    let src: [u8; 4] = frame.get(IP + 12..IP + 16)?.try_into().ok()?;
+    let src_ip = Ipv4Addr::from(src);
+    if frame.get(IP + 16..IP + 20)? != our_ip.octets()
+        || src_ip.is_broadcast()
+        || src_ip.is_multicast()
+        || src_ip.is_unspecified()
+        || frame.get(6)? & 1 != 0
+    {
+        return None;
+    }
+    let icmp = IP + 20;
+    if frame.get(icmp..icmp + 2)? != [8, 0] {
+        return None;
+    }
+    // Ethernet: back to the sender, from us.
+    let (dst, rest) = frame.split_at_mut(6);
+    dst.copy_from_slice(rest.get(..6)?);
+    rest.get_mut(..6)?.copy_from_slice(&our_mac);
+    // IPv4: addresses swapped (the header sum does not change), a fresh TTL, the sum again.
+    frame.get_mut(IP + 16..IP + 20)?.copy_from_slice(&src);
+    frame
+        .get_mut(IP + 12..IP + 16)?
+        .copy_from_slice(&our_ip.octets());
+    *frame.get_mut(IP + 8)? = 64;
+    frame.get_mut(IP + 10..IP + 12)?.fill(0);
+    let sum = dataplane::checksum::fold(dataplane::checksum::sum16(frame.get(IP..IP + 20)?, 0));
+    frame
+        .get_mut(IP + 10..IP + 12)?
+        .copy_from_slice(&(!sum).to_be_bytes());
+    // ICMP: type 8 to 0 lowers the 16-bit word 0x0800 by 0x0800 (RFC 1624 update).
+    let old = u16::from_be_bytes([*frame.get(icmp + 2)?, *frame.get(icmp + 3)?]);
+    *frame.get_mut(icmp)? = 0;
+    let new = dataplane::checksum::update16(old, 0x0800, 0x0000);
+    frame
+        .get_mut(icmp + 2..icmp + 4)?
+        .copy_from_slice(&new.to_be_bytes());
+    Some(IP + total)
 }
 
 /// What became of a frame that needs a next hop.
@@ -304,6 +362,23 @@ impl Host {
                 cx.cache.free(b);
                 ArpRx::Done
             }
+        }
+    }
+
+    /// Answers `b` in place when it is an ICMP echo request to the uplink address; gives it back
+    /// otherwise. The answer goes out of the uplink as it came in.
+    pub fn echo_input(&mut self, cx: &mut Context<'_>, mut b: Buf) -> Result<Buf, Buf> {
+        let Some(up) = self.uplink else {
+            return Err(b);
+        };
+        match echo_reply_in_place(self.pool.data_mut(&mut b), up.mac, up.ip) {
+            Some(len) => {
+                self.pool.set_len(&mut b, len);
+                self.pool.set_offload(&mut b, Default::default());
+                self.ev.inc(cx.stats, HostEvent::EchoReplied);
+                Ok(b)
+            }
+            None => Err(b),
         }
     }
 

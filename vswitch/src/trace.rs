@@ -121,6 +121,8 @@ pub enum Detail {
     },
     /// ARP for the underlay host.
     Arp(&'static str),
+    /// Something else the underlay host did with a frame for it.
+    Host(&'static str),
     /// A NAT decision: an endpoint translated.
     Nat {
         /// What was done.

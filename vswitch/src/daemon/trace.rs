@@ -164,6 +164,7 @@ impl Daemon {
                 format!("ESP opened: SPI {spi:#010x} seq {seq}, ICV verified")
             }
             Detail::Arp(s) => format!("ARP: {s}"),
+            Detail::Host(s) => s.to_string(),
             Detail::Nat {
                 what,
                 from,

@@ -184,6 +184,26 @@ impl UnderlayIn {
                 Err(why) => return io.drop_buf::<T>(Self::NAME, b, self.drops.index(why)),
             }
         }
+        // The host answers ping on its uplink address (before NAT's return path: an echo
+        // request is never a translated flow's return traffic).
+        let b = if to_us && data.get(12..14) == Some(&[0x08, 0x00]) && data.get(23) == Some(&1) {
+            match io.host.echo_input(io.cx, b) {
+                Ok(b) => {
+                    io.rec::<T>(
+                        Self::NAME,
+                        &b,
+                        Detail::Host("ICMP echo request to the uplink address: replied"),
+                    );
+                    // Cannot fail: the output holds no more than the input did.
+                    let _ = out.push_next(b, Next::to(Node::Tx as u16, up.port));
+                    return;
+                }
+                Err(b) => b,
+            }
+        } else {
+            b
+        };
+        let data = pool.data(&b);
         if to_us && data.get(12..14) == Some(&[0x08, 0x00]) && !io.cfg.gateways.is_empty() {
             // IPv4 to our MAC that is not VXLAN, with some network routed out: NAT's return
             // traffic, for the router.
