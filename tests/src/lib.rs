@@ -89,3 +89,19 @@ pub fn attach_tap(
         .unwrap();
     (ns, port)
 }
+
+/// Runs `vswitchctl --socket S ARGS...` against `d`, which must succeed; its standard output.
+pub fn ctl_ok(d: &vswitch::testbed::DaemonProcess, args: &[&str]) -> String {
+    let out = std::process::Command::new(bin("vswitchctl"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vswitchctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

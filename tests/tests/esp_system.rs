@@ -26,20 +26,8 @@ fn call(d: &DaemonProcess, command: &str, args: serde_json::Value) -> serde_json
         .unwrap_or_else(|e| panic!("{command} {args}: {e}; daemon log:\n{}", d.log_tail()))
 }
 
-/// `vswitchctl --socket S ARGS...`, which must succeed.
 fn ctl(d: &DaemonProcess, args: &[&str]) -> String {
-    let out = Command::new(bin("vswitchctl"))
-        .arg("--socket")
-        .arg(d.socket())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "vswitchctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    tests::ctl_ok(d, args)
 }
 
 /// A counter (drop or event) summed over the daemon's workers.

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::{bin, can_run_system_tests, TempDir};
-use vswitch::testbed::{unique_name, DaemonProcess, Netns};
+use vswitch::testbed::{DaemonProcess, Netns};
 
 fn port_info(d: &DaemonProcess, name: &str) -> PortInfo {
     let v = d
@@ -19,18 +19,7 @@ fn port_info(d: &DaemonProcess, name: &str) -> PortInfo {
 }
 
 fn attach(d: &DaemonProcess, net: &str, ip: Ipv4Addr) -> (Netns, String) {
-    let ns = Netns::create(&unique_name("vhf")).unwrap();
-    let port = unique_name("vhp");
-    d.client()
-        .unwrap()
-        .call(
-            cmd::PORT_ADD,
-            json!({"name": port, "type": "tap", "network": net, "netns": ns.name()}),
-        )
-        .unwrap_or_else(|e| panic!("port add: {e}; log:\n{}", d.log_tail()));
-    ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &port])
-        .unwrap();
-    (ns, port)
+    tests::attach_tap(d, net, "vhf", ip)
 }
 
 #[test]

@@ -18,18 +18,7 @@ fn attach(d: &DaemonProcess, network: &str, ip: Ipv4Addr) -> Host {
 }
 
 fn ctl(d: &DaemonProcess, args: &[&str]) -> String {
-    let out = Command::new(bin("vswitchctl"))
-        .arg("--socket")
-        .arg(d.socket())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "vswitchctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    tests::ctl_ok(d, args)
 }
 
 fn trace(d: &DaemonProcess) -> TraceInfo {

@@ -461,11 +461,7 @@ pub fn icmp_error_in(
     ip: u32,
     port: u16,
 ) -> Result<(), NatDrop> {
-    let end = f.end;
-    let buf = frame.get_mut(..end).ok_or(NatDrop::Truncated)?;
-    rewrite_inner(buf, inner, Side::Src, ip, port).ok_or(NatDrop::Truncated)?;
-    set_addr(frame, f.l3, Side::Dst, ip).ok_or(NatDrop::BadIpHeader)?;
-    icmp_checksum(frame, f).ok_or(NatDrop::Truncated)
+    icmp_error(frame, f, inner, Side::Src, Side::Dst, ip, port)
 }
 
 /// An ICMP error going out about an inbound flow: its embedded destination (the inside
@@ -477,9 +473,22 @@ pub fn icmp_error_out(
     ip: u32,
     port: u16,
 ) -> Result<(), NatDrop> {
-    let end = f.end;
-    let buf = frame.get_mut(..end).ok_or(NatDrop::Truncated)?;
-    rewrite_inner(buf, inner, Side::Dst, ip, port).ok_or(NatDrop::Truncated)?;
-    set_addr(frame, f.l3, Side::Src, ip).ok_or(NatDrop::BadIpHeader)?;
+    icmp_error(frame, f, inner, Side::Dst, Side::Src, ip, port)
+}
+
+/// Rewrites the embedded header's `inner_side` and the outer header's `outer_side` to
+/// `ip`:`port` (the port only inside), then the ICMP checksum.
+fn icmp_error(
+    frame: &mut [u8],
+    f: &Flow,
+    inner: &Inner,
+    inner_side: Side,
+    outer_side: Side,
+    ip: u32,
+    port: u16,
+) -> Result<(), NatDrop> {
+    let buf = frame.get_mut(..f.end).ok_or(NatDrop::Truncated)?;
+    rewrite_inner(buf, inner, inner_side, ip, port).ok_or(NatDrop::Truncated)?;
+    set_addr(frame, f.l3, outer_side, ip).ok_or(NatDrop::BadIpHeader)?;
     icmp_checksum(frame, f).ok_or(NatDrop::Truncated)
 }
