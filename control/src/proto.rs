@@ -193,6 +193,12 @@ pub mod cmd {
     pub const NAT_LS: &str = "nat.ls";
     /// `{}` -> [`super::NatStatsInfo`]
     pub const NAT_STATS: &str = "nat.stats";
+    /// [`super::EndpointSpec`] -> `null`
+    pub const ENDPOINT_ADD: &str = "endpoint.add";
+    /// [`super::EndpointRmArgs`] -> `null`
+    pub const ENDPOINT_RM: &str = "endpoint.rm";
+    /// [`super::EndpointLsArgs`] -> `[EndpointSpec]`
+    pub const ENDPOINT_LS: &str = "endpoint.ls";
 
     /// All command names, for `unknown command` messages.
     pub const ALL: &[&str] = &[
@@ -229,6 +235,9 @@ pub mod cmd {
         NAT_SET,
         NAT_LS,
         NAT_STATS,
+        ENDPOINT_ADD,
+        ENDPOINT_RM,
+        ENDPOINT_LS,
     ];
 }
 
@@ -463,6 +472,9 @@ pub struct ConfigDoc {
     /// `--include-secrets`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeySpec>,
+    /// Names the gateways' DNS answers (`endpoint add`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointSpec>,
 }
 
 /// An overlay encryption key as configured (`key add`, the state file).
@@ -607,6 +619,7 @@ impl Default for ConfigDoc {
             peers: Vec::new(),
             keys: Vec::new(),
             nat: None,
+            endpoints: Vec::new(),
         }
     }
 }
@@ -1006,4 +1019,39 @@ pub struct NatStatsInfo {
     pub evicted_per_sec: f64,
     /// The settings in effect.
     pub settings: NatSettings,
+}
+
+/// A name the gateway's DNS answers on a network (`endpoint add`): `name` (and
+/// `name.NETWORK`) resolves to `ip` for queries from that network only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// The DNS name (letters, digits, `-`, `_`, dots between labels; case-insensitive).
+    pub name: String,
+    /// The network it belongs to (one with a `--subnet`).
+    pub network: String,
+    /// Its IPv4 address, in the network's subnet.
+    pub ip: String,
+}
+
+/// `endpoint.rm` arguments: the name on the network, every address of it unless `ip` is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointRmArgs {
+    /// The name.
+    pub name: String,
+    /// Its network.
+    pub network: String,
+    /// Only this address of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// `endpoint.ls` arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointLsArgs {
+    /// Only this network's names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }

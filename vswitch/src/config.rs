@@ -188,6 +188,8 @@ pub struct Snapshot {
     pub nat: crate::nat::NatConfig,
     /// Workers that split the NAT port range (0 counts as 1).
     pub workers: u16,
+    /// Names the gateways' DNS answers, per network.
+    pub names: std::sync::Arc<crate::dns::Names>,
 }
 
 impl Snapshot {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod counters;
 pub mod daemon;
 pub mod demo;
+pub mod dns;
 pub mod esp;
 pub mod graph;
 pub mod host;

@@ -54,6 +54,9 @@ pub(crate) enum Command {
     /// Source NAT of the networks' gateways: settings, sessions, figures
     #[command(subcommand)]
     Nat(super::nat::NatCmd),
+    /// Names the networks' gateways answer in DNS (containers, services' extra names)
+    #[command(subcommand)]
+    Endpoint(super::endpoint::EndpointCmd),
     /// Encryption keys of encrypted overlay networks (ESP, AES-GCM)
     #[command(subcommand)]
     Key(KeyCmd),

@@ -8,6 +8,7 @@
 mod args;
 mod capture;
 mod check;
+mod endpoint;
 mod nat;
 mod plan;
 mod render;

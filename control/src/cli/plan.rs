@@ -77,6 +77,8 @@ pub(crate) enum Show {
     NatStats,
     /// `NatSettings` after `nat set`, as key: value lines.
     NatSettings,
+    /// `[EndpointSpec]` as a table.
+    Endpoints,
     /// `CaptureStarted`, then `capture.read` until done, written as pcap to the file (`None`:
     /// stdout).
     Capture(Option<PathBuf>),
@@ -175,6 +177,7 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
         }
         Command::Capture(c) => capture(c),
         Command::Nat(n) => super::nat::plan(n),
+        Command::Endpoint(e) => super::endpoint::plan(e),
     }
 }
 

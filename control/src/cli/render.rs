@@ -63,6 +63,7 @@ pub(crate) fn human(cmd: &str, show: &Show, result: Value) -> Result<String, Cli
         Show::NatSessions | Show::NatStats | Show::NatSettings => {
             super::nat::render(show, cmd, result)?
         }
+        Show::Endpoints => super::endpoint::render(cmd, result)?,
         Show::Export(_) => pretty(&decode::<ConfigDoc>(cmd, result)?)?,
         Show::Imported(file) => {
             let s: ImportSummary = decode(cmd, result)?;

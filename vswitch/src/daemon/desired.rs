@@ -39,6 +39,8 @@ pub(super) struct Desired {
     pub(super) keys: Vec<KeySpec>,
     /// NAT settings changed from their defaults (`nat set`).
     pub(super) nat: Option<NatSettings>,
+    /// Names the gateways' DNS answers (`endpoint add`), lowercase.
+    pub(super) endpoints: Vec<EndpointSpec>,
 }
 
 /// What validation needs to know about the daemon besides the desired state; fixed at start.
@@ -98,6 +100,7 @@ impl Desired {
             peers: self.peers.clone(),
             keys: self.keys.clone(),
             nat: self.nat.clone(),
+            endpoints: self.endpoints.clone(),
         }
     }
 
@@ -113,6 +116,7 @@ impl Desired {
         self.compile_fdb(&mut snap);
         self.compile_overlay(&mut snap, uplink_mtu);
         self.compile_nat(&mut snap);
+        self.compile_names(&mut snap);
         snap
     }
 }

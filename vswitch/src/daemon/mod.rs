@@ -51,6 +51,7 @@ mod device;
 mod fdb;
 mod keys;
 mod metrics;
+mod names;
 mod nat;
 mod networks;
 pub mod os;
@@ -564,6 +565,7 @@ impl Daemon {
                 to_value(serde_json::to_value(self.capture_stop(a)?))
             }
             cmd::NAT_SET | cmd::NAT_LS | cmd::NAT_STATS => self.nat_handle(c, a),
+            cmd::ENDPOINT_ADD | cmd::ENDPOINT_RM | cmd::ENDPOINT_LS => self.endpoint_handle(c, a),
             other => Err(err(
                 ErrorCode::UnknownCommand,
                 format!(

@@ -63,7 +63,8 @@ impl Desired {
         Ok(next)
     }
 
-    /// Removing a network takes its static entries and peers with it; its ports must go first.
+    /// Removing a network takes its static entries, peers and DNS names with it; its ports must
+    /// go first.
     pub(super) fn remove_network(&self, name: &str) -> Result<Desired, ErrorBody> {
         if !self.nets.contains_key(name) {
             return Err(no_network(name));
@@ -84,6 +85,7 @@ impl Desired {
         next.nets.remove(name);
         next.fdb.retain(|f| f.network != name);
         next.peers.retain(|p| p.network != name);
+        next.endpoints.retain(|e| e.network != name);
         Ok(next)
     }
 

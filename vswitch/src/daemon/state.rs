@@ -81,6 +81,11 @@ impl Daemon {
             let r = next.set_nat(&n);
             take(&mut next, "the NAT settings", r);
         }
+        for e in doc.endpoints {
+            let what = format!("name '{}' on network '{}'", e.name, e.network);
+            let r = next.add_endpoint(e);
+            take(&mut next, &what, r);
+        }
         failed += refused;
         if failed > 0 {
             // The next accepted change rewrites the state without what could not be restored;
@@ -264,6 +269,16 @@ impl Daemon {
                 } else {
                     summary.created += 1;
                 }
+            }
+            for e in &doc.endpoints {
+                let mut lower = e.clone();
+                lower.name = lower.name.to_ascii_lowercase();
+                if next.endpoints.contains(&lower) {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                next = next.add_endpoint(e.clone())?;
+                summary.created += 1;
             }
             Ok(())
         })();

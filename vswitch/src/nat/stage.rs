@@ -122,6 +122,8 @@ pub struct Router {
     drops: Counters<RouteDrop>,
     nat_drops: Counters<NatDrop>,
     ev: Counters<RouteEvent>,
+    dns_drops: Counters<crate::dns::DnsDrop>,
+    dns_ev: Counters<crate::dns::DnsEvent>,
 }
 
 #[inline]
@@ -180,6 +182,8 @@ impl Stage for Router {
             drops: env.layout.register(Self::NAME, CounterKind::Drop),
             nat_drops: env.layout.register(Self::NAME, CounterKind::Drop),
             ev: env.layout.register(Self::NAME, CounterKind::Event),
+            dns_drops: env.layout.register(Self::NAME, CounterKind::Drop),
+            dns_ev: env.layout.register(Self::NAME, CounterKind::Event),
         }
     }
 
@@ -429,6 +433,9 @@ impl Router {
                 pool.set_offload(&mut b, Default::default());
                 return Ok(Some((b, out_to(cfg, port))));
             }
+            if crate::dns::is_query(pool.data(&b), &h) {
+                return self.dns::<T>(io, b, &h, &gw, net, port);
+            }
             return self.drop_route(b, RouteDrop::ToGateway);
         }
         if router::not_unicast(h.dst) {
@@ -626,6 +633,45 @@ impl Router {
             io.rec::<T>(Self::NAME, &b, what);
         }
         Ok(Some((b, out_to(cfg, s.port))))
+    }
+
+    /// Answers a DNS query to the gateway in place (`crate::dns`).
+    #[cold]
+    fn dns<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        mut b: Buf,
+        h: &router::Hdr,
+        gw: &GatewayConf,
+        net: crate::config::NetId,
+        port: u16,
+    ) -> Step {
+        let pool = &*self.pool;
+        let len = pool.len(&b);
+        let off = pool.offset(&b);
+        let names = io.cfg.names.net(net);
+        let Some(buf) = pool.slot_mut(&mut b).get_mut(off..) else {
+            return Err((b, self.dns_drops.index(crate::dns::DnsDrop::Malformed)));
+        };
+        match crate::dns::answer(buf, len, h, gw, names) {
+            Ok(a) => {
+                pool.set_len(&mut b, a.len);
+                pool.set_offload(&mut b, Default::default());
+                self.dns_ev.inc(io.cx.stats, a.event);
+                io.rec::<T>(
+                    Self::NAME,
+                    &b,
+                    Detail::Route(match a.rcode {
+                        0 => "DNS query to the gateway: answered",
+                        3 => "DNS query to the gateway: NXDOMAIN",
+                        5 => "DNS query to the gateway: REFUSED (not a name of this network)",
+                        _ => "DNS query to the gateway: FORMERR/NOTIMP",
+                    }),
+                );
+                Ok(Some((b, out_to(io.cfg, port))))
+            }
+            Err(why) => Err((b, self.dns_drops.index(why))),
+        }
     }
 
     /// Turns `b` into an ICMP error (`what`: type, code, MTU) back to its sender on `port`, or
