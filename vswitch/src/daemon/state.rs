@@ -86,6 +86,11 @@ impl Daemon {
             let r = next.add_endpoint(e);
             take(&mut next, &what, r);
         }
+        for l in doc.links {
+            let what = format!("the link of networks '{}' and '{}'", l.a, l.b);
+            let r = next.link_networks(&l);
+            take(&mut next, &what, r);
+        }
         failed += refused;
         if failed > 0 {
             // The next accepted change rewrites the state without what could not be restored;
@@ -279,6 +284,16 @@ impl Daemon {
                 }
                 next = next.add_endpoint(e.clone())?;
                 summary.created += 1;
+            }
+            for l in &doc.links {
+                match next.link_networks(l) {
+                    Ok(d) => {
+                        next = d;
+                        summary.created += 1;
+                    }
+                    Err(e) if e.code == ErrorCode::Conflict => summary.unchanged += 1,
+                    Err(e) => return Err(e),
+                }
             }
             Ok(())
         })();
