@@ -258,6 +258,7 @@ fn return_traffic_without_a_session_is_dropped_by_name_on_either_worker() {
 
 /// An IPv4 packet from `src` to `dst` with the given header fields and `payload` (checksum
 /// right unless the fields make no header), in a frame to the gateway's MAC.
+#[allow(clippy::too_many_arguments)]
 fn raw_ip(
     src: Ipv4Address,
     dst: Ipv4Address,
@@ -299,7 +300,7 @@ fn gateway_bad_input_matrix_each_row_named_and_the_legitimate_flow_untouched() {
     w0.worker.poll_once(1);
     let first = w0.uplink.recv(&mut cache).expect("the first datagram");
     let port = u16::from_be_bytes([first[34], first[35]]);
-    let mut good = |w: &mut One, cache: &mut PoolCache, row: &str| {
+    let good = |w: &mut One, cache: &mut PoolCache, row: &str| {
         assert!(w.access.send(cache, &good_out));
         w.worker.poll_once(1);
         let sent = w.uplink.recv(cache);
@@ -334,7 +335,8 @@ fn gateway_bad_input_matrix_each_row_named_and_the_legitimate_flow_untouched() {
     let ipv6 = eth(gw_mac(), C_MAC, EthernetProtocol::Ipv6, &[0x60; 48]);
     let from_outside = |src: Ipv4Address| udp((OUR_MAC, HOP_MAC), (src, 53), (OUR_IP, port), 60);
     // (row, frame, on the uplink?, counter that must rise; an ICMP type back to the sender)
-    let rows: Vec<(&str, Vec<u8>, bool, &str, Option<u8>)> = vec![
+    type Row = (&'static str, Vec<u8>, bool, &'static str, Option<u8>);
+    let rows: Vec<Row> = vec![
         (
             "IHL < 5",
             raw_ip(C_IP, FAR_IP, 17, 64, 0, 4, None, &udp8),
