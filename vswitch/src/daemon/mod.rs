@@ -49,6 +49,7 @@ mod commit;
 mod desired;
 mod device;
 mod fdb;
+mod journal;
 mod keys;
 mod metrics;
 mod names;

@@ -16,7 +16,10 @@ impl Daemon {
         let path = self.state_file();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.journal_recover();
+                return Ok(());
+            }
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
         let doc: ConfigDoc = serde_json::from_str(&text).map_err(|e| {
@@ -106,6 +109,7 @@ impl Daemon {
         }
         self.commit_as(next, Mode::Restore)
             .map_err(|e| format!("cannot restore the configuration: {e}"))?;
+        self.journal_recover();
         for name in self.desired.ports.keys() {
             tracing::info!(port = %name, "port restored");
         }
