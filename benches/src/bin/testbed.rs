@@ -19,8 +19,10 @@ use benches::testbed::report;
 use benches::testbed::traffic::FRAME_LEN;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DIR] [--only NAME,...] [--threaded-napi] [--sink-napi-core N]
+       testbed --soak SECONDS
   --quick          a few seconds per contender (what CI runs)
   --runs N         runs per metric (default 5, quick 2)
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
@@ -29,7 +31,10 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
   --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
-                   on core N instead of the core that sent into it (for a userspace DUT, its own)";
+                   on core N instead of the core that sent into it (for a userspace DUT, its own)
+  --soak SECONDS   instead of the contenders: the daemon under mixed checked traffic and faults
+                   (hostile frames, configuration churn, garbage control clients) for SECONDS,
+                   its memory sampled; fails on any lost byte or ping, or memory growth";
 
 struct Args {
     quick: bool,
@@ -39,6 +44,7 @@ struct Args {
     only: Option<Vec<String>>,
     threaded_napi: bool,
     sink_napi_core: Option<usize>,
+    soak: Option<f64>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -50,6 +56,7 @@ fn parse() -> Result<Args, String> {
         only: None,
         threaded_napi: false,
         sink_napi_core: None,
+        soak: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -80,6 +87,15 @@ fn parse() -> Result<Args, String> {
                         .ok()
                         .filter(|s| (0.1..=600.0).contains(s))
                         .ok_or(format!("--seconds takes 0.1..600, not {v}"))?,
+                );
+            }
+            "--soak" => {
+                let v = val("--soak")?;
+                a.soak = Some(
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|s| (5.0..=86_400.0).contains(s))
+                        .ok_or(format!("--soak takes 5..86400 seconds, not {v}"))?,
                 );
             }
             "--out" => a.out = PathBuf::from(val("--out")?),
@@ -113,6 +129,20 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     net::catch_signals();
+    if let Some(secs) = args.soak {
+        let sample = Duration::from_secs_f64((secs / 12.0).clamp(1.0, 60.0));
+        println!("testbed: soak for {secs} s, memory sampled every {sample:?}");
+        return match benches::testbed::soak::soak(secs, sample) {
+            Ok(r) => {
+                println!("{}", benches::testbed::soak::render(&r));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("testbed: soak failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cores = net::cores();
     let seconds = args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 });
     let cfg = Config {

@@ -6,4 +6,5 @@ pub mod contenders;
 pub mod nat;
 pub mod net;
 pub mod report;
+pub mod soak;
 pub mod traffic;
