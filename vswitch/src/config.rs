@@ -188,6 +188,8 @@ pub struct Snapshot {
     pub nat: crate::nat::NatConfig,
     /// Workers that split the NAT port range (0 counts as 1).
     pub workers: u16,
+    /// Services (load balancing in the gateway).
+    pub services: std::sync::Arc<crate::service::ServiceTable>,
 }
 
 impl Snapshot {
