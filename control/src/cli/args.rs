@@ -54,6 +54,9 @@ pub(crate) enum Command {
     /// Source NAT of the networks' gateways: settings, sessions, figures
     #[command(subcommand)]
     Nat(super::nat::NatCmd),
+    /// Services: VIPs and published ports load-balanced over backends
+    #[command(subcommand)]
+    Service(super::service::ServiceCmd),
     /// Encryption keys of encrypted overlay networks (ESP, AES-GCM)
     #[command(subcommand)]
     Key(KeyCmd),

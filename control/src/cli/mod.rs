@@ -11,6 +11,7 @@ mod check;
 mod nat;
 mod plan;
 mod render;
+mod service;
 mod table;
 mod top;
 

@@ -77,6 +77,12 @@ pub(crate) enum Show {
     NatStats,
     /// `NatSettings` after `nat set`, as key: value lines.
     NatSettings,
+    /// A confirmation for a `ServiceInfo` just created.
+    ServiceCreated,
+    /// `[ServiceInfo]` as a table.
+    Services,
+    /// `ServiceInfo` as key: value lines and a backend table.
+    Service,
     /// `CaptureStarted`, then `capture.read` until done, written as pcap to the file (`None`:
     /// stdout).
     Capture(Option<PathBuf>),
@@ -175,6 +181,7 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
         }
         Command::Capture(c) => capture(c),
         Command::Nat(n) => super::nat::plan(n),
+        Command::Service(s) => super::service::plan(s),
     }
 }
 

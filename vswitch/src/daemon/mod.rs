@@ -57,6 +57,7 @@ pub mod os;
 mod overlay;
 mod ports;
 pub mod server;
+mod service;
 mod state;
 mod stats;
 mod trace;
@@ -564,6 +565,13 @@ impl Daemon {
                 to_value(serde_json::to_value(self.capture_stop(a)?))
             }
             cmd::NAT_SET | cmd::NAT_LS | cmd::NAT_STATS => self.nat_handle(c, a),
+            cmd::SERVICE_CREATE
+            | cmd::SERVICE_LS
+            | cmd::SERVICE_INSPECT
+            | cmd::SERVICE_RM
+            | cmd::SERVICE_BACKEND_ADD
+            | cmd::SERVICE_BACKEND_SET
+            | cmd::SERVICE_BACKEND_RM => self.service_handle(c, a),
             other => Err(err(
                 ErrorCode::UnknownCommand,
                 format!(
@@ -635,6 +643,7 @@ impl Daemon {
 }
 
 pub use control::text::parse_cidr;
+pub use service::ServiceName;
 
 /// The path helper used by the daemon and the demo for the state file.
 pub fn state_file(dir: &Path) -> PathBuf {

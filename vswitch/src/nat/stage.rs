@@ -566,7 +566,12 @@ impl Router {
     }
 
     /// Sends a translated frame to its next hop beyond the uplink (held while it resolves).
-    pub(crate) fn send_up<const T: bool>(&mut self, io: &mut Io<'_, '_>, frames: &mut Frames, b: Buf) -> Step {
+    pub(crate) fn send_up<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        b: Buf,
+    ) -> Step {
         let pool = &*self.pool;
         let Some(up) = io.host.uplink() else {
             return self.drop_route(b, RouteDrop::NoRoute);

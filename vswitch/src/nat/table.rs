@@ -301,7 +301,11 @@ impl Index {
 
     /// Cells holding `hash`, in probe order, until an empty cell.
     #[inline]
-    pub(crate) fn find(&self, hash: u32, mut matches: impl FnMut(u32) -> bool) -> Option<(u32, u32)> {
+    pub(crate) fn find(
+        &self,
+        hash: u32,
+        mut matches: impl FnMut(u32) -> bool,
+    ) -> Option<(u32, u32)> {
         let mut i = hash & self.mask;
         loop {
             let c = self.at(i);

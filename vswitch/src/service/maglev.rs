@@ -202,7 +202,10 @@ mod tests {
         let total = m as usize;
         let share = (must + extra) as f64 / total as f64;
         // Maglev promises about 1/N plus a small disruption.
-        assert!((0.005..0.02).contains(&(must as f64 / total as f64)), "{must}");
+        assert!(
+            (0.005..0.02).contains(&(must as f64 / total as f64)),
+            "{must}"
+        );
         assert!(share < 0.03, "moved {must} + {extra} of {total}");
         eprintln!(
             "1 of 100 backends removed: {:.2} % of slots moved ({:.2} % had to, {:.2} % extra)",

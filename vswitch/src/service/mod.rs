@@ -85,6 +85,8 @@ pub struct Svc {
     pub drain: u32,
     /// Backends removed with their own drain timeout: (address, seconds).
     pub removed: Vec<(Ipv4Addr, u32)>,
+    /// `--endpoint-mode dnsrr`: its name resolves to every backend's address (no VIP).
+    pub dnsrr: bool,
 }
 
 impl Svc {
@@ -120,6 +122,7 @@ impl Svc {
             table,
             drain: 0,
             removed: Vec::new(),
+            dnsrr: false,
         }
     }
 
@@ -163,7 +166,8 @@ impl ServiceTable {
             if let Some(v) = s.vip {
                 t.vip_addrs.push((s.net, v.to_bits()));
                 for p in &s.ports {
-                    t.vips.push(((v.to_bits(), p.proto, p.port), (id, p.target)));
+                    t.vips
+                        .push(((v.to_bits(), p.proto, p.port), (id, p.target)));
                 }
             }
             for p in &s.publish {
@@ -219,6 +223,14 @@ impl ServiceTable {
     #[inline]
     pub fn is_vip(&self, net: NetId, ip: u32) -> bool {
         self.vip_addrs.binary_search(&(net, ip)).is_ok()
+    }
+
+    /// The service named `name` on network `net` (what a DNS stage answers from: its `vip`, or
+    /// with `dnsrr` its `backends`' addresses).
+    pub fn by_name(&self, net: NetId, name: &str) -> Option<&Svc> {
+        self.services
+            .iter()
+            .find(|s| s.net == net && s.name.eq_ignore_ascii_case(name))
     }
 
     /// The index of the service named `name`.

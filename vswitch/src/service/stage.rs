@@ -106,6 +106,9 @@ pub struct Lb {
     neigh: Vec<Option<([u8; 6], u16)>>,
     /// When each endpoint was last asked for.
     asked: Vec<u64>,
+    /// Removed backends whose connections drain: `(network, address, until)`, sorted; their
+    /// replies are looked for as the current backends' are.
+    retired: Vec<(NetId, u32, u64)>,
     table: Arc<ServiceTable>,
     rng: Rng,
     /// Drops.
@@ -122,6 +125,7 @@ impl Lb {
             sized: false,
             neigh: Vec::new(),
             asked: Vec::new(),
+            retired: Vec::new(),
             table: Arc::default(),
             rng: Rng::new(crate::nat::seed(7)),
             drops: env.layout.register("l3-router", CounterKind::Drop),
@@ -155,12 +159,10 @@ impl Lb {
         }
         self.neigh = neigh;
         self.asked = asked;
-        let map: Vec<Option<u16>> = old
-            .services
-            .iter()
-            .map(|s| new.index_of(&s.name))
-            .collect();
-        self.conns.end_where(now, |c| {
+        let map: Vec<Option<u16>> = old.services.iter().map(|s| new.index_of(&s.name)).collect();
+        let mut retired = std::mem::take(&mut self.retired);
+        retired.retain(|&(n, ip, _)| new.endpoint(n, ip).is_none());
+        let ended = self.conns.end_where(now, |c| {
             let Some(&Some(i)) = map.get(usize::from(c.svc)) else {
                 return Some(0);
             };
@@ -170,20 +172,45 @@ impl Lb {
             if s.has_backend(ip) {
                 return None;
             }
-            Some(
-                s.removed
-                    .iter()
-                    .find(|r| r.0 == ip)
-                    .map_or(s.drain, |r| r.1),
-            )
-        })
+            let secs = s
+                .removed
+                .iter()
+                .find(|r| r.0 == ip)
+                .map_or(s.drain, |r| r.1);
+            if secs > 0 && new.endpoint(c.reply.net, c.reply.src).is_none() {
+                retired.push((
+                    c.reply.net,
+                    c.reply.src,
+                    now.saturating_add(u64::from(secs)),
+                ));
+            }
+            Some(secs)
+        });
+        retired.sort_unstable();
+        retired.dedup_by_key(|r| (r.0, r.1));
+        self.retired = retired;
+        ended
     }
 
-    /// Live connections per service and backend.
+    /// Whether `ip` on `net` is a backend, current or draining after its removal.
+    #[inline]
+    fn is_backend(&self, st: &ServiceTable, net: NetId, ip: u32) -> bool {
+        st.endpoint(net, ip).is_some()
+            || (!self.retired.is_empty()
+                && self
+                    .retired
+                    .binary_search_by_key(&(net, ip), |r| (r.0, r.1))
+                    .is_ok())
+    }
+
+    /// Open connections per service and backend.
     pub fn counts(&self, now: u64) -> Vec<ConnCount> {
         let mut m: HashMap<(u16, u32), u64> = HashMap::new();
+        // Closed connections only waiting out their timer are not counted.
         self.conns.for_each(now, |_, c| {
-            *m.entry((c.svc, c.reply.src)).or_default() += 1;
+            if !matches!(c.state(), State::TimeWait | State::Reset) {
+                *m.entry((c.svc, c.reply.src)).or_default() += 1;
+            }
         });
         m.into_iter()
             .filter_map(|((s, ip), n)| {
@@ -275,7 +302,9 @@ impl Router {
         if d.get(12..14) != Some(&[0x08, 0x06]) || d.len() < 42 {
             return Err(b);
         }
-        let op = d.get(20..22).map_or(0, |o| u16::from_be_bytes([o[0], o[1]]));
+        let op = d
+            .get(20..22)
+            .map_or(0, |o| u16::from_be_bytes([o[0], o[1]]));
         let (sha, spa, tpa) = (mac_at(d, 22), u32_at(d, 28), u32_at(d, 38));
         if let Some(ep) = cfg.services.endpoint(net, spa) {
             if sha[0] & 1 == 0 && sha != [0; 6] {
@@ -333,7 +362,7 @@ impl Router {
         }
         let (src, dst) = (h.src.to_bits(), h.dst.to_bits());
         let up = io.host.uplink();
-        let from_backend = st.endpoint(net, src).is_some();
+        let from_backend = self.lb.is_backend(st, net, src);
         let to_vip = st.is_vip(net, dst);
         let to_uplink = up.is_some_and(|u| u.ip == h.dst) && !st.published.is_empty();
         if !(from_backend || to_vip || to_uplink) {
@@ -377,8 +406,11 @@ impl Router {
             }
         }
         let found = if to_vip {
-            st.vip(dst, f.proto, f.dport)
-                .filter(|(s, _)| st.services.get(usize::from(*s)).is_some_and(|s| s.net == net))
+            st.vip(dst, f.proto, f.dport).filter(|(s, _)| {
+                st.services
+                    .get(usize::from(*s))
+                    .is_some_and(|s| s.net == net)
+            })
         } else if to_uplink {
             st.published(f.proto, f.dport)
         } else {
@@ -649,6 +681,7 @@ impl Router {
                 .add(u64::from(n));
         }
         let now = io.cx.now;
+        self.lb.retired.retain(|r| r.2 > now);
         let mut sent = 0;
         for e in 0..self.lb.neigh.len() {
             if sent >= ARP_PER_TICK {
