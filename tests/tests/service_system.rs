@@ -31,8 +31,13 @@ fn call(d: &DaemonProcess, command: &str, args: Value) -> Value {
 
 /// A daemon with an uplink into a fresh "client" namespace (the uplink's next hop too).
 fn rig(tag: &str) -> (TempDir, DaemonProcess, Netns) {
+    rig_with(tag, &[])
+}
+
+/// [`rig`] with extra daemon flags.
+fn rig_with(tag: &str, flags: &[&str]) -> (TempDir, DaemonProcess, Netns) {
     let tmp = TempDir::new(tag);
-    let d = DaemonProcess::start_with(&bin("vswitchd"), &tmp.0, None, &[]).unwrap();
+    let d = DaemonProcess::start_with(&bin("vswitchd"), &tmp.0, None, flags).unwrap();
     let client = Netns::create(&unique_name("vscli")).unwrap();
     let up = unique_name("vsup");
     call(
@@ -430,6 +435,64 @@ fn containers_reach_a_service_by_vip_and_hairpin() {
         once(&c, vip, 0).is_err(),
         "the VIP answers after service rm"
     );
+    stop.store(true, Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
+}
+
+#[test]
+fn two_workers_balance_every_connection() {
+    if !can_run_system_tests("two_workers_balance_every_connection") {
+        return;
+    }
+    let (_tmp, d, client) = rig_with("svc2w", &["--cores", "0,1"]);
+    call(
+        &d,
+        cmd::NETWORK_CREATE,
+        json!({"name": "pair", "subnet": "10.85.0.0/24"}),
+    );
+    let gw = Ipv4Addr::new(10, 85, 0, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let b1 = container(&d, "pair", Ipv4Addr::new(10, 85, 0, 11), gw);
+    let b2 = container(&d, "pair", Ipv4Addr::new(10, 85, 0, 12), gw);
+    let servers = vec![serve(&b1, "b1", stop.clone()), serve(&b2, "b2", stop.clone())];
+    let c = container(&d, "pair", Ipv4Addr::new(10, 85, 0, 20), gw);
+    ctl_ok(
+        &d,
+        &[
+            "service", "create", "duo", "--network", "pair", "--port", "80:8080", "--publish",
+            "8081:8080",
+        ],
+    );
+    for ip in ["10.85.0.11", "10.85.0.12"] {
+        ctl_ok(&d, &["service", "backend", "add", "duo", "--ip", ip]);
+    }
+    let info = call(&d, cmd::SERVICE_INSPECT, json!({"name": "duo"}));
+    let vip: Ipv4Addr = info["vip"].as_str().unwrap().parse().unwrap();
+    assert_eq!(vip, Ipv4Addr::new(10, 85, 0, 254), "the highest free address");
+    let published = SocketAddr::from((UPLINK_IP, 8081));
+    let by_vip = SocketAddr::from((vip, 80));
+    retry(&d, &client, published);
+    retry(&d, &c, by_vip);
+    // Whichever worker a packet arrives on, it reaches its connection's owner.
+    for k in 0..80 {
+        once(&client, published, k)
+            .unwrap_or_else(|e| panic!("published {k}: {e}; stats: {}", stats(&d)));
+        if k % 2 == 0 {
+            once(&c, by_vip, k)
+                .unwrap_or_else(|e| panic!("vip {k}: {e}; stats: {}", stats(&d)));
+        }
+    }
+    let st = stats(&d);
+    let handed: u64 = st["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["counters"]["service_handed_off"].as_u64())
+        .sum();
+    eprintln!("packets handed to their connection's owner: {handed}");
+    assert!(!st.to_string().contains("service_other_worker"), "{st}");
     stop.store(true, Ordering::Relaxed);
     for s in servers {
         s.join().unwrap();
