@@ -456,12 +456,22 @@ fn two_workers_balance_every_connection() {
     let stop = Arc::new(AtomicBool::new(false));
     let b1 = container(&d, "pair", Ipv4Addr::new(10, 85, 0, 11), gw);
     let b2 = container(&d, "pair", Ipv4Addr::new(10, 85, 0, 12), gw);
-    let servers = vec![serve(&b1, "b1", stop.clone()), serve(&b2, "b2", stop.clone())];
+    let servers = vec![
+        serve(&b1, "b1", stop.clone()),
+        serve(&b2, "b2", stop.clone()),
+    ];
     let c = container(&d, "pair", Ipv4Addr::new(10, 85, 0, 20), gw);
     ctl_ok(
         &d,
         &[
-            "service", "create", "duo", "--network", "pair", "--port", "80:8080", "--publish",
+            "service",
+            "create",
+            "duo",
+            "--network",
+            "pair",
+            "--port",
+            "80:8080",
+            "--publish",
             "8081:8080",
         ],
     );
@@ -470,7 +480,11 @@ fn two_workers_balance_every_connection() {
     }
     let info = call(&d, cmd::SERVICE_INSPECT, json!({"name": "duo"}));
     let vip: Ipv4Addr = info["vip"].as_str().unwrap().parse().unwrap();
-    assert_eq!(vip, Ipv4Addr::new(10, 85, 0, 254), "the highest free address");
+    assert_eq!(
+        vip,
+        Ipv4Addr::new(10, 85, 0, 254),
+        "the highest free address"
+    );
     let published = SocketAddr::from((UPLINK_IP, 8081));
     let by_vip = SocketAddr::from((vip, 80));
     retry(&d, &client, published);
@@ -480,8 +494,7 @@ fn two_workers_balance_every_connection() {
         once(&client, published, k)
             .unwrap_or_else(|e| panic!("published {k}: {e}; stats: {}", stats(&d)));
         if k % 2 == 0 {
-            once(&c, by_vip, k)
-                .unwrap_or_else(|e| panic!("vip {k}: {e}; stats: {}", stats(&d)));
+            once(&c, by_vip, k).unwrap_or_else(|e| panic!("vip {k}: {e}; stats: {}", stats(&d)));
         }
     }
     let st = stats(&d);

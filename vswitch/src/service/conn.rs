@@ -13,7 +13,11 @@
 //! The backend is chosen once, when the connection is created, and kept for its life whatever
 //! happens to the service's table afterwards (connection tracking). A connection whose backend
 //! was removed gets an end time (`ends`, the drain timeout); it goes at that time whatever its
-//! state. Nothing is allocated after [`Conns::new`]; a full table refuses new connections.
+//! state. Nothing is allocated after [`Conns::new`]. As in NAT's table, connections that are
+//! embryonic (a SYN only; UDP not yet answered) or closed (TIME_WAIT, reset) are kept on a list,
+//! oldest first; a full table evicts the oldest of them for a new connection, and refuses only
+//! when every connection is established: a SYN flood at a published port pushes out its own
+//! kind, never an established connection.
 
 use crate::nat::table::{mix, prefetch, tcp_next, Dir, Index, State};
 use crate::nat::{proto, Timeouts};
@@ -82,6 +86,7 @@ pub struct Conn {
     /// Created (seconds).
     pub created: u64,
     pub(crate) next: u32,
+    pub(crate) prev: u32,
 }
 
 impl Conn {
@@ -101,6 +106,9 @@ impl Conn {
 /// A worker's connection table.
 pub struct Conns {
     slots: Vec<Conn>,
+    /// The evictable list (embryonic or closed), oldest first.
+    head: u32,
+    tail: u32,
     orig_idx: Index,
     reply_idx: Index,
     free: u32,
@@ -112,8 +120,8 @@ pub struct Conns {
 /// What became of an insertion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
-    /// In this slot.
-    Ok(u32),
+    /// In this slot (`true`: an embryonic or closed connection was evicted for it).
+    Ok(u32, bool),
     /// No room.
     Full,
 }
@@ -133,6 +141,8 @@ impl Conns {
         }
         Conns {
             slots,
+            head: NIL,
+            tail: NIL,
             orig_idx: Index::new(capacity),
             reply_idx: Index::new(capacity),
             free: 0,
@@ -227,8 +237,13 @@ impl Conns {
 
     /// Adds `c` (its keys absent: the caller looked), in `state` at `now`.
     pub fn insert(&mut self, mut c: Conn, state: State, now: u64, t: &Timeouts) -> Inserted {
+        let mut evicted = false;
         if self.free == NIL {
-            return Inserted::Full;
+            if self.head == NIL {
+                return Inserted::Full;
+            }
+            self.remove(self.head);
+            evicted = true;
         }
         let i = self.free;
         self.free = self.slots[i as usize].next;
@@ -239,12 +254,51 @@ impl Conns {
         c.expires = now.saturating_add(u64::from(state.timeout(c.orig.proto, t)));
         c.ends = u64::MAX;
         c.next = NIL;
+        c.prev = NIL;
         let (ho, hr) = (self.hash_orig(&c.orig), self.hash_reply(&c.reply));
         self.slots[i as usize] = c;
         self.len += 1;
         self.orig_idx.insert(ho, i);
         self.reply_idx.insert(hr, i);
-        Inserted::Ok(i)
+        if state.evictable() {
+            self.push(i);
+        }
+        Inserted::Ok(i, evicted)
+    }
+
+    fn push(&mut self, i: u32) {
+        let tail = self.tail;
+        {
+            let c = &mut self.slots[i as usize];
+            c.prev = tail;
+            c.next = NIL;
+        }
+        if tail == NIL {
+            self.head = i;
+        } else {
+            self.slots[tail as usize].next = i;
+        }
+        self.tail = i;
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (p, n) = {
+            let c = &self.slots[i as usize];
+            (c.prev, c.next)
+        };
+        if p == NIL {
+            self.head = n;
+        } else {
+            self.slots[p as usize].next = n;
+        }
+        if n == NIL {
+            self.tail = p;
+        } else {
+            self.slots[n as usize].prev = p;
+        }
+        let c = &mut self.slots[i as usize];
+        c.prev = NIL;
+        c.next = NIL;
     }
 
     /// Removes connection `i` (a no-op for a free slot).
@@ -254,6 +308,9 @@ impl Conns {
         };
         if !c.live {
             return;
+        }
+        if c.state().evictable() {
+            self.unlink(i);
         }
         let (ho, hr) = (self.hash_orig(&c.orig), self.hash_reply(&c.reply));
         if let Some((at, _)) = self.orig_idx.find(ho, |x| x == i) {
@@ -292,6 +349,11 @@ impl Conns {
         }
         c.state = new as u8;
         c.expires = now.saturating_add(u64::from(new.timeout(p, t)));
+        match (old.evictable(), new.evictable()) {
+            (true, false) => self.unlink(i),
+            (false, true) => self.push(i),
+            _ => {}
+        }
         new
     }
 
@@ -395,7 +457,7 @@ mod tests {
     fn both_keys_find_the_connection_and_state_follows_tcp() {
         let mut t = Conns::new(4, 9);
         let c = conn(40000);
-        let Inserted::Ok(i) = t.insert(c, State::SynSent, 10, &T) else {
+        let Inserted::Ok(i, _) = t.insert(c, State::SynSent, 10, &T) else {
             panic!()
         };
         assert_eq!(t.find_orig(&c.orig, t.hash_orig(&c.orig), 11), Some(i));
@@ -413,17 +475,28 @@ mod tests {
     }
 
     #[test]
-    fn full_table_refuses_and_drain_ends_connections() {
+    fn full_table_evicts_embryos_only_and_drain_ends_connections() {
         let mut t = Conns::new(2, 1);
-        assert!(matches!(
-            t.insert(conn(1), State::SynSent, 0, &T),
-            Inserted::Ok(_)
-        ));
-        assert!(matches!(
-            t.insert(conn(2), State::SynSent, 0, &T),
-            Inserted::Ok(_)
-        ));
-        assert_eq!(t.insert(conn(3), State::SynSent, 0, &T), Inserted::Full);
+        let Inserted::Ok(a, false) = t.insert(conn(1), State::SynSent, 0, &T) else {
+            panic!()
+        };
+        let Inserted::Ok(b, false) = t.insert(conn(2), State::SynSent, 0, &T) else {
+            panic!()
+        };
+        // A flood of SYNs evicts the oldest embryo; established ones stay.
+        let Inserted::Ok(_, true) = t.insert(conn(3), State::SynSent, 0, &T) else {
+            panic!()
+        };
+        let c1 = conn(1);
+        assert_eq!(t.find_orig(&c1.orig, t.hash_orig(&c1.orig), 0), None);
+        assert_eq!(t.get(a).orig.sport, 3, "its slot reused");
+        let c3 = conn(3);
+        let i3 = t.find_orig(&c3.orig, t.hash_orig(&c3.orig), 0).unwrap();
+        t.track(i3, Dir::In, SYN | ACK, 0, &T);
+        t.track(b, Dir::In, SYN | ACK, 0, &T);
+        assert_eq!(t.insert(conn(4), State::SynSent, 0, &T), Inserted::Full);
+        t.remove(i3);
+        t.insert(conn(1), State::SynSent, 0, &T);
         // Port 1's backend is removed with a 30 s drain, port 2's with none (reset).
         let n = t.end_where(100, |c| Some(if c.orig.sport == 1 { 30 } else { 0 }));
         assert_eq!(n, 2);

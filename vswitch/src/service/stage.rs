@@ -48,7 +48,7 @@ named_counters! {
         NotSyn => "service_tcp_not_syn",
         /// The chosen backend's MAC is not known yet (asked for by ARP).
         Unresolved => "service_backend_unresolved",
-        /// The connection table is full.
+        /// The connection table is full of established connections.
         TableFull => "service_table_full",
         /// No free gateway port to translate a client's source to (hairpin, VIP).
         PortsExhausted => "service_ports_exhausted",
@@ -66,6 +66,8 @@ named_counters! {
         Created => "service_connection_created",
         /// Connections expired (idle) or ended (drained backend's time up).
         Expired => "service_connection_expired",
+        /// Embryonic or closed connections evicted for a new one (the table was full).
+        Evicted => "service_connection_evicted",
         /// Connections of a removed backend given an end (or reset at once).
         Ended => "service_connection_ended",
         /// ARP requests for a VIP answered.
@@ -538,8 +540,11 @@ impl Router {
                     State::New
                 };
                 match self.lb.conns.insert(c, state, now, &t) {
-                    Inserted::Ok(i) => {
+                    Inserted::Ok(i, evicted) => {
                         self.lb.ev.inc(io.cx.stats, SvcEvent::Created);
+                        if evicted {
+                            self.lb.ev.inc(io.cx.stats, SvcEvent::Evicted);
+                        }
                         (i, Some(slot))
                     }
                     Inserted::Full => return drop(&self.lb, b, SvcDrop::TableFull),
