@@ -57,6 +57,12 @@ pub(crate) enum Command {
     /// Services: VIPs and published ports load-balanced over backends
     #[command(subcommand)]
     Service(super::service::ServiceCmd),
+    /// Published ports (a service with one published port; see `service`)
+    #[command(subcommand)]
+    Publish(super::service::PublishCmd),
+    /// A service's backends (the same as `service backend`)
+    #[command(subcommand)]
+    Backend(super::service::BackendCmd),
     /// Encryption keys of encrypted overlay networks (ESP, AES-GCM)
     #[command(subcommand)]
     Key(KeyCmd),

@@ -182,6 +182,8 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
         Command::Capture(c) => capture(c),
         Command::Nat(n) => super::nat::plan(n),
         Command::Service(s) => super::service::plan(s),
+        Command::Publish(p) => super::service::plan_publish(p),
+        Command::Backend(b) => super::service::plan_backend(b),
     }
 }
 

@@ -132,6 +132,95 @@ pub(crate) enum BackendCmd {
     },
 }
 
+/// `publish ...`: INTERFACE.md's form of a service with one published port.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PublishCmd {
+    /// Publish port P on the uplink address, load-balanced over the backends' port T (a
+    /// service named NAME with one published port and no VIP port)
+    Add {
+        /// The service's name
+        name: String,
+        /// tcp or udp
+        #[arg(long, value_name = "PROTO", default_value = "tcp")]
+        proto: String,
+        /// The published port
+        #[arg(long, value_name = "P")]
+        port: u16,
+        /// The backends' port
+        #[arg(long, value_name = "T")]
+        target: u16,
+        /// The backends' network
+        #[arg(long, value_name = "NET")]
+        network: String,
+        /// Ingress: every host publishes; host: only local backends [default: ingress]
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+        /// A backend's address (repeatable)
+        #[arg(long = "backend", value_name = "IP")]
+        backends: Vec<String>,
+    },
+    /// List services (those with published ports show them)
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Remove a published service
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// The service
+        name: String,
+    },
+}
+
+/// The request for a `publish` command (planned as the `service` command it stands for).
+pub(crate) fn plan_publish(p: &PublishCmd) -> Result<Call, CliError> {
+    match p {
+        PublishCmd::Add {
+            name: n,
+            proto,
+            port,
+            target,
+            network,
+            mode,
+            backends,
+        } => {
+            let publish = format!("{port}:{target}/{proto}");
+            PortMapping::parse(&publish, true).map_err(CliError::Usage)?;
+            for b in backends {
+                ip(b, "--backend")?;
+            }
+            name(n)?;
+            check::network_name(network).map_err(CliError::Usage)?;
+            let spec = ServiceSpec {
+                name: n.clone(),
+                network: network.clone(),
+                publish: vec![publish],
+                mode: mode.map(|m| {
+                    match m {
+                        Mode::Ingress => "ingress",
+                        Mode::Host => "host",
+                    }
+                    .to_string()
+                }),
+                backends: backends
+                    .iter()
+                    .map(|b| control::proto::BackendSpec {
+                        ip: b.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            Call::new(cmd::SERVICE_CREATE, &spec, Show::ServiceCreated)
+        }
+        PublishCmd::Ls => plan(&ServiceCmd::Ls),
+        PublishCmd::Rm { name: n } => plan(&ServiceCmd::Rm { name: n.clone() }),
+    }
+}
+
+/// The request for a top-level `backend` command (`service backend`).
+pub(crate) fn plan_backend(b: &BackendCmd) -> Result<Call, CliError> {
+    backend(b)
+}
+
 fn name(s: &str) -> Result<(), CliError> {
     control::text::check_name("service", s, 64).map_err(CliError::Usage)
 }
@@ -413,6 +502,26 @@ mod tests {
         assert_eq!(
             c.args,
             json!({"service": "web", "ip": "10.1.0.3", "down": true})
+        );
+    }
+
+    #[test]
+    fn publish_add_is_a_service_with_one_published_port() {
+        let c = plan_publish(&PublishCmd::Add {
+            name: "web".into(),
+            proto: "udp".into(),
+            port: 5353,
+            target: 53,
+            network: "blue".into(),
+            mode: None,
+            backends: vec!["10.1.0.3".into()],
+        })
+        .unwrap();
+        assert_eq!(c.cmd, "service.create");
+        assert_eq!(
+            c.args,
+            json!({"name": "web", "network": "blue", "publish": ["5353:53/udp"],
+                   "backends": [{"ip": "10.1.0.3"}]})
         );
     }
 
