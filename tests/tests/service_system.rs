@@ -300,7 +300,7 @@ fn published_port_spreads_by_weight_keeps_the_client_address_and_drains() {
     }
 
     // b2 goes down: new connections only to b1; then b2 is removed with --drain-timeout 0:
-    // its connections are reset (their next segment is dropped by name).
+    // its connections are reset (their next segment is answered with a TCP reset).
     ctl_ok(
         &d,
         &[
@@ -336,7 +336,7 @@ fn published_port_spreads_by_weight_keeps_the_client_address_and_drains() {
         );
     }
     let s = stats(&d).to_string();
-    assert!(s.contains("service_tcp_not_syn"), "{s}");
+    assert!(s.contains("service_reset_sent"), "{s}");
     drop(long);
     stop.store(true, Ordering::Relaxed);
     for s in servers {

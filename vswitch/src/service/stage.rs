@@ -29,6 +29,8 @@ use crate::nat::table::{mix, tcp_flags, Dir, State};
 use crate::nat::translate::{self, Flow, Side, Way};
 use crate::nat::{proto, Rng};
 use crate::trace::Detail;
+use dataplane::burst::Next;
+use dataplane::checksum::{checksum, fold, pseudo_header_v4, sum16};
 use dataplane::graph::{CounterKind, Counters, Frames};
 use dataplane::named_counters;
 use dataplane::offload::VIRTIO_NET_HDR_F_NEEDS_CSUM;
@@ -44,7 +46,7 @@ named_counters! {
         /// backend, all down, all draining).
         NoBackend => "service_no_backend",
         /// A TCP segment without SYN that matches no connection (its connection ended, or it
-        /// never existed).
+        /// never existed), when no reset can be sent (it was a reset itself).
         NotSyn => "service_tcp_not_syn",
         /// The chosen backend's MAC is not known yet (asked for by ARP).
         Unresolved => "service_backend_unresolved",
@@ -78,6 +80,8 @@ named_counters! {
         Learned => "service_backend_learned",
         /// Packets handed to the worker that owns their connection.
         HandedOff => "service_handed_off",
+        /// TCP resets sent for segments of no connection (an ended one, a reset backend's).
+        ResetSent => "service_reset_sent",
     }
 }
 
@@ -489,7 +493,7 @@ impl Router {
                 if f.proto == proto::TCP
                     && (f.tcp_flags & tcp_flags::SYN == 0 || f.tcp_flags & tcp_flags::ACK != 0)
                 {
-                    return drop(&self.lb, b, SvcDrop::NotSyn);
+                    return self.svc_reset::<T>(io, b, f, client);
                 }
                 let Some(s) = st.services.get(usize::from(svc)) else {
                     return drop(&self.lb, b, SvcDrop::NoBackend);
@@ -590,6 +594,38 @@ impl Router {
             io.rec::<T>("l3-router", &b, what);
         }
         Ok(Some((b, out_to(cfg, c.backend_port))))
+    }
+
+    /// Answers a TCP segment of no connection with a reset to its sender, in place (RFC 9293
+    /// section 3.10.7.1), so that the client of an ended connection learns at once; a reset
+    /// is not answered (`service_tcp_not_syn`).
+    fn svc_reset<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        mut b: Buf,
+        f: &Flow,
+        client: (NetId, [u8; 6], u16),
+    ) -> Step {
+        let pool = &*self.pool;
+        let out = if client.0 == UPLINK {
+            io.host
+                .uplink()
+                .map(|u| Next::to(crate::graph::Node::Tx as u16, u.port))
+        } else {
+            Some(out_to(io.cfg, client.2))
+        };
+        let (Some(out), Some(len)) = (out, rst_in_place(pool.data_mut(&mut b), f)) else {
+            return Err((b, self.lb.drops.index(SvcDrop::NotSyn)));
+        };
+        pool.set_len(&mut b, len);
+        pool.set_offload(&mut b, Default::default());
+        self.lb.ev.inc(io.cx.stats, SvcEvent::ResetSent);
+        io.rec::<T>(
+            "l3-router",
+            &b,
+            Detail::Route("load balancer: a segment of no connection: reset sent back"),
+        );
+        Ok(Some((b, out)))
     }
 
     /// A free gateway port for a source-translated connection with reply key `k` (its
@@ -731,5 +767,116 @@ impl Lb {
             }
         }
         self.ev.inc(io.cx.stats, SvcEvent::ArpSent);
+    }
+}
+
+/// Turns the TCP segment `f` of `frame` into the reset its sender should get from a closed
+/// port (RFC 9293 section 3.10.7.1): addresses, ports and MACs swapped; with the segment's ACK
+/// `<SEQ=SEG.ACK><CTL=RST>`, else `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`; no options, no
+/// data, checksums computed whole. Returns the frame's new length; `None` for a reset (never
+/// answered) or a frame too short.
+pub fn rst_in_place(frame: &mut [u8], f: &Flow) -> Option<usize> {
+    if f.proto != proto::TCP || f.tcp_flags & tcp_flags::RST != 0 {
+        return None;
+    }
+    let be32 = |d: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(d.get(at..at + 4)?.try_into().ok()?))
+    };
+    let seq = be32(frame, f.l4 + 4)?;
+    let ack = be32(frame, f.l4 + 8)?;
+    let doff = usize::from(*frame.get(f.l4 + 12)? >> 4) * 4;
+    let data = f.end.checked_sub(f.l4 + doff)?;
+    let (dst_mac, src_mac) = (mac_at(frame, 6), mac_at(frame, 0));
+    let (seq, ack, flags) = if f.tcp_flags & tcp_flags::ACK != 0 {
+        (ack, 0, tcp_flags::RST)
+    } else {
+        let len = data
+            + usize::from(f.tcp_flags & tcp_flags::SYN != 0)
+            + usize::from(f.tcp_flags & tcp_flags::FIN != 0);
+        // Sequence numbers wrap: the length is added modulo 2^32.
+        #[allow(clippy::cast_possible_truncation)]
+        let a = seq.wrapping_add(len as u32);
+        (0, a, tcp_flags::RST | tcp_flags::ACK)
+    };
+    let out = frame.get_mut(..54)?;
+    out[0..6].copy_from_slice(&dst_mac);
+    out[6..12].copy_from_slice(&src_mac);
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = [0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, proto::TCP, 0, 0];
+    out[14..26].copy_from_slice(&ip);
+    out[26..30].copy_from_slice(&f.dst.to_be_bytes());
+    out[30..34].copy_from_slice(&f.src.to_be_bytes());
+    let c = checksum(&out[14..34]);
+    out[24..26].copy_from_slice(&c.to_be_bytes());
+    out[34..36].copy_from_slice(&f.dport.to_be_bytes());
+    out[36..38].copy_from_slice(&f.sport.to_be_bytes());
+    out[38..42].copy_from_slice(&seq.to_be_bytes());
+    out[42..46].copy_from_slice(&ack.to_be_bytes());
+    out[46..54].copy_from_slice(&[5 << 4, flags, 0, 0, 0, 0, 0, 0]);
+    let ph = pseudo_header_v4(Ipv4Addr::from(f.dst), Ipv4Addr::from(f.src), proto::TCP, 20);
+    let c = !fold(sum16(&out[34..54], ph));
+    out[50..52].copy_from_slice(&c.to_be_bytes());
+    Some(54)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
+
+    /// A TCP segment with `flags`, `seq`, `ack` and `data` payload bytes, from 192.0.2.1:40000
+    /// to 10.1.0.254:80.
+    fn segment(flags: u8, seq: u32, ack: u32, data: usize) -> Vec<u8> {
+        let total = 20 + 20 + data;
+        let mut f = vec![0u8; 14 + total];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&(total as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[192, 0, 2, 1]);
+        f[30..34].copy_from_slice(&[10, 1, 0, 254]);
+        let c = checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[38..42].copy_from_slice(&seq.to_be_bytes());
+        f[42..46].copy_from_slice(&ack.to_be_bytes());
+        f[46] = 5 << 4;
+        f[47] = flags;
+        f
+    }
+
+    #[test]
+    fn resets_answer_segments_of_no_connection_as_rfc_9293_says() {
+        // With ACK: SEQ = SEG.ACK, RST only.
+        let mut f = segment(tcp_flags::ACK | 0x08, 1000, 5000, 10);
+        let fl = translate::parse(&f, 14, Way::In, None).unwrap();
+        let n = rst_in_place(&mut f, &fl).unwrap();
+        let ip = Ipv4Packet::new_checked(&f[14..n]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.src_addr().octets(), [10, 1, 0, 254]);
+        assert_eq!(ip.dst_addr().octets(), [192, 0, 2, 1]);
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(tcp.verify_checksum(
+            &IpAddress::Ipv4(ip.src_addr()),
+            &IpAddress::Ipv4(ip.dst_addr())
+        ));
+        assert!(tcp.rst() && !tcp.ack());
+        assert_eq!((tcp.src_port(), tcp.dst_port()), (80, 40000));
+        assert_eq!(u32::from_be_bytes(f[38..42].try_into().unwrap()), 5000);
+        assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 2]);
+        // Without ACK: ACK = SEG.SEQ + SEG.LEN (a FIN counts one).
+        let mut f = segment(tcp_flags::FIN, 7, 0, 3);
+        let fl = translate::parse(&f, 14, Way::In, None).unwrap();
+        rst_in_place(&mut f, &fl).unwrap();
+        assert_eq!(f[47], tcp_flags::RST | tcp_flags::ACK);
+        assert_eq!(u32::from_be_bytes(f[42..46].try_into().unwrap()), 7 + 3 + 1);
+        // A reset is never answered.
+        let mut f = segment(tcp_flags::RST, 7, 0, 0);
+        let fl = translate::parse(&f, 14, Way::In, None).unwrap();
+        assert_eq!(rst_in_place(&mut f, &fl), None);
     }
 }
