@@ -141,15 +141,20 @@ impl Svc {
     }
 }
 
+/// A VIP port's key: address, protocol, port.
+pub type VipKey = (u32, u8, u16);
+/// What a VIP or published port leads to: the service's index and the backends' port.
+pub type Target = (u16, u16);
+
 /// Every service, with the lookups the dataplane needs (built by the control thread).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceTable {
     /// Services; a connection names its service by index here.
     pub services: Vec<Svc>,
     /// `(VIP, proto, port)` -> `(service, target port)`, sorted.
-    pub vips: Vec<((u32, u8, u16), (u16, u16))>,
+    pub vips: Vec<(VipKey, Target)>,
     /// `(proto, port)` published on the uplink -> `(service, target port)`, sorted.
-    pub published: Vec<((u8, u16), (u16, u16))>,
+    pub published: Vec<((u8, u16), Target)>,
     /// Backend endpoints `(network, address)`, sorted and unique (the neighbour cache's index).
     pub endpoints: Vec<(NetId, u32)>,
     /// VIPs `(network, address)`, sorted (answered in ARP).
