@@ -165,6 +165,34 @@ fn the_gateway_answers_names_of_its_own_network_only() {
     assert_eq!(counter(&d, "drops", "dns_malformed"), before + 4);
     assert_eq!(resolve(&c1, "web").as_ref(), Some(&web));
 
+    // A service: its name answers its VIP, `tasks.NAME` its backends.
+    let created = call(
+        &d,
+        cmd::SERVICE_CREATE,
+        json!({"name": "api", "network": "blue", "vip": "10.86.0.200", "ports": ["80"]}),
+    );
+    assert_eq!(created["vip"], json!("10.86.0.200"), "{created}");
+    ctl(&["service", "backend", "add", "api", "--ip", "10.86.0.60"]);
+    ctl(&["service", "backend", "add", "api", "--ip", "10.86.0.61"]);
+    assert_eq!(
+        resolve(&c1, "api"),
+        Some(vec![Ipv4Addr::new(10, 86, 0, 200)])
+    );
+    assert_eq!(
+        resolve(&c1, "tasks.api"),
+        Some(vec![
+            Ipv4Addr::new(10, 86, 0, 60),
+            Ipv4Addr::new(10, 86, 0, 61)
+        ])
+    );
+    assert_eq!(
+        resolve(&c2, "api"),
+        None,
+        "a service's name stays in its network"
+    );
+    ctl(&["service", "rm", "api"]);
+    assert_eq!(resolve(&c1, "api"), None);
+
     // Names persist in the configuration; removing one makes it unknown.
     let doc = call(&d, cmd::CONFIG_EXPORT, json!({}));
     assert_eq!(doc["endpoints"].as_array().map(Vec::len), Some(3), "{doc}");

@@ -196,6 +196,8 @@ pub struct Snapshot {
     /// Neighbours inside the networks, learned by every worker's router (shared, lock-free;
     /// the same table in every snapshot the daemon publishes).
     pub inside: std::sync::Arc<crate::nat::inside::InsideNeigh>,
+    /// Services (load balancing in the gateway).
+    pub services: std::sync::Arc<crate::service::ServiceTable>,
 }
 
 impl Snapshot {

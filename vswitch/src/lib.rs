@@ -15,6 +15,7 @@ pub mod neigh;
 pub mod output;
 pub mod ping;
 pub mod pipeline;
+pub mod service;
 pub mod testbed;
 pub mod trace;
 pub mod vlan;

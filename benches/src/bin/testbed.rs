@@ -10,11 +10,14 @@
 //! `testbed.svg` and `testbed.json` into `--out` (default `target/testbed`). Needs root.
 //! Contenders that are not installed (Open vSwitch, DPDK, iptables) are skipped with a line.
 //! The NAT pair (`natbridge`: a Linux bridge with iptables MASQUERADE, Docker's way out;
-//! `nattap`: vswitchd's gateway and source NAT) is compared with each other.
+//! `nattap`: vswitchd's gateway and source NAT) is compared with each other, and so is the
+//! published-port pair (`pubbridge`: iptables DNAT, what `docker run -p` programs; `pubtap`: a
+//! vswitchd service publishing the port): connections per second and TCP throughput.
 
 use benches::testbed::contenders::{self, Config, Outcome, INSTALL_HINT};
 use benches::testbed::nat;
 use benches::testbed::net::{self, Testbed};
+use benches::testbed::publish;
 use benches::testbed::report;
 use benches::testbed::traffic::FRAME_LEN;
 use std::path::PathBuf;
@@ -27,7 +30,8 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --runs N         runs per metric (default 5, quick 2)
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
-  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd,natbridge,nattap
+  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd,natbridge,nattap,
+                   pubbridge,pubtap
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
   --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
@@ -189,7 +193,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     type Contender = fn(&Testbed, &Config) -> Outcome;
     // The NAT pair comes last, so that what netfilter keeps in the DUT namespace once iptables
     // was used there (connection tracking entries) cannot touch the other contenders.
-    let all: [(&str, Contender); 9] = [
+    let all: [(&str, Contender); 11] = [
         ("ceiling", contenders::ceiling),
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
@@ -199,6 +203,8 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         ("testpmd", contenders::testpmd),
         ("natbridge", nat::kernel_nat),
         ("nattap", nat::vswitchd_nat),
+        ("pubbridge", publish::kernel_publish),
+        ("pubtap", publish::vswitchd_publish),
     ];
     let mut results = Vec::new();
     for (key, f) in all {
@@ -245,7 +251,11 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     // (OVS, testpmd) that is installed but fails is reported in its notes, not fatal.
     let empty: Vec<&str> = results
         .iter()
-        .filter(|o| !o.optional && o.skipped.is_none() && (o.pps.is_empty() || o.gbps.is_empty()))
+        .filter(|o| {
+            !o.optional
+                && o.skipped.is_none()
+                && ((o.pps.is_empty() && o.cps.is_empty()) || o.gbps.is_empty())
+        })
         .map(|o| o.name.as_str())
         .collect();
     if empty.is_empty() {

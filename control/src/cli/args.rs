@@ -57,6 +57,15 @@ pub(crate) enum Command {
     /// Names the networks' gateways answer in DNS (containers, services' extra names)
     #[command(subcommand)]
     Endpoint(super::endpoint::EndpointCmd),
+    /// Services: VIPs and published ports load-balanced over backends
+    #[command(subcommand)]
+    Service(super::service::ServiceCmd),
+    /// Published ports (a service with one published port; see `service`)
+    #[command(subcommand)]
+    Publish(super::service::PublishCmd),
+    /// A service's backends (the same as `service backend`)
+    #[command(subcommand)]
+    Backend(super::service::BackendCmd),
     /// Encryption keys of encrypted overlay networks (ESP, AES-GCM)
     #[command(subcommand)]
     Key(KeyCmd),

@@ -12,6 +12,7 @@ mod endpoint;
 mod nat;
 mod plan;
 mod render;
+mod service;
 mod table;
 mod top;
 

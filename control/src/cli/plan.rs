@@ -79,6 +79,12 @@ pub(crate) enum Show {
     NatSettings,
     /// `[EndpointSpec]` as a table.
     Endpoints,
+    /// A confirmation for a `ServiceInfo` just created.
+    ServiceCreated,
+    /// `[ServiceInfo]` as a table.
+    Services,
+    /// `ServiceInfo` as key: value lines and a backend table.
+    Service,
     /// `CaptureStarted`, then `capture.read` until done, written as pcap to the file (`None`:
     /// stdout).
     Capture(Option<PathBuf>),
@@ -178,6 +184,9 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
         Command::Capture(c) => capture(c),
         Command::Nat(n) => super::nat::plan(n),
         Command::Endpoint(e) => super::endpoint::plan(e),
+        Command::Service(s) => super::service::plan(s),
+        Command::Publish(p) => super::service::plan_publish(p),
+        Command::Backend(b) => super::service::plan_backend(b),
     }
 }
 

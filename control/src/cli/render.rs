@@ -60,6 +60,9 @@ pub(crate) fn human(cmd: &str, show: &Show, result: Value) -> Result<String, Cli
         Show::Trace => trace(&decode(cmd, result)?),
         // `capture` writes pcap, never a rendered result.
         Show::Capture(_) => String::new(),
+        Show::ServiceCreated | Show::Services | Show::Service => {
+            super::service::render(show, cmd, result)?
+        }
         Show::NatSessions | Show::NatStats | Show::NatSettings => {
             super::nat::render(show, cmd, result)?
         }

@@ -43,6 +43,10 @@ pub(super) struct Desired {
     pub(super) endpoints: Vec<EndpointSpec>,
     /// Networks routed to each other (`network link`), each pair with `a < b`, sorted.
     pub(super) links: Vec<NetLink>,
+    /// Services, by name.
+    pub(super) services: BTreeMap<String, super::service::SvcState>,
+    /// Drain timeouts of backends removed with one, by (service, address). Not persisted.
+    pub(super) svc_removed: BTreeMap<(String, std::net::Ipv4Addr), u32>,
 }
 
 /// What validation needs to know about the daemon besides the desired state; fixed at start.
@@ -104,6 +108,7 @@ impl Desired {
             nat: self.nat.clone(),
             endpoints: self.endpoints.clone(),
             links: self.links.clone(),
+            services: self.services.values().map(|s| s.spec.clone()).collect(),
         }
     }
 
@@ -121,6 +126,7 @@ impl Desired {
         self.compile_nat(&mut snap);
         self.compile_names(&mut snap);
         self.compile_links(&mut snap);
+        self.compile_services(&mut snap);
         snap
     }
 }

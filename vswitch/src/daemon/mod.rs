@@ -59,6 +59,7 @@ pub mod os;
 mod overlay;
 mod ports;
 pub mod server;
+mod service;
 mod state;
 mod stats;
 mod trace;
@@ -583,6 +584,13 @@ impl Daemon {
                 tracing::info!(a = %l.a, b = %l.b, "{}", if c == cmd::NETWORK_LINK { "networks linked" } else { "networks unlinked" });
                 Ok(Value::Null)
             }
+            cmd::SERVICE_CREATE
+            | cmd::SERVICE_LS
+            | cmd::SERVICE_INSPECT
+            | cmd::SERVICE_RM
+            | cmd::SERVICE_BACKEND_ADD
+            | cmd::SERVICE_BACKEND_SET
+            | cmd::SERVICE_BACKEND_RM => self.service_handle(c, a),
             other => Err(err(
                 ErrorCode::UnknownCommand,
                 format!(
@@ -654,6 +662,7 @@ impl Daemon {
 }
 
 pub use control::text::parse_cidr;
+pub use service::ServiceName;
 
 /// The path helper used by the daemon and the demo for the state file.
 pub fn state_file(dir: &Path) -> PathBuf {

@@ -1,5 +1,5 @@
 //! `endpoint add|rm|ls`: the names the gateways' DNS answers (`crate::dns`), and the snapshot's
-//! name table compiled from them.
+//! name table compiled from them and from the services.
 
 use super::*;
 use crate::dns::Names;
@@ -9,6 +9,8 @@ use std::net::Ipv4Addr;
 const MAX_ENDPOINTS: usize = 100_000;
 /// The TTL of an endpoint's answer: short, as containers come and go.
 const ENDPOINT_TTL: u32 = 60;
+/// The TTL of a service VIP's answer (a VIP lives as long as its service; Docker's figure).
+const SERVICE_VIP_TTL: u32 = 600;
 
 impl Desired {
     /// The desired state with name `e` added, or why not.
@@ -99,6 +101,34 @@ impl Desired {
             names
                 .net_mut(n.id, &n.spec.name)
                 .add(&e.name, &[ip], false, ENDPOINT_TTL);
+        }
+        // Services: the name answers the VIP (`--endpoint-mode dnsrr`: every backend that
+        // takes new connections, shuffled per query), and `tasks.NAME` every such backend, as
+        // Docker's DNS does.
+        for s in self.services.values() {
+            let Some(n) = self.nets.get(&s.spec.network) else {
+                continue;
+            };
+            let backends: Vec<Ipv4Addr> = s
+                .spec
+                .backends
+                .iter()
+                .filter(|b| !b.down && b.weight != Some(0))
+                .filter_map(|b| b.ip.parse().ok())
+                .collect();
+            let net = names.net_mut(n.id, &n.spec.name);
+            let vip = s
+                .spec
+                .vip
+                .as_deref()
+                .and_then(|v| v.parse::<Ipv4Addr>().ok());
+            match vip {
+                Some(vip) if s.spec.endpoint_mode.as_deref() != Some("dnsrr") => {
+                    net.add(&s.spec.name, &[vip], false, SERVICE_VIP_TTL);
+                }
+                _ => net.add(&s.spec.name, &backends, true, 0),
+            }
+            net.add(&format!("tasks.{}", s.spec.name), &backends, true, 0);
         }
         snap.names = std::sync::Arc::new(names);
     }

@@ -93,6 +93,11 @@ fn effective(s: Option<&NatSettings>) -> NatConfig {
     }
 }
 
+/// The effective settings of `s` (for other files' checks).
+pub(super) fn effective_of(s: Option<&NatSettings>) -> NatConfig {
+    effective(s)
+}
+
 /// All settings in effect, as the protocol shows them.
 fn shown(c: &NatConfig) -> NatSettings {
     let t = c.timeouts;
@@ -168,6 +173,12 @@ impl Desired {
         if c.port_lo < 1024 || c.port_lo > c.port_hi {
             return Err(inval(format!(
                 "port range {}-{} is not valid; give 1024 <= --port-min <= --port-max",
+                c.port_lo, c.port_hi
+            )));
+        }
+        if let Some((svc, p)) = self.published_in(c.port_lo, c.port_hi) {
+            return Err(inval(format!(
+                "port range {}-{} takes port {p}, published by service '{svc}'; leave it out of the range",
                 c.port_lo, c.port_hi
             )));
         }

@@ -81,6 +81,18 @@ impl Desired {
                 format!("network '{name}' still has ports {}; remove them first (vswitchctl port rm NAME)", users.join(", ")),
             ));
         }
+        let svcs: Vec<&str> = self
+            .services
+            .values()
+            .filter(|s| s.spec.network == name)
+            .map(|s| s.spec.name.as_str())
+            .collect();
+        if !svcs.is_empty() {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("network '{name}' still has services {}; remove them first (vswitchctl service rm NAME)", svcs.join(", ")),
+            ));
+        }
         let mut next = self.clone();
         next.nets.remove(name);
         next.fdb.retain(|f| f.network != name);

@@ -94,6 +94,11 @@ impl Daemon {
             let r = next.link_networks(&l);
             take(&mut next, &what, r);
         }
+        for s in doc.services {
+            let what = format!("service '{}'", s.name);
+            let r = next.create_service(s);
+            take(&mut next, &what, r);
+        }
         failed += refused;
         if failed > 0 {
             // The next accepted change rewrites the state without what could not be restored;
@@ -297,6 +302,24 @@ impl Daemon {
                     }
                     Err(e) if e.code == ErrorCode::Conflict => summary.unchanged += 1,
                     Err(e) => return Err(e),
+                }
+            }
+            for s in &doc.services {
+                match next.services.get(&s.name) {
+                    Some(h) if h.spec == *s => summary.unchanged += 1,
+                    Some(_) => {
+                        return Err(err(
+                            ErrorCode::Conflict,
+                            format!(
+                                "service '{}' exists with other settings; remove it or edit the document",
+                                s.name
+                            ),
+                        ))
+                    }
+                    None => {
+                        next = next.create_service(s.clone())?;
+                        summary.created += 1;
+                    }
                 }
             }
             Ok(())

@@ -106,7 +106,7 @@ pub struct TableInfo {
 
 /// The router's state on one worker.
 pub struct Router {
-    pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool>,
     /// The worker's NAT (allocated at the first configuration with a gateway).
     pub nat: Nat,
     /// Rings to and from the other workers (None with one worker).
@@ -120,13 +120,15 @@ pub struct Router {
     /// Totals at the last tick and when it was (ns), for rates.
     last: (u64, u64, u64, u64),
     rates: (f64, f64, f64),
-    drops: Counters<RouteDrop>,
+    pub(crate) drops: Counters<RouteDrop>,
     nat_drops: Counters<NatDrop>,
     ev: Counters<RouteEvent>,
     dns_drops: Counters<crate::dns::DnsDrop>,
     dns_ev: Counters<crate::dns::DnsEvent>,
     /// Routing between linked networks.
     link: super::link::Linker,
+    /// The load balancer (services).
+    pub lb: crate::service::stage::Lb,
 }
 
 #[inline]
@@ -153,7 +155,10 @@ pub fn entry(cfg: &Snapshot, port: u16, frame: &[u8]) -> Option<Next> {
     let net = cfg.port(port)?.net?;
     let gw = cfg.gateway(net)?;
     let dst = frame.get(0..6)?;
-    let ours = dst == gw.mac || (dst == [0xff; 6] && arp_request_for(frame, gw.ip));
+    let ours = dst == gw.mac
+        || (dst == [0xff; 6]
+            && (arp_request_for(frame, gw.ip)
+                || crate::service::stage::arp_for_vip(cfg, net, frame)));
     ours.then_some(Next::to(Node::Router as u16, FROM_NET))
 }
 
@@ -165,7 +170,7 @@ fn in_any_subnet(cfg: &Snapshot, ip: Ipv4Addr) -> bool {
 
 /// What became of a frame: on to a node, consumed (held for its next hop), or dropped under a
 /// counter.
-pub(super) type Step = Result<Option<(Buf, Next)>, (Buf, usize)>;
+pub(crate) type Step = Result<Option<(Buf, Next)>, (Buf, usize)>;
 
 impl Stage for Router {
     const NAME: &'static str = "l3-router";
@@ -188,6 +193,7 @@ impl Stage for Router {
             dns_drops: env.layout.register(Self::NAME, CounterKind::Drop),
             dns_ev: env.layout.register(Self::NAME, CounterKind::Event),
             link: super::link::Linker::new(env.pool.clone(), env.layout),
+            lb: crate::service::stage::Lb::new(env),
         }
     }
 
@@ -202,6 +208,16 @@ impl Stage for Router {
         for (b, next) in input.drain_next() {
             let step = match next.arg {
                 FROM_NET => self.route_out::<T>(io, frames, b),
+                // Handed over by another worker: a network's frame (a service's) comes back in
+                // here too, told apart by the port it arrived on.
+                FROM_UPLINK
+                    if io
+                        .host
+                        .uplink()
+                        .is_some_and(|u| u.port != self.pool.port(&b)) =>
+                {
+                    self.route_out::<T>(io, frames, b)
+                }
                 FROM_UPLINK => self.route_in::<T>(io, b),
                 _ => self.send_up::<T>(io, frames, b),
             };
@@ -239,6 +255,13 @@ impl Stage for Router {
         self.nat.worker = io.cx.worker;
         self.nat.workers = cfg.workers.max(1);
         self.nat.reserved_udp = cfg.uplink.map(|u| u.vxlan_port);
+        let ended = self.lb.configure(cfg, io.cx.now, io.cx.worker);
+        if ended > 0 {
+            self.lb
+                .ev
+                .get(io.cx.stats, crate::service::stage::SvcEvent::Ended)
+                .add(u64::from(ended));
+        }
         let ext = cfg.uplink.map(|u| u.ip);
         if ext != self.ext_ip {
             self.nat.table.clear();
@@ -248,6 +271,9 @@ impl Stage for Router {
 
     fn tick(&mut self, io: &mut Io<'_, '_>, frames: &mut Frames) {
         self.link.tick(io, frames);
+        if self.lb.conns.capacity() > 1 || !io.cfg.services.is_empty() {
+            self.svc_tick(io, frames);
+        }
         let n = self.nat.table.expire(io.cx.now, EXPIRE_BUDGET);
         self.expired += u64::from(n);
         self.ev
@@ -367,7 +393,7 @@ impl Router {
     }
 
     #[inline]
-    fn drop_nat(&self, b: Buf, why: NatDrop) -> Step {
+    pub(crate) fn drop_nat(&self, b: Buf, why: NatDrop) -> Step {
         Err((b, self.nat_drops.index(why)))
     }
 
@@ -394,6 +420,14 @@ impl Router {
         let Some(gw) = cfg.gateway(net).copied() else {
             return Ok(Some((b, bridge)));
         };
+        let has_svc = !cfg.services.is_empty();
+        if has_svc {
+            b = match self.svc_arp::<T>(io, b, net, &gw, port) {
+                Ok(step) => return step,
+                Err(b) => b,
+            };
+        }
+        let pool = &*self.pool;
         let d = pool.data(&b);
         if arp_request_for(d, gw.ip) {
             if let crate::neigh::ArpAction::Reply { len, learn } =
@@ -433,6 +467,14 @@ impl Router {
         if !gw.contains(h.src) {
             return self.drop_route(b, RouteDrop::Martian);
         }
+        if has_svc {
+            b = match self.svc_from_net::<T>(io, frames, b, net, port, &h) {
+                Ok(step) => return step,
+                Err(b) => b,
+            };
+        }
+        let pool = &*self.pool;
+        let d = pool.data(&b);
         if h.dst == gw.ip {
             if router::echo_reply(pool.data_mut(&mut b), &h, gw.mac).is_some() {
                 self.ev.inc(io.cx.stats, RouteEvent::EchoReplied);
@@ -560,7 +602,12 @@ impl Router {
     }
 
     /// Sends a translated frame to its next hop beyond the uplink (held while it resolves).
-    fn send_up<const T: bool>(&mut self, io: &mut Io<'_, '_>, frames: &mut Frames, b: Buf) -> Step {
+    pub(crate) fn send_up<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        b: Buf,
+    ) -> Step {
         let pool = &*self.pool;
         let Some(up) = io.host.uplink() else {
             return self.drop_route(b, RouteDrop::NoRoute);
@@ -608,6 +655,12 @@ impl Router {
         if h.dst != up.ip {
             return self.drop_route(b, RouteDrop::NotForUs);
         }
+        b = match self.svc_from_uplink::<T>(io, b, &h) {
+            Ok(step) => return step,
+            Err(b) => b,
+        };
+        let pool = &*self.pool;
+        let d = pool.data(&b);
         let off = pool.offload(&b);
         let partial = (off.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0)
             .then(|| (usize::from(off.csum_start), usize::from(off.csum_offset)));
