@@ -14,6 +14,7 @@ pub mod neigh;
 pub mod output;
 pub mod ping;
 pub mod pipeline;
+pub mod store;
 pub mod testbed;
 pub mod trace;
 pub mod vlan;

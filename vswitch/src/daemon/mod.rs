@@ -45,6 +45,7 @@
 //! (`Daemon::open_port`, `attach_port`, `release_port`).
 
 mod capture;
+mod cluster;
 mod commit;
 mod desired;
 mod device;
@@ -113,6 +114,8 @@ pub struct Options {
     pub tap_offload: bool,
     /// Serve Prometheus metrics on this address (`--metrics`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// The cluster store (`--store`).
+    pub store: Option<crate::store::agent::StoreConfig>,
 }
 
 /// The kernel's drop counters of an AF_XDP port's sockets, as port counters (zero otherwise).
@@ -200,6 +203,8 @@ pub struct Daemon {
     captures: capture::Captures,
     /// ESP security associations, kept across snapshots (`keys.rs`).
     sas: keys::SaCache,
+    /// The cluster store agent (`--store`; started by the control loop).
+    store: Option<crate::store::agent::Handle>,
 }
 
 /// Chooses worker cores: the given list, else all but core 0 when there are more than two,
@@ -317,6 +322,7 @@ impl Daemon {
             metrics,
             captures: capture::Captures::default(),
             sas: keys::SaCache::default(),
+            store: None,
         };
         d.restore()?;
         Ok(d)
@@ -418,7 +424,10 @@ impl Daemon {
         match c {
             cmd::STATUS => to_value(serde_json::to_value(self.status())),
             cmd::NETWORK_CREATE => {
-                let spec: NetworkSpec = parse_args(c, a)?;
+                let mut spec: NetworkSpec = parse_args(c, a)?;
+                if spec.scope == Some(Scope::Global) {
+                    spec = self.claim_global(spec)?;
+                }
                 let name = spec.name.clone();
                 self.network_create(spec)?;
                 to_value(serde_json::to_value(self.network_info(&name)?))
@@ -564,6 +573,11 @@ impl Daemon {
                 to_value(serde_json::to_value(self.capture_stop(a)?))
             }
             cmd::NAT_SET | cmd::NAT_LS | cmd::NAT_STATS => self.nat_handle(c, a),
+            cmd::CLUSTER_LS => to_value(serde_json::to_value(self.cluster_ls()?)),
+            cmd::CLUSTER_APPLY => {
+                let a: ClusterApply = parse_args(c, a)?;
+                to_value(serde_json::to_value(self.cluster_apply(a)?))
+            }
             other => Err(err(
                 ErrorCode::UnknownCommand,
                 format!(
@@ -583,6 +597,7 @@ impl Daemon {
     /// stop), without it leaves them for the next daemon (an upgrade: persistent TAPs keep the
     /// containers' interfaces, addresses and routes).
     pub fn stop(&mut self, remove_devices: bool) {
+        self.stop_store(remove_devices);
         if let Some((_, mut server)) = self.metrics.take() {
             server.stop();
         }
@@ -664,6 +679,7 @@ mod tests {
             large_buffers: 128,
             tap_offload: true,
             metrics: None,
+            store: None,
         }
     }
 
@@ -940,6 +956,7 @@ mod tests {
             mac_limit: None,
             aging_secs: None,
             internal: false,
+            scope: None,
         });
         conflicting.networks[0].mac_limit = Some(11);
         let e = call(
