@@ -836,6 +836,12 @@ pub struct ClusterInfo {
     pub networks: u32,
     /// Endpoints in the store, all hosts together.
     pub endpoints: u64,
+    /// The host that writes encryption keys (the store's leader election).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The key tag every host sends with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_primary: Option<u32>,
 }
 
 /// One host of `cluster.ls`.
@@ -875,6 +881,10 @@ pub struct ClusterApply {
     /// Static entries (remote MACs) to add.
     #[serde(default)]
     pub fdb_add: Vec<StaticFdb>,
+    /// The encryption keys the store's leader distributes: when given, this host's keys
+    /// become these (new ones added for receive, the primary switched, the others removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<KeySpec>>,
 }
 
 impl ClusterApply {
@@ -886,6 +896,7 @@ impl ClusterApply {
             && self.fdb_rm.is_empty()
             && self.peers_add.is_empty()
             && self.fdb_add.is_empty()
+            && self.keys.is_none()
     }
 }
 

@@ -20,6 +20,8 @@ use vswitch::testbed::{
 /// The hosts' lease TTL (etcd's minimum is about 2 s with its default timings).
 const TTL: u64 = 5;
 const ETCD_IP: &str = "192.168.90.254";
+/// Seconds between key rotations of encrypted global networks.
+const ROTATE: u64 = 4;
 
 /// etcd in the core namespace; stopped by its pid on drop.
 struct Etcd {
@@ -176,6 +178,8 @@ fn host(core: &Netns, dir: &Path, n: u8) -> Host {
             &format!("h{n}"),
             "--store-ttl",
             &TTL.to_string(),
+            "--store-key-rotation",
+            &ROTATE.to_string(),
         ],
     )
     .unwrap();
@@ -194,12 +198,16 @@ fn host(core: &Netns, dir: &Path, n: u8) -> Host {
 /// A container on network `ov` of `h` with `ip`/24; answers ARP retries fast (0.1 s), so that
 /// reachability is the store's delay, not the kernel's one-second ARP retry.
 fn container(h: &Host, ip: Ipv4Addr) -> (Netns, String) {
+    container_on(h, "ov", ip)
+}
+
+fn container_on(h: &Host, net: &str, ip: Ipv4Addr) -> (Netns, String) {
     let ns = Netns::create(&unique_name("vsc")).unwrap();
     let port = unique_name("etp");
     call(
         &h.d,
         "port.add",
-        json!({"name": port, "type": "tap", "network": "ov", "netns": ns.name()}),
+        json!({"name": port, "type": "tap", "network": net, "netns": ns.name()}),
     );
     ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &port])
         .unwrap();
@@ -231,7 +239,17 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
         .unwrap();
     core.ip(&["link", "set", "br0", "up"]).unwrap();
     let mut etcd = Etcd::start(&core, &tmp.0);
-    let hosts: Vec<Host> = (1..=3).map(|n| host(&core, &tmp.0, n)).collect();
+    // Host 2 first, so that it takes the key leadership and its death moves it.
+    let second = host(&core, &tmp.0, 2);
+    assert!(
+        wait_for(Duration::from_secs(10), || call(&second.d, "cluster.ls", json!({}))["leader"]
+            == "h2")
+        .is_some(),
+        "host 2 did not take the leadership: {}",
+        second.d.log_tail()
+    );
+    let first = host(&core, &tmp.0, 1);
+    let hosts: Vec<Host> = vec![first, second, host(&core, &tmp.0, 3)];
     let [h1, h2, h3] = &hosts[..] else {
         unreachable!()
     };
@@ -289,7 +307,8 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
     // Host 3's first container: reachable from host 1 as soon as the store says so.
     let t0 = Instant::now();
     let (c3, p3) = container(h3, ip(13));
-    let peer_in = wait_for(Duration::from_secs(5), || has_peer(&h1.d, "192.168.90.3"));
+    let peer_in = wait_for(Duration::from_secs(5), || has_peer(&h1.d, "192.168.90.3"))
+        .map(|_| t0.elapsed());
     let mut reached = None;
     for _ in 0..50 {
         if c1
@@ -343,6 +362,73 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
         "host 3's MAC {m3} never came to host 1: {}",
         call(&h1.d, "fdb.ls", json!({"network": "ov"}))
     );
+
+    // An encrypted global network: the elected leader writes its keys, every host installs
+    // them, and rotates them every ROTATE seconds without losing a packet.
+    call(
+        &h1.d,
+        "network.create",
+        json!({"name": "sec", "vni": 901, "scope": "global", "encrypted": true}),
+    );
+    let sip = |n: u8| Ipv4Addr::new(10, 210, 1, n);
+    assert!(
+        wait_for(Duration::from_secs(5), || h3
+            .d
+            .client()
+            .unwrap()
+            .call("network.inspect", json!({"name": "sec"}))
+            .is_ok())
+        .is_some(),
+        "the encrypted network did not reach host 3"
+    );
+    let (s1, _) = container_on(h1, "sec", sip(11));
+    let (_s3, _) = container_on(h3, "sec", sip(13));
+    let primary = |d: &DaemonProcess| call(d, "cluster.ls", json!({}))["key_primary"].as_u64();
+    let keyed = wait_for(Duration::from_secs(10), || {
+        hosts.iter().all(|h| {
+            call(&h.d, "key.ls", json!({}))
+                .as_array()
+                .is_some_and(|a| a.iter().any(|k| k["primary"] == true))
+        })
+    });
+    assert!(
+        keyed.is_some(),
+        "the store's keys never reached every host: {}\n{}",
+        call(&h1.d, "cluster.ls", json!({})),
+        h1.d.log_tail()
+    );
+    let first_key = primary(&h1.d).expect("a primary key");
+    assert!(
+        wait_for(Duration::from_secs(5), || s1.ping(sip(13), 1).unwrap()).is_some(),
+        "no ping over the encrypted global network"
+    );
+    let rotated = std::thread::scope(|s| {
+        let pinger = s.spawn(|| s1.ping_icmp(sip(13), 50, Duration::from_secs(1)).unwrap());
+        let rotated = wait_for(Duration::from_secs(ROTATE * 3), || {
+            primary(&h1.d).is_some_and(|p| p > first_key)
+                && hosts.iter().all(|h| {
+                    call(&h.d, "key.ls", json!({}))
+                        .as_array()
+                        .is_some_and(|a| a.len() == 1 && a[0]["tag"].as_u64() > Some(first_key))
+                })
+        });
+        let report = pinger.join().unwrap();
+        eprintln!(
+            "key rotation {first_key} -> {:?} under a ping over the encrypted network: {}/{} answered",
+            primary(&h1.d),
+            report.received(),
+            report.transmitted
+        );
+        assert!(report.all_answered(), "a rotation lost packets");
+        rotated
+    });
+    assert!(
+        rotated.is_some(),
+        "no rotation in {} s: {}",
+        ROTATE * 3,
+        call(&h1.d, "cluster.ls", json!({}))
+    );
+    let leader = call(&h1.d, "cluster.ls", json!({}))["leader"].clone();
 
     // The store goes away: traffic goes on, status says so, a change made meanwhile (a new
     // container on host 3) arrives once it is back.
@@ -407,6 +493,27 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
     assert!(
         !fdb.to_string().contains("192.168.90.2"),
         "host 2's MACs stayed: {fdb}"
+    );
+    // Had host 2 the key leadership, another host has it now.
+    let now_leader = call(&h1.d, "cluster.ls", json!({}))["leader"].clone();
+    eprintln!("key leader before: {leader}, after host 2 died: {now_leader}");
+    assert_eq!(leader, "h2");
+    assert!(
+        wait_for(Duration::from_secs(TTL + 5), || {
+            let l = call(&h1.d, "cluster.ls", json!({}))["leader"].clone();
+            l.is_string() && l != "h2"
+        })
+        .is_some(),
+        "nobody took the leadership after host 2"
+    );
+    // The new leader goes on rotating.
+    let before = primary(&h1.d).unwrap_or(0);
+    assert!(
+        wait_for(Duration::from_secs(ROTATE * 3), || primary(&h1.d)
+            .is_some_and(|p| p > before))
+        .is_some(),
+        "no rotation under the new leader: {}",
+        call(&h1.d, "cluster.ls", json!({}))
     );
     assert!(c1.ping(ip(13), 2).unwrap(), "hosts 1 and 3 still talk");
     drop(hosts);

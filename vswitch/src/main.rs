@@ -63,6 +63,10 @@ struct Args {
     /// this many seconds.
     #[arg(long, default_value_t = 15, value_name = "SECS")]
     store_ttl: u64,
+    /// Seconds between rotations of the keys of encrypted global networks (done by the one host
+    /// elected in the store; each step waits for every host).
+    #[arg(long, default_value_t = 43_200, value_name = "SECS")]
+    store_key_rotation: u64,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -132,6 +136,7 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
             id,
             &args.store_prefix,
             args.store_ttl,
+            args.store_key_rotation,
         )?),
         (Some(_), None) => {
             return Err("--store needs --host-id NAME (this host's id in the store)".into())

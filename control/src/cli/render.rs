@@ -399,6 +399,11 @@ fn cluster(c: &ClusterInfo) -> String {
         ("lease ttl", format!("{}s", c.lease_ttl_secs)),
         ("networks", c.networks.to_string()),
         ("endpoints", c.endpoints.to_string()),
+        ("key leader", or_dash(c.leader.as_deref())),
+        (
+            "primary key",
+            c.key_primary.map_or("-".into(), |t| t.to_string()),
+        ),
         (
             "pending",
             if c.store.pending {

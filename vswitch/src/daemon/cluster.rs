@@ -13,6 +13,56 @@ fn is_store(origin: &Option<String>) -> bool {
     origin.as_deref() == Some(ORIGIN_STORE)
 }
 
+/// `d` with the store's keys: new tags added for receive, then the primary switched, then the
+/// tags the store no longer has removed (issue 10's order; the store's leader paces the steps).
+fn store_keys(mut d: Desired, keys: &[KeySpec], refused: &mut Vec<String>) -> Desired {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    for k in keys {
+        match d.keys.iter().find(|x| x.tag == k.tag) {
+            Some(x) if x.key.eq_ignore_ascii_case(&k.key) => {}
+            Some(_) => refused.push(format!(
+                "key {}: a different key with this tag is installed here; remove it (vswitchctl key rm --tag {})",
+                k.tag, k.tag
+            )),
+            None => {
+                let spec = KeySpec {
+                    tag: k.tag,
+                    key: k.key.clone(),
+                    primary: false,
+                    added: now,
+                };
+                match d.add_key(spec) {
+                    Ok(n) => d = n,
+                    Err(e) => refused.push(format!("key {}: {}", k.tag, e.message)),
+                }
+            }
+        }
+    }
+    if let Some(p) = keys.iter().find(|k| k.primary) {
+        if d.keys.iter().any(|x| x.tag == p.tag && !x.primary) {
+            match d.set_primary_key(p.tag) {
+                Ok(n) => d = n,
+                Err(e) => refused.push(format!("key {}: {}", p.tag, e.message)),
+            }
+        }
+    }
+    let gone: Vec<u32> = d
+        .keys
+        .iter()
+        .filter(|x| !keys.iter().any(|k| k.tag == x.tag))
+        .map(|x| x.tag)
+        .collect();
+    for tag in gone {
+        match d.remove_key(tag) {
+            Ok(n) => d = n,
+            Err(e) => refused.push(format!("key {tag}: {}", e.message)),
+        }
+    }
+    d
+}
+
 impl Daemon {
     /// Starts the store agent when the daemon runs with `--store`; `wake` wakes the control
     /// loop when the agent has a batch for it.
@@ -89,6 +139,10 @@ impl Daemon {
                 .as_ref()
                 .and_then(|u| parse_cidr(&u.ip).ok())
                 .map(|(ip, _)| ip),
+            keys: crate::store::core::KeyAck {
+                tags: self.desired.keys.iter().map(|k| k.tag).collect(),
+                primary: self.desired.keys.iter().find(|k| k.primary).map(|k| k.tag),
+            },
             ..Local::default()
         };
         for n in self.desired.nets.values() {
@@ -216,6 +270,9 @@ impl Daemon {
             }
             Ok(())
         })?;
+        if let Some(keys) = a.keys {
+            next = store_keys(next, &keys, &mut refused);
+        }
         if next != self.desired {
             self.commit(next)?;
         }

@@ -575,7 +575,13 @@ impl Daemon {
             cmd::NAT_SET | cmd::NAT_LS | cmd::NAT_STATS => self.nat_handle(c, a),
             cmd::CLUSTER_LS => to_value(serde_json::to_value(self.cluster_ls()?)),
             cmd::CLUSTER_APPLY => {
-                let a: ClusterApply = parse_args(c, a)?;
+                // Not `parse_args`: a decoding error may quote a value, a key included.
+                let a: ClusterApply = serde_json::from_value(a.clone()).map_err(|_| {
+                    err(
+                        ErrorCode::InvalidArgument,
+                        "invalid arguments for cluster.apply (the store agent's batch; see control::proto::ClusterApply)",
+                    )
+                })?;
                 to_value(serde_json::to_value(self.cluster_apply(a)?))
             }
             other => Err(err(

@@ -46,11 +46,20 @@ pub struct StoreConfig {
     pub prefix: String,
     /// Lease TTL in seconds.
     pub ttl: u64,
+    /// Seconds between key rotations (the leader's).
+    pub rotate_secs: u64,
 }
 
 impl StoreConfig {
-    /// Parses `--store` with `--host-id`, `--store-prefix` and `--store-ttl`.
-    pub fn parse(url: &str, host_id: &str, prefix: &str, ttl: u64) -> Result<StoreConfig, String> {
+    /// Parses `--store` with `--host-id`, `--store-prefix`, `--store-ttl` and
+    /// `--store-key-rotation`.
+    pub fn parse(
+        url: &str,
+        host_id: &str,
+        prefix: &str,
+        ttl: u64,
+        rotate_secs: u64,
+    ) -> Result<StoreConfig, String> {
         let rest = url.strip_prefix("etcd://").ok_or_else(|| {
             format!("--store '{url}' is not an etcd URL; give etcd://HOST:PORT[,HOST:PORT...]")
         })?;
@@ -73,12 +82,16 @@ impl StoreConfig {
         if !(5..=300).contains(&ttl) {
             return Err(format!("--store-ttl {ttl} is out of range; give 5 to 300 seconds"));
         }
+        if rotate_secs < 2 {
+            return Err("--store-key-rotation must be at least 2 seconds".into());
+        }
         Ok(StoreConfig {
             url: url.to_string(),
             endpoints,
             host_id: host_id.to_string(),
             prefix: prefix.to_string(),
             ttl,
+            rotate_secs,
         })
     }
 }
@@ -309,7 +322,7 @@ impl Agent {
                 }
             }
             if self.connected {
-                if let Err(e) = self.publish() {
+                if let Err(e) = self.publish().and_then(|()| self.lead()) {
                     self.lost(e);
                 }
             }
@@ -437,6 +450,69 @@ impl Agent {
         for k in dels {
             self.etcd.delete(&k)?;
             self.published.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Keys of encrypted networks: takes the leadership when nobody holds it; as the leader,
+    /// takes the next step of [`core::leader_step`]. Every write is conditional on still being
+    /// the leader, so a host that lost it (its lease expired while away) writes nothing.
+    fn lead(&mut self) -> Result<(), String> {
+        use super::etcd::{cmp_absent, cmp_value, op_delete, op_put};
+        let Some(view) = &self.view else {
+            return Ok(());
+        };
+        let me = self.cfg.host_id.as_bytes();
+        let leader_key = self.layout.leader();
+        match view.leader.as_deref() {
+            None => {
+                if self.etcd.txn(
+                    vec![cmp_absent(&leader_key)],
+                    vec![op_put(&leader_key, me, self.lease)],
+                )? {
+                    tracing::info!(host = %self.cfg.host_id, "this host is the store's key leader");
+                }
+                return Ok(());
+            }
+            Some(l) if l.as_bytes() != me => return Ok(()),
+            Some(_) => {}
+        }
+        let Some(step) = core::leader_step(view, unix_now(), self.cfg.rotate_secs) else {
+            return Ok(());
+        };
+        let am_leader = cmp_value(&leader_key, me);
+        match step {
+            core::KeyStep::Add(tag) => {
+                let mut material = [0u8; 36];
+                aws_lc_rs::rand::fill(&mut material)
+                    .map_err(|_| "no random numbers for a new key".to_string())?;
+                let hex: String = material.iter().map(|b| format!("{b:02x}")).collect();
+                let rec = core::KeyRec {
+                    key: hex,
+                    added: unix_now(),
+                };
+                let body = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
+                let k = self.layout.key(tag);
+                if self
+                    .etcd
+                    .txn(vec![am_leader, cmp_absent(&k)], vec![op_put(&k, &body, 0)])?
+                {
+                    tracing::info!(tag, "key leader: new key written (hosts install it for receive)");
+                }
+            }
+            core::KeyStep::Primary(tag) => {
+                let k = self.layout.key_primary();
+                self.etcd.txn(
+                    vec![am_leader],
+                    vec![op_put(&k, tag.to_string().as_bytes(), 0)],
+                )?;
+                tracing::info!(tag, "key leader: every host has the key; it is now the primary");
+            }
+            core::KeyStep::Remove(tag) => {
+                self.etcd
+                    .txn(vec![am_leader], vec![op_delete(&self.layout.key(tag))])?;
+                tracing::info!(tag, "key leader: every host sends with the new key; old key removed");
+            }
         }
         Ok(())
     }
@@ -572,6 +648,8 @@ impl Agent {
                     })
                     .collect();
                 i.networks = v.networks.len() as u32;
+                i.leader = v.leader.clone();
+                i.key_primary = v.primary;
                 i.endpoints = v.endpoints.len() as u64;
             } else {
                 let now = unix_now();

@@ -12,6 +12,20 @@
 //! | `vnis/<vni>`, `subnets/<a.b.c.d_len>` | the network's name (uniqueness claims) | none |
 //! | `members/<net>/<host>` | empty: the host has ports in the network | the host's |
 //! | `endpoints/<net>/<host>/<mac>` | `{"mac": "..."}` | the host's |
+//! | `leader` | the id of the host that writes keys | the leader's |
+//! | `keys/<tag>` | `{"key": HEX, "added": UNIX_SECS}` (written by the leader only) | none |
+//! | `keyprimary` | the tag every host sends with (written by the leader only) | none |
+//! | `keyacks/<host>` | `{"tags": [...], "primary": TAG}`: what the host has installed | the host's |
+//!
+//! # Keys of encrypted networks, cluster-wide
+//!
+//! One host, the leader (whoever holds `leader` on its lease: created if absent, so one at a
+//! time; when it dies the key goes with its lease and another takes it), writes keys; every host
+//! installs what `keys/` and `keyprimary` say and acknowledges in `keyacks/<host>`. The leader
+//! moves one step at a time ([`leader_step`]), each only once every live host acknowledged the
+//! step before, which is issue 10's lossless rotation rule applied to the cluster: a new key is
+//! written (every host installs it for receive), then made primary (hosts switch in any order,
+//! all can already open it), then the old one is removed once every host sends with the new.
 //!
 //! A host's own keys live on its lease: when it dies they vanish within the TTL, and every other
 //! host removes its peers and remote MACs. The VTEP of an endpoint is its host's, so a host that
@@ -19,7 +33,7 @@
 
 use super::etcd::{Event, Kv};
 use control::proto::{
-    ClusterApply, FdbRmArgs, NetworkSpec, PeerSpec, Scope, StaticFdb, ORIGIN_STORE,
+    ClusterApply, FdbRmArgs, KeySpec, NetworkSpec, PeerSpec, Scope, StaticFdb, ORIGIN_STORE,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +48,36 @@ pub struct HostRec {
     /// When it registered (Unix seconds).
     #[serde(default)]
     pub since: u64,
+}
+
+/// A key as the leader writes it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRec {
+    /// RFC 4106 keying material in hex.
+    pub key: String,
+    /// When it was written (Unix seconds).
+    #[serde(default)]
+    pub added: u64,
+}
+
+impl std::fmt::Debug for KeyRec {
+    // Never the key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRec")
+            .field("added", &self.added)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a host has installed of the store's keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyAck {
+    /// Tags installed (receiving).
+    #[serde(default)]
+    pub tags: Vec<u32>,
+    /// The tag it sends with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<u32>,
 }
 
 /// An endpoint's value.
@@ -54,6 +98,14 @@ pub enum Key {
     Member(String, String),
     /// `endpoints/<net>/<host>/<mac>`.
     Endpoint(String, String, [u8; 6]),
+    /// `leader`.
+    Leader,
+    /// `keys/<tag>`.
+    KeyTag(u32),
+    /// `keyprimary`.
+    KeyPrimary,
+    /// `keyacks/<host>`.
+    KeyAck(String),
     /// Anything else (claims, keys of other features, malformed keys).
     Other,
 }
@@ -113,6 +165,26 @@ impl Layout {
         )
     }
 
+    /// `leader`.
+    pub fn leader(&self) -> String {
+        format!("{}leader", self.prefix)
+    }
+
+    /// `keys/<tag>`.
+    pub fn key(&self, tag: u32) -> String {
+        format!("{}keys/{tag}", self.prefix)
+    }
+
+    /// `keyprimary`.
+    pub fn key_primary(&self) -> String {
+        format!("{}keyprimary", self.prefix)
+    }
+
+    /// `keyacks/<host>`.
+    pub fn key_ack(&self, host: &str) -> String {
+        format!("{}keyacks/{host}", self.prefix)
+    }
+
     /// What `key` names.
     pub fn parse(&self, key: &str) -> Key {
         let Some(rest) = key.strip_prefix(&self.prefix) else {
@@ -122,6 +194,10 @@ impl Layout {
         let ok = |s: &str| !s.is_empty();
         match parts.as_slice() {
             ["hosts", h] if ok(h) => Key::Host(h.to_string()),
+            ["leader"] => Key::Leader,
+            ["keyprimary"] => Key::KeyPrimary,
+            ["keys", t] => t.parse().map_or(Key::Other, Key::KeyTag),
+            ["keyacks", h] if ok(h) => Key::KeyAck(h.to_string()),
             ["networks", n] if ok(n) => Key::Network(n.to_string()),
             ["members", n, h] if ok(n) && ok(h) => Key::Member(n.to_string(), h.to_string()),
             ["endpoints", n, h, m] if ok(n) && ok(h) => match control::text::parse_mac(m) {
@@ -144,6 +220,14 @@ pub struct View {
     pub members: BTreeSet<(String, String)>,
     /// (network, host, MAC) -> revision of the key's last change.
     pub endpoints: BTreeMap<(String, String, [u8; 6]), i64>,
+    /// The leader's host id.
+    pub leader: Option<String>,
+    /// Keys by tag.
+    pub keys: BTreeMap<u32, KeyRec>,
+    /// The tag hosts send with.
+    pub primary: Option<u32>,
+    /// What each host has installed.
+    pub acks: BTreeMap<String, KeyAck>,
     /// The last store revision seen.
     pub revision: i64,
     /// Values that could not be read (skipped).
@@ -181,6 +265,23 @@ impl View {
             Key::Endpoint(n, h, mac) => {
                 self.endpoints.insert((n, h, mac), kv.mod_revision);
             }
+            Key::Leader => self.leader = Some(String::from_utf8_lossy(&kv.value).into_owned()),
+            Key::KeyTag(t) => match serde_json::from_slice::<KeyRec>(&kv.value) {
+                Ok(k) => {
+                    self.keys.insert(t, k);
+                }
+                Err(_) => self.malformed += 1,
+            },
+            Key::KeyPrimary => match std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse().ok()) {
+                Some(t) => self.primary = Some(t),
+                None => self.malformed += 1,
+            },
+            Key::KeyAck(h) => match serde_json::from_slice::<KeyAck>(&kv.value) {
+                Ok(a) => {
+                    self.acks.insert(h, a);
+                }
+                Err(_) => self.malformed += 1,
+            },
             Key::Other => {}
         }
     }
@@ -200,6 +301,10 @@ impl View {
                     Key::Network(n) => changed |= self.networks.remove(&n).is_some(),
                     Key::Member(n, h) => changed |= self.members.remove(&(n, h)),
                     Key::Endpoint(n, h, m) => changed |= self.endpoints.remove(&(n, h, m)).is_some(),
+                    Key::Leader => changed |= self.leader.take().is_some(),
+                    Key::KeyTag(t) => changed |= self.keys.remove(&t).is_some(),
+                    Key::KeyPrimary => changed |= self.primary.take().is_some(),
+                    Key::KeyAck(h) => changed |= self.acks.remove(&h).is_some(),
                     Key::Other => {}
                 },
             }
@@ -223,6 +328,8 @@ pub struct Derived {
     pub peers: BTreeSet<(String, Ipv4Addr)>,
     /// (network, MAC) -> VTEP of other hosts' endpoints.
     pub fdb: BTreeMap<(String, [u8; 6]), Ipv4Addr>,
+    /// The store's keys (tag, hex, primary), once the leader wrote any.
+    pub keys: Option<Vec<(u32, String, bool)>>,
 }
 
 /// What the store asks of host `me` (whose underlay address is `my_vtep`): every global network;
@@ -238,6 +345,12 @@ pub fn derive(view: &View, me: &str, my_vtep: Option<Ipv4Addr>) -> Derived {
     };
     let mut d = Derived {
         networks: view.networks.clone(),
+        keys: (!view.keys.is_empty()).then(|| {
+            view.keys
+                .iter()
+                .map(|(&t, k)| (t, k.key.clone(), view.primary == Some(t)))
+                .collect()
+        }),
         ..Derived::default()
     };
     for (net, host) in &view.members {
@@ -278,10 +391,24 @@ fn fdb(net: &str, mac: &[u8; 6], v: &Ipv4Addr) -> StaticFdb {
     }
 }
 
+fn keys_of(k: &Option<Vec<(u32, String, bool)>>) -> Option<Vec<KeySpec>> {
+    k.as_ref().map(|list| {
+        list.iter()
+            .map(|(tag, key, primary)| KeySpec {
+                tag: *tag,
+                key: key.clone(),
+                primary: *primary,
+                added: 0,
+            })
+            .collect()
+    })
+}
+
 /// The batch that replaces everything the store made on the daemon with `new` (after a list).
 pub fn full(new: &Derived) -> ClusterApply {
     ClusterApply {
         replace: true,
+        keys: keys_of(&new.keys),
         networks: new.networks.values().cloned().collect(),
         peers_add: new.peers.iter().map(|(n, v)| peer(n, v)).collect(),
         fdb_add: new.fdb.iter().map(|((n, m), v)| fdb(n, m, v)).collect(),
@@ -299,6 +426,11 @@ pub fn diff(old: &Derived, new: &Derived) -> ClusterApply {
             .filter(|(k, v)| old.networks.get(*k) != Some(v))
             .map(|(_, v)| v.clone())
             .collect(),
+        keys: if old.keys != new.keys {
+            keys_of(&new.keys)
+        } else {
+            None
+        },
         ..ClusterApply::default()
     };
     a.peers_rm = old
@@ -337,6 +469,8 @@ pub struct Local {
     pub members: BTreeSet<String>,
     /// (network, MAC) learned behind local ports of global networks.
     pub endpoints: BTreeSet<(String, [u8; 6])>,
+    /// The keys installed here (what the store's leader waits for).
+    pub keys: KeyAck,
 }
 
 /// The keys host `me` keeps on its lease, with their values (registered at `since`).
@@ -349,6 +483,10 @@ pub fn own_keys(layout: &Layout, me: &str, local: &Local, since: u64) -> BTreeMa
     keys.insert(
         layout.host(me),
         serde_json::to_vec(&host).unwrap_or_default(),
+    );
+    keys.insert(
+        layout.key_ack(me),
+        serde_json::to_vec(&local.keys).unwrap_or_default(),
     );
     for n in &local.members {
         keys.insert(layout.member(n, me), Vec::new());
@@ -381,6 +519,43 @@ pub fn publish_diff(
         .cloned()
         .collect();
     (puts, dels)
+}
+
+/// What the leader does next with the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStep {
+    /// Write a new key with this tag (every host installs it for receive).
+    Add(u32),
+    /// Make this tag the sending key everywhere.
+    Primary(u32),
+    /// Remove this (old) key.
+    Remove(u32),
+}
+
+/// The leader's next step for the keys of encrypted global networks at `now`, each taken only
+/// once every live host acknowledged the one before (see the module doc); `None`: wait.
+/// A key is rotated `rotate_secs` after it was written.
+pub fn leader_step(view: &View, now: u64, rotate_secs: u64) -> Option<KeyStep> {
+    if !view.networks.values().any(|n| n.encrypted) {
+        return None;
+    }
+    let acks = || view.hosts.keys().map(|h| view.acks.get(h));
+    let everywhere = |t: u32| acks().all(|a| a.is_some_and(|a| a.tags.contains(&t)));
+    let sent_everywhere = |t: u32| acks().all(|a| a.is_some_and(|a| a.primary == Some(t)));
+    let newest = view.keys.keys().next_back().copied();
+    match (view.primary.filter(|p| view.keys.contains_key(p)), newest) {
+        (_, None) => Some(KeyStep::Add(view.primary.unwrap_or(0).wrapping_add(1).max(1))),
+        (None, Some(t)) => everywhere(t).then_some(KeyStep::Primary(t)),
+        (Some(p), Some(t)) if t > p => everywhere(t).then_some(KeyStep::Primary(t)),
+        (Some(p), Some(_)) => {
+            if let Some(&old) = view.keys.keys().find(|&&t| t != p) {
+                return sent_everywhere(p).then_some(KeyStep::Remove(old));
+            }
+            let added = view.keys.get(&p).map_or(0, |k| k.added);
+            (sent_everywhere(p) && now >= added.saturating_add(rotate_secs))
+                .then_some(KeyStep::Add(p.wrapping_add(1).max(1)))
+        }
+    }
 }
 
 /// Whether `spec` is one the store can hold: a global overlay network.
@@ -560,6 +735,80 @@ mod tests {
         let v = View::from_list(&l, &kvs, 1);
         assert_eq!(v.hosts["h1"].vtep, local.vtep);
         assert_eq!(v.endpoints_of("h1"), 1);
+    }
+
+    /// Every host acknowledges what the store says (installs every key, sends with the primary).
+    fn all_ack(v: &mut View) {
+        let ack = KeyAck {
+            tags: v.keys.keys().copied().collect(),
+            primary: v.primary,
+        };
+        for h in v.hosts.keys().cloned().collect::<Vec<_>>() {
+            v.acks.insert(h, ack.clone());
+        }
+    }
+
+    fn step(v: &mut View, s: KeyStep, now: u64) {
+        match s {
+            KeyStep::Add(t) => {
+                v.keys.insert(t, KeyRec { key: format!("k{t}"), added: now });
+            }
+            KeyStep::Primary(t) => v.primary = Some(t),
+            KeyStep::Remove(t) => {
+                v.keys.remove(&t);
+            }
+        }
+    }
+
+    #[test]
+    fn the_leader_rotates_keys_one_acknowledged_step_at_a_time() {
+        let l = Layout::new("/vs");
+        let mut v = View::from_list(&l, &cluster(&l), 9);
+        assert_eq!(leader_step(&v, 0, 100), None, "no encrypted network: no keys");
+        v.networks.get_mut("ov").unwrap().encrypted = true;
+        let s = leader_step(&v, 0, 100).unwrap();
+        assert_eq!(s, KeyStep::Add(1));
+        step(&mut v, s, 0);
+        // Not primary until every live host has it.
+        assert_eq!(leader_step(&v, 1, 100), None);
+        all_ack(&mut v);
+        v.acks.get_mut("h2").unwrap().tags.clear();
+        assert_eq!(leader_step(&v, 1, 100), None, "h2 has not installed key 1");
+        all_ack(&mut v);
+        let s = leader_step(&v, 1, 100).unwrap();
+        assert_eq!(s, KeyStep::Primary(1));
+        step(&mut v, s, 1);
+        assert_eq!(leader_step(&v, 50, 100), None, "not yet time to rotate");
+        all_ack(&mut v);
+        assert_eq!(leader_step(&v, 50, 100), None);
+        // Rotation: add, wait for all, primary, wait for all to send with it, remove the old.
+        let s = leader_step(&v, 100, 100).unwrap();
+        assert_eq!(s, KeyStep::Add(2));
+        step(&mut v, s, 100);
+        assert_eq!(leader_step(&v, 101, 100), None);
+        all_ack(&mut v);
+        let s = leader_step(&v, 101, 100).unwrap();
+        assert_eq!(s, KeyStep::Primary(2));
+        step(&mut v, s, 101);
+        // Some hosts still send with key 1: it stays.
+        let mut part = v.clone();
+        all_ack(&mut part);
+        part.acks.get_mut("h3").unwrap().primary = Some(1);
+        assert_eq!(leader_step(&part, 102, 100), None);
+        all_ack(&mut v);
+        assert_eq!(leader_step(&v, 102, 100), Some(KeyStep::Remove(1)));
+        step(&mut v, KeyStep::Remove(1), 102);
+        all_ack(&mut v);
+        assert_eq!(leader_step(&v, 103, 100), None);
+        // A dead host does not hold the cluster back; a new one does until it acknowledges.
+        v.hosts.remove("h3");
+        v.hosts.insert("h9".into(), HostRec { vtep: None, since: 0 });
+        assert_eq!(leader_step(&v, 300, 100), None);
+        all_ack(&mut v);
+        assert_eq!(leader_step(&v, 300, 100), Some(KeyStep::Add(3)));
+        // What hosts install: the store's keys with the primary marked.
+        let d = derive(&v, "h1", None);
+        assert_eq!(d.keys, Some(vec![(2, "k2".to_string(), true)]));
     }
 
     #[test]

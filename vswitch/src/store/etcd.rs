@@ -51,6 +51,40 @@ pub struct Etcd {
     timeout: Duration,
 }
 
+/// A transaction condition: `key` does not exist.
+pub fn cmp_absent(key: &str) -> Value {
+    json!({
+        "key": base64::encode(key.as_bytes()),
+        "result": "EQUAL",
+        "target": "CREATE",
+        "create_revision": "0",
+    })
+}
+
+/// A transaction condition: `key` holds `value`.
+pub fn cmp_value(key: &str, value: &[u8]) -> Value {
+    json!({
+        "key": base64::encode(key.as_bytes()),
+        "result": "EQUAL",
+        "target": "VALUE",
+        "value": base64::encode(value),
+    })
+}
+
+/// A transaction operation: put.
+pub fn op_put(key: &str, value: &[u8], lease: i64) -> Value {
+    json!({"request_put": {
+        "key": base64::encode(key.as_bytes()),
+        "value": base64::encode(value),
+        "lease": lease.to_string(),
+    }})
+}
+
+/// A transaction operation: delete.
+pub fn op_delete(key: &str) -> Value {
+    json!({"request_delete_range": {"key": base64::encode(key.as_bytes())}})
+}
+
 /// `[prefix, end)`: the range of every key starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -283,27 +317,13 @@ impl Etcd {
         absent: &[&str],
         puts: &[(&str, &[u8], i64)],
     ) -> Result<bool, String> {
-        let compare: Vec<Value> = absent
-            .iter()
-            .map(|k| {
-                json!({
-                    "key": base64::encode(k.as_bytes()),
-                    "result": "EQUAL",
-                    "target": "CREATE",
-                    "create_revision": "0",
-                })
-            })
-            .collect();
-        let success: Vec<Value> = puts
-            .iter()
-            .map(|(k, v, lease)| {
-                json!({"request_put": {
-                    "key": base64::encode(k.as_bytes()),
-                    "value": base64::encode(v),
-                    "lease": lease.to_string(),
-                }})
-            })
-            .collect();
+        let compare: Vec<Value> = absent.iter().map(|k| cmp_absent(k)).collect();
+        let success: Vec<Value> = puts.iter().map(|(k, v, l)| op_put(k, v, *l)).collect();
+        self.txn(compare, success)
+    }
+
+    /// A transaction: `success` runs if every `compare` holds; whether it did.
+    pub fn txn(&mut self, compare: Vec<Value>, success: Vec<Value>) -> Result<bool, String> {
         let v = self.call(
             "/v3/kv/txn",
             &json!({"compare": compare, "success": success}),
