@@ -716,7 +716,7 @@ mod tests {
             ..Local::default()
         };
         let k0 = own_keys(&l, "h1", &local, 7);
-        assert_eq!(k0.len(), 1);
+        assert_eq!(k0.len(), 2, "the host and its key acknowledgement");
         local.members.insert("ov".into());
         local.endpoints.insert(("ov".into(), M1));
         let k1 = own_keys(&l, "h1", &local, 7);
