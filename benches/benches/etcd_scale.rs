@@ -92,8 +92,7 @@ fn put_all(e: &mut Etcd, kvs: &[(String, Vec<u8>)]) {
                 json!({"request_put": {"key": base64::encode(k.as_bytes()), "value": base64::encode(v)}})
             })
             .collect();
-        e.call("/v3/kv/txn", &json!({"success": ops}))
-            .expect("txn");
+        e.call("/v3/kv/txn", &json!({"success": ops})).expect("txn");
     }
 }
 
@@ -159,7 +158,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
         e.range(b"x", b"", 0, 1).is_ok()
     });
-    assert!(up, "etcd did not start; see {}", dir.join("etcd.log").display());
+    assert!(
+        up,
+        "etcd did not start; see {}",
+        dir.join("etcd.log").display()
+    );
 
     let sock = dir.join("vswitchd.sock");
     let log = std::fs::File::create(dir.join("vswitchd.log")).unwrap();
@@ -232,7 +235,9 @@ fn main() {
     let mut last = Value::Null;
     for _ in 0..6000 {
         last = call(&mut c, "network.inspect", json!({"name": "ov"}));
-        if last["static_macs"].as_u64() == Some(n) && last["peers"].as_array().map(Vec::len) == Some(hosts) {
+        if last["static_macs"].as_u64() == Some(n)
+            && last["peers"].as_array().map(Vec::len) == Some(hosts)
+        {
             held = Some(t0.elapsed());
             break;
         }
@@ -296,8 +301,14 @@ fn main() {
     lat.sort();
     let info = call(&mut c, "cluster.ls", json!({}));
     println!("etcd_scale: {hosts} hosts, {n} endpoints, one daemon watching (release build)");
-    println!("  generator wrote them in        {:.2} s", written.as_secs_f64());
-    println!("  daemon tables held them all at {:.2} s after the first write", held.as_secs_f64());
+    println!(
+        "  generator wrote them in        {:.2} s",
+        written.as_secs_f64()
+    );
+    println!(
+        "  daemon tables held them all at {:.2} s after the first write",
+        held.as_secs_f64()
+    );
     println!("  static MACs in the workers' tables: {in_table}; peers (tunnels): {hosts}");
     println!(
         "  daemon RSS {} MiB before, {} MiB after (+{} MiB)",

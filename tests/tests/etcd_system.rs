@@ -13,9 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tests::{bin, can_run_system_tests, TempDir};
-use vswitch::testbed::{
-    tcp_transfer, unique_name, wait_passing, DaemonProcess, Netns, SIGKILL,
-};
+use vswitch::testbed::{tcp_transfer, unique_name, wait_passing, DaemonProcess, Netns, SIGKILL};
 
 /// The hosts' lease TTL (etcd's minimum is about 2 s with its default timings).
 const TTL: u64 = 5;
@@ -157,10 +155,20 @@ fn host(core: &Netns, dir: &Path, n: u8) -> Host {
     let ns = Netns::create(&unique_name(&format!("vsh{n}"))).unwrap();
     let veth = unique_name("vse");
     core.ip(&[
-        "link", "add", &veth, "type", "veth", "peer", "name", "underlay", "netns", ns.name(),
+        "link",
+        "add",
+        &veth,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "underlay",
+        "netns",
+        ns.name(),
     ])
     .unwrap();
-    core.ip(&["link", "set", &veth, "master", "br0", "up"]).unwrap();
+    core.ip(&["link", "set", &veth, "master", "br0", "up"])
+        .unwrap();
     ns.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
     ns.ip(&["link", "set", "underlay", "master", "br0", "up"])
         .unwrap();
@@ -242,7 +250,11 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
     // Host 2 first, so that it takes the key leadership and its death moves it.
     let second = host(&core, &tmp.0, 2);
     assert!(
-        wait_for(Duration::from_secs(10), || call(&second.d, "cluster.ls", json!({}))["leader"]
+        wait_for(Duration::from_secs(10), || call(
+            &second.d,
+            "cluster.ls",
+            json!({})
+        )["leader"]
             == "h2")
         .is_some(),
         "host 2 did not take the leadership: {}",
@@ -289,15 +301,14 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
         );
     }
     // The same VNI, or the same name, made elsewhere is refused by the store.
-    let e = h2
-        .d
-        .client()
-        .unwrap()
-        .call(
-            "network.create",
-            json!({"name": "other", "vni": 900, "scope": "global"}),
-        )
-        .unwrap_err();
+    let e =
+        h2.d.client()
+            .unwrap()
+            .call(
+                "network.create",
+                json!({"name": "other", "vni": 900, "scope": "global"}),
+            )
+            .unwrap_err();
     assert!(e.message.contains("VNI 900"), "{e}");
 
     let ip = |n: u8| Ipv4Addr::new(10, 210, 0, n);
@@ -307,8 +318,8 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
     // Host 3's first container: reachable from host 1 as soon as the store says so.
     let t0 = Instant::now();
     let (c3, p3) = container(h3, ip(13));
-    let peer_in = wait_for(Duration::from_secs(5), || has_peer(&h1.d, "192.168.90.3"))
-        .map(|_| t0.elapsed());
+    let peer_in =
+        wait_for(Duration::from_secs(5), || has_peer(&h1.d, "192.168.90.3")).map(|_| t0.elapsed());
     let mut reached = None;
     for _ in 0..50 {
         if c1
@@ -342,8 +353,14 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
     // Containers on the two hosts that did not make the network: ping and checked TCP, and
     // not one `peer add` anywhere.
     assert!(c2.ping(ip(13), 3).unwrap(), "host 2 cannot reach host 3");
-    let t = tcp_transfer(&c3.path(), ip(13), &c2.path(), 20 << 20, Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("TCP host 2 -> host 3: {e}"));
+    let t = tcp_transfer(
+        &c3.path(),
+        ip(13),
+        &c2.path(),
+        20 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("TCP host 2 -> host 3: {e}"));
     eprintln!("TCP between hosts 2 and 3: {:.0} Mbit/s", t.mbps());
     let peers = call(&h2.d, "peer.ls", json!({}));
     assert!(
@@ -358,7 +375,12 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
     // Endpoints are published: host 1 holds host 3's container MAC as a static entry.
     let m3 = mac_of(&c3, &p3);
     assert!(
-        wait_for(Duration::from_secs(5), || has_remote_mac(&h1.d, &m3, "192.168.90.3")).is_some(),
+        wait_for(Duration::from_secs(5), || has_remote_mac(
+            &h1.d,
+            &m3,
+            "192.168.90.3"
+        ))
+        .is_some(),
         "host 3's MAC {m3} never came to host 1: {}",
         call(&h1.d, "fdb.ls", json!({"network": "ov"}))
     );
@@ -439,7 +461,10 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
         let down = wait_for(Duration::from_secs(TTL + 3), || {
             call(&h1.d, "status", json!({}))["store"]["reachable"] == false
         });
-        assert!(down.is_some(), "status never said the store was unreachable");
+        assert!(
+            down.is_some(),
+            "status never said the store was unreachable"
+        );
         let (c4, p4) = container(h3, ip(14));
         assert!(c4.ping(ip(13), 2).unwrap(), "host 3 local traffic");
         let m4 = mac_of(&c4, &p4);
@@ -464,13 +489,13 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
             report.received(),
             report.transmitted
         );
-        assert!(report.all_answered(), "traffic stopped while the store was away");
+        assert!(
+            report.all_answered(),
+            "traffic stopped while the store was away"
+        );
         drop(c4);
     });
-    assert_eq!(
-        call(&h1.d, "status", json!({}))["store"]["reachable"],
-        true
-    );
+    assert_eq!(call(&h1.d, "status", json!({}))["store"]["reachable"], true);
 
     // Host 2 dies: it leaves every other host within the lease's TTL.
     let mut hosts = hosts;
@@ -484,7 +509,12 @@ fn three_hosts_share_networks_peers_and_macs_through_etcd() {
                 .is_some_and(|a| a.len() == 2)
     });
     eprintln!("host 2 killed: gone from the others after {gone:?} (TTL {TTL} s)");
-    let gone = gone.unwrap_or_else(|| panic!("host 2 never left: {}", call(&h1.d, "cluster.ls", json!({}))));
+    let gone = gone.unwrap_or_else(|| {
+        panic!(
+            "host 2 never left: {}",
+            call(&h1.d, "cluster.ls", json!({}))
+        )
+    });
     assert!(
         gone <= Duration::from_secs(TTL + 2),
         "host 2 took {gone:?} to leave (TTL {TTL} s; etcd checks expiry every 0.5 s)"

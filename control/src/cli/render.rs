@@ -377,7 +377,11 @@ fn uplink(u: &UplinkInfo) -> String {
 fn peers(list: &[PeerSpec]) -> String {
     let mut t = Table::new(&[left("NETWORK"), left("VTEP"), left("ORIGIN")]);
     for p in list {
-        t.row([p.network.clone(), p.vtep.clone(), or_dash(p.origin.as_deref())]);
+        t.row([
+            p.network.clone(),
+            p.vtep.clone(),
+            or_dash(p.origin.as_deref()),
+        ]);
     }
     t.render()
 }
@@ -392,7 +396,10 @@ fn store_line(s: &StoreStatus) -> String {
 
 fn cluster(c: &ClusterInfo) -> String {
     let mut out = key_values(&[
-        ("store", format!("{} ({})", c.store.endpoints, store_line(&c.store))),
+        (
+            "store",
+            format!("{} ({})", c.store.endpoints, store_line(&c.store)),
+        ),
         ("host id", c.store.host_id.clone()),
         ("prefix", c.prefix.clone()),
         ("revision", c.store.revision.to_string()),
@@ -428,7 +435,11 @@ fn cluster(c: &ClusterInfo) -> String {
         };
         t.row([
             id,
-            if h.vtep.is_empty() { "-".into() } else { h.vtep.clone() },
+            if h.vtep.is_empty() {
+                "-".into()
+            } else {
+                h.vtep.clone()
+            },
             duration(h.lease_age_secs),
             h.endpoints.to_string(),
         ]);

@@ -183,10 +183,12 @@ impl Daemon {
                 "this daemon runs without a cluster store; start it with --store etcd://HOST:PORT --host-id NAME",
             )
         })?;
-        s.info
-            .lock()
-            .map(|i| i.clone())
-            .map_err(|_| err(ErrorCode::Internal, "the store agent failed; see the daemon log"))
+        s.info.lock().map(|i| i.clone()).map_err(|_| {
+            err(
+                ErrorCode::Internal,
+                "the store agent failed; see the daemon log",
+            )
+        })
     }
 
     /// `network create --scope global`: checked here first, then claimed in the store (name, VNI
@@ -198,8 +200,7 @@ impl Daemon {
                 "--scope global needs a cluster store; start vswitchd with --store etcd://HOST:PORT --host-id NAME, or leave --scope out",
             ));
         };
-        crate::store::core::check_global(&spec)
-            .map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        crate::store::core::check_global(&spec).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
         self.desired.create_network(spec.clone())?;
         s.create(spec, CLAIM_WAIT)
             .map_err(|m| err(ErrorCode::Conflict, m))
@@ -250,10 +251,9 @@ impl Daemon {
             match next.check_peer(p.clone()) {
                 Ok(p) => next.peers.push(p),
                 Err(e) if e.code == ErrorCode::AlreadyExists => {}
-                Err(e) => refused.push(format!(
-                    "peer {} of '{}': {}",
-                    p.vtep, p.network, e.message
-                )),
+                Err(e) => {
+                    refused.push(format!("peer {} of '{}': {}", p.vtep, p.network, e.message))
+                }
             }
         }
         let adds: Vec<StaticFdb> = a

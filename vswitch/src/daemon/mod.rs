@@ -829,7 +829,12 @@ mod tests {
     fn the_stores_batches_add_replace_and_remove_only_what_the_store_made() {
         let dir = scratch("cluster");
         let mut d = Daemon::start(opts(&dir.0)).unwrap();
-        call(&mut d, cmd::NETWORK_CREATE, json!({"name": "mine", "vni": 7})).unwrap();
+        call(
+            &mut d,
+            cmd::NETWORK_CREATE,
+            json!({"name": "mine", "vni": 7}),
+        )
+        .unwrap();
         call(
             &mut d,
             cmd::PEER_ADD,
@@ -865,7 +870,10 @@ mod tests {
         let peers = call(&mut d, cmd::PEER_LS, Value::Null).unwrap();
         assert_eq!(peers.as_array().unwrap().len(), 3);
         assert_eq!(peers[1]["origin"], "store");
-        assert!(peers[0].get("origin").is_none(), "the operator's stays unmarked");
+        assert!(
+            peers[0].get("origin").is_none(),
+            "the operator's stays unmarked"
+        );
         // A delta: one host went.
         call(
             &mut d,
@@ -888,7 +896,10 @@ mod tests {
         let k2 = "101112131415161718191a1b1c1d1e1f20212223";
         for (keys, want) in [
             (json!([{"tag": 1, "key": k1}]), vec![(1, false)]),
-            (json!([{"tag": 1, "key": k1, "primary": true}]), vec![(1, true)]),
+            (
+                json!([{"tag": 1, "key": k1, "primary": true}]),
+                vec![(1, true)],
+            ),
             (
                 json!([{"tag": 1, "key": k1, "primary": true}, {"tag": 2, "key": k2}]),
                 vec![(1, true), (2, false)],
@@ -897,7 +908,10 @@ mod tests {
                 json!([{"tag": 1, "key": k1}, {"tag": 2, "key": k2, "primary": true}]),
                 vec![(1, false), (2, true)],
             ),
-            (json!([{"tag": 2, "key": k2, "primary": true}]), vec![(2, true)]),
+            (
+                json!([{"tag": 2, "key": k2, "primary": true}]),
+                vec![(2, true)],
+            ),
         ] {
             call(&mut d, cmd::CLUSTER_APPLY, json!({"keys": keys})).unwrap();
             let ls = call(&mut d, cmd::KEY_LS, Value::Null).unwrap();

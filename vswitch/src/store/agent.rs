@@ -80,7 +80,9 @@ impl StoreConfig {
             ));
         }
         if !(5..=300).contains(&ttl) {
-            return Err(format!("--store-ttl {ttl} is out of range; give 5 to 300 seconds"));
+            return Err(format!(
+                "--store-ttl {ttl} is out of range; give 5 to 300 seconds"
+            ));
         }
         if rotate_secs < 2 {
             return Err("--store-key-rotation must be at least 2 seconds".into());
@@ -359,7 +361,10 @@ impl Agent {
     /// needed and watches from the revision after the last seen.
     fn connect(&mut self) -> Result<(), String> {
         if self.lease != 0 && self.etcd.keepalive(self.lease)? <= 0 {
-            tracing::info!(lease = self.lease, "store lease expired while away; taking a new one");
+            tracing::info!(
+                lease = self.lease,
+                "store lease expired while away; taking a new one"
+            );
             self.lease = 0;
         }
         if self.lease == 0 {
@@ -377,7 +382,10 @@ impl Agent {
             let (kvs, rev) = self.etcd.list(self.layout.prefix(), PAGE)?;
             let view = View::from_list(&self.layout, &kvs, rev);
             if view.malformed > 0 {
-                tracing::warn!(count = view.malformed, "store values that cannot be read were skipped");
+                tracing::warn!(
+                    count = view.malformed,
+                    "store values that cannot be read were skipped"
+                );
             }
             tracing::info!(keys = kvs.len(), revision = rev, "store listed");
             self.view = Some(view);
@@ -394,7 +402,7 @@ impl Agent {
         std::thread::Builder::new()
             .name("store-watch".into())
             .spawn(move || loop {
-                let m = w.next();
+                let m = w.next_msg();
                 let end = m.is_err();
                 if tx.send(m).is_err() || end {
                     return;
@@ -497,7 +505,10 @@ impl Agent {
                     .etcd
                     .txn(vec![am_leader, cmp_absent(&k)], vec![op_put(&k, &body, 0)])?
                 {
-                    tracing::info!(tag, "key leader: new key written (hosts install it for receive)");
+                    tracing::info!(
+                        tag,
+                        "key leader: new key written (hosts install it for receive)"
+                    );
                 }
             }
             core::KeyStep::Primary(tag) => {
@@ -506,12 +517,18 @@ impl Agent {
                     vec![am_leader],
                     vec![op_put(&k, tag.to_string().as_bytes(), 0)],
                 )?;
-                tracing::info!(tag, "key leader: every host has the key; it is now the primary");
+                tracing::info!(
+                    tag,
+                    "key leader: every host has the key; it is now the primary"
+                );
             }
             core::KeyStep::Remove(tag) => {
                 self.etcd
                     .txn(vec![am_leader], vec![op_delete(&self.layout.key(tag))])?;
-                tracing::info!(tag, "key leader: every host sends with the new key; old key removed");
+                tracing::info!(
+                    tag,
+                    "key leader: every host sends with the new key; old key removed"
+                );
             }
         }
         Ok(())

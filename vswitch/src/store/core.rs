@@ -272,7 +272,10 @@ impl View {
                 }
                 Err(_) => self.malformed += 1,
             },
-            Key::KeyPrimary => match std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse().ok()) {
+            Key::KeyPrimary => match std::str::from_utf8(&kv.value)
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
                 Some(t) => self.primary = Some(t),
                 None => self.malformed += 1,
             },
@@ -300,7 +303,9 @@ impl View {
                     Key::Host(h) => changed |= self.hosts.remove(&h).is_some(),
                     Key::Network(n) => changed |= self.networks.remove(&n).is_some(),
                     Key::Member(n, h) => changed |= self.members.remove(&(n, h)),
-                    Key::Endpoint(n, h, m) => changed |= self.endpoints.remove(&(n, h, m)).is_some(),
+                    Key::Endpoint(n, h, m) => {
+                        changed |= self.endpoints.remove(&(n, h, m)).is_some()
+                    }
                     Key::Leader => changed |= self.leader.take().is_some(),
                     Key::KeyTag(t) => changed |= self.keys.remove(&t).is_some(),
                     Key::KeyPrimary => changed |= self.primary.take().is_some(),
@@ -544,7 +549,9 @@ pub fn leader_step(view: &View, now: u64, rotate_secs: u64) -> Option<KeyStep> {
     let sent_everywhere = |t: u32| acks().all(|a| a.is_some_and(|a| a.primary == Some(t)));
     let newest = view.keys.keys().next_back().copied();
     match (view.primary.filter(|p| view.keys.contains_key(p)), newest) {
-        (_, None) => Some(KeyStep::Add(view.primary.unwrap_or(0).wrapping_add(1).max(1))),
+        (_, None) => Some(KeyStep::Add(
+            view.primary.unwrap_or(0).wrapping_add(1).max(1),
+        )),
         (None, Some(t)) => everywhere(t).then_some(KeyStep::Primary(t)),
         (Some(p), Some(t)) if t > p => everywhere(t).then_some(KeyStep::Primary(t)),
         (Some(p), Some(_)) => {
@@ -619,12 +626,20 @@ mod tests {
         let l = Layout::new("/vs");
         assert_eq!(l.parse(&l.host("a")), Key::Host("a".into()));
         assert_eq!(l.parse(&l.network("n")), Key::Network("n".into()));
-        assert_eq!(l.parse(&l.member("n", "a")), Key::Member("n".into(), "a".into()));
+        assert_eq!(
+            l.parse(&l.member("n", "a")),
+            Key::Member("n".into(), "a".into())
+        );
         assert_eq!(
             l.parse(&l.endpoint("n", "a", &M1)),
             Key::Endpoint("n".into(), "a".into(), M1)
         );
-        for other in ["/vs/hosts/", "/vs/endpoints/n/a/zz", "/other/hosts/a", "/vs/hosts/a/b"] {
+        for other in [
+            "/vs/hosts/",
+            "/vs/endpoints/n/a/zz",
+            "/other/hosts/a",
+            "/vs/hosts/a/b",
+        ] {
             assert_eq!(l.parse(other), Key::Other, "{other}");
         }
     }
@@ -638,12 +653,18 @@ mod tests {
         let peers: Vec<String> = d.peers.iter().map(|p| p.1.to_string()).collect();
         assert_eq!(peers, ["192.168.1.2", "192.168.1.3"]);
         assert_eq!(d.fdb.len(), 2, "its own endpoint is not a remote MAC");
-        assert_eq!(d.fdb[&("ov".to_string(), M2)], "192.168.1.3".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(
+            d.fdb[&("ov".to_string(), M2)],
+            "192.168.1.3".parse::<Ipv4Addr>().unwrap()
+        );
         // The first batch replaces everything the store made, marked as the store's.
         let f = full(&d);
         assert!(f.replace);
         assert_eq!(f.peers_add.len(), 2);
-        assert!(f.fdb_add.iter().all(|e| e.origin.as_deref() == Some(ORIGIN_STORE)));
+        assert!(f
+            .fdb_add
+            .iter()
+            .all(|e| e.origin.as_deref() == Some(ORIGIN_STORE)));
     }
 
     #[test]
@@ -684,7 +705,10 @@ mod tests {
             12,
         );
         let after = derive(&v, "h1", None);
-        assert_eq!(after.fdb[&("ov".to_string(), M2)].to_string(), "192.168.1.2");
+        assert_eq!(
+            after.fdb[&("ov".to_string(), M2)].to_string(),
+            "192.168.1.2"
+        );
         let a = diff(&before, &after);
         assert_eq!(a.fdb_rm.len(), 1);
         assert_eq!(a.fdb_add[0].vtep.as_deref(), Some("192.168.1.2"));
@@ -723,14 +747,21 @@ mod tests {
         let (puts, dels) = publish_diff(&k0, &k1);
         assert_eq!(puts.len(), 2);
         assert!(dels.is_empty());
-        assert!(puts.iter().any(|p| p.0 == "/vs/endpoints/ov/h1/02:00:00:00:00:01"));
+        assert!(puts
+            .iter()
+            .any(|p| p.0 == "/vs/endpoints/ov/h1/02:00:00:00:00:01"));
         let (puts, dels) = publish_diff(&k1, &k0);
         assert!(puts.is_empty());
         assert_eq!(dels.len(), 2);
         // What it publishes, another host reads back.
         let kvs: Vec<Kv> = k1
             .iter()
-            .map(|(k, v)| Kv { key: k.clone(), value: v.clone(), mod_revision: 1, lease: 1 })
+            .map(|(k, v)| Kv {
+                key: k.clone(),
+                value: v.clone(),
+                mod_revision: 1,
+                lease: 1,
+            })
             .collect();
         let v = View::from_list(&l, &kvs, 1);
         assert_eq!(v.hosts["h1"].vtep, local.vtep);
@@ -751,7 +782,13 @@ mod tests {
     fn step(v: &mut View, s: KeyStep, now: u64) {
         match s {
             KeyStep::Add(t) => {
-                v.keys.insert(t, KeyRec { key: format!("k{t}"), added: now });
+                v.keys.insert(
+                    t,
+                    KeyRec {
+                        key: format!("k{t}"),
+                        added: now,
+                    },
+                );
             }
             KeyStep::Primary(t) => v.primary = Some(t),
             KeyStep::Remove(t) => {
@@ -764,7 +801,11 @@ mod tests {
     fn the_leader_rotates_keys_one_acknowledged_step_at_a_time() {
         let l = Layout::new("/vs");
         let mut v = View::from_list(&l, &cluster(&l), 9);
-        assert_eq!(leader_step(&v, 0, 100), None, "no encrypted network: no keys");
+        assert_eq!(
+            leader_step(&v, 0, 100),
+            None,
+            "no encrypted network: no keys"
+        );
         v.networks.get_mut("ov").unwrap().encrypted = true;
         let s = leader_step(&v, 0, 100).unwrap();
         assert_eq!(s, KeyStep::Add(1));
@@ -802,7 +843,13 @@ mod tests {
         assert_eq!(leader_step(&v, 103, 100), None);
         // A dead host does not hold the cluster back; a new one does until it acknowledges.
         v.hosts.remove("h3");
-        v.hosts.insert("h9".into(), HostRec { vtep: None, since: 0 });
+        v.hosts.insert(
+            "h9".into(),
+            HostRec {
+                vtep: None,
+                since: 0,
+            },
+        );
         assert_eq!(leader_step(&v, 300, 100), None);
         all_ack(&mut v);
         assert_eq!(leader_step(&v, 300, 100), Some(KeyStep::Add(3)));

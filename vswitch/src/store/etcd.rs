@@ -126,7 +126,10 @@ fn kv_of(v: &Value) -> Option<Kv> {
 /// Parses one watch stream message (`{"result": {...}}` or `{"error": {...}}`).
 pub fn parse_watch(msg: &Value) -> Result<WatchMsg, String> {
     if let Some(e) = msg.get("error") {
-        return Err(format!("watch error: {}", e["message"].as_str().unwrap_or("?")));
+        return Err(format!(
+            "watch error: {}",
+            e["message"].as_str().unwrap_or("?")
+        ));
     }
     let r = msg.get("result").ok_or("watch message without result")?;
     let mut out = WatchMsg {
@@ -144,7 +147,8 @@ pub fn parse_watch(msg: &Value) -> Result<WatchMsg, String> {
                 let Some(key) = b64(&kv["key"]).and_then(|k| String::from_utf8(k).ok()) else {
                     continue;
                 };
-                out.events.push(Event::Delete(key, int(&kv["mod_revision"])));
+                out.events
+                    .push(Event::Delete(key, int(&kv["mod_revision"])));
             } else if let Some(kv) = kv_of(kv) {
                 out.events.push(Event::Put(kv));
             }
@@ -162,7 +166,7 @@ pub struct Watch {
 impl Watch {
     /// The next message; waits at most the read timeout given at `watch` (an error then: the
     /// caller treats a silent stream as a lost store, which progress notifications prevent).
-    pub fn next(&mut self) -> Result<WatchMsg, String> {
+    pub fn next_msg(&mut self) -> Result<WatchMsg, String> {
         loop {
             if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=nl).collect();
@@ -218,8 +222,8 @@ impl Etcd {
             let Some(&addr) = self.endpoints.get(at) else {
                 continue;
             };
-            let r = http::post(addr, path, &body, self.timeout)
-                .and_then(|r| Ok((r.status, r.body()?)));
+            let r =
+                http::post(addr, path, &body, self.timeout).and_then(|r| Ok((r.status, r.body()?)));
             match r {
                 Ok((status, bytes)) => {
                     self.current = at;

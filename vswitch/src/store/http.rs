@@ -249,7 +249,11 @@ mod tests {
         ] {
             let leaked: &'static [u8] = Box::leak(reply.to_vec().into_boxed_slice());
             let (a, _h) = serve_once(leaked);
-            assert!(post(a, "/", b"", t).is_err(), "{:?}", String::from_utf8_lossy(reply));
+            assert!(
+                post(a, "/", b"", t).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(reply)
+            );
         }
         let (a, _h) = serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
         assert!(post(a, "/", b"", t).unwrap().body().is_err());
