@@ -217,6 +217,11 @@ pub mod cmd {
     pub const SERVICE_BACKEND_SET: &str = "service.backend.set";
     /// [`super::BackendArgs`] (`ip`, optional `drain_timeout`) -> [`super::ServiceInfo`]
     pub const SERVICE_BACKEND_RM: &str = "service.backend.rm";
+    /// `{}` -> [`super::ClusterInfo`]
+    pub const CLUSTER_LS: &str = "cluster.ls";
+    /// [`super::ClusterApply`] -> [`super::ClusterApplied`] (sent by the daemon's own store
+    /// agent: what the store asks of this host, as one batch committed once)
+    pub const CLUSTER_APPLY: &str = "cluster.apply";
 
     /// All command names, for `unknown command` messages.
     pub const ALL: &[&str] = &[
@@ -265,6 +270,8 @@ pub mod cmd {
         SERVICE_BACKEND_ADD,
         SERVICE_BACKEND_SET,
         SERVICE_BACKEND_RM,
+        CLUSTER_LS,
+        CLUSTER_APPLY,
     ];
 }
 
@@ -351,7 +358,26 @@ pub struct NetworkSpec {
     /// No way out through the gateway (Docker's `--internal`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub internal: bool,
+    /// `global`: the network is published in the cluster store (`--store`) and exists on every
+    /// host; its VNI and subnet are unique across the cluster (a subnet is allocated when none
+    /// is given). Default `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
 }
+
+/// Where a network exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// On this host only.
+    Local,
+    /// On every host of the cluster store.
+    Global,
+}
+
+/// Who made a peer or static entry: `store` marks those the cluster store's agent programs
+/// (replaced as the store changes); absent: an operator's.
+pub const ORIGIN_STORE: &str = "store";
 
 /// Kind of port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,6 +446,9 @@ pub struct StaticFdb {
     /// Remote VTEP the MAC lives behind (overlay networks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtep: Option<String>,
+    /// `store` for entries the cluster store programs ([`ORIGIN_STORE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// `fdb.ls` arguments.
@@ -618,6 +647,9 @@ pub struct PeerSpec {
     pub network: String,
     /// The VTEP's underlay IPv4 address.
     pub vtep: String,
+    /// `store` for peers the cluster store programs ([`ORIGIN_STORE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// `peer.ls` arguments.
@@ -817,6 +849,113 @@ pub struct StatusInfo {
     pub rx_pps: u64,
     /// Packets transmitted per second over all ports, last interval.
     pub tx_pps: u64,
+    /// The cluster store, when the daemon runs with `--store`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreStatus>,
+}
+
+/// The cluster store as `status` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// The store's endpoints as given (`etcd://HOST:PORT,...`).
+    pub endpoints: String,
+    /// This host's id in the store.
+    pub host_id: String,
+    /// Whether the last exchange with the store succeeded.
+    pub reachable: bool,
+    /// Why it is unreachable (or the last error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last store revision this host has seen.
+    pub revision: i64,
+    /// Local changes waiting to be published (while the store is unreachable).
+    pub pending: bool,
+}
+
+/// `cluster.ls`: the hosts the store knows, as this host last saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The store's state.
+    pub store: StoreStatus,
+    /// The key prefix.
+    pub prefix: String,
+    /// The TTL of hosts' leases, in seconds.
+    pub lease_ttl_secs: u64,
+    /// Hosts alive in the store (with a live lease).
+    pub hosts: Vec<ClusterHost>,
+    /// Global networks in the store.
+    pub networks: u32,
+    /// Endpoints in the store, all hosts together.
+    pub endpoints: u64,
+    /// The host that writes encryption keys (the store's leader election).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The key tag every host sends with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_primary: Option<u32>,
+}
+
+/// One host of `cluster.ls`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterHost {
+    /// Its id (`--host-id`).
+    pub id: String,
+    /// Its underlay address (VTEP); empty until it has an uplink.
+    pub vtep: String,
+    /// Seconds since it registered its lease (its daemon's start or its return).
+    pub lease_age_secs: u64,
+    /// Its endpoints in the store.
+    pub endpoints: u64,
+    /// This host.
+    pub me: bool,
+}
+
+/// `cluster.apply`: what the store asks of this host, as one batch (the store agent's request).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterApply {
+    /// Replace every store-made peer and static entry with those given (after a (re)list).
+    #[serde(default)]
+    pub replace: bool,
+    /// Global networks to have (created when absent).
+    #[serde(default)]
+    pub networks: Vec<NetworkSpec>,
+    /// Store peers to remove.
+    #[serde(default)]
+    pub peers_rm: Vec<PeerSpec>,
+    /// Store static entries to remove.
+    #[serde(default)]
+    pub fdb_rm: Vec<FdbRmArgs>,
+    /// Peers to add.
+    #[serde(default)]
+    pub peers_add: Vec<PeerSpec>,
+    /// Static entries (remote MACs) to add.
+    #[serde(default)]
+    pub fdb_add: Vec<StaticFdb>,
+    /// The encryption keys the store's leader distributes: when given, this host's keys
+    /// become these (new ones added for receive, the primary switched, the others removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<KeySpec>>,
+}
+
+impl ClusterApply {
+    /// Whether it asks for nothing.
+    pub fn is_empty(&self) -> bool {
+        !self.replace
+            && self.networks.is_empty()
+            && self.peers_rm.is_empty()
+            && self.fdb_rm.is_empty()
+            && self.peers_add.is_empty()
+            && self.fdb_add.is_empty()
+            && self.keys.is_none()
+    }
+}
+
+/// `cluster.apply`'s reply: the items refused (each with why), the rest applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterApplied {
+    /// One line per refused item.
+    pub refused: Vec<String>,
 }
 
 /// Counters of one port in `stats`.

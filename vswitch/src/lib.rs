@@ -16,6 +16,7 @@ pub mod output;
 pub mod ping;
 pub mod pipeline;
 pub mod service;
+pub mod store;
 pub mod testbed;
 pub mod trace;
 pub mod vlan;

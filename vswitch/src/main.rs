@@ -49,6 +49,24 @@ struct Args {
     /// Close control connections that send no request for this many seconds (0: never).
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     control_idle_timeout: u64,
+    /// Join a cluster through etcd: publish this host and its endpoints, program peers and
+    /// remote MACs from the other hosts', share global networks (needs --host-id).
+    #[arg(long, value_name = "etcd://HOST:PORT[,HOST:PORT...]")]
+    store: Option<String>,
+    /// This host's id in the store: 1-64 characters of letters, digits, '_', '-', '.'.
+    #[arg(long, value_name = "NAME")]
+    host_id: Option<String>,
+    /// Key prefix in the store.
+    #[arg(long, default_value = "/vswitch", value_name = "P")]
+    store_prefix: String,
+    /// TTL of this host's lease in the store: a host that dies leaves every other host within
+    /// this many seconds.
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    store_ttl: u64,
+    /// Seconds between rotations of the keys of encrypted global networks (done by the one host
+    /// elected in the store; each step waits for every host).
+    #[arg(long, default_value_t = 43_200, value_name = "SECS")]
+    store_key_rotation: u64,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -112,6 +130,19 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         .map(dataplane::parse_core_list)
         .transpose()?;
     let metrics = args.metrics.as_deref().map(parse_metrics).transpose()?;
+    let store = match (&args.store, &args.host_id) {
+        (Some(url), Some(id)) => Some(vswitch::store::agent::StoreConfig::parse(
+            url,
+            id,
+            &args.store_prefix,
+            args.store_ttl,
+            args.store_key_rotation,
+        )?),
+        (Some(_), None) => {
+            return Err("--store needs --host-id NAME (this host's id in the store)".into())
+        }
+        (None, _) => None,
+    };
     let gid = args
         .group
         .as_deref()
@@ -136,6 +167,7 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         large_buffers: args.large_buffers,
         tap_offload: args.tap_offload == OnOff::On,
         metrics,
+        store,
     };
     let mut d = Daemon::start(opts).inspect_err(|_| {
         let _ = std::fs::remove_file(&socket);

@@ -69,6 +69,18 @@ pub(crate) enum Command {
     /// Encryption keys of encrypted overlay networks (ESP, AES-GCM)
     #[command(subcommand)]
     Key(KeyCmd),
+    /// The cluster store (vswitchd --store): hosts, their underlay addresses, leases, revision
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+/// `cluster ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCmd {
+    /// The hosts in the store, their underlay address, lease age and endpoints; the store's
+    /// reachability and the last revision seen
+    #[command(visible_alias = "list")]
+    Ls,
 }
 
 /// `key ...`
@@ -202,6 +214,11 @@ pub(crate) struct NetworkCreate {
     /// No way out through the gateway (needs --subnet), as Docker's --internal
     #[arg(long)]
     pub internal: bool,
+    /// global: publish the network in the cluster store (vswitchd --store) so that it exists on
+    /// every host, with a VNI and subnet unique across the cluster (a subnet is allocated when
+    /// --subnet is not given; needs --vni)
+    #[arg(long, value_name = "SCOPE", value_parser = ["local", "global"])]
+    pub scope: Option<String>,
 }
 
 /// `port ...`

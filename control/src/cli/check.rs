@@ -343,6 +343,7 @@ mod tests {
             aging_secs: None,
             learn_remote: None,
             internal: false,
+            scope: None,
         }
     }
 
@@ -365,6 +366,7 @@ mod tests {
             mac: "02:00:00:00:00:01".into(),
             port: port.map(Into::into),
             vtep: vtep.map(Into::into),
+            origin: None,
         }
     }
 
@@ -490,6 +492,7 @@ mod tests {
         PeerSpec {
             network: network.into(),
             vtep: vtep.into(),
+            origin: None,
         }
     }
 

@@ -9,8 +9,8 @@ use super::check;
 use super::CliError;
 use control::proto::{
     cmd, CaptureDirection, CaptureStart, ConfigDoc, ExportArgs, FdbLsArgs, FdbRmArgs, KeyAdd,
-    KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortSpec, PortType, StaticFdb, StatsArgs,
-    TraceAddArgs, UplinkSpec,
+    KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortSpec, PortType, Scope, StaticFdb,
+    StatsArgs, TraceAddArgs, UplinkSpec,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -55,6 +55,8 @@ pub(crate) enum Show {
     Uplink,
     /// `[PeerSpec]` as a table.
     Peers,
+    /// `ClusterInfo` as key: value lines and a host table.
+    Cluster,
     /// `[KeyInfo]` as a table.
     Keys,
     /// `StatsInfo` as tables.
@@ -120,6 +122,9 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
         Command::Fdb(f) => fdb(f),
         Command::Uplink(u) => uplink(u),
         Command::Peer(p) => peer(p),
+        Command::Cluster(super::args::ClusterCmd::Ls) => {
+            Call::new(cmd::CLUSTER_LS, &NoArgs {}, Show::Cluster)
+        }
         Command::Stats(s) => {
             if let Some(p) = s.port.as_deref() {
                 check::port_name(p).map_err(CliError::Usage)?;
@@ -282,6 +287,7 @@ fn network_spec(c: &NetworkCreate) -> NetworkSpec {
         aging_secs: c.aging,
         learn_remote: c.no_learn_remote.then_some(false),
         internal: c.internal,
+        scope: (c.scope.as_deref() == Some("global")).then_some(Scope::Global),
     }
 }
 
@@ -368,6 +374,7 @@ fn fdb(command: &FdbCmd) -> Result<Call, CliError> {
                 mac: mac.clone(),
                 port: port.clone(),
                 vtep: vtep.clone(),
+                origin: None,
             };
             check::static_fdb(&entry).map_err(CliError::Usage)?;
             let done = Show::Done(format!("static entry {mac} added to network '{network}'"));
@@ -420,6 +427,7 @@ fn peer(command: &PeerCmd) -> Result<Call, CliError> {
         let spec = PeerSpec {
             network: a.network.clone(),
             vtep: a.vtep.clone(),
+            origin: None,
         };
         check::peer_spec(&spec).map_err(CliError::Usage)?;
         Ok(spec)

@@ -5,8 +5,8 @@ use super::plan::Show;
 use super::table::{key_values, left, right, Table};
 use super::CliError;
 use control::proto::{
-    ConfigDoc, FdbEntry, ImportSummary, KeyInfo, NetworkInfo, PeerSpec, PortInfo, StatsInfo,
-    StatusInfo, TraceInfo, UplinkInfo,
+    ClusterInfo, ConfigDoc, FdbEntry, ImportSummary, KeyInfo, NetworkInfo, PeerSpec, PortInfo,
+    StatsInfo, StatusInfo, StoreStatus, TraceInfo, UplinkInfo,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -46,6 +46,7 @@ pub(crate) fn human(cmd: &str, show: &Show, result: Value) -> Result<String, Cli
             None => "no uplink set\n".to_string(),
         },
         Show::Peers => peers(&decode::<Vec<PeerSpec>>(cmd, result)?),
+        Show::Cluster => cluster(&decode(cmd, result)?),
         Show::Keys => keys(&decode::<Vec<KeyInfo>>(cmd, result)?),
         // `top` renders its own rates; one sample alone is the counters.
         Show::Stats | Show::Top { .. } => stats(&decode(cmd, result)?),
@@ -153,6 +154,12 @@ fn status(s: &StatusInfo) -> String {
         ("rx pps", s.rx_pps.to_string()),
         ("tx pps", s.tx_pps.to_string()),
     ]);
+    if let Some(st) = &s.store {
+        out.push_str(&key_values(&[
+            ("store", format!("{} ({})", st.endpoints, store_line(st))),
+            ("store revision", st.revision.to_string()),
+        ]));
+    }
     let mut t = Table::new(&[
         right("WORKER"),
         right("CORE"),
@@ -375,11 +382,78 @@ fn uplink(u: &UplinkInfo) -> String {
 }
 
 fn peers(list: &[PeerSpec]) -> String {
-    let mut t = Table::new(&[left("NETWORK"), left("VTEP")]);
+    let mut t = Table::new(&[left("NETWORK"), left("VTEP"), left("ORIGIN")]);
     for p in list {
-        t.row([&p.network, &p.vtep]);
+        t.row([
+            p.network.clone(),
+            p.vtep.clone(),
+            or_dash(p.origin.as_deref()),
+        ]);
     }
     t.render()
+}
+
+fn store_line(s: &StoreStatus) -> String {
+    match (&s.error, s.reachable) {
+        (_, true) => "reachable".to_string(),
+        (Some(e), false) => format!("UNREACHABLE ({e}); forwarding continues on the last state"),
+        (None, false) => "UNREACHABLE".to_string(),
+    }
+}
+
+fn cluster(c: &ClusterInfo) -> String {
+    let mut out = key_values(&[
+        (
+            "store",
+            format!("{} ({})", c.store.endpoints, store_line(&c.store)),
+        ),
+        ("host id", c.store.host_id.clone()),
+        ("prefix", c.prefix.clone()),
+        ("revision", c.store.revision.to_string()),
+        ("lease ttl", format!("{}s", c.lease_ttl_secs)),
+        ("networks", c.networks.to_string()),
+        ("endpoints", c.endpoints.to_string()),
+        ("key leader", or_dash(c.leader.as_deref())),
+        (
+            "primary key",
+            c.key_primary.map_or("-".into(), |t| t.to_string()),
+        ),
+        (
+            "pending",
+            if c.store.pending {
+                "local changes wait for the store"
+            } else {
+                "none"
+            }
+            .to_string(),
+        ),
+    ]);
+    let mut t = Table::new(&[
+        left("HOST"),
+        left("UNDERLAY"),
+        right("LEASE_AGE"),
+        right("ENDPOINTS"),
+    ]);
+    for h in &c.hosts {
+        let id = if h.me {
+            format!("{} (this host)", h.id)
+        } else {
+            h.id.clone()
+        };
+        t.row([
+            id,
+            if h.vtep.is_empty() {
+                "-".into()
+            } else {
+                h.vtep.clone()
+            },
+            duration(h.lease_age_secs),
+            h.endpoints.to_string(),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&t.render());
+    out
 }
 
 fn keys(list: &[KeyInfo]) -> String {

@@ -155,6 +155,7 @@ impl Daemon {
             self.attach_port(&o.name, o.id, &mut o.rt);
             self.runtime.insert(o.name, o.rt);
         }
+        self.tell_store();
         Ok(())
     }
 }

@@ -45,6 +45,7 @@
 //! (`Daemon::open_port`, `attach_port`, `release_port`).
 
 mod capture;
+mod cluster;
 mod commit;
 mod desired;
 mod device;
@@ -116,6 +117,8 @@ pub struct Options {
     pub tap_offload: bool,
     /// Serve Prometheus metrics on this address (`--metrics`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// The cluster store (`--store`).
+    pub store: Option<crate::store::agent::StoreConfig>,
 }
 
 /// The kernel's drop counters of an AF_XDP port's sockets, as port counters (zero otherwise).
@@ -206,6 +209,8 @@ pub struct Daemon {
     /// Neighbours inside the networks, shared by the workers' routers (one table for the
     /// daemon's life, in every snapshot).
     inside: Arc<crate::nat::inside::InsideNeigh>,
+    /// The cluster store agent (`--store`; started by the control loop).
+    store: Option<crate::store::agent::Handle>,
 }
 
 /// Chooses worker cores: the given list, else all but core 0 when there are more than two,
@@ -324,6 +329,7 @@ impl Daemon {
             captures: capture::Captures::default(),
             sas: keys::SaCache::default(),
             inside: Arc::default(),
+            store: None,
         };
         d.restore()?;
         Ok(d)
@@ -426,7 +432,10 @@ impl Daemon {
         match c {
             cmd::STATUS => to_value(serde_json::to_value(self.status())),
             cmd::NETWORK_CREATE => {
-                let spec: NetworkSpec = parse_args(c, a)?;
+                let mut spec: NetworkSpec = parse_args(c, a)?;
+                if spec.scope == Some(Scope::Global) {
+                    spec = self.claim_global(spec)?;
+                }
                 let name = spec.name.clone();
                 self.network_create(spec)?;
                 to_value(serde_json::to_value(self.network_info(&name)?))
@@ -591,6 +600,17 @@ impl Daemon {
             | cmd::SERVICE_BACKEND_ADD
             | cmd::SERVICE_BACKEND_SET
             | cmd::SERVICE_BACKEND_RM => self.service_handle(c, a),
+            cmd::CLUSTER_LS => to_value(serde_json::to_value(self.cluster_ls()?)),
+            cmd::CLUSTER_APPLY => {
+                // Not `parse_args`: a decoding error may quote a value, a key included.
+                let a: ClusterApply = serde_json::from_value(a.clone()).map_err(|_| {
+                    err(
+                        ErrorCode::InvalidArgument,
+                        "invalid arguments for cluster.apply (the store agent's batch; see control::proto::ClusterApply)",
+                    )
+                })?;
+                to_value(serde_json::to_value(self.cluster_apply(a)?))
+            }
             other => Err(err(
                 ErrorCode::UnknownCommand,
                 format!(
@@ -610,6 +630,7 @@ impl Daemon {
     /// stop), without it leaves them for the next daemon (an upgrade: persistent TAPs keep the
     /// containers' interfaces, addresses and routes).
     pub fn stop(&mut self, remove_devices: bool) {
+        self.stop_store(remove_devices);
         if let Some((_, mut server)) = self.metrics.take() {
             server.stop();
         }
@@ -692,6 +713,7 @@ mod tests {
             large_buffers: 128,
             tap_offload: true,
             metrics: None,
+            store: None,
         }
     }
 
@@ -832,6 +854,116 @@ mod tests {
     }
 
     #[test]
+    fn the_stores_batches_add_replace_and_remove_only_what_the_store_made() {
+        let dir = scratch("cluster");
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        call(
+            &mut d,
+            cmd::NETWORK_CREATE,
+            json!({"name": "mine", "vni": 7}),
+        )
+        .unwrap();
+        call(
+            &mut d,
+            cmd::PEER_ADD,
+            json!({"network": "mine", "vtep": "192.168.5.9"}),
+        )
+        .unwrap();
+        // Without --store: cluster ls and global networks say how to get one.
+        let e = call(&mut d, cmd::CLUSTER_LS, Value::Null).unwrap_err();
+        assert!(e.message.contains("--store"), "{e}");
+        let e = call(
+            &mut d,
+            cmd::NETWORK_CREATE,
+            json!({"name": "g", "vni": 8, "scope": "global"}),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("--store"), "{e}");
+        let ov = json!({"name": "ov", "vni": 100, "scope": "global"});
+        let batch = json!({
+            "replace": true,
+            "networks": [ov, {"name": "mine", "vni": 9, "scope": "global"}],
+            "peers_add": [{"network": "ov", "vtep": "192.168.5.2"}, {"network": "ov", "vtep": "192.168.5.3"}],
+            "fdb_add": [
+                {"network": "ov", "mac": "02:00:00:00:00:02", "vtep": "192.168.5.2"},
+                {"network": "ov", "mac": "02:00:00:00:00:03", "vtep": "192.168.5.3"},
+                {"network": "nope", "mac": "02:00:00:00:00:04", "vtep": "192.168.5.3"},
+            ],
+        });
+        let r = call(&mut d, cmd::CLUSTER_APPLY, batch).unwrap();
+        let refused: Vec<String> = serde_json::from_value(r["refused"].clone()).unwrap();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[0].contains("'mine'") && refused[0].contains("another definition"));
+        assert!(refused[1].contains("nope"));
+        let peers = call(&mut d, cmd::PEER_LS, Value::Null).unwrap();
+        assert_eq!(peers.as_array().unwrap().len(), 3);
+        assert_eq!(peers[1]["origin"], "store");
+        assert!(
+            peers[0].get("origin").is_none(),
+            "the operator's stays unmarked"
+        );
+        // A delta: one host went.
+        call(
+            &mut d,
+            cmd::CLUSTER_APPLY,
+            json!({
+                "peers_rm": [{"network": "ov", "vtep": "192.168.5.3"}],
+                "fdb_rm": [{"network": "ov", "mac": "02:00:00:00:00:03"}],
+            }),
+        )
+        .unwrap();
+        let fdb = call(&mut d, cmd::FDB_LS, json!({"network": "ov"})).unwrap();
+        assert_eq!(fdb.as_array().unwrap().len(), 1, "{fdb}");
+        // A replace with nothing removes every store entry, and only those; it persisted.
+        call(&mut d, cmd::CLUSTER_APPLY, json!({"replace": true})).unwrap();
+        let peers = call(&mut d, cmd::PEER_LS, Value::Null).unwrap();
+        assert_eq!(peers.as_array().unwrap().len(), 1, "{peers}");
+        assert_eq!(peers[0]["vtep"], "192.168.5.9");
+        // Keys: added for receive, then primary, then the old one removed, in one batch each.
+        let k1 = "000102030405060708090a0b0c0d0e0f10111213";
+        let k2 = "101112131415161718191a1b1c1d1e1f20212223";
+        for (keys, want) in [
+            (json!([{"tag": 1, "key": k1}]), vec![(1, false)]),
+            (
+                json!([{"tag": 1, "key": k1, "primary": true}]),
+                vec![(1, true)],
+            ),
+            (
+                json!([{"tag": 1, "key": k1, "primary": true}, {"tag": 2, "key": k2}]),
+                vec![(1, true), (2, false)],
+            ),
+            (
+                json!([{"tag": 1, "key": k1}, {"tag": 2, "key": k2, "primary": true}]),
+                vec![(1, false), (2, true)],
+            ),
+            (
+                json!([{"tag": 2, "key": k2, "primary": true}]),
+                vec![(2, true)],
+            ),
+        ] {
+            call(&mut d, cmd::CLUSTER_APPLY, json!({"keys": keys})).unwrap();
+            let ls = call(&mut d, cmd::KEY_LS, Value::Null).unwrap();
+            let got: Vec<(u64, bool)> = ls
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| (k["tag"].as_u64().unwrap(), k["primary"] == true))
+                .collect();
+            let want: Vec<(u64, bool)> = want.into_iter().collect();
+            assert_eq!(got, want);
+        }
+        // A malformed batch is refused without quoting it.
+        let e = call(
+            &mut d,
+            cmd::CLUSTER_APPLY,
+            json!({"keys": [{"tag": "x", "key": k1}]}),
+        )
+        .unwrap_err();
+        assert!(!e.message.contains(k1), "{e}");
+        d.shutdown();
+    }
+
+    #[test]
     fn tap_ports_with_offloads_need_a_spare_large_buffer_per_worker() {
         let dir = scratch("large");
         let o = Options {
@@ -968,6 +1100,7 @@ mod tests {
             mac_limit: None,
             aging_secs: None,
             internal: false,
+            scope: None,
         });
         conflicting.networks[0].mac_limit = Some(11);
         let e = call(

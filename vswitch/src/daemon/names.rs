@@ -185,6 +185,7 @@ mod tests {
             aging_secs: None,
             learn_remote: None,
             internal: false,
+            scope: None,
         }
     }
 

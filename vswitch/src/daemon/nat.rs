@@ -412,6 +412,7 @@ mod tests {
             aging_secs: None,
             learn_remote: None,
             internal,
+            scope: None,
         }
     }
 

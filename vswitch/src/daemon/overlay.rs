@@ -11,7 +11,7 @@ use control::proto::*;
 use control::text::{format_mac, parse_mac};
 use dataplane::port::{PortId, MAX_PORTS};
 use dataplane::worker::Command;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -254,11 +254,24 @@ impl Desired {
     }
 
     /// `peer add`.
-    pub(super) fn add_peer(&self, mut p: PeerSpec) -> Result<Desired, ErrorBody> {
+    pub(super) fn add_peer(&self, p: PeerSpec) -> Result<Desired, ErrorBody> {
+        let p = self.check_peer(p)?;
+        let mut next = self.clone();
+        next.peers.push(p);
+        Ok(next)
+    }
+
+    /// A peer's checks against the networks, the peers and the uplink; the peer in canonical
+    /// form (without cloning the state: the store adds hundreds at once).
+    pub(super) fn check_peer(&self, mut p: PeerSpec) -> Result<PeerSpec, ErrorBody> {
         self.overlay_net(&p.network)?;
         let ip = parse_ip("VTEP", &p.vtep)?;
         p.vtep = ip.to_string();
-        if self.peers.contains(&p) {
+        if self
+            .peers
+            .iter()
+            .any(|q| q.network == p.network && q.vtep == p.vtep)
+        {
             return Err(err(
                 ErrorCode::AlreadyExists,
                 format!("{ip} is already a peer of network '{}'", p.network),
@@ -272,9 +285,7 @@ impl Desired {
                 ));
             }
         }
-        let mut next = self.clone();
-        next.peers.push(p);
-        Ok(next)
+        Ok(p)
     }
 
     /// `peer rm`.
@@ -375,6 +386,23 @@ impl Desired {
         if snap.ports.len() < max {
             snap.ports.resize(max, None);
         }
+        // Indexes first: thousands of tunnels times a hundred thousand remote MACs (a cluster
+        // store's share) must not cost their product.
+        let mut macs_behind: HashMap<(&str, &str), Vec<[u8; 6]>> = HashMap::new();
+        for f in &self.fdb {
+            if let (Some(v), Ok(mac)) = (f.vtep.as_deref(), parse_mac(&f.mac)) {
+                macs_behind
+                    .entry((f.network.as_str(), v))
+                    .or_default()
+                    .push(mac);
+            }
+        }
+        let peers: HashSet<(&str, &str)> = self
+            .peers
+            .iter()
+            .map(|p| (p.network.as_str(), p.vtep.as_str()))
+            .collect();
+        let mut grown = BTreeSet::new();
         for ((net_name, vtep), &id) in &self.tunnel_ids {
             let Some(n) = self.nets.get(net_name) else {
                 continue;
@@ -393,22 +421,21 @@ impl Desired {
                 ..Default::default()
             });
             snap.tunnels.push(((n.id, u32::from(*vtep)), id));
-            let is_peer = self
-                .peers
-                .iter()
-                .any(|p| &p.network == net_name && p.vtep == vtep.to_string());
+            let vtep_text = vtep.to_string();
+            let is_peer = peers.contains(&(net_name.as_str(), vtep_text.as_str()));
             if let Some(Some(nc)) = snap.nets.get_mut(n.id as usize) {
                 if is_peer {
                     nc.ports.push(id);
-                    nc.ports.sort_unstable();
+                    grown.insert(n.id);
                 }
-                for f in self.fdb.iter().filter(|f| {
-                    &f.network == net_name && f.vtep.as_deref() == Some(&vtep.to_string())
-                }) {
-                    if let Ok(mac) = parse_mac(&f.mac) {
-                        nc.statics.push((mac, id));
-                    }
+                if let Some(macs) = macs_behind.get(&(net_name.as_str(), vtep_text.as_str())) {
+                    nc.statics.extend(macs.iter().map(|&mac| (mac, id)));
                 }
+            }
+        }
+        for id in grown {
+            if let Some(Some(nc)) = snap.nets.get_mut(id as usize) {
+                nc.ports.sort_unstable();
             }
         }
         snap.tunnels.sort_unstable();

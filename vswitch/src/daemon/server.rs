@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
-const FIRST_CONN: usize = 2;
+/// The cluster store agent has a batch for the daemon.
+const STORE: Token = Token(2);
+const FIRST_CONN: usize = 3;
 /// Most connections served at once; more are refused with an error line.
 const MAX_CONNS: usize = 256;
 /// Connections only root may open: others are refused once `MAX_CONNS - ROOT_RESERVE` are
@@ -135,6 +137,11 @@ pub fn serve(
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     poll.registry()
         .register(&mut SourceFd(&sig.as_raw_fd()), SIGNALS, Interest::READABLE)?;
+    let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), STORE)?);
+    d.start_store(Box::new(move || {
+        let _ = waker.wake();
+    }))
+    .map_err(io::Error::other)?;
     let mut conns: HashMap<usize, Conn> = HashMap::new();
     let mut next_token = FIRST_CONN;
     let mut events = Events::with_capacity(128);
@@ -160,9 +167,11 @@ pub fn serve(
             if let Some(idle) = limits.idle {
                 close_idle(d, &poll, &mut conns, idle);
             }
+            d.tell_store();
         }
         for ev in events.iter() {
             match ev.token() {
+                STORE => d.serve_store(),
                 SIGNALS => {
                     let kind = stop_kind(&sig);
                     tracing::info!(?kind, "signal received; shutting down");

@@ -678,6 +678,7 @@ mod tests {
             aging_secs: None,
             learn_remote: None,
             internal: false,
+            scope: None,
         })
         .unwrap()
     }

@@ -25,6 +25,7 @@ impl Daemon {
             ports: self.desired.ports.len() as u32,
             rx_pps: self.pps.0,
             tx_pps: self.pps.1,
+            store: self.store_status(),
         }
     }
 
