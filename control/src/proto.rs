@@ -394,6 +394,10 @@ pub struct PortLocateArgs {
     /// none for the daemon's own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The engine renames the device too (Docker: `eth` + a number): until its name starts
+    /// with this, it is not where it is going yet and nothing is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname_prefix: Option<String>,
 }
 
 /// A static MAC table entry; also the `fdb.add` arguments.

@@ -287,6 +287,7 @@ fn port(command: &PortCmd) -> Result<Call, CliError> {
             let args = PortLocateArgs {
                 name: name.clone(),
                 netns: netns.clone(),
+                ifname_prefix: None,
             };
             Call::new(cmd::PORT_LOCATE, &args, Show::Port)
         }

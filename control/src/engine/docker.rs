@@ -28,6 +28,9 @@ const MAX_BODY: usize = 1 << 20;
 /// How long a `Join`'s background `port locate` waits for Docker to move the device.
 const LOCATE_FOR: Duration = Duration::from_secs(60);
 
+/// What Docker names the device in the container: `eth` and a number.
+const DST_PREFIX: &str = "eth";
+
 /// The switch's network for Docker network `id`.
 pub fn network_name(id: &str) -> Result<String, ErrorBody> {
     Ok(format!("dk-{}", id_prefix("network id", id, 12)?))
@@ -117,9 +120,11 @@ pub fn network_spec(req: &Value) -> Result<NetworkSpec, ErrorBody> {
             }
             "encrypted" => spec.encrypted = truthy(v).map_err(|e| bad(format!("-o encrypted: {e}")))?,
             "internal" => spec.internal = truthy(v).map_err(|e| bad(format!("-o internal: {e}")))?,
+            // Read by `peers`.
+            "peers" => {}
             other => {
                 return Err(bad(format!(
-                    "unknown option -o {other}; the vswitch driver takes -o vni=N, -o encrypted and --internal"
+                    "unknown option -o {other}; the vswitch driver takes -o vni=N, -o peers=IP[,IP...], -o encrypted and --internal"
                 )))
             }
         }
@@ -155,6 +160,36 @@ pub fn network_spec(req: &Value) -> Result<NetworkSpec, ErrorBody> {
         return Err(bad("vswitch networks are IPv4 only: drop the IPv6 subnet"));
     }
     Ok(spec)
+}
+
+/// The remote VTEPs of an overlay (`-o peers=IP[,IP...]`): every other host's uplink address.
+pub fn peers(req: &Value) -> Result<Vec<std::net::Ipv4Addr>, ErrorBody> {
+    let Some(v) = req
+        .get("Options")
+        .and_then(|o| o.get("com.docker.network.generic"))
+        .and_then(|g| g.get("peers"))
+    else {
+        return Ok(Vec::new());
+    };
+    let list = v.as_str().unwrap_or_default();
+    let peers: Result<Vec<_>, _> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse()
+                .map_err(|_| bad(format!("-o peers: '{p}' is not an IPv4 address; write -o peers=192.168.1.11,192.168.1.12")))
+        })
+        .collect();
+    let peers = peers?;
+    if !peers.is_empty()
+        && req
+            .pointer("/Options/com.docker.network.generic/vni")
+            .is_none()
+    {
+        return Err(bad("-o peers needs an overlay: add -o vni=N"));
+    }
+    Ok(peers)
 }
 
 /// The published ports of a `CreateEndpoint` (`com.docker.network.portmap`).
@@ -250,9 +285,22 @@ impl Driver {
 
     fn create_network(&self, req: &Value) -> Result<Value, ErrorBody> {
         let spec = network_spec(req)?;
+        let peers = peers(req)?;
         let mut c = self.client()?;
         match c.call_typed::<_, NetworkInfo>(cmd::NETWORK_CREATE, &spec) {
-            Ok(_) => Ok(json!({})),
+            Ok(_) => {
+                for p in peers {
+                    let r = c.call(
+                        cmd::PEER_ADD,
+                        json!({"network": spec.name, "vtep": p.to_string()}),
+                    );
+                    if let Err(e) = r {
+                        let _ = c.call(cmd::NETWORK_RM, json!({"name": spec.name}));
+                        return Err(e);
+                    }
+                }
+                Ok(json!({}))
+            }
             // Docker may create a network again after its own restart: the same one is fine.
             Err(e) if e.code == ErrorCode::AlreadyExists => {
                 let have: NetworkInfo =
@@ -311,7 +359,7 @@ impl Driver {
         let p = port.clone();
         std::thread::spawn(move || locate(&socket, &p, &sandbox));
         let mut reply = json!({
-            "InterfaceName": {"SrcName": port, "DstPrefix": "eth"},
+            "InterfaceName": {"SrcName": port, "DstPrefix": DST_PREFIX},
             // The switch is the gateway: Docker must not add its docker_gwbridge.
             "DisableGatewayService": true,
         });
@@ -328,6 +376,8 @@ fn locate(socket: &Path, port: &str, sandbox: &str) {
     let args = PortLocateArgs {
         name: port.to_string(),
         netns: Some(sandbox.to_string()),
+        // Docker moves the device, then renames it: only the final name is worth recording.
+        ifname_prefix: Some(DST_PREFIX.to_string()),
     };
     let mut last = None;
     while Instant::now() < until {
@@ -481,6 +531,20 @@ mod tests {
         assert!(with(json!({"vnii": "1"})).contains("-o vni=N"));
         assert!(with(json!({"vni": "0"})).contains("use 1 to"));
         assert!(with(json!({"encrypted": ""})).contains("add -o vni=N"));
+        let req = |generic: Value| json!({"NetworkID": NID, "Options": {"com.docker.network.generic": generic}});
+        assert_eq!(
+            peers(&req(
+                json!({"vni": "7", "peers": "192.168.1.2, 192.168.1.3"})
+            ))
+            .unwrap(),
+            vec![
+                std::net::Ipv4Addr::new(192, 168, 1, 2),
+                std::net::Ipv4Addr::new(192, 168, 1, 3)
+            ]
+        );
+        assert!(peers(&req(json!({"vni": "7", "peers": "nope"}))).is_err());
+        assert!(peers(&req(json!({"peers": "192.168.1.2"}))).is_err());
+        assert!(network_spec(&req(json!({"vni": "7", "peers": "192.168.1.2"}))).is_ok());
         assert!(network_spec(&json!({"NetworkID": "../x"})).is_err());
     }
 

@@ -65,6 +65,14 @@ impl Daemon {
                 ),
             ));
         }
+        if let Some(prefix) = a.ifname_prefix.as_deref() {
+            if !current.starts_with(prefix) {
+                return Err(err(
+                    ErrorCode::NotFound,
+                    format!("port '{name}''s device is '{current}', not yet renamed to {prefix}N; ask again once the engine has renamed it"),
+                ));
+            }
+        }
         let mut spec = p.spec.clone();
         spec.netns = ns_path.clone();
         spec.ifname = (current != spec.name).then(|| current.clone());

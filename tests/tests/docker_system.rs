@@ -1,0 +1,415 @@
+//! Docker on the switch, end to end: a private `dockerd` (no iptables, no default bridge) drives
+//! `vswitchd` through `vswitch-docker-plugin`. Containers made from a busybox-static image ping
+//! each other by name and move a checked TCP transfer; `vswitchd` is killed with SIGKILL and
+//! restarted under them and traffic resumes; container exit, `network disconnect` and `network
+//! rm` leave no port and no device; `-p` says it needs the services feature; and an overlay
+//! network joins two "hosts", each with its own dockerd and switch.
+
+use control::proto::{cmd, PortInfo};
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+use tests::engines::{busybox_rootfs_tar, eventually, have_tools, DockerPlugin, Dockerd};
+use tests::{bin, can_run_system_tests, TempDir};
+use vswitch::testbed::{unique_name, wait_passing, DaemonProcess, Netns, SIGKILL};
+
+const IMAGE: &str = "vsbusybox:test";
+const TOOLS: &[&str] = &["dockerd", "/usr/bin/docker", "/bin/busybox", "tar"];
+
+fn ports(d: &DaemonProcess) -> Vec<PortInfo> {
+    d.client()
+        .unwrap()
+        .call_typed(cmd::PORT_LS, &json!({}))
+        .unwrap()
+}
+
+/// Our ports on Docker's network `net` (the switch's `dk-...`), by the driver's naming.
+fn docker_ports(d: &DaemonProcess) -> Vec<PortInfo> {
+    ports(d)
+        .into_iter()
+        .filter(|p| {
+            p.spec.name.starts_with("vs")
+                && p.spec
+                    .network
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("dk-"))
+        })
+        .collect()
+}
+
+/// Waits until `n` ports exist and every one was located in one of Docker's sandboxes as `eth0`.
+fn wait_located(d: &DaemonProcess, docker: &Dockerd, n: usize) -> Vec<PortInfo> {
+    let dir = docker.netns_dir();
+    let mut last = Vec::new();
+    let ok = eventually(15, || {
+        last = docker_ports(d);
+        last.len() == n
+            && last.iter().all(|p| {
+                p.device.starts_with("eth")
+                    && p.spec
+                        .netns
+                        .as_deref()
+                        .is_some_and(|ns| Path::new(ns).starts_with(&dir))
+                    && p.state.starts_with("up")
+            })
+    });
+    assert!(ok, "ports not located in Docker's sandboxes: {last:#?}");
+    last
+}
+
+fn ping(docker: &Dockerd, from: &str, to: &str) -> bool {
+    eventually(10, || {
+        docker
+            .docker(&["exec", from, "ping", "-c", "1", "-W", "1", to])
+            .status
+            .success()
+    })
+}
+
+/// A checked TCP transfer of `bytes` random bytes from container `from` to `to` (a name or
+/// address) with busybox `nc`: the receiver's stdin stays open (`sleep |`), so it does not
+/// half-close before the data is in; the md5 sums must match.
+fn transfer(docker: &Dockerd, from: &str, to: &str, to_addr: &str, port: u16, bytes: u32) {
+    docker.ok(&[
+        "exec",
+        "-d",
+        to,
+        "sh",
+        "-c",
+        &format!("sleep 120 | nc -l -p {port} > /tmp/rx{port}"),
+    ]);
+    let sent = docker.ok(&[
+        "exec",
+        from,
+        "sh",
+        "-c",
+        &format!("head -c {bytes} /dev/urandom > /tmp/tx{port} && md5sum < /tmp/tx{port}"),
+    ]);
+    let connected = eventually(10, || {
+        docker
+            .docker(&[
+                "exec",
+                from,
+                "sh",
+                "-c",
+                &format!("nc {to_addr} {port} < /tmp/tx{port}"),
+            ])
+            .status
+            .success()
+    });
+    assert!(
+        connected,
+        "nc from {from} to {to_addr}:{port} never connected"
+    );
+    let mut got = String::new();
+    let complete = eventually(20, || {
+        got = docker.ok(&["exec", to, "sh", "-c", &format!("wc -c < /tmp/rx{port}")]);
+        got.trim() == bytes.to_string()
+    });
+    assert!(complete, "{to} received {got} of {bytes} bytes");
+    let recv = docker.ok(&["exec", to, "sh", "-c", &format!("md5sum < /tmp/rx{port}")]);
+    assert_eq!(
+        sent, recv,
+        "the bytes {to} received differ from what {from} sent"
+    );
+}
+
+fn has_host_device(dev: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["link", "show", "dev", dev])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn docker_containers_talk_through_the_switch_survive_its_kill_9_and_leave_nothing_behind() {
+    let name =
+        "docker_containers_talk_through_the_switch_survive_its_kill_9_and_leave_nothing_behind";
+    if !can_run_system_tests(name) || !have_tools(name, TOOLS) {
+        return;
+    }
+    let tmp = TempDir::new("docker");
+    let mut d = DaemonProcess::start(&bin("vswitchd"), &tmp.0.join("vs")).unwrap();
+    let driver = unique_name("vsdk");
+    let plugin = DockerPlugin::start(&driver, &d.socket(), &tmp.0.join("plugin.log"));
+    let docker = Dockerd::start(&tmp.0.join("docker"));
+    let tar = busybox_rootfs_tar(&tmp.0);
+    docker.ok(&[
+        "import",
+        "--change",
+        "ENV PATH=/bin",
+        tar.to_str().unwrap(),
+        IMAGE,
+    ]);
+
+    let net = unique_name("vsdn");
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.94.0.0/24",
+        &net,
+    ]);
+    let (c1, c2) = (unique_name("vc1"), unique_name("vc2"));
+    for c in [&c1, &c2] {
+        docker.ok(&[
+            "run",
+            "-d",
+            "--name",
+            c,
+            "--network",
+            &net,
+            IMAGE,
+            "sleep",
+            "600",
+        ]);
+    }
+    let located = wait_located(&d, &docker, 2);
+    let names: Vec<String> = located.iter().map(|p| p.spec.name.clone()).collect();
+    assert!(
+        ping(&docker, &c2, &c1),
+        "{c2} cannot ping {c1} by name; plugin log:\n{}\ndaemon log:\n{}",
+        plugin.log(),
+        d.log_tail()
+    );
+    // The gateway is the switch: Docker's default route points at it.
+    assert!(
+        ping(&docker, &c1, "10.94.0.1"),
+        "the gateway does not answer"
+    );
+    transfer(&docker, &c2, &c1, &c1, 5001, 4_000_000);
+
+    // kill -9 under running containers: the TAPs persist in the sandboxes, the restarted
+    // daemon re-attaches to them there, and traffic resumes.
+    d.signal(SIGKILL).unwrap();
+    d.restart().unwrap();
+    let again = wait_located(&d, &docker, 2);
+    assert_eq!(
+        again.iter().map(|p| &p.spec.name).collect::<Vec<_>>(),
+        names.iter().collect::<Vec<_>>()
+    );
+    assert!(
+        ping(&docker, &c1, &c2),
+        "no traffic after kill -9 and restart; log:\n{}",
+        d.log_tail()
+    );
+    transfer(&docker, &c1, &c2, &c2, 5002, 4_000_000);
+
+    // A container that exits takes its port and device with it.
+    let c3 = unique_name("vc3");
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &c3,
+        "--network",
+        &net,
+        IMAGE,
+        "sleep",
+        "2",
+    ]);
+    let three = wait_located(&d, &docker, 3);
+    let p3 = three
+        .iter()
+        .find(|p| !names.contains(&p.spec.name))
+        .map(|p| p.spec.name.clone())
+        .unwrap();
+    docker.ok(&["wait", &c3]);
+    assert!(
+        eventually(10, || docker_ports(&d).len() == 2),
+        "{:#?}",
+        docker_ports(&d)
+    );
+    assert!(!has_host_device(&p3), "{p3} was left in the host");
+
+    // connect / disconnect a second (internal) network.
+    let net2 = unique_name("vsdi");
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--internal",
+        "--subnet",
+        "10.94.1.0/24",
+        &net2,
+    ]);
+    docker.ok(&["network", "connect", &net2, &c1]);
+    wait_located(&d, &docker, 3);
+    let routes = docker.ok(&["exec", &c1, "ip", "route"]);
+    assert_eq!(
+        routes.matches("default").count(),
+        1,
+        "an internal network added a default route:\n{routes}"
+    );
+    docker.ok(&["network", "disconnect", &net2, &c1]);
+    assert!(eventually(10, || docker_ports(&d).len() == 2));
+
+    // -p: published ports need the switch's services; the error says so.
+    let p = docker.docker(&[
+        "run",
+        "--rm",
+        "-p",
+        "8080:80",
+        "--network",
+        &net,
+        IMAGE,
+        "true",
+    ]);
+    let err = String::from_utf8_lossy(&p.stderr);
+    assert!(
+        !p.status.success() && err.contains("published ports need the services feature"),
+        "{err}"
+    );
+
+    // Removing everything leaves no port, no device and no network.
+    docker.ok(&["rm", "-f", &c1, &c2]);
+    assert!(
+        eventually(10, || docker_ports(&d).is_empty()),
+        "{:#?}",
+        docker_ports(&d)
+    );
+    docker.ok(&["network", "rm", &net, &net2]);
+    let nets: Vec<serde_json::Value> = d
+        .client()
+        .unwrap()
+        .call_typed(cmd::NETWORK_LS, &json!({}))
+        .unwrap();
+    assert!(nets.is_empty(), "networks left: {nets:?}");
+    for n in names.iter().chain([&p3]) {
+        assert!(!has_host_device(n), "{n} was left in the host");
+    }
+    drop(docker);
+    drop(plugin);
+}
+
+#[test]
+fn an_overlay_network_carries_docker_containers_between_two_hosts() {
+    let name = "an_overlay_network_carries_docker_containers_between_two_hosts";
+    if !can_run_system_tests(name) || !have_tools(name, TOOLS) {
+        return;
+    }
+    let tmp = TempDir::new("dockerov");
+    // Two "hosts": each a switch and a dockerd (both in this namespace, as on one machine they
+    // share one), the switches' uplinks bridged in an underlay namespace.
+    let underlay = Netns::create(&unique_name("vsund")).unwrap();
+    underlay
+        .ip(&["link", "add", "br0", "type", "bridge"])
+        .unwrap();
+    underlay.ip(&["link", "set", "br0", "up"]).unwrap();
+    let tar = busybox_rootfs_tar(&tmp.0);
+    let mut hosts = Vec::new();
+    let mut uplinks = Vec::new();
+    for i in 0..2 {
+        let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0.join(format!("vs{i}"))).unwrap();
+        let up = unique_name("vsupl");
+        let mut c = d.client().unwrap();
+        c.call(
+            cmd::PORT_ADD,
+            json!({"name": up, "type": "tap", "netns": underlay.name()}),
+        )
+        .unwrap();
+        underlay
+            .ip(&["link", "set", &up, "master", "br0", "up"])
+            .unwrap();
+        c.call(
+            cmd::UPLINK_SET,
+            json!({"port": up, "ip": format!("192.168.80.{}/24", i + 1)}),
+        )
+        .unwrap();
+        uplinks.push(up);
+        hosts.push(d);
+    }
+    let devs: Vec<&str> = uplinks.iter().map(String::as_str).chain(["br0"]).collect();
+    wait_passing(&underlay, &devs, Duration::from_secs(5)).unwrap();
+    let mut engines = Vec::new();
+    for (i, d) in hosts.iter().enumerate() {
+        let driver = unique_name("vsov");
+        let plugin =
+            DockerPlugin::start(&driver, &d.socket(), &tmp.0.join(format!("plugin{i}.log")));
+        let docker = Dockerd::start(&tmp.0.join(format!("docker{i}")));
+        docker.ok(&[
+            "import",
+            "--change",
+            "ENV PATH=/bin",
+            tar.to_str().unwrap(),
+            IMAGE,
+        ]);
+        let peer = format!("peers=192.168.80.{}", 2 - i);
+        let net = unique_name("vsovn");
+        docker.ok(&[
+            "network",
+            "create",
+            "-d",
+            &driver,
+            "--subnet",
+            "10.95.0.0/24",
+            "-o",
+            "vni=4343",
+            "-o",
+            &peer,
+            &net,
+        ]);
+        let c = unique_name("ovc");
+        let ip = format!("10.95.0.{}", 11 + i);
+        docker.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &c,
+            "--network",
+            &net,
+            "--ip",
+            &ip,
+            IMAGE,
+            "sleep",
+            "600",
+        ]);
+        wait_located(d, &docker, 1);
+        engines.push((docker, plugin, c, ip));
+    }
+    let (d0, _, c0, _) = &engines[0];
+    let (d1, _, c1, ip1) = &engines[1];
+    assert!(
+        ping(d0, c0, ip1),
+        "no ping across the overlay; host 1 log:\n{}",
+        hosts[0].log_tail()
+    );
+    // The overlay's MTU (1450) reached the container through Docker's move.
+    let link = d0.ok(&["exec", c0, "ip", "link", "show", "eth0"]);
+    assert!(link.contains("mtu 1450"), "{link}");
+    // Sender on host 0, receiver on host 1: the listener lives in d1's container.
+    d1.ok(&[
+        "exec",
+        "-d",
+        c1,
+        "sh",
+        "-c",
+        "sleep 120 | nc -l -p 6000 > /tmp/rx",
+    ]);
+    let sent = d0.ok(&[
+        "exec",
+        c0,
+        "sh",
+        "-c",
+        "head -c 2000000 /dev/urandom > /tmp/tx && md5sum < /tmp/tx",
+    ]);
+    assert!(eventually(10, || d0
+        .docker(&["exec", c0, "sh", "-c", &format!("nc {ip1} 6000 < /tmp/tx")])
+        .status
+        .success()));
+    assert!(eventually(20, || d1.ok(&[
+        "exec",
+        c1,
+        "sh",
+        "-c",
+        "wc -c < /tmp/rx"
+    ]) == "2000000"));
+    assert_eq!(sent, d1.ok(&["exec", c1, "sh", "-c", "md5sum < /tmp/rx"]));
+    // Dockerds (with their containers) go before the switches and the underlay.
+    drop(engines);
+    drop(hosts);
+    drop(underlay);
+}
