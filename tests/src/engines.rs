@@ -234,3 +234,123 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A private Podman (CNI backend): storage, run root and temporary files under its
+/// directory, its networks the conflists in `net.d` there, CNI plugins from `cni-bin` there
+/// (where `vswitch` is the CNI plugin) and /usr/lib/cni; its containers are removed on drop.
+pub struct Podman {
+    dir: PathBuf,
+}
+
+impl Podman {
+    /// Writes its configuration under `dir`: `CONTAINERS_CONF` with `default_ulimits` (Podman's
+    /// defaults raise limits, which root without CAP_SYS_RESOURCE may not), the CNI backend,
+    /// cgroupfs and file events (no systemd).
+    pub fn new(dir: &Path) -> Podman {
+        for d in ["net.d", "cni-bin"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let _ = std::os::unix::fs::symlink(
+            crate::bin("vswitch-cni"),
+            dir.join("cni-bin").join("vswitch"),
+        );
+        let conf = format!(
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+             [network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"/usr/lib/cni\"]\n\
+             network_config_dir = \"{}\"\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+            dir.join("cni-bin").display(),
+            dir.join("net.d").display()
+        );
+        std::fs::write(dir.join("containers.conf"), conf).unwrap();
+        Podman {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Where its network configurations go (`NAME.conflist`).
+    pub fn net_dir(&self) -> PathBuf {
+        self.dir.join("net.d")
+    }
+
+    /// Runs `podman` with its configuration.
+    pub fn podman(&self, args: &[&str]) -> Output {
+        Command::new("podman")
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .arg("--root")
+            .arg(self.dir.join("storage"))
+            .arg("--runroot")
+            .arg(self.dir.join("run"))
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("podman runs")
+    }
+
+    /// As [`Podman::podman`], which must succeed; its standard output, trimmed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.podman(args);
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
+    }
+}
+
+/// A checked TCP transfer of `bytes` random bytes with busybox `nc` from container `from` to
+/// container `to` (reached as `to_addr`), through an engine's `exec` (`exec(["exec", ...])`).
+/// The receiver's stdin stays open (`sleep |`): busybox nc half-closes when its stdin ends, and
+/// the sender would stop at the first FIN. The md5 sums must match.
+pub fn nc_transfer(
+    exec: &dyn Fn(&[&str]) -> Output,
+    from: &str,
+    to: &str,
+    to_addr: &str,
+    port: u16,
+    bytes: u32,
+) {
+    let ok = |args: &[&str]| {
+        let o = exec(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let listen = format!("sleep 120 | nc -l -p {port} > /tmp/rx{port}");
+    ok(&["exec", "-d", to, "sh", "-c", &listen]);
+    let make = format!("head -c {bytes} /dev/urandom > /tmp/tx{port} && md5sum < /tmp/tx{port}");
+    let sent = ok(&["exec", from, "sh", "-c", &make]);
+    let send = format!("nc {to_addr} {port} < /tmp/tx{port}");
+    let connected = eventually(10, || {
+        exec(&["exec", from, "sh", "-c", &send]).status.success()
+    });
+    assert!(
+        connected,
+        "nc from {from} to {to_addr}:{port} never connected"
+    );
+    let count = format!("wc -c < /tmp/rx{port}");
+    let mut got = String::new();
+    let complete = eventually(20, || {
+        got = ok(&["exec", to, "sh", "-c", &count]);
+        got == bytes.to_string()
+    });
+    assert!(complete, "{to} received {got} of {bytes} bytes");
+    let recv = ok(&["exec", to, "sh", "-c", &format!("md5sum < /tmp/rx{port}")]);
+    assert_eq!(
+        sent, recv,
+        "the bytes {to} received differ from what {from} sent"
+    );
+}

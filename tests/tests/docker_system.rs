@@ -9,7 +9,9 @@ use control::proto::{cmd, PortInfo};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
-use tests::engines::{busybox_rootfs_tar, eventually, have_tools, DockerPlugin, Dockerd};
+use tests::engines::{
+    busybox_rootfs_tar, eventually, have_tools, nc_transfer, DockerPlugin, Dockerd,
+};
 use tests::{bin, can_run_system_tests, TempDir};
 use vswitch::testbed::{unique_name, wait_passing, DaemonProcess, Netns, SIGKILL};
 
@@ -66,52 +68,8 @@ fn ping(docker: &Dockerd, from: &str, to: &str) -> bool {
     })
 }
 
-/// A checked TCP transfer of `bytes` random bytes from container `from` to `to` (a name or
-/// address) with busybox `nc`: the receiver's stdin stays open (`sleep |`), so it does not
-/// half-close before the data is in; the md5 sums must match.
 fn transfer(docker: &Dockerd, from: &str, to: &str, to_addr: &str, port: u16, bytes: u32) {
-    docker.ok(&[
-        "exec",
-        "-d",
-        to,
-        "sh",
-        "-c",
-        &format!("sleep 120 | nc -l -p {port} > /tmp/rx{port}"),
-    ]);
-    let sent = docker.ok(&[
-        "exec",
-        from,
-        "sh",
-        "-c",
-        &format!("head -c {bytes} /dev/urandom > /tmp/tx{port} && md5sum < /tmp/tx{port}"),
-    ]);
-    let connected = eventually(10, || {
-        docker
-            .docker(&[
-                "exec",
-                from,
-                "sh",
-                "-c",
-                &format!("nc {to_addr} {port} < /tmp/tx{port}"),
-            ])
-            .status
-            .success()
-    });
-    assert!(
-        connected,
-        "nc from {from} to {to_addr}:{port} never connected"
-    );
-    let mut got = String::new();
-    let complete = eventually(20, || {
-        got = docker.ok(&["exec", to, "sh", "-c", &format!("wc -c < /tmp/rx{port}")]);
-        got.trim() == bytes.to_string()
-    });
-    assert!(complete, "{to} received {got} of {bytes} bytes");
-    let recv = docker.ok(&["exec", to, "sh", "-c", &format!("md5sum < /tmp/rx{port}")]);
-    assert_eq!(
-        sent, recv,
-        "the bytes {to} received differ from what {from} sent"
-    );
+    nc_transfer(&|a| docker.docker(a), from, to, to_addr, port, bytes);
 }
 
 fn has_host_device(dev: &str) -> bool {
@@ -380,34 +338,15 @@ fn an_overlay_network_carries_docker_containers_between_two_hosts() {
     // The overlay's MTU (1450) reached the container through Docker's move.
     let link = d0.ok(&["exec", c0, "ip", "link", "show", "eth0"]);
     assert!(link.contains("mtu 1450"), "{link}");
-    // Sender on host 0, receiver on host 1: the listener lives in d1's container.
-    d1.ok(&[
-        "exec",
-        "-d",
-        c1,
-        "sh",
-        "-c",
-        "sleep 120 | nc -l -p 6000 > /tmp/rx",
-    ]);
-    let sent = d0.ok(&[
-        "exec",
-        c0,
-        "sh",
-        "-c",
-        "head -c 2000000 /dev/urandom > /tmp/tx && md5sum < /tmp/tx",
-    ]);
-    assert!(eventually(10, || d0
-        .docker(&["exec", c0, "sh", "-c", &format!("nc {ip1} 6000 < /tmp/tx")])
-        .status
-        .success()));
-    assert!(eventually(20, || d1.ok(&[
-        "exec",
-        c1,
-        "sh",
-        "-c",
-        "wc -c < /tmp/rx"
-    ]) == "2000000"));
-    assert_eq!(sent, d1.ok(&["exec", c1, "sh", "-c", "md5sum < /tmp/rx"]));
+    // Sender on host 0, receiver on host 1: one exec per engine, by container.
+    let exec = |args: &[&str]| {
+        if args.contains(&c1.as_str()) {
+            d1.docker(args)
+        } else {
+            d0.docker(args)
+        }
+    };
+    nc_transfer(&exec, c0, c1, ip1, 6000, 2_000_000);
     // Dockerds (with their containers) go before the switches and the underlay.
     drop(engines);
     drop(hosts);

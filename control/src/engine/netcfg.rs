@@ -116,7 +116,8 @@ pub fn ipv4(ifname: &str) -> io::Result<Option<(Ipv4Addr, u8)>> {
     let s = sock()?;
     let mut r = IfReq::new(ifname)?;
     if let Err(e) = ioctl(&s, libc::SIOCGIFADDR, &mut r, "read address") {
-        return if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+        // The wrapped error keeps the kind, not the number.
+        return if e.kind() == io::ErrorKind::AddrNotAvailable {
             Ok(None)
         } else {
             Err(e)
