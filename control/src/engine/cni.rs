@@ -352,8 +352,11 @@ fn add(env: &Env, conf: &Conf) -> Result<Value, CniError> {
     let port = port_name(&env.container_id, &env.ifname);
     let r = (|| -> Result<Value, CniError> {
         ensure_network(&mut c, conf, addr, prefix, gw)?;
-        let spec = json!({"name": port, "type": "tap", "network": conf.network,
+        let mut spec = json!({"name": port, "type": "tap", "network": conf.network,
                           "netns": env.netns, "ifname": env.ifname});
+        if let Some(mtu) = conf.raw.get("mtu").and_then(Value::as_u64) {
+            spec["mtu"] = json!(mtu);
+        }
         if let Err(e) = c.call(cmd::PORT_ADD, spec.clone()) {
             if e.code != ErrorCode::AlreadyExists {
                 return Err(e.into());
@@ -445,16 +448,29 @@ fn ensure_network(
     prefix: u8,
     gw: Option<Ipv4Addr>,
 ) -> Result<(), CniError> {
+    let net = Ipv4Addr::from(u32::from(addr) & prefix_mask(prefix));
+    let subnet = format!("{net}/{prefix}");
     match c.call_typed::<_, NetworkInfo>(cmd::NETWORK_INSPECT, &json!({"name": conf.network})) {
+        // The switch's gateway must be in the range IPAM hands out addresses from.
+        Ok(have) if have.spec.subnet.as_deref() != Some(subnet.as_str()) => {
+            return Err(CniError::new(
+                E_CONFIG,
+                format!(
+                    "the switch's network {} has subnet {}, but IPAM gave {addr}/{prefix}; make the ipam range {} or name another \"network\"",
+                    conf.network,
+                    have.spec.subnet.as_deref().unwrap_or("none"),
+                    have.spec.subnet.as_deref().unwrap_or("match"),
+                ),
+            ))
+        }
         Ok(_) => return Ok(()),
         Err(e) if e.code == ErrorCode::NotFound => {}
         Err(e) => return Err(e.into()),
     }
-    let net = Ipv4Addr::from(u32::from(addr) & prefix_mask(prefix));
     let r = &conf.raw;
     let spec = NetworkSpec {
         name: conf.network.clone(),
-        subnet: Some(format!("{net}/{prefix}")),
+        subnet: Some(subnet),
         gateway: gw.map(|g| g.to_string()),
         vni: r
             .get("vni")
