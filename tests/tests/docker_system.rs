@@ -8,11 +8,12 @@
 use control::proto::{cmd, PortInfo};
 use serde_json::json;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 use tests::engines::{
     busybox_rootfs_tar, eventually, have_tools, nc_transfer, DockerPlugin, Dockerd,
 };
-use tests::{bin, can_run_system_tests, TempDir};
+use tests::{bin, can_run_system_tests, ctl_ok, TempDir};
 use vswitch::testbed::{unique_name, wait_passing, DaemonProcess, Netns, SIGKILL};
 
 const IMAGE: &str = "vsbusybox:test";
@@ -351,4 +352,92 @@ fn an_overlay_network_carries_docker_containers_between_two_hosts() {
     drop(engines);
     drop(hosts);
     drop(underlay);
+}
+
+/// What the driver relies on, without Docker: a TAP moved and renamed by someone else is found
+/// through its own descriptor, recorded only where it really is, and re-attached there by a
+/// daemon restarted after SIGKILL.
+#[test]
+fn port_locate_records_a_tap_moved_and_renamed_by_hand_and_a_restart_finds_it_there() {
+    let name = "port_locate_records_a_tap_moved_and_renamed_by_hand_and_a_restart_finds_it_there";
+    if !can_run_system_tests(name) {
+        return;
+    }
+    let tmp = TempDir::new("locate");
+    let mut d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    ctl_ok(
+        &d,
+        &["network", "create", "blue", "--subnet", "10.98.0.0/24"],
+    );
+    let (peer, _) = tests::attach_tap(&d, "blue", "vlp", std::net::Ipv4Addr::new(10, 98, 0, 2));
+    let sandbox = Netns::create(&unique_name("vlsb")).unwrap();
+    let port = unique_name("vlm");
+    ctl_ok(
+        &d,
+        &["port", "add", &port, "--type", "tap", "--network", "blue"],
+    );
+    let locate = |ns: Option<&str>| {
+        let mut args = vec!["--socket".to_string(), d.socket().display().to_string()];
+        args.extend(["port", "locate", &port].map(String::from));
+        if let Some(ns) = ns {
+            args.extend(["--netns".to_string(), ns.to_string()]);
+        }
+        Command::new(bin("vswitchctl"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    // Still here: recorded as the daemon's own namespace; not in the sandbox yet.
+    assert!(locate(None).status.success());
+    let out = locate(Some(sandbox.name()));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not in namespace"),
+        "{out:?}"
+    );
+    // What Docker does: move it in, rename it, configure it.
+    Command::new("ip")
+        .args([
+            "link",
+            "set",
+            &port,
+            "netns",
+            sandbox.name(),
+            "name",
+            "eth0",
+        ])
+        .status()
+        .unwrap();
+    sandbox
+        .ip(&["addr", "add", "10.98.0.3/24", "dev", "eth0"])
+        .unwrap();
+    sandbox.ip(&["link", "set", "eth0", "up"]).unwrap();
+    let shown = String::from_utf8_lossy(&locate(Some(sandbox.name())).stdout).to_string();
+    assert!(
+        shown.contains("eth0") && shown.contains(sandbox.name()),
+        "{shown}"
+    );
+    assert!(sandbox
+        .ping(std::net::Ipv4Addr::new(10, 98, 0, 2), 3)
+        .unwrap());
+
+    d.signal(SIGKILL).unwrap();
+    d.restart().unwrap();
+    let ls = ctl_ok(&d, &["port", "ls"]);
+    let line = ls
+        .lines()
+        .find(|l| l.starts_with(&port))
+        .unwrap_or_default();
+    assert!(
+        line.contains("eth0") && line.contains(sandbox.name()) && line.contains(" up"),
+        "{ls}"
+    );
+    assert!(
+        sandbox
+            .ping(std::net::Ipv4Addr::new(10, 98, 0, 2), 3)
+            .unwrap(),
+        "no traffic after kill -9; log:\n{}",
+        d.log_tail()
+    );
+    drop(peer);
 }
