@@ -494,8 +494,17 @@ fn del(env: &Env, conf: &Conf) -> Result<(), CniError> {
     env.need("CNI_CONTAINERID", &env.container_id)?;
     env.need("CNI_IFNAME", &env.ifname)?;
     let port = port_name(&env.container_id, &env.ifname);
+    // The address goes back to IPAM whatever the daemon says: a lease must not outlive the
+    // container. A daemon that does not answer fails the call, so the runtime asks again.
+    let daemon = del_from_daemon(env, conf, &port);
+    ipam(env, conf, "DEL")?;
+    daemon
+}
+
+/// DEL's share on the daemon: published ports, the DNS name, the port.
+fn del_from_daemon(env: &Env, conf: &Conf, port: &str) -> Result<(), CniError> {
     let mut c = Client::connect(&conf.socket)?;
-    unpublish_ports(&mut c, &port)?;
+    unpublish_ports(&mut c, port)?;
     if let Some(name) = dns_name(env) {
         let ip = conf
             .raw
@@ -509,12 +518,10 @@ fn del(env: &Env, conf: &Conf) -> Result<(), CniError> {
         let _ = c.call(cmd::ENDPOINT_RM, args);
     }
     match c.call(cmd::PORT_RM, json!({"name": port})) {
-        Ok(_) => {}
-        Err(e) if e.code == ErrorCode::NotFound => {}
-        Err(e) => return Err(e.into()),
+        Ok(_) => Ok(()),
+        Err(e) if e.code == ErrorCode::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    ipam(env, conf, "DEL")?;
-    Ok(())
 }
 
 fn check(env: &Env, conf: &Conf) -> Result<(), CniError> {

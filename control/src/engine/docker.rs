@@ -380,6 +380,7 @@ fn locate(socket: &Path, port: &str, sandbox: &str) {
         ifname_prefix: Some(DST_PREFIX.to_string()),
     };
     let mut last = None;
+    let mut pause = Duration::from_millis(10);
     while Instant::now() < until {
         let r = Client::connect(socket).and_then(|mut c| {
             c.call(
@@ -392,18 +393,28 @@ fn locate(socket: &Path, port: &str, sandbox: &str) {
                 eprintln!("vswitch-docker-plugin: port {port} located in {sandbox}");
                 return;
             }
-            // Not moved yet, or the daemon is restarting: ask again.
-            Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::System) => last = Some(e),
+            // Not moved (or renamed) yet, or the daemon is restarting: ask again.
+            Err(e) if matches!(e.code, ErrorCode::Conflict | ErrorCode::System) => last = Some(e),
+            // Docker mounts the sandbox's namespace file just after Join, too: ask again while
+            // the port exists (it goes when the container failed to start).
+            Err(e) if e.code == ErrorCode::NotFound && port_exists(socket, port) => last = Some(e),
             Err(e) => {
                 eprintln!("vswitch-docker-plugin: cannot locate port {port}: {e}");
                 return;
             }
         }
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
     if let Some(e) = last {
         eprintln!("vswitch-docker-plugin: port {port} not seen in {sandbox}: {e}");
     }
+}
+
+fn port_exists(socket: &Path, port: &str) -> bool {
+    Client::connect(socket)
+        .and_then(|mut c| c.call(cmd::PORT_INSPECT, json!({"name": port})))
+        .is_ok()
 }
 
 /// Serves the driver on `listener`, a thread per connection, until the process ends.

@@ -10,7 +10,8 @@ use std::os::fd::OwnedFd;
 
 impl Daemon {
     /// Records where port `a.name`'s TAP device is, if it is in `a.netns` (none: the daemon's
-    /// own namespace); an error says where it is instead, so a caller may ask again.
+    /// own namespace); a `conflict` error says where it is instead, so a caller may ask again
+    /// (`not_found`: no such port or namespace, asking again will not help).
     pub(super) fn port_locate(&mut self, a: PortLocateArgs) -> Result<(), ErrorBody> {
         let name = a.name.as_str();
         let p = self.desired.ports.get(name).ok_or_else(|| no_port(name))?;
@@ -25,7 +26,7 @@ impl Daemon {
         }
         let down = || {
             err(
-                ErrorCode::Conflict,
+                ErrorCode::NotFound,
                 format!(
                     "port '{name}' has no device (it is down; see vswitchctl port inspect {name})"
                 ),
@@ -56,7 +57,7 @@ impl Daemon {
             .map_err(|e| err(ErrorCode::System, format!("cannot compare namespaces: {e}")))?;
         if !here {
             return Err(err(
-                ErrorCode::NotFound,
+                ErrorCode::Conflict,
                 format!(
                     "port '{name}''s device (now '{current}') is not in {} yet; ask again once the engine has moved it",
                     ns_path
@@ -68,7 +69,7 @@ impl Daemon {
         if let Some(prefix) = a.ifname_prefix.as_deref() {
             if !current.starts_with(prefix) {
                 return Err(err(
-                    ErrorCode::NotFound,
+                    ErrorCode::Conflict,
                     format!("port '{name}''s device is '{current}', not yet renamed to {prefix}N; ask again once the engine has renamed it"),
                 ));
             }
