@@ -44,7 +44,8 @@ pub fn proto_name(p: &Value) -> Option<&'static str> {
 
 /// The control requests that publish `maps` for the container at `ip` on `network`, as a
 /// service of its own named `service` (the services of issue 12: `service create NAME --network
-/// NET --publish P:T/proto --mode host` and `service backend add NAME --ip IP`).
+/// NET --publish P:T/proto --mode host --endpoint-mode dnsrr` and `service backend add NAME --ip
+/// IP`).
 pub fn publish_requests(
     service: &str,
     network: &str,
@@ -58,7 +59,9 @@ pub fn publish_requests(
     vec![
         (
             "service.create",
-            json!({"name": service, "network": network, "publish": publish, "mode": "host"}),
+            // dnsrr: no VIP, which would take an address out of the engine's IPAM range.
+            json!({"name": service, "network": network, "publish": publish, "mode": "host",
+                   "endpoint_mode": "dnsrr"}),
         ),
         ("service.backend.add", json!({"service": service, "ip": ip})),
     ]
@@ -162,7 +165,7 @@ mod tests {
         assert_eq!(r[0].0, "service.create");
         assert_eq!(
             r[0].1,
-            json!({"name": "vsabc", "network": "dk-123", "publish": ["8080:80/tcp", "5353:53/udp"], "mode": "host"})
+            json!({"name": "vsabc", "network": "dk-123", "publish": ["8080:80/tcp", "5353:53/udp"], "mode": "host", "endpoint_mode": "dnsrr"})
         );
         assert_eq!(
             r[1],
