@@ -195,6 +195,10 @@ pub mod cmd {
     pub const NAT_LS: &str = "nat.ls";
     /// `{}` -> [`super::NatStatsInfo`]
     pub const NAT_STATS: &str = "nat.stats";
+    /// [`super::NetLink`] -> `null`
+    pub const NETWORK_LINK: &str = "network.link";
+    /// [`super::NetLink`] -> `null`
+    pub const NETWORK_UNLINK: &str = "network.unlink";
     /// [`super::EndpointSpec`] -> `null`
     pub const ENDPOINT_ADD: &str = "endpoint.add";
     /// [`super::EndpointRmArgs`] -> `null`
@@ -241,6 +245,8 @@ pub mod cmd {
         ENDPOINT_ADD,
         ENDPOINT_RM,
         ENDPOINT_LS,
+        NETWORK_LINK,
+        NETWORK_UNLINK,
     ];
 }
 
@@ -496,6 +502,9 @@ pub struct ConfigDoc {
     /// Names the gateways' DNS answers (`endpoint add`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointSpec>,
+    /// Pairs of networks routed to each other (`network link`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<NetLink>,
 }
 
 /// An overlay encryption key as configured (`key add`, the state file).
@@ -641,6 +650,7 @@ impl Default for ConfigDoc {
             keys: Vec::new(),
             nat: None,
             endpoints: Vec::new(),
+            links: Vec::new(),
         }
     }
 }
@@ -678,6 +688,9 @@ pub struct NetworkInfo {
     /// Remote VTEPs (overlay networks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
+    /// Networks its gateway routes to (`network link`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 /// `port.inspect` / `port.ls` result.
@@ -1075,4 +1088,15 @@ pub struct EndpointLsArgs {
     /// Only this network's names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+}
+
+/// Two networks whose gateways route between them (`network link A B`; the order does not
+/// matter).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetLink {
+    /// One network.
+    pub a: String,
+    /// The other.
+    pub b: String,
 }

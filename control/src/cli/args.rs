@@ -146,6 +146,21 @@ pub(crate) enum NetworkCmd {
         /// Network name
         name: String,
     },
+    /// Route between two networks with subnets through their gateways (no NAT); networks
+    /// are isolated from each other until linked
+    Link {
+        /// One network
+        a: String,
+        /// The other
+        b: String,
+    },
+    /// Isolate two linked networks from each other again
+    Unlink {
+        /// One network
+        a: String,
+        /// The other
+        b: String,
+    },
 }
 
 /// `network create ...`

@@ -244,6 +244,21 @@ fn network(command: &NetworkCmd) -> Result<Call, CliError> {
             let done = Show::Done(format!("network '{name}' removed"));
             Call::new(cmd::NETWORK_RM, &NameArgs { name: name.clone() }, done)
         }
+        NetworkCmd::Link { a, b } | NetworkCmd::Unlink { a, b } => {
+            check::network_name(a).map_err(CliError::Usage)?;
+            check::network_name(b).map_err(CliError::Usage)?;
+            let link = control::proto::NetLink {
+                a: a.clone(),
+                b: b.clone(),
+            };
+            if matches!(command, NetworkCmd::Link { .. }) {
+                let done = Show::Done(format!("networks '{a}' and '{b}' linked"));
+                Call::new(cmd::NETWORK_LINK, &link, done)
+            } else {
+                let done = Show::Done(format!("networks '{a}' and '{b}' unlinked"));
+                Call::new(cmd::NETWORK_UNLINK, &link, done)
+            }
+        }
     }
 }
 

@@ -227,6 +227,9 @@ fn network(n: &NetworkInfo) -> String {
     }
     pairs.push(("ports", list_or_dash(&n.ports)));
     pairs.push(("peers", list_or_dash(&n.peers)));
+    if !n.links.is_empty() {
+        pairs.push(("linked to", n.links.join(", ")));
+    }
     if n.spec.vni.is_some() {
         let learn = n.spec.learn_remote.unwrap_or(true);
         pairs.push(("learn remote", if learn { "yes" } else { "no" }.to_string()));

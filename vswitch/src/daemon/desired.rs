@@ -41,6 +41,8 @@ pub(super) struct Desired {
     pub(super) nat: Option<NatSettings>,
     /// Names the gateways' DNS answers (`endpoint add`), lowercase.
     pub(super) endpoints: Vec<EndpointSpec>,
+    /// Networks routed to each other (`network link`), each pair with `a < b`, sorted.
+    pub(super) links: Vec<NetLink>,
 }
 
 /// What validation needs to know about the daemon besides the desired state; fixed at start.
@@ -101,6 +103,7 @@ impl Desired {
             keys: self.keys.clone(),
             nat: self.nat.clone(),
             endpoints: self.endpoints.clone(),
+            links: self.links.clone(),
         }
     }
 
@@ -117,6 +120,7 @@ impl Desired {
         self.compile_overlay(&mut snap, uplink_mtu);
         self.compile_nat(&mut snap);
         self.compile_names(&mut snap);
+        self.compile_links(&mut snap);
         snap
     }
 }

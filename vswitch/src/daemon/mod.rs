@@ -49,6 +49,7 @@ mod commit;
 mod desired;
 mod device;
 mod fdb;
+mod journal;
 mod keys;
 mod locate;
 mod metrics;
@@ -202,6 +203,9 @@ pub struct Daemon {
     captures: capture::Captures,
     /// ESP security associations, kept across snapshots (`keys.rs`).
     sas: keys::SaCache,
+    /// Neighbours inside the networks, shared by the workers' routers (one table for the
+    /// daemon's life, in every snapshot).
+    inside: Arc<crate::nat::inside::InsideNeigh>,
 }
 
 /// Chooses worker cores: the given list, else all but core 0 when there are more than two,
@@ -319,6 +323,7 @@ impl Daemon {
             metrics,
             captures: capture::Captures::default(),
             sas: keys::SaCache::default(),
+            inside: Arc::default(),
         };
         d.restore()?;
         Ok(d)
@@ -339,6 +344,7 @@ impl Daemon {
         self.refresh_metrics();
         let mut snap = self.desired.compile(self.gen, self.uplink_mtu());
         snap.esp = self.esp_ring();
+        snap.inside = self.inside.clone();
         snap.workers = u16::try_from(self.workers.len()).unwrap_or(u16::MAX);
         let snap = Arc::new(snap);
         let seqs: Vec<u64> = self
@@ -573,6 +579,17 @@ impl Daemon {
             }
             cmd::NAT_SET | cmd::NAT_LS | cmd::NAT_STATS => self.nat_handle(c, a),
             cmd::ENDPOINT_ADD | cmd::ENDPOINT_RM | cmd::ENDPOINT_LS => self.endpoint_handle(c, a),
+            cmd::NETWORK_LINK | cmd::NETWORK_UNLINK => {
+                let l: NetLink = parse_args(c, a)?;
+                let next = if c == cmd::NETWORK_LINK {
+                    self.desired.link_networks(&l)?
+                } else {
+                    self.desired.unlink_networks(&l)?
+                };
+                self.commit(next)?;
+                tracing::info!(a = %l.a, b = %l.b, "{}", if c == cmd::NETWORK_LINK { "networks linked" } else { "networks unlinked" });
+                Ok(Value::Null)
+            }
             other => Err(err(
                 ErrorCode::UnknownCommand,
                 format!(

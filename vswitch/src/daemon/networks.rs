@@ -86,6 +86,7 @@ impl Desired {
         next.fdb.retain(|f| f.network != name);
         next.peers.retain(|p| p.network != name);
         next.endpoints.retain(|e| e.network != name);
+        next.links.retain(|l| l.a != name && l.b != name);
         Ok(next)
     }
 
@@ -124,7 +125,12 @@ impl Daemon {
 
     pub(super) fn network_rm(&mut self, name: &str) -> Result<(), ErrorBody> {
         let next = self.desired.remove_network(name)?;
+        let id = self.desired.nets.get(name).map(|n| n.id);
         self.commit(next)?;
+        if let Some(id) = id {
+            // Its id may serve another network next: what was learned in it goes.
+            self.inside.forget_net(id);
+        }
         tracing::info!(network = %name, "network removed");
         Ok(())
     }
@@ -174,6 +180,15 @@ impl Daemon {
                 .iter()
                 .filter(|p| p.network == name)
                 .map(|p| p.vtep.clone())
+                .collect(),
+            links: d
+                .links
+                .iter()
+                .filter_map(|l| {
+                    (l.a == name)
+                        .then(|| l.b.clone())
+                        .or_else(|| (l.b == name).then(|| l.a.clone()))
+                })
                 .collect(),
         })
     }

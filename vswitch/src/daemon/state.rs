@@ -16,7 +16,10 @@ impl Daemon {
         let path = self.state_file();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.journal_recover();
+                return Ok(());
+            }
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
         let doc: ConfigDoc = serde_json::from_str(&text).map_err(|e| {
@@ -86,6 +89,11 @@ impl Daemon {
             let r = next.add_endpoint(e);
             take(&mut next, &what, r);
         }
+        for l in doc.links {
+            let what = format!("the link of networks '{}' and '{}'", l.a, l.b);
+            let r = next.link_networks(&l);
+            take(&mut next, &what, r);
+        }
         failed += refused;
         if failed > 0 {
             // The next accepted change rewrites the state without what could not be restored;
@@ -101,6 +109,7 @@ impl Daemon {
         }
         self.commit_as(next, Mode::Restore)
             .map_err(|e| format!("cannot restore the configuration: {e}"))?;
+        self.journal_recover();
         for name in self.desired.ports.keys() {
             tracing::info!(port = %name, "port restored");
         }
@@ -279,6 +288,16 @@ impl Daemon {
                 }
                 next = next.add_endpoint(e.clone())?;
                 summary.created += 1;
+            }
+            for l in &doc.links {
+                match next.link_networks(l) {
+                    Ok(d) => {
+                        next = d;
+                        summary.created += 1;
+                    }
+                    Err(e) if e.code == ErrorCode::Conflict => summary.unchanged += 1,
+                    Err(e) => return Err(e),
+                }
             }
             Ok(())
         })();

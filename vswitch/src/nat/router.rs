@@ -21,7 +21,8 @@ named_counters! {
         ToGateway => "gateway_unsupported",
         /// To an address of the network's own subnet through the gateway.
         SameNetwork => "route_same_network",
-        /// To another network's subnet: networks are isolated from each other.
+        /// To another network's subnet: networks are isolated from each other unless linked
+        /// (`network link`).
         Isolated => "network_isolated",
         /// From an `--internal` network, which has no way out.
         Internal => "internal_network",

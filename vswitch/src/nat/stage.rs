@@ -15,9 +15,10 @@
 //!
 //! Routing out of a network, in order, each failure a named drop: a well-formed IPv4 header;
 //! a source inside the network's subnet (else `martian_source`); the gateway address itself
-//! (ICMP echo answered, anything else `gateway_unsupported`); a unicast destination outside
-//! the network's subnet and every other network's (`route_not_unicast`, `route_same_network`,
-//! `network_isolated`: networks never reach each other); a network that is not `--internal`;
+//! (ICMP echo and DNS answered, anything else `gateway_unsupported`); a unicast destination
+//! outside the network's subnet (`route_not_unicast`, `route_same_network`); in another
+//! network's subnet, routed there without NAT if the two are linked (`network link`,
+//! [`super::link`]), else `network_isolated`; a network that is not `--internal`;
 //! an uplink address; TTL above 1 (else ICMP time exceeded, rate-limited); a size within the
 //! uplink MTU (else, with DF, ICMP fragmentation needed with the uplink MTU; without DF the
 //! packet is dropped as `route_too_big`: the gateway does not fragment); then NAT, the TTL
@@ -124,6 +125,8 @@ pub struct Router {
     ev: Counters<RouteEvent>,
     dns_drops: Counters<crate::dns::DnsDrop>,
     dns_ev: Counters<crate::dns::DnsEvent>,
+    /// Routing between linked networks.
+    link: super::link::Linker,
 }
 
 #[inline]
@@ -162,7 +165,7 @@ fn in_any_subnet(cfg: &Snapshot, ip: Ipv4Addr) -> bool {
 
 /// What became of a frame: on to a node, consumed (held for its next hop), or dropped under a
 /// counter.
-type Step = Result<Option<(Buf, Next)>, (Buf, usize)>;
+pub(super) type Step = Result<Option<(Buf, Next)>, (Buf, usize)>;
 
 impl Stage for Router {
     const NAME: &'static str = "l3-router";
@@ -184,6 +187,7 @@ impl Stage for Router {
             ev: env.layout.register(Self::NAME, CounterKind::Event),
             dns_drops: env.layout.register(Self::NAME, CounterKind::Drop),
             dns_ev: env.layout.register(Self::NAME, CounterKind::Event),
+            link: super::link::Linker::new(env.pool.clone(), env.layout),
         }
     }
 
@@ -242,7 +246,8 @@ impl Stage for Router {
         }
     }
 
-    fn tick(&mut self, io: &mut Io<'_, '_>, _frames: &mut Frames) {
+    fn tick(&mut self, io: &mut Io<'_, '_>, frames: &mut Frames) {
+        self.link.tick(io, frames);
         let n = self.nat.table.expire(io.cx.now, EXPIRE_BUDGET);
         self.expired += u64::from(n);
         self.ev
@@ -391,9 +396,12 @@ impl Router {
         };
         let d = pool.data(&b);
         if arp_request_for(d, gw.ip) {
-            if let crate::neigh::ArpAction::Reply { len, .. } =
+            if let crate::neigh::ArpAction::Reply { len, learn } =
                 crate::neigh::handle_arp(pool.data_mut(&mut b), gw.mac, gw.ip)
             {
+                if let Some((ip, mac)) = learn.filter(|&(ip, _)| gw.contains(ip)) {
+                    cfg.inside.learn(net, ip, mac, port, io.cx.now as u32);
+                }
                 pool.set_len(&mut b, len);
                 self.ev.inc(io.cx.stats, RouteEvent::ArpReplied);
                 io.rec::<T>(
@@ -407,6 +415,9 @@ impl Router {
         }
         if d.get(0..6) != Some(&gw.mac) {
             return Ok(Some((b, bridge)));
+        }
+        if d.get(12..14) == Some(&[0x08, 0x06]) {
+            return self.link.arp_to_gateway::<T>(io, frames, b, &gw, net, port);
         }
         let Some(h) = router::header(d) else {
             if d.get(12..14) != Some(&[0x08, 0x00]) {
@@ -444,8 +455,26 @@ impl Router {
         if gw.contains(h.dst) {
             return self.drop_route(b, RouteDrop::SameNetwork);
         }
-        if in_any_subnet(cfg, h.dst) {
-            return self.drop_route(b, RouteDrop::Isolated);
+        if let Some((dnet, dgw)) = cfg.net_of_ip(h.dst) {
+            if !cfg.linked(net, dnet) {
+                return self.drop_route(b, RouteDrop::Isolated);
+            }
+            let dgw = *dgw;
+            if h.dst == dgw.ip {
+                // The other gateway's address answers echo too, as a router's every address does.
+                if router::echo_reply(pool.data_mut(&mut b), &h, gw.mac).is_some() {
+                    self.ev.inc(io.cx.stats, RouteEvent::EchoReplied);
+                    pool.set_offload(&mut b, Default::default());
+                    return Ok(Some((b, out_to(cfg, port))));
+                }
+                return self.drop_route(b, RouteDrop::ToGateway);
+            }
+            if h.ttl <= 1 {
+                return self.icmp_error::<T>(io, b, &h, &gw, port, (11, 0, 0));
+            }
+            return self
+                .link
+                .route::<T>(io, frames, b, &h, net, port, dnet, &dgw);
         }
         if gw.internal {
             return self.drop_route(b, RouteDrop::Internal);
