@@ -2,8 +2,9 @@
 //! `vswitchd` through `vswitch-docker-plugin`. Containers made from a busybox-static image ping
 //! each other by name and move a checked TCP transfer; `vswitchd` is killed with SIGKILL and
 //! restarted under them and traffic resumes; container exit, `network disconnect` and `network
-//! rm` leave no port and no device; `-p` says it needs the services feature; and an overlay
-//! network joins two "hosts", each with its own dockerd and switch.
+//! rm` leave no port and no device; `-p` reaches the container from beyond the uplink when the
+//! daemon has services, and says it needs them when it has not; and an overlay network joins
+//! two "hosts", each with its own dockerd and switch.
 
 use control::proto::{cmd, PortInfo};
 use serde_json::json;
@@ -205,23 +206,6 @@ fn docker_containers_talk_through_the_switch_survive_its_kill_9_and_leave_nothin
     );
     docker.ok(&["network", "disconnect", &net2, &c1]);
     assert!(eventually(10, || docker_ports(&d).len() == 2));
-
-    // -p: published ports need the switch's services; the error says so.
-    let p = docker.docker(&[
-        "run",
-        "--rm",
-        "-p",
-        "8080:80",
-        "--network",
-        &net,
-        IMAGE,
-        "true",
-    ]);
-    let err = String::from_utf8_lossy(&p.stderr);
-    assert!(
-        !p.status.success() && err.contains("published ports need the services feature"),
-        "{err}"
-    );
 
     // Removing everything leaves no port, no device and no network.
     docker.ok(&["rm", "-f", &c1, &c2]);
@@ -440,4 +424,140 @@ fn port_locate_records_a_tap_moved_and_renamed_by_hand_and_a_restart_finds_it_th
         d.log_tail()
     );
     drop(peer);
+}
+
+/// `docker run -p 8080:80`: with a `vswitchd` that has services (issue 12), a client beyond the
+/// uplink reaches the container through the published port on the uplink address and moves a
+/// checked transfer; with one that has not, the run fails saying so and leaves no port. The
+/// test probes the daemon and checks whichever applies.
+#[test]
+fn docker_published_ports_reach_the_container_from_outside_or_say_they_need_services() {
+    let name = "docker_published_ports_reach_the_container_from_outside_or_say_they_need_services";
+    if !can_run_system_tests(name) || !have_tools(name, TOOLS) {
+        return;
+    }
+    let tmp = TempDir::new("dockerpub");
+    let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0.join("vs")).unwrap();
+    let services = match d.client().unwrap().call("service.ls", json!({})) {
+        Ok(_) => true,
+        Err(e) if e.code == control::proto::ErrorCode::UnknownCommand => false,
+        Err(e) => panic!("service.ls: {e}"),
+    };
+    // The outside: a client namespace on the far side of the uplink.
+    let outside = Netns::create(&unique_name("vspo")).unwrap();
+    let up = unique_name("vspu");
+    ctl_ok(
+        &d,
+        &[
+            "port",
+            "add",
+            &up,
+            "--type",
+            "tap",
+            "--netns",
+            outside.name(),
+        ],
+    );
+    ctl_ok(&d, &["uplink", "set", &up, "--ip", "192.168.91.1/24"]);
+    outside
+        .ip(&["addr", "add", "192.168.91.2/24", "dev", &up])
+        .unwrap();
+    outside.ip(&["link", "set", &up, "up"]).unwrap();
+
+    let driver = unique_name("vsdp");
+    let plugin = DockerPlugin::start(&driver, &d.socket(), &tmp.0.join("plugin.log"));
+    let docker = Dockerd::start(&tmp.0.join("docker"));
+    let tar = busybox_rootfs_tar(&tmp.0);
+    docker.ok(&[
+        "import",
+        "--change",
+        "ENV PATH=/bin",
+        tar.to_str().unwrap(),
+        IMAGE,
+    ]);
+    let net = unique_name("vsdpn");
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.99.0.0/24",
+        &net,
+    ]);
+    let web = unique_name("vweb");
+    let run = docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &web,
+        "--network",
+        &net,
+        "-p",
+        "8080:80",
+        IMAGE,
+        "sh",
+        "-c",
+        "sleep 120 | nc -l -p 80 > /tmp/rx",
+    ]);
+    if !services {
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.contains("published ports need the services feature"),
+            "{err}"
+        );
+        assert!(
+            eventually(10, || docker_ports(&d).is_empty()),
+            "{:#?}",
+            docker_ports(&d)
+        );
+        drop(docker);
+        drop(plugin);
+        return;
+    }
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    wait_located(&d, &docker, 1);
+    let data = tmp.0.join("published.bin");
+    let payload: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&data, &payload).unwrap();
+    let sent = eventually(20, || {
+        outside
+            .exec(&[
+                "sh",
+                "-c",
+                &format!("/bin/busybox nc 192.168.91.1 8080 < {}", data.display()),
+            ])
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(
+        sent,
+        "the published port never answered; log:\n{}",
+        d.log_tail()
+    );
+    let mut got = String::new();
+    assert!(
+        eventually(20, || {
+            got = docker.ok(&["exec", &web, "sh", "-c", "wc -c < /tmp/rx"]);
+            got == "1000000"
+        }),
+        "the container received {got} of 1000000 bytes"
+    );
+    let md5 = docker.ok(&["exec", &web, "sh", "-c", "md5sum < /tmp/rx"]);
+    let want = Command::new("md5sum").arg(&data).output().unwrap();
+    let want = String::from_utf8_lossy(&want.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(md5.starts_with(&want), "{md5} != {want}");
+    docker.ok(&["rm", "-f", &web]);
+    assert!(eventually(10, || docker_ports(&d).is_empty()));
+    drop(docker);
+    drop(plugin);
 }
