@@ -167,6 +167,12 @@ pub fn port_mappings(conf: &Value) -> Result<Vec<PortMapping>, CniError> {
                     .filter(|p| *p != 0)
             };
             let proto = m.get("protocol").map_or(Some("tcp"), proto_name);
+            if let Some(ip) = m.get("hostIP").and_then(Value::as_str).filter(|ip| !ip.is_empty() && *ip != "0.0.0.0") {
+                return Err(CniError::new(
+                    E_CONFIG,
+                    format!("port mapping on host address {ip}: published ports answer on the switch's uplink address; drop the host address"),
+                ));
+            }
             match (port("hostPort"), port("containerPort"), proto) {
                 (Some(host_port), Some(container_port), Some(proto)) => Ok(PortMapping {
                     host_port,

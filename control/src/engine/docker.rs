@@ -210,6 +210,11 @@ pub fn port_mappings(req: &Value) -> Result<Vec<PortMapping>, ErrorBody> {
                     .filter(|p| *p != 0)
             };
             let proto = m.get("Proto").and_then(proto_name);
+            if let Some(ip) = m.get("HostIP").and_then(Value::as_str).filter(|ip| !ip.is_empty() && *ip != "0.0.0.0") {
+                return Err(bad(format!(
+                    "-p {ip}:...: published ports answer on the switch's uplink address; drop the host address"
+                )));
+            }
             match (port("HostPort"), port("Port"), proto) {
                 (Some(host_port), Some(container_port), Some(proto)) => Ok(PortMapping {
                     host_port,
@@ -568,6 +573,11 @@ mod tests {
         assert_eq!(m[0].publish_arg(), "8080:80/tcp");
         assert_eq!(m[1].publish_arg(), "5353:53/udp");
         // Docker picks a random host port when none is given; a zero is refused, not published.
+        let local = json!({"Options": {"com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostPort": 8080, "HostIP": "127.0.0.1"}]}});
+        assert!(port_mappings(&local)
+            .unwrap_err()
+            .message
+            .contains("uplink address"));
         let zero = json!({"Options": {"com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostPort": 0}]}});
         assert!(port_mappings(&zero).is_err());
     }
