@@ -145,6 +145,8 @@ pub mod cmd {
     pub const PORT_INSPECT: &str = "port.inspect";
     /// [`super::NameArgs`] -> `null`
     pub const PORT_RM: &str = "port.rm";
+    /// [`super::PortLocateArgs`] -> [`super::PortInfo`]
+    pub const PORT_LOCATE: &str = "port.locate";
     /// [`super::FdbLsArgs`] -> `[FdbEntry]`
     pub const FDB_LS: &str = "fdb.ls";
     /// [`super::StaticFdb`] -> `null`
@@ -234,6 +236,7 @@ pub mod cmd {
         PORT_LS,
         PORT_INSPECT,
         PORT_RM,
+        PORT_LOCATE,
         FDB_LS,
         FDB_ADD,
         FDB_RM,
@@ -430,6 +433,24 @@ pub struct PortSpec {
     /// Most MAC addresses this port may have learned at once (default 4096).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_limit: Option<u32>,
+}
+
+/// `port.locate`: a container engine moved the port's TAP device into namespace `netns` (and
+/// may have renamed it); the daemon checks that through the device's own descriptor and records
+/// the namespace and the device's current name, so a restarted daemon finds it there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortLocateArgs {
+    /// The port.
+    pub name: String,
+    /// Where the device should be now: a namespace name or path (Docker's sandbox key), or
+    /// none for the daemon's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// The engine renames the device too (Docker: `eth` + a number): until its name starts
+    /// with this, it is not where it is going yet and nothing is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname_prefix: Option<String>,
 }
 
 /// A static MAC table entry; also the `fdb.add` arguments.

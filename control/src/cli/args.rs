@@ -240,6 +240,14 @@ pub(crate) enum PortCmd {
         /// Port name
         name: String,
     },
+    /// Record that an engine moved the port's TAP device into namespace NS (and renamed it)
+    Locate {
+        /// Port name
+        name: String,
+        /// Namespace name or path the device is in now [default: the daemon's]
+        #[arg(long)]
+        netns: Option<String>,
+    },
 }
 
 /// Port types as typed on the command line.

@@ -9,8 +9,8 @@ use super::check;
 use super::CliError;
 use control::proto::{
     cmd, CaptureDirection, CaptureStart, ConfigDoc, ExportArgs, FdbLsArgs, FdbRmArgs, KeyAdd,
-    KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortSpec, PortType, Scope, StaticFdb,
-    StatsArgs, TraceAddArgs, UplinkSpec,
+    KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortLocateArgs, PortSpec, PortType,
+    Scope, StaticFdb, StatsArgs, TraceAddArgs, UplinkSpec,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -311,6 +311,15 @@ fn port(command: &PortCmd) -> Result<Call, CliError> {
             check::port_name(name).map_err(CliError::Usage)?;
             let done = Show::Done(format!("port '{name}' removed"));
             Call::new(cmd::PORT_RM, &NameArgs { name: name.clone() }, done)
+        }
+        PortCmd::Locate { name, netns } => {
+            check::port_name(name).map_err(CliError::Usage)?;
+            let args = PortLocateArgs {
+                name: name.clone(),
+                netns: netns.clone(),
+                ifname_prefix: None,
+            };
+            Call::new(cmd::PORT_LOCATE, &args, Show::Port)
         }
     }
 }

@@ -52,6 +52,7 @@ mod device;
 mod fdb;
 mod journal;
 mod keys;
+mod locate;
 mod metrics;
 mod names;
 mod nat;
@@ -486,6 +487,12 @@ impl Daemon {
                 let a: NameArgs = parse_args(c, a)?;
                 self.port_rm(&a.name)?;
                 Ok(Value::Null)
+            }
+            cmd::PORT_LOCATE => {
+                let a: PortLocateArgs = parse_args(c, a)?;
+                let name = a.name.clone();
+                self.port_locate(a)?;
+                to_value(serde_json::to_value(self.port_info(&name)?))
             }
             cmd::FDB_LS => {
                 let a: FdbLsArgs = parse_args(c, a)?;
