@@ -9,8 +9,8 @@ use super::check;
 use super::CliError;
 use control::proto::{
     cmd, CaptureDirection, CaptureStart, ConfigDoc, ExportArgs, FdbLsArgs, FdbRmArgs, KeyAdd,
-    KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortLocateArgs, PortSpec, PortType,
-    Scope, StaticFdb, StatsArgs, TraceAddArgs, UplinkSpec,
+    KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortLocateArgs, PortSpec, PortType, Scope,
+    StaticFdb, StatsArgs, TraceAddArgs, UplinkSpec,
 };
 use serde::Serialize;
 use serde_json::Value;

@@ -63,7 +63,10 @@ pub fn publish_requests(
             json!({"name": service, "network": network, "publish": publish, "mode": "host",
                    "endpoint_mode": "dnsrr"}),
         ),
-        (cmd::SERVICE_BACKEND_ADD, json!({"service": service, "ip": ip})),
+        (
+            cmd::SERVICE_BACKEND_ADD,
+            json!({"service": service, "ip": ip}),
+        ),
     ]
 }
 
