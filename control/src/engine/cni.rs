@@ -356,6 +356,8 @@ fn add(env: &Env, conf: &Conf) -> Result<Value, CniError> {
         ));
     };
     let port = port_name(&env.container_id, &env.ifname);
+    // The DNS name registered, to take back if a later step fails.
+    let mut registered: Option<(String, String)> = None;
     let r = (|| -> Result<Value, CniError> {
         ensure_network(&mut c, conf, addr, prefix, gw)?;
         let mut spec = json!({"name": port, "type": "tap", "network": conf.network,
@@ -406,10 +408,14 @@ fn add(env: &Env, conf: &Conf) -> Result<Value, CniError> {
         })
         .map_err(io_err("configure the container's interface"))?;
         if let Some(name) = dns_name(env) {
-            let _ = c.call(
+            if c.call(
                 cmd::ENDPOINT_ADD,
                 json!({"name": name, "network": conf.network, "ip": addr.to_string()}),
-            );
+            )
+            .is_ok()
+            {
+                registered = Some((name, addr.to_string()));
+            }
         }
         publish_ports(&mut c, &port, &conf.network, &addr.to_string(), &maps)
             .map_err(|e| CniError::new(E_PUBLISH, e.message))?;
@@ -430,6 +436,13 @@ fn add(env: &Env, conf: &Conf) -> Result<Value, CniError> {
         Ok(out)
     })();
     if r.is_err() {
+        if let Some((name, ip)) = registered {
+            // The name must not go on pointing at an address IPAM hands out again.
+            let _ = c.call(
+                cmd::ENDPOINT_RM,
+                json!({"name": name, "network": conf.network, "ip": ip}),
+            );
+        }
         let _ = c.call(cmd::PORT_RM, json!({"name": port}));
         undo_ipam();
     }

@@ -27,14 +27,6 @@ impl Device {
         }
     }
 
-    /// The namespace the device lives in (None: the daemon's).
-    pub fn netns(&self) -> Option<&Path> {
-        match self {
-            Device::Tap(d) => d.netns(),
-            Device::AfXdp(d) => d.netns(),
-        }
-    }
-
     /// Whether the daemon created the device (a TAP it did not re-attach to).
     pub fn created(&self) -> bool {
         matches!(self, Device::Tap(d) if d.created())

@@ -84,10 +84,13 @@ impl Daemon {
             }
         };
         for p in pending {
-            let used = self.runtime.values().any(|rt| {
-                rt.device
-                    .as_ref()
-                    .is_some_and(|d| d.name() == p.name && d.netns() == p.netns.as_deref())
+            // Judged by the configuration, not by the devices opened: a saved port whose device
+            // could not be opened at restore (its namespace not back yet) still owns it.
+            let used = self.desired.ports.values().any(|ps| {
+                let spec = &ps.spec;
+                spec.kind == PortType::Tap
+                    && spec.ifname.as_deref().unwrap_or(&spec.name) == p.name
+                    && spec.netns.as_deref().map(dataplane::sys::netns::path_of) == p.netns
             });
             if used {
                 continue;

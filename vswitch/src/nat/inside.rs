@@ -108,6 +108,9 @@ impl InsideNeigh {
         {
             return;
         }
+        // The busy mark is visible before the new value (a seqlock's writer fence), so a
+        // reader that saw the old key twice cannot have read the new value in between.
+        fence(Ordering::Release);
         s.val.store(v, Ordering::Relaxed);
         s.seen.store(now, Ordering::Relaxed);
         let writes = ((cur >> 49).wrapping_add(1) & 0x7fff) << 49;
