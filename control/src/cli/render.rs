@@ -675,9 +675,9 @@ mod tests {
                            {"network": "overlay-2", "vtep": "198.51.100.20"}]);
         assert_eq!(
             show(Show::Peers, peers),
-            "NETWORK    VTEP\n\
-             blue       192.0.2.7\n\
-             overlay-2  198.51.100.20\n"
+            "NETWORK    VTEP           ORIGIN\n\
+             blue       192.0.2.7      -\n\
+             overlay-2  198.51.100.20  -\n"
         );
         assert_eq!(show(Show::Peers, json!([])), "NETWORK  VTEP\n");
     }
