@@ -679,7 +679,7 @@ mod tests {
              blue       192.0.2.7      -\n\
              overlay-2  198.51.100.20  -\n"
         );
-        assert_eq!(show(Show::Peers, json!([])), "NETWORK  VTEP\n");
+        assert_eq!(show(Show::Peers, json!([])), "NETWORK  VTEP  ORIGIN\n");
     }
 
     #[test]
