@@ -382,6 +382,14 @@ fn uplink(u: &UplinkInfo) -> String {
 }
 
 fn peers(list: &[PeerSpec]) -> String {
+    // ORIGIN only where the cluster store programmed some of them.
+    if !list.iter().any(|p| p.origin.is_some()) {
+        let mut t = Table::new(&[left("NETWORK"), left("VTEP")]);
+        for p in list {
+            t.row([p.network.clone(), p.vtep.clone()]);
+        }
+        return t.render();
+    }
     let mut t = Table::new(&[left("NETWORK"), left("VTEP"), left("ORIGIN")]);
     for p in list {
         t.row([
@@ -675,11 +683,11 @@ mod tests {
                            {"network": "overlay-2", "vtep": "198.51.100.20"}]);
         assert_eq!(
             show(Show::Peers, peers),
-            "NETWORK    VTEP           ORIGIN\n\
-             blue       192.0.2.7      -\n\
-             overlay-2  198.51.100.20  -\n"
+            "NETWORK    VTEP\n\
+             blue       192.0.2.7\n\
+             overlay-2  198.51.100.20\n"
         );
-        assert_eq!(show(Show::Peers, json!([])), "NETWORK  VTEP  ORIGIN\n");
+        assert_eq!(show(Show::Peers, json!([])), "NETWORK  VTEP\n");
     }
 
     #[test]
