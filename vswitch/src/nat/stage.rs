@@ -296,6 +296,7 @@ impl Router {
     /// likely names. With a large table the misses of 32 frames then overlap.
     #[inline]
     fn prefetch(&self, cfg: &Snapshot, input: &Burst) {
+        self.svc_prefetch(cfg, input);
         let pool = &*self.pool;
         let t = &self.nat.table;
         // A small table stays in the caches: the extra pass would only cost.

@@ -89,6 +89,8 @@ named_counters! {
 const PORT_TRIES: u32 = 64;
 /// Connections swept for expiry per tick.
 const EXPIRE_BUDGET: u32 = 65_536;
+/// Connections from which a burst's lookups are prefetched.
+const PREFETCH_FROM: u32 = 8_192;
 /// Most ARP requests (one per backend, a copy per port) per tick.
 const ARP_PER_TICK: usize = 32;
 
@@ -276,6 +278,75 @@ impl Router {
         #[allow(clippy::cast_possible_truncation)]
         let w = (mix((u64::from(ip) << 16) ^ u64::from(port) ^ 0x0c1e_0000) % u64::from(n)) as u16;
         w
+    }
+
+    /// Starts the cache misses of a burst's connection lookups before any is needed (as NAT's
+    /// prefetch does): a published port's packets from the uplink and backends' replies, once
+    /// the table is large enough to miss the caches.
+    #[inline]
+    pub(crate) fn svc_prefetch(&self, cfg: &Snapshot, input: &dataplane::burst::Burst) {
+        let t = &self.lb.conns;
+        let st = &*cfg.services;
+        if t.len() < PREFETCH_FROM || st.is_empty() {
+            return;
+        }
+        let pool = &*self.pool;
+        let mut hashes = [(0u32, 0u8); dataplane::burst::BURST];
+        for ((b, next), h) in input
+            .bufs()
+            .iter()
+            .zip(input.next.iter())
+            .zip(hashes.iter_mut())
+        {
+            let d = pool.data(b);
+            let Ok(f) = translate::parse(d, 14, Way::In, None) else {
+                continue;
+            };
+            if f.proto != proto::TCP && f.proto != proto::UDP {
+                continue;
+            }
+            *h = if next.arg == crate::nat::stage::FROM_UPLINK {
+                if st.published(f.proto, f.dport).is_none() {
+                    continue;
+                }
+                let k = Tuple {
+                    net: UPLINK,
+                    proto: f.proto,
+                    src: f.src,
+                    sport: f.sport,
+                    dst: f.dst,
+                    dport: f.dport,
+                };
+                let x = t.hash_orig(&k);
+                t.prefetch_orig(x);
+                (x, 1)
+            } else {
+                let Some(net) = cfg.port(pool.port(b)).and_then(|p| p.net) else {
+                    continue;
+                };
+                if !self.lb.is_backend(st, net, f.src) {
+                    continue;
+                }
+                let k = Tuple {
+                    net,
+                    proto: f.proto,
+                    src: f.src,
+                    sport: f.sport,
+                    dst: f.dst,
+                    dport: f.dport,
+                };
+                let x = t.hash_reply(&k);
+                t.prefetch_reply(x);
+                (x, 2)
+            };
+        }
+        for &(x, way) in &hashes[..input.len()] {
+            match way {
+                1 => t.prefetch_conn(x),
+                2 => t.prefetch_conn_reply(x),
+                _ => {}
+            }
+        }
     }
 
     /// Hands `b` to worker `owner`.
