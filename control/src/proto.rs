@@ -1062,6 +1062,13 @@ pub struct ServiceSpec {
     /// 300; 0: reset at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<u32>,
+    /// Active health check from the switch: `tcp` (a TCP connect to the backends' first TCP
+    /// port, from the gateway's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// Seconds between health checks (default 5); two failed in a row mark a backend down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_interval: Option<u32>,
     /// Backends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<BackendSpec>,
@@ -1120,6 +1127,9 @@ pub struct ServiceInfo {
     pub endpoint_mode: String,
     /// Seconds a removed backend's connections may go on.
     pub drain_timeout: u32,
+    /// The active health check (`tcp every 5s`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
     /// Slots of its Maglev table.
     pub table_size: u32,
     /// Backends.
@@ -1136,7 +1146,8 @@ pub struct BackendInfo {
     pub ip: String,
     /// Weight.
     pub weight: u32,
-    /// `up`, `draining` (weight 0) or `down`.
+    /// `up`, `draining` (weight 0), `down` (marked so) or `unhealthy` (failing its health
+    /// check).
     pub state: String,
     /// Share of new connections, in percent (its share of the Maglev table).
     pub share: f64,

@@ -511,3 +511,100 @@ fn two_workers_balance_every_connection() {
         s.join().unwrap();
     }
 }
+
+/// The state `service inspect` gives backend `ip` of `svc`.
+fn backend_state(d: &DaemonProcess, svc: &str, ip: &str) -> String {
+    let info = call(d, cmd::SERVICE_INSPECT, json!({"name": svc}));
+    info["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["ip"] == ip)
+        .map(|b| b["state"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// Waits (at most 15 s) for backend `ip` of `svc` to be in `state`.
+fn wait_state(d: &DaemonProcess, svc: &str, ip: &str, state: &str) {
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end {
+        if backend_state(d, svc, ip) == state {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "{ip} never became {state}: {}; stats: {}",
+        backend_state(d, svc, ip),
+        stats(d)
+    );
+}
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_back() {
+    if !can_run_system_tests("health_checks_take_a_dead_backend_out_and_back") {
+        return;
+    }
+    let (_tmp, d, client) = rig("svchc");
+    call(
+        &d,
+        cmd::NETWORK_CREATE,
+        json!({"name": "hc", "subnet": "10.86.0.0/24"}),
+    );
+    let gw = Ipv4Addr::new(10, 86, 0, 1);
+    let b1 = container(&d, "hc", Ipv4Addr::new(10, 86, 0, 11), gw);
+    let b2 = container(&d, "hc", Ipv4Addr::new(10, 86, 0, 12), gw);
+    let (stop1, stop2) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let s1 = serve(&b1, "b1", stop1.clone());
+    let s2 = serve(&b2, "b2", stop2.clone());
+    ctl_ok(
+        &d,
+        &[
+            "service",
+            "create",
+            "hc",
+            "--network",
+            "hc",
+            "--publish",
+            "9191:8080",
+            "--check",
+            "tcp",
+            "--interval",
+            "1",
+        ],
+    );
+    for ip in ["10.86.0.11", "10.86.0.12"] {
+        ctl_ok(&d, &["service", "backend", "add", "hc", "--ip", ip]);
+    }
+    let to = SocketAddr::from((UPLINK_IP, 9191));
+    retry(&d, &client, to);
+    assert_eq!(backend_state(&d, "hc", "10.86.0.12"), "up");
+    // b2's server stops (its port answers SYNs with resets): it fails its checks and gets
+    // no new connection.
+    stop2.store(true, Ordering::Relaxed);
+    s2.join().unwrap();
+    wait_state(&d, "hc", "10.86.0.12", "unhealthy");
+    for k in 0..20 {
+        let (b, _) = once(&client, to, k)
+            .unwrap_or_else(|e| panic!("connection {k}: {e}; stats: {}", stats(&d)));
+        assert_eq!(b, "b1", "an unhealthy backend got a new connection");
+    }
+    // It listens again: it passes and comes back.
+    let stop3 = Arc::new(AtomicBool::new(false));
+    let s3 = serve(&b2, "b2", stop3.clone());
+    wait_state(&d, "hc", "10.86.0.12", "up");
+    let mut seen = HashMap::new();
+    for k in 0..30 {
+        *seen.entry(once(&client, to, k).unwrap().0).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "b2 is back: {seen:?}");
+    let inspect = ctl_ok(&d, &["service", "inspect", "hc"]);
+    assert!(inspect.contains("tcp every 1s"), "{inspect}");
+    stop1.store(true, Ordering::Relaxed);
+    stop3.store(true, Ordering::Relaxed);
+    s1.join().unwrap();
+    s3.join().unwrap();
+}

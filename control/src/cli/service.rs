@@ -81,6 +81,20 @@ pub(crate) struct ServiceCreate {
     /// [default: 300]
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<u32>,
+    /// Active health check from the switch: tcp (a TCP connect to the backends' first TCP
+    /// port); two failures in a row take a backend out until one passes
+    #[arg(long, value_enum)]
+    pub check: Option<Check>,
+    /// Seconds between health checks [default: 5]
+    #[arg(long, value_name = "SECS", requires = "check")]
+    pub interval: Option<u32>,
+}
+
+/// Health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Check {
+    /// A TCP connect (SYN answered by SYN-ACK)
+    Tcp,
 }
 
 /// `service backend ...`
@@ -267,6 +281,8 @@ pub(crate) fn plan(s: &ServiceCmd) -> Result<Call, CliError> {
                     .to_string()
                 }),
                 drain_timeout: c.drain_timeout,
+                check: c.check.map(|Check::Tcp| "tcp".to_string()),
+                check_interval: c.interval,
                 backends: Vec::new(),
             };
             Call::new(cmd::SERVICE_CREATE, &spec, Show::ServiceCreated)
@@ -410,6 +426,10 @@ pub(crate) fn render(show: &Show, cmd: &str, result: Value) -> Result<String, Cl
                 ("mode", s.mode.clone()),
                 ("endpoint mode", s.endpoint_mode.clone()),
                 ("drain timeout", format!("{}s", s.drain_timeout)),
+                (
+                    "health check",
+                    s.check.clone().unwrap_or_else(|| "-".into()),
+                ),
                 ("maglev table", format!("{} slots", s.table_size)),
                 ("connections", s.connections.to_string()),
             ]);
@@ -462,6 +482,8 @@ mod tests {
             mode: Some(Mode::Host),
             endpoint_mode: None,
             drain_timeout: Some(0),
+            check: None,
+            interval: None,
         };
         let call = plan(&ServiceCmd::Create(c)).unwrap();
         assert_eq!(call.cmd, "service.create");
@@ -479,6 +501,8 @@ mod tests {
             mode: None,
             endpoint_mode: None,
             drain_timeout: None,
+            check: None,
+            interval: None,
         };
         let e = plan(&ServiceCmd::Create(bad)).unwrap_err();
         assert!(matches!(e, CliError::Usage(m) if m.contains("needs a target")));

@@ -17,6 +17,7 @@
 
 use super::*;
 use crate::service::{maglev, Backend, PortMap, ServiceTable, Svc};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 /// Seconds a removed backend's connections go on unless told otherwise.
@@ -25,6 +26,8 @@ pub(super) const DEFAULT_DRAIN: u32 = 300;
 const MAX_SERVICES: usize = 4096;
 /// Highest weight.
 const MAX_WEIGHT: u32 = 10_000;
+/// Seconds between health checks unless told.
+const DEFAULT_CHECK_INTERVAL: u32 = 5;
 
 /// A service as configured, with the size of its Maglev table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +224,32 @@ impl Desired {
                 )));
             }
         }
+        match spec.check.as_deref() {
+            None if spec.check_interval.is_some() => {
+                return Err(inval(
+                    "--interval sets how often --check runs; give --check tcp too".into(),
+                ))
+            }
+            None => {}
+            Some("tcp") => {
+                if check_port(&ports, &publish).is_none() {
+                    return Err(inval(
+                        "--check tcp connects to the backends' TCP port; give a TCP --port or --publish".into(),
+                    ));
+                }
+                if spec.check_interval.is_some_and(|i| i == 0 || i > 3600) {
+                    return Err(inval(format!(
+                        "--interval {} is out of range; give 1 to 3600 seconds",
+                        spec.check_interval.unwrap_or_default()
+                    )));
+                }
+            }
+            Some(c) => {
+                return Err(inval(format!(
+                    "--check '{c}' is not a check this switch runs; give --check tcp"
+                )))
+            }
+        }
         let taken = self.vips(&spec.name);
         let bcast = Ipv4Addr::from(subnet.to_bits() | !control::text::prefix_mask(prefix));
         if dnsrr {
@@ -307,6 +336,7 @@ impl Desired {
         let mut next = self.clone();
         next.services.remove(name);
         next.svc_removed.retain(|(s, _), _| s != name);
+        next.svc_unhealthy.retain(|(s, _)| s != name);
         Ok(next)
     }
 
@@ -413,6 +443,7 @@ impl Desired {
         if let Some(d) = a.drain_timeout {
             next.svc_removed.insert((a.service.clone(), ip), d);
         }
+        next.svc_unhealthy.remove(&(a.service.clone(), ip));
         Ok(next)
     }
 
@@ -439,10 +470,12 @@ impl Desired {
                 .backends
                 .iter()
                 .filter_map(|b| {
+                    let ip: Ipv4Addr = b.ip.parse().ok()?;
+                    let sick = self.svc_unhealthy.contains(&(s.spec.name.clone(), ip));
                     Some(Backend {
-                        ip: b.ip.parse().ok()?,
+                        ip,
                         weight: b.weight.unwrap_or(1),
-                        down: b.down,
+                        down: b.down || sick,
                     })
                 })
                 .collect();
@@ -458,6 +491,14 @@ impl Desired {
             );
             svc.drain = s.spec.drain_timeout.unwrap_or(DEFAULT_DRAIN);
             svc.dnsrr = s.spec.endpoint_mode.as_deref() == Some("dnsrr");
+            if s.spec.check.is_some() {
+                let ports = maps(&s.spec.ports, false).unwrap_or_default();
+                let publish = maps(&s.spec.publish, true).unwrap_or_default();
+                if let Some(p) = check_port(&ports, &publish) {
+                    svc.check_port = p;
+                    svc.check_interval = s.spec.check_interval.unwrap_or(DEFAULT_CHECK_INTERVAL);
+                }
+            }
             svc.removed = self
                 .svc_removed
                 .iter()
@@ -515,11 +556,14 @@ impl Desired {
             .map(|(b, &n)| {
                 let c = counts.and_then(|m| m.get(&b.ip)).copied().unwrap_or(0);
                 conns += c;
+                let sick = self.svc_unhealthy.contains(&(s.spec.name.clone(), b.ip));
                 BackendInfo {
                     ip: b.ip.to_string(),
                     weight: b.weight,
                     state: if b.down {
                         "down"
+                    } else if sick {
+                        "unhealthy"
                     } else if b.weight == 0 {
                         "draining"
                     } else {
@@ -540,11 +584,26 @@ impl Desired {
             mode: s.spec.mode.clone().unwrap_or_else(|| "ingress".into()),
             endpoint_mode: s.spec.endpoint_mode.clone().unwrap_or_else(|| "vip".into()),
             drain_timeout: s.spec.drain_timeout.unwrap_or(DEFAULT_DRAIN),
+            check: s.spec.check.as_ref().map(|c| {
+                format!(
+                    "{c} every {}s",
+                    s.spec.check_interval.unwrap_or(DEFAULT_CHECK_INTERVAL)
+                )
+            }),
             table_size: s.table_size,
             backends,
             connections: counts.map_or(0, |m| m.values().sum()),
         }
     }
+}
+
+/// The backends' port a `tcp` check connects to: the first TCP target.
+fn check_port(ports: &[PortMapping], publish: &[PortMapping]) -> Option<u16> {
+    ports
+        .iter()
+        .chain(publish)
+        .find(|m| !m.udp)
+        .map(|m| m.target)
 }
 
 /// A spec with only what [`Desired::check_backend`] reads.
@@ -577,6 +636,78 @@ impl Daemon {
                     .collect(),
             })
             .collect()
+    }
+
+    /// Takes the health checks' verdicts from worker 0 (which runs them) about once a second:
+    /// a backend that failed [`crate::service::stage::CHECK_FAILS`] in a row takes no new
+    /// connections until one passes. The verdicts are runtime state, not persisted.
+    pub(super) fn service_health(&mut self) {
+        if !self
+            .desired
+            .services
+            .values()
+            .any(|s| s.spec.check.is_some())
+        {
+            return;
+        }
+        let Some(w) = self.workers.first() else {
+            return;
+        };
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        w.send(Command::Request(WorkerRequest::ServiceHealth { reply: tx }));
+        let Ok(list) = rx.recv_timeout(WORKER_WAIT) else {
+            tracing::warn!("worker 0 did not give the health checks' verdicts");
+            return;
+        };
+        let ids: HashMap<&str, NetId> = self
+            .desired
+            .nets
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.id))
+            .collect();
+        let sick_keys: HashSet<(NetId, u32, u16)> = list
+            .into_iter()
+            .filter(|(_, healthy)| !healthy)
+            .map(|(k, _)| k)
+            .collect();
+        let mut sick = BTreeSet::new();
+        for s in self
+            .desired
+            .services
+            .values()
+            .filter(|s| s.spec.check.is_some())
+        {
+            let Some(&net) = ids.get(s.spec.network.as_str()) else {
+                continue;
+            };
+            let ports = maps(&s.spec.ports, false).unwrap_or_default();
+            let publish = maps(&s.spec.publish, true).unwrap_or_default();
+            let Some(port) = check_port(&ports, &publish) else {
+                continue;
+            };
+            for b in &s.spec.backends {
+                let Ok(ip) = b.ip.parse::<Ipv4Addr>() else {
+                    continue;
+                };
+                if sick_keys.contains(&(net, ip.to_bits(), port)) {
+                    sick.insert((s.spec.name.clone(), ip));
+                }
+            }
+        }
+        if sick == self.desired.svc_unhealthy {
+            return;
+        }
+        for (s, ip) in sick.difference(&self.desired.svc_unhealthy) {
+            tracing::warn!(service = %s, backend = %ip, "backend failed its health checks: no new connections");
+        }
+        for (s, ip) in self.desired.svc_unhealthy.difference(&sick) {
+            tracing::info!(service = %s, backend = %ip, "backend passes its health check again");
+        }
+        let mut next = self.desired.clone();
+        next.svc_unhealthy = sick;
+        if let Err(e) = self.commit(next) {
+            tracing::error!(error = %e, "cannot apply the health checks' verdicts");
+        }
     }
 
     /// Live connections per backend of service `name`, from every worker.

@@ -87,6 +87,10 @@ pub struct Svc {
     pub removed: Vec<(Ipv4Addr, u32)>,
     /// `--endpoint-mode dnsrr`: its name resolves to every backend's address (no VIP).
     pub dnsrr: bool,
+    /// Active health check: seconds between TCP connects to `check_port` (0: none).
+    pub check_interval: u32,
+    /// The backends' port the health check connects to.
+    pub check_port: u16,
 }
 
 impl Svc {
@@ -123,6 +127,8 @@ impl Svc {
             drain: 0,
             removed: Vec::new(),
             dnsrr: false,
+            check_interval: 0,
+            check_port: 0,
         }
     }
 

@@ -82,6 +82,12 @@ named_counters! {
         HandedOff => "service_handed_off",
         /// TCP resets sent for segments of no connection (an ended one, a reset backend's).
         ResetSent => "service_reset_sent",
+        /// Health-check SYNs sent to backends.
+        CheckSent => "service_check_sent",
+        /// Health checks answered by a SYN-ACK (the backend listens).
+        CheckPassed => "service_check_passed",
+        /// Health checks answered by a reset, or not answered before the next.
+        CheckFailed => "service_check_failed",
     }
 }
 
@@ -93,6 +99,27 @@ const EXPIRE_BUDGET: u32 = 65_536;
 const PREFETCH_FROM: u32 = 8_192;
 /// Most ARP requests (one per backend, a copy per port) per tick.
 const ARP_PER_TICK: usize = 32;
+
+/// Health-check failures in a row that make a backend unhealthy.
+pub const CHECK_FAILS: u8 = 2;
+
+/// One health-checked backend port (worker 0 checks them all).
+#[derive(Debug, Clone, Copy, Default)]
+struct Probe {
+    /// Seconds between checks.
+    interval: u32,
+    /// When the next check goes.
+    next: u64,
+    /// A check is out and unanswered.
+    waiting: bool,
+    /// Failures in a row.
+    fails: u8,
+    /// The sequence number of the SYN out.
+    seq: u32,
+}
+
+/// A health check's key: network, backend address, port.
+pub type CheckKey = (NetId, u32, u16);
 
 /// A connection as the control plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +144,10 @@ pub struct Lb {
     /// Removed backends whose connections drain: `(network, address, until)`, sorted; their
     /// replies are looked for as the current backends' are.
     retired: Vec<(NetId, u32, u64)>,
+    /// Health checks (worker 0 sends them; replies are handed to it).
+    probes: HashMap<CheckKey, Probe>,
+    /// The gateway port health checks come from (just below NAT's range).
+    probe_port: u16,
     table: Arc<ServiceTable>,
     rng: Rng,
     /// Drops.
@@ -134,6 +165,8 @@ impl Lb {
             neigh: Vec::new(),
             asked: Vec::new(),
             retired: Vec::new(),
+            probes: HashMap::new(),
+            probe_port: 0,
             table: Arc::default(),
             rng: Rng::new(crate::nat::seed(7)),
             drops: env.layout.register("l3-router", CounterKind::Drop),
@@ -152,9 +185,25 @@ impl Lb {
             self.conns = Conns::new(want, crate::nat::seed(u64::from(worker) ^ 0x5e41));
             self.sized = true;
         }
+        self.probe_port = cfg.nat.port_lo.saturating_sub(1);
         if Arc::ptr_eq(&new, &self.table) {
             return 0;
         }
+        // The health checks wanted now, keeping the state of those that stay.
+        let mut probes = HashMap::new();
+        for sv in new.services.iter().filter(|s| s.check_interval > 0) {
+            for b in &sv.backends {
+                let k = (sv.net, b.ip.to_bits(), sv.check_port);
+                let p = self.probes.get(&k).copied().unwrap_or_default();
+                let e: &mut Probe = probes.entry(k).or_insert(p);
+                e.interval = if e.interval == 0 {
+                    sv.check_interval
+                } else {
+                    e.interval.min(sv.check_interval)
+                };
+            }
+        }
+        self.probes = probes;
         let old = std::mem::replace(&mut self.table, new);
         let new = self.table.clone();
         let mut neigh = vec![None; new.endpoints.len()];
@@ -228,6 +277,15 @@ impl Lb {
                     conns: n,
                 })
             })
+            .collect()
+    }
+
+    /// Every health-checked backend port and whether it is healthy (fewer than
+    /// [`CHECK_FAILS`] failures in a row).
+    pub fn health(&self) -> Vec<(CheckKey, bool)> {
+        self.probes
+            .iter()
+            .map(|(k, p)| (*k, p.fails < CHECK_FAILS))
             .collect()
     }
 
@@ -427,7 +485,7 @@ impl Router {
         &mut self,
         io: &mut Io<'_, '_>,
         frames: &mut Frames,
-        b: Buf,
+        mut b: Buf,
         net: NetId,
         port: u16,
         h: &Hdr,
@@ -436,6 +494,15 @@ impl Router {
         let st = &*cfg.services;
         if h.proto != proto::TCP && h.proto != proto::UDP {
             return Err(b);
+        }
+        if h.proto == proto::TCP
+            && !self.lb.probes.is_empty()
+            && cfg.gateway(net).is_some_and(|g| g.ip == h.dst)
+        {
+            b = match self.svc_check_reply::<T>(io, b, net, port) {
+                Ok(step) => return Ok(step),
+                Err(b) => b,
+            };
         }
         let (src, dst) = (h.src.to_bits(), h.dst.to_bits());
         let up = io.host.uplink();
@@ -699,6 +766,67 @@ impl Router {
         Ok(Some((b, out)))
     }
 
+    /// A backend's answer to a health check (to the gateway's probe port): a SYN-ACK passes
+    /// (and is answered with a reset, so the backend forgets the half-open connection), a reset
+    /// fails. Handed to worker 0, which keeps the checks. `Err(b)`: not an answer.
+    fn svc_check_reply<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        mut b: Buf,
+        net: NetId,
+        port: u16,
+    ) -> Result<Step, Buf> {
+        let pool = &*self.pool;
+        let Ok(f) = translate::parse(pool.data(&b), 14, Way::Out, None) else {
+            return Err(b);
+        };
+        if f.dport != self.lb.probe_port || self.lb.probe_port == 0 {
+            return Err(b);
+        }
+        if self.nat.worker != 0 {
+            return Ok(self.hand_to(io, 0, b));
+        }
+        let Some(p) = self.lb.probes.get_mut(&(net, f.src, f.sport)) else {
+            return Ok(Err((b, self.lb.drops.index(SvcDrop::NotSyn))));
+        };
+        let ack = pool
+            .data(&b)
+            .get(f.l4 + 8..f.l4 + 12)
+            .and_then(|x| <[u8; 4]>::try_from(x).ok())
+            .map_or(0, u32::from_be_bytes);
+        let syn_ack = tcp_flags::SYN | tcp_flags::ACK;
+        let passed = f.tcp_flags & syn_ack == syn_ack && ack == p.seq.wrapping_add(1);
+        let failed = f.tcp_flags & tcp_flags::RST != 0;
+        if p.waiting && (passed || failed) {
+            p.waiting = false;
+            if passed {
+                p.fails = 0;
+                self.lb.ev.inc(io.cx.stats, SvcEvent::CheckPassed);
+            } else {
+                p.fails = p.fails.saturating_add(1);
+                self.lb.ev.inc(io.cx.stats, SvcEvent::CheckFailed);
+            }
+        }
+        io.rec::<T>(
+            "l3-router",
+            &b,
+            Detail::Route(if passed {
+                "health check: the backend answered SYN-ACK (passed)"
+            } else {
+                "health check: the backend refused (failed)"
+            }),
+        );
+        if passed {
+            if let Some(len) = rst_in_place(pool.data_mut(&mut b), &f) {
+                pool.set_len(&mut b, len);
+                pool.set_offload(&mut b, Default::default());
+                return Ok(Ok(Some((b, out_to(io.cfg, port)))));
+            }
+        }
+        io.cx.cache.free(b);
+        Ok(Ok(None))
+    }
+
     /// A free gateway port for a source-translated connection with reply key `k` (its
     /// `dport` is what is chosen), in this worker's share of NAT's range.
     fn svc_port(&mut self, k: &Tuple) -> Option<u16> {
@@ -794,6 +922,9 @@ impl Router {
         }
         let now = io.cx.now;
         self.lb.retired.retain(|r| r.2 > now);
+        if self.nat.worker == 0 && !self.lb.probes.is_empty() {
+            self.lb.check(io, frames, now);
+        }
         let mut sent = 0;
         for e in 0..self.lb.neigh.len() {
             if sent >= ARP_PER_TICK {
@@ -809,6 +940,57 @@ impl Router {
 }
 
 impl Lb {
+    /// Sends the health checks that are due (worker 0, from the tick): a TCP SYN from the
+    /// gateway's probe port to each checked backend port; one unanswered since the last counts
+    /// as failed.
+    fn check(&mut self, io: &mut Io<'_, '_>, frames: &mut Frames, now: u64) {
+        let cfg = io.cfg;
+        let sport = self.probe_port;
+        for (&(net, ip, port), p) in self.probes.iter_mut() {
+            if now < p.next {
+                continue;
+            }
+            p.next = now.saturating_add(u64::from(p.interval.max(1)));
+            if p.waiting {
+                p.fails = p.fails.saturating_add(1);
+                self.ev.inc(io.cx.stats, SvcEvent::CheckFailed);
+            }
+            p.waiting = true;
+            let neigh = self
+                .table
+                .endpoint(net, ip)
+                .and_then(|e| self.neigh.get(e).copied().flatten());
+            let (Some((mac, out)), Some(gw)) = (neigh, cfg.gateway(net)) else {
+                continue;
+            };
+            // Truncation intended: any 32 bits will do for a sequence number.
+            #[allow(clippy::cast_possible_truncation)]
+            let seq = self.rng.next_u64() as u32;
+            p.seq = seq;
+            let pool = io.cx.cache.pool().clone();
+            let Some(mut b) = io.cx.cache.alloc() else {
+                return;
+            };
+            let Some(len) = syn(
+                pool.rx_space(&mut b),
+                (gw.mac, mac),
+                (gw.ip.to_bits(), sport),
+                (ip, port),
+                seq,
+            ) else {
+                io.cx.cache.free(b);
+                return;
+            };
+            pool.set_len(&mut b, len);
+            pool.set_port(&mut b, out);
+            if let Err(b) = frames.emit(b, out_to(cfg, out)) {
+                io.cx.cache.free(b);
+                return;
+            }
+            self.ev.inc(io.cx.stats, SvcEvent::CheckSent);
+        }
+    }
+
     /// Sends an ARP request for endpoint `e` from its network's gateway, a copy to every port
     /// of the network (tunnels included: a backend may be on another host of an overlay).
     fn arp(&mut self, io: &mut Io<'_, '_>, frames: &mut Frames, e: usize) {
@@ -839,6 +1021,35 @@ impl Lb {
         }
         self.ev.inc(io.cx.stats, SvcEvent::ArpSent);
     }
+}
+
+/// Writes a TCP SYN (no options, window 1024) into `buf`: `macs` (source, destination),
+/// `from` and `to` as (address, port). Returns the frame's length.
+pub fn syn(
+    buf: &mut [u8],
+    macs: ([u8; 6], [u8; 6]),
+    from: (u32, u16),
+    to: (u32, u16),
+    seq: u32,
+) -> Option<usize> {
+    let out = buf.get_mut(..54)?;
+    out[0..6].copy_from_slice(&macs.1);
+    out[6..12].copy_from_slice(&macs.0);
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    out[14..26].copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, proto::TCP, 0, 0]);
+    out[26..30].copy_from_slice(&from.0.to_be_bytes());
+    out[30..34].copy_from_slice(&to.0.to_be_bytes());
+    let c = checksum(&out[14..34]);
+    out[24..26].copy_from_slice(&c.to_be_bytes());
+    out[34..36].copy_from_slice(&from.1.to_be_bytes());
+    out[36..38].copy_from_slice(&to.1.to_be_bytes());
+    out[38..42].copy_from_slice(&seq.to_be_bytes());
+    out[42..46].copy_from_slice(&[0; 4]);
+    out[46..54].copy_from_slice(&[5 << 4, tcp_flags::SYN, 0x04, 0x00, 0, 0, 0, 0]);
+    let ph = pseudo_header_v4(Ipv4Addr::from(from.0), Ipv4Addr::from(to.0), proto::TCP, 20);
+    let c = !fold(sum16(&out[34..54], ph));
+    out[50..52].copy_from_slice(&c.to_be_bytes());
+    Some(54)
 }
 
 /// Turns the TCP segment `f` of `frame` into the reset its sender should get from a closed
