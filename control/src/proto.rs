@@ -1069,6 +1069,11 @@ pub struct ServiceSpec {
     /// Seconds between health checks (default 5); two failed in a row mark a backend down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_interval: Option<u32>,
+    /// This host's own address on the service's (overlay) network, different on every host:
+    /// a client's connection to a backend on another host is translated to it (the routing
+    /// mesh), so that the backend's answer comes back here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_ip: Option<String>,
     /// Backends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<BackendSpec>,
@@ -1130,6 +1135,9 @@ pub struct ServiceInfo {
     /// The active health check (`tcp every 5s`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
+    /// This host's ingress address on the network (routing mesh), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_ip: Option<String>,
     /// Slots of its Maglev table.
     pub table_size: u32,
     /// Backends.

@@ -608,3 +608,82 @@ fn health_checks_take_a_dead_backend_out_and_back() {
     s1.join().unwrap();
     s3.join().unwrap();
 }
+
+#[test]
+fn ingress_mode_reaches_a_backend_on_another_host_over_the_overlay() {
+    if !can_run_system_tests("ingress_mode_reaches_a_backend_on_another_host_over_the_overlay") {
+        return;
+    }
+    let tmp = TempDir::new("svcmesh");
+    let bed = vswitch::testbed::OverlayHosts::new(&bin("vswitchd"), &tmp.0, &[]).unwrap();
+    for (i, d) in bed.daemons.iter().enumerate() {
+        call(
+            d,
+            cmd::NETWORK_CREATE,
+            json!({"name": "mesh", "vni": 4301, "subnet": "10.90.0.0/24"}),
+        );
+        call(
+            d,
+            cmd::PEER_ADD,
+            json!({"network": "mesh", "vtep": format!("192.168.80.{}", 2 - i)}),
+        );
+    }
+    let gw = "10.90.0.1";
+    let stop = Arc::new(AtomicBool::new(false));
+    let (local, _) = bed
+        .container(0, "mesh", Ipv4Addr::new(10, 90, 0, 11))
+        .unwrap();
+    let (remote, _) = bed
+        .container(1, "mesh", Ipv4Addr::new(10, 90, 0, 12))
+        .unwrap();
+    for ns in [&local, &remote] {
+        ns.ip(&["route", "add", "default", "via", gw]).unwrap();
+    }
+    let servers = vec![
+        serve(&local, "local", stop.clone()),
+        serve(&remote, "remote", stop.clone()),
+    ];
+    // The client: host 1's own namespace, on the underlay beside the uplink.
+    let client = &bed.hosts[0];
+    client
+        .ip(&["addr", "add", "192.168.80.101/24", "dev", "br0"])
+        .unwrap();
+    let d = &bed.daemons[0];
+    ctl_ok(
+        d,
+        &[
+            "service",
+            "create",
+            "web",
+            "--network",
+            "mesh",
+            "--publish",
+            "8080:8080",
+            "--ingress-ip",
+            "10.90.0.251",
+        ],
+    );
+    for ip in ["10.90.0.11", "10.90.0.12"] {
+        ctl_ok(d, &["service", "backend", "add", "web", "--ip", ip]);
+    }
+    let to = SocketAddr::from((Ipv4Addr::new(192, 168, 80, 1), 8080));
+    retry(d, client, to);
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut count: HashMap<String, u32> = HashMap::new();
+    for k in 0..40 {
+        let (b, addr) = once(client, to, k)
+            .unwrap_or_else(|e| panic!("connection {k}: {e}; stats: {}", stats(d)));
+        *count.entry(b.clone()).or_default() += 1;
+        seen.insert(b, addr);
+    }
+    eprintln!("40 connections: {count:?}, seen as {seen:?}");
+    assert_eq!(count.len(), 2, "both hosts' backends: {count:?}");
+    // The local backend sees the client; the one on the other host, this host's ingress
+    // address (its answer must come back here, not to its own host's gateway).
+    assert_eq!(seen["local"], "192.168.80.101");
+    assert_eq!(seen["remote"], "10.90.0.251");
+    stop.store(true, Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
+}

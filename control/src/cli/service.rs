@@ -88,6 +88,10 @@ pub(crate) struct ServiceCreate {
     /// Seconds between health checks [default: 5]
     #[arg(long, value_name = "SECS", requires = "check")]
     pub interval: Option<u32>,
+    /// This host's own address on the network, different on every host: connections to
+    /// backends on other hosts (an overlay network) are translated to it (routing mesh)
+    #[arg(long, value_name = "IP")]
+    pub ingress_ip: Option<String>,
 }
 
 /// Health checks.
@@ -254,6 +258,9 @@ pub(crate) fn plan(s: &ServiceCmd) -> Result<Call, CliError> {
             if let Some(v) = c.vip.as_deref() {
                 ip(v, "--vip")?;
             }
+            if let Some(v) = c.ingress_ip.as_deref() {
+                ip(v, "--ingress-ip")?;
+            }
             for p in &c.ports {
                 PortMapping::parse(p, false).map_err(CliError::Usage)?;
             }
@@ -283,6 +290,7 @@ pub(crate) fn plan(s: &ServiceCmd) -> Result<Call, CliError> {
                 drain_timeout: c.drain_timeout,
                 check: c.check.map(|Check::Tcp| "tcp".to_string()),
                 check_interval: c.interval,
+                ingress_ip: c.ingress_ip.clone(),
                 backends: Vec::new(),
             };
             Call::new(cmd::SERVICE_CREATE, &spec, Show::ServiceCreated)
@@ -430,6 +438,10 @@ pub(crate) fn render(show: &Show, cmd: &str, result: Value) -> Result<String, Cl
                     "health check",
                     s.check.clone().unwrap_or_else(|| "-".into()),
                 ),
+                (
+                    "ingress address",
+                    s.ingress_ip.clone().unwrap_or_else(|| "-".into()),
+                ),
                 ("maglev table", format!("{} slots", s.table_size)),
                 ("connections", s.connections.to_string()),
             ]);
@@ -484,6 +496,7 @@ mod tests {
             drain_timeout: Some(0),
             check: None,
             interval: None,
+            ingress_ip: None,
         };
         let call = plan(&ServiceCmd::Create(c)).unwrap();
         assert_eq!(call.cmd, "service.create");
@@ -503,6 +516,7 @@ mod tests {
             drain_timeout: None,
             check: None,
             interval: None,
+            ingress_ip: None,
         };
         let e = plan(&ServiceCmd::Create(bad)).unwrap_err();
         assert!(matches!(e, CliError::Usage(m) if m.contains("needs a target")));

@@ -134,9 +134,11 @@ impl Desired {
                 spec.network
             )));
         }
-        if spec.vip.as_deref() == Some(&ip.to_string()) {
+        if spec.vip.as_deref() == Some(&ip.to_string())
+            || spec.ingress_ip.as_deref() == Some(&ip.to_string())
+        {
             return Err(inval(format!(
-                "backend {ip} is the service's VIP; give a container's address"
+                "backend {ip} is the service's VIP or ingress address; give a container's address"
             )));
         }
         if b.weight.is_some_and(|w| w > MAX_WEIGHT) {
@@ -301,6 +303,40 @@ impl Desired {
             };
             spec.vip = Some(ip.to_string());
         }
+        if let Some(v) = spec.ingress_ip.as_deref() {
+            let ip = parse_ip("--ingress-ip", v)?;
+            let vip = spec.vip.as_deref().and_then(|v| v.parse::<Ipv4Addr>().ok());
+            if !control::text::same_prefix(ip, subnet, prefix)
+                || ip == gw
+                || ip == subnet
+                || ip == bcast
+                || Some(ip) == vip
+                || taken.contains(&ip)
+            {
+                return Err(inval(format!(
+                    "--ingress-ip {ip} is not a free host address of network '{}' ({subnet}/{prefix}, gateway {gw}); give this host's own address on it, different on every host",
+                    spec.network
+                )));
+            }
+            if let Some(o) = self.services.values().find(|o| {
+                o.spec.network == spec.network
+                    && o.spec
+                        .ingress_ip
+                        .as_deref()
+                        .is_some_and(|x| x != ip.to_string())
+            }) {
+                return Err(err(
+                    ErrorCode::Conflict,
+                    format!(
+                        "network '{}' has ingress address {} (service '{}'); a host has one per network: give the same",
+                        spec.network,
+                        o.spec.ingress_ip.as_deref().unwrap_or_default(),
+                        o.spec.name
+                    ),
+                ));
+            }
+            spec.ingress_ip = Some(ip.to_string());
+        }
         if spec.backends.len() > maglev::MAX_BACKENDS {
             return Err(inval(format!(
                 "a service has at most {} backends",
@@ -310,7 +346,7 @@ impl Desired {
         let mut seen = Vec::new();
         for b in &mut spec.backends {
             let ip = Self::check_backend(
-                &spec_view(&spec.network, &spec.vip),
+                &spec_view(&spec.network, &spec.vip, &spec.ingress_ip),
                 (subnet, prefix, gw),
                 b,
             )?;
@@ -491,6 +527,7 @@ impl Desired {
             );
             svc.drain = s.spec.drain_timeout.unwrap_or(DEFAULT_DRAIN);
             svc.dnsrr = s.spec.endpoint_mode.as_deref() == Some("dnsrr");
+            svc.ingress = s.spec.ingress_ip.as_deref().and_then(|v| v.parse().ok());
             if s.spec.check.is_some() {
                 let ports = maps(&s.spec.ports, false).unwrap_or_default();
                 let publish = maps(&s.spec.publish, true).unwrap_or_default();
@@ -590,6 +627,7 @@ impl Desired {
                     s.spec.check_interval.unwrap_or(DEFAULT_CHECK_INTERVAL)
                 )
             }),
+            ingress_ip: s.spec.ingress_ip.clone(),
             table_size: s.table_size,
             backends,
             connections: counts.map_or(0, |m| m.values().sum()),
@@ -607,10 +645,11 @@ fn check_port(ports: &[PortMapping], publish: &[PortMapping]) -> Option<u16> {
 }
 
 /// A spec with only what [`Desired::check_backend`] reads.
-fn spec_view(network: &str, vip: &Option<String>) -> ServiceSpec {
+fn spec_view(network: &str, vip: &Option<String>, ingress: &Option<String>) -> ServiceSpec {
     ServiceSpec {
         network: network.to_string(),
         vip: vip.clone(),
+        ingress_ip: ingress.clone(),
         ..Default::default()
     }
 }

@@ -151,6 +151,7 @@ pub fn entry(cfg: &Snapshot, port: u16, frame: &[u8]) -> Option<Next> {
     let gw = cfg.gateway(net)?;
     let dst = frame.get(0..6)?;
     let ours = dst == gw.mac
+        || crate::service::stage::to_ingress(cfg, net, dst)
         || (dst == [0xff; 6]
             && (arp_request_for(frame, gw.ip)
                 || crate::service::stage::arp_for_vip(cfg, net, frame)));
@@ -436,7 +437,9 @@ impl Router {
             }
             return Ok(Some((b, bridge)));
         }
-        if d.get(0..6) != Some(&gw.mac) {
+        if d.get(0..6) != Some(&gw.mac)
+            && !(has_svc && crate::service::stage::to_ingress(cfg, net, d.get(0..6).unwrap_or(&[])))
+        {
             return Ok(Some((b, bridge)));
         }
         let Some(h) = router::header(d) else {

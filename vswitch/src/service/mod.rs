@@ -91,6 +91,8 @@ pub struct Svc {
     pub check_interval: u32,
     /// The backends' port the health check connects to.
     pub check_port: u16,
+    /// This host's address on the network for backends on other hosts (routing mesh).
+    pub ingress: Option<Ipv4Addr>,
 }
 
 impl Svc {
@@ -129,6 +131,7 @@ impl Svc {
             dnsrr: false,
             check_interval: 0,
             check_port: 0,
+            ingress: None,
         }
     }
 
@@ -165,6 +168,16 @@ pub struct ServiceTable {
     pub endpoints: Vec<(NetId, u32)>,
     /// VIPs `(network, address)`, sorted (answered in ARP).
     pub vip_addrs: Vec<(NetId, u32)>,
+    /// This host's ingress addresses `(network, address)`, sorted (answered in ARP with
+    /// [`ingress_mac`]).
+    pub ingress: Vec<(NetId, u32)>,
+}
+
+/// The MAC of this host's ingress address `ip`: locally administered, from its last two
+/// bytes, so that hosts with different ingress addresses on a network differ.
+pub fn ingress_mac(ip: u32) -> [u8; 6] {
+    let b = ip.to_be_bytes();
+    [0x02, 0x76, 0x73, 0x69, b[2], b[3]]
 }
 
 impl ServiceTable {
@@ -187,7 +200,12 @@ impl ServiceTable {
             for b in &s.backends {
                 t.endpoints.push((s.net, b.ip.to_bits()));
             }
+            if let Some(ip) = s.ingress {
+                t.ingress.push((s.net, ip.to_bits()));
+            }
         }
+        t.ingress.sort_unstable();
+        t.ingress.dedup();
         t.vips.sort_unstable();
         t.published.sort_unstable();
         t.endpoints.sort_unstable();
@@ -228,6 +246,13 @@ impl ServiceTable {
     #[inline]
     pub fn endpoint(&self, net: NetId, ip: u32) -> Option<usize> {
         self.endpoints.binary_search(&(net, ip)).ok()
+    }
+
+    /// This host's ingress address on `net`, if it has one.
+    #[inline]
+    pub fn ingress_of(&self, net: NetId) -> Option<u32> {
+        let i = self.ingress.partition_point(|e| e.0 < net);
+        self.ingress.get(i).filter(|e| e.0 == net).map(|e| e.1)
     }
 
     /// Whether `ip` is a VIP on `net`.

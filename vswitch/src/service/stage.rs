@@ -58,6 +58,9 @@ named_counters! {
         OtherWorker => "service_other_worker",
         /// The service's network has no gateway any more.
         NoGateway => "service_no_gateway",
+        /// Maglev chose a backend on another host, and the service has no `--ingress-ip` to
+        /// translate the client to (its answer could not come back).
+        NoIngress => "service_remote_needs_ingress_ip",
     }
 }
 
@@ -314,14 +317,47 @@ fn mac_at(d: &[u8], at: usize) -> [u8; 6] {
         .unwrap_or([0; 6])
 }
 
-/// Whether `frame` is a broadcast ARP request for a VIP of network `net` (`vlan-input` sends
-/// those to the router).
+/// Whether `frame` is a broadcast ARP request for a VIP or this host's ingress address of
+/// network `net` (`vlan-input` sends those to the router).
 #[inline]
 pub fn arp_for_vip(cfg: &Snapshot, net: NetId, frame: &[u8]) -> bool {
-    !cfg.services.vip_addrs.is_empty()
+    let st = &cfg.services;
+    (!st.vip_addrs.is_empty() || !st.ingress.is_empty())
         && frame.get(12..14) == Some(&[0x08, 0x06])
         && frame.get(20..22) == Some(&[0, 1])
-        && cfg.services.is_vip(net, u32_at(frame, 38))
+        && (st.is_vip(net, u32_at(frame, 38)) || st.ingress_of(net) == Some(u32_at(frame, 38)))
+}
+
+/// Whether `dst` is the MAC of this host's ingress address on `net`.
+#[inline]
+pub fn to_ingress(cfg: &Snapshot, net: NetId, dst: &[u8]) -> bool {
+    !cfg.services.ingress.is_empty()
+        && cfg
+            .services
+            .ingress_of(net)
+            .is_some_and(|ip| dst == super::ingress_mac(ip))
+}
+
+/// Where a frame decapsulated from tunnel `port` goes first (`underlay-in` asks): the router
+/// when it is for this host's ingress address (its MAC, or a broadcast ARP request for it: a
+/// backend on another host answering a connection of the routing mesh); else the bridge.
+#[inline]
+pub fn entry_from_tunnel(cfg: &Snapshot, port: u16, frame: &[u8]) -> Option<Next> {
+    if cfg.services.ingress.is_empty() {
+        return None;
+    }
+    let net = cfg.port(port)?.net?;
+    let ip = cfg.services.ingress_of(net)?;
+    let dst = frame.get(0..6)?;
+    let ours = dst == super::ingress_mac(ip)
+        || (dst == [0xff; 6]
+            && frame.get(12..14) == Some(&[0x08, 0x06])
+            && frame.get(20..22) == Some(&[0, 1])
+            && u32_at(frame, 38) == ip);
+    ours.then_some(Next::to(
+        crate::graph::Node::Router as u16,
+        crate::nat::stage::FROM_NET,
+    ))
 }
 
 impl Router {
@@ -450,7 +486,12 @@ impl Router {
                     }
                 }
             }
-            if op == 2 && d.get(0..6) == Some(&gw.mac) && tpa == gw.ip.to_bits() {
+            let ingress = cfg.services.ingress_of(net);
+            let to_us = (d.get(0..6) == Some(&gw.mac) && tpa == gw.ip.to_bits())
+                || ingress.is_some_and(|ip| {
+                    tpa == ip && d.get(0..6) == Some(&super::ingress_mac(ip)[..])
+                });
+            if op == 2 && to_us {
                 io.rec::<T>(
                     "l3-router",
                     &b,
@@ -460,10 +501,12 @@ impl Router {
                 return Ok(Ok(None));
             }
         }
-        if op == 1 && cfg.services.is_vip(net, tpa) {
+        let ingress = cfg.services.ingress_of(net).filter(|&ip| ip == tpa);
+        if op == 1 && (ingress.is_some() || cfg.services.is_vip(net, tpa)) {
             let vip = Ipv4Addr::from(tpa);
+            let mac = ingress.map_or(gw.mac, super::ingress_mac);
             if let crate::neigh::ArpAction::Reply { len, .. } =
-                crate::neigh::handle_arp(pool.data_mut(&mut b), gw.mac, vip)
+                crate::neigh::handle_arp(pool.data_mut(&mut b), mac, vip)
             {
                 pool.set_len(&mut b, len);
                 self.lb.ev.inc(io.cx.stats, SvcEvent::VipArpReplied);
@@ -531,7 +574,8 @@ impl Router {
             // A source-translated reply names its owner by its port; one that kept the
             // client's address, by the client. Ordinary traffic of a backend that lands on
             // another worker this way is routed there as it would be here.
-            let gw_dst = cfg.gateway(net).is_some_and(|g| g.ip == h.dst);
+            let gw_dst =
+                cfg.gateway(net).is_some_and(|g| g.ip == h.dst) || st.ingress_of(net) == Some(dst);
             let owner = if gw_dst {
                 self.nat.owner(f.dport)
             } else {
@@ -649,8 +693,19 @@ impl Router {
                 else {
                     return drop(&self.lb, b, SvcDrop::Unresolved);
                 };
-                // Client and backend on one subnet: the backend must answer through us.
-                let snat = client_net == s.net;
+                // Client and backend on one subnet: the backend must answer through us. A
+                // backend on another host (behind a tunnel) answers its own host's gateway
+                // unless the client is translated to this host's ingress address.
+                let remote = cfg.port(bport).is_some_and(|p| p.tunnel.is_some());
+                let snat = client_net == s.net || remote;
+                let snat_ip = if remote {
+                    match s.ingress {
+                        Some(ip) => ip.to_bits(),
+                        None => return drop(&self.lb, b, SvcDrop::NoIngress),
+                    }
+                } else {
+                    gw.ip.to_bits()
+                };
                 let mut reply = Tuple {
                     net: s.net,
                     proto: f.proto,
@@ -660,7 +715,7 @@ impl Router {
                     dport: f.sport,
                 };
                 if snat {
-                    reply.dst = gw.ip.to_bits();
+                    reply.dst = snat_ip;
                     let Some(p) = self.svc_port(&reply) else {
                         return drop(&self.lb, b, SvcDrop::PortsExhausted);
                     };
@@ -698,11 +753,10 @@ impl Router {
         }
         let state = self.lb.conns.track(i, Dir::Out, f.tcp_flags, now, &t);
         let c = *self.lb.conns.get(i);
-        let Some(gw) = st
+        let Some((gw_net, gw)) = st
             .services
             .get(usize::from(c.svc))
-            .and_then(|s| cfg.gateway(s.net))
-            .copied()
+            .and_then(|s| Some((s.net, *cfg.gateway(s.net)?)))
         else {
             return drop(&self.lb, b, SvcDrop::NoGateway);
         };
@@ -717,7 +771,12 @@ impl Router {
             }
         }
         let _ = router::dec_ttl(data);
-        let _ = router::set_macs(data, c.backend_mac, gw.mac);
+        let from = if c.reply.dst != gw.ip.to_bits() && st.ingress_of(gw_net) == Some(c.reply.dst) {
+            super::ingress_mac(c.reply.dst)
+        } else {
+            gw.mac
+        };
+        let _ = router::set_macs(data, c.backend_mac, from);
         if T {
             let what = Detail::Nat {
                 what: if new.is_some() {
@@ -1001,13 +1060,19 @@ impl Lb {
         let (Some(gw), Some(nc)) = (cfg.gateway(net), cfg.net(net)) else {
             return;
         };
+        // From the ingress address when the network has one: a backend on another host then
+        // answers across the overlay to this host (the gateway's MAC is every host's).
+        let (smac, sip) = match self.table.ingress_of(net) {
+            Some(i) => (super::ingress_mac(i), Ipv4Addr::from(i)),
+            None => (gw.mac, gw.ip),
+        };
         for &p in nc.ports.iter().take(64) {
             let pool = io.cx.cache.pool().clone();
             let Some(mut b) = io.cx.cache.alloc() else {
                 return;
             };
             let Some(len) =
-                crate::neigh::arp_request(pool.rx_space(&mut b), gw.mac, gw.ip, ip.into(), None)
+                crate::neigh::arp_request(pool.rx_space(&mut b), smac, sip, ip.into(), None)
             else {
                 io.cx.cache.free(b);
                 return;
