@@ -19,7 +19,11 @@
 //! * a client on the service's own network (its VIP, or a published port of its own host:
 //!   hairpin): the gateway's address, with a port from the worker's share of NAT's range.
 //!   Client and backend share a subnet, so without it the backend would answer the client
-//!   directly, from its own address, and the client would drop the answer.
+//!   directly, from its own address, and the client would drop the answer;
+//! * a backend on another host of an overlay network (the routing mesh): this host's
+//!   `--ingress-ip` on the network (its own MAC too), since the backend's default gateway is
+//!   its own host's; decapsulated frames for that address come to the router
+//!   ([`stage::entry_from_tunnel`]).
 //!
 //! Workers: a connection belongs to the worker chosen by a hash of the client's address and
 //! port (the same on every worker); a source-translated reply names its owner by its port (as
