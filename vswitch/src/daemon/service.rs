@@ -961,6 +961,43 @@ mod tests {
             let e = d.create_service(bad).unwrap_err();
             assert!(e.message.contains(says), "{e}");
         }
+        // The ingress address: a free host address, one per network.
+        let d3 = d
+            .create_service(ServiceSpec {
+                publish: vec![],
+                ingress_ip: Some("10.1.0.250".into()),
+                check: Some("tcp".into()),
+                ..spec("mesh")
+            })
+            .unwrap();
+        assert_eq!(
+            d3.compile(9, 1500).services.ingress_of(1),
+            Some(u32::from(Ipv4Addr::new(10, 1, 0, 250)))
+        );
+        let e = d3
+            .create_service(ServiceSpec {
+                publish: vec![],
+                ingress_ip: Some("10.1.0.249".into()),
+                ..spec("mesh2")
+            })
+            .unwrap_err();
+        assert!(e.message.contains("one per network"), "{e}");
+        let e = d
+            .create_service(ServiceSpec {
+                publish: vec![],
+                ingress_ip: Some("10.1.0.1".into()),
+                ..spec("x")
+            })
+            .unwrap_err();
+        assert!(e.message.contains("--ingress-ip 10.1.0.1"), "{e}");
+        let e = d
+            .create_service(ServiceSpec {
+                check_interval: Some(3),
+                publish: vec![],
+                ..spec("x")
+            })
+            .unwrap_err();
+        assert!(e.message.contains("give --check tcp"), "{e}");
         let e = d.add_backend(&backend("10.9.0.3", None)).unwrap_err();
         assert!(e.message.contains("not a host address"), "{e}");
         let e = d.add_backend(&backend("10.1.0.3", None)).unwrap_err();
