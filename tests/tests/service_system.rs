@@ -682,6 +682,35 @@ fn ingress_mode_reaches_a_backend_on_another_host_over_the_overlay() {
     // address (its answer must come back here, not to its own host's gateway).
     assert_eq!(seen["local"], "192.168.80.101");
     assert_eq!(seen["remote"], "10.90.0.251");
+    // `--mode host`: the same backends, only the local one takes connections.
+    ctl_ok(
+        d,
+        &[
+            "service",
+            "create",
+            "web-host",
+            "--network",
+            "mesh",
+            "--publish",
+            "8082:8080",
+            "--mode",
+            "host",
+            "--ingress-ip",
+            "10.90.0.251",
+        ],
+    );
+    for ip in ["10.90.0.11", "10.90.0.12"] {
+        ctl_ok(d, &["service", "backend", "add", "web-host", "--ip", ip]);
+    }
+    let to = SocketAddr::from((Ipv4Addr::new(192, 168, 80, 1), 8082));
+    for k in 0..20 {
+        let (b, _) = once(client, to, k)
+            .unwrap_or_else(|e| panic!("host mode {k}: {e}; stats: {}", stats(d)));
+        assert_eq!(
+            b, "local",
+            "a host-mode service chose another host's backend"
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     for s in servers {
         s.join().unwrap();

@@ -98,6 +98,8 @@ named_counters! {
 const PORT_TRIES: u32 = 64;
 /// Connections swept for expiry per tick.
 const EXPIRE_BUDGET: u32 = 65_536;
+/// Slots a `--mode host` service looks at past a remote backend's for a local one.
+const HOST_MODE_TRIES: u32 = 64;
 /// Connections from which a burst's lookups are prefetched.
 const PREFETCH_FROM: u32 = 8_192;
 /// Most ARP requests (one per backend, a copy per port) per tick.
@@ -684,13 +686,40 @@ impl Router {
                     return drop(&self.lb, b, SvcDrop::NoGateway);
                 };
                 let fh = maglev::flow_hash(f.proto, f.src, f.sport, f.dst, f.dport);
-                let Some((slot, be)) = s.pick(fh) else {
+                let Some((mut slot, mut be)) = s.pick(fh) else {
                     return drop(&self.lb, b, SvcDrop::NoBackend);
                 };
+                let neigh = |lb: &Lb, ip: Ipv4Addr| {
+                    st.endpoint(s.net, ip.to_bits())
+                        .and_then(|e| lb.neigh.get(e).copied().flatten())
+                };
+                // `--mode host`: a backend known to be behind a tunnel (on another host) is
+                // passed over for the next slots' (a few, in table order: still the same
+                // choice on every worker).
+                if s.host_mode {
+                    let remote = |lb: &Lb, ip| {
+                        neigh(lb, ip)
+                            .is_some_and(|(_, p)| cfg.port(p).is_some_and(|c| c.tunnel.is_some()))
+                    };
+                    let mut tries = 0;
+                    while remote(&self.lb, be.ip) {
+                        tries += 1;
+                        let next = (slot + 1) % s.table.len().max(1);
+                        let Some(b2) = s
+                            .table
+                            .get(next)
+                            .and_then(|&i| s.backends.get(usize::from(i)))
+                        else {
+                            break;
+                        };
+                        (slot, be) = (next, b2);
+                        if tries >= HOST_MODE_TRIES {
+                            return drop(&self.lb, b, SvcDrop::NoBackend);
+                        }
+                    }
+                }
                 let be_ip = be.ip.to_bits();
-                let ep = st.endpoint(s.net, be_ip);
-                let Some((bmac, bport)) = ep.and_then(|e| self.lb.neigh.get(e).copied().flatten())
-                else {
+                let Some((bmac, bport)) = neigh(&self.lb, be.ip) else {
                     return drop(&self.lb, b, SvcDrop::Unresolved);
                 };
                 // Client and backend on one subnet: the backend must answer through us. A
