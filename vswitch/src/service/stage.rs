@@ -15,9 +15,14 @@
 //! its backend whatever the table becomes. Each refusal is a named drop (`service_*`); a
 //! trace shows the decision as a NAT step ("load balanced ...").
 //!
-//! Backends are resolved by ARP from the gateway, once a second per unresolved backend (from
-//! the tick, and at once when a connection finds its backend unresolved: that first packet is
-//! dropped as `service_backend_unresolved`, and TCP sends its SYN again).
+//! Backends are resolved by ARP from the gateway (from this host's ingress address when the
+//! network has one), once a second per unresolved backend, from the tick; a connection that
+//! finds its backend unresolved loses its first packet (`service_backend_unresolved`) and TCP
+//! sends its SYN again.
+//!
+//! Also here: resets for segments of no connection ([`rst_in_place`]), the health checks
+//! (worker 0 sends a SYN per checked backend port from the tick, [`syn`]; answers are handed to
+//! it), and the routing mesh's entry from the overlay ([`entry_from_tunnel`]).
 
 use super::conn::{Conn, Conns, Inserted, Tuple, UPLINK};
 use super::{maglev, ServiceTable};
