@@ -176,8 +176,13 @@ impl UnderlayIn {
                         };
                         io.rec::<T>(Self::NAME, &b, what);
                     }
+                    // To the bridge, unless it is for this host's ingress address of a service
+                    // (the routing mesh: `service::stage::entry_from_tunnel`).
+                    let next =
+                        crate::service::stage::entry_from_tunnel(io.cfg, tunnel, pool.data(&b))
+                            .unwrap_or(Next::to(Node::Bridge as u16, 0));
                     // Cannot fail: the output holds no more than the input did.
-                    let _ = out.push_next(b, Next::to(Node::Bridge as u16, 0));
+                    let _ = out.push_next(b, next);
                     return;
                 }
                 Err(DecapDrop::NotVxlan) => {}
