@@ -240,7 +240,7 @@ pub(crate) fn plan_backend(b: &BackendCmd) -> Result<Call, CliError> {
 }
 
 fn name(s: &str) -> Result<(), CliError> {
-    control::text::check_name("service", s, 64).map_err(CliError::Usage)
+    control::text::check_name("service", s, 63).map_err(CliError::Usage)
 }
 
 fn ip(s: &str, what: &str) -> Result<(), CliError> {

@@ -152,7 +152,7 @@ impl Desired {
 
     /// The desired state with service `spec` (and its backends, when restored) added.
     pub(super) fn create_service(&self, mut spec: ServiceSpec) -> Result<Desired, ErrorBody> {
-        check_name("service", &spec.name, 64).map_err(inval)?;
+        check_name("service", &spec.name, 63).map_err(inval)?;
         if self.services.contains_key(&spec.name) {
             return Err(err(
                 ErrorCode::Conflict,

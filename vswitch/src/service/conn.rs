@@ -394,7 +394,10 @@ impl Conns {
                 continue;
             }
             let Some(secs) = f(c) else { continue };
-            n += 1;
+            // Counted once: a connection already given an end is not ended again.
+            if c.ends == u64::MAX || secs == 0 {
+                n += 1;
+            }
             if secs == 0 {
                 self.remove(i);
             } else {

@@ -109,6 +109,8 @@ const HOST_MODE_TRIES: u32 = 64;
 const PREFETCH_FROM: u32 = 8_192;
 /// Most ARP requests (one per backend, a copy per port) per tick.
 const ARP_PER_TICK: usize = 32;
+/// Unresolved endpoints wanted by connections remembered between ticks at most.
+const URGENT: usize = 16;
 
 /// Health-check failures in a row that make a backend unhealthy.
 pub const CHECK_FAILS: u8 = 2;
@@ -151,6 +153,12 @@ pub struct Lb {
     neigh: Vec<Option<([u8; 6], u16)>>,
     /// When each endpoint was last asked for.
     asked: Vec<u64>,
+    /// Endpoints a connection found unresolved since the last tick: asked for first.
+    urgent: [usize; URGENT],
+    /// How many of `urgent` are set.
+    n_urgent: usize,
+    /// Where the next tick's round robin of unresolved endpoints starts.
+    arp_cursor: usize,
     /// Removed backends whose connections drain: `(network, address, until)`, sorted; their
     /// replies are looked for as the current backends' are.
     retired: Vec<(NetId, u32, u64)>,
@@ -174,6 +182,9 @@ impl Lb {
             sized: false,
             neigh: Vec::new(),
             asked: Vec::new(),
+            urgent: [0; URGENT],
+            n_urgent: 0,
+            arp_cursor: 0,
             retired: Vec::new(),
             probes: HashMap::new(),
             probe_port: 0,
@@ -197,6 +208,11 @@ impl Lb {
         }
         self.probe_port = cfg.nat.port_lo.saturating_sub(1);
         if Arc::ptr_eq(&new, &self.table) {
+            return 0;
+        }
+        if *new == *self.table {
+            // A commit that did not touch the services: nothing to carry over or end.
+            self.table = new;
             return 0;
         }
         // The health checks wanted now, keeping the state of those that stay.
@@ -486,6 +502,9 @@ impl Router {
         let (sha, spa, tpa) = (mac_at(d, 22), u32_at(d, 28), u32_at(d, 38));
         if let Some(ep) = cfg.services.endpoint(net, spa) {
             if sha[0] & 1 == 0 && sha != [0; 6] {
+                // Routing between linked networks finds it there too.
+                cfg.inside
+                    .learn(net, Ipv4Addr::from(spa), sha, port, io.cx.now as u32);
                 if let Some(slot) = self.lb.neigh.get_mut(ep) {
                     if *slot != Some((sha, port)) {
                         *slot = Some((sha, port));
@@ -675,6 +694,10 @@ impl Router {
         let now = io.cx.now;
         let t = cfg.nat.timeouts;
         let drop = |lb: &Lb, b: Buf, why: SvcDrop| Err((b, lb.drops.index(why)));
+        // Before anything is made for it: a packet that dies here takes no connection or port.
+        if ttl <= 1 {
+            return Err((b, self.drops.index(RouteDrop::TtlExpired)));
+        }
         let hash = self.lb.conns.hash_orig(&key);
         let (i, new) = match self.lb.conns.find_orig(&key, hash, now) {
             Some(i) => (i, None),
@@ -725,6 +748,10 @@ impl Router {
                 }
                 let be_ip = be.ip.to_bits();
                 let Some((bmac, bport)) = neigh(&self.lb, be.ip) else {
+                    // Asked for first at the next tick, before the round robin of the others.
+                    if let Some(e) = st.endpoint(s.net, be.ip.to_bits()) {
+                        self.lb.want(e);
+                    }
                     return drop(&self.lb, b, SvcDrop::Unresolved);
                 };
                 // Client and backend on one subnet: the backend must answer through us. A
@@ -782,9 +809,6 @@ impl Router {
                 }
             }
         };
-        if ttl <= 1 {
-            return Err((b, self.drops.index(RouteDrop::TtlExpired)));
-        }
         let state = self.lb.conns.track(i, Dir::Out, f.tcp_flags, now, &t);
         let c = *self.lb.conns.get(i);
         let Some((gw_net, gw)) = st
@@ -1018,21 +1042,53 @@ impl Router {
         if self.nat.worker == 0 && !self.lb.probes.is_empty() {
             self.lb.check(io, frames, now);
         }
+        // The endpoints connections are waiting for first, then a round robin of the other
+        // unresolved ones from where the last tick stopped: every backend gets asked for
+        // however many never answer.
         let mut sent = 0;
-        for e in 0..self.lb.neigh.len() {
-            if sent >= ARP_PER_TICK {
-                break;
-            }
-            if self.lb.neigh[e].is_none() && self.lb.asked.get(e).is_some_and(|&a| a < now) {
+        let urgent = std::mem::replace(&mut self.lb.n_urgent, 0);
+        for k in 0..urgent.min(URGENT) {
+            let e = self.lb.urgent[k];
+            if sent < ARP_PER_TICK && self.lb.due(e, now) {
                 self.lb.asked[e] = now;
                 self.lb.arp(io, frames, e);
                 sent += 1;
             }
         }
+        let n = self.lb.neigh.len();
+        let start = self.lb.arp_cursor;
+        for k in 0..n {
+            if sent >= ARP_PER_TICK {
+                self.lb.arp_cursor = (start + k) % n;
+                return;
+            }
+            let e = (start + k) % n;
+            if self.lb.due(e, now) {
+                self.lb.asked[e] = now;
+                self.lb.arp(io, frames, e);
+                sent += 1;
+            }
+        }
+        self.lb.arp_cursor = 0;
     }
 }
 
 impl Lb {
+    /// Endpoint `e` is wanted by a connection (from the packet path: no allocation).
+    #[inline]
+    fn want(&mut self, e: usize) {
+        if self.n_urgent < URGENT && !self.urgent[..self.n_urgent].contains(&e) {
+            self.urgent[self.n_urgent] = e;
+            self.n_urgent += 1;
+        }
+    }
+
+    /// Whether endpoint `e` is unresolved and was not asked for this second.
+    fn due(&self, e: usize, now: u64) -> bool {
+        self.neigh.get(e).is_some_and(Option::is_none)
+            && self.asked.get(e).is_some_and(|&a| a < now)
+    }
+
     /// Sends the health checks that are due (worker 0, from the tick): a TCP SYN from the
     /// gateway's probe port to each checked backend port; one unanswered since the last counts
     /// as failed.
