@@ -50,6 +50,21 @@ pub const VIRTIO_NET_HDR_GSO_UDP: u8 = 3;
 pub const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
 /// `gso_type` bit: the TCP super-frame carries ECN's CWR flag (keep it on the first segment).
 pub const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
+/// `gso_type` bit: the super-frame is a UDP tunnel (VXLAN) packet with an IPv4 outer header
+/// whose inner packet is the GSO type in the low bits (Linux 6.17+, `TUN_F_UDP_TUNNEL_GSO`).
+pub const VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4: u8 = 0x20;
+/// `gso_type` bit: as [`VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4`], with an IPv6 outer header.
+pub const VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV6: u8 = 0x40;
+/// Both UDP tunnel bits of `gso_type`.
+pub const VIRTIO_NET_HDR_GSO_UDP_TUNNEL: u8 =
+    VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4 | VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV6;
+/// `flags` bit: the outer UDP checksum of a tunnel super-frame is to be filled in per segment
+/// (`TUN_F_UDP_TUNNEL_GSO_CSUM`); without it the outer UDP checksum stays zero.
+pub const VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM: u8 = 8;
+/// Bytes of the virtio-net header with the UDP tunnel fields (`struct
+/// virtio_net_hdr_v1_hash_tunnel`, `TUNSETVNETHDRSZ` 24): the 12 of [`VNET_HDR_LEN`], 8 of hash
+/// report (unused, zero), then `outer_th_offset` (byte 20) and `inner_nh_offset` (byte 22).
+pub const VNET_HDR_TNL_LEN: usize = 24;
 
 /// The most segments [`TcpSegments::plan`] accepts for one super-frame.
 pub const MAX_SEGMENTS: usize = 1024;
@@ -98,6 +113,12 @@ pub struct VnetHdr {
     pub csum_start: u16,
     /// Where the checksum field sits, counted from `csum_start`.
     pub csum_offset: u16,
+    /// Where the outer transport (UDP) header starts in a UDP tunnel super-frame (0 otherwise);
+    /// the 24-byte header's `outer_th_offset`.
+    pub outer_th: u16,
+    /// Where the inner network header starts in a UDP tunnel super-frame (0 otherwise); the
+    /// 24-byte header's `inner_nh_offset`. The inner Ethernet header counts as tunnel header.
+    pub inner_nh: u16,
 }
 
 /// Reads a little-endian u16 at `at`.
@@ -132,7 +153,48 @@ impl VnetHdr {
             gso_size: le16(b, 4)?,
             csum_start: le16(b, 6)?,
             csum_offset: le16(b, 8)?,
+            outer_th: 0,
+            inner_nh: 0,
         })
+    }
+
+    /// Parses a header of `len` bytes ([`VNET_HDR_LEN`] or [`VNET_HDR_TNL_LEN`]): with 24
+    /// bytes the tunnel offsets too. None if `b` is shorter than `len`.
+    #[must_use]
+    pub fn parse_len(b: &[u8], len: usize) -> Option<VnetHdr> {
+        let mut h = VnetHdr::parse(b)?;
+        if len >= VNET_HDR_TNL_LEN {
+            h.outer_th = le16(b, 20)?;
+            h.inner_nh = le16(b, 22)?;
+        }
+        Some(h)
+    }
+
+    /// Writes the header into `out[..len]` ([`VNET_HDR_LEN`] or [`VNET_HDR_TNL_LEN`]; with 24
+    /// bytes the hash fields are zero and the tunnel offsets follow). Returns false, writing
+    /// nothing, if `out` is shorter than `len` or `len` is neither.
+    pub fn write_len(&self, out: &mut [u8], len: usize) -> bool {
+        if len == VNET_HDR_LEN {
+            return self.write(out);
+        }
+        let Some(out) = out
+            .get_mut(..VNET_HDR_TNL_LEN)
+            .filter(|_| len == VNET_HDR_TNL_LEN)
+        else {
+            return false;
+        };
+        let mut bytes = [0u8; VNET_HDR_TNL_LEN];
+        self.write(&mut bytes);
+        bytes[20..22].copy_from_slice(&self.outer_th.to_le_bytes());
+        bytes[22..24].copy_from_slice(&self.inner_nh.to_le_bytes());
+        out.copy_from_slice(&bytes);
+        true
+    }
+
+    /// True if the frame is a UDP tunnel super-frame (either tunnel bit of `gso_type`).
+    #[must_use]
+    pub fn is_tunnel_gso(&self) -> bool {
+        self.gso_type & VIRTIO_NET_HDR_GSO_UDP_TUNNEL != 0
     }
 
     /// Writes the header into `out[..12]`, little-endian, with `num_buffers` 0 (the TAP ignores
@@ -699,6 +761,7 @@ mod tests {
             gso_size,
             csum_start: l4 as u16,
             csum_offset: 16,
+            ..Default::default()
         }
     }
 
@@ -785,6 +848,7 @@ mod tests {
             gso_size: 1448,
             csum_start: 34,
             csum_offset: 16,
+            ..Default::default()
         };
         let golden = [1, 1, 66, 0, 0xa8, 0x05, 34, 0, 16, 0, 0, 0];
         let mut out = [0xEEu8; 14];
@@ -797,6 +861,37 @@ mod tests {
         with_frame[10] = 7;
         with_frame.extend_from_slice(&[0xAB; 20]);
         assert_eq!(VnetHdr::parse(&with_frame), Some(hdr));
+    }
+
+    /// The 24-byte tunnel header as the kernel's VXLAN device sent one over a TAP (a TCPv4
+    /// super-frame in IPv4 VXLAN: outer UDP at 34, inner IPv4 at 64, inner TCP at 84).
+    #[test]
+    fn tunnel_vnet_hdr_golden_bytes_round_trip() {
+        let hdr = VnetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4,
+            hdr_len: 116,
+            gso_size: 1398,
+            csum_start: 84,
+            csum_offset: 16,
+            outer_th: 34,
+            inner_nh: 64,
+        };
+        let golden = [
+            1, 0x21, 116, 0, 0x76, 0x05, 84, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 34, 0, 64, 0,
+        ];
+        let mut out = [0xEEu8; 26];
+        assert!(hdr.write_len(&mut out, VNET_HDR_TNL_LEN));
+        assert_eq!(out[..24], golden);
+        assert_eq!(out[24..], [0xEE, 0xEE], "nothing written past 24 bytes");
+        assert_eq!(VnetHdr::parse_len(&golden, VNET_HDR_TNL_LEN), Some(hdr));
+        assert!(hdr.is_tunnel_gso() && !hdr.is_tcp_gso() && !hdr.is_plain());
+        // Read as a 12-byte header, the offsets are not there.
+        let short = VnetHdr::parse_len(&golden, VNET_HDR_LEN).unwrap();
+        assert_eq!((short.outer_th, short.inner_nh), (0, 0));
+        assert!(!hdr.write_len(&mut [0u8; 23], VNET_HDR_TNL_LEN));
+        assert!(!hdr.write_len(&mut out, 16), "only 12 or 24 bytes");
+        assert_eq!(VnetHdr::parse_len(&golden[..23], VNET_HDR_TNL_LEN), None);
     }
 
     #[test]
@@ -1214,6 +1309,7 @@ mod tests {
             gso_size,
             csum_start: rng.below(120) as u16,
             csum_offset: rng.below(40) as u16,
+            ..Default::default()
         }
     }
 

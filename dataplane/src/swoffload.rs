@@ -19,12 +19,28 @@ use crate::pool::{Buf, PoolCache, HEADROOM, MAX_FRAME};
 /// What a port can transmit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxCaps {
-    /// Offload work and large buffers pass as they are (a TAP with virtio-net headers).
+    /// Offload work and large buffers pass as they are (a TAP with virtio-net headers), except
+    /// UDP tunnel super-frames.
     Offload,
+    /// As [`TxCaps::Offload`], UDP tunnel super-frames too (a TAP with `TUN_F_UDP_TUNNEL_GSO`).
+    OffloadTunnel,
     /// Finished frames, from any buffer (a TAP without offloads, an in-memory port).
     Plain,
     /// Finished frames in small buffers only: the port transmits from the AF_XDP region.
     Region,
+}
+
+impl TxCaps {
+    /// Whether a frame with offload facts `o` (and in any buffer) passes as it is.
+    #[inline]
+    #[must_use]
+    pub fn takes(self, o: &crate::offload::VnetHdr) -> bool {
+        match self {
+            TxCaps::OffloadTunnel => true,
+            TxCaps::Offload => !o.is_tunnel_gso(),
+            TxCaps::Plain | TxCaps::Region => false,
+        }
+    }
 }
 
 /// What [`resolve`] did.
@@ -57,15 +73,15 @@ pub fn resolve(
     caps: TxCaps,
     mut emit: impl FnMut(&mut PoolCache, Buf),
 ) -> Result<Resolved, ResolveError> {
-    if caps == TxCaps::Offload {
+    let pool = std::sync::Arc::clone(cache.pool());
+    let o = pool.offload(&b);
+    if caps.takes(&o) {
         emit(cache, b);
         return Ok(Resolved {
             frames: 1,
             cut: false,
         });
     }
-    let pool = std::sync::Arc::clone(cache.pool());
-    let o = pool.offload(&b);
     if o.gso_type & !VIRTIO_NET_HDR_GSO_ECN != 0 {
         let plan = match o
             .is_tcp_gso()

@@ -384,6 +384,7 @@ impl Tcp {
             gso_size,
             csum_start: u16::try_from(self.l4_off()).unwrap(),
             csum_offset: TCP_CSUM as u16,
+            ..Default::default()
         }
     }
 
@@ -659,6 +660,7 @@ fn tcp_gso_on_a_udp_frame_is_dropped_and_counted() {
         gso_size: 1448,
         csum_start: u16::try_from(l4).unwrap(),
         csum_offset: 6,
+        ..Default::default()
     };
     rig.send_offload(1, &frame, lying, true);
     assert_eq!(rig.deliveries(), Deliveries::new(), "nothing delivered");

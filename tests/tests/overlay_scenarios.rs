@@ -283,6 +283,7 @@ fn base() -> Snapshot {
             gateway: None,
             vxlan_port: VXLAN_PORT,
             mtu: 1500,
+            tunnel_gso: false,
         }),
         vnis: vec![(VNI_1, 1), (VNI_2, 2)],
         tunnels: vec![],
@@ -1357,6 +1358,7 @@ fn a_super_frame_with_segments_too_big_for_the_overlay_is_cut_to_fit_and_loses_n
             gso_size: 1460,
             csum_start: 34,
             csum_offset: 16,
+            ..Default::default()
         },
     );
     let mut burst = Burst::new();

@@ -42,13 +42,44 @@ fn mtu_of(ns: &Netns, dev: &str) -> u32 {
     0
 }
 
+/// Whether port `port` of `d` says it takes UDP tunnel super-frames.
+fn tunnel_gso(d: &DaemonProcess, port: &str) -> bool {
+    let info = call(d, cmd::PORT_INSPECT, json!({"name": port}));
+    info["state"]
+        .as_str()
+        .is_some_and(|s| s.contains("udp-tunnel-gso"))
+}
+
+/// The worker counters of `d` (one worker).
+fn worker_counters(d: &DaemonProcess) -> std::collections::BTreeMap<String, u64> {
+    let stats: StatsInfo = serde_json::from_value(call(d, cmd::STATS, json!({}))).unwrap();
+    stats.workers[0].counters.clone()
+}
+
+/// With UDP tunnel GSO on the TAP uplink (the default, where the kernel has it: 6.17+), TCP
+/// super-frames cross the uplink whole in both directions: ours encapsulated once, the
+/// kernel VXLAN device's decapsulated whole.
 #[test]
 fn interoperates_with_the_kernels_vxlan_device() {
     if !can_run_system_tests("interoperates_with_the_kernels_vxlan_device") {
         return;
     }
-    let tmp = TempDir::new("vxk");
-    let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    kernel_vtep(&[], "vxk");
+}
+
+/// The fallback: a TAP uplink without tunnel GSO (as on a kernel before 6.17): super-frames are
+/// cut before encapsulation and arrive cut by the kernel; the transfers are the same.
+#[test]
+fn interoperates_with_the_kernels_vxlan_device_without_tunnel_gso() {
+    if !can_run_system_tests("interoperates_with_the_kernels_vxlan_device_without_tunnel_gso") {
+        return;
+    }
+    kernel_vtep(&["--tap-tunnel-gso", "off"], "vxn");
+}
+
+fn kernel_vtep(flags: &[&str], tag: &str) {
+    let tmp = TempDir::new(tag);
+    let d = DaemonProcess::start_with(&bin("vswitchd"), &tmp.0, None, flags).unwrap();
     // The remote host: its underlay address on the far side of our uplink TAP, and the kernel's
     // VXLAN device as its VTEP, with an overlay address of its own.
     let remote = Netns::create(&unique_name("vsrem")).unwrap();
@@ -174,10 +205,27 @@ fn interoperates_with_the_kernels_vxlan_device() {
         Err(e) => eprintln!("tcpdump not available ({e}); skipping the decode check"),
     }
 
-    let stats: StatsInfo = serde_json::from_value(call(&d, cmd::STATS, json!({}))).unwrap();
-    let w = &stats.workers[0].counters;
-    assert!(w.get("vxlan_encap").copied().unwrap_or(0) > 1000, "{w:?}");
-    assert!(w.get("vxlan_decap").copied().unwrap_or(0) > 1000, "{w:?}");
+    let w = &worker_counters(&d);
+    let gso = tunnel_gso(&d, &uplink);
+    assert_eq!(gso, flags.is_empty() && tunnel_gso(&d, &port), "{w:?}");
+    let n = |k: &str| w.get(k).copied().unwrap_or(0);
+    // 20 MB each way: at least 300 super-frames, or 14 000 segments.
+    let least = if gso { 100 } else { 1000 };
+    assert!(n("vxlan_encap") > least, "{w:?}");
+    assert!(n("vxlan_decap") > least, "{w:?}");
+    if gso {
+        assert!(
+            n("vxlan_encap_gso") > least,
+            "super-frames encapsulated whole: {w:?}"
+        );
+        assert!(
+            n("vxlan_decap_gso") > least,
+            "super-frames decapsulated whole: {w:?}"
+        );
+    } else {
+        assert_eq!(n("vxlan_encap_gso") + n("vxlan_decap_gso"), 0, "{w:?}");
+    }
+    assert_eq!(n("vxlan_bad_gso") + n("offload_failed"), 0, "{w:?}");
     assert!(
         w.get("arp_replied").copied().unwrap_or(0) >= 1,
         "the kernel asked for our VTEP address: {w:?}"
@@ -203,8 +251,23 @@ fn two_switches_carry_an_overlay_between_hosts_and_keep_overlays_apart() {
     {
         return;
     }
-    let tmp = TempDir::new("hosts");
-    let bed = OverlayHosts::new(&bin("vswitchd"), &tmp.0, &[("ov1", 300), ("ov2", 400)]).unwrap();
+    two_switches(&[], "hosts");
+}
+
+/// As above, with the TAP uplinks opened without tunnel GSO (the fallback: cut, then
+/// encapsulated; one switch's super-frames reach the other as MTU-sized packets).
+#[test]
+fn two_switches_carry_an_overlay_without_tunnel_gso() {
+    if !can_run_system_tests("two_switches_carry_an_overlay_without_tunnel_gso") {
+        return;
+    }
+    two_switches(&["--tap-tunnel-gso", "off"], "hostsn");
+}
+
+fn two_switches(flags: &[&str], tag: &str) {
+    let tmp = TempDir::new(tag);
+    let nets = [("ov1", 300, false), ("ov2", 400, false)];
+    let bed = OverlayHosts::with_flags(&bin("vswitchd"), &tmp.0, &nets, flags).unwrap();
     let (a1, _) = bed
         .container(0, "ov1", Ipv4Addr::new(10, 80, 1, 1))
         .unwrap();
@@ -250,7 +313,35 @@ fn two_switches_carry_an_overlay_between_hosts_and_keep_overlays_apart() {
         Duration::from_secs(60),
     )
     .unwrap_or_else(|e| panic!("TCP across the overlay: {e}"));
-    eprintln!("host to host over VXLAN: {:.0} Mbit/s", t.mbps());
+    let back = tcp_transfer(
+        &a1.path(),
+        Ipv4Addr::new(10, 80, 1, 1),
+        &b1.path(),
+        20 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("TCP back across the overlay: {e}"));
+    eprintln!(
+        "host to host over VXLAN: {:.0} / {:.0} Mbit/s",
+        t.mbps(),
+        back.mbps()
+    );
+    for (i, d) in bed.daemons.iter().enumerate() {
+        let w = &worker_counters(d);
+        let n = |k: &str| w.get(k).copied().unwrap_or(0);
+        let gso = tunnel_gso(d, &format!("uplink{}", i + 1));
+        assert!(
+            !gso || flags.is_empty(),
+            "--tap-tunnel-gso off was not taken"
+        );
+        if gso {
+            assert!(n("vxlan_encap_gso") > 100, "{w:?}");
+            assert!(n("vxlan_decap_gso") > 100, "{w:?}");
+        } else {
+            assert_eq!(n("vxlan_encap_gso") + n("vxlan_decap_gso"), 0, "{w:?}");
+        }
+        assert_eq!(n("vxlan_bad_gso") + n("offload_failed"), 0, "{w:?}");
+    }
     // ARP (broadcast) crossed: each side learned the other's container behind the VTEP.
     let fdb = call(&bed.daemons[0], cmd::FDB_LS, json!({"network": "ov1"}));
     assert!(

@@ -42,6 +42,11 @@ struct Args {
     /// checksums, passed as they are to other TAP ports and finished in software for the rest.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     tap_offload: OnOff,
+    /// With --tap-offload on: UDP tunnel segmentation offload on TAP ports where the kernel has
+    /// it (Linux 6.17+), so VXLAN super-frames cross a TAP uplink whole; off cuts them before
+    /// encapsulation.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    tap_tunnel_gso: OnOff,
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics, e.g. 127.0.0.1:9477 (off unless
     /// given).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -135,6 +140,7 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         fdb_size: args.fdb_size,
         large_buffers: args.large_buffers,
         tap_offload: args.tap_offload == OnOff::On,
+        tap_tunnel_gso: args.tap_tunnel_gso == OnOff::On,
         metrics,
     };
     let mut d = Daemon::start(opts).inspect_err(|_| {

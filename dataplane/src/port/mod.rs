@@ -56,6 +56,7 @@ impl PortIo {
     pub fn tx_caps(&self) -> crate::swoffload::TxCaps {
         use crate::swoffload::TxCaps;
         match self {
+            PortIo::Tap(p) if p.tunnel_gso() => TxCaps::OffloadTunnel,
             PortIo::Tap(p) if p.offloads() => TxCaps::Offload,
             PortIo::Tap(_) | PortIo::Mem(_) => TxCaps::Plain,
             // A remote transmit feeds an AF_XDP queue on another worker.

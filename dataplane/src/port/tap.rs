@@ -10,6 +10,14 @@
 //! ([`crate::swoffload`]) for any other port. That is what lets TCP between two containers on
 //! TAP ports move 64 KiB per system call instead of one MTU-sized frame.
 //!
+//! With `tunnel` as well, [`TapDevice::open`] asks for UDP tunnel segmentation offload (Linux
+//! 6.17+, `TUN_F_UDP_TUNNEL_GSO`) with the 24-byte header that carries the tunnel's offsets.
+//! Where the kernel takes it, a VXLAN super-frame crosses the descriptor whole in both
+//! directions: the switch writes a container's 64 KiB super-frame encapsulated once, and the
+//! local kernel's VXLAN device hands over encapsulated super-frames (see
+//! [`crate::offload::VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4`]). Where it does not (an older
+//! kernel), the device is opened as without `tunnel`.
+//!
 //! The device persists across daemon crashes (`TUNSETPERSIST`), so the interface, its addresses
 //! and routes inside a container's namespace survive a `kill -9`; a restarted daemon re-attaches
 //! to it by name inside that namespace. [`TapDevice::destroy`] removes it.
@@ -17,7 +25,7 @@
 use super::Port;
 use crate::burst::Burst;
 use crate::counters::PortCounters;
-use crate::offload::{VnetHdr, VNET_HDR_LEN};
+use crate::offload::{VnetHdr, VNET_HDR_LEN, VNET_HDR_TNL_LEN};
 use crate::pool::{Buf, PoolCache, HEADROOM, MAX_FRAME};
 use crate::sys::{netns, tap as sys};
 use std::io;
@@ -31,24 +39,29 @@ pub struct TapDevice {
     queues: Vec<OwnedFd>,
     created: bool,
     offloads: bool,
+    /// The kernel took UDP tunnel segmentation offload (24-byte headers).
+    tunnel_gso: bool,
 }
 
 impl TapDevice {
     /// Attaches `queues` queues to TAP device `name` in namespace `netns` (None: the daemon's),
     /// creating it if it does not exist, makes it persistent, sets `mtu` and brings it up. With
     /// `offloads`, frames carry virtio-net headers and the kernel may hand over TCP super-frames
-    /// and partial checksums (see the module documentation).
+    /// and partial checksums (see the module documentation); with `tunnel` too, UDP tunnel
+    /// super-frames where the kernel supports them ([`TapDevice::tunnel_gso`] says whether).
     pub fn open(
         name: &str,
         netns: Option<&Path>,
         queues: u16,
         mtu: Option<u32>,
         offloads: bool,
+        tunnel: bool,
     ) -> io::Result<TapDevice> {
         let queues = queues.max(1);
         let owned_name = name.to_string();
-        let (fds, created) = netns::run_in(netns, move || {
+        let (fds, created, tunnel_gso) = netns::run_in(netns, move || {
             let created = !sys::exists(&owned_name);
+            let mut tunnel_gso = false;
             let mut fds = Vec::with_capacity(queues as usize);
             for _ in 0..queues {
                 fds.push(sys::open_queue(&owned_name, offloads)?);
@@ -64,7 +77,11 @@ impl TapDevice {
                         if vnet { "on" } else { "off" }
                     )));
                 }
-                sys::set_offloads(first, offloads.then_some(VNET_HDR_LEN))?;
+                if offloads && tunnel {
+                    tunnel_gso = sys::set_tunnel_offloads(first, VNET_HDR_TNL_LEN, VNET_HDR_LEN)?;
+                } else {
+                    sys::set_offloads(first, offloads.then_some(VNET_HDR_LEN))?;
+                }
             }
             // Persistence comes last: if anything before fails, closing the descriptors takes a
             // device made here away again instead of leaving it behind.
@@ -79,7 +96,7 @@ impl TapDevice {
             if let Some(first) = fds.first() {
                 sys::set_persist(first, true)?;
             }
-            Ok((fds, created))
+            Ok((fds, created, tunnel_gso))
         })?;
         Ok(TapDevice {
             name: name.to_string(),
@@ -87,6 +104,7 @@ impl TapDevice {
             queues: fds,
             created,
             offloads,
+            tunnel_gso,
         })
     }
 
@@ -108,6 +126,11 @@ impl TapDevice {
     /// Whether frames cross the device with virtio-net headers and offloads.
     pub fn offloads(&self) -> bool {
         self.offloads
+    }
+
+    /// Whether UDP tunnel super-frames cross the device (the kernel took `TUN_F_UDP_TUNNEL_GSO`).
+    pub fn tunnel_gso(&self) -> bool {
+        self.tunnel_gso
     }
 
     /// Number of queues held.
@@ -132,6 +155,12 @@ impl TapDevice {
             spare: None,
             spare_large: None,
             offloads: self.offloads,
+            hdr_len: if self.tunnel_gso {
+                VNET_HDR_TNL_LEN
+            } else {
+                VNET_HDR_LEN
+            },
+            tunnel_gso: self.tunnel_gso,
             dead: false,
         })
     }
@@ -155,6 +184,10 @@ pub struct TapQueue {
     spare_large: Option<Buf>,
     /// Frames carry virtio-net headers.
     offloads: bool,
+    /// Bytes of each virtio-net header (with offloads): 12, or 24 with tunnel offsets.
+    hdr_len: usize,
+    /// UDP tunnel super-frames cross the queue.
+    tunnel_gso: bool,
     /// The device was deleted under the queue (reads failed with EBADFD): nothing is read or
     /// written any more, and the descriptor is not waited on.
     dead: bool,
@@ -185,14 +218,20 @@ impl TapQueue {
         self.offloads
     }
 
+    /// Whether UDP tunnel super-frames cross this queue (24-byte headers).
+    pub fn tunnel_gso(&self) -> bool {
+        self.tunnel_gso
+    }
+
     /// Receive with virtio-net headers, one `readv` per frame into two places: a small buffer
-    /// (the header lands in the 12 bytes in front of the frame's start) and, past the small
+    /// (the header lands in the 12 or 24 bytes in front of the frame's start) and, past the small
     /// buffer's end, the rest of a spare large buffer. A frame that fits the small buffer (every
     /// frame but a super-frame) stays there and the large buffer stays spare; a super-frame
     /// moves into the large buffer (its first part copied over, a few hundredths of its bytes),
     /// so large buffers hold only super-frames.
     fn rx_offload(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
         let pool = std::sync::Arc::clone(cache.pool());
+        let hdr_len = self.hdr_len;
         let (mut n, mut bytes) = (0, 0u64);
         while !burst.is_full() {
             let Some(mut b) = self.spare.take().or_else(|| cache.alloc()) else {
@@ -201,7 +240,7 @@ impl TapQueue {
             if self.spare_large.is_none() {
                 self.spare_large = pool.alloc_large();
             }
-            let head = &mut pool.slot_mut(&mut b)[HEADROOM - VNET_HDR_LEN..];
+            let head = &mut pool.slot_mut(&mut b)[HEADROOM - hdr_len..];
             let head_len = head.len();
             let mut iov = [
                 libc::iovec {
@@ -235,14 +274,14 @@ impl TapQueue {
                 break;
             }
             let total = r as usize;
-            let hdr = VnetHdr::parse(&pool.slot_mut(&mut b)[HEADROOM - VNET_HDR_LEN..HEADROOM]);
-            let (Some(hdr), true) = (hdr, total > VNET_HDR_LEN && total < room) else {
+            let hdr = VnetHdr::parse_len(&pool.slot_mut(&mut b)[HEADROOM - hdr_len..], hdr_len);
+            let (Some(hdr), true) = (hdr, total > hdr_len && total < room) else {
                 // No header, or the frame filled every byte offered and may have been cut short.
                 c.rx_errors.inc();
                 self.spare = Some(b);
                 continue;
             };
-            let len = total - VNET_HDR_LEN;
+            let len = total - hdr_len;
             let mut frame = b;
             if total > head_len {
                 // A super-frame: its head is in the small buffer, the rest in the large one.
@@ -274,6 +313,7 @@ impl TapQueue {
     /// frame, so each frame is one write.
     fn tx_offload(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
         let pool = std::sync::Arc::clone(cache.pool());
+        let hdr_len = self.hdr_len;
         let (mut sent, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
         for mut b in burst.drain() {
             let mut hdr = pool.offload(&b);
@@ -282,9 +322,9 @@ impl TapQueue {
             if usize::from(hdr.hdr_len) > len {
                 hdr.hdr_len = 0;
             }
-            let ok = match pool.prepend(&mut b, VNET_HDR_LEN) {
+            let ok = match pool.prepend(&mut b, hdr_len) {
                 Some(d) => {
-                    hdr.write(d);
+                    hdr.write_len(d, hdr_len);
                     // SAFETY: `d` is a readable region of `d.len()` bytes owned through `b`.
                     let r = unsafe { libc::write(self.fd.as_raw_fd(), d.as_ptr().cast(), d.len()) };
                     r == d.len() as isize

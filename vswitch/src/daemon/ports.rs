@@ -393,6 +393,7 @@ impl Daemon {
                     queues,
                     mtu,
                     self.opts.tap_offload,
+                    self.opts.tap_tunnel_gso,
                 )
                 .map(device::Device::Tap),
             }
