@@ -15,6 +15,7 @@
 use benches::testbed::contenders::{self, Config, Outcome, INSTALL_HINT};
 use benches::testbed::nat;
 use benches::testbed::net::{self, Testbed};
+use benches::testbed::overlay;
 use benches::testbed::report;
 use benches::testbed::traffic::FRAME_LEN;
 use std::path::PathBuf;
@@ -25,7 +26,8 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --runs N         runs per metric (default 5, quick 2)
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
-  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd,natbridge,nattap
+  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd,natbridge,nattap,
+                   vxkernel,vxtap,vxtapcut,vxvtep,vxvtepin,vxesp (the overlay: TCP only)
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
   --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
@@ -159,7 +161,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     type Contender = fn(&Testbed, &Config) -> Outcome;
     // The NAT pair comes last, so that what netfilter keeps in the DUT namespace once iptables
     // was used there (connection tracking entries) cannot touch the other contenders.
-    let all: [(&str, Contender); 9] = [
+    let all: [(&str, Contender); 15] = [
         ("ceiling", contenders::ceiling),
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
@@ -169,6 +171,12 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         ("testpmd", contenders::testpmd),
         ("natbridge", nat::kernel_nat),
         ("nattap", nat::vswitchd_nat),
+        ("vxkernel", overlay::kernel),
+        ("vxtap", overlay::ours),
+        ("vxtapcut", overlay::ours_cut),
+        ("vxvtep", overlay::vtep_out),
+        ("vxvtepin", overlay::vtep_in),
+        ("vxesp", overlay::encrypted),
     ];
     let mut results = Vec::new();
     for (key, f) in all {
@@ -215,7 +223,11 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     // (OVS, testpmd) that is installed but fails is reported in its notes, not fatal.
     let empty: Vec<&str> = results
         .iter()
-        .filter(|o| !o.optional && o.skipped.is_none() && (o.pps.is_empty() || o.gbps.is_empty()))
+        .filter(|o| {
+            !o.optional
+                && o.skipped.is_none()
+                && ((o.pps.is_empty() && !o.tcp_only) || o.gbps.is_empty())
+        })
         .map(|o| o.name.as_str())
         .collect();
     if empty.is_empty() {

@@ -59,6 +59,8 @@ pub struct Outcome {
     pub optional: bool,
     /// The contender its ratios are taken against (default: the Linux bridge).
     pub versus: Option<String>,
+    /// Measures TCP only (no small-packet rate is expected).
+    pub tcp_only: bool,
 }
 
 impl Outcome {

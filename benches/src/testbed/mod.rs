@@ -5,5 +5,6 @@
 pub mod contenders;
 pub mod nat;
 pub mod net;
+pub mod overlay;
 pub mod report;
 pub mod traffic;
