@@ -11,7 +11,7 @@
 //! Nothing here allocates memory; the segments come from the worker's buffer cache.
 
 use crate::offload::{
-    complete_checksum, OffloadError, TcpSegments, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    complete_checksum, OffloadError, TcpSegments, TunnelSegments, VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_ECN,
 };
 use crate::pool::{Buf, PoolCache, HEADROOM, MAX_FRAME};
@@ -39,6 +39,30 @@ impl TxCaps {
             TxCaps::OffloadTunnel => true,
             TxCaps::Offload => !o.is_tunnel_gso(),
             TxCaps::Plain | TxCaps::Region => false,
+        }
+    }
+}
+
+/// How a super-frame is cut.
+enum Plan {
+    /// A TCP super-frame.
+    Tcp(TcpSegments),
+    /// A TCP super-frame in a UDP tunnel.
+    Tunnel(TunnelSegments),
+}
+
+impl Plan {
+    fn count(&self) -> usize {
+        match self {
+            Plan::Tcp(p) => p.count,
+            Plan::Tunnel(p) => p.count(),
+        }
+    }
+
+    fn write_segment(&self, frame: &[u8], i: usize, out: &mut [u8]) -> Result<usize, OffloadError> {
+        match self {
+            Plan::Tcp(p) => p.write_segment(frame, i, out),
+            Plan::Tunnel(p) => p.write_segment(frame, i, out),
         }
     }
 }
@@ -83,22 +107,25 @@ pub fn resolve(
         });
     }
     if o.gso_type & !VIRTIO_NET_HDR_GSO_ECN != 0 {
-        let plan = match o
-            .is_tcp_gso()
-            .then(|| TcpSegments::plan(pool.data(&b), &o, MAX_FRAME))
-        {
-            Some(Ok(p)) => p,
-            Some(Err(e)) => {
+        // A TCP super-frame, or one in a UDP tunnel (cut with its outer headers, as the
+        // kernel would have done had the port not offered tunnel GSO).
+        let plan = if o.is_tunnel_gso() {
+            TunnelSegments::plan(pool.data(&b), &o, MAX_FRAME).map(Plan::Tunnel)
+        } else if o.is_tcp_gso() {
+            TcpSegments::plan(pool.data(&b), &o, MAX_FRAME).map(Plan::Tcp)
+        } else {
+            Err(OffloadError::UnsupportedGso)
+        };
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
                 cache.free(b);
                 return Err(ResolveError::Offload(e));
             }
-            None => {
-                cache.free(b);
-                return Err(ResolveError::Offload(OffloadError::UnsupportedGso));
-            }
         };
+        let count = plan.count();
         let (pcp, port) = (pool.pcp(&b), pool.port(&b));
-        for i in 0..plan.count {
+        for i in 0..count {
             let Some(mut s) = cache.alloc() else {
                 cache.free(b);
                 return Err(ResolveError::NoBuffers);
@@ -120,7 +147,7 @@ pub fn resolve(
         }
         cache.free(b);
         return Ok(Resolved {
-            frames: plan.count,
+            frames: count,
             cut: true,
         });
     }

@@ -106,7 +106,18 @@ fn host(cfg: &Config, i: u8, ns: Netns, vtep: Vtep) -> Result<Host, String> {
             ns.ip(&["link", "add", "br0", "type", "bridge"])?;
             ns.ip(&["link", "set", "br0", "up"])?;
             ns.ip(&["link", "set", "u", "master", "br0", "up"])?;
-            let d = DaemonProcess::start_with(&exe, &dir, Some(ns.name()), flags)?;
+            // `TESTBED_OVERLAY_CORES=A,B`: host 1's daemon on core A, host 2's on core B
+            // (default: where the daemon puts itself, the last core on a 2-core machine).
+            let cores = std::env::var("TESTBED_OVERLAY_CORES").ok();
+            let core = cores
+                .as_deref()
+                .and_then(|c| c.split(',').nth(usize::from(i - 1)))
+                .map(str::to_string);
+            let mut all: Vec<&str> = flags.to_vec();
+            if let Some(c) = core.as_deref() {
+                all.extend_from_slice(&["--cores", c]);
+            }
+            let d = DaemonProcess::start_with(&exe, &dir, Some(ns.name()), &all)?;
             let host = Host {
                 daemon: None,
                 container,
