@@ -47,6 +47,11 @@ struct Args {
     /// encapsulation.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     tap_tunnel_gso: OnOff,
+    /// With --tap-offload on: merge consecutive in-order TCP segments of one flow in a burst
+    /// into one super-frame before writing it to a TAP (software GRO; never holds a frame past
+    /// its burst).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    tap_gro: OnOff,
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics, e.g. 127.0.0.1:9477 (off unless
     /// given).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -141,6 +146,7 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         large_buffers: args.large_buffers,
         tap_offload: args.tap_offload == OnOff::On,
         tap_tunnel_gso: args.tap_tunnel_gso == OnOff::On,
+        tap_gro: args.tap_gro == OnOff::On,
         metrics,
     };
     let mut d = Daemon::start(opts).inspect_err(|_| {

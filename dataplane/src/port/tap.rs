@@ -25,8 +25,9 @@
 use super::Port;
 use crate::burst::Burst;
 use crate::counters::PortCounters;
+use crate::gro;
 use crate::offload::{VnetHdr, VNET_HDR_LEN, VNET_HDR_TNL_LEN};
-use crate::pool::{Buf, PoolCache, HEADROOM, MAX_FRAME};
+use crate::pool::{Buf, PoolCache, HEADROOM, LARGE_MAX_FRAME, MAX_FRAME};
 use crate::sys::{netns, tap as sys};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -41,6 +42,8 @@ pub struct TapDevice {
     offloads: bool,
     /// The kernel took UDP tunnel segmentation offload (24-byte headers).
     tunnel_gso: bool,
+    /// Merge TCP segments of a transmit burst (with offloads only).
+    gro: bool,
 }
 
 impl TapDevice {
@@ -48,7 +51,8 @@ impl TapDevice {
     /// creating it if it does not exist, makes it persistent, sets `mtu` and brings it up. With
     /// `offloads`, frames carry virtio-net headers and the kernel may hand over TCP super-frames
     /// and partial checksums (see the module documentation); with `tunnel` too, UDP tunnel
-    /// super-frames where the kernel supports them ([`TapDevice::tunnel_gso`] says whether).
+    /// super-frames where the kernel supports them ([`TapDevice::tunnel_gso`] says whether);
+    /// with `gro` too, consecutive TCP segments of a flow in a transmit burst are merged.
     pub fn open(
         name: &str,
         netns: Option<&Path>,
@@ -56,6 +60,7 @@ impl TapDevice {
         mtu: Option<u32>,
         offloads: bool,
         tunnel: bool,
+        gro: bool,
     ) -> io::Result<TapDevice> {
         let queues = queues.max(1);
         let owned_name = name.to_string();
@@ -105,6 +110,7 @@ impl TapDevice {
             created,
             offloads,
             tunnel_gso,
+            gro: gro && offloads,
         })
     }
 
@@ -161,6 +167,7 @@ impl TapDevice {
                 VNET_HDR_LEN
             },
             tunnel_gso: self.tunnel_gso,
+            gro: self.gro,
             dead: false,
         })
     }
@@ -188,6 +195,8 @@ pub struct TapQueue {
     hdr_len: usize,
     /// UDP tunnel super-frames cross the queue.
     tunnel_gso: bool,
+    /// Transmit bursts' TCP segments are merged ([`crate::gro`]).
+    gro: bool,
     /// The device was deleted under the queue (reads failed with EBADFD): nothing is read or
     /// written any more, and the descriptor is not waited on.
     dead: bool,
@@ -310,40 +319,114 @@ impl TapQueue {
     }
 
     /// Transmit with virtio-net headers: the header goes into the headroom in front of the
-    /// frame, so each frame is one write.
+    /// frame, so each frame is one write. With GRO, consecutive in-order TCP segments of one
+    /// flow in the burst are first merged into one super-frame in a large buffer
+    /// ([`crate::gro`]), written once with a TSO header; counters still count the segments.
     fn tx_offload(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
         let pool = std::sync::Arc::clone(cache.pool());
-        let hdr_len = self.hdr_len;
-        let (mut sent, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
-        for mut b in burst.drain() {
-            let mut hdr = pool.offload(&b);
-            let len = pool.len(&b);
-            // A header length is only a hint for the kernel, but one past the frame is refused.
-            if usize::from(hdr.hdr_len) > len {
-                hdr.hdr_len = 0;
-            }
-            let ok = match pool.prepend(&mut b, hdr_len) {
-                Some(d) => {
-                    hdr.write_len(d, hdr_len);
-                    // SAFETY: `d` is a readable region of `d.len()` bytes owned through `b`.
-                    let r = unsafe { libc::write(self.fd.as_raw_fd(), d.as_ptr().cast(), d.len()) };
-                    r == d.len() as isize
-                }
-                None => false,
-            };
-            if ok {
-                sent += 1;
-                bytes += len as u64;
+        let mut t = TxTally::default();
+        // The merge in progress: its buffer, first and last segment, segments in it.
+        let mut merge: Option<(Buf, gro::Seg, gro::Seg, u64)> = None;
+        for b in burst.drain() {
+            let seg = if self.gro && !pool.has_offload(&b) {
+                gro::segment(pool.data(&b))
             } else {
-                dropped += 1;
+                None
+            };
+            if let (Some((mb, first, last, n)), Some(next)) = (merge.as_mut(), seg) {
+                let cur = pool.len(mb);
+                let fits = cur + next.payload <= (usize::from(u16::MAX) + 14).min(LARGE_MAX_FRAME);
+                if fits && gro::follows(pool.data(mb), first, last, pool.data(&b), &next) {
+                    if *n == 1 {
+                        // A second segment joins: the merge moves into a large buffer.
+                        if let Some(mut l) = pool.alloc_large() {
+                            let src = pool.data(mb);
+                            pool.slot_mut(&mut l)[HEADROOM..HEADROOM + cur].copy_from_slice(src);
+                            pool.set_frame(&mut l, HEADROOM, cur);
+                            cache.free(std::mem::replace(mb, l));
+                        }
+                    }
+                    if pool.is_large(mb) {
+                        let src = &pool.data(&b)[next.hdr_len..];
+                        let end = HEADROOM + cur + next.payload;
+                        pool.slot_mut(mb)[HEADROOM + cur..end].copy_from_slice(src);
+                        pool.set_len(mb, cur + next.payload);
+                        *last = next;
+                        *n += 1;
+                        cache.free(b);
+                        continue;
+                    }
+                }
             }
-            cache.free(b);
+            if let Some(m) = merge.take() {
+                self.flush_merge(cache, m, &mut t);
+            }
+            match seg {
+                Some(s) => merge = Some((b, s, s, 1)),
+                None => self.write_one(cache, b, 1, &mut t),
+            }
         }
-        c.tx_packets.add(sent);
-        c.tx_bytes.add(bytes);
-        c.tx_dropped.add(dropped);
-        sent as usize
+        if let Some(m) = merge.take() {
+            self.flush_merge(cache, m, &mut t);
+        }
+        c.tx_packets.add(t.sent);
+        c.tx_bytes.add(t.bytes);
+        c.tx_dropped.add(t.dropped);
+        t.sent as usize
     }
+
+    /// Writes a merge: a super-frame (its headers finished) if segments joined, else the one
+    /// segment as it is.
+    fn flush_merge(
+        &mut self,
+        cache: &mut PoolCache,
+        (mut b, first, last, n): (Buf, gro::Seg, gro::Seg, u64),
+        t: &mut TxTally,
+    ) {
+        if n > 1 {
+            let pool = std::sync::Arc::clone(cache.pool());
+            if let Some(o) = gro::finish(pool.data_mut(&mut b), &first, last.psh) {
+                pool.set_offload(&mut b, o);
+            }
+        }
+        self.write_one(cache, b, n, t);
+    }
+
+    /// Writes `b` (standing for `n` frames) with its virtio-net header and frees it.
+    fn write_one(&mut self, cache: &mut PoolCache, mut b: Buf, n: u64, t: &mut TxTally) {
+        let pool = cache.pool();
+        let hdr_len = self.hdr_len;
+        let mut hdr = pool.offload(&b);
+        let len = pool.len(&b);
+        // A header length is only a hint for the kernel, but one past the frame is refused.
+        if usize::from(hdr.hdr_len) > len {
+            hdr.hdr_len = 0;
+        }
+        let ok = match pool.prepend(&mut b, hdr_len) {
+            Some(d) => {
+                hdr.write_len(d, hdr_len);
+                // SAFETY: `d` is a readable region of `d.len()` bytes owned through `b`.
+                let r = unsafe { libc::write(self.fd.as_raw_fd(), d.as_ptr().cast(), d.len()) };
+                r == d.len() as isize
+            }
+            None => false,
+        };
+        if ok {
+            t.sent += n;
+            t.bytes += len as u64;
+        } else {
+            t.dropped += n;
+        }
+        cache.free(b);
+    }
+}
+
+/// What one transmit burst did.
+#[derive(Default)]
+struct TxTally {
+    sent: u64,
+    bytes: u64,
+    dropped: u64,
 }
 
 impl Port for TapQueue {

@@ -113,6 +113,8 @@ pub struct Options {
     pub tap_offload: bool,
     /// With offloads, ask for UDP tunnel segmentation offload too (`--tap-tunnel-gso`).
     pub tap_tunnel_gso: bool,
+    /// With offloads, merge the TCP segments of a transmit burst (`--tap-gro`).
+    pub tap_gro: bool,
     /// Serve Prometheus metrics on this address (`--metrics`).
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -669,6 +671,7 @@ mod tests {
             large_buffers: 128,
             tap_offload: true,
             tap_tunnel_gso: true,
+            tap_gro: true,
             metrics: None,
         }
     }

@@ -394,6 +394,7 @@ impl Daemon {
                     mtu,
                     self.opts.tap_offload,
                     self.opts.tap_tunnel_gso,
+                    self.opts.tap_gro,
                 )
                 .map(device::Device::Tap),
             }
