@@ -27,7 +27,8 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
   --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd,natbridge,nattap,
-                   vxkernel,vxtap,vxtapcut,vxvtep,vxvtepin,vxesp (the overlay: TCP only)
+                   vxkernel,vxtap,vxtapcut,vxvtep,vxvtepin,vxesp,vxespnogro,vxafxdp (the
+                   overlay: TCP only)
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
   --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
@@ -161,7 +162,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     type Contender = fn(&Testbed, &Config) -> Outcome;
     // The NAT pair comes last, so that what netfilter keeps in the DUT namespace once iptables
     // was used there (connection tracking entries) cannot touch the other contenders.
-    let all: [(&str, Contender); 15] = [
+    let all: [(&str, Contender); 17] = [
         ("ceiling", contenders::ceiling),
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
@@ -177,6 +178,8 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         ("vxvtep", overlay::vtep_out),
         ("vxvtepin", overlay::vtep_in),
         ("vxesp", overlay::encrypted),
+        ("vxespnogro", overlay::encrypted_no_gro),
+        ("vxafxdp", overlay::ours_xdp),
     ];
     let mut results = Vec::new();
     for (key, f) in all {

@@ -9,7 +9,9 @@
 //!   the path before tunnel GSO, and the one for kernels without it);
 //! * `vxvtep` / `vxvtepin`: vswitchd on host 1, the kernel on host 2; ours sending, then
 //!   receiving;
-//! * `vxesp`: vswitchd on both hosts, the network encrypted (ESP, AES-128-GCM).
+//! * `vxesp`: vswitchd on both hosts, the network encrypted (ESP, AES-128-GCM); `vxespnogro`
+//!   the same with `--tap-gro off`;
+//! * `vxafxdp`: vswitchd on both hosts with AF_XDP uplinks on the underlay veth itself.
 //!
 //! ```text
 //!  host 1                                                host 2
@@ -44,6 +46,8 @@ enum Vtep {
     Kernel,
     /// vswitchd with a TAP uplink; extra daemon flags; encrypted network.
     Ours(&'static [&'static str], bool),
+    /// vswitchd with an AF_XDP uplink on the underlay veth itself.
+    OursXdp,
 }
 
 /// One host: its namespace, its container's, and its daemon if ours (dropped first).
@@ -98,6 +102,38 @@ fn host(cfg: &Config, i: u8, ns: Netns, vtep: Vtep) -> Result<Host, String> {
                 daemon: None,
                 container,
                 ns,
+            })
+        }
+        Vtep::OursXdp => {
+            let exe = vswitchd_exe()?;
+            let dir = cfg.scratch.join(unique_name("vxd"));
+            let d = DaemonProcess::start_with(&exe, &dir, Some(ns.name()), &[])?;
+            let host = Host {
+                daemon: None,
+                container,
+                ns,
+            };
+            call(
+                &d,
+                "port.add",
+                json!({"name": "uplink", "type": "afxdp", "ifname": "u"}),
+            )?;
+            call(
+                &d,
+                "uplink.set",
+                json!({"port": "uplink", "ip": format!("{me}/24")}),
+            )?;
+            call(&d, "network.create", json!({"name": "ov", "vni": VNI}))?;
+            call(&d, "peer.add", json!({"network": "ov", "vtep": peer}))?;
+            call(
+                &d,
+                "port.add",
+                json!({"name": "c", "type": "tap", "network": "ov", "netns": host.container.name()}),
+            )?;
+            host.container.ip(&["addr", "add", &cip, "dev", "c"])?;
+            Ok(Host {
+                daemon: Some(d),
+                ..host
             })
         }
         Vtep::Ours(flags, encrypted) => {
@@ -307,6 +343,32 @@ pub fn encrypted(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
         "as vxtap, ESP (AES-128-GCM) around every VXLAN packet",
         Vtep::Ours(&[], true),
         Vtep::Ours(&[], true),
+        1,
+    )
+}
+
+/// vswitchd on both hosts, the network encrypted, without software GRO into the TAPs.
+pub fn encrypted_no_gro(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    const OFF: &[&str] = &["--tap-gro", "off"];
+    contender(
+        cfg,
+        "vswitchd x2, encrypted, no GRO",
+        "as vxesp, --tap-gro off (one TAP write per opened packet)",
+        Vtep::Ours(OFF, true),
+        Vtep::Ours(OFF, true),
+        1,
+    )
+}
+
+/// vswitchd on both hosts with AF_XDP uplinks on the underlay veth (super-frames cut before
+/// encapsulation; the receiver's GRO merges them again for the container's TAP).
+pub fn ours_xdp(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    contender(
+        cfg,
+        "vswitchd x2, AF_XDP uplinks",
+        "container TAP - vswitchd - AF_XDP on the underlay veth == veth - AF_XDP - vswitchd - container TAP",
+        Vtep::OursXdp,
+        Vtep::OursXdp,
         1,
     )
 }
