@@ -435,3 +435,14 @@ fn port_tx(d: &DaemonProcess, port: &str) -> u64 {
         .find(|p| p.name == port)
         .map_or(0, |p| p.counters.tx_packets)
 }
+
+/// The same with every TAP write going through io_uring (a burst per system call), with
+/// offloads and without (then every frame is a plain write request).
+#[test]
+fn two_switches_carry_an_overlay_with_io_uring_writes() {
+    if !can_run_system_tests("two_switches_carry_an_overlay_with_io_uring_writes") {
+        return;
+    }
+    two_switches(&["--tap-uring", "on", "--tap-tunnel-gso", "off"], "hostsu");
+    two_switches(&["--tap-uring", "on", "--tap-offload", "off"], "hostsuo");
+}

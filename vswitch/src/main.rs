@@ -52,6 +52,10 @@ struct Args {
     /// its burst).
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     tap_gro: OnOff,
+    /// Write each TAP port's transmit burst through io_uring: one system call per burst instead
+    /// of one per frame (plain writes where io_uring is not allowed).
+    #[arg(long, value_enum, default_value_t = OnOff::Off)]
+    tap_uring: OnOff,
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics, e.g. 127.0.0.1:9477 (off unless
     /// given).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -147,6 +151,7 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         tap_offload: args.tap_offload == OnOff::On,
         tap_tunnel_gso: args.tap_tunnel_gso == OnOff::On,
         tap_gro: args.tap_gro == OnOff::On,
+        tap_uring: args.tap_uring == OnOff::On,
         metrics,
     };
     let mut d = Daemon::start(opts).inspect_err(|_| {

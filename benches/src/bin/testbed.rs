@@ -26,7 +26,7 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --runs N         runs per metric (default 5, quick 2)
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
-  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd,natbridge,nattap,
+  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,tapuring,ovs,ovstap,testpmd,natbridge,nattap,
                    vxkernel,vxtap,vxtapcut,vxvtep,vxvtepin,vxesp,vxespnogro,vxafxdp (the
                    overlay: TCP only)
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
@@ -162,11 +162,12 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     type Contender = fn(&Testbed, &Config) -> Outcome;
     // The NAT pair comes last, so that what netfilter keeps in the DUT namespace once iptables
     // was used there (connection tracking entries) cannot touch the other contenders.
-    let all: [(&str, Contender); 17] = [
+    let all: [(&str, Contender); 18] = [
         ("ceiling", contenders::ceiling),
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
         ("tap", contenders::vswitchd_tap),
+        ("tapuring", contenders::vswitchd_tap_uring),
         ("ovs", contenders::ovs),
         ("ovstap", contenders::ovs_tap),
         ("testpmd", contenders::testpmd),

@@ -44,24 +44,45 @@ pub struct TapDevice {
     tunnel_gso: bool,
     /// Merge TCP segments of a transmit burst (with offloads only).
     gro: bool,
+    /// Each queue writes through io_uring, a burst per `io_uring_enter`.
+    uring: bool,
+}
+
+/// What a TAP device is opened with ([`TapDevice::open`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TapFeatures {
+    /// Virtio-net headers: TCP super-frames and partial checksums cross the device.
+    pub offloads: bool,
+    /// With `offloads`: ask for UDP tunnel super-frames too (where the kernel has them).
+    pub tunnel_gso: bool,
+    /// With `offloads`: merge the TCP segments of each transmit burst (software GRO).
+    pub gro: bool,
+    /// Write each transmit burst through io_uring (one system call for the burst) where the
+    /// kernel allows io_uring; plain `write`s otherwise.
+    pub uring: bool,
 }
 
 impl TapDevice {
     /// Attaches `queues` queues to TAP device `name` in namespace `netns` (None: the daemon's),
     /// creating it if it does not exist, makes it persistent, sets `mtu` and brings it up. With
-    /// `offloads`, frames carry virtio-net headers and the kernel may hand over TCP super-frames
-    /// and partial checksums (see the module documentation); with `tunnel` too, UDP tunnel
-    /// super-frames where the kernel supports them ([`TapDevice::tunnel_gso`] says whether);
-    /// with `gro` too, consecutive TCP segments of a flow in a transmit burst are merged.
+    /// `features.offloads`, frames carry virtio-net headers and the kernel may hand over TCP
+    /// super-frames and partial checksums (see the module documentation); with `tunnel_gso`
+    /// too, UDP tunnel super-frames where the kernel supports them ([`TapDevice::tunnel_gso`]
+    /// says whether); with `gro` too, consecutive TCP segments of a flow in a transmit burst are
+    /// merged; with `uring`, transmit bursts are written through io_uring.
     pub fn open(
         name: &str,
         netns: Option<&Path>,
         queues: u16,
         mtu: Option<u32>,
-        offloads: bool,
-        tunnel: bool,
-        gro: bool,
+        features: TapFeatures,
     ) -> io::Result<TapDevice> {
+        let TapFeatures {
+            offloads,
+            tunnel_gso: tunnel,
+            gro,
+            uring,
+        } = features;
         let queues = queues.max(1);
         let owned_name = name.to_string();
         let (fds, created, tunnel_gso) = netns::run_in(netns, move || {
@@ -111,6 +132,7 @@ impl TapDevice {
             offloads,
             tunnel_gso,
             gro: gro && offloads,
+            uring,
         })
     }
 
@@ -168,6 +190,7 @@ impl TapDevice {
             },
             tunnel_gso: self.tunnel_gso,
             gro: self.gro,
+            uring: if self.uring { Uring::new() } else { None },
             dead: false,
         })
     }
@@ -197,6 +220,9 @@ pub struct TapQueue {
     tunnel_gso: bool,
     /// Transmit bursts' TCP segments are merged ([`crate::gro`]).
     gro: bool,
+    /// Writes go through io_uring, a burst at a time (None: plain `write`s). Boxed: the ring
+    /// is large and made once per queue.
+    uring: Option<Box<Uring>>,
     /// The device was deleted under the queue (reads failed with EBADFD): nothing is read or
     /// written any more, and the descriptor is not waited on.
     dead: bool,
@@ -369,6 +395,7 @@ impl TapQueue {
         if let Some(m) = merge.take() {
             self.flush_merge(cache, m, &mut t);
         }
+        self.flush_uring(cache, &mut t);
         c.tx_packets.add(t.sent);
         c.tx_bytes.add(t.bytes);
         c.tx_dropped.add(t.dropped);
@@ -392,32 +419,141 @@ impl TapQueue {
         self.write_one(cache, b, n, t);
     }
 
-    /// Writes `b` (standing for `n` frames) with its virtio-net header and frees it.
+    /// Writes `b` (standing for `n` frames), with its virtio-net header when the queue has
+    /// offloads, and frees it; through io_uring, it is queued instead and written (and freed)
+    /// by [`TapQueue::flush_uring`], which the burst's end calls.
     fn write_one(&mut self, cache: &mut PoolCache, mut b: Buf, n: u64, t: &mut TxTally) {
-        let pool = cache.pool();
-        let hdr_len = self.hdr_len;
-        let mut hdr = pool.offload(&b);
+        let pool = std::sync::Arc::clone(cache.pool());
         let len = pool.len(&b);
-        // A header length is only a hint for the kernel, but one past the frame is refused.
-        if usize::from(hdr.hdr_len) > len {
-            hdr.hdr_len = 0;
-        }
-        let ok = match pool.prepend(&mut b, hdr_len) {
-            Some(d) => {
-                hdr.write_len(d, hdr_len);
-                // SAFETY: `d` is a readable region of `d.len()` bytes owned through `b`.
-                let r = unsafe { libc::write(self.fd.as_raw_fd(), d.as_ptr().cast(), d.len()) };
-                r == d.len() as isize
+        if self.offloads {
+            let hdr_len = self.hdr_len;
+            let mut hdr = pool.offload(&b);
+            // A header length is only a hint for the kernel, but one past the frame is refused.
+            if usize::from(hdr.hdr_len) > len {
+                hdr.hdr_len = 0;
             }
-            None => false,
-        };
-        if ok {
+            match pool.prepend(&mut b, hdr_len) {
+                Some(d) => {
+                    hdr.write_len(d, hdr_len);
+                }
+                None => {
+                    t.dropped += n;
+                    cache.free(b);
+                    return;
+                }
+            }
+        }
+        if self
+            .uring
+            .as_ref()
+            .is_some_and(|u| u.inflight.len() >= URING_BATCH)
+        {
+            self.flush_uring(cache, t);
+        }
+        let fd = self.fd.as_raw_fd();
+        if let Some(u) = self.uring.as_mut() {
+            let d = pool.data(&b);
+            let dlen = d.len();
+            let Ok(wlen) = u32::try_from(dlen) else {
+                t.dropped += n;
+                cache.free(b);
+                return;
+            };
+            let sqe = io_uring::opcode::Write::new(io_uring::types::Fd(fd), d.as_ptr(), wlen)
+                .build()
+                .user_data(u.inflight.len() as u64);
+            // SAFETY: the entry points at `wlen` readable bytes of `b`'s slot; `b` is held in
+            // `inflight` (never freed or written) until `flush_uring` has reaped the entry's
+            // completion or the ring is gone (dropping it waits for what is in flight).
+            if unsafe { u.ring.submission().push(&sqe) }.is_ok() {
+                u.inflight.push((b, n, len, dlen));
+                return;
+            }
+            // The submission queue is full (cannot happen below URING_BATCH): write directly.
+        }
+        let d = pool.data(&b);
+        // SAFETY: `d` is a readable region of `d.len()` bytes owned through `b`.
+        let r = unsafe { libc::write(fd, d.as_ptr().cast(), d.len()) };
+        if r == d.len() as isize {
             t.sent += n;
             t.bytes += len as u64;
         } else {
             t.dropped += n;
         }
         cache.free(b);
+    }
+
+    /// Submits the queued writes with one system call, waits for them, counts what the kernel
+    /// took and frees the buffers. A ring that fails is dropped (the queue writes plainly from
+    /// then on), which waits for anything still in flight before the buffers are freed.
+    fn flush_uring(&mut self, cache: &mut PoolCache, t: &mut TxTally) {
+        let Some(u) = self.uring.as_mut() else {
+            return;
+        };
+        if u.inflight.is_empty() {
+            return;
+        }
+        let want = u.inflight.len();
+        let mut results = [i32::MIN; URING_BATCH];
+        let mut reaped = 0;
+        let mut failed = false;
+        while reaped < want {
+            match u.ring.submit_and_wait(want - reaped) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+            for cqe in u.ring.completion() {
+                if let Some(r) = results.get_mut(cqe.user_data() as usize) {
+                    *r = cqe.result();
+                    reaped += 1;
+                }
+            }
+        }
+        let mut inflight = std::mem::take(&mut u.inflight);
+        if failed {
+            // Dropping the ring waits for its requests: only then may the buffers go.
+            self.uring = None;
+        }
+        for (i, (b, n, len, wlen)) in inflight.drain(..).enumerate() {
+            let r = results.get(i).copied().unwrap_or(i32::MIN);
+            if usize::try_from(r).is_ok_and(|r| r == wlen) {
+                t.sent += n;
+                t.bytes += len as u64;
+            } else {
+                t.dropped += n;
+            }
+            cache.free(b);
+        }
+        if let Some(u) = self.uring.as_mut() {
+            // The vector's capacity goes back: no allocation on the next burst.
+            u.inflight = inflight;
+        }
+    }
+}
+
+/// Most writes queued on a queue's io_uring before they are submitted.
+const URING_BATCH: usize = 64;
+
+/// A queue's io_uring for batched writes.
+struct Uring {
+    ring: io_uring::IoUring,
+    /// Buffers whose writes are queued or in flight: the buffer, the frames it stands for, the
+    /// frame's length and the bytes written (with the virtio-net header).
+    inflight: Vec<(Buf, u64, usize, usize)>,
+}
+
+impl Uring {
+    /// A ring of [`URING_BATCH`] entries, or None where io_uring is not allowed.
+    fn new() -> Option<Box<Uring>> {
+        let ring = io_uring::IoUring::new(URING_BATCH as u32).ok()?;
+        Some(Box::new(Uring {
+            ring,
+            inflight: Vec::with_capacity(URING_BATCH),
+        }))
     }
 }
 
@@ -481,23 +617,15 @@ impl Port for TapQueue {
         if self.offloads {
             return self.tx_offload(cache, burst, c);
         }
-        let (mut sent, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
+        let mut t = TxTally::default();
         for b in burst.drain() {
-            let data = cache.pool().data(&b);
-            // SAFETY: `data` is a readable region of `data.len()` bytes owned through `b`.
-            let r = unsafe { libc::write(self.fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-            if r == data.len() as isize {
-                sent += 1;
-                bytes += data.len() as u64;
-            } else {
-                dropped += 1;
-            }
-            cache.free(b);
+            self.write_one(cache, b, 1, &mut t);
         }
-        c.tx_packets.add(sent);
-        c.tx_bytes.add(bytes);
-        c.tx_dropped.add(dropped);
-        sent as usize
+        self.flush_uring(cache, &mut t);
+        c.tx_packets.add(t.sent);
+        c.tx_bytes.add(t.bytes);
+        c.tx_dropped.add(t.dropped);
+        t.sent as usize
     }
 
     fn raw_fd(&self) -> Option<RawFd> {

@@ -115,6 +115,8 @@ pub struct Options {
     pub tap_tunnel_gso: bool,
     /// With offloads, merge the TCP segments of a transmit burst (`--tap-gro`).
     pub tap_gro: bool,
+    /// Write TAP transmit bursts through io_uring (`--tap-uring`).
+    pub tap_uring: bool,
     /// Serve Prometheus metrics on this address (`--metrics`).
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -672,6 +674,7 @@ mod tests {
             tap_offload: true,
             tap_tunnel_gso: true,
             tap_gro: true,
+            tap_uring: false,
             metrics: None,
         }
     }
