@@ -303,7 +303,7 @@ pub fn ours_cut(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
     const OFF: &[&str] = &["--tap-tunnel-gso", "off"];
     contender(
         cfg,
-        "vswitchd x2, no tunnel GSO",
+        "vswitchd x2, no tnl GSO",
         "as vxtap, --tap-tunnel-gso off (cut before encapsulation)",
         Vtep::Ours(OFF, false),
         Vtep::Ours(OFF, false),
@@ -352,7 +352,7 @@ pub fn encrypted_no_gro(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
     const OFF: &[&str] = &["--tap-gro", "off"];
     contender(
         cfg,
-        "vswitchd x2, encrypted, no GRO",
+        "vswitchd x2, esp, no GRO",
         "as vxesp, --tap-gro off (one TAP write per opened packet)",
         Vtep::Ours(OFF, true),
         Vtep::Ours(OFF, true),
@@ -365,7 +365,7 @@ pub fn encrypted_no_gro(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
 pub fn ours_xdp(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
     contender(
         cfg,
-        "vswitchd x2, AF_XDP uplinks",
+        "vswitchd x2, AF_XDP",
         "container TAP - vswitchd - AF_XDP on the underlay veth == veth - AF_XDP - vswitchd - container TAP",
         Vtep::OursXdp,
         Vtep::OursXdp,
