@@ -25,7 +25,7 @@ const L4: usize = 14 + 20;
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
 
-/// What one segment says about itself, for [`Seg::follows`].
+/// What one segment says about itself, for [`follows`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seg {
     /// Bytes of all headers (Ethernet, IPv4, TCP with options).

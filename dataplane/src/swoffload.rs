@@ -6,7 +6,9 @@
 //! headers would hide the inner TCP from any later cutting) needs finished frames: [`resolve`]
 //! completes the checksum in place, or cuts the super-frame into MSS-sized frames in small
 //! buffers, and moves a frame out of a large buffer when the port transmits only from the pool's
-//! AF_XDP region.
+//! AF_XDP region. A UDP tunnel super-frame (VXLAN with a TCP super-frame inside, from a TAP with
+//! tunnel GSO) passes only to a TAP that takes those ([`TxCaps::OffloadTunnel`]); for any other
+//! port it is cut with its outer headers ([`crate::offload::TunnelSegments`]).
 //!
 //! Nothing here allocates memory; the segments come from the worker's buffer cache.
 

@@ -18,6 +18,10 @@
 //! [`crate::offload::VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4`]). Where it does not (an older
 //! kernel), the device is opened as without `tunnel`.
 //!
+//! On transmit, with offloads, consecutive in-order TCP segments of one flow in a burst are
+//! merged into one super-frame first (software GRO, [`crate::gro`]), and with
+//! [`TapFeatures::uring`] a burst's writes are submitted to the kernel with one `io_uring_enter`.
+//!
 //! The device persists across daemon crashes (`TUNSETPERSIST`), so the interface, its addresses
 //! and routes inside a container's namespace survive a `kill -9`; a restarted daemon re-attaches
 //! to it by name inside that namespace. [`TapDevice::destroy`] removes it.
