@@ -402,6 +402,7 @@ fn load_balancing_allocates_nothing_per_packet() {
             gateway: Some(Ipv4Addr::new(192, 168, 50, 254)),
             vxlan_port: 4789,
             mtu: 1500,
+            tunnel_gso: false,
         }),
         gateways: vec![
             None,
