@@ -43,7 +43,7 @@ impl Default for ControlLimits {
 }
 /// Turns (one request each) of other users' connections served between two polls at most, so
 /// that a request of root's, served first, waits for at most this many of theirs.
-const TURNS_PER_POLL: usize = 16;
+const TURNS_PER_POLL: usize = 4;
 /// Reply bytes buffered for a client before its further requests wait.
 const HIGH_WATER: usize = 256 << 10;
 /// Reply bytes buffered for all clients together before those with replies still unread
