@@ -174,6 +174,10 @@ fn main() {
             .arg(dir.join("state"))
             .args(["--store", &format!("etcd://127.0.0.1:{cport}")])
             .args(["--host-id", "bench", "--buffers", "4096"])
+            .args([
+                "--log-level",
+                "info,vswitch::store=debug,vswitch::daemon::cluster=debug,vswitch::daemon::commit=debug",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -327,5 +331,9 @@ fn main() {
     drop(c);
     drop(d);
     drop(etcd_proc);
+    // The daemon's debug lines time each batch's steps (agent, validation, persist, publish).
+    if let Ok(keep) = std::env::var("ETCD_SCALE_KEEP_LOG") {
+        let _ = std::fs::copy(dir.join("vswitchd.log"), keep);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

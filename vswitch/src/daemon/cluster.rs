@@ -90,6 +90,7 @@ impl Daemon {
             None => return,
         };
         for (batch, done) in batches {
+            let t = Instant::now();
             let args = serde_json::to_value(&batch).unwrap_or(Value::Null);
             let req = Request {
                 id: 0,
@@ -113,6 +114,7 @@ impl Daemon {
                     Err(e.message)
                 }
             };
+            tracing::debug!(us = t.elapsed().as_micros() as u64, "store batch served");
             let _ = done.send(r);
         }
         self.tell_store();
@@ -209,6 +211,7 @@ impl Daemon {
     /// `cluster.apply`: one batch from the store, validated item by item (an item refused is
     /// reported, the rest applied) and committed once.
     pub(super) fn cluster_apply(&mut self, a: ClusterApply) -> Result<ClusterApplied, ErrorBody> {
+        let t = Instant::now();
         let mut next = self.desired.clone();
         let mut refused = Vec::new();
         for mut spec in a.networks {
@@ -264,18 +267,49 @@ impl Daemon {
                 f
             })
             .collect();
-        next.add_fdb_many(&adds, |f, r| {
-            if let Err(e) = r {
-                refused.push(format!("{} in '{}': {}", f.mac, f.network, e.message));
+        if adds.len() <= 16 {
+            // One change (the common case): a scan, not an index of the whole table.
+            for f in adds {
+                let r = next.check_fdb(f.clone()).and_then(|f| {
+                    match next
+                        .fdb
+                        .iter()
+                        .find(|e| e.network == f.network && e.mac == f.mac)
+                    {
+                        Some(e) if e.port == f.port && e.vtep == f.vtep => Ok(None),
+                        Some(_) => Err(err(
+                            ErrorCode::AlreadyExists,
+                            format!("a static entry for {} exists", f.mac),
+                        )),
+                        None => Ok(Some(f)),
+                    }
+                });
+                match r {
+                    Ok(Some(f)) => next.fdb.push(f),
+                    Ok(None) => {}
+                    Err(e) => refused.push(format!("{} in '{}': {}", f.mac, f.network, e.message)),
+                }
             }
-            Ok(())
-        })?;
+        } else {
+            next.add_fdb_many(&adds, |f, r| {
+                if let Err(e) = r {
+                    refused.push(format!("{} in '{}': {}", f.mac, f.network, e.message));
+                }
+                Ok(())
+            })?;
+        }
         if let Some(keys) = a.keys {
             next = store_keys(next, &keys, &mut refused);
         }
+        let validated = t.elapsed();
         if next != self.desired {
             self.commit(next)?;
         }
+        tracing::debug!(
+            validate_us = validated.as_micros() as u64,
+            commit_us = (t.elapsed() - validated).as_micros() as u64,
+            "cluster.apply"
+        );
         Ok(ClusterApplied { refused })
     }
 }

@@ -103,6 +103,7 @@ impl Daemon {
         }
 
         // (b) Persist: once this succeeds the change is accepted.
+        let t = Instant::now();
         if mode == Mode::Command {
             if let Err(e) = self.persist(&next) {
                 undo(opened);
@@ -110,6 +111,7 @@ impl Daemon {
             }
         }
 
+        let persisted = t.elapsed();
         // (c) Swap it in: new ports' queues go to the workers, the snapshot is published (the
         // workers stop forwarding to removed ports), then removed ports are taken apart.
         let old = std::mem::replace(&mut self.desired, next);
@@ -142,6 +144,11 @@ impl Daemon {
             self.attach_port(&o.name, o.id, &mut o.rt);
             self.runtime.insert(o.name, o.rt);
         }
+        tracing::debug!(
+            persist_us = persisted.as_micros() as u64,
+            publish_us = (t.elapsed() - persisted).as_micros() as u64,
+            "committed"
+        );
         self.tell_store();
         Ok(())
     }

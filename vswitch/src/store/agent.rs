@@ -181,7 +181,7 @@ pub fn spawn(cfg: StoreConfig, wake: Box<dyn Fn() + Send>) -> Result<Handle, Str
         to_daemon: atx,
         wake,
         view: None,
-        applied: None,
+        sent: None,
         inflight: None,
         dirty: false,
         lease: 0,
@@ -223,10 +223,11 @@ struct Agent {
     wake: Box<dyn Fn() + Send>,
     /// The store as seen; `None`: list it.
     view: Option<View>,
-    /// What the daemon was last given; `None`: give it everything (replace).
-    applied: Option<Derived>,
+    /// What the daemon has been given (the batch in flight included); `None`: give it
+    /// everything (replace).
+    sent: Option<Derived>,
     /// The batch the daemon is working on.
-    inflight: Option<(Receiver<Result<(), String>>, Derived)>,
+    inflight: Option<Receiver<Result<(), String>>>,
     /// The view changed since the daemon was last given a batch.
     dirty: bool,
     lease: i64,
@@ -264,11 +265,7 @@ impl Agent {
                 .min(Duration::from_secs(1));
             let never = channel::never();
             let watch = self.watch.clone().unwrap_or_else(channel::never);
-            let inflight = self
-                .inflight
-                .as_ref()
-                .map(|(r, _)| r.clone())
-                .unwrap_or_else(|| never.clone());
+            let inflight = self.inflight.clone().unwrap_or_else(|| never.clone());
             channel::select! {
                 recv(self.rx) -> m => match m {
                     Ok(ToAgent::Stop(revoke)) => {
@@ -283,7 +280,16 @@ impl Agent {
                         }
                         return;
                     }
-                    Ok(ToAgent::Local(l)) => self.local = l,
+                    Ok(ToAgent::Local(l)) => {
+                        if l.vtep != self.local.vtep {
+                            // Which hosts are "others" depends on it: derive everything again.
+                            if let Some(v) = self.view.as_mut() {
+                                v.touched.all = true;
+                            }
+                            self.dirty = true;
+                        }
+                        self.local = l;
+                    }
                     Ok(ToAgent::Create(spec, reply)) => {
                         let r = self.create(spec);
                         let _ = reply.send(r);
@@ -301,18 +307,17 @@ impl Agent {
                     Err(_) => self.lost("the watch reader ended".into()),
                 },
                 recv(inflight) -> m => {
-                    if let Some((_, sent)) = self.inflight.take() {
-                        match m {
-                            Ok(Ok(())) => self.applied = Some(sent),
-                            Ok(Err(e)) => {
-                                tracing::warn!(error = %e, "the daemon refused the store's batch; will resend all");
-                                self.applied = None;
-                                self.dirty = true;
-                            }
-                            Err(_) => {
-                                self.applied = None;
-                                self.dirty = true;
-                            }
+                    self.inflight = None;
+                    match m {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "the daemon refused the store's batch; will resend all");
+                            self.sent = None;
+                            self.dirty = true;
+                        }
+                        Err(_) => {
+                            self.sent = None;
+                            self.dirty = true;
                         }
                     }
                 },
@@ -389,7 +394,7 @@ impl Agent {
             }
             tracing::info!(keys = kvs.len(), revision = rev, "store listed");
             self.view = Some(view);
-            self.applied = None;
+            self.sent = None;
             self.dirty = true;
         }
         let from = self.revision() + 1;
@@ -539,20 +544,38 @@ impl Agent {
         if self.inflight.is_some() || !self.dirty {
             return;
         }
-        let Some(view) = &self.view else { return };
-        let new = core::derive(view, &self.cfg.host_id, self.local.vtep);
-        let batch = match &self.applied {
-            Some(old) => core::diff(old, &new),
-            None => core::full(&new),
+        let Some(view) = self.view.as_mut() else {
+            return;
+        };
+        let t = Instant::now();
+        let (me, vtep) = (self.cfg.host_id.as_str(), self.local.vtep);
+        let batch = match self.sent.as_mut() {
+            Some(sent) => core::derive_delta(view, me, vtep, sent),
+            None => {
+                view.touched = core::Touched::default();
+                let new = core::derive(view, me, vtep);
+                let b = core::full(&new);
+                self.sent = Some(new);
+                b
+            }
         };
         self.dirty = false;
         if batch.is_empty() {
             return;
         }
+        tracing::debug!(
+            replace = batch.replace,
+            peers = batch.peers_add.len() + batch.peers_rm.len(),
+            macs = batch.fdb_add.len() + batch.fdb_rm.len(),
+            us = t.elapsed().as_micros() as u64,
+            "store batch for the daemon"
+        );
         let (tx, rx) = channel::bounded(1);
         if self.to_daemon.send((batch, tx)).is_ok() {
             (self.wake)();
-            self.inflight = Some((rx, new));
+            self.inflight = Some(rx);
+        } else {
+            self.sent = None;
         }
     }
 
@@ -648,10 +671,6 @@ impl Agent {
                 || self.dirty
                 || i.hosts.iter().any(|h| !v.hosts.contains_key(&h.id))
             {
-                let mut per_host: BTreeMap<&str, u64> = BTreeMap::new();
-                for (_, h, _) in v.endpoints.keys() {
-                    *per_host.entry(h.as_str()).or_default() += 1;
-                }
                 let now = unix_now();
                 i.hosts = v
                     .hosts
@@ -660,7 +679,7 @@ impl Agent {
                         id: id.clone(),
                         vtep: h.vtep.map(|v| v.to_string()).unwrap_or_default(),
                         lease_age_secs: now.saturating_sub(h.since),
-                        endpoints: per_host.get(id.as_str()).copied().unwrap_or(0),
+                        endpoints: v.endpoints_of(id),
                         me: *id == self.cfg.host_id,
                     })
                     .collect();
