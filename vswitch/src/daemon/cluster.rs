@@ -120,20 +120,40 @@ impl Daemon {
         self.tell_store();
     }
 
-    /// Tells the agent this host's state (after commits and on each tick; only changes go).
+    /// Tells the agent this host's state after a commit: the MACs behind its ports as last
+    /// read (reading the tables costs a dump; [`Daemon::tell_store_all`] does it each second).
     pub fn tell_store(&mut self) {
-        if self.store.is_none() {
+        self.tell_store_as(false);
+    }
+
+    /// Tells the agent this host's state with the MACs read from the tables (each second).
+    pub fn tell_store_all(&mut self) {
+        self.tell_store_as(true);
+    }
+
+    fn tell_store_as(&mut self, read_tables: bool) {
+        let Some(h) = &self.store else {
             return;
+        };
+        let mut local = self.local_view(read_tables);
+        if !read_tables {
+            if let Some(last) = h.last_local() {
+                local.endpoints = last
+                    .endpoints
+                    .iter()
+                    .filter(|(n, _)| local.members.contains(n))
+                    .cloned()
+                    .collect();
+            }
         }
-        let local = self.local_view();
         if let Some(h) = self.store.as_mut() {
             h.set_local(local);
         }
     }
 
     /// This host as the store should know it: its uplink address, the global networks it has
-    /// ports in, and the MACs behind those ports.
-    fn local_view(&self) -> Local {
+    /// ports in, and (with `read_tables`) the MACs behind those ports.
+    fn local_view(&self, read_tables: bool) -> Local {
         let mut l = Local {
             vtep: self
                 .desired
@@ -160,6 +180,9 @@ impl Daemon {
                 continue;
             }
             l.members.insert(n.spec.name.clone());
+            if !read_tables {
+                continue;
+            }
             for e in self.dump_fdb(Some(n.id)).unwrap_or_default() {
                 if e.port.is_some() {
                     if let Ok(mac) = parse_mac(&e.mac) {

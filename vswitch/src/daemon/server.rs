@@ -160,7 +160,7 @@ pub fn serve(
             if let Some(idle) = limits.idle {
                 close_idle(d, &poll, &mut conns, idle);
             }
-            d.tell_store();
+            d.tell_store_all();
         }
         for ev in events.iter() {
             match ev.token() {

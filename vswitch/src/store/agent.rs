@@ -133,6 +133,11 @@ impl Handle {
         }
     }
 
+    /// This host's state as last told.
+    pub fn last_local(&self) -> Option<&Local> {
+        self.last_local.as_ref()
+    }
+
     /// Claims a global network in the store (waits at most `wait`).
     pub fn create(&self, spec: NetworkSpec, wait: Duration) -> Result<NetworkSpec, String> {
         let (tx, rx) = channel::bounded(1);
@@ -665,36 +670,23 @@ impl Agent {
             && core::own_keys(&self.layout, &self.cfg.host_id, &self.local, self.since)
                 != self.published;
         if let Some(v) = &self.view {
-            if i.networks as usize != v.networks.len()
-                || i.endpoints as usize != v.endpoints.len()
-                || i.hosts.len() != v.hosts.len()
-                || self.dirty
-                || i.hosts.iter().any(|h| !v.hosts.contains_key(&h.id))
-            {
-                let now = unix_now();
-                i.hosts = v
-                    .hosts
-                    .iter()
-                    .map(|(id, h)| ClusterHost {
-                        id: id.clone(),
-                        vtep: h.vtep.map(|v| v.to_string()).unwrap_or_default(),
-                        lease_age_secs: now.saturating_sub(h.since),
-                        endpoints: v.endpoints_of(id),
-                        me: *id == self.cfg.host_id,
-                    })
-                    .collect();
-                i.networks = v.networks.len() as u32;
-                i.leader = v.leader.clone();
-                i.key_primary = v.primary;
-                i.endpoints = v.endpoints.len() as u64;
-            } else {
-                let now = unix_now();
-                for h in i.hosts.iter_mut() {
-                    if let Some(rec) = v.hosts.get(&h.id) {
-                        h.lease_age_secs = now.saturating_sub(rec.since);
-                    }
-                }
-            }
+            // O(hosts): cheap beside what each batch costs.
+            let now = unix_now();
+            i.hosts = v
+                .hosts
+                .iter()
+                .map(|(id, h)| ClusterHost {
+                    id: id.clone(),
+                    vtep: h.vtep.map(|v| v.to_string()).unwrap_or_default(),
+                    lease_age_secs: now.saturating_sub(h.since),
+                    endpoints: v.endpoints_of(id),
+                    me: *id == self.cfg.host_id,
+                })
+                .collect();
+            i.networks = v.networks.len() as u32;
+            i.leader = v.leader.clone();
+            i.key_primary = v.primary;
+            i.endpoints = v.endpoints.len() as u64;
         }
     }
 }
