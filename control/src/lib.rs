@@ -4,6 +4,7 @@
 //! This crate has no dependency on the dataplane: scripts and other tools can link it alone.
 
 pub mod client;
+pub mod engine;
 pub mod pcap;
 pub mod proto;
 pub mod text;

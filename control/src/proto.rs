@@ -145,6 +145,8 @@ pub mod cmd {
     pub const PORT_INSPECT: &str = "port.inspect";
     /// [`super::NameArgs`] -> `null`
     pub const PORT_RM: &str = "port.rm";
+    /// [`super::PortLocateArgs`] -> [`super::PortInfo`]
+    pub const PORT_LOCATE: &str = "port.locate";
     /// [`super::FdbLsArgs`] -> `[FdbEntry]`
     pub const FDB_LS: &str = "fdb.ls";
     /// [`super::StaticFdb`] -> `null`
@@ -193,6 +195,30 @@ pub mod cmd {
     pub const NAT_LS: &str = "nat.ls";
     /// `{}` -> [`super::NatStatsInfo`]
     pub const NAT_STATS: &str = "nat.stats";
+    /// [`super::NetLink`] -> `null`
+    pub const NETWORK_LINK: &str = "network.link";
+    /// [`super::NetLink`] -> `null`
+    pub const NETWORK_UNLINK: &str = "network.unlink";
+    /// [`super::EndpointSpec`] -> `null`
+    pub const ENDPOINT_ADD: &str = "endpoint.add";
+    /// [`super::EndpointRmArgs`] -> `null`
+    pub const ENDPOINT_RM: &str = "endpoint.rm";
+    /// [`super::EndpointLsArgs`] -> `[EndpointSpec]`
+    pub const ENDPOINT_LS: &str = "endpoint.ls";
+    /// [`super::ServiceSpec`] (no backends) -> [`super::ServiceInfo`]
+    pub const SERVICE_CREATE: &str = "service.create";
+    /// `{}` -> `[ServiceInfo]`
+    pub const SERVICE_LS: &str = "service.ls";
+    /// [`super::NameArgs`] -> [`super::ServiceInfo`] (with connections per backend)
+    pub const SERVICE_INSPECT: &str = "service.inspect";
+    /// [`super::NameArgs`] -> `null`
+    pub const SERVICE_RM: &str = "service.rm";
+    /// [`super::BackendArgs`] -> [`super::ServiceInfo`]
+    pub const SERVICE_BACKEND_ADD: &str = "service.backend.add";
+    /// [`super::BackendArgs`] (fields to change) -> [`super::ServiceInfo`]
+    pub const SERVICE_BACKEND_SET: &str = "service.backend.set";
+    /// [`super::BackendArgs`] (`ip`, optional `drain_timeout`) -> [`super::ServiceInfo`]
+    pub const SERVICE_BACKEND_RM: &str = "service.backend.rm";
     /// `{}` -> [`super::ClusterInfo`]
     pub const CLUSTER_LS: &str = "cluster.ls";
     /// [`super::ClusterApply`] -> [`super::ClusterApplied`] (sent by the daemon's own store
@@ -210,6 +236,7 @@ pub mod cmd {
         PORT_LS,
         PORT_INSPECT,
         PORT_RM,
+        PORT_LOCATE,
         FDB_LS,
         FDB_ADD,
         FDB_RM,
@@ -234,6 +261,18 @@ pub mod cmd {
         NAT_SET,
         NAT_LS,
         NAT_STATS,
+        ENDPOINT_ADD,
+        ENDPOINT_RM,
+        ENDPOINT_LS,
+        NETWORK_LINK,
+        NETWORK_UNLINK,
+        SERVICE_CREATE,
+        SERVICE_LS,
+        SERVICE_INSPECT,
+        SERVICE_RM,
+        SERVICE_BACKEND_ADD,
+        SERVICE_BACKEND_SET,
+        SERVICE_BACKEND_RM,
         CLUSTER_LS,
         CLUSTER_APPLY,
     ];
@@ -396,6 +435,24 @@ pub struct PortSpec {
     pub mac_limit: Option<u32>,
 }
 
+/// `port.locate`: a container engine moved the port's TAP device into namespace `netns` (and
+/// may have renamed it); the daemon checks that through the device's own descriptor and records
+/// the namespace and the device's current name, so a restarted daemon finds it there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortLocateArgs {
+    /// The port.
+    pub name: String,
+    /// Where the device should be now: a namespace name or path (Docker's sandbox key), or
+    /// none for the daemon's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// The engine renames the device too (Docker: `eth` + a number): until its name starts
+    /// with this, it is not where it is going yet and nothing is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname_prefix: Option<String>,
+}
+
 /// A static MAC table entry; also the `fdb.add` arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -492,6 +549,15 @@ pub struct ConfigDoc {
     /// `--include-secrets`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeySpec>,
+    /// Names the gateways' DNS answers (`endpoint add`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointSpec>,
+    /// Pairs of networks routed to each other (`network link`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<NetLink>,
+    /// Services (load balancing), with their backends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceSpec>,
 }
 
 /// An overlay encryption key as configured (`key add`, the state file).
@@ -639,6 +705,9 @@ impl Default for ConfigDoc {
             peers: Vec::new(),
             keys: Vec::new(),
             nat: None,
+            endpoints: Vec::new(),
+            links: Vec::new(),
+            services: Vec::new(),
         }
     }
 }
@@ -676,6 +745,9 @@ pub struct NetworkInfo {
     /// Remote VTEPs (overlay networks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
+    /// Networks its gateway routes to (`network link`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 /// `port.inspect` / `port.ls` result.
@@ -1145,4 +1217,220 @@ pub struct NatStatsInfo {
     pub evicted_per_sec: f64,
     /// The settings in effect.
     pub settings: NatSettings,
+}
+
+/// A name the gateway's DNS answers on a network (`endpoint add`): `name` (and
+/// `name.NETWORK`) resolves to `ip` for queries from that network only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// The DNS name (letters, digits, `-`, `_`, dots between labels; case-insensitive).
+    pub name: String,
+    /// The network it belongs to (one with a `--subnet`).
+    pub network: String,
+    /// Its IPv4 address, in the network's subnet.
+    pub ip: String,
+}
+
+/// `endpoint.rm` arguments: the name on the network, every address of it unless `ip` is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointRmArgs {
+    /// The name.
+    pub name: String,
+    /// Its network.
+    pub network: String,
+    /// Only this address of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// `endpoint.ls` arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointLsArgs {
+    /// Only this network's names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// Two networks whose gateways route between them (`network link A B`; the order does not
+/// matter).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetLink {
+    /// One network.
+    pub a: String,
+    /// The other.
+    pub b: String,
+}
+
+/// A service: `service.create` arguments (without backends) and the service as configured (in
+/// the state file, with its backends).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Its name.
+    pub name: String,
+    /// The network its VIP and backends are on (one with a subnet).
+    pub network: String,
+    /// The VIP (default: the highest free address of the subnet; none with `dnsrr`). The
+    /// daemon stores the address it chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<String>,
+    /// Ports of the VIP: `P[:T][/tcp|udp]` (T defaults to P, the protocol to tcp).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// Ports published on the uplink address: `P:T[/tcp|udp]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
+    /// `ingress` (default: every host publishes) or `host` (only local backends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// `vip` (default: the name resolves to the VIP) or `dnsrr` (to every backend's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_mode: Option<String>,
+    /// Seconds a removed backend's connections may go on before they are reset (default
+    /// 300; 0: reset at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<u32>,
+    /// Backends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendSpec>,
+}
+
+/// A backend as configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// Its address, on the service's network.
+    pub ip: String,
+    /// Relative weight (default 1; 0: draining, no new connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Marked down: no new connections.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub down: bool,
+}
+
+/// `service.backend.add|set|rm` arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendArgs {
+    /// The service.
+    pub service: String,
+    /// The backend's address.
+    pub ip: String,
+    /// Weight (add: default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Down (true) or up (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<bool>,
+    /// `rm`: seconds its connections may go on (default: the service's drain timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<u32>,
+}
+
+/// A service as `service.ls` and `service.inspect` show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// Name.
+    pub name: String,
+    /// Network.
+    pub network: String,
+    /// VIP (none with `dnsrr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<String>,
+    /// VIP ports, `P:T/proto`.
+    pub ports: Vec<String>,
+    /// Published ports, `P:T/proto`.
+    pub publish: Vec<String>,
+    /// `ingress` or `host`.
+    pub mode: String,
+    /// `vip` or `dnsrr`.
+    pub endpoint_mode: String,
+    /// Seconds a removed backend's connections may go on.
+    pub drain_timeout: u32,
+    /// Slots of its Maglev table.
+    pub table_size: u32,
+    /// Backends.
+    pub backends: Vec<BackendInfo>,
+    /// Live connections (`service.inspect` only).
+    #[serde(default)]
+    pub connections: u64,
+}
+
+/// A backend as `service.inspect` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// Address.
+    pub ip: String,
+    /// Weight.
+    pub weight: u32,
+    /// `up`, `draining` (weight 0) or `down`.
+    pub state: String,
+    /// Share of new connections, in percent (its share of the Maglev table).
+    pub share: f64,
+    /// Live connections (`service.inspect` only).
+    #[serde(default)]
+    pub connections: u64,
+}
+
+/// A published or VIP port, parsed: `P[:T][/tcp|udp]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortMapping {
+    /// The port clients use.
+    pub port: u16,
+    /// The backends' port.
+    pub target: u16,
+    /// `true` for UDP, `false` for TCP.
+    pub udp: bool,
+}
+
+impl PortMapping {
+    /// Parses `P[:T][/tcp|udp]`; `need_target`: T must be given (published ports).
+    pub fn parse(s: &str, need_target: bool) -> Result<PortMapping, String> {
+        let (ports, proto) = match s.split_once('/') {
+            Some((p, pr)) => (p, pr),
+            None => (s, "tcp"),
+        };
+        let udp = match proto {
+            "tcp" => false,
+            "udp" => true,
+            other => {
+                return Err(format!(
+                    "port '{s}': protocol '{other}' is not tcp or udp; write e.g. 8080:80/tcp"
+                ))
+            }
+        };
+        let num = |x: &str| -> Result<u16, String> {
+            match x.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err(format!(
+                    "port '{s}': '{x}' is not a port (1-65535); write e.g. 8080:80/tcp"
+                )),
+            }
+        };
+        let (port, target) = match ports.split_once(':') {
+            Some((p, t)) => (num(p)?, num(t)?),
+            None if need_target => {
+                return Err(format!(
+                    "published port '{s}' needs a target: write PUBLISHED:TARGET, e.g. 8080:80"
+                ))
+            }
+            None => {
+                let p = num(ports)?;
+                (p, p)
+            }
+        };
+        Ok(PortMapping { port, target, udp })
+    }
+}
+
+impl std::fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let proto = if self.udp { "udp" } else { "tcp" };
+        write!(f, "{}:{}/{proto}", self.port, self.target)
+    }
 }

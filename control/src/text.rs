@@ -41,6 +41,25 @@ pub fn check_name(what: &str, s: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a DNS name as `endpoint add` takes it: labels of 1 to 63 letters, digits, '-' or '_'
+/// (container names have underscores), joined by single dots, 253 characters at most.
+pub fn check_dns_name(s: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if s.is_empty() || s.len() > 253 || !s.split('.').all(label_ok) {
+        return Err(format!(
+            "'{s}' is not a valid DNS name; use labels of 1 to 63 letters, digits, '-' or '_' (not starting or ending with '-') joined by dots, 253 characters at most"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses an IPv4 subnet or host address with its prefix, `a.b.c.d/len` (len 0 to 32).
 pub fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
     let bad = || format!("'{s}' is not an IPv4 subnet; write address/prefix, e.g. 10.1.0.0/24");

@@ -5,6 +5,7 @@ the input format of each fuzz target. Run from this directory: /usr/bin/python3 
 import json, os, struct
 from scapy.all import (ARP, ICMP, IP, IPv6, TCP, UDP, Dot1Q, Ether, Raw, VXLAN, raw)
 from scapy.layers.l2 import Dot1AD
+from scapy.layers.dns import DNS, DNSQR, DNSRROPT
 
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 frames = {
@@ -56,3 +57,20 @@ for i, req in enumerate([
     {"id": 7, "cmd": "nat.set", "args": {"tcp_established": 7440}},
 ]):
     write("control_protocol", f"req{i}", json.dumps(req).encode())
+
+# dns: one byte (IPv4 options: 0-3 words), then a DNS message as a resolver sends it.
+queries = {
+    "a_web": DNS(id=0x1234, rd=1, qd=DNSQR(qname="web", qtype="A")),
+    "a_web_domain": DNS(id=2, rd=1, qd=DNSQR(qname="Web.Blue.", qtype="A")),
+    "a_tasks": DNS(id=3, rd=1, qd=DNSQR(qname="tasks.web", qtype="A")),
+    "aaaa_web": DNS(id=4, rd=1, qd=DNSQR(qname="web", qtype="AAAA")),
+    "a_nosuch": DNS(id=5, rd=1, qd=DNSQR(qname="nosuch", qtype="A")),
+    "a_internet": DNS(id=6, rd=1, qd=DNSQR(qname="example.com", qtype="A")),
+    "edns": DNS(id=7, rd=1, qd=DNSQR(qname="web", qtype="A"), ar=DNSRROPT(rclass=4096)),
+    "status_opcode": DNS(id=8, opcode=2, qd=DNSQR(qname="web")),
+    "response": DNS(id=9, qr=1, qd=DNSQR(qname="web")),
+    "any_chaos": DNS(id=10, qd=DNSQR(qname="web", qtype="ANY", qclass="CH")),
+}
+for k, q in queries.items():
+    for sel in (0, 1):
+        write("dns", f"{k}_{sel}", bytes([sel]) + raw(q))

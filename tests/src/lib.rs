@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: where the built binaries are, and the root check that
 //! skips (or, under `CI=true`, fails) tests that need network namespaces.
 
+pub mod engines;
+
 use std::path::PathBuf;
 
 /// Path of a binary built by `cargo build --workspace --bins` in the same profile as the tests.

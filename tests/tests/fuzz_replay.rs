@@ -9,6 +9,8 @@
 mod checksum_update;
 #[path = "../../fuzz/bodies/control_protocol.rs"]
 mod control_protocol;
+#[path = "../../fuzz/bodies/dns.rs"]
+mod dns;
 #[path = "../../fuzz/bodies/esp.rs"]
 mod esp;
 #[path = "../../fuzz/bodies/nat.rs"]
@@ -152,4 +154,9 @@ fn pipeline_over_the_seed_corpus() {
 #[test]
 fn control_protocol_over_the_seed_corpus() {
     replay("control_protocol", control_protocol::run);
+}
+
+#[test]
+fn dns_over_the_seed_corpus() {
+    replay("dns", dns::run);
 }

@@ -192,3 +192,147 @@ fn a_transfer_across_a_kill_9_and_restart_loses_no_byte_and_traffic_resumes_at_o
     assert_eq!(t.bytes, 1 << 30, "every byte, checked");
     eprintln!("1 GiB across the restart in {:?}", t.elapsed);
 }
+
+/// Names of the host's interfaces that start with `prefix`.
+fn links_with(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// Removes the host interfaces this test made, whatever became of the daemon.
+struct Links(String);
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        for l in links_with(&self.0) {
+            let _ = Command::new("ip").args(["link", "del", &l]).status();
+        }
+    }
+}
+
+#[test]
+fn a_kill_9_in_the_middle_of_changes_keeps_every_acknowledged_one_and_leaves_no_device() {
+    let name =
+        "a_kill_9_in_the_middle_of_changes_keeps_every_acknowledged_one_and_leaves_no_device";
+    if !can_run_system_tests(name) {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use vswitch::testbed::SIGKILL;
+    let prefix = format!("k9c{}", std::process::id() % 100_000);
+    let _cleanup = Links(prefix.clone());
+    let tmp = TempDir::new("k9chg");
+
+    // The journal's recovery, made certain: a device named in the journal of a change never
+    // saved (here, one made by hand) is removed when the daemon starts; one in a port stays.
+    let stray = format!("{prefix}s");
+    let st = Command::new("ip")
+        .args(["tuntap", "add", "dev", &stray, "mode", "tap", "multi_queue"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let state = tmp.0.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("devices-pending.json"),
+        format!("[{{\"name\": \"{stray}\"}}]"),
+    )
+    .unwrap();
+    let mut d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    assert!(
+        links_with(&stray).is_empty(),
+        "the stray device was removed"
+    );
+    assert!(!state.join("devices-pending.json").exists());
+    d.client()
+        .unwrap()
+        .call(cmd::NETWORK_CREATE, json!({"name": "kc"}))
+        .unwrap();
+
+    // Changes one after another, each acknowledged only once saved; the daemon killed in the
+    // middle of them, three times.
+    for round in 0..3u32 {
+        let sock = d.socket();
+        let stop = Arc::new(AtomicBool::new(false));
+        let adder = std::thread::spawn({
+            let (prefix, stop) = (prefix.clone(), stop.clone());
+            move || {
+                let mut acked = Vec::new();
+                for i in 0..300 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let port = format!("{prefix}r{round}x{i}");
+                    let Ok(mut c) = control::client::Client::connect(&sock) else {
+                        break;
+                    };
+                    let r = c.call(
+                        cmd::PORT_ADD,
+                        json!({"name": port, "type": "tap", "network": "kc"}),
+                    );
+                    if r.is_err() {
+                        break;
+                    }
+                    acked.push(port);
+                }
+                acked
+            }
+        });
+        std::thread::sleep(Duration::from_millis(150 + 120 * u64::from(round)));
+        d.signal(SIGKILL).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let acked = adder.join().unwrap();
+        assert!(
+            !acked.is_empty(),
+            "round {round}: no change made before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        d.restart().unwrap();
+        let ports: Vec<String> = d
+            .client()
+            .unwrap()
+            .call(cmd::PORT_LS, json!({}))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["name"].as_str().map(str::to_string))
+            .collect();
+        for a in &acked {
+            assert!(
+                ports.contains(a),
+                "round {round}: acknowledged port {a} lost"
+            );
+        }
+        let this_round = ports
+            .iter()
+            .filter(|p| p.starts_with(&format!("{prefix}r{round}x")))
+            .count();
+        assert!(
+            this_round <= acked.len() + 1,
+            "round {round}: {this_round} ports for {} acknowledged changes",
+            acked.len()
+        );
+        // No device of ours that no port has.
+        for l in links_with(&prefix) {
+            assert!(
+                ports.contains(&l),
+                "round {round}: device {l} left in no port; log:\n{}",
+                d.log_tail()
+            );
+        }
+        eprintln!(
+            "round {round}: {} changes acknowledged before the kill, all kept",
+            acked.len()
+        );
+    }
+}

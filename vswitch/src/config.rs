@@ -188,6 +188,16 @@ pub struct Snapshot {
     pub nat: crate::nat::NatConfig,
     /// Workers that split the NAT port range (0 counts as 1).
     pub workers: u16,
+    /// Names the gateways' DNS answers, per network.
+    pub names: std::sync::Arc<crate::dns::Names>,
+    /// Pairs of networks whose gateways route between them (`network link`), both ways
+    /// round, sorted.
+    pub links: Vec<(NetId, NetId)>,
+    /// Neighbours inside the networks, learned by every worker's router (shared, lock-free;
+    /// the same table in every snapshot the daemon publishes).
+    pub inside: std::sync::Arc<crate::nat::inside::InsideNeigh>,
+    /// Services (load balancing in the gateway).
+    pub services: std::sync::Arc<crate::service::ServiceTable>,
 }
 
 impl Snapshot {
@@ -216,6 +226,22 @@ impl Snapshot {
     #[inline]
     pub fn gateway(&self, id: NetId) -> Option<&GatewayConf> {
         self.gateways.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// Whether the gateways route between networks `a` and `b` (`network link`).
+    #[inline]
+    pub fn linked(&self, a: NetId, b: NetId) -> bool {
+        !self.links.is_empty() && self.links.binary_search(&(a, b)).is_ok()
+    }
+
+    /// The network whose subnet holds `ip`, with its gateway.
+    #[inline]
+    pub fn net_of_ip(&self, ip: Ipv4Addr) -> Option<(NetId, &GatewayConf)> {
+        self.gateways.iter().enumerate().find_map(|(i, g)| {
+            g.as_ref()
+                .filter(|g| g.contains(ip))
+                .map(|g| (i as NetId, g))
+        })
     }
 
     /// Network `id`, if configured.

@@ -2,8 +2,8 @@
 //! starts a switch of its own (this same binary, on a private socket and state directory),
 //! attaches both containers to one network through TAP ports, shows ping and a checked TCP
 //! transfer across the switch with the switch's counters; then an overlay network between two
-//! "hosts", each with a switch of its own, carrying ping and TCP in VXLAN; and removes everything
-//! it made.
+//! "hosts", each with a switch of its own, carrying ping and TCP in VXLAN; then a published
+//! port spreading connections over three backends (a service); and removes everything it made.
 
 use crate::testbed::{tcp_transfer, unique_name, DaemonProcess, Netns, OverlayHosts};
 use control::client::Client;
@@ -203,7 +203,138 @@ fn run_in(exe: &std::path::Path, dir: &std::path::Path, bytes: u64) -> Result<()
     drop(daemon);
     drop((a, b));
 
-    overlay(exe, dir)
+    overlay(exe, dir)?;
+    services(exe, dir)
+}
+
+/// A backend's server for the services part: writes `NAME\n` on every connection, then closes.
+/// Stops when `stop` is set, or after 60 s.
+fn greeter(
+    ns: &Netns,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    use std::io::Write;
+    let l = dataplane::sys::netns::run_in(Some(&ns.path()), || {
+        std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 8080))
+    })
+    .map_err(|e| format!("listen in {}: {e}", ns.name()))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(std::thread::spawn(move || {
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < end {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    let _ = c.set_nonblocking(false);
+                    let _ = writeln!(c, "{name}");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }))
+}
+
+/// Part three: a published port on the uplink address, load-balanced over three backends.
+fn services(exe: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
+    use std::io::BufRead;
+    step("Services: a switch with an uplink, three backend containers, a client beyond the uplink");
+    let daemon = DaemonProcess::start(exe, &dir.join("services"))?;
+    let mut c = daemon.client()?;
+    let client = Netns::create(&unique_name("vsdemo-cl"))?;
+    let up = unique_name("vsdup");
+    call(
+        &mut c,
+        cmd::PORT_ADD,
+        json!({"name": up, "type": "tap", "netns": client.name()}),
+    )?;
+    client.ip(&["addr", "add", "192.168.210.1/24", "dev", &up])?;
+    call(
+        &mut c,
+        cmd::UPLINK_SET,
+        json!({"port": up, "ip": "192.168.210.2/24", "gateway": "192.168.210.1"}),
+    )?;
+    call(
+        &mut c,
+        cmd::NETWORK_CREATE,
+        json!({"name": "web", "subnet": "10.210.0.0/24"}),
+    )?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut backends = Vec::new();
+    let mut servers = Vec::new();
+    for (i, name) in ["web-1", "web-2", "web-3"].into_iter().enumerate() {
+        let ns = Netns::create(&unique_name("vsdemo-w"))?;
+        let port = unique_name("vsdw");
+        call(
+            &mut c,
+            cmd::PORT_ADD,
+            json!({"name": port, "type": "tap", "network": "web", "netns": ns.name()}),
+        )?;
+        let ip = Ipv4Addr::new(10, 210, 0, 11 + i as u8);
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &port])?;
+        ns.ip(&["route", "add", "default", "via", "10.210.0.1"])?;
+        servers.push(greeter(&ns, name, stop.clone())?);
+        println!("    backend {name}: {ip}:8080 in {}", ns.name());
+        backends.push(ns);
+    }
+    step("vswitchctl service create front --network web --publish 8080:8080, three backends (weights 1, 1, 2)");
+    call(
+        &mut c,
+        cmd::SERVICE_CREATE,
+        json!({"name": "front", "network": "web", "publish": ["8080:8080"]}),
+    )?;
+    for (i, w) in [1, 1, 2].into_iter().enumerate() {
+        call(
+            &mut c,
+            cmd::SERVICE_BACKEND_ADD,
+            json!({"service": "front", "ip": format!("10.210.0.{}", 11 + i), "weight": w}),
+        )?;
+    }
+    step("40 connections from the client to 192.168.210.2:8080");
+    let to = std::net::SocketAddr::from((Ipv4Addr::new(192, 168, 210, 2), 8080));
+    let mut count = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..40 {
+        let got = dataplane::sys::netns::run_in(Some(&client.path()), || {
+            let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let mut line = String::new();
+            std::io::BufReader::new(s).read_line(&mut line)?;
+            Ok(line.trim().to_string())
+        });
+        match got {
+            Ok(name) => *count.entry(name).or_default() += 1,
+            Err(e) => println!("    a connection failed: {e}"),
+        }
+    }
+    for (name, n) in &count {
+        println!("    {name}: {n} connections {}", "#".repeat(*n as usize));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in servers {
+        let _ = s.join();
+    }
+    let info: control::proto::ServiceInfo = serde_json::from_value(call(
+        &mut c,
+        cmd::SERVICE_INSPECT,
+        json!({"name": "front"}),
+    )?)
+    .map_err(|e| e.to_string())?;
+    step("vswitchctl service inspect front");
+    for b in &info.backends {
+        println!(
+            "    {}  weight {}  {}  {:.1}% of new connections (Maglev, {} slots)",
+            b.ip, b.weight, b.state, b.share, info.table_size
+        );
+    }
+    if count.len() < 3 {
+        return Err(format!(
+            "the connections did not spread over the three backends: {count:?}"
+        ));
+    }
+    step("Cleaning up the services part");
+    drop(c);
+    drop(daemon);
+    drop((client, backends));
+    Ok(())
 }
 
 /// Part two: an overlay network between two hosts, each with its own switch.

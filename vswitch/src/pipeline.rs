@@ -47,6 +47,11 @@ pub enum Request {
     },
     /// How to wake every worker, for NAT's hand-off rings (index = worker id).
     NatPeers(Vec<crate::nat::handoff::Wake>),
+    /// Live load-balanced connections per service and backend.
+    ServiceConns {
+        /// Where the answer goes.
+        reply: Sender<Vec<crate::service::stage::ConnCount>>,
+    },
     /// The NAT table's figures.
     NatInfo {
         /// Where the answer goes.
@@ -305,6 +310,9 @@ impl Pipeline for Switch {
             }
             Request::NatSessions { net, limit, reply } => {
                 let _ = reply.send(self.stages.router.sessions(net, limit, cx.now));
+            }
+            Request::ServiceConns { reply } => {
+                let _ = reply.send(self.stages.router.lb.counts(cx.now));
             }
             Request::NatInfo { reply } => {
                 let _ = reply.send(self.stages.router.info());

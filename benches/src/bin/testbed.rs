@@ -10,26 +10,35 @@
 //! `testbed.svg` and `testbed.json` into `--out` (default `target/testbed`). Needs root.
 //! Contenders that are not installed (Open vSwitch, DPDK, iptables) are skipped with a line.
 //! The NAT pair (`natbridge`: a Linux bridge with iptables MASQUERADE, Docker's way out;
-//! `nattap`: vswitchd's gateway and source NAT) is compared with each other.
+//! `nattap`: vswitchd's gateway and source NAT) is compared with each other, and so is the
+//! published-port pair (`pubbridge`: iptables DNAT, what `docker run -p` programs; `pubtap`: a
+//! vswitchd service publishing the port): connections per second and TCP throughput.
 
 use benches::testbed::contenders::{self, Config, Outcome, INSTALL_HINT};
 use benches::testbed::nat;
 use benches::testbed::net::{self, Testbed};
+use benches::testbed::publish;
 use benches::testbed::report;
 use benches::testbed::traffic::FRAME_LEN;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DIR] [--only NAME,...] [--threaded-napi] [--sink-napi-core N]
+       testbed --soak SECONDS
   --quick          a few seconds per contender (what CI runs)
   --runs N         runs per metric (default 5, quick 2)
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
-  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd,natbridge,nattap
+  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd,natbridge,nattap,
+                   pubbridge,pubtap
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
   --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
-                   on core N instead of the core that sent into it (for a userspace DUT, its own)";
+                   on core N instead of the core that sent into it (for a userspace DUT, its own)
+  --soak SECONDS   instead of the contenders: the daemon under mixed checked traffic and faults
+                   (hostile frames, configuration churn, garbage control clients) for SECONDS,
+                   its memory sampled; fails on any lost byte or ping, or memory growth";
 
 struct Args {
     quick: bool,
@@ -39,6 +48,7 @@ struct Args {
     only: Option<Vec<String>>,
     threaded_napi: bool,
     sink_napi_core: Option<usize>,
+    soak: Option<f64>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -50,6 +60,7 @@ fn parse() -> Result<Args, String> {
         only: None,
         threaded_napi: false,
         sink_napi_core: None,
+        soak: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -80,6 +91,15 @@ fn parse() -> Result<Args, String> {
                         .ok()
                         .filter(|s| (0.1..=600.0).contains(s))
                         .ok_or(format!("--seconds takes 0.1..600, not {v}"))?,
+                );
+            }
+            "--soak" => {
+                let v = val("--soak")?;
+                a.soak = Some(
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|s| (5.0..=86_400.0).contains(s))
+                        .ok_or(format!("--soak takes 5..86400 seconds, not {v}"))?,
                 );
             }
             "--out" => a.out = PathBuf::from(val("--out")?),
@@ -113,6 +133,20 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     net::catch_signals();
+    if let Some(secs) = args.soak {
+        let sample = Duration::from_secs_f64((secs / 12.0).clamp(1.0, 60.0));
+        println!("testbed: soak for {secs} s, memory sampled every {sample:?}");
+        return match benches::testbed::soak::soak(secs, sample) {
+            Ok(r) => {
+                println!("{}", benches::testbed::soak::render(&r));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("testbed: soak failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cores = net::cores();
     let seconds = args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 });
     let cfg = Config {
@@ -159,7 +193,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     type Contender = fn(&Testbed, &Config) -> Outcome;
     // The NAT pair comes last, so that what netfilter keeps in the DUT namespace once iptables
     // was used there (connection tracking entries) cannot touch the other contenders.
-    let all: [(&str, Contender); 9] = [
+    let all: [(&str, Contender); 11] = [
         ("ceiling", contenders::ceiling),
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
@@ -169,6 +203,8 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         ("testpmd", contenders::testpmd),
         ("natbridge", nat::kernel_nat),
         ("nattap", nat::vswitchd_nat),
+        ("pubbridge", publish::kernel_publish),
+        ("pubtap", publish::vswitchd_publish),
     ];
     let mut results = Vec::new();
     for (key, f) in all {
@@ -215,7 +251,11 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     // (OVS, testpmd) that is installed but fails is reported in its notes, not fatal.
     let empty: Vec<&str> = results
         .iter()
-        .filter(|o| !o.optional && o.skipped.is_none() && (o.pps.is_empty() || o.gbps.is_empty()))
+        .filter(|o| {
+            !o.optional
+                && o.skipped.is_none()
+                && ((o.pps.is_empty() && o.cps.is_empty()) || o.gbps.is_empty())
+        })
         .map(|o| o.name.as_str())
         .collect();
     if empty.is_empty() {

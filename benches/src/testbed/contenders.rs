@@ -51,6 +51,8 @@ pub struct Outcome {
     pub offered: Vec<f64>,
     /// TCP throughput in Gbit/s, one per run.
     pub gbps: Vec<f64>,
+    /// Connections per second (the published-port pair), one per run.
+    pub cps: Vec<f64>,
     /// Why it was not measured at all.
     pub skipped: Option<String>,
     /// What went wrong or is worth knowing, one line each.
@@ -83,6 +85,7 @@ impl Outcome {
             "pps": self.pps,
             "offered_pps": self.offered,
             "tcp_gbps": self.gbps,
+            "connections_per_sec": self.cps,
             "skipped": self.skipped,
             "notes": self.notes,
             "optional": self.optional,
@@ -126,7 +129,7 @@ pub struct Reaped {
 }
 
 impl Reaped {
-    fn spawn(what: &str, cmd: &mut Command) -> Result<Reaped, String> {
+    pub(super) fn spawn(what: &str, cmd: &mut Command) -> Result<Reaped, String> {
         let child = cmd
             .stdin(Stdio::null())
             .spawn()

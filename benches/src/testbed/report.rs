@@ -75,6 +75,34 @@ pub fn table(results: &[Outcome]) -> String {
             if base.is_some() { reference } else { "-" },
         );
     }
+    // Connection rates (the published-port pair), against the same reference.
+    if results.iter().any(|o| !o.cps.is_empty()) {
+        let _ = writeln!(
+            t,
+            "\n{:<24} {:>30} {:>8}  ref",
+            "contender", "connections/s med [min-max]", "x ref"
+        );
+        for o in results.iter().filter(|o| !o.cps.is_empty()) {
+            let reference = o.versus.as_deref().unwrap_or("linux bridge");
+            let base = results
+                .iter()
+                .find(|r| r.name == reference)
+                .and_then(|r| summary(&r.cps))
+                .map(|s| s.0);
+            let ratio = match (summary(&o.cps), base) {
+                (Some((m, _, _)), Some(b)) if b > 0.0 => format!("{:.2}", m / b),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                t,
+                "{:<24} {:>30} {:>8}  {}",
+                o.name,
+                cell(&o.cps, 1.0, 0),
+                ratio,
+                reference
+            );
+        }
+    }
     t
 }
 

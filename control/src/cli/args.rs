@@ -54,6 +54,18 @@ pub(crate) enum Command {
     /// Source NAT of the networks' gateways: settings, sessions, figures
     #[command(subcommand)]
     Nat(super::nat::NatCmd),
+    /// Names the networks' gateways answer in DNS (containers, services' extra names)
+    #[command(subcommand)]
+    Endpoint(super::endpoint::EndpointCmd),
+    /// Services: VIPs and published ports load-balanced over backends
+    #[command(subcommand)]
+    Service(super::service::ServiceCmd),
+    /// Published ports (a service with one published port; see `service`)
+    #[command(subcommand)]
+    Publish(super::service::PublishCmd),
+    /// A service's backends (the same as `service backend`)
+    #[command(subcommand)]
+    Backend(super::service::BackendCmd),
     /// Encryption keys of encrypted overlay networks (ESP, AES-GCM)
     #[command(subcommand)]
     Key(KeyCmd),
@@ -155,6 +167,21 @@ pub(crate) enum NetworkCmd {
         /// Network name
         name: String,
     },
+    /// Route between two networks with subnets through their gateways (no NAT); networks
+    /// are isolated from each other until linked
+    Link {
+        /// One network
+        a: String,
+        /// The other
+        b: String,
+    },
+    /// Isolate two linked networks from each other again
+    Unlink {
+        /// One network
+        a: String,
+        /// The other
+        b: String,
+    },
 }
 
 /// `network create ...`
@@ -212,6 +239,14 @@ pub(crate) enum PortCmd {
     Rm {
         /// Port name
         name: String,
+    },
+    /// Record that an engine moved the port's TAP device into namespace NS (and renamed it)
+    Locate {
+        /// Port name
+        name: String,
+        /// Namespace name or path the device is in now [default: the daemon's]
+        #[arg(long)]
+        netns: Option<String>,
     },
 }
 

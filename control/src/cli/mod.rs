@@ -8,9 +8,11 @@
 mod args;
 mod capture;
 mod check;
+mod endpoint;
 mod nat;
 mod plan;
 mod render;
+mod service;
 mod table;
 mod top;
 

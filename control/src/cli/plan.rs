@@ -9,8 +9,8 @@ use super::check;
 use super::CliError;
 use control::proto::{
     cmd, CaptureDirection, CaptureStart, ConfigDoc, ExportArgs, FdbLsArgs, FdbRmArgs, KeyAdd,
-    KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortSpec, PortType, Scope, StaticFdb,
-    StatsArgs, TraceAddArgs, UplinkSpec,
+    KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortLocateArgs, PortSpec, PortType, Scope,
+    StaticFdb, StatsArgs, TraceAddArgs, UplinkSpec,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -79,6 +79,14 @@ pub(crate) enum Show {
     NatStats,
     /// `NatSettings` after `nat set`, as key: value lines.
     NatSettings,
+    /// `[EndpointSpec]` as a table.
+    Endpoints,
+    /// A confirmation for a `ServiceInfo` just created.
+    ServiceCreated,
+    /// `[ServiceInfo]` as a table.
+    Services,
+    /// `ServiceInfo` as key: value lines and a backend table.
+    Service,
     /// `CaptureStarted`, then `capture.read` until done, written as pcap to the file (`None`:
     /// stdout).
     Capture(Option<PathBuf>),
@@ -180,6 +188,10 @@ pub(crate) fn plan(command: &Command) -> Result<Call, CliError> {
         }
         Command::Capture(c) => capture(c),
         Command::Nat(n) => super::nat::plan(n),
+        Command::Endpoint(e) => super::endpoint::plan(e),
+        Command::Service(s) => super::service::plan(s),
+        Command::Publish(p) => super::service::plan_publish(p),
+        Command::Backend(b) => super::service::plan_backend(b),
     }
 }
 
@@ -246,6 +258,21 @@ fn network(command: &NetworkCmd) -> Result<Call, CliError> {
             let done = Show::Done(format!("network '{name}' removed"));
             Call::new(cmd::NETWORK_RM, &NameArgs { name: name.clone() }, done)
         }
+        NetworkCmd::Link { a, b } | NetworkCmd::Unlink { a, b } => {
+            check::network_name(a).map_err(CliError::Usage)?;
+            check::network_name(b).map_err(CliError::Usage)?;
+            let link = control::proto::NetLink {
+                a: a.clone(),
+                b: b.clone(),
+            };
+            if matches!(command, NetworkCmd::Link { .. }) {
+                let done = Show::Done(format!("networks '{a}' and '{b}' linked"));
+                Call::new(cmd::NETWORK_LINK, &link, done)
+            } else {
+                let done = Show::Done(format!("networks '{a}' and '{b}' unlinked"));
+                Call::new(cmd::NETWORK_UNLINK, &link, done)
+            }
+        }
     }
 }
 
@@ -284,6 +311,15 @@ fn port(command: &PortCmd) -> Result<Call, CliError> {
             check::port_name(name).map_err(CliError::Usage)?;
             let done = Show::Done(format!("port '{name}' removed"));
             Call::new(cmd::PORT_RM, &NameArgs { name: name.clone() }, done)
+        }
+        PortCmd::Locate { name, netns } => {
+            check::port_name(name).map_err(CliError::Usage)?;
+            let args = PortLocateArgs {
+                name: name.clone(),
+                netns: netns.clone(),
+                ifname_prefix: None,
+            };
+            Call::new(cmd::PORT_LOCATE, &args, Show::Port)
         }
     }
 }

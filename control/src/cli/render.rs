@@ -61,9 +61,13 @@ pub(crate) fn human(cmd: &str, show: &Show, result: Value) -> Result<String, Cli
         Show::Trace => trace(&decode(cmd, result)?),
         // `capture` writes pcap, never a rendered result.
         Show::Capture(_) => String::new(),
+        Show::ServiceCreated | Show::Services | Show::Service => {
+            super::service::render(show, cmd, result)?
+        }
         Show::NatSessions | Show::NatStats | Show::NatSettings => {
             super::nat::render(show, cmd, result)?
         }
+        Show::Endpoints => super::endpoint::render(cmd, result)?,
         Show::Export(_) => pretty(&decode::<ConfigDoc>(cmd, result)?)?,
         Show::Imported(file) => {
             let s: ImportSummary = decode(cmd, result)?;
@@ -233,6 +237,9 @@ fn network(n: &NetworkInfo) -> String {
     }
     pairs.push(("ports", list_or_dash(&n.ports)));
     pairs.push(("peers", list_or_dash(&n.peers)));
+    if !n.links.is_empty() {
+        pairs.push(("linked to", n.links.join(", ")));
+    }
     if n.spec.vni.is_some() {
         let learn = n.spec.learn_remote.unwrap_or(true);
         pairs.push(("learn remote", if learn { "yes" } else { "no" }.to_string()));
@@ -375,11 +382,11 @@ fn uplink(u: &UplinkInfo) -> String {
 }
 
 fn peers(list: &[PeerSpec]) -> String {
-    // The ORIGIN column only where a cluster store made some of them.
-    if list.iter().all(|p| p.origin.is_none()) {
+    // ORIGIN only where the cluster store programmed some of them.
+    if !list.iter().any(|p| p.origin.is_some()) {
         let mut t = Table::new(&[left("NETWORK"), left("VTEP")]);
         for p in list {
-            t.row([&p.network, &p.vtep]);
+            t.row([p.network.clone(), p.vtep.clone()]);
         }
         return t.render();
     }

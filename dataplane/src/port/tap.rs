@@ -136,6 +136,22 @@ impl TapDevice {
         })
     }
 
+    /// Where the device is now, seen through its own descriptor: its current name and a
+    /// descriptor of its current namespace (a container engine may have renamed and moved it).
+    pub fn location(&self) -> io::Result<(String, std::os::fd::OwnedFd)> {
+        let fd = self
+            .queues
+            .first()
+            .ok_or_else(|| io::Error::other("TAP device has no queues"))?;
+        Ok((sys::current_name(fd)?, sys::device_netns(fd)?))
+    }
+
+    /// Records that the device is now `name` in namespace `netns` (see [`TapDevice::location`]).
+    pub fn relocated(&mut self, name: &str, netns: Option<&Path>) {
+        self.name = name.to_string();
+        self.netns = netns.map(Path::to_path_buf);
+    }
+
     /// Removes the device: clears persistence and closes the control thread's descriptors; the
     /// kernel deletes it once the workers have closed theirs too.
     pub fn destroy(self) -> io::Result<()> {

@@ -82,3 +82,14 @@ pub fn run_in<T: Send>(
         .unwrap_or_else(|_| Err(std::io::Error::other("namespace worker thread panicked")))
     })
 }
+
+/// Whether two namespace descriptors name the same namespace (same nsfs inode).
+pub fn same(a: &impl AsRawFd, b: &impl AsRawFd) -> std::io::Result<bool> {
+    let stat = |fd: libc::c_int| {
+        // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `fd` is open for the call and `st` a valid, writable `stat`.
+        super::cvt(unsafe { libc::fstat(fd, &mut st) }).map(|_| (st.st_dev, st.st_ino))
+    };
+    Ok(stat(a.as_raw_fd())? == stat(b.as_raw_fd())?)
+}

@@ -169,3 +169,30 @@ pub fn exists(name: &str) -> bool {
 pub fn dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
     fd.try_clone()
 }
+
+/// The device's name as the kernel has it now (`TUNGETIFF`): a container engine may have renamed
+/// it since it was opened.
+pub fn current_name(fd: &OwnedFd) -> io::Result<String> {
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: [0; 24],
+    };
+    // SAFETY: TUNGETIFF writes a `struct ifreq`, which `req` is laid out as.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut req) })?;
+    let end = req
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(req.name.len());
+    // In range: `end` is at most the array's length.
+    Ok(String::from_utf8_lossy(&req.name[..end]).into_owned())
+}
+
+/// A descriptor of the network namespace the device lives in now (`TUNGETDEVNETNS`, Linux
+/// 5.2): it follows the device when a container engine moves it.
+pub fn device_netns(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: TUNGETDEVNETNS takes no argument and returns a new descriptor; checked.
+    let ns = cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETDEVNETNS) })?;
+    // SAFETY: `ns` was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ns) })
+}

@@ -79,6 +79,9 @@ impl Daemon {
             .filter(|p| !self.desired.ports.contains_key(&p.spec.name))
             .collect();
         fresh.sort_by_key(|p| (Some(p.spec.name.as_str()) != uplink, p.id));
+        // TAP devices this change will make are journaled before they are made, so that a
+        // crash before the change is saved does not leave them behind (`journal.rs`).
+        let journaled = mode == Mode::Command && self.journal_devices(&journal::to_make(&fresh));
         let mut opened: Vec<Opened> = Vec::new();
         for p in fresh {
             let mtu = uplink_mtu_of(&next, |name| {
@@ -97,6 +100,9 @@ impl Daemon {
                 }),
                 Err(e) => {
                     undo(opened);
+                    if journaled {
+                        self.journal_clear();
+                    }
                     return Err(e);
                 }
             }
@@ -105,9 +111,16 @@ impl Daemon {
         // (b) Persist: once this succeeds the change is accepted.
         let t = Instant::now();
         if mode == Mode::Command {
-            if let Err(e) = self.persist(&next) {
+            let saved = self.persist(&next);
+            if let Err(e) = saved {
                 undo(opened);
+                if journaled {
+                    self.journal_clear();
+                }
                 return Err(e);
+            }
+            if journaled {
+                self.journal_clear();
             }
         }
 

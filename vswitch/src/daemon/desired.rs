@@ -39,6 +39,14 @@ pub(super) struct Desired {
     pub(super) keys: Vec<KeySpec>,
     /// NAT settings changed from their defaults (`nat set`).
     pub(super) nat: Option<NatSettings>,
+    /// Names the gateways' DNS answers (`endpoint add`), lowercase.
+    pub(super) endpoints: Vec<EndpointSpec>,
+    /// Networks routed to each other (`network link`), each pair with `a < b`, sorted.
+    pub(super) links: Vec<NetLink>,
+    /// Services, by name.
+    pub(super) services: BTreeMap<String, super::service::SvcState>,
+    /// Drain timeouts of backends removed with one, by (service, address). Not persisted.
+    pub(super) svc_removed: BTreeMap<(String, std::net::Ipv4Addr), u32>,
 }
 
 /// What validation needs to know about the daemon besides the desired state; fixed at start.
@@ -98,6 +106,9 @@ impl Desired {
             peers: self.peers.clone(),
             keys: self.keys.clone(),
             nat: self.nat.clone(),
+            endpoints: self.endpoints.clone(),
+            links: self.links.clone(),
+            services: self.services.values().map(|s| s.spec.clone()).collect(),
         }
     }
 
@@ -113,6 +124,9 @@ impl Desired {
         self.compile_fdb(&mut snap);
         self.compile_overlay(&mut snap, uplink_mtu);
         self.compile_nat(&mut snap);
+        self.compile_names(&mut snap);
+        self.compile_links(&mut snap);
+        self.compile_services(&mut snap);
         snap
     }
 }

@@ -90,6 +90,22 @@ impl Device {
         }
     }
 
+    /// A TAP device's current name and namespace descriptor (`None` for AF_XDP ports, which
+    /// never move).
+    pub fn tap_location(&self) -> Option<io::Result<(String, std::os::fd::OwnedFd)>> {
+        match self {
+            Device::Tap(d) => Some(d.location()),
+            Device::AfXdp(_) => None,
+        }
+    }
+
+    /// Records a TAP device's new name and namespace.
+    pub fn relocated(&mut self, name: &str, netns: Option<&Path>) {
+        if let Device::Tap(d) = self {
+            d.relocated(name, netns);
+        }
+    }
+
     /// Removes what the daemon made: a TAP device goes; an AF_XDP port's program is detached
     /// (the interface stays).
     pub fn destroy(self) -> io::Result<()> {

@@ -50,14 +50,18 @@ mod commit;
 mod desired;
 mod device;
 mod fdb;
+mod journal;
 mod keys;
+mod locate;
 mod metrics;
+mod names;
 mod nat;
 mod networks;
 pub mod os;
 mod overlay;
 mod ports;
 pub mod server;
+mod service;
 mod state;
 mod stats;
 mod trace;
@@ -203,6 +207,9 @@ pub struct Daemon {
     captures: capture::Captures,
     /// ESP security associations, kept across snapshots (`keys.rs`).
     sas: keys::SaCache,
+    /// Neighbours inside the networks, shared by the workers' routers (one table for the
+    /// daemon's life, in every snapshot).
+    inside: Arc<crate::nat::inside::InsideNeigh>,
     /// The cluster store agent (`--store`; started by the control loop).
     store: Option<crate::store::agent::Handle>,
 }
@@ -322,6 +329,7 @@ impl Daemon {
             metrics,
             captures: capture::Captures::default(),
             sas: keys::SaCache::default(),
+            inside: Arc::default(),
             store: None,
         };
         d.restore()?;
@@ -343,6 +351,7 @@ impl Daemon {
         self.refresh_metrics();
         let mut snap = self.desired.compile(self.gen, self.uplink_mtu());
         snap.esp = self.esp_ring();
+        snap.inside = self.inside.clone();
         snap.workers = u16::try_from(self.workers.len()).unwrap_or(u16::MAX);
         let snap = Arc::new(snap);
         let seqs: Vec<u64> = self
@@ -479,6 +488,12 @@ impl Daemon {
                 self.port_rm(&a.name)?;
                 Ok(Value::Null)
             }
+            cmd::PORT_LOCATE => {
+                let a: PortLocateArgs = parse_args(c, a)?;
+                let name = a.name.clone();
+                self.port_locate(a)?;
+                to_value(serde_json::to_value(self.port_info(&name)?))
+            }
             cmd::FDB_LS => {
                 let a: FdbLsArgs = parse_args(c, a)?;
                 to_value(serde_json::to_value(self.fdb_ls(&a)?))
@@ -573,6 +588,25 @@ impl Daemon {
                 to_value(serde_json::to_value(self.capture_stop(a)?))
             }
             cmd::NAT_SET | cmd::NAT_LS | cmd::NAT_STATS => self.nat_handle(c, a),
+            cmd::ENDPOINT_ADD | cmd::ENDPOINT_RM | cmd::ENDPOINT_LS => self.endpoint_handle(c, a),
+            cmd::NETWORK_LINK | cmd::NETWORK_UNLINK => {
+                let l: NetLink = parse_args(c, a)?;
+                let next = if c == cmd::NETWORK_LINK {
+                    self.desired.link_networks(&l)?
+                } else {
+                    self.desired.unlink_networks(&l)?
+                };
+                self.commit(next)?;
+                tracing::info!(a = %l.a, b = %l.b, "{}", if c == cmd::NETWORK_LINK { "networks linked" } else { "networks unlinked" });
+                Ok(Value::Null)
+            }
+            cmd::SERVICE_CREATE
+            | cmd::SERVICE_LS
+            | cmd::SERVICE_INSPECT
+            | cmd::SERVICE_RM
+            | cmd::SERVICE_BACKEND_ADD
+            | cmd::SERVICE_BACKEND_SET
+            | cmd::SERVICE_BACKEND_RM => self.service_handle(c, a),
             cmd::CLUSTER_LS => to_value(serde_json::to_value(self.cluster_ls()?)),
             cmd::CLUSTER_APPLY => {
                 // Not `parse_args`: a decoding error may quote a value, a key included.
@@ -656,6 +690,7 @@ impl Daemon {
 }
 
 pub use control::text::parse_cidr;
+pub use service::ServiceName;
 
 /// The path helper used by the daemon and the demo for the state file.
 pub fn state_file(dir: &Path) -> PathBuf {

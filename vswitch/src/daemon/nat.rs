@@ -93,6 +93,11 @@ fn effective(s: Option<&NatSettings>) -> NatConfig {
     }
 }
 
+/// The effective settings of `s` (for other files' checks).
+pub(super) fn effective_of(s: Option<&NatSettings>) -> NatConfig {
+    effective(s)
+}
+
 /// All settings in effect, as the protocol shows them.
 fn shown(c: &NatConfig) -> NatSettings {
     let t = c.timeouts;
@@ -171,6 +176,12 @@ impl Desired {
                 c.port_lo, c.port_hi
             )));
         }
+        if let Some((svc, p)) = self.published_in(c.port_lo, c.port_hi) {
+            return Err(inval(format!(
+                "port range {}-{} takes port {p}, published by service '{svc}'; leave it out of the range",
+                c.port_lo, c.port_hi
+            )));
+        }
         let mut next = self.clone();
         next.nat = (merged != NatSettings::default()).then_some(merged);
         Ok(next)
@@ -201,6 +212,84 @@ impl Desired {
     /// The snapshot's NAT settings.
     pub(super) fn compile_nat(&self, snap: &mut Snapshot) {
         snap.nat = effective(self.nat.as_ref());
+    }
+
+    /// The desired state with networks `l.a` and `l.b` routed to each other, or why not.
+    pub(super) fn link_networks(&self, l: &NetLink) -> Result<Desired, ErrorBody> {
+        let pair = self.link_pair(l)?;
+        if self.links.contains(&pair) {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("networks '{}' and '{}' are already linked", l.a, l.b),
+            ));
+        }
+        for n in [&pair.a, &pair.b] {
+            let spec = &self.nets[n].spec;
+            if !matches!(gateway_of(spec), Ok(Some(_))) {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("network '{n}' has no --subnet, so no gateway to route through; only networks with a subnet can be linked"),
+                ));
+            }
+        }
+        let mut next = self.clone();
+        next.links.push(pair);
+        next.links.sort();
+        Ok(next)
+    }
+
+    /// The desired state without the link between `l.a` and `l.b`, or why not.
+    pub(super) fn unlink_networks(&self, l: &NetLink) -> Result<Desired, ErrorBody> {
+        let pair = self.link_pair(l)?;
+        if !self.links.contains(&pair) {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!(
+                    "networks '{}' and '{}' are not linked; see vswitchctl network inspect {}",
+                    l.a, l.b, l.a
+                ),
+            ));
+        }
+        let mut next = self.clone();
+        next.links.retain(|x| *x != pair);
+        Ok(next)
+    }
+
+    /// `l` in its stored order (`a < b`), both networks checked.
+    fn link_pair(&self, l: &NetLink) -> Result<NetLink, ErrorBody> {
+        for n in [&l.a, &l.b] {
+            if !self.nets.contains_key(n) {
+                return Err(no_network(n));
+            }
+        }
+        if l.a == l.b {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!("cannot link network '{}' to itself; name two networks", l.a),
+            ));
+        }
+        let (a, b) = if l.a < l.b {
+            (&l.a, &l.b)
+        } else {
+            (&l.b, &l.a)
+        };
+        Ok(NetLink {
+            a: a.clone(),
+            b: b.clone(),
+        })
+    }
+
+    /// The snapshot's links, by network id, both ways round.
+    pub(super) fn compile_links(&self, snap: &mut Snapshot) {
+        let mut v = Vec::with_capacity(self.links.len() * 2);
+        for l in &self.links {
+            if let (Some(a), Some(b)) = (self.nets.get(&l.a), self.nets.get(&l.b)) {
+                v.push((a.id, b.id));
+                v.push((b.id, a.id));
+            }
+        }
+        v.sort_unstable();
+        snap.links = v;
     }
 }
 

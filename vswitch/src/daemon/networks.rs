@@ -63,7 +63,8 @@ impl Desired {
         Ok(next)
     }
 
-    /// Removing a network takes its static entries and peers with it; its ports must go first.
+    /// Removing a network takes its static entries, peers and DNS names with it; its ports must
+    /// go first.
     pub(super) fn remove_network(&self, name: &str) -> Result<Desired, ErrorBody> {
         if !self.nets.contains_key(name) {
             return Err(no_network(name));
@@ -80,10 +81,24 @@ impl Desired {
                 format!("network '{name}' still has ports {}; remove them first (vswitchctl port rm NAME)", users.join(", ")),
             ));
         }
+        let svcs: Vec<&str> = self
+            .services
+            .values()
+            .filter(|s| s.spec.network == name)
+            .map(|s| s.spec.name.as_str())
+            .collect();
+        if !svcs.is_empty() {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("network '{name}' still has services {}; remove them first (vswitchctl service rm NAME)", svcs.join(", ")),
+            ));
+        }
         let mut next = self.clone();
         next.nets.remove(name);
         next.fdb.retain(|f| f.network != name);
         next.peers.retain(|p| p.network != name);
+        next.endpoints.retain(|e| e.network != name);
+        next.links.retain(|l| l.a != name && l.b != name);
         Ok(next)
     }
 
@@ -122,7 +137,12 @@ impl Daemon {
 
     pub(super) fn network_rm(&mut self, name: &str) -> Result<(), ErrorBody> {
         let next = self.desired.remove_network(name)?;
+        let id = self.desired.nets.get(name).map(|n| n.id);
         self.commit(next)?;
+        if let Some(id) = id {
+            // Its id may serve another network next: what was learned in it goes.
+            self.inside.forget_net(id);
+        }
         tracing::info!(network = %name, "network removed");
         Ok(())
     }
@@ -172,6 +192,15 @@ impl Daemon {
                 .iter()
                 .filter(|p| p.network == name)
                 .map(|p| p.vtep.clone())
+                .collect(),
+            links: d
+                .links
+                .iter()
+                .filter_map(|l| {
+                    (l.a == name)
+                        .then(|| l.b.clone())
+                        .or_else(|| (l.b == name).then(|| l.a.clone()))
+                })
                 .collect(),
         })
     }

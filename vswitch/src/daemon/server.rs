@@ -41,6 +41,9 @@ impl Default for ControlLimits {
         }
     }
 }
+/// Turns (one request each) of other users' connections served between two polls at most, so
+/// that a request of root's, served first, waits for at most this many of theirs.
+const TURNS_PER_POLL: usize = 16;
 /// Reply bytes buffered for a client before its further requests wait.
 const HIGH_WATER: usize = 256 << 10;
 /// Reply bytes buffered for all clients together before those with replies still unread
@@ -62,6 +65,10 @@ struct Conn {
     last_active: Instant,
     /// Bytes at the start of `inbuf` already known to hold no newline.
     scanned: usize,
+    /// Root's (or the daemon's own user's): served before everyone else's.
+    first: bool,
+    /// In a ready queue.
+    queued: bool,
 }
 
 /// Binds the control socket: creates its directory, replaces a stale socket file (but never one
@@ -140,8 +147,8 @@ pub fn serve(
     let mut events = Events::with_capacity(128);
     let mut last_sample = Instant::now();
     let my_uid = os::euid();
-    // Connections with requests still waiting after their turn.
-    let mut ready: Vec<usize> = Vec::with_capacity(MAX_CONNS);
+    // Connections with requests still waiting: root's, and everyone else's, each in turn.
+    let mut ready = Ready::default();
     loop {
         let wait = if ready.is_empty() {
             Duration::from_secs(1).saturating_sub(last_sample.elapsed())
@@ -226,17 +233,63 @@ pub fn serve(
                                 uid,
                                 last_active: Instant::now(),
                                 scanned: 0,
+                                first: uid == 0 || uid == my_uid,
+                                queued: false,
                             },
                         );
                     }
                 },
-                Token(t) => turn(d, &poll, &mut conns, &mut ready, t),
+                // Root's connections at once; everyone else's in turn, below.
+                Token(t) => match conns.get_mut(&t) {
+                    Some(c) if c.first => turn(d, &poll, &mut conns, &mut ready, t),
+                    Some(c) => ready.queue(c),
+                    None => {}
+                },
             }
         }
-        // Connections with more requests waiting get one more each, in turn, before the next
-        // poll (which then does not wait).
-        for t in std::mem::take(&mut ready) {
+        // Root's connections with more to do, all of them; then at most TURNS_PER_POLL of the
+        // others, round robin, before the next poll (which then does not wait): a request of
+        // root's never waits behind everyone else's.
+        for t in std::mem::take(&mut ready.root) {
+            if let Some(c) = conns.get_mut(&t) {
+                c.queued = false;
+            }
             turn(d, &poll, &mut conns, &mut ready, t);
+        }
+        for _ in 0..TURNS_PER_POLL {
+            let Some(t) = ready.others.pop_front() else {
+                break;
+            };
+            if let Some(c) = conns.get_mut(&t) {
+                c.queued = false;
+            }
+            turn(d, &poll, &mut conns, &mut ready, t);
+        }
+    }
+}
+
+/// Connections with requests waiting for a turn.
+#[derive(Default)]
+struct Ready {
+    root: Vec<usize>,
+    others: std::collections::VecDeque<usize>,
+}
+
+impl Ready {
+    fn is_empty(&self) -> bool {
+        self.root.is_empty() && self.others.is_empty()
+    }
+
+    /// Queues `c` for a turn, unless it already waits for one.
+    fn queue(&mut self, c: &mut Conn) {
+        if c.queued {
+            return;
+        }
+        c.queued = true;
+        if c.first {
+            self.root.push(c.token);
+        } else {
+            self.others.push_back(c.token);
         }
     }
 }
@@ -247,7 +300,7 @@ fn turn(
     d: &mut Daemon,
     poll: &Poll,
     conns: &mut HashMap<usize, Conn>,
-    ready: &mut Vec<usize>,
+    ready: &mut Ready,
     t: usize,
 ) {
     let others: usize = conns
@@ -269,8 +322,8 @@ fn turn(
     let Some(c) = conns.get_mut(&t) else {
         return;
     };
-    if more && !ready.contains(&t) {
-        ready.push(t);
+    if more {
+        ready.queue(c);
     }
     let want_write = !c.out.is_empty();
     if want_write != c.writable_registered {

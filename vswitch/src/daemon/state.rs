@@ -16,7 +16,10 @@ impl Daemon {
         let path = self.state_file();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.journal_recover();
+                return Ok(());
+            }
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
         let doc: ConfigDoc = serde_json::from_str(&text).map_err(|e| {
@@ -81,6 +84,21 @@ impl Daemon {
             let r = next.set_nat(&n);
             take(&mut next, "the NAT settings", r);
         }
+        for e in doc.endpoints {
+            let what = format!("name '{}' on network '{}'", e.name, e.network);
+            let r = next.add_endpoint(e);
+            take(&mut next, &what, r);
+        }
+        for l in doc.links {
+            let what = format!("the link of networks '{}' and '{}'", l.a, l.b);
+            let r = next.link_networks(&l);
+            take(&mut next, &what, r);
+        }
+        for s in doc.services {
+            let what = format!("service '{}'", s.name);
+            let r = next.create_service(s);
+            take(&mut next, &what, r);
+        }
         failed += refused;
         if failed > 0 {
             // The next accepted change rewrites the state without what could not be restored;
@@ -96,6 +114,7 @@ impl Daemon {
         }
         self.commit_as(next, Mode::Restore)
             .map_err(|e| format!("cannot restore the configuration: {e}"))?;
+        self.journal_recover();
         for name in self.desired.ports.keys() {
             tracing::info!(port = %name, "port restored");
         }
@@ -263,6 +282,44 @@ impl Daemon {
                     summary.unchanged += 1;
                 } else {
                     summary.created += 1;
+                }
+            }
+            for e in &doc.endpoints {
+                let mut lower = e.clone();
+                lower.name = lower.name.to_ascii_lowercase();
+                if next.endpoints.contains(&lower) {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                next = next.add_endpoint(e.clone())?;
+                summary.created += 1;
+            }
+            for l in &doc.links {
+                match next.link_networks(l) {
+                    Ok(d) => {
+                        next = d;
+                        summary.created += 1;
+                    }
+                    Err(e) if e.code == ErrorCode::Conflict => summary.unchanged += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+            for s in &doc.services {
+                match next.services.get(&s.name) {
+                    Some(h) if h.spec == *s => summary.unchanged += 1,
+                    Some(_) => {
+                        return Err(err(
+                            ErrorCode::Conflict,
+                            format!(
+                                "service '{}' exists with other settings; remove it or edit the document",
+                                s.name
+                            ),
+                        ))
+                    }
+                    None => {
+                        next = next.create_service(s.clone())?;
+                        summary.created += 1;
+                    }
                 }
             }
             Ok(())

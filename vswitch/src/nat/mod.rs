@@ -19,6 +19,8 @@
 //! for a while) is handed to the owner through a ring, in bursts ([`handoff`]).
 
 pub mod handoff;
+pub mod inside;
+pub mod link;
 pub mod router;
 pub mod stage;
 pub mod table;

@@ -16,11 +16,13 @@ named_counters! {
         /// source of 127.0.0.0/8, 0.0.0.0/8, multicast, the uplink address itself, or a
         /// network's subnet (moby#41872).
         Martian => "martian_source",
-        /// To the gateway address, but not an ICMP echo request (nothing else listens there).
+        /// To the gateway address, but neither an ICMP echo request nor a DNS query (nothing
+        /// else listens there).
         ToGateway => "gateway_unsupported",
         /// To an address of the network's own subnet through the gateway.
         SameNetwork => "route_same_network",
-        /// To another network's subnet: networks are isolated from each other.
+        /// To another network's subnet: networks are isolated from each other unless linked
+        /// (`network link`).
         Isolated => "network_isolated",
         /// From an `--internal` network, which has no way out.
         Internal => "internal_network",

@@ -15,9 +15,10 @@
 //!
 //! Routing out of a network, in order, each failure a named drop: a well-formed IPv4 header;
 //! a source inside the network's subnet (else `martian_source`); the gateway address itself
-//! (ICMP echo answered, anything else `gateway_unsupported`); a unicast destination outside
-//! the network's subnet and every other network's (`route_not_unicast`, `route_same_network`,
-//! `network_isolated`: networks never reach each other); a network that is not `--internal`;
+//! (ICMP echo and DNS answered, anything else `gateway_unsupported`); a unicast destination
+//! outside the network's subnet (`route_not_unicast`, `route_same_network`); in another
+//! network's subnet, routed there without NAT if the two are linked (`network link`,
+//! [`super::link`]), else `network_isolated`; a network that is not `--internal`;
 //! an uplink address; TTL above 1 (else ICMP time exceeded, rate-limited); a size within the
 //! uplink MTU (else, with DF, ICMP fragmentation needed with the uplink MTU; without DF the
 //! packet is dropped as `route_too_big`: the gateway does not fragment); then NAT, the TTL
@@ -105,7 +106,7 @@ pub struct TableInfo {
 
 /// The router's state on one worker.
 pub struct Router {
-    pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool>,
     /// The worker's NAT (allocated at the first configuration with a gateway).
     pub nat: Nat,
     /// Rings to and from the other workers (None with one worker).
@@ -119,9 +120,15 @@ pub struct Router {
     /// Totals at the last tick and when it was (ns), for rates.
     last: (u64, u64, u64, u64),
     rates: (f64, f64, f64),
-    drops: Counters<RouteDrop>,
+    pub(crate) drops: Counters<RouteDrop>,
     nat_drops: Counters<NatDrop>,
     ev: Counters<RouteEvent>,
+    dns_drops: Counters<crate::dns::DnsDrop>,
+    dns_ev: Counters<crate::dns::DnsEvent>,
+    /// Routing between linked networks.
+    link: super::link::Linker,
+    /// The load balancer (services).
+    pub lb: crate::service::stage::Lb,
 }
 
 #[inline]
@@ -148,7 +155,10 @@ pub fn entry(cfg: &Snapshot, port: u16, frame: &[u8]) -> Option<Next> {
     let net = cfg.port(port)?.net?;
     let gw = cfg.gateway(net)?;
     let dst = frame.get(0..6)?;
-    let ours = dst == gw.mac || (dst == [0xff; 6] && arp_request_for(frame, gw.ip));
+    let ours = dst == gw.mac
+        || (dst == [0xff; 6]
+            && (arp_request_for(frame, gw.ip)
+                || crate::service::stage::arp_for_vip(cfg, net, frame)));
     ours.then_some(Next::to(Node::Router as u16, FROM_NET))
 }
 
@@ -160,7 +170,7 @@ fn in_any_subnet(cfg: &Snapshot, ip: Ipv4Addr) -> bool {
 
 /// What became of a frame: on to a node, consumed (held for its next hop), or dropped under a
 /// counter.
-type Step = Result<Option<(Buf, Next)>, (Buf, usize)>;
+pub(crate) type Step = Result<Option<(Buf, Next)>, (Buf, usize)>;
 
 impl Stage for Router {
     const NAME: &'static str = "l3-router";
@@ -180,6 +190,10 @@ impl Stage for Router {
             drops: env.layout.register(Self::NAME, CounterKind::Drop),
             nat_drops: env.layout.register(Self::NAME, CounterKind::Drop),
             ev: env.layout.register(Self::NAME, CounterKind::Event),
+            dns_drops: env.layout.register(Self::NAME, CounterKind::Drop),
+            dns_ev: env.layout.register(Self::NAME, CounterKind::Event),
+            link: super::link::Linker::new(env.pool.clone(), env.layout),
+            lb: crate::service::stage::Lb::new(env),
         }
     }
 
@@ -194,6 +208,16 @@ impl Stage for Router {
         for (b, next) in input.drain_next() {
             let step = match next.arg {
                 FROM_NET => self.route_out::<T>(io, frames, b),
+                // Handed over by another worker: a network's frame (a service's) comes back in
+                // here too, told apart by the port it arrived on.
+                FROM_UPLINK
+                    if io
+                        .host
+                        .uplink()
+                        .is_some_and(|u| u.port != self.pool.port(&b)) =>
+                {
+                    self.route_out::<T>(io, frames, b)
+                }
                 FROM_UPLINK => self.route_in::<T>(io, b),
                 _ => self.send_up::<T>(io, frames, b),
             };
@@ -231,6 +255,13 @@ impl Stage for Router {
         self.nat.worker = io.cx.worker;
         self.nat.workers = cfg.workers.max(1);
         self.nat.reserved_udp = cfg.uplink.map(|u| u.vxlan_port);
+        let ended = self.lb.configure(cfg, io.cx.now, io.cx.worker);
+        if ended > 0 {
+            self.lb
+                .ev
+                .get(io.cx.stats, crate::service::stage::SvcEvent::Ended)
+                .add(u64::from(ended));
+        }
         let ext = cfg.uplink.map(|u| u.ip);
         if ext != self.ext_ip {
             self.nat.table.clear();
@@ -238,7 +269,11 @@ impl Stage for Router {
         }
     }
 
-    fn tick(&mut self, io: &mut Io<'_, '_>, _frames: &mut Frames) {
+    fn tick(&mut self, io: &mut Io<'_, '_>, frames: &mut Frames) {
+        self.link.tick(io, frames);
+        if self.lb.conns.capacity() > 1 || !io.cfg.services.is_empty() {
+            self.svc_tick(io, frames);
+        }
         let n = self.nat.table.expire(io.cx.now, EXPIRE_BUDGET);
         self.expired += u64::from(n);
         self.ev
@@ -358,7 +393,7 @@ impl Router {
     }
 
     #[inline]
-    fn drop_nat(&self, b: Buf, why: NatDrop) -> Step {
+    pub(crate) fn drop_nat(&self, b: Buf, why: NatDrop) -> Step {
         Err((b, self.nat_drops.index(why)))
     }
 
@@ -385,11 +420,22 @@ impl Router {
         let Some(gw) = cfg.gateway(net).copied() else {
             return Ok(Some((b, bridge)));
         };
+        let has_svc = !cfg.services.is_empty();
+        if has_svc {
+            b = match self.svc_arp::<T>(io, b, net, &gw, port) {
+                Ok(step) => return step,
+                Err(b) => b,
+            };
+        }
+        let pool = &*self.pool;
         let d = pool.data(&b);
         if arp_request_for(d, gw.ip) {
-            if let crate::neigh::ArpAction::Reply { len, .. } =
+            if let crate::neigh::ArpAction::Reply { len, learn } =
                 crate::neigh::handle_arp(pool.data_mut(&mut b), gw.mac, gw.ip)
             {
+                if let Some((ip, mac)) = learn.filter(|&(ip, _)| gw.contains(ip)) {
+                    cfg.inside.learn(net, ip, mac, port, io.cx.now as u32);
+                }
                 pool.set_len(&mut b, len);
                 self.ev.inc(io.cx.stats, RouteEvent::ArpReplied);
                 io.rec::<T>(
@@ -403,6 +449,9 @@ impl Router {
         }
         if d.get(0..6) != Some(&gw.mac) {
             return Ok(Some((b, bridge)));
+        }
+        if d.get(12..14) == Some(&[0x08, 0x06]) {
+            return self.link.arp_to_gateway::<T>(io, frames, b, &gw, net, port);
         }
         let Some(h) = router::header(d) else {
             if d.get(12..14) != Some(&[0x08, 0x00]) {
@@ -418,6 +467,14 @@ impl Router {
         if !gw.contains(h.src) {
             return self.drop_route(b, RouteDrop::Martian);
         }
+        if has_svc {
+            b = match self.svc_from_net::<T>(io, frames, b, net, port, &h) {
+                Ok(step) => return step,
+                Err(b) => b,
+            };
+        }
+        let pool = &*self.pool;
+        let d = pool.data(&b);
         if h.dst == gw.ip {
             if router::echo_reply(pool.data_mut(&mut b), &h, gw.mac).is_some() {
                 self.ev.inc(io.cx.stats, RouteEvent::EchoReplied);
@@ -429,6 +486,9 @@ impl Router {
                 pool.set_offload(&mut b, Default::default());
                 return Ok(Some((b, out_to(cfg, port))));
             }
+            if crate::dns::is_query(pool.data(&b), &h) {
+                return self.dns::<T>(io, b, &h, &gw, net, port);
+            }
             return self.drop_route(b, RouteDrop::ToGateway);
         }
         if router::not_unicast(h.dst) {
@@ -437,8 +497,26 @@ impl Router {
         if gw.contains(h.dst) {
             return self.drop_route(b, RouteDrop::SameNetwork);
         }
-        if in_any_subnet(cfg, h.dst) {
-            return self.drop_route(b, RouteDrop::Isolated);
+        if let Some((dnet, dgw)) = cfg.net_of_ip(h.dst) {
+            if !cfg.linked(net, dnet) {
+                return self.drop_route(b, RouteDrop::Isolated);
+            }
+            let dgw = *dgw;
+            if h.dst == dgw.ip {
+                // The other gateway's address answers echo too, as a router's every address does.
+                if router::echo_reply(pool.data_mut(&mut b), &h, gw.mac).is_some() {
+                    self.ev.inc(io.cx.stats, RouteEvent::EchoReplied);
+                    pool.set_offload(&mut b, Default::default());
+                    return Ok(Some((b, out_to(cfg, port))));
+                }
+                return self.drop_route(b, RouteDrop::ToGateway);
+            }
+            if h.ttl <= 1 {
+                return self.icmp_error::<T>(io, b, &h, &gw, port, (11, 0, 0));
+            }
+            return self
+                .link
+                .route::<T>(io, frames, b, &h, net, port, dnet, &dgw);
         }
         if gw.internal {
             return self.drop_route(b, RouteDrop::Internal);
@@ -524,7 +602,12 @@ impl Router {
     }
 
     /// Sends a translated frame to its next hop beyond the uplink (held while it resolves).
-    fn send_up<const T: bool>(&mut self, io: &mut Io<'_, '_>, frames: &mut Frames, b: Buf) -> Step {
+    pub(crate) fn send_up<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        b: Buf,
+    ) -> Step {
         let pool = &*self.pool;
         let Some(up) = io.host.uplink() else {
             return self.drop_route(b, RouteDrop::NoRoute);
@@ -572,6 +655,12 @@ impl Router {
         if h.dst != up.ip {
             return self.drop_route(b, RouteDrop::NotForUs);
         }
+        b = match self.svc_from_uplink::<T>(io, b, &h) {
+            Ok(step) => return step,
+            Err(b) => b,
+        };
+        let pool = &*self.pool;
+        let d = pool.data(&b);
         let off = pool.offload(&b);
         let partial = (off.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0)
             .then(|| (usize::from(off.csum_start), usize::from(off.csum_offset)));
@@ -626,6 +715,45 @@ impl Router {
             io.rec::<T>(Self::NAME, &b, what);
         }
         Ok(Some((b, out_to(cfg, s.port))))
+    }
+
+    /// Answers a DNS query to the gateway in place (`crate::dns`).
+    #[cold]
+    fn dns<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        mut b: Buf,
+        h: &router::Hdr,
+        gw: &GatewayConf,
+        net: crate::config::NetId,
+        port: u16,
+    ) -> Step {
+        let pool = &*self.pool;
+        let len = pool.len(&b);
+        let off = pool.offset(&b);
+        let names = io.cfg.names.net(net);
+        let Some(buf) = pool.slot_mut(&mut b).get_mut(off..) else {
+            return Err((b, self.dns_drops.index(crate::dns::DnsDrop::Malformed)));
+        };
+        match crate::dns::answer(buf, len, h, gw, names) {
+            Ok(a) => {
+                pool.set_len(&mut b, a.len);
+                pool.set_offload(&mut b, Default::default());
+                self.dns_ev.inc(io.cx.stats, a.event);
+                io.rec::<T>(
+                    Self::NAME,
+                    &b,
+                    Detail::Route(match a.rcode {
+                        0 => "DNS query to the gateway: answered",
+                        3 => "DNS query to the gateway: NXDOMAIN",
+                        5 => "DNS query to the gateway: REFUSED (not a name of this network)",
+                        _ => "DNS query to the gateway: FORMERR/NOTIMP",
+                    }),
+                );
+                Ok(Some((b, out_to(io.cfg, port))))
+            }
+            Err(why) => Err((b, self.dns_drops.index(why))),
+        }
     }
 
     /// Turns `b` into an ICMP error (`what`: type, code, MTU) back to its sender on `port`, or

@@ -88,7 +88,7 @@ impl State {
         )
     }
 
-    fn from_u8(v: u8) -> State {
+    pub(crate) fn from_u8(v: u8) -> State {
         match v {
             0 => State::New,
             1 => State::Replied,
@@ -259,7 +259,7 @@ pub mod tcp_flags {
 }
 
 #[inline]
-fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     // A 64-bit finaliser (murmur3's fmix64): every input bit affects every output bit.
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -269,13 +269,13 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// One hash index: slot number + 1 in the low half (0: empty), the key's hash in the high half.
-struct Index {
+pub(crate) struct Index {
     cells: HugeArray<u64>,
     mask: u32,
 }
 
 impl Index {
-    fn new(capacity: u32) -> Index {
+    pub(crate) fn new(capacity: u32) -> Index {
         // At most half full: probe sequences stay short.
         let n = (u64::from(capacity.max(1)) * 2).next_power_of_two();
         Index {
@@ -285,13 +285,13 @@ impl Index {
     }
 
     #[inline]
-    fn at(&self, i: u32) -> u64 {
+    pub(crate) fn at(&self, i: u32) -> u64 {
         // In range: every index is masked by `mask`, which is `cells.len() - 1`.
         self.cells[(i & self.mask) as usize]
     }
 
     #[inline]
-    fn prefetch(&self, hash: u32) {
+    pub(crate) fn prefetch(&self, hash: u32) {
         let p = self
             .cells
             .as_ptr()
@@ -301,7 +301,11 @@ impl Index {
 
     /// Cells holding `hash`, in probe order, until an empty cell.
     #[inline]
-    fn find(&self, hash: u32, mut matches: impl FnMut(u32) -> bool) -> Option<(u32, u32)> {
+    pub(crate) fn find(
+        &self,
+        hash: u32,
+        mut matches: impl FnMut(u32) -> bool,
+    ) -> Option<(u32, u32)> {
         let mut i = hash & self.mask;
         loop {
             let c = self.at(i);
@@ -318,7 +322,7 @@ impl Index {
         }
     }
 
-    fn insert(&mut self, hash: u32, slot: u32) {
+    pub(crate) fn insert(&mut self, hash: u32, slot: u32) {
         let mut i = hash & self.mask;
         while self.at(i) != 0 {
             i = i.wrapping_add(1);
@@ -327,7 +331,7 @@ impl Index {
     }
 
     /// Empties cell `i` and shifts later members of its cluster back (no tombstones).
-    fn remove_at(&mut self, mut i: u32) {
+    pub(crate) fn remove_at(&mut self, mut i: u32) {
         let mask = self.mask;
         loop {
             self.cells[(i & mask) as usize] = 0;
@@ -354,7 +358,7 @@ impl Index {
 }
 
 #[inline]
-fn prefetch(p: *const u8) {
+pub(crate) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint that never faults, whatever the address.
     unsafe {
@@ -723,7 +727,7 @@ impl Table {
 }
 
 /// TCP's next state after a packet going `dir` with `flags` (`fins`: FINs seen so far).
-fn tcp_next(old: State, fins: u8, dir: Dir, flags: u8) -> State {
+pub(crate) fn tcp_next(old: State, fins: u8, dir: Dir, flags: u8) -> State {
     use tcp_flags::*;
     if flags & RST != 0 {
         return State::Reset;
