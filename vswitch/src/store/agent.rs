@@ -194,6 +194,7 @@ pub fn spawn(cfg: StoreConfig, wake: Box<dyn Fn() + Send>) -> Result<Handle, Str
         local: Local::default(),
         published: BTreeMap::new(),
         watch: None,
+        watch_closer: None,
         connected: false,
         next_keepalive: Instant::now(),
         next_retry: Instant::now(),
@@ -241,6 +242,8 @@ struct Agent {
     /// This host's keys as the store has them.
     published: BTreeMap<String, Vec<u8>>,
     watch: Option<Receiver<Result<WatchMsg, String>>>,
+    /// Ends the watch's connection, so that its reader thread goes at once.
+    watch_closer: Option<std::net::TcpStream>,
     connected: bool,
     next_keepalive: Instant,
     next_retry: Instant,
@@ -277,12 +280,14 @@ impl Agent {
                         if revoke && self.connected && self.lease != 0 {
                             let _ = self.etcd.revoke(self.lease);
                         }
+                        self.end_watch();
                         return;
                     }
                     Err(_) => {
                         if self.connected && self.lease != 0 {
                             let _ = self.etcd.revoke(self.lease);
                         }
+                        self.end_watch();
                         return;
                     }
                     Ok(ToAgent::Local(l)) => {
@@ -362,7 +367,7 @@ impl Agent {
             tracing::debug!(error = %e, "store still unreachable");
         }
         self.connected = false;
-        self.watch = None;
+        self.end_watch();
         self.next_retry = Instant::now() + RETRY;
         self.set_reachable(Some(e));
     }
@@ -408,6 +413,7 @@ impl Agent {
         let mut w = self
             .etcd
             .watch(self.layout.prefix(), from, Duration::from_secs(3600))?;
+        self.watch_closer = w.closer();
         let (tx, rx) = channel::bounded(1024);
         std::thread::Builder::new()
             .name("store-watch".into())
@@ -423,6 +429,14 @@ impl Agent {
         Ok(())
     }
 
+    /// Drops the watch and closes its connection (its reader thread ends with it).
+    fn end_watch(&mut self) {
+        self.watch = None;
+        if let Some(s) = self.watch_closer.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
     fn on_watch(&mut self, msg: WatchMsg) {
         if msg.compact_revision != 0 || msg.canceled {
             tracing::info!(
@@ -431,7 +445,7 @@ impl Agent {
                 "the store compacted past our revision; listing again"
             );
             self.view = None;
-            self.watch = None;
+            self.end_watch();
             if let Err(e) = self.start_watch() {
                 self.lost(e);
             }
