@@ -76,6 +76,20 @@ impl Daemon {
         Ok(())
     }
 
+    /// Writes the state file if a store batch left it behind (each second, and at a stop). A
+    /// failure is logged and retried; the running state is unaffected.
+    pub fn flush_state(&mut self) {
+        if !self.persist_due {
+            return;
+        }
+        match self.persist(&self.desired) {
+            Ok(()) => self.persist_due = false,
+            Err(e) => {
+                tracing::error!(error = %e.message, "cannot write the store's changes to the state file; will retry")
+            }
+        }
+    }
+
     /// Stops the agent; a clean stop (`revoke`) takes this host's keys out of the store at once.
     pub(super) fn stop_store(&mut self, revoke: bool) {
         if let Some(mut s) = self.store.take() {
@@ -230,6 +244,7 @@ impl Daemon {
     /// reported, the rest applied) and committed once.
     pub(super) fn cluster_apply(&mut self, a: ClusterApply) -> Result<ClusterApplied, ErrorBody> {
         let t = Instant::now();
+        let only_soft = a.networks.is_empty() && a.keys.is_none();
         let mut next = self.desired.clone();
         let mut refused = Vec::new();
         for mut spec in a.networks {
@@ -321,7 +336,13 @@ impl Daemon {
         }
         let validated = t.elapsed();
         if next != self.desired {
-            self.commit(next)?;
+            // Peers and remote MACs only: the store holds them and gives them again after a
+            // restart, so the state file is written by the next tick rather than per change
+            // (100 000 entries cost 0.1 s to write and sync). Networks and keys are written now.
+            self.defer_persist = only_soft;
+            let r = self.commit(next);
+            self.defer_persist = false;
+            r?;
         }
         tracing::debug!(
             validate_us = validated.as_micros() as u64,

@@ -110,7 +110,11 @@ impl Daemon {
 
         // (b) Persist: once this succeeds the change is accepted.
         let t = Instant::now();
-        if mode == Mode::Command {
+        if mode == Mode::Command && self.defer_persist && opened.is_empty() && !journaled {
+            // The cluster store's share, which the store gives again after a restart: written
+            // by the next tick (`Daemon::flush_state`), not before it is applied.
+            self.persist_due = true;
+        } else if mode == Mode::Command {
             let saved = self.persist(&next);
             if let Err(e) = saved {
                 undo(opened);
@@ -122,6 +126,7 @@ impl Daemon {
             if journaled {
                 self.journal_clear();
             }
+            self.persist_due = false;
         }
 
         let persisted = t.elapsed();

@@ -168,6 +168,7 @@ pub fn serve(
                 close_idle(d, &poll, &mut conns, idle);
             }
             d.tell_store_all();
+            d.flush_state();
         }
         for ev in events.iter() {
             match ev.token() {
