@@ -311,6 +311,7 @@ impl Pipe {
                 gateway: Some(HOP_IP),
                 vxlan_port: 4789,
                 mtu: 1500,
+                tunnel_gso: false,
             }),
             gateways: vec![
                 None,

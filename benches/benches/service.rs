@@ -187,6 +187,7 @@ impl Pipe {
                 gateway: Some(HOP_IP),
                 vxlan_port: 4789,
                 mtu: 1500,
+                tunnel_gso: false,
             }),
             gateways: vec![
                 None,
@@ -296,7 +297,10 @@ fn balance(c: &mut Criterion) {
         assert!(p.drops().is_empty(), "dropped {:?}", p.drops());
 
         // Established: 16 K connections, each answered once by its backend.
-        const CONNS: u32 = 16 * 1024;
+        let conns_env = std::env::var("SVC_CONNS").ok().and_then(|v| v.parse().ok());
+        let conns_n: u32 = conns_env.unwrap_or(16 * 1024);
+        #[allow(non_snake_case)]
+        let CONNS: u32 = conns_n;
         let mut p = Pipe::new(backends, 64 * 1024);
         let frames: Vec<[u8; FRAME]> = (0..CONNS)
             .map(|k| frame_between((OUR_MAC, HOP_MAC), client(k), (OUR_IP, PUBLISHED)))

@@ -1294,6 +1294,18 @@ pub struct ServiceSpec {
     /// 300; 0: reset at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<u32>,
+    /// Active health check from the switch: `tcp` (a TCP connect to the backends' first TCP
+    /// port, from the gateway's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// Seconds between health checks (default 5); two failed in a row mark a backend down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_interval: Option<u32>,
+    /// This host's own address on the service's (overlay) network, different on every host:
+    /// a client's connection to a backend on another host is translated to it (the routing
+    /// mesh), so that the backend's answer comes back here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_ip: Option<String>,
     /// Backends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<BackendSpec>,
@@ -1352,6 +1364,12 @@ pub struct ServiceInfo {
     pub endpoint_mode: String,
     /// Seconds a removed backend's connections may go on.
     pub drain_timeout: u32,
+    /// The active health check (`tcp every 5s`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// This host's ingress address on the network (routing mesh), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_ip: Option<String>,
     /// Slots of its Maglev table.
     pub table_size: u32,
     /// Backends.
@@ -1368,7 +1386,8 @@ pub struct BackendInfo {
     pub ip: String,
     /// Weight.
     pub weight: u32,
-    /// `up`, `draining` (weight 0) or `down`.
+    /// `up`, `draining` (weight 0), `down` (marked so) or `unhealthy` (failing its health
+    /// check).
     pub state: String,
     /// Share of new connections, in percent (its share of the Maglev table).
     pub share: f64,

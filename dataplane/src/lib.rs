@@ -11,6 +11,7 @@ pub mod capture;
 pub mod checksum;
 pub mod counters;
 pub mod graph;
+pub mod gro;
 pub mod handoff;
 pub mod hugemem;
 pub mod offload;

@@ -408,6 +408,8 @@ impl Pool {
         VnetHdr {
             csum_start: rel(m.ol.csum_start),
             hdr_len: rel(m.ol.hdr_len),
+            outer_th: rel(m.ol.outer_th),
+            inner_nh: rel(m.ol.inner_nh),
             ..m.ol
         }
     }
@@ -416,6 +418,12 @@ impl Pool {
     #[inline]
     pub fn has_offload(&self, b: &Buf) -> bool {
         !self.meta(b).ol.is_plain()
+    }
+
+    /// Whether `b` is a UDP tunnel super-frame (see [`VnetHdr::is_tunnel_gso`]).
+    #[inline]
+    pub fn is_tunnel_gso(&self, b: &Buf) -> bool {
+        self.meta(b).ol.is_tunnel_gso()
     }
 
     /// Records the offload work `b` carries; offsets count from the frame's first byte now.
@@ -434,6 +442,8 @@ impl Pool {
         m.ol = VnetHdr {
             csum_start: abs(o.csum_start),
             hdr_len: abs(o.hdr_len),
+            outer_th: abs(o.outer_th),
+            inner_nh: abs(o.inner_nh),
             ..o
         };
     }

@@ -6,12 +6,14 @@
 //! headers would hide the inner TCP from any later cutting) needs finished frames: [`resolve`]
 //! completes the checksum in place, or cuts the super-frame into MSS-sized frames in small
 //! buffers, and moves a frame out of a large buffer when the port transmits only from the pool's
-//! AF_XDP region.
+//! AF_XDP region. A UDP tunnel super-frame (VXLAN with a TCP super-frame inside, from a TAP with
+//! tunnel GSO) passes only to a TAP that takes those ([`TxCaps::OffloadTunnel`]); for any other
+//! port it is cut with its outer headers ([`crate::offload::TunnelSegments`]).
 //!
 //! Nothing here allocates memory; the segments come from the worker's buffer cache.
 
 use crate::offload::{
-    complete_checksum, OffloadError, TcpSegments, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    complete_checksum, OffloadError, TcpSegments, TunnelSegments, VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_ECN,
 };
 use crate::pool::{Buf, PoolCache, HEADROOM, MAX_FRAME};
@@ -19,12 +21,52 @@ use crate::pool::{Buf, PoolCache, HEADROOM, MAX_FRAME};
 /// What a port can transmit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxCaps {
-    /// Offload work and large buffers pass as they are (a TAP with virtio-net headers).
+    /// Offload work and large buffers pass as they are (a TAP with virtio-net headers), except
+    /// UDP tunnel super-frames.
     Offload,
+    /// As [`TxCaps::Offload`], UDP tunnel super-frames too (a TAP with `TUN_F_UDP_TUNNEL_GSO`).
+    OffloadTunnel,
     /// Finished frames, from any buffer (a TAP without offloads, an in-memory port).
     Plain,
     /// Finished frames in small buffers only: the port transmits from the AF_XDP region.
     Region,
+}
+
+impl TxCaps {
+    /// Whether a frame with offload facts `o` (and in any buffer) passes as it is.
+    #[inline]
+    #[must_use]
+    pub fn takes(self, o: &crate::offload::VnetHdr) -> bool {
+        match self {
+            TxCaps::OffloadTunnel => true,
+            TxCaps::Offload => !o.is_tunnel_gso(),
+            TxCaps::Plain | TxCaps::Region => false,
+        }
+    }
+}
+
+/// How a super-frame is cut.
+enum Plan {
+    /// A TCP super-frame.
+    Tcp(TcpSegments),
+    /// A TCP super-frame in a UDP tunnel.
+    Tunnel(TunnelSegments),
+}
+
+impl Plan {
+    fn count(&self) -> usize {
+        match self {
+            Plan::Tcp(p) => p.count,
+            Plan::Tunnel(p) => p.count(),
+        }
+    }
+
+    fn write_segment(&self, frame: &[u8], i: usize, out: &mut [u8]) -> Result<usize, OffloadError> {
+        match self {
+            Plan::Tcp(p) => p.write_segment(frame, i, out),
+            Plan::Tunnel(p) => p.write_segment(frame, i, out),
+        }
+    }
 }
 
 /// What [`resolve`] did.
@@ -57,32 +99,35 @@ pub fn resolve(
     caps: TxCaps,
     mut emit: impl FnMut(&mut PoolCache, Buf),
 ) -> Result<Resolved, ResolveError> {
-    if caps == TxCaps::Offload {
+    let pool = std::sync::Arc::clone(cache.pool());
+    let o = pool.offload(&b);
+    if caps.takes(&o) {
         emit(cache, b);
         return Ok(Resolved {
             frames: 1,
             cut: false,
         });
     }
-    let pool = std::sync::Arc::clone(cache.pool());
-    let o = pool.offload(&b);
     if o.gso_type & !VIRTIO_NET_HDR_GSO_ECN != 0 {
-        let plan = match o
-            .is_tcp_gso()
-            .then(|| TcpSegments::plan(pool.data(&b), &o, MAX_FRAME))
-        {
-            Some(Ok(p)) => p,
-            Some(Err(e)) => {
+        // A TCP super-frame, or one in a UDP tunnel (cut with its outer headers, as the
+        // kernel would have done had the port not offered tunnel GSO).
+        let plan = if o.is_tunnel_gso() {
+            TunnelSegments::plan(pool.data(&b), &o, MAX_FRAME).map(Plan::Tunnel)
+        } else if o.is_tcp_gso() {
+            TcpSegments::plan(pool.data(&b), &o, MAX_FRAME).map(Plan::Tcp)
+        } else {
+            Err(OffloadError::UnsupportedGso)
+        };
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
                 cache.free(b);
                 return Err(ResolveError::Offload(e));
             }
-            None => {
-                cache.free(b);
-                return Err(ResolveError::Offload(OffloadError::UnsupportedGso));
-            }
         };
+        let count = plan.count();
         let (pcp, port) = (pool.pcp(&b), pool.port(&b));
-        for i in 0..plan.count {
+        for i in 0..count {
             let Some(mut s) = cache.alloc() else {
                 cache.free(b);
                 return Err(ResolveError::NoBuffers);
@@ -104,7 +149,7 @@ pub fn resolve(
         }
         cache.free(b);
         return Ok(Resolved {
-            frames: plan.count,
+            frames: count,
             cut: true,
         });
     }

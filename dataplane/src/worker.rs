@@ -199,9 +199,13 @@ impl Ports {
         }
         let c = stats.port(port);
         let pool = cache.pool();
-        if slot.caps != TxCaps::Offload
-            && (pool.has_offload(&b) || (slot.caps == TxCaps::Region && pool.is_large(&b)))
-        {
+        let finish = match slot.caps {
+            TxCaps::OffloadTunnel => false,
+            TxCaps::Offload => pool.is_tunnel_gso(&b),
+            TxCaps::Plain => pool.has_offload(&b),
+            TxCaps::Region => pool.has_offload(&b) || pool.is_large(&b),
+        };
+        if finish {
             finish_offload(cache, slot, c, b);
             return true;
         }

@@ -2,10 +2,15 @@
 //! arbitrary input (what a container may hand over):
 //! `[12-byte virtio-net header, max_frame (2 bytes), frame...]`. Nothing may panic; a plan that
 //! is accepted must write every segment into exactly `seg_len` bytes, each segment no longer than
-//! `max_frame`, and the segments' TCP payloads must add up to the plan's payload.
+//! `max_frame`, and the segments' TCP payloads must add up to the plan's payload. The same
+//! frame is also tried as a VXLAN tunnel super-frame (outer UDP at 34, inner IP at 64: every
+//! planned segment written within `max_frame`) and by software GRO (a segment it accepts is
+//! finished without a panic).
 
+use dataplane::gro;
 use dataplane::offload::{
-    complete_checksum, fix_partial_checksum, CsumCheck, TcpSegments, VnetHdr, VNET_HDR_LEN,
+    complete_checksum, fix_partial_checksum, CsumCheck, TcpSegments, TunnelSegments, VnetHdr,
+    VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4, VNET_HDR_LEN,
 };
 
 /// One input: must not panic; the checks above hold.
@@ -34,6 +39,27 @@ pub fn run(input: &[u8]) {
     match r {
         CsumCheck::Completed => assert!(changed <= 2),
         _ => assert_eq!(changed, 0, "{r:?} leaves the frame alone"),
+    }
+
+    let tnl = VnetHdr {
+        gso_type: hdr.gso_type | VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4,
+        outer_th: 34,
+        inner_nh: 64,
+        ..hdr
+    };
+    if let Ok(p) = TunnelSegments::plan(frame, &tnl, max_frame) {
+        let mut out = vec![0u8; max_frame];
+        for i in 0..p.count() {
+            let n = p
+                .write_segment(frame, i, &mut out)
+                .expect("a planned tunnel segment can be written");
+            assert!(n <= max_frame);
+        }
+    }
+    if let Some(seg) = gro::segment(frame) {
+        assert_eq!(seg.hdr_len + seg.payload, frame.len());
+        let mut c = frame.to_vec();
+        assert!(gro::finish(&mut c, &seg, seg.psh).is_some());
     }
 
     let Ok(plan) = TcpSegments::plan(frame, &hdr, max_frame) else {

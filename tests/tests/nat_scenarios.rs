@@ -60,6 +60,7 @@ fn snapshot() -> Snapshot {
             gateway: Some(HOP_IP),
             vxlan_port: 4789,
             mtu: 1500,
+            tunnel_gso: false,
         }),
         gateways: vec![
             None,

@@ -322,3 +322,189 @@ fn esp_seal_and_open_allocate_nothing() {
     });
     assert_eq!((allocs, frees), (0, 0));
 }
+
+/// Load balancing (`l3-router`'s service path) allocates nothing per packet: new connections to
+/// a published port (each evicting the oldest embryonic one of a full table, placed by Maglev),
+/// and packets of established ones, through the whole graph on one worker.
+#[test]
+fn load_balancing_allocates_nothing_per_packet() {
+    use std::net::Ipv4Addr;
+    use vswitch::config::{GatewayConf, UplinkConf};
+    use vswitch::service::{maglev, Backend, PortMap, ServiceTable, Svc};
+    const UPLINK: PortId = 0;
+    const ACCESS: PortId = 1;
+    let our_mac = [0x02, 0, 0, 0, 0x01, 0x01];
+    let our_ip = Ipv4Addr::new(192, 168, 50, 1);
+    let gw = Ipv4Addr::new(10, 0, 0, 1);
+    let pool = Pool::new(8192).expect("map the buffer pool");
+    let (mut worker, tx) = Worker::new(
+        0,
+        pool.clone(),
+        Switch::new(pool.clone(), 1024),
+        Arc::new(Snapshot::default()),
+    );
+    let mut peers = Vec::new();
+    for port in [UPLINK, ACCESS] {
+        let (io, peer) = mem::pair(pool.clone(), 256);
+        tx.send((
+            u64::from(port) + 1,
+            Command::Attach {
+                port,
+                io: PortIo::Mem(io),
+                rx: true,
+            },
+        ))
+        .unwrap();
+        peers.push(peer);
+    }
+    let backends: Vec<Backend> = (0..16u32)
+        .map(|i| Backend {
+            ip: Ipv4Addr::from(0x0a00_000a + i),
+            weight: 1 + i % 3,
+            down: false,
+        })
+        .collect();
+    let svc = Svc::new(
+        "lb".into(),
+        1,
+        None,
+        Vec::new(),
+        vec![PortMap {
+            proto: 17,
+            port: 8080,
+            target: 80,
+        }],
+        false,
+        backends.clone(),
+        maglev::size_for(backends.len()),
+    );
+    let mut ports = vec![None; 2];
+    ports[UPLINK as usize] = Some(PortConf::default());
+    ports[ACCESS as usize] = Some(PortConf::access(Some(1), 1024));
+    let snap = Snapshot {
+        gen: 1,
+        ports,
+        nets: vec![
+            None,
+            Some(NetConf {
+                ports: vec![ACCESS],
+                mac_limit: 1024,
+                aging_secs: 300,
+                statics: Vec::new(),
+                encrypted: false,
+            }),
+        ],
+        uplink: Some(UplinkConf {
+            port: UPLINK,
+            mac: our_mac,
+            ip: our_ip,
+            prefix: 24,
+            gateway: Some(Ipv4Addr::new(192, 168, 50, 254)),
+            vxlan_port: 4789,
+            mtu: 1500,
+            tunnel_gso: false,
+        }),
+        gateways: vec![
+            None,
+            Some(GatewayConf {
+                ip: gw,
+                subnet: Ipv4Addr::new(10, 0, 0, 0),
+                prefix: 8,
+                mac: GatewayConf::mac_of(1),
+                internal: false,
+            }),
+        ],
+        nat: vswitch::nat::NatConfig {
+            sessions: 4096,
+            ..Default::default()
+        },
+        workers: 1,
+        services: Arc::new(ServiceTable::new(vec![svc])),
+        ..Default::default()
+    };
+    tx.send((10, Command::Config(Arc::new(snap)))).unwrap();
+    worker.poll_once(1);
+    let mut cache = PoolCache::new(pool.clone());
+    // The backends announce themselves (ARP requests for the gateway).
+    for (i, b) in backends.iter().enumerate() {
+        let bmac = [0x02, 0xbe, 0, 0, 0, i as u8];
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&bmac);
+        f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
+        f.extend_from_slice(&bmac);
+        f.extend_from_slice(&b.ip.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&gw.octets());
+        assert!(peers[1].send(&mut cache, &f));
+    }
+    worker.poll_once(1);
+    while peers[1].recv(&mut cache).is_some() {}
+    // UDP from client k (198.18.0.0/15, 64 ports per address) to the published port.
+    let udp = |k: u32| -> Vec<u8> {
+        let src = Ipv4Addr::from(0xc612_0000 + (k >> 6));
+        let sport = 1024 + (k & 63) as u16;
+        let mut f = vec![0u8; 64];
+        f[0..6].copy_from_slice(&our_mac);
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0xfe, 0xfe]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&50u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&src.octets());
+        f[30..34].copy_from_slice(&our_ip.octets());
+        let c = dataplane::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&8080u16.to_be_bytes());
+        f[38..40].copy_from_slice(&30u16.to_be_bytes());
+        f
+    };
+    // Half of each burst from 1024 clients seen again and again (found in the table while
+    // they last), half from clients never seen (64 K of them cycling through a 4 K table of
+    // unanswered, so embryonic, flows: every new one evicts the oldest).
+    // The frames, built before counting.
+    let steady: Vec<Vec<u8>> = (0..1024).map(udp).collect();
+    let fresh: Vec<Vec<u8>> = (0..65_536).map(|k| udp(1_000_000 + k)).collect();
+    let mut burst = Burst::new();
+    let mut next_new = 0usize;
+    let mut round = |cache: &mut PoolCache, peers: &mut Vec<MemPeer>, r: usize| -> bool {
+        let mut ok = true;
+        for i in 0..BURST {
+            let f = if i % 2 == 0 {
+                &steady[(r * 16 + i / 2) % steady.len()]
+            } else {
+                next_new = (next_new + 1) % fresh.len();
+                &fresh[next_new]
+            };
+            let Some(mut b) = cache.alloc() else {
+                return false;
+            };
+            ok &= pool.fill(&mut b, f);
+            if let Err(b) = burst.push(b) {
+                cache.free(b);
+                ok = false;
+            }
+        }
+        ok &= peers[0].send_burst(&mut burst) == BURST;
+        burst.free_all(cache);
+        worker.poll_once(1);
+        let got = peers[1].recv_burst(&mut burst);
+        burst.free_all(cache);
+        ok && got == BURST
+    };
+    for r in 0..500 {
+        assert!(round(&mut cache, &mut peers, r), "warm-up round {r}");
+    }
+    let (ok, allocs, frees) = counting(|| {
+        let mut ok = true;
+        for r in 0..2000 {
+            ok &= round(&mut cache, &mut peers, r);
+        }
+        ok
+    });
+    assert!(ok, "every frame reached a backend");
+    assert_eq!((allocs, frees), (0, 0), "the load balancer allocated");
+    let lb = worker.pipeline().router.lb.len();
+    assert_eq!(lb, 4096, "the table stayed full, evicting embryos");
+}

@@ -14,6 +14,7 @@ use dataplane::offload::{
 use dataplane::pool::{Pool, PoolCache, MAX_FRAME};
 use dataplane::port::mem::{self, MemPeer};
 use dataplane::port::{PortId, PortIo};
+use dataplane::swoffload::TxCaps;
 use dataplane::worker::{Command, Worker};
 use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, Ipv6Packet, TcpPacket};
 use std::collections::BTreeMap;
@@ -59,6 +60,11 @@ impl Rig {
     /// A worker over a pool of [`POOL_BUFFERS`] small and [`LARGE_BUFFERS`] large buffers,
     /// ports `ports` attached (in-memory: they take only finished frames), `snap` published.
     fn new(ports: &[PortId], snap: Snapshot) -> Rig {
+        Rig::with_caps(ports, snap, &[])
+    }
+
+    /// As [`Rig::new`], the ports in `caps` taking what a port with those caps takes.
+    fn with_caps(ports: &[PortId], snap: Snapshot, caps: &[(PortId, TxCaps)]) -> Rig {
         let pool = Pool::with_large(POOL_BUFFERS, LARGE_BUFFERS).expect("map the buffer pool");
         assert_eq!(pool.large_capacity(), LARGE_BUFFERS);
         let (worker, tx) = Worker::new(
@@ -83,6 +89,8 @@ impl Rig {
         };
         for &p in ports {
             let (io, peer) = mem::pair(rig.pool.clone(), RING);
+            let c = caps.iter().find(|&&(q, _)| q == p).map(|&(_, c)| c);
+            let io = io.with_caps(c.unwrap_or(TxCaps::Plain));
             (rig.command)(Command::Attach {
                 port: p,
                 io: PortIo::Mem(io),
@@ -384,6 +392,7 @@ impl Tcp {
             gso_size,
             csum_start: u16::try_from(self.l4_off()).unwrap(),
             csum_offset: TCP_CSUM as u16,
+            ..Default::default()
         }
     }
 
@@ -659,6 +668,7 @@ fn tcp_gso_on_a_udp_frame_is_dropped_and_counted() {
         gso_size: 1448,
         csum_start: u16::try_from(l4).unwrap(),
         csum_offset: 6,
+        ..Default::default()
     };
     rig.send_offload(1, &frame, lying, true);
     assert_eq!(rig.deliveries(), Deliveries::new(), "nothing delivered");
@@ -814,4 +824,106 @@ fn segment_checks_reject_broken_segments() {
         "segments cut at another MSS",
     );
     rejects(vec![tcp.build()], "the super-frame itself");
+}
+
+/// `inner` in VXLAN from IP4_A to IP4_B (outer MACs A -> B), lengths for the whole frame,
+/// UDP checksum zero: what a container running its own VXLAN device hands over with tunnel GSO.
+fn container_vxlan(inner: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&MAC_B);
+    f.extend_from_slice(&MAC_A);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let udp_len = u16::try_from(16 + inner.len()).unwrap();
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&(20 + udp_len).to_be_bytes());
+    f.extend_from_slice(&[0x55, 0x00, 0x40, 0x00, 64, 17, 0, 0]);
+    f.extend_from_slice(&IP4_A.octets());
+    f.extend_from_slice(&IP4_B.octets());
+    let c = !fold(sum16(&f[14..34], 0));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&50_000u16.to_be_bytes());
+    f.extend_from_slice(&4789u16.to_be_bytes());
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x08, 0, 0, 0, 0, 0x30, 0x39, 0]);
+    f.extend_from_slice(inner);
+    f
+}
+
+/// A UDP tunnel super-frame (a container's own VXLAN over its TAP, with tunnel GSO): to a TAP
+/// that takes tunnel super-frames it passes whole; to a port that does not, it is cut in
+/// software with its outer headers, every packet what the kernel would have sent.
+#[test]
+fn a_tunnel_super_frame_passes_whole_or_is_cut_with_its_outer_headers() {
+    use dataplane::offload::{
+        VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4, VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV6,
+    };
+    let tcp = Tcp::new([0x02, 0, 0, 0, 0, 0x77], false, pattern(4000));
+    let frame = container_vxlan(&tcp.build());
+    let inner_ol = tcp.vnet(1000);
+    let ol = VnetHdr {
+        gso_type: inner_ol.gso_type | VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4,
+        csum_start: inner_ol.csum_start + 50,
+        hdr_len: inner_ol.hdr_len + 50,
+        outer_th: 34,
+        inner_nh: 64,
+        ..inner_ol
+    };
+    for (caps, whole) in [
+        (TxCaps::OffloadTunnel, true),
+        (TxCaps::Offload, false),
+        (TxCaps::Plain, false),
+    ] {
+        let mut rig = Rig::with_caps(&[1, 2], topo(1, &[1, 2]), &[(2, caps)]);
+        rig.send(2, &hello(MAC_A, MAC_B));
+        let _ = rig.deliveries();
+        rig.send_offload(1, &frame, ol, true);
+        let got = rig.deliveries();
+        let out = &got[&2];
+        if whole {
+            assert_eq!(out, &vec![frame.clone()], "{caps:?}: whole");
+            assert_eq!(rig.segmented(2), 0);
+        } else {
+            assert_eq!(out.len(), 4, "{caps:?}: cut");
+            let inner = check_segments(
+                &tcp,
+                &out.iter().map(|f| f[50..].to_vec()).collect::<Vec<_>>(),
+                1000,
+            );
+            assert_eq!(inner, 4);
+            for (i, f) in out.iter().enumerate() {
+                assert_eq!(&f[..14], &frame[..14]);
+                let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+                assert!(ip.verify_checksum());
+                assert_eq!(usize::from(ip.total_len()), f.len() - 14);
+                assert_eq!(ip.ident(), 0x5500 + i as u16);
+                assert_eq!(
+                    usize::from(u16::from_be_bytes([f[38], f[39]])),
+                    f.len() - 34,
+                    "UDP length"
+                );
+                assert_eq!(
+                    &f[40..50],
+                    &frame[40..50],
+                    "UDP checksum zero, VXLAN header"
+                );
+                assert_eq!(&f[50..50 + 14], &frame[50..50 + 14], "inner Ethernet");
+            }
+            assert_eq!(rig.segmented(2), 1);
+        }
+        assert_eq!(rig.offload_dropped(2), 0);
+        assert_eq!(rig.all_drops(), 0);
+        rig.assert_no_leak();
+    }
+    // A tunnel bit for both outer versions describes no frame: dropped, counted.
+    let mut rig = Rig::new(&[1, 2], topo(1, &[1, 2]));
+    rig.send(2, &hello(MAC_A, MAC_B));
+    let _ = rig.deliveries();
+    let both = VnetHdr {
+        gso_type: ol.gso_type | VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV6,
+        ..ol
+    };
+    rig.send_offload(1, &frame, both, true);
+    assert_eq!(rig.deliveries(), Deliveries::new());
+    assert_eq!(rig.offload_dropped(2), 1);
+    rig.assert_no_leak();
 }

@@ -11,9 +11,15 @@
 //! Every frame is built here by hand and every checksum recomputed here, independently of the
 //! engine's helpers.
 
+use dataplane::burst::Burst;
+use dataplane::offload::{
+    TcpSegments, VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4,
+};
 use dataplane::pool::{Pool, PoolCache};
 use dataplane::port::mem::{self, MemPeer};
 use dataplane::port::{PortId, PortIo};
+use dataplane::swoffload::TxCaps;
 use dataplane::worker::{Command, Worker};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -283,6 +289,7 @@ fn base() -> Snapshot {
             gateway: None,
             vxlan_port: VXLAN_PORT,
             mtu: 1500,
+            tunnel_gso: false,
         }),
         vnis: vec![(VNI_1, 1), (VNI_2, 2)],
         tunnels: vec![],
@@ -342,6 +349,8 @@ fn snapshot_two_peers() -> Snapshot {
 }
 
 type Out = BTreeMap<PortId, Vec<Vec<u8>>>;
+/// What ports transmitted, with the offload facts each frame carried.
+type OutOffload = BTreeMap<PortId, Vec<(Vec<u8>, VnetHdr)>>;
 
 fn only(port: PortId, frames: Vec<Vec<u8>>) -> Out {
     BTreeMap::from([(port, frames)])
@@ -362,6 +371,12 @@ impl Rig {
     }
 
     fn with(snap: Snapshot) -> Rig {
+        Rig::with_caps(snap, &[])
+    }
+
+    /// As [`Rig::with`], ports named in `caps` taking what a port with those caps takes (the
+    /// others only finished frames).
+    fn with_caps(snap: Snapshot, caps: &[(PortId, TxCaps)]) -> Rig {
         let pool = Pool::new(2048).unwrap();
         let (worker, tx) = Worker::new(
             0,
@@ -379,6 +394,8 @@ impl Rig {
         };
         for port in [UPLINK, ACCESS_1, ACCESS_2] {
             let (io, peer) = mem::pair(pool.clone(), RING);
+            let c = caps.iter().find(|&&(p, _)| p == port).map(|&(_, c)| c);
+            let io = io.with_caps(c.unwrap_or(TxCaps::Plain));
             rig.command(Command::Attach {
                 port,
                 io: PortIo::Mem(io),
@@ -406,6 +423,30 @@ impl Rig {
                     break;
                 };
                 out.entry(p).or_insert_with(Vec::new).push(f);
+            }
+        }
+        out
+    }
+
+    /// Sends `frame` with offload facts `ol` on `port` (as a TAP with offloads hands it over),
+    /// runs the worker, returns what every port transmitted with the offload facts it carried.
+    fn exchange_offload(&mut self, port: PortId, frame: &[u8], ol: VnetHdr) -> OutOffload {
+        let pool = self.cache.pool().clone();
+        let mut b = self.cache.alloc().unwrap();
+        assert!(pool.fill(&mut b, frame));
+        pool.set_offload(&mut b, ol);
+        let mut burst = Burst::new();
+        assert!(burst.push(b).is_ok());
+        assert_eq!(self.peers.get_mut(&port).unwrap().send_burst(&mut burst), 1);
+        self.worker.poll_once(self.now);
+        let mut out = BTreeMap::new();
+        for (&p, peer) in self.peers.iter_mut() {
+            let mut burst = Burst::new();
+            peer.recv_burst(&mut burst);
+            for b in burst.drain() {
+                let f = (pool.data(&b).to_vec(), pool.offload(&b));
+                out.entry(p).or_insert_with(Vec::new).push(f);
+                self.cache.free(b);
             }
         }
         out
@@ -1335,8 +1376,6 @@ fn tcp_super_frame(dst: [u8; 6], payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_super_frame_with_segments_too_big_for_the_overlay_is_cut_to_fit_and_loses_nothing() {
-    use dataplane::burst::Burst;
-    use dataplane::offload::{VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
     let mut snap = snapshot();
     net_conf(&mut snap, 1).statics.push((S, TUN_1));
     let mut rig = Rig::with(snap);
@@ -1357,6 +1396,7 @@ fn a_super_frame_with_segments_too_big_for_the_overlay_is_cut_to_fit_and_loses_n
             gso_size: 1460,
             csum_start: 34,
             csum_offset: 16,
+            ..Default::default()
         },
     );
     let mut burst = Burst::new();
@@ -1632,4 +1672,226 @@ fn the_uplink_address_answers_ping_and_nothing_else_is_answered() {
     let other = rig.exchange(UPLINK, &echo(Ipv4Addr::new(192, 168, 50, 77), 3));
     assert_eq!(other, Out::new());
     assert_eq!(rig.event_named("uplink_echo_replied"), 1);
+}
+
+// (g) UDP tunnel GSO: a TAP uplink that takes VXLAN super-frames whole.
+
+/// The offload facts of a TCPv4 super-frame from [`tcp_super_frame`], as a container's TAP
+/// hands it over.
+fn tso(gso_size: u16) -> VnetHdr {
+    VnetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+        hdr_len: 54,
+        gso_size,
+        csum_start: 34,
+        csum_offset: 16,
+        ..Default::default()
+    }
+}
+
+/// The standard topology with an uplink that takes tunnel super-frames, `S` behind `TUN_1`.
+fn tunnel_gso_snapshot() -> Snapshot {
+    let mut snap = snapshot();
+    net_conf(&mut snap, 1).statics.push((S, TUN_1));
+    if let Some(u) = snap.uplink.as_mut() {
+        u.tunnel_gso = true;
+    }
+    snap
+}
+
+/// The payload of the inner super-frame `inner` cut as `ol` says: each segment's inner frame
+/// fits `max`, and the payload comes back whole.
+fn cut_payload(inner: &[u8], ol: &VnetHdr, max: usize) -> Vec<u8> {
+    let plan = TcpSegments::plan(inner, ol, max).expect("a valid super-frame");
+    let mut got = Vec::new();
+    for i in 0..plan.count {
+        let mut seg = vec![0u8; max];
+        let n = plan.write_segment(inner, i, &mut seg).unwrap();
+        assert!(n <= max, "segment {i}: {n} bytes");
+        got.extend_from_slice(&seg[plan.hdr_len..n]);
+    }
+    got
+}
+
+#[test]
+fn a_super_frame_enters_the_tunnel_whole_for_an_uplink_with_tunnel_gso() {
+    let mut rig = Rig::with_caps(
+        tunnel_gso_snapshot(),
+        &[(UPLINK, TxCaps::OffloadTunnel), (ACCESS_1, TxCaps::Offload)],
+    );
+    rig.resolve(PEER_MAC, PEER_IP);
+    let payload: Vec<u8> = (0..1600u32).map(|i| (i * 13 + 5) as u8).collect();
+    let frame = tcp_super_frame(S, &payload);
+    // Segments of 1460 would not fit the overlay (1464-byte inner frames): lowered to 1410.
+    let out = rig.exchange_offload(ACCESS_1, &frame, tso(1460));
+    let sent = &out[&UPLINK];
+    assert_eq!(
+        (out.len(), sent.len()),
+        (1, 1),
+        "one write for the whole super-frame"
+    );
+    let (f, ol) = &sent[0];
+    // The outer lengths are the super-frame's (the kernel rewrites them per segment), the
+    // IPv4 checksum valid for them, the UDP checksum zero; the inner frame unchanged.
+    check_encap(f, &frame, VNI_1, PEER_MAC, PEER_IP);
+    assert_eq!(
+        *ol,
+        VnetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4,
+            hdr_len: 50 + 54,
+            gso_size: 1410,
+            csum_start: 84,
+            csum_offset: 16,
+            outer_th: 34,
+            inner_nh: 64,
+        }
+    );
+    // What the kernel will cut: every segment fits the tunnel, the payload arrives whole.
+    let inner_ol = VnetHdr {
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+        csum_start: 34,
+        ..*ol
+    };
+    assert_eq!(cut_payload(&f[50..], &inner_ol, 1464), payload);
+    assert_eq!(rig.event_named("vxlan_encap_gso"), 1);
+    assert_eq!(rig.event_named("vxlan_mss_clamped"), 1);
+    assert_eq!(rig.event(Event::VxlanEncap), 1);
+    assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+#[test]
+fn without_tunnel_gso_on_the_uplink_a_super_frame_is_cut_before_encapsulation() {
+    let mut snap = tunnel_gso_snapshot();
+    if let Some(u) = snap.uplink.as_mut() {
+        u.tunnel_gso = false;
+    }
+    let mut rig = Rig::with_caps(snap, &[(UPLINK, TxCaps::Offload)]);
+    rig.resolve(PEER_MAC, PEER_IP);
+    let payload: Vec<u8> = (0..1600u32).map(|i| (i * 11 + 1) as u8).collect();
+    let out = rig.exchange_offload(ACCESS_1, &tcp_super_frame(S, &payload), tso(600));
+    let sent = &out[&UPLINK];
+    assert_eq!(sent.len(), 3, "600 + 600 + 400");
+    let mut got = Vec::new();
+    for (f, ol) in sent {
+        assert_eq!(*ol, VnetHdr::default(), "finished packets");
+        got.extend_from_slice(&f[50 + 54..]);
+    }
+    assert_eq!(got, payload);
+    assert_eq!(rig.event_named("vxlan_encap_gso"), 0);
+    assert_eq!(rig.event(Event::VxlanEncap), 3);
+}
+
+#[test]
+fn an_encrypted_network_cuts_before_sealing_even_with_tunnel_gso() {
+    let (mut snap, _) = encrypted(true);
+    net_conf(&mut snap, 1).statics.push((S, TUN_1));
+    if let Some(u) = snap.uplink.as_mut() {
+        u.tunnel_gso = true;
+    }
+    let mut rig = Rig::with_caps(snap, &[(UPLINK, TxCaps::OffloadTunnel)]);
+    rig.resolve(PEER_MAC, PEER_IP);
+    let payload: Vec<u8> = (0..1600u32).map(|i| i as u8).collect();
+    let out = rig.exchange_offload(ACCESS_1, &tcp_super_frame(S, &payload), tso(600));
+    let sent = &out[&UPLINK];
+    assert_eq!(sent.len(), 3, "one ESP packet per segment");
+    for (i, (f, ol)) in sent.iter().enumerate() {
+        assert_eq!(f[23], 50, "IP protocol ESP");
+        assert_eq!(
+            u32::from_be_bytes([f[38], f[39], f[40], f[41]]),
+            i as u32 + 1
+        );
+        assert_eq!(*ol, VnetHdr::default());
+    }
+    assert_eq!(rig.event_named("vxlan_encap_gso"), 0);
+    assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+/// A VXLAN super-frame from the peer carrying `frame` (a TCP super-frame to `S`... from `A`),
+/// with the facts the kernel's VXLAN device gives it on a TAP with tunnel GSO.
+fn vxlan_super_frame(frame: &[u8], gso_size: u16) -> (Vec<u8>, VnetHdr) {
+    let f = vxlan(from_peer(VNI_1), frame);
+    let ol = VnetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4,
+        hdr_len: 50 + 54,
+        gso_size,
+        csum_start: 84,
+        csum_offset: 16,
+        outer_th: 34,
+        inner_nh: 64,
+    };
+    (f, ol)
+}
+
+#[test]
+fn a_vxlan_super_frame_from_the_uplink_reaches_a_tap_whole_and_others_cut() {
+    let mut snap = snapshot();
+    net_conf(&mut snap, 1).statics.push((A, ACCESS_1));
+    let mut rig = Rig::with_caps(snap, &[(ACCESS_1, TxCaps::Offload)]);
+    let payload: Vec<u8> = (0..1500u32).map(|i| (i * 7) as u8).collect();
+    let mut frame = tcp_super_frame(A, &payload);
+    frame[6..12].copy_from_slice(&R);
+    let (f, ol) = vxlan_super_frame(&frame, 500);
+    let out = rig.exchange_offload(UPLINK, &f, ol);
+    let got = &out[&ACCESS_1];
+    assert_eq!((out.len(), got.len()), (1, 1), "delivered whole");
+    assert_eq!(got[0].0, frame);
+    assert_eq!(
+        got[0].1,
+        VnetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+            hdr_len: 0,
+            gso_size: 500,
+            csum_start: 34,
+            csum_offset: 16,
+            outer_th: 0,
+            inner_nh: 0,
+        },
+        "only the inner facts"
+    );
+    assert_eq!(rig.event_named("vxlan_decap_gso"), 1);
+    assert_eq!(rig.event(Event::VxlanDecap), 1);
+
+    // To a port that takes only finished frames: cut into valid segments there.
+    let mut snap = snapshot();
+    net_conf(&mut snap, 1).statics.push((A, ACCESS_1));
+    let mut rig = Rig::with(snap);
+    let out = rig.exchange_offload(UPLINK, &f, ol);
+    let got = &out[&ACCESS_1];
+    assert_eq!(got.len(), 3, "500 + 500 + 500");
+    let mut data = Vec::new();
+    for (seg, sol) in got {
+        assert_eq!(*sol, VnetHdr::default());
+        data.extend_from_slice(&seg[54..]);
+    }
+    assert_eq!(data, payload);
+    assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+#[test]
+fn a_vxlan_super_frame_whose_facts_do_not_fit_is_dropped_by_name() {
+    let mut snap = snapshot();
+    net_conf(&mut snap, 1).statics.push((A, ACCESS_1));
+    let mut rig = Rig::with_caps(snap, &[(ACCESS_1, TxCaps::Offload)]);
+    let payload = vec![0x5a; 1200];
+    let (f, ol) = vxlan_super_frame(&tcp_super_frame(A, &payload), 500);
+    for bad in [
+        VnetHdr { inner_nh: 60, ..ol },
+        VnetHdr { flags: 0, ..ol },
+        VnetHdr {
+            gso_type: 3 | VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4,
+            ..ol
+        },
+        VnetHdr {
+            csum_start: 5000,
+            ..ol
+        },
+    ] {
+        assert_eq!(rig.exchange_offload(UPLINK, &f, bad), OutOffload::new());
+    }
+    assert_eq!(rig.dropped("vxlan_bad_gso"), 4);
+    assert_eq!(rig.event_named("vxlan_decap_gso"), 0);
 }

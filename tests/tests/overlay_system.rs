@@ -42,13 +42,44 @@ fn mtu_of(ns: &Netns, dev: &str) -> u32 {
     0
 }
 
+/// Whether port `port` of `d` says it takes UDP tunnel super-frames.
+fn tunnel_gso(d: &DaemonProcess, port: &str) -> bool {
+    let info = call(d, cmd::PORT_INSPECT, json!({"name": port}));
+    info["state"]
+        .as_str()
+        .is_some_and(|s| s.contains("udp-tunnel-gso"))
+}
+
+/// The worker counters of `d` (one worker).
+fn worker_counters(d: &DaemonProcess) -> std::collections::BTreeMap<String, u64> {
+    let stats: StatsInfo = serde_json::from_value(call(d, cmd::STATS, json!({}))).unwrap();
+    stats.workers[0].counters.clone()
+}
+
+/// With UDP tunnel GSO on the TAP uplink (the default, where the kernel has it: 6.17+), TCP
+/// super-frames cross the uplink whole in both directions: ours encapsulated once, the
+/// kernel VXLAN device's decapsulated whole.
 #[test]
 fn interoperates_with_the_kernels_vxlan_device() {
     if !can_run_system_tests("interoperates_with_the_kernels_vxlan_device") {
         return;
     }
-    let tmp = TempDir::new("vxk");
-    let d = DaemonProcess::start(&bin("vswitchd"), &tmp.0).unwrap();
+    kernel_vtep(&[], "vxk");
+}
+
+/// The fallback: a TAP uplink without tunnel GSO (as on a kernel before 6.17): super-frames are
+/// cut before encapsulation and arrive cut by the kernel; the transfers are the same.
+#[test]
+fn interoperates_with_the_kernels_vxlan_device_without_tunnel_gso() {
+    if !can_run_system_tests("interoperates_with_the_kernels_vxlan_device_without_tunnel_gso") {
+        return;
+    }
+    kernel_vtep(&["--tap-tunnel-gso", "off"], "vxn");
+}
+
+fn kernel_vtep(flags: &[&str], tag: &str) {
+    let tmp = TempDir::new(tag);
+    let d = DaemonProcess::start_with(&bin("vswitchd"), &tmp.0, None, flags).unwrap();
     // The remote host: its underlay address on the far side of our uplink TAP, and the kernel's
     // VXLAN device as its VTEP, with an overlay address of its own.
     let remote = Netns::create(&unique_name("vsrem")).unwrap();
@@ -174,10 +205,27 @@ fn interoperates_with_the_kernels_vxlan_device() {
         Err(e) => eprintln!("tcpdump not available ({e}); skipping the decode check"),
     }
 
-    let stats: StatsInfo = serde_json::from_value(call(&d, cmd::STATS, json!({}))).unwrap();
-    let w = &stats.workers[0].counters;
-    assert!(w.get("vxlan_encap").copied().unwrap_or(0) > 1000, "{w:?}");
-    assert!(w.get("vxlan_decap").copied().unwrap_or(0) > 1000, "{w:?}");
+    let w = &worker_counters(&d);
+    let gso = tunnel_gso(&d, &uplink);
+    assert_eq!(gso, flags.is_empty() && tunnel_gso(&d, &port), "{w:?}");
+    let n = |k: &str| w.get(k).copied().unwrap_or(0);
+    // 20 MB each way: at least 300 super-frames, or 14 000 segments.
+    let least = if gso { 100 } else { 1000 };
+    assert!(n("vxlan_encap") > least, "{w:?}");
+    assert!(n("vxlan_decap") > least, "{w:?}");
+    if gso {
+        assert!(
+            n("vxlan_encap_gso") > least,
+            "super-frames encapsulated whole: {w:?}"
+        );
+        assert!(
+            n("vxlan_decap_gso") > least,
+            "super-frames decapsulated whole: {w:?}"
+        );
+    } else {
+        assert_eq!(n("vxlan_encap_gso") + n("vxlan_decap_gso"), 0, "{w:?}");
+    }
+    assert_eq!(n("vxlan_bad_gso") + n("offload_failed"), 0, "{w:?}");
     assert!(
         w.get("arp_replied").copied().unwrap_or(0) >= 1,
         "the kernel asked for our VTEP address: {w:?}"
@@ -203,8 +251,23 @@ fn two_switches_carry_an_overlay_between_hosts_and_keep_overlays_apart() {
     {
         return;
     }
-    let tmp = TempDir::new("hosts");
-    let bed = OverlayHosts::new(&bin("vswitchd"), &tmp.0, &[("ov1", 300), ("ov2", 400)]).unwrap();
+    two_switches(&[], "hosts");
+}
+
+/// As above, with the TAP uplinks opened without tunnel GSO (the fallback: cut, then
+/// encapsulated; one switch's super-frames reach the other as MTU-sized packets).
+#[test]
+fn two_switches_carry_an_overlay_without_tunnel_gso() {
+    if !can_run_system_tests("two_switches_carry_an_overlay_without_tunnel_gso") {
+        return;
+    }
+    two_switches(&["--tap-tunnel-gso", "off"], "hostsn");
+}
+
+fn two_switches(flags: &[&str], tag: &str) {
+    let tmp = TempDir::new(tag);
+    let nets = [("ov1", 300, false), ("ov2", 400, false)];
+    let bed = OverlayHosts::with_flags(&bin("vswitchd"), &tmp.0, &nets, flags).unwrap();
     let (a1, _) = bed
         .container(0, "ov1", Ipv4Addr::new(10, 80, 1, 1))
         .unwrap();
@@ -250,7 +313,35 @@ fn two_switches_carry_an_overlay_between_hosts_and_keep_overlays_apart() {
         Duration::from_secs(60),
     )
     .unwrap_or_else(|e| panic!("TCP across the overlay: {e}"));
-    eprintln!("host to host over VXLAN: {:.0} Mbit/s", t.mbps());
+    let back = tcp_transfer(
+        &a1.path(),
+        Ipv4Addr::new(10, 80, 1, 1),
+        &b1.path(),
+        20 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("TCP back across the overlay: {e}"));
+    eprintln!(
+        "host to host over VXLAN: {:.0} / {:.0} Mbit/s",
+        t.mbps(),
+        back.mbps()
+    );
+    for (i, d) in bed.daemons.iter().enumerate() {
+        let w = &worker_counters(d);
+        let n = |k: &str| w.get(k).copied().unwrap_or(0);
+        let gso = tunnel_gso(d, &format!("uplink{}", i + 1));
+        assert!(
+            !gso || flags.is_empty(),
+            "--tap-tunnel-gso off was not taken"
+        );
+        if gso {
+            assert!(n("vxlan_encap_gso") > 100, "{w:?}");
+            assert!(n("vxlan_decap_gso") > 100, "{w:?}");
+        } else {
+            assert_eq!(n("vxlan_encap_gso") + n("vxlan_decap_gso"), 0, "{w:?}");
+        }
+        assert_eq!(n("vxlan_bad_gso") + n("offload_failed"), 0, "{w:?}");
+    }
     // ARP (broadcast) crossed: each side learned the other's container behind the VTEP.
     let fdb = call(&bed.daemons[0], cmd::FDB_LS, json!({"network": "ov1"}));
     assert!(
@@ -260,4 +351,98 @@ fn two_switches_carry_an_overlay_between_hosts_and_keep_overlays_apart() {
             .any(|e| e["vtep"] == "192.168.80.2"),
         "{fdb}"
     );
+}
+
+/// Frames the kernel received on `dev` in `ns` (each write into a TAP is one).
+fn kernel_rx_packets(ns: &Netns, dev: &str) -> u64 {
+    let out = ns.ip(&["-j", "-s", "link", "show", "dev", dev]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["stats64"]["rx"]["packets"].as_u64().unwrap_or(0)
+}
+
+/// An encrypted overlay cuts every super-frame before sealing; the receiving switch merges the
+/// opened segments of a burst again (software GRO) before writing them to the container's TAP:
+/// the container's kernel receives far fewer frames than the switch forwarded, and every byte
+/// arrives. With `--tap-gro off`, one write per segment.
+#[test]
+fn opened_esp_segments_reach_the_container_merged() {
+    if !can_run_system_tests("opened_esp_segments_reach_the_container_merged") {
+        return;
+    }
+    for (flags, merged) in [(&[][..], true), (&["--tap-gro", "off"][..], false)] {
+        let tmp = TempDir::new(if merged { "gro" } else { "nogro" });
+        let nets = [("sec", 500, true)];
+        let bed = OverlayHosts::with_flags(&bin("vswitchd"), &tmp.0, &nets, flags).unwrap();
+        for d in &bed.daemons {
+            call(
+                d,
+                cmd::KEY_ADD,
+                json!({"tag": 1, "key": "000102030405060708090a0b0c0d0e0f10111213"}),
+            );
+            call(d, cmd::KEY_PRIMARY, json!({"tag": 1}));
+        }
+        let (a, port_a) = bed
+            .container(0, "sec", Ipv4Addr::new(10, 85, 0, 1))
+            .unwrap();
+        let (b, _) = bed
+            .container(1, "sec", Ipv4Addr::new(10, 85, 0, 2))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ok = false;
+        while !ok && Instant::now() < deadline {
+            ok = b.ping(Ipv4Addr::new(10, 85, 0, 1), 1).unwrap();
+        }
+        assert!(ok, "no ping across the encrypted overlay");
+        let before = kernel_rx_packets(&a, &port_a);
+        let sent_before = port_tx(&bed.daemons[0], &port_a);
+        tcp_transfer(
+            &a.path(),
+            Ipv4Addr::new(10, 85, 0, 1),
+            &b.path(),
+            20 << 20,
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("TCP across the encrypted overlay: {e}"));
+        let writes = kernel_rx_packets(&a, &port_a) - before;
+        let segments = port_tx(&bed.daemons[0], &port_a) - sent_before;
+        eprintln!("gro {merged}: {segments} segments forwarded, {writes} frames received");
+        assert!(
+            segments > 14_000,
+            "20 MB in segments of at most 1416: {segments}"
+        );
+        if merged {
+            assert!(
+                writes * 2 < segments,
+                "{writes} writes for {segments} segments"
+            );
+        } else {
+            assert!(
+                writes >= segments,
+                "{writes} writes for {segments} segments"
+            );
+        }
+        let w = worker_counters(&bed.daemons[0]);
+        assert_eq!(w.get("esp_bad_icv").copied().unwrap_or(0), 0, "{w:?}");
+    }
+}
+
+/// Frames port `port` of `d` transmitted.
+fn port_tx(d: &DaemonProcess, port: &str) -> u64 {
+    let stats: StatsInfo = serde_json::from_value(call(d, cmd::STATS, json!({}))).unwrap();
+    stats
+        .ports
+        .iter()
+        .find(|p| p.name == port)
+        .map_or(0, |p| p.counters.tx_packets)
+}
+
+/// The same with every TAP write going through io_uring (a burst per system call), with
+/// offloads and without (then every frame is a plain write request).
+#[test]
+fn two_switches_carry_an_overlay_with_io_uring_writes() {
+    if !can_run_system_tests("two_switches_carry_an_overlay_with_io_uring_writes") {
+        return;
+    }
+    two_switches(&["--tap-uring", "on", "--tap-tunnel-gso", "off"], "hostsu");
+    two_switches(&["--tap-uring", "on", "--tap-offload", "off"], "hostsuo");
 }

@@ -153,6 +153,63 @@ fn retry(d: &DaemonProcess, ns: &Netns, to: SocketAddr) -> (String, String) {
     panic!("{to}: {last}; stats: {}", stats(d))
 }
 
+/// The byte at offset `i` of a bulk transfer.
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+/// A backend in `ns` sends `bytes` of [`pattern`] to one client on `port`; the client in
+/// `client` connects to `to` and checks every byte. Returns Mbit/s.
+fn bulk(ns: &Netns, port: u16, client: &Netns, to: SocketAddr, bytes: u64) -> f64 {
+    let l = netns::run_in(Some(&ns.path()), || {
+        TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+    })
+    .unwrap();
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut c, _) = l.accept()?;
+        c.set_write_timeout(Some(Duration::from_secs(30)))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = 0u64;
+        while at < bytes {
+            let n = (bytes - at).min(buf.len() as u64) as usize;
+            for (k, b) in buf[..n].iter_mut().enumerate() {
+                *b = pattern(at + k as u64);
+            }
+            c.write_all(&buf[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    });
+    let start = Instant::now();
+    let got = netns::run_in(Some(&client.path()), move || -> std::io::Result<u64> {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = 0u64;
+        while Instant::now() < deadline {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            for (k, b) in buf[..n].iter().enumerate() {
+                if *b != pattern(at + k as u64) {
+                    return Err(std::io::Error::other(format!(
+                        "corrupted at {}",
+                        at + k as u64
+                    )));
+                }
+            }
+            at += n as u64;
+        }
+        Ok(at)
+    })
+    .unwrap();
+    sender.join().unwrap().unwrap();
+    assert_eq!(got, bytes, "transfer incomplete");
+    bytes as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e6
+}
+
 fn stats(d: &DaemonProcess) -> Value {
     call(d, cmd::STATS, json!({}))
 }
@@ -248,6 +305,33 @@ fn published_port_spreads_by_weight_keeps_the_client_address_and_drains() {
             "{name}: share {got:.3}, weight says {want:.3}: {count:?}"
         );
     }
+
+    // A bulk transfer from a backend through the published port, every byte checked (the
+    // backend's TSO super-frames and partial checksums translated on the way out).
+    ctl_ok(
+        &d,
+        &[
+            "service",
+            "create",
+            "bulk",
+            "--network",
+            "web",
+            "--publish",
+            "9000:9000",
+        ],
+    );
+    ctl_ok(
+        &d,
+        &["service", "backend", "add", "bulk", "--ip", "10.82.0.11"],
+    );
+    let mbps = bulk(
+        &backends[0].0,
+        9000,
+        &client,
+        SocketAddr::from((UPLINK_IP, 9000)),
+        32 << 20,
+    );
+    eprintln!("32 MB from a backend through the published port: {mbps:.0} Mbit/s");
 
     // Long-lived connections; then b3 drains (weight 0): no new connection reaches it, the
     // old ones go on; then it is removed (default drain timeout): they still go on.
@@ -506,6 +590,211 @@ fn two_workers_balance_every_connection() {
         .sum();
     eprintln!("packets handed to their connection's owner: {handed}");
     assert!(!st.to_string().contains("service_other_worker"), "{st}");
+    stop.store(true, Ordering::Relaxed);
+    for s in servers {
+        s.join().unwrap();
+    }
+}
+
+/// The state `service inspect` gives backend `ip` of `svc`.
+fn backend_state(d: &DaemonProcess, svc: &str, ip: &str) -> String {
+    let info = call(d, cmd::SERVICE_INSPECT, json!({"name": svc}));
+    info["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["ip"] == ip)
+        .map(|b| b["state"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// Waits (at most 15 s) for backend `ip` of `svc` to be in `state`.
+fn wait_state(d: &DaemonProcess, svc: &str, ip: &str, state: &str) {
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end {
+        if backend_state(d, svc, ip) == state {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "{ip} never became {state}: {}; stats: {}",
+        backend_state(d, svc, ip),
+        stats(d)
+    );
+}
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_back() {
+    if !can_run_system_tests("health_checks_take_a_dead_backend_out_and_back") {
+        return;
+    }
+    let (_tmp, d, client) = rig("svchc");
+    call(
+        &d,
+        cmd::NETWORK_CREATE,
+        json!({"name": "hc", "subnet": "10.86.0.0/24"}),
+    );
+    let gw = Ipv4Addr::new(10, 86, 0, 1);
+    let b1 = container(&d, "hc", Ipv4Addr::new(10, 86, 0, 11), gw);
+    let b2 = container(&d, "hc", Ipv4Addr::new(10, 86, 0, 12), gw);
+    let (stop1, stop2) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let s1 = serve(&b1, "b1", stop1.clone());
+    let s2 = serve(&b2, "b2", stop2.clone());
+    ctl_ok(
+        &d,
+        &[
+            "service",
+            "create",
+            "hc",
+            "--network",
+            "hc",
+            "--publish",
+            "9191:8080",
+            "--check",
+            "tcp",
+            "--interval",
+            "1",
+        ],
+    );
+    for ip in ["10.86.0.11", "10.86.0.12"] {
+        ctl_ok(&d, &["service", "backend", "add", "hc", "--ip", ip]);
+    }
+    let to = SocketAddr::from((UPLINK_IP, 9191));
+    retry(&d, &client, to);
+    assert_eq!(backend_state(&d, "hc", "10.86.0.12"), "up");
+    // b2's server stops (its port answers SYNs with resets): it fails its checks and gets
+    // no new connection.
+    stop2.store(true, Ordering::Relaxed);
+    s2.join().unwrap();
+    wait_state(&d, "hc", "10.86.0.12", "unhealthy");
+    for k in 0..20 {
+        let (b, _) = once(&client, to, k)
+            .unwrap_or_else(|e| panic!("connection {k}: {e}; stats: {}", stats(&d)));
+        assert_eq!(b, "b1", "an unhealthy backend got a new connection");
+    }
+    // It listens again: it passes and comes back.
+    let stop3 = Arc::new(AtomicBool::new(false));
+    let s3 = serve(&b2, "b2", stop3.clone());
+    wait_state(&d, "hc", "10.86.0.12", "up");
+    let mut seen = HashMap::new();
+    for k in 0..30 {
+        *seen.entry(once(&client, to, k).unwrap().0).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "b2 is back: {seen:?}");
+    let inspect = ctl_ok(&d, &["service", "inspect", "hc"]);
+    assert!(inspect.contains("tcp every 1s"), "{inspect}");
+    stop1.store(true, Ordering::Relaxed);
+    stop3.store(true, Ordering::Relaxed);
+    s1.join().unwrap();
+    s3.join().unwrap();
+}
+
+#[test]
+fn ingress_mode_reaches_a_backend_on_another_host_over_the_overlay() {
+    if !can_run_system_tests("ingress_mode_reaches_a_backend_on_another_host_over_the_overlay") {
+        return;
+    }
+    let tmp = TempDir::new("svcmesh");
+    let bed = vswitch::testbed::OverlayHosts::new(&bin("vswitchd"), &tmp.0, &[]).unwrap();
+    for (i, d) in bed.daemons.iter().enumerate() {
+        call(
+            d,
+            cmd::NETWORK_CREATE,
+            json!({"name": "mesh", "vni": 4301, "subnet": "10.90.0.0/24"}),
+        );
+        call(
+            d,
+            cmd::PEER_ADD,
+            json!({"network": "mesh", "vtep": format!("192.168.80.{}", 2 - i)}),
+        );
+    }
+    let gw = "10.90.0.1";
+    let stop = Arc::new(AtomicBool::new(false));
+    let (local, _) = bed
+        .container(0, "mesh", Ipv4Addr::new(10, 90, 0, 11))
+        .unwrap();
+    let (remote, _) = bed
+        .container(1, "mesh", Ipv4Addr::new(10, 90, 0, 12))
+        .unwrap();
+    for ns in [&local, &remote] {
+        ns.ip(&["route", "add", "default", "via", gw]).unwrap();
+    }
+    let servers = vec![
+        serve(&local, "local", stop.clone()),
+        serve(&remote, "remote", stop.clone()),
+    ];
+    // The client: host 1's own namespace, on the underlay beside the uplink.
+    let client = &bed.hosts[0];
+    client
+        .ip(&["addr", "add", "192.168.80.101/24", "dev", "br0"])
+        .unwrap();
+    let d = &bed.daemons[0];
+    ctl_ok(
+        d,
+        &[
+            "service",
+            "create",
+            "web",
+            "--network",
+            "mesh",
+            "--publish",
+            "8080:8080",
+            "--ingress-ip",
+            "10.90.0.251",
+        ],
+    );
+    for ip in ["10.90.0.11", "10.90.0.12"] {
+        ctl_ok(d, &["service", "backend", "add", "web", "--ip", ip]);
+    }
+    let to = SocketAddr::from((Ipv4Addr::new(192, 168, 80, 1), 8080));
+    retry(d, client, to);
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut count: HashMap<String, u32> = HashMap::new();
+    for k in 0..40 {
+        let (b, addr) = once(client, to, k)
+            .unwrap_or_else(|e| panic!("connection {k}: {e}; stats: {}", stats(d)));
+        *count.entry(b.clone()).or_default() += 1;
+        seen.insert(b, addr);
+    }
+    eprintln!("40 connections: {count:?}, seen as {seen:?}");
+    assert_eq!(count.len(), 2, "both hosts' backends: {count:?}");
+    // The local backend sees the client; the one on the other host, this host's ingress
+    // address (its answer must come back here, not to its own host's gateway).
+    assert_eq!(seen["local"], "192.168.80.101");
+    assert_eq!(seen["remote"], "10.90.0.251");
+    // `--mode host`: the same backends, only the local one takes connections.
+    ctl_ok(
+        d,
+        &[
+            "service",
+            "create",
+            "web-host",
+            "--network",
+            "mesh",
+            "--publish",
+            "8082:8080",
+            "--mode",
+            "host",
+            "--ingress-ip",
+            "10.90.0.251",
+        ],
+    );
+    for ip in ["10.90.0.11", "10.90.0.12"] {
+        ctl_ok(d, &["service", "backend", "add", "web-host", "--ip", ip]);
+    }
+    let to = SocketAddr::from((Ipv4Addr::new(192, 168, 80, 1), 8082));
+    for k in 0..20 {
+        let (b, _) = once(client, to, k)
+            .unwrap_or_else(|e| panic!("host mode {k}: {e}; stats: {}", stats(d)));
+        assert_eq!(
+            b, "local",
+            "a host-mode service chose another host's backend"
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     for s in servers {
         s.join().unwrap();

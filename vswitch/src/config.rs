@@ -68,6 +68,9 @@ pub struct UplinkConf {
     pub vxlan_port: u16,
     /// The uplink's IP MTU.
     pub mtu: u32,
+    /// The uplink takes VXLAN super-frames whole (a TAP with UDP tunnel GSO): a TCP
+    /// super-frame is encapsulated whole instead of cut first.
+    pub tunnel_gso: bool,
 }
 
 impl UplinkConf {

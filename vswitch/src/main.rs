@@ -42,6 +42,20 @@ struct Args {
     /// checksums, passed as they are to other TAP ports and finished in software for the rest.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     tap_offload: OnOff,
+    /// With --tap-offload on: UDP tunnel segmentation offload on TAP ports where the kernel has
+    /// it (Linux 6.17+), so VXLAN super-frames cross a TAP uplink whole; off cuts them before
+    /// encapsulation.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    tap_tunnel_gso: OnOff,
+    /// With --tap-offload on: merge consecutive in-order TCP segments of one flow in a burst
+    /// into one super-frame before writing it to a TAP (software GRO; never holds a frame past
+    /// its burst).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    tap_gro: OnOff,
+    /// Write each TAP port's transmit burst through io_uring: one system call per burst instead
+    /// of one per frame (plain writes where io_uring is not allowed).
+    #[arg(long, value_enum, default_value_t = OnOff::Off)]
+    tap_uring: OnOff,
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics, e.g. 127.0.0.1:9477 (off unless
     /// given).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -166,6 +180,9 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         fdb_size: args.fdb_size,
         large_buffers: args.large_buffers,
         tap_offload: args.tap_offload == OnOff::On,
+        tap_tunnel_gso: args.tap_tunnel_gso == OnOff::On,
+        tap_gro: args.tap_gro == OnOff::On,
+        tap_uring: args.tap_uring == OnOff::On,
         metrics,
         store,
     };

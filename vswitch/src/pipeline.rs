@@ -47,6 +47,11 @@ pub enum Request {
     },
     /// How to wake every worker, for NAT's hand-off rings (index = worker id).
     NatPeers(Vec<crate::nat::handoff::Wake>),
+    /// The health checks' verdicts (worker 0 runs them).
+    ServiceHealth {
+        /// Where the answer goes.
+        reply: Sender<Vec<(crate::service::stage::CheckKey, bool)>>,
+    },
     /// Live load-balanced connections per service and backend.
     ServiceConns {
         /// Where the answer goes.
@@ -310,6 +315,9 @@ impl Pipeline for Switch {
             }
             Request::NatSessions { net, limit, reply } => {
                 let _ = reply.send(self.stages.router.sessions(net, limit, cx.now));
+            }
+            Request::ServiceHealth { reply } => {
+                let _ = reply.send(self.stages.router.lb.health());
             }
             Request::ServiceConns { reply } => {
                 let _ = reply.send(self.stages.router.lb.counts(cx.now));

@@ -500,6 +500,16 @@ impl OverlayHosts {
         dir: &Path,
         nets: &[(&str, u32, bool)],
     ) -> Result<OverlayHosts, String> {
+        Self::with_flags(exe, dir, nets, &[])
+    }
+
+    /// As [`OverlayHosts::with_networks`], with extra daemon flags for both daemons.
+    pub fn with_flags(
+        exe: &Path,
+        dir: &Path,
+        nets: &[(&str, u32, bool)],
+        flags: &[&str],
+    ) -> Result<OverlayHosts, String> {
         let h1 = Netns::create(&unique_name("vshost"))?;
         let h2 = Netns::create(&unique_name("vshost"))?;
         let v1 = unique_name("vsu");
@@ -524,8 +534,12 @@ impl OverlayHosts {
             h.ip(&["link", "add", "br0", "type", "bridge"])?;
             h.ip(&["link", "set", "br0", "up"])?;
             h.ip(&["link", "set", veth, "master", "br0", "up"])?;
-            let d =
-                DaemonProcess::start_in(exe, &dir.join(format!("host{index}")), Some(h.name()))?;
+            let d = DaemonProcess::start_with(
+                exe,
+                &dir.join(format!("host{index}")),
+                Some(h.name()),
+                flags,
+            )?;
             let mut c = d.client()?;
             let mut call = |cmd: &str, args: serde_json::Value| {
                 c.call(cmd, args)

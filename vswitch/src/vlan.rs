@@ -317,6 +317,7 @@ mod tests {
                 gso_size: mss,
                 csum_start: 38,
                 csum_offset: 16,
+                ..Default::default()
             },
         );
         let r = ingress(&pool, 3, &trunk(None), &mut b);

@@ -17,6 +17,7 @@
 use benches::testbed::contenders::{self, Config, Outcome, INSTALL_HINT};
 use benches::testbed::nat;
 use benches::testbed::net::{self, Testbed};
+use benches::testbed::overlay;
 use benches::testbed::publish;
 use benches::testbed::report;
 use benches::testbed::traffic::FRAME_LEN;
@@ -30,8 +31,9 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --runs N         runs per metric (default 5, quick 2)
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
-  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,ovs,ovstap,testpmd,natbridge,nattap,
-                   pubbridge,pubtap
+  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,tapuring,ovs,ovstap,testpmd,natbridge,nattap,
+                   pubbridge,pubtap,vxkernel,vxtap,vxtapcut,vxvtep,vxvtepin,vxesp,vxespnogro,vxafxdp
+                   (the overlay: TCP only)
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
   --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
@@ -193,11 +195,12 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     type Contender = fn(&Testbed, &Config) -> Outcome;
     // The NAT pair comes last, so that what netfilter keeps in the DUT namespace once iptables
     // was used there (connection tracking entries) cannot touch the other contenders.
-    let all: [(&str, Contender); 11] = [
+    let all: [(&str, Contender); 20] = [
         ("ceiling", contenders::ceiling),
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
         ("tap", contenders::vswitchd_tap),
+        ("tapuring", contenders::vswitchd_tap_uring),
         ("ovs", contenders::ovs),
         ("ovstap", contenders::ovs_tap),
         ("testpmd", contenders::testpmd),
@@ -205,6 +208,14 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         ("nattap", nat::vswitchd_nat),
         ("pubbridge", publish::kernel_publish),
         ("pubtap", publish::vswitchd_publish),
+        ("vxkernel", overlay::kernel),
+        ("vxtap", overlay::ours),
+        ("vxtapcut", overlay::ours_cut),
+        ("vxvtep", overlay::vtep_out),
+        ("vxvtepin", overlay::vtep_in),
+        ("vxesp", overlay::encrypted),
+        ("vxespnogro", overlay::encrypted_no_gro),
+        ("vxafxdp", overlay::ours_xdp),
     ];
     let mut results = Vec::new();
     for (key, f) in all {
@@ -254,7 +265,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         .filter(|o| {
             !o.optional
                 && o.skipped.is_none()
-                && ((o.pps.is_empty() && o.cps.is_empty()) || o.gbps.is_empty())
+                && ((o.pps.is_empty() && o.cps.is_empty() && !o.tcp_only) || o.gbps.is_empty())
         })
         .map(|o| o.name.as_str())
         .collect();

@@ -61,6 +61,8 @@ pub struct Outcome {
     pub optional: bool,
     /// The contender its ratios are taken against (default: the Linux bridge).
     pub versus: Option<String>,
+    /// Measures TCP only (no small-packet rate is expected).
+    pub tcp_only: bool,
 }
 
 impl Outcome {
@@ -618,20 +620,38 @@ pub fn vswitchd_afxdp(tb: &Testbed, cfg: &Config) -> Outcome {
 /// its TAP, which queues the frames straight to the daemon's reader (`tun_xdp_xmit`), so no
 /// kernel hop sits between generator and switch; the sink drops with XDP on the far TAP.
 pub fn vswitchd_tap(tb: &Testbed, cfg: &Config) -> Outcome {
-    let id = std::process::id() % 100_000;
-    let (tg, ts) = (format!("tg{id}"), format!("ts{id}"));
-    let mut out = Outcome::new(
+    tap_with(
+        tb,
+        cfg,
         "vswitchd tap",
         "gen tg ==TAP== [vswitchd] ==TAP== ts sink (10.79.0.0/24); default offloads",
-    );
+        &[],
+    )
+}
+
+/// As [`vswitchd_tap`], each transmit burst written through io_uring (`--tap-uring on`).
+pub fn vswitchd_tap_uring(tb: &Testbed, cfg: &Config) -> Outcome {
+    tap_with(
+        tb,
+        cfg,
+        "vswitchd tap, io_uring",
+        "as tap, --tap-uring on (one io_uring_enter per transmit burst)",
+        &["--tap-uring", "on"],
+    )
+}
+
+fn tap_with(tb: &Testbed, cfg: &Config, name: &str, topology: &str, flags: &[&str]) -> Outcome {
+    let id = std::process::id() % 100_000;
+    let (tg, ts) = (format!("tg{id}"), format!("ts{id}"));
+    let mut out = Outcome::new(name, topology);
     let exe = match vswitchd_exe() {
         Ok(e) => e,
         Err(e) => return out.skip(e),
     };
-    let dir = cfg.scratch.join("vswitchd-tap");
+    let dir = cfg.scratch.join(format!("vswitchd-tap{}", flags.len()));
     let ips = [[10, 79, 0, 1], [10, 79, 0, 2]];
     let r = (|| {
-        let d = DaemonProcess::start_in(&exe, &dir, Some(tb.dut.name()))?;
+        let d = DaemonProcess::start_with(&exe, &dir, Some(tb.dut.name()), flags)?;
         call(&d, "network.create", json!({"name": "tb"}))?;
         for (name, dev, ns, ip) in [("g", &tg, &tb.gen, ips[0]), ("s", &ts, &tb.sink, ips[1])] {
             call(

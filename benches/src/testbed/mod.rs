@@ -5,6 +5,7 @@
 pub mod contenders;
 pub mod nat;
 pub mod net;
+pub mod overlay;
 pub mod publish;
 pub mod report;
 pub mod soak;

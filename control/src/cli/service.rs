@@ -81,6 +81,24 @@ pub(crate) struct ServiceCreate {
     /// [default: 300]
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<u32>,
+    /// Active health check from the switch: tcp (a TCP connect to the backends' first TCP
+    /// port); two failures in a row take a backend out until one passes
+    #[arg(long, value_enum)]
+    pub check: Option<Check>,
+    /// Seconds between health checks [default: 5]
+    #[arg(long, value_name = "SECS", requires = "check")]
+    pub interval: Option<u32>,
+    /// This host's own address on the network, different on every host: connections to
+    /// backends on other hosts (an overlay network) are translated to it (routing mesh)
+    #[arg(long, value_name = "IP")]
+    pub ingress_ip: Option<String>,
+}
+
+/// Health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Check {
+    /// A TCP connect (SYN answered by SYN-ACK)
+    Tcp,
 }
 
 /// `service backend ...`
@@ -222,7 +240,7 @@ pub(crate) fn plan_backend(b: &BackendCmd) -> Result<Call, CliError> {
 }
 
 fn name(s: &str) -> Result<(), CliError> {
-    control::text::check_name("service", s, 64).map_err(CliError::Usage)
+    control::text::check_name("service", s, 63).map_err(CliError::Usage)
 }
 
 fn ip(s: &str, what: &str) -> Result<(), CliError> {
@@ -239,6 +257,9 @@ pub(crate) fn plan(s: &ServiceCmd) -> Result<Call, CliError> {
             check::network_name(&c.network).map_err(CliError::Usage)?;
             if let Some(v) = c.vip.as_deref() {
                 ip(v, "--vip")?;
+            }
+            if let Some(v) = c.ingress_ip.as_deref() {
+                ip(v, "--ingress-ip")?;
             }
             for p in &c.ports {
                 PortMapping::parse(p, false).map_err(CliError::Usage)?;
@@ -267,6 +288,9 @@ pub(crate) fn plan(s: &ServiceCmd) -> Result<Call, CliError> {
                     .to_string()
                 }),
                 drain_timeout: c.drain_timeout,
+                check: c.check.map(|Check::Tcp| "tcp".to_string()),
+                check_interval: c.interval,
+                ingress_ip: c.ingress_ip.clone(),
                 backends: Vec::new(),
             };
             Call::new(cmd::SERVICE_CREATE, &spec, Show::ServiceCreated)
@@ -410,6 +434,14 @@ pub(crate) fn render(show: &Show, cmd: &str, result: Value) -> Result<String, Cl
                 ("mode", s.mode.clone()),
                 ("endpoint mode", s.endpoint_mode.clone()),
                 ("drain timeout", format!("{}s", s.drain_timeout)),
+                (
+                    "health check",
+                    s.check.clone().unwrap_or_else(|| "-".into()),
+                ),
+                (
+                    "ingress address",
+                    s.ingress_ip.clone().unwrap_or_else(|| "-".into()),
+                ),
                 ("maglev table", format!("{} slots", s.table_size)),
                 ("connections", s.connections.to_string()),
             ]);
@@ -462,6 +494,9 @@ mod tests {
             mode: Some(Mode::Host),
             endpoint_mode: None,
             drain_timeout: Some(0),
+            check: None,
+            interval: None,
+            ingress_ip: None,
         };
         let call = plan(&ServiceCmd::Create(c)).unwrap();
         assert_eq!(call.cmd, "service.create");
@@ -479,6 +514,9 @@ mod tests {
             mode: None,
             endpoint_mode: None,
             drain_timeout: None,
+            check: None,
+            interval: None,
+            ingress_ip: None,
         };
         let e = plan(&ServiceCmd::Create(bad)).unwrap_err();
         assert!(matches!(e, CliError::Usage(m) if m.contains("needs a target")));

@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub struct MemPort {
     rx: Consumer,
     tx: Producer,
+    /// What the port says it transmits (default: finished frames only).
+    caps: crate::swoffload::TxCaps,
 }
 
 /// The test's end: what it sends arrives on the port's receive side; what the port transmits
@@ -30,12 +32,28 @@ pub fn pair(pool: Arc<Pool>, capacity: usize) -> (MemPort, MemPeer) {
         MemPort {
             rx: port_rx,
             tx: port_tx,
+            caps: crate::swoffload::TxCaps::Plain,
         },
         MemPeer {
             tx: to_port,
             rx: to_peer,
         },
     )
+}
+
+impl MemPort {
+    /// Makes the port take what a port with `caps` takes (e.g. offload work, as a TAP with
+    /// virtio-net headers would): tests see the frames with their offload facts.
+    #[must_use]
+    pub fn with_caps(mut self, caps: crate::swoffload::TxCaps) -> MemPort {
+        self.caps = caps;
+        self
+    }
+
+    /// What the port transmits.
+    pub fn caps(&self) -> crate::swoffload::TxCaps {
+        self.caps
+    }
 }
 
 impl Port for MemPort {

@@ -56,8 +56,10 @@ impl PortIo {
     pub fn tx_caps(&self) -> crate::swoffload::TxCaps {
         use crate::swoffload::TxCaps;
         match self {
+            PortIo::Tap(p) if p.tunnel_gso() => TxCaps::OffloadTunnel,
             PortIo::Tap(p) if p.offloads() => TxCaps::Offload,
-            PortIo::Tap(_) | PortIo::Mem(_) => TxCaps::Plain,
+            PortIo::Mem(p) => p.caps(),
+            PortIo::Tap(_) => TxCaps::Plain,
             // A remote transmit feeds an AF_XDP queue on another worker.
             PortIo::AfXdp(_) | PortIo::Remote(_) => TxCaps::Region,
             PortIo::Fault(p) => p.inner().tx_caps(),

@@ -47,6 +47,8 @@ pub(super) struct Desired {
     pub(super) services: BTreeMap<String, super::service::SvcState>,
     /// Drain timeouts of backends removed with one, by (service, address). Not persisted.
     pub(super) svc_removed: BTreeMap<(String, std::net::Ipv4Addr), u32>,
+    /// Backends failing their health checks, by (service, address). Not persisted.
+    pub(super) svc_unhealthy: std::collections::BTreeSet<(String, std::net::Ipv4Addr)>,
 }
 
 /// What validation needs to know about the daemon besides the desired state; fixed at start.

@@ -55,10 +55,18 @@ impl Device {
     /// with virtio-net headers, the offloads it takes.
     pub fn mode(&self) -> Option<String> {
         match self {
+            Device::Tap(d) if d.tunnel_gso() => {
+                Some("offloads: csum, tso4, tso6, udp-tunnel-gso".to_string())
+            }
             Device::Tap(d) if d.offloads() => Some("offloads: csum, tso4, tso6".to_string()),
             Device::Tap(_) => None,
             Device::AfXdp(d) => Some(d.mode().to_string()),
         }
+    }
+
+    /// Whether UDP tunnel super-frames cross the device whole (a TAP with tunnel GSO).
+    pub fn tunnel_gso(&self) -> bool {
+        matches!(self, Device::Tap(d) if d.tunnel_gso())
     }
 
     /// The kernel's drop counters of an AF_XDP port's sockets (`None` for a TAP).

@@ -103,8 +103,14 @@ impl Daemon {
             if !exists {
                 continue;
             }
-            match dataplane::port::tap::TapDevice::open(&p.name, p.netns.as_deref(), 1, None, false)
-                .and_then(dataplane::port::tap::TapDevice::destroy)
+            match dataplane::port::tap::TapDevice::open(
+                &p.name,
+                p.netns.as_deref(),
+                1,
+                None,
+                Default::default(),
+            )
+            .and_then(dataplane::port::tap::TapDevice::destroy)
             {
                 Ok(()) => tracing::warn!(
                     device = %p.name,

@@ -116,6 +116,12 @@ pub struct Options {
     pub large_buffers: u32,
     /// Open TAP ports with virtio-net offloads.
     pub tap_offload: bool,
+    /// With offloads, ask for UDP tunnel segmentation offload too (`--tap-tunnel-gso`).
+    pub tap_tunnel_gso: bool,
+    /// With offloads, merge the TCP segments of a transmit burst (`--tap-gro`).
+    pub tap_gro: bool,
+    /// Write TAP transmit bursts through io_uring (`--tap-uring`).
+    pub tap_uring: bool,
     /// Serve Prometheus metrics on this address (`--metrics`).
     pub metrics: Option<std::net::SocketAddr>,
     /// The cluster store (`--store`).
@@ -357,6 +363,9 @@ impl Daemon {
         self.gen += 1;
         self.refresh_metrics();
         let mut snap = self.desired.compile(self.gen, self.uplink_mtu());
+        if let Some(u) = snap.uplink.as_mut() {
+            u.tunnel_gso = self.uplink_tunnel_gso();
+        }
         snap.esp = self.esp_ring();
         snap.inside = self.inside.clone();
         snap.workers = u16::try_from(self.workers.len()).unwrap_or(u16::MAX);
@@ -727,6 +736,9 @@ mod tests {
             fdb_size: 1024,
             large_buffers: 128,
             tap_offload: true,
+            tap_tunnel_gso: true,
+            tap_gro: true,
+            tap_uring: false,
             metrics: None,
             store: None,
         }

@@ -73,6 +73,22 @@ impl Daemon {
         vxlan::overlay_mtu(self.uplink_mtu())
     }
 
+    /// Whether the uplink's device takes UDP tunnel super-frames (a TAP with tunnel GSO).
+    pub(super) fn uplink_tunnel_gso(&self) -> bool {
+        let Some(port) = self
+            .desired
+            .uplink
+            .as_ref()
+            .and_then(|u| self.desired.ports.get(&u.port))
+        else {
+            return false;
+        };
+        self.runtime
+            .get(&port.spec.name)
+            .and_then(|r| r.device.as_ref())
+            .is_some_and(device::Device::tunnel_gso)
+    }
+
     /// The uplink's MTU as it is now.
     pub(super) fn uplink_mtu(&self) -> u32 {
         uplink_mtu_of(&self.desired, |name| {
@@ -197,6 +213,7 @@ impl Desired {
                 gateway: None,
                 vxlan_port: 0,
                 mtu: 0,
+                tunnel_gso: false,
             };
             if cfg.next_hop(gw) != Some(gw) {
                 return Err(inval(format!("gateway {gw} is outside {}", spec.ip)));
@@ -375,6 +392,8 @@ impl Desired {
                 gateway: u.gateway.as_deref().and_then(|g| g.parse().ok()),
                 vxlan_port: u.vxlan_port.unwrap_or(vxlan::DEFAULT_PORT),
                 mtu: uplink_mtu,
+                // Filled in by the daemon from the device (runtime, not configuration).
+                tunnel_gso: false,
             })
         });
         snap.vnis = self

@@ -392,7 +392,12 @@ impl Daemon {
                     ns_path.as_deref(),
                     queues,
                     mtu,
-                    self.opts.tap_offload,
+                    dataplane::port::tap::TapFeatures {
+                        offloads: self.opts.tap_offload,
+                        tunnel_gso: self.opts.tap_tunnel_gso,
+                        gro: self.opts.tap_gro,
+                        uring: self.opts.tap_uring,
+                    },
                 )
                 .map(device::Device::Tap),
             }

@@ -163,6 +163,7 @@ pub fn serve(
         }
         if last_sample.elapsed() >= Duration::from_secs(1) {
             d.sample_rates();
+            d.service_health();
             last_sample = Instant::now();
             if let Some(idle) = limits.idle {
                 close_idle(d, &poll, &mut conns, idle);

@@ -17,6 +17,7 @@
 
 use super::*;
 use crate::service::{maglev, Backend, PortMap, ServiceTable, Svc};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 /// Seconds a removed backend's connections go on unless told otherwise.
@@ -25,6 +26,8 @@ pub(super) const DEFAULT_DRAIN: u32 = 300;
 const MAX_SERVICES: usize = 4096;
 /// Highest weight.
 const MAX_WEIGHT: u32 = 10_000;
+/// Seconds between health checks unless told.
+const DEFAULT_CHECK_INTERVAL: u32 = 5;
 
 /// A service as configured, with the size of its Maglev table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,9 +134,11 @@ impl Desired {
                 spec.network
             )));
         }
-        if spec.vip.as_deref() == Some(&ip.to_string()) {
+        if spec.vip.as_deref() == Some(&ip.to_string())
+            || spec.ingress_ip.as_deref() == Some(&ip.to_string())
+        {
             return Err(inval(format!(
-                "backend {ip} is the service's VIP; give a container's address"
+                "backend {ip} is the service's VIP or ingress address; give a container's address"
             )));
         }
         if b.weight.is_some_and(|w| w > MAX_WEIGHT) {
@@ -147,7 +152,7 @@ impl Desired {
 
     /// The desired state with service `spec` (and its backends, when restored) added.
     pub(super) fn create_service(&self, mut spec: ServiceSpec) -> Result<Desired, ErrorBody> {
-        check_name("service", &spec.name, 64).map_err(inval)?;
+        check_name("service", &spec.name, 63).map_err(inval)?;
         if self.services.contains_key(&spec.name) {
             return Err(err(
                 ErrorCode::Conflict,
@@ -221,6 +226,32 @@ impl Desired {
                 )));
             }
         }
+        match spec.check.as_deref() {
+            None if spec.check_interval.is_some() => {
+                return Err(inval(
+                    "--interval sets how often --check runs; give --check tcp too".into(),
+                ))
+            }
+            None => {}
+            Some("tcp") => {
+                if check_port(&ports, &publish).is_none() {
+                    return Err(inval(
+                        "--check tcp connects to the backends' TCP port; give a TCP --port or --publish".into(),
+                    ));
+                }
+                if spec.check_interval.is_some_and(|i| i == 0 || i > 3600) {
+                    return Err(inval(format!(
+                        "--interval {} is out of range; give 1 to 3600 seconds",
+                        spec.check_interval.unwrap_or_default()
+                    )));
+                }
+            }
+            Some(c) => {
+                return Err(inval(format!(
+                    "--check '{c}' is not a check this switch runs; give --check tcp"
+                )))
+            }
+        }
         let taken = self.vips(&spec.name);
         let bcast = Ipv4Addr::from(subnet.to_bits() | !control::text::prefix_mask(prefix));
         if dnsrr {
@@ -272,6 +303,40 @@ impl Desired {
             };
             spec.vip = Some(ip.to_string());
         }
+        if let Some(v) = spec.ingress_ip.as_deref() {
+            let ip = parse_ip("--ingress-ip", v)?;
+            let vip = spec.vip.as_deref().and_then(|v| v.parse::<Ipv4Addr>().ok());
+            if !control::text::same_prefix(ip, subnet, prefix)
+                || ip == gw
+                || ip == subnet
+                || ip == bcast
+                || Some(ip) == vip
+                || taken.contains(&ip)
+            {
+                return Err(inval(format!(
+                    "--ingress-ip {ip} is not a free host address of network '{}' ({subnet}/{prefix}, gateway {gw}); give this host's own address on it, different on every host",
+                    spec.network
+                )));
+            }
+            if let Some(o) = self.services.values().find(|o| {
+                o.spec.network == spec.network
+                    && o.spec
+                        .ingress_ip
+                        .as_deref()
+                        .is_some_and(|x| x != ip.to_string())
+            }) {
+                return Err(err(
+                    ErrorCode::Conflict,
+                    format!(
+                        "network '{}' has ingress address {} (service '{}'); a host has one per network: give the same",
+                        spec.network,
+                        o.spec.ingress_ip.as_deref().unwrap_or_default(),
+                        o.spec.name
+                    ),
+                ));
+            }
+            spec.ingress_ip = Some(ip.to_string());
+        }
         if spec.backends.len() > maglev::MAX_BACKENDS {
             return Err(inval(format!(
                 "a service has at most {} backends",
@@ -281,7 +346,7 @@ impl Desired {
         let mut seen = Vec::new();
         for b in &mut spec.backends {
             let ip = Self::check_backend(
-                &spec_view(&spec.network, &spec.vip),
+                &spec_view(&spec.network, &spec.vip, &spec.ingress_ip),
                 (subnet, prefix, gw),
                 b,
             )?;
@@ -307,6 +372,7 @@ impl Desired {
         let mut next = self.clone();
         next.services.remove(name);
         next.svc_removed.retain(|(s, _), _| s != name);
+        next.svc_unhealthy.retain(|(s, _)| s != name);
         Ok(next)
     }
 
@@ -413,6 +479,7 @@ impl Desired {
         if let Some(d) = a.drain_timeout {
             next.svc_removed.insert((a.service.clone(), ip), d);
         }
+        next.svc_unhealthy.remove(&(a.service.clone(), ip));
         Ok(next)
     }
 
@@ -439,10 +506,12 @@ impl Desired {
                 .backends
                 .iter()
                 .filter_map(|b| {
+                    let ip: Ipv4Addr = b.ip.parse().ok()?;
+                    let sick = self.svc_unhealthy.contains(&(s.spec.name.clone(), ip));
                     Some(Backend {
-                        ip: b.ip.parse().ok()?,
+                        ip,
                         weight: b.weight.unwrap_or(1),
-                        down: b.down,
+                        down: b.down || sick,
                     })
                 })
                 .collect();
@@ -458,6 +527,15 @@ impl Desired {
             );
             svc.drain = s.spec.drain_timeout.unwrap_or(DEFAULT_DRAIN);
             svc.dnsrr = s.spec.endpoint_mode.as_deref() == Some("dnsrr");
+            svc.ingress = s.spec.ingress_ip.as_deref().and_then(|v| v.parse().ok());
+            if s.spec.check.is_some() {
+                let ports = maps(&s.spec.ports, false).unwrap_or_default();
+                let publish = maps(&s.spec.publish, true).unwrap_or_default();
+                if let Some(p) = check_port(&ports, &publish) {
+                    svc.check_port = p;
+                    svc.check_interval = s.spec.check_interval.unwrap_or(DEFAULT_CHECK_INTERVAL);
+                }
+            }
             svc.removed = self
                 .svc_removed
                 .iter()
@@ -515,11 +593,14 @@ impl Desired {
             .map(|(b, &n)| {
                 let c = counts.and_then(|m| m.get(&b.ip)).copied().unwrap_or(0);
                 conns += c;
+                let sick = self.svc_unhealthy.contains(&(s.spec.name.clone(), b.ip));
                 BackendInfo {
                     ip: b.ip.to_string(),
                     weight: b.weight,
                     state: if b.down {
                         "down"
+                    } else if sick {
+                        "unhealthy"
                     } else if b.weight == 0 {
                         "draining"
                     } else {
@@ -540,6 +621,13 @@ impl Desired {
             mode: s.spec.mode.clone().unwrap_or_else(|| "ingress".into()),
             endpoint_mode: s.spec.endpoint_mode.clone().unwrap_or_else(|| "vip".into()),
             drain_timeout: s.spec.drain_timeout.unwrap_or(DEFAULT_DRAIN),
+            check: s.spec.check.as_ref().map(|c| {
+                format!(
+                    "{c} every {}s",
+                    s.spec.check_interval.unwrap_or(DEFAULT_CHECK_INTERVAL)
+                )
+            }),
+            ingress_ip: s.spec.ingress_ip.clone(),
             table_size: s.table_size,
             backends,
             connections: counts.map_or(0, |m| m.values().sum()),
@@ -547,11 +635,21 @@ impl Desired {
     }
 }
 
+/// The backends' port a `tcp` check connects to: the first TCP target.
+fn check_port(ports: &[PortMapping], publish: &[PortMapping]) -> Option<u16> {
+    ports
+        .iter()
+        .chain(publish)
+        .find(|m| !m.udp)
+        .map(|m| m.target)
+}
+
 /// A spec with only what [`Desired::check_backend`] reads.
-fn spec_view(network: &str, vip: &Option<String>) -> ServiceSpec {
+fn spec_view(network: &str, vip: &Option<String>, ingress: &Option<String>) -> ServiceSpec {
     ServiceSpec {
         network: network.to_string(),
         vip: vip.clone(),
+        ingress_ip: ingress.clone(),
         ..Default::default()
     }
 }
@@ -577,6 +675,78 @@ impl Daemon {
                     .collect(),
             })
             .collect()
+    }
+
+    /// Takes the health checks' verdicts from worker 0 (which runs them) about once a second:
+    /// a backend that failed [`crate::service::stage::CHECK_FAILS`] in a row takes no new
+    /// connections until one passes. The verdicts are runtime state, not persisted.
+    pub(super) fn service_health(&mut self) {
+        if !self
+            .desired
+            .services
+            .values()
+            .any(|s| s.spec.check.is_some())
+        {
+            return;
+        }
+        let Some(w) = self.workers.first() else {
+            return;
+        };
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        w.send(Command::Request(WorkerRequest::ServiceHealth { reply: tx }));
+        let Ok(list) = rx.recv_timeout(WORKER_WAIT) else {
+            tracing::warn!("worker 0 did not give the health checks' verdicts");
+            return;
+        };
+        let ids: HashMap<&str, NetId> = self
+            .desired
+            .nets
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.id))
+            .collect();
+        let sick_keys: HashSet<(NetId, u32, u16)> = list
+            .into_iter()
+            .filter(|(_, healthy)| !healthy)
+            .map(|(k, _)| k)
+            .collect();
+        let mut sick = BTreeSet::new();
+        for s in self
+            .desired
+            .services
+            .values()
+            .filter(|s| s.spec.check.is_some())
+        {
+            let Some(&net) = ids.get(s.spec.network.as_str()) else {
+                continue;
+            };
+            let ports = maps(&s.spec.ports, false).unwrap_or_default();
+            let publish = maps(&s.spec.publish, true).unwrap_or_default();
+            let Some(port) = check_port(&ports, &publish) else {
+                continue;
+            };
+            for b in &s.spec.backends {
+                let Ok(ip) = b.ip.parse::<Ipv4Addr>() else {
+                    continue;
+                };
+                if sick_keys.contains(&(net, ip.to_bits(), port)) {
+                    sick.insert((s.spec.name.clone(), ip));
+                }
+            }
+        }
+        if sick == self.desired.svc_unhealthy {
+            return;
+        }
+        for (s, ip) in sick.difference(&self.desired.svc_unhealthy) {
+            tracing::warn!(service = %s, backend = %ip, "backend failed its health checks: no new connections");
+        }
+        for (s, ip) in self.desired.svc_unhealthy.difference(&sick) {
+            tracing::info!(service = %s, backend = %ip, "backend passes its health check again");
+        }
+        let mut next = self.desired.clone();
+        next.svc_unhealthy = sick;
+        if let Err(e) = self.commit(next) {
+            tracing::error!(error = %e, "cannot apply the health checks' verdicts");
+        }
     }
 
     /// Live connections per backend of service `name`, from every worker.
@@ -792,6 +962,43 @@ mod tests {
             let e = d.create_service(bad).unwrap_err();
             assert!(e.message.contains(says), "{e}");
         }
+        // The ingress address: a free host address, one per network.
+        let d3 = d
+            .create_service(ServiceSpec {
+                publish: vec![],
+                ingress_ip: Some("10.1.0.250".into()),
+                check: Some("tcp".into()),
+                ..spec("mesh")
+            })
+            .unwrap();
+        assert_eq!(
+            d3.compile(9, 1500).services.ingress_of(1),
+            Some(u32::from(Ipv4Addr::new(10, 1, 0, 250)))
+        );
+        let e = d3
+            .create_service(ServiceSpec {
+                publish: vec![],
+                ingress_ip: Some("10.1.0.249".into()),
+                ..spec("mesh2")
+            })
+            .unwrap_err();
+        assert!(e.message.contains("one per network"), "{e}");
+        let e = d
+            .create_service(ServiceSpec {
+                publish: vec![],
+                ingress_ip: Some("10.1.0.1".into()),
+                ..spec("x")
+            })
+            .unwrap_err();
+        assert!(e.message.contains("--ingress-ip 10.1.0.1"), "{e}");
+        let e = d
+            .create_service(ServiceSpec {
+                check_interval: Some(3),
+                publish: vec![],
+                ..spec("x")
+            })
+            .unwrap_err();
+        assert!(e.message.contains("give --check tcp"), "{e}");
         let e = d.add_backend(&backend("10.9.0.3", None)).unwrap_err();
         assert!(e.message.contains("not a host address"), "{e}");
         let e = d.add_backend(&backend("10.1.0.3", None)).unwrap_err();

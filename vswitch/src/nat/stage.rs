@@ -156,6 +156,7 @@ pub fn entry(cfg: &Snapshot, port: u16, frame: &[u8]) -> Option<Next> {
     let gw = cfg.gateway(net)?;
     let dst = frame.get(0..6)?;
     let ours = dst == gw.mac
+        || crate::service::stage::to_ingress(cfg, net, dst)
         || (dst == [0xff; 6]
             && (arp_request_for(frame, gw.ip)
                 || crate::service::stage::arp_for_vip(cfg, net, frame)));
@@ -305,6 +306,7 @@ impl Router {
     /// likely names. With a large table the misses of 32 frames then overlap.
     #[inline]
     fn prefetch(&self, cfg: &Snapshot, input: &Burst) {
+        self.svc_prefetch(cfg, input);
         let pool = &*self.pool;
         let t = &self.nat.table;
         // A small table stays in the caches: the extra pass would only cost.
@@ -447,7 +449,9 @@ impl Router {
             }
             return Ok(Some((b, bridge)));
         }
-        if d.get(0..6) != Some(&gw.mac) {
+        if d.get(0..6) != Some(&gw.mac)
+            && !(has_svc && crate::service::stage::to_ingress(cfg, net, d.get(0..6).unwrap_or(&[])))
+        {
             return Ok(Some((b, bridge)));
         }
         if d.get(12..14) == Some(&[0x08, 0x06]) {

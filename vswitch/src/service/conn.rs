@@ -394,7 +394,10 @@ impl Conns {
                 continue;
             }
             let Some(secs) = f(c) else { continue };
-            n += 1;
+            // Counted once: a connection already given an end is not ended again.
+            if c.ends == u64::MAX || secs == 0 {
+                n += 1;
+            }
             if secs == 0 {
                 self.remove(i);
             } else {
@@ -405,14 +408,33 @@ impl Conns {
         n
     }
 
+    /// Starts loading the index line of reply key hash `h`.
+    #[inline]
+    pub fn prefetch_reply(&self, h: u32) {
+        self.reply_idx.prefetch(h);
+    }
+
+    /// Starts loading the connection that reply hash `h` most likely names.
+    #[inline]
+    pub fn prefetch_conn_reply(&self, h: u32) {
+        self.prefetch_slot(self.reply_idx.at(h));
+    }
+
     /// Starts loading the connection that original hash `h` most likely names.
     #[inline]
     pub fn prefetch_conn(&self, h: u32) {
-        let cell = self.orig_idx.at(h);
+        self.prefetch_slot(self.orig_idx.at(h));
+    }
+
+    #[inline]
+    fn prefetch_slot(&self, cell: u64) {
         #[allow(clippy::cast_possible_truncation)]
         let slot = (cell as u32).wrapping_sub(1);
         if let Some(c) = self.slots.get(slot as usize) {
-            prefetch((c as *const Conn).cast());
+            // A connection spans two cache lines.
+            let p: *const u8 = (c as *const Conn).cast();
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
         }
     }
 

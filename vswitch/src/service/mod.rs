@@ -19,7 +19,11 @@
 //! * a client on the service's own network (its VIP, or a published port of its own host:
 //!   hairpin): the gateway's address, with a port from the worker's share of NAT's range.
 //!   Client and backend share a subnet, so without it the backend would answer the client
-//!   directly, from its own address, and the client would drop the answer.
+//!   directly, from its own address, and the client would drop the answer;
+//! * a backend on another host of an overlay network (the routing mesh): this host's
+//!   `--ingress-ip` on the network (its own MAC too), since the backend's default gateway is
+//!   its own host's; decapsulated frames for that address come to the router
+//!   ([`stage::entry_from_tunnel`]).
 //!
 //! Workers: a connection belongs to the worker chosen by a hash of the client's address and
 //! port (the same on every worker); a source-translated reply names its owner by its port (as
@@ -87,6 +91,12 @@ pub struct Svc {
     pub removed: Vec<(Ipv4Addr, u32)>,
     /// `--endpoint-mode dnsrr`: its name resolves to every backend's address (no VIP).
     pub dnsrr: bool,
+    /// Active health check: seconds between TCP connects to `check_port` (0: none).
+    pub check_interval: u32,
+    /// The backends' port the health check connects to.
+    pub check_port: u16,
+    /// This host's address on the network for backends on other hosts (routing mesh).
+    pub ingress: Option<Ipv4Addr>,
 }
 
 impl Svc {
@@ -123,6 +133,9 @@ impl Svc {
             drain: 0,
             removed: Vec::new(),
             dnsrr: false,
+            check_interval: 0,
+            check_port: 0,
+            ingress: None,
         }
     }
 
@@ -159,6 +172,16 @@ pub struct ServiceTable {
     pub endpoints: Vec<(NetId, u32)>,
     /// VIPs `(network, address)`, sorted (answered in ARP).
     pub vip_addrs: Vec<(NetId, u32)>,
+    /// This host's ingress addresses `(network, address)`, sorted (answered in ARP with
+    /// [`ingress_mac`]).
+    pub ingress: Vec<(NetId, u32)>,
+}
+
+/// The MAC of this host's ingress address `ip`: locally administered, from its last two
+/// bytes, so that hosts with different ingress addresses on a network differ.
+pub fn ingress_mac(ip: u32) -> [u8; 6] {
+    let b = ip.to_be_bytes();
+    [0x02, 0x76, 0x73, 0x69, b[2], b[3]]
 }
 
 impl ServiceTable {
@@ -181,7 +204,12 @@ impl ServiceTable {
             for b in &s.backends {
                 t.endpoints.push((s.net, b.ip.to_bits()));
             }
+            if let Some(ip) = s.ingress {
+                t.ingress.push((s.net, ip.to_bits()));
+            }
         }
+        t.ingress.sort_unstable();
+        t.ingress.dedup();
         t.vips.sort_unstable();
         t.published.sort_unstable();
         t.endpoints.sort_unstable();
@@ -222,6 +250,13 @@ impl ServiceTable {
     #[inline]
     pub fn endpoint(&self, net: NetId, ip: u32) -> Option<usize> {
         self.endpoints.binary_search(&(net, ip)).ok()
+    }
+
+    /// This host's ingress address on `net`, if it has one.
+    #[inline]
+    pub fn ingress_of(&self, net: NetId) -> Option<u32> {
+        let i = self.ingress.partition_point(|e| e.0 < net);
+        self.ingress.get(i).filter(|e| e.0 == net).map(|e| e.1)
     }
 
     /// Whether `ip` is a VIP on `net`.

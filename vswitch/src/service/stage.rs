@@ -15,9 +15,14 @@
 //! its backend whatever the table becomes. Each refusal is a named drop (`service_*`); a
 //! trace shows the decision as a NAT step ("load balanced ...").
 //!
-//! Backends are resolved by ARP from the gateway, once a second per unresolved backend (from
-//! the tick, and at once when a connection finds its backend unresolved: that first packet is
-//! dropped as `service_backend_unresolved`, and TCP sends its SYN again).
+//! Backends are resolved by ARP from the gateway (from this host's ingress address when the
+//! network has one), once a second per unresolved backend, from the tick; a connection that
+//! finds its backend unresolved loses its first packet (`service_backend_unresolved`) and TCP
+//! sends its SYN again.
+//!
+//! Also here: resets for segments of no connection ([`rst_in_place`]), the health checks
+//! (worker 0 sends a SYN per checked backend port from the tick, [`syn`]; answers are handed to
+//! it), and the routing mesh's entry from the overlay ([`entry_from_tunnel`]).
 
 use super::conn::{Conn, Conns, Inserted, Tuple, UPLINK};
 use super::{maglev, ServiceTable};
@@ -58,6 +63,9 @@ named_counters! {
         OtherWorker => "service_other_worker",
         /// The service's network has no gateway any more.
         NoGateway => "service_no_gateway",
+        /// Maglev chose a backend on another host, and the service has no `--ingress-ip` to
+        /// translate the client to (its answer could not come back).
+        NoIngress => "service_remote_needs_ingress_ip",
     }
 }
 
@@ -82,6 +90,12 @@ named_counters! {
         HandedOff => "service_handed_off",
         /// TCP resets sent for segments of no connection (an ended one, a reset backend's).
         ResetSent => "service_reset_sent",
+        /// Health-check SYNs sent to backends.
+        CheckSent => "service_check_sent",
+        /// Health checks answered by a SYN-ACK (the backend listens).
+        CheckPassed => "service_check_passed",
+        /// Health checks answered by a reset, or not answered before the next.
+        CheckFailed => "service_check_failed",
     }
 }
 
@@ -89,8 +103,35 @@ named_counters! {
 const PORT_TRIES: u32 = 64;
 /// Connections swept for expiry per tick.
 const EXPIRE_BUDGET: u32 = 65_536;
+/// Slots a `--mode host` service looks at past a remote backend's for a local one.
+const HOST_MODE_TRIES: u32 = 64;
+/// Connections from which a burst's lookups are prefetched.
+const PREFETCH_FROM: u32 = 8_192;
 /// Most ARP requests (one per backend, a copy per port) per tick.
 const ARP_PER_TICK: usize = 32;
+/// Unresolved endpoints wanted by connections remembered between ticks at most.
+const URGENT: usize = 16;
+
+/// Health-check failures in a row that make a backend unhealthy.
+pub const CHECK_FAILS: u8 = 2;
+
+/// One health-checked backend port (worker 0 checks them all).
+#[derive(Debug, Clone, Copy, Default)]
+struct Probe {
+    /// Seconds between checks.
+    interval: u32,
+    /// When the next check goes.
+    next: u64,
+    /// A check is out and unanswered.
+    waiting: bool,
+    /// Failures in a row.
+    fails: u8,
+    /// The sequence number of the SYN out.
+    seq: u32,
+}
+
+/// A health check's key: network, backend address, port.
+pub type CheckKey = (NetId, u32, u16);
 
 /// A connection as the control plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,9 +153,19 @@ pub struct Lb {
     neigh: Vec<Option<([u8; 6], u16)>>,
     /// When each endpoint was last asked for.
     asked: Vec<u64>,
+    /// Endpoints a connection found unresolved since the last tick: asked for first.
+    urgent: [usize; URGENT],
+    /// How many of `urgent` are set.
+    n_urgent: usize,
+    /// Where the next tick's round robin of unresolved endpoints starts.
+    arp_cursor: usize,
     /// Removed backends whose connections drain: `(network, address, until)`, sorted; their
     /// replies are looked for as the current backends' are.
     retired: Vec<(NetId, u32, u64)>,
+    /// Health checks (worker 0 sends them; replies are handed to it).
+    probes: HashMap<CheckKey, Probe>,
+    /// The gateway port health checks come from (just below NAT's range).
+    probe_port: u16,
     table: Arc<ServiceTable>,
     rng: Rng,
     /// Drops.
@@ -131,7 +182,12 @@ impl Lb {
             sized: false,
             neigh: Vec::new(),
             asked: Vec::new(),
+            urgent: [0; URGENT],
+            n_urgent: 0,
+            arp_cursor: 0,
             retired: Vec::new(),
+            probes: HashMap::new(),
+            probe_port: 0,
             table: Arc::default(),
             rng: Rng::new(crate::nat::seed(7)),
             drops: env.layout.register("l3-router", CounterKind::Drop),
@@ -150,9 +206,30 @@ impl Lb {
             self.conns = Conns::new(want, crate::nat::seed(u64::from(worker) ^ 0x5e41));
             self.sized = true;
         }
+        self.probe_port = cfg.nat.port_lo.saturating_sub(1);
         if Arc::ptr_eq(&new, &self.table) {
             return 0;
         }
+        if *new == *self.table {
+            // A commit that did not touch the services: nothing to carry over or end.
+            self.table = new;
+            return 0;
+        }
+        // The health checks wanted now, keeping the state of those that stay.
+        let mut probes = HashMap::new();
+        for sv in new.services.iter().filter(|s| s.check_interval > 0) {
+            for b in &sv.backends {
+                let k = (sv.net, b.ip.to_bits(), sv.check_port);
+                let p = self.probes.get(&k).copied().unwrap_or_default();
+                let e: &mut Probe = probes.entry(k).or_insert(p);
+                e.interval = if e.interval == 0 {
+                    sv.check_interval
+                } else {
+                    e.interval.min(sv.check_interval)
+                };
+            }
+        }
+        self.probes = probes;
         let old = std::mem::replace(&mut self.table, new);
         let new = self.table.clone();
         let mut neigh = vec![None; new.endpoints.len()];
@@ -229,6 +306,15 @@ impl Lb {
             .collect()
     }
 
+    /// Every health-checked backend port and whether it is healthy (fewer than
+    /// [`CHECK_FAILS`] failures in a row).
+    pub fn health(&self) -> Vec<(CheckKey, bool)> {
+        self.probes
+            .iter()
+            .map(|(k, p)| (*k, p.fails < CHECK_FAILS))
+            .collect()
+    }
+
     /// Live connections.
     pub fn len(&self) -> u32 {
         self.conns.len()
@@ -254,14 +340,47 @@ fn mac_at(d: &[u8], at: usize) -> [u8; 6] {
         .unwrap_or([0; 6])
 }
 
-/// Whether `frame` is a broadcast ARP request for a VIP of network `net` (`vlan-input` sends
-/// those to the router).
+/// Whether `frame` is a broadcast ARP request for a VIP or this host's ingress address of
+/// network `net` (`vlan-input` sends those to the router).
 #[inline]
 pub fn arp_for_vip(cfg: &Snapshot, net: NetId, frame: &[u8]) -> bool {
-    !cfg.services.vip_addrs.is_empty()
+    let st = &cfg.services;
+    (!st.vip_addrs.is_empty() || !st.ingress.is_empty())
         && frame.get(12..14) == Some(&[0x08, 0x06])
         && frame.get(20..22) == Some(&[0, 1])
-        && cfg.services.is_vip(net, u32_at(frame, 38))
+        && (st.is_vip(net, u32_at(frame, 38)) || st.ingress_of(net) == Some(u32_at(frame, 38)))
+}
+
+/// Whether `dst` is the MAC of this host's ingress address on `net`.
+#[inline]
+pub fn to_ingress(cfg: &Snapshot, net: NetId, dst: &[u8]) -> bool {
+    !cfg.services.ingress.is_empty()
+        && cfg
+            .services
+            .ingress_of(net)
+            .is_some_and(|ip| dst == super::ingress_mac(ip))
+}
+
+/// Where a frame decapsulated from tunnel `port` goes first (`underlay-in` asks): the router
+/// when it is for this host's ingress address (its MAC, or a broadcast ARP request for it: a
+/// backend on another host answering a connection of the routing mesh); else the bridge.
+#[inline]
+pub fn entry_from_tunnel(cfg: &Snapshot, port: u16, frame: &[u8]) -> Option<Next> {
+    if cfg.services.ingress.is_empty() {
+        return None;
+    }
+    let net = cfg.port(port)?.net?;
+    let ip = cfg.services.ingress_of(net)?;
+    let dst = frame.get(0..6)?;
+    let ours = dst == super::ingress_mac(ip)
+        || (dst == [0xff; 6]
+            && frame.get(12..14) == Some(&[0x08, 0x06])
+            && frame.get(20..22) == Some(&[0, 1])
+            && u32_at(frame, 38) == ip);
+    ours.then_some(Next::to(
+        crate::graph::Node::Router as u16,
+        crate::nat::stage::FROM_NET,
+    ))
 }
 
 impl Router {
@@ -276,6 +395,75 @@ impl Router {
         #[allow(clippy::cast_possible_truncation)]
         let w = (mix((u64::from(ip) << 16) ^ u64::from(port) ^ 0x0c1e_0000) % u64::from(n)) as u16;
         w
+    }
+
+    /// Starts the cache misses of a burst's connection lookups before any is needed (as NAT's
+    /// prefetch does): a published port's packets from the uplink and backends' replies, once
+    /// the table is large enough to miss the caches.
+    #[inline]
+    pub(crate) fn svc_prefetch(&self, cfg: &Snapshot, input: &dataplane::burst::Burst) {
+        let t = &self.lb.conns;
+        let st = &*cfg.services;
+        if t.len() < PREFETCH_FROM || st.is_empty() {
+            return;
+        }
+        let pool = &*self.pool;
+        let mut hashes = [(0u32, 0u8); dataplane::burst::BURST];
+        for ((b, next), h) in input
+            .bufs()
+            .iter()
+            .zip(input.next.iter())
+            .zip(hashes.iter_mut())
+        {
+            let d = pool.data(b);
+            let Ok(f) = translate::parse(d, 14, Way::In, None) else {
+                continue;
+            };
+            if f.proto != proto::TCP && f.proto != proto::UDP {
+                continue;
+            }
+            *h = if next.arg == crate::nat::stage::FROM_UPLINK {
+                if st.published(f.proto, f.dport).is_none() {
+                    continue;
+                }
+                let k = Tuple {
+                    net: UPLINK,
+                    proto: f.proto,
+                    src: f.src,
+                    sport: f.sport,
+                    dst: f.dst,
+                    dport: f.dport,
+                };
+                let x = t.hash_orig(&k);
+                t.prefetch_orig(x);
+                (x, 1)
+            } else {
+                let Some(net) = cfg.port(pool.port(b)).and_then(|p| p.net) else {
+                    continue;
+                };
+                if !self.lb.is_backend(st, net, f.src) {
+                    continue;
+                }
+                let k = Tuple {
+                    net,
+                    proto: f.proto,
+                    src: f.src,
+                    sport: f.sport,
+                    dst: f.dst,
+                    dport: f.dport,
+                };
+                let x = t.hash_reply(&k);
+                t.prefetch_reply(x);
+                (x, 2)
+            };
+        }
+        for &(x, way) in &hashes[..input.len()] {
+            match way {
+                1 => t.prefetch_conn(x),
+                2 => t.prefetch_conn_reply(x),
+                _ => {}
+            }
+        }
     }
 
     /// Hands `b` to worker `owner`.
@@ -314,6 +502,9 @@ impl Router {
         let (sha, spa, tpa) = (mac_at(d, 22), u32_at(d, 28), u32_at(d, 38));
         if let Some(ep) = cfg.services.endpoint(net, spa) {
             if sha[0] & 1 == 0 && sha != [0; 6] {
+                // Routing between linked networks finds it there too.
+                cfg.inside
+                    .learn(net, Ipv4Addr::from(spa), sha, port, io.cx.now as u32);
                 if let Some(slot) = self.lb.neigh.get_mut(ep) {
                     if *slot != Some((sha, port)) {
                         *slot = Some((sha, port));
@@ -321,7 +512,12 @@ impl Router {
                     }
                 }
             }
-            if op == 2 && d.get(0..6) == Some(&gw.mac) && tpa == gw.ip.to_bits() {
+            let ingress = cfg.services.ingress_of(net);
+            let to_us = (d.get(0..6) == Some(&gw.mac) && tpa == gw.ip.to_bits())
+                || ingress.is_some_and(|ip| {
+                    tpa == ip && d.get(0..6) == Some(&super::ingress_mac(ip)[..])
+                });
+            if op == 2 && to_us {
                 io.rec::<T>(
                     "l3-router",
                     &b,
@@ -331,10 +527,12 @@ impl Router {
                 return Ok(Ok(None));
             }
         }
-        if op == 1 && cfg.services.is_vip(net, tpa) {
+        let ingress = cfg.services.ingress_of(net).filter(|&ip| ip == tpa);
+        if op == 1 && (ingress.is_some() || cfg.services.is_vip(net, tpa)) {
             let vip = Ipv4Addr::from(tpa);
+            let mac = ingress.map_or(gw.mac, super::ingress_mac);
             if let crate::neigh::ArpAction::Reply { len, .. } =
-                crate::neigh::handle_arp(pool.data_mut(&mut b), gw.mac, vip)
+                crate::neigh::handle_arp(pool.data_mut(&mut b), mac, vip)
             {
                 pool.set_len(&mut b, len);
                 self.lb.ev.inc(io.cx.stats, SvcEvent::VipArpReplied);
@@ -356,7 +554,7 @@ impl Router {
         &mut self,
         io: &mut Io<'_, '_>,
         frames: &mut Frames,
-        b: Buf,
+        mut b: Buf,
         net: NetId,
         port: u16,
         h: &Hdr,
@@ -365,6 +563,15 @@ impl Router {
         let st = &*cfg.services;
         if h.proto != proto::TCP && h.proto != proto::UDP {
             return Err(b);
+        }
+        if h.proto == proto::TCP
+            && !self.lb.probes.is_empty()
+            && cfg.gateway(net).is_some_and(|g| g.ip == h.dst)
+        {
+            b = match self.svc_check_reply::<T>(io, b, net, port) {
+                Ok(step) => return Ok(step),
+                Err(b) => b,
+            };
         }
         let (src, dst) = (h.src.to_bits(), h.dst.to_bits());
         let up = io.host.uplink();
@@ -393,7 +600,8 @@ impl Router {
             // A source-translated reply names its owner by its port; one that kept the
             // client's address, by the client. Ordinary traffic of a backend that lands on
             // another worker this way is routed there as it would be here.
-            let gw_dst = cfg.gateway(net).is_some_and(|g| g.ip == h.dst);
+            let gw_dst =
+                cfg.gateway(net).is_some_and(|g| g.ip == h.dst) || st.ingress_of(net) == Some(dst);
             let owner = if gw_dst {
                 self.nat.owner(f.dport)
             } else {
@@ -486,6 +694,10 @@ impl Router {
         let now = io.cx.now;
         let t = cfg.nat.timeouts;
         let drop = |lb: &Lb, b: Buf, why: SvcDrop| Err((b, lb.drops.index(why)));
+        // Before anything is made for it: a packet that dies here takes no connection or port.
+        if ttl <= 1 {
+            return Err((b, self.drops.index(RouteDrop::TtlExpired)));
+        }
         let hash = self.lb.conns.hash_orig(&key);
         let (i, new) = match self.lb.conns.find_orig(&key, hash, now) {
             Some(i) => (i, None),
@@ -502,17 +714,59 @@ impl Router {
                     return drop(&self.lb, b, SvcDrop::NoGateway);
                 };
                 let fh = maglev::flow_hash(f.proto, f.src, f.sport, f.dst, f.dport);
-                let Some((slot, be)) = s.pick(fh) else {
+                let Some((mut slot, mut be)) = s.pick(fh) else {
                     return drop(&self.lb, b, SvcDrop::NoBackend);
                 };
+                let neigh = |lb: &Lb, ip: Ipv4Addr| {
+                    st.endpoint(s.net, ip.to_bits())
+                        .and_then(|e| lb.neigh.get(e).copied().flatten())
+                };
+                // `--mode host`: a backend known to be behind a tunnel (on another host) is
+                // passed over for the next slots' (a few, in table order: still the same
+                // choice on every worker).
+                if s.host_mode {
+                    let remote = |lb: &Lb, ip| {
+                        neigh(lb, ip)
+                            .is_some_and(|(_, p)| cfg.port(p).is_some_and(|c| c.tunnel.is_some()))
+                    };
+                    let mut tries = 0;
+                    while remote(&self.lb, be.ip) {
+                        tries += 1;
+                        let next = (slot + 1) % s.table.len().max(1);
+                        let Some(b2) = s
+                            .table
+                            .get(next)
+                            .and_then(|&i| s.backends.get(usize::from(i)))
+                        else {
+                            break;
+                        };
+                        (slot, be) = (next, b2);
+                        if tries >= HOST_MODE_TRIES {
+                            return drop(&self.lb, b, SvcDrop::NoBackend);
+                        }
+                    }
+                }
                 let be_ip = be.ip.to_bits();
-                let ep = st.endpoint(s.net, be_ip);
-                let Some((bmac, bport)) = ep.and_then(|e| self.lb.neigh.get(e).copied().flatten())
-                else {
+                let Some((bmac, bport)) = neigh(&self.lb, be.ip) else {
+                    // Asked for first at the next tick, before the round robin of the others.
+                    if let Some(e) = st.endpoint(s.net, be.ip.to_bits()) {
+                        self.lb.want(e);
+                    }
                     return drop(&self.lb, b, SvcDrop::Unresolved);
                 };
-                // Client and backend on one subnet: the backend must answer through us.
-                let snat = client_net == s.net;
+                // Client and backend on one subnet: the backend must answer through us. A
+                // backend on another host (behind a tunnel) answers its own host's gateway
+                // unless the client is translated to this host's ingress address.
+                let remote = cfg.port(bport).is_some_and(|p| p.tunnel.is_some());
+                let snat = client_net == s.net || remote;
+                let snat_ip = if remote {
+                    match s.ingress {
+                        Some(ip) => ip.to_bits(),
+                        None => return drop(&self.lb, b, SvcDrop::NoIngress),
+                    }
+                } else {
+                    gw.ip.to_bits()
+                };
                 let mut reply = Tuple {
                     net: s.net,
                     proto: f.proto,
@@ -522,7 +776,7 @@ impl Router {
                     dport: f.sport,
                 };
                 if snat {
-                    reply.dst = gw.ip.to_bits();
+                    reply.dst = snat_ip;
                     let Some(p) = self.svc_port(&reply) else {
                         return drop(&self.lb, b, SvcDrop::PortsExhausted);
                     };
@@ -555,16 +809,12 @@ impl Router {
                 }
             }
         };
-        if ttl <= 1 {
-            return Err((b, self.drops.index(RouteDrop::TtlExpired)));
-        }
         let state = self.lb.conns.track(i, Dir::Out, f.tcp_flags, now, &t);
         let c = *self.lb.conns.get(i);
-        let Some(gw) = st
+        let Some((gw_net, gw)) = st
             .services
             .get(usize::from(c.svc))
-            .and_then(|s| cfg.gateway(s.net))
-            .copied()
+            .and_then(|s| Some((s.net, *cfg.gateway(s.net)?)))
         else {
             return drop(&self.lb, b, SvcDrop::NoGateway);
         };
@@ -579,7 +829,12 @@ impl Router {
             }
         }
         let _ = router::dec_ttl(data);
-        let _ = router::set_macs(data, c.backend_mac, gw.mac);
+        let from = if c.reply.dst != gw.ip.to_bits() && st.ingress_of(gw_net) == Some(c.reply.dst) {
+            super::ingress_mac(c.reply.dst)
+        } else {
+            gw.mac
+        };
+        let _ = router::set_macs(data, c.backend_mac, from);
         if T {
             let what = Detail::Nat {
                 what: if new.is_some() {
@@ -626,6 +881,67 @@ impl Router {
             Detail::Route("load balancer: a segment of no connection: reset sent back"),
         );
         Ok(Some((b, out)))
+    }
+
+    /// A backend's answer to a health check (to the gateway's probe port): a SYN-ACK passes
+    /// (and is answered with a reset, so the backend forgets the half-open connection), a reset
+    /// fails. Handed to worker 0, which keeps the checks. `Err(b)`: not an answer.
+    fn svc_check_reply<const T: bool>(
+        &mut self,
+        io: &mut Io<'_, '_>,
+        mut b: Buf,
+        net: NetId,
+        port: u16,
+    ) -> Result<Step, Buf> {
+        let pool = &*self.pool;
+        let Ok(f) = translate::parse(pool.data(&b), 14, Way::Out, None) else {
+            return Err(b);
+        };
+        if f.dport != self.lb.probe_port || self.lb.probe_port == 0 {
+            return Err(b);
+        }
+        if self.nat.worker != 0 {
+            return Ok(self.hand_to(io, 0, b));
+        }
+        let Some(p) = self.lb.probes.get_mut(&(net, f.src, f.sport)) else {
+            return Ok(Err((b, self.lb.drops.index(SvcDrop::NotSyn))));
+        };
+        let ack = pool
+            .data(&b)
+            .get(f.l4 + 8..f.l4 + 12)
+            .and_then(|x| <[u8; 4]>::try_from(x).ok())
+            .map_or(0, u32::from_be_bytes);
+        let syn_ack = tcp_flags::SYN | tcp_flags::ACK;
+        let passed = f.tcp_flags & syn_ack == syn_ack && ack == p.seq.wrapping_add(1);
+        let failed = f.tcp_flags & tcp_flags::RST != 0;
+        if p.waiting && (passed || failed) {
+            p.waiting = false;
+            if passed {
+                p.fails = 0;
+                self.lb.ev.inc(io.cx.stats, SvcEvent::CheckPassed);
+            } else {
+                p.fails = p.fails.saturating_add(1);
+                self.lb.ev.inc(io.cx.stats, SvcEvent::CheckFailed);
+            }
+        }
+        io.rec::<T>(
+            "l3-router",
+            &b,
+            Detail::Route(if passed {
+                "health check: the backend answered SYN-ACK (passed)"
+            } else {
+                "health check: the backend refused (failed)"
+            }),
+        );
+        if passed {
+            if let Some(len) = rst_in_place(pool.data_mut(&mut b), &f) {
+                pool.set_len(&mut b, len);
+                pool.set_offload(&mut b, Default::default());
+                return Ok(Ok(Some((b, out_to(io.cfg, port)))));
+            }
+        }
+        io.cx.cache.free(b);
+        Ok(Ok(None))
     }
 
     /// A free gateway port for a source-translated connection with reply key `k` (its
@@ -723,21 +1039,107 @@ impl Router {
         }
         let now = io.cx.now;
         self.lb.retired.retain(|r| r.2 > now);
+        if self.nat.worker == 0 && !self.lb.probes.is_empty() {
+            self.lb.check(io, frames, now);
+        }
+        // The endpoints connections are waiting for first, then a round robin of the other
+        // unresolved ones from where the last tick stopped: every backend gets asked for
+        // however many never answer.
         let mut sent = 0;
-        for e in 0..self.lb.neigh.len() {
-            if sent >= ARP_PER_TICK {
-                break;
-            }
-            if self.lb.neigh[e].is_none() && self.lb.asked.get(e).is_some_and(|&a| a < now) {
+        let urgent = std::mem::replace(&mut self.lb.n_urgent, 0);
+        for k in 0..urgent.min(URGENT) {
+            let e = self.lb.urgent[k];
+            if sent < ARP_PER_TICK && self.lb.due(e, now) {
                 self.lb.asked[e] = now;
                 self.lb.arp(io, frames, e);
                 sent += 1;
             }
         }
+        let n = self.lb.neigh.len();
+        let start = self.lb.arp_cursor;
+        for k in 0..n {
+            if sent >= ARP_PER_TICK {
+                self.lb.arp_cursor = (start + k) % n;
+                return;
+            }
+            let e = (start + k) % n;
+            if self.lb.due(e, now) {
+                self.lb.asked[e] = now;
+                self.lb.arp(io, frames, e);
+                sent += 1;
+            }
+        }
+        self.lb.arp_cursor = 0;
     }
 }
 
 impl Lb {
+    /// Endpoint `e` is wanted by a connection (from the packet path: no allocation).
+    #[inline]
+    fn want(&mut self, e: usize) {
+        if self.n_urgent < URGENT && !self.urgent[..self.n_urgent].contains(&e) {
+            self.urgent[self.n_urgent] = e;
+            self.n_urgent += 1;
+        }
+    }
+
+    /// Whether endpoint `e` is unresolved and was not asked for this second.
+    fn due(&self, e: usize, now: u64) -> bool {
+        self.neigh.get(e).is_some_and(Option::is_none)
+            && self.asked.get(e).is_some_and(|&a| a < now)
+    }
+
+    /// Sends the health checks that are due (worker 0, from the tick): a TCP SYN from the
+    /// gateway's probe port to each checked backend port; one unanswered since the last counts
+    /// as failed.
+    fn check(&mut self, io: &mut Io<'_, '_>, frames: &mut Frames, now: u64) {
+        let cfg = io.cfg;
+        let sport = self.probe_port;
+        for (&(net, ip, port), p) in self.probes.iter_mut() {
+            if now < p.next {
+                continue;
+            }
+            p.next = now.saturating_add(u64::from(p.interval.max(1)));
+            if p.waiting {
+                p.fails = p.fails.saturating_add(1);
+                self.ev.inc(io.cx.stats, SvcEvent::CheckFailed);
+            }
+            p.waiting = true;
+            let neigh = self
+                .table
+                .endpoint(net, ip)
+                .and_then(|e| self.neigh.get(e).copied().flatten());
+            let (Some((mac, out)), Some(gw)) = (neigh, cfg.gateway(net)) else {
+                continue;
+            };
+            // Truncation intended: any 32 bits will do for a sequence number.
+            #[allow(clippy::cast_possible_truncation)]
+            let seq = self.rng.next_u64() as u32;
+            p.seq = seq;
+            let pool = io.cx.cache.pool().clone();
+            let Some(mut b) = io.cx.cache.alloc() else {
+                return;
+            };
+            let Some(len) = syn(
+                pool.rx_space(&mut b),
+                (gw.mac, mac),
+                (gw.ip.to_bits(), sport),
+                (ip, port),
+                seq,
+            ) else {
+                io.cx.cache.free(b);
+                return;
+            };
+            pool.set_len(&mut b, len);
+            pool.set_port(&mut b, out);
+            if let Err(b) = frames.emit(b, out_to(cfg, out)) {
+                io.cx.cache.free(b);
+                return;
+            }
+            self.ev.inc(io.cx.stats, SvcEvent::CheckSent);
+        }
+    }
+
     /// Sends an ARP request for endpoint `e` from its network's gateway, a copy to every port
     /// of the network (tunnels included: a backend may be on another host of an overlay).
     fn arp(&mut self, io: &mut Io<'_, '_>, frames: &mut Frames, e: usize) {
@@ -748,13 +1150,19 @@ impl Lb {
         let (Some(gw), Some(nc)) = (cfg.gateway(net), cfg.net(net)) else {
             return;
         };
+        // From the ingress address when the network has one: a backend on another host then
+        // answers across the overlay to this host (the gateway's MAC is every host's).
+        let (smac, sip) = match self.table.ingress_of(net) {
+            Some(i) => (super::ingress_mac(i), Ipv4Addr::from(i)),
+            None => (gw.mac, gw.ip),
+        };
         for &p in nc.ports.iter().take(64) {
             let pool = io.cx.cache.pool().clone();
             let Some(mut b) = io.cx.cache.alloc() else {
                 return;
             };
             let Some(len) =
-                crate::neigh::arp_request(pool.rx_space(&mut b), gw.mac, gw.ip, ip.into(), None)
+                crate::neigh::arp_request(pool.rx_space(&mut b), smac, sip, ip.into(), None)
             else {
                 io.cx.cache.free(b);
                 return;
@@ -768,6 +1176,35 @@ impl Lb {
         }
         self.ev.inc(io.cx.stats, SvcEvent::ArpSent);
     }
+}
+
+/// Writes a TCP SYN (no options, window 1024) into `buf`: `macs` (source, destination),
+/// `from` and `to` as (address, port). Returns the frame's length.
+pub fn syn(
+    buf: &mut [u8],
+    macs: ([u8; 6], [u8; 6]),
+    from: (u32, u16),
+    to: (u32, u16),
+    seq: u32,
+) -> Option<usize> {
+    let out = buf.get_mut(..54)?;
+    out[0..6].copy_from_slice(&macs.1);
+    out[6..12].copy_from_slice(&macs.0);
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    out[14..26].copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, proto::TCP, 0, 0]);
+    out[26..30].copy_from_slice(&from.0.to_be_bytes());
+    out[30..34].copy_from_slice(&to.0.to_be_bytes());
+    let c = checksum(&out[14..34]);
+    out[24..26].copy_from_slice(&c.to_be_bytes());
+    out[34..36].copy_from_slice(&from.1.to_be_bytes());
+    out[36..38].copy_from_slice(&to.1.to_be_bytes());
+    out[38..42].copy_from_slice(&seq.to_be_bytes());
+    out[42..46].copy_from_slice(&[0; 4]);
+    out[46..54].copy_from_slice(&[5 << 4, tcp_flags::SYN, 0x04, 0x00, 0, 0, 0, 0]);
+    let ph = pseudo_header_v4(Ipv4Addr::from(from.0), Ipv4Addr::from(to.0), proto::TCP, 20);
+    let c = !fold(sum16(&out[34..54], ph));
+    out[50..52].copy_from_slice(&c.to_be_bytes());
+    Some(54)
 }
 
 /// Turns the TCP segment `f` of `frame` into the reset its sender should get from a closed

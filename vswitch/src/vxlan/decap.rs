@@ -70,6 +70,9 @@ named_counters! {
         UnknownVni => "vxlan_unknown_vni",
         /// Source VTEP is not a peer of the VNI's network (the caller's check).
         UnknownVtep => "vxlan_unknown_vtep",
+        /// A UDP tunnel super-frame from a TAP uplink whose offload facts do not describe a
+        /// TCP super-frame right behind the VXLAN header (the caller's check).
+        BadGso => "vxlan_bad_gso",
     }
 }
 

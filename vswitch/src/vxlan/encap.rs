@@ -169,11 +169,29 @@ impl Tunnel {
     /// already have it). On error the buffer is unchanged. Allocates nothing.
     #[inline]
     pub fn encap(&self, pool: &Pool, b: &mut Buf, flow_hash: u32) -> Result<(), EncapError> {
-        let inner = pool.len(b);
-        if inner > self.max_inner {
+        if pool.len(b) > self.max_inner {
             return Err(EncapError::TooBig);
         }
-        // `max_inner` <= 65535 - 36, so both lengths fit 16 bits.
+        self.prepend_outer(pool, b, flow_hash)
+    }
+
+    /// Encapsulates a TCP super-frame whole, for an uplink that cuts it after encapsulation
+    /// (UDP tunnel GSO): as [`Tunnel::encap`], but the MTU applies to each segment, which the
+    /// caller has checked, and only the outer IPv4 total length must fit its 16 bits. The
+    /// lengths written are the super-frame's; the segmenting side rewrites them per segment.
+    #[inline]
+    pub fn encap_super(&self, pool: &Pool, b: &mut Buf, flow_hash: u32) -> Result<(), EncapError> {
+        if pool.len(b) + IP_OVERHEAD > usize::from(u16::MAX) {
+            return Err(EncapError::TooBig);
+        }
+        self.prepend_outer(pool, b, flow_hash)
+    }
+
+    /// Writes the outer header in front of an inner frame of at most 65535 - 36 bytes.
+    #[inline]
+    fn prepend_outer(&self, pool: &Pool, b: &mut Buf, flow_hash: u32) -> Result<(), EncapError> {
+        let inner = pool.len(b);
+        // Both callers keep `inner` <= 65535 - 36, so both lengths fit 16 bits.
         let ip_len = (inner + IP_OVERHEAD) as u16;
         let udp_len = (inner + UDP_LEN + VXLAN_LEN) as u16;
         let Some(hdr) = pool

@@ -16,7 +16,10 @@ use crate::trace::Detail;
 use dataplane::burst::{Burst, Next};
 use dataplane::graph::{CounterKind, Counters, Frames};
 use dataplane::named_counters;
-use dataplane::offload::{TcpSegments, VnetHdr};
+use dataplane::offload::{
+    TcpSegments, VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_UDP_TUNNEL,
+    VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4,
+};
 use dataplane::pool::{Buf, Pool};
 use dataplane::port::{PortId, MAX_PORTS};
 use dataplane::swoffload::{self, TxCaps};
@@ -32,6 +35,9 @@ named_counters! {
     pub enum DecapEvent {
         /// Frames decapsulated from VXLAN.
         VxlanDecap => "vxlan_decap",
+        /// UDP tunnel super-frames from a TAP uplink decapsulated whole (their inner TCP
+        /// super-frame goes on as one frame).
+        VxlanDecapGso => "vxlan_decap_gso",
     }
 }
 
@@ -157,7 +163,34 @@ impl UnderlayIn {
                     // encapsulated a CHECKSUM_PARTIAL frame): that stays with the inner frame, to
                     // be passed on or completed. A checksum offset outside it was the outer's.
                     let o = pool.offload(&b);
-                    if usize::from(o.csum_start) >= pool.len(&b) || o.gso_type != 0 {
+                    if o.is_tunnel_gso() {
+                        // A VXLAN super-frame (the local kernel's VXLAN device sent it whole
+                        // over a TAP uplink with tunnel GSO): its inner TCP super-frame goes on
+                        // whole, with the inner offload facts only.
+                        let inner = o.gso_type & !VIRTIO_NET_HDR_GSO_UDP_TUNNEL;
+                        let ok = usize::from(o.inner_nh) == super::INNER_ETH_LEN
+                            && o.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
+                            && usize::from(o.csum_start) < pool.len(&b)
+                            && VnetHdr {
+                                gso_type: inner,
+                                ..Default::default()
+                            }
+                            .is_tcp_gso();
+                        if !ok {
+                            let i = self.drops.index(DecapDrop::BadGso);
+                            return io.drop_buf::<T>(Self::NAME, b, i);
+                        }
+                        let o = VnetHdr {
+                            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                            gso_type: inner,
+                            hdr_len: 0,
+                            outer_th: 0,
+                            inner_nh: 0,
+                            ..o
+                        };
+                        pool.set_offload(&mut b, o);
+                        self.ev.inc(io.cx.stats, DecapEvent::VxlanDecapGso);
+                    } else if usize::from(o.csum_start) >= pool.len(&b) || o.gso_type != 0 {
                         pool.set_offload(&mut b, Default::default());
                     } else if !o.is_plain() {
                         // The header length the kernel gave was the outer frame's.
@@ -176,8 +209,13 @@ impl UnderlayIn {
                         };
                         io.rec::<T>(Self::NAME, &b, what);
                     }
+                    // To the bridge, unless it is for this host's ingress address of a service
+                    // (the routing mesh: `service::stage::entry_from_tunnel`).
+                    let next =
+                        crate::service::stage::entry_from_tunnel(io.cfg, tunnel, pool.data(&b))
+                            .unwrap_or(Next::to(Node::Bridge as u16, 0));
                     // Cannot fail: the output holds no more than the input did.
-                    let _ = out.push_next(b, Next::to(Node::Bridge as u16, 0));
+                    let _ = out.push_next(b, next);
                     return;
                 }
                 Err(DecapDrop::NotVxlan) => {}
@@ -255,6 +293,9 @@ named_counters! {
         /// TCP super-frames whose segment size was lowered to fit the tunnel (segments of
         /// any size are valid TCP; the sender's own MTU was larger than the overlay's).
         MssClamped => "vxlan_mss_clamped",
+        /// TCP super-frames encapsulated whole, for an uplink that takes UDP tunnel GSO (one
+        /// write carries what would otherwise be up to 45 packets).
+        GsoWhole => "vxlan_encap_gso",
     }
 }
 
@@ -298,9 +339,9 @@ impl Stage for Encap {
     ) {
         // Neighbours and configuration may change between runs, never within one.
         self.hop_cache = None;
-        for (b, next) in input.drain_next() {
+        for (mut b, next) in input.drain_next() {
             let port = next.arg;
-            if self.pool.has_offload(&b) {
+            if self.pool.has_offload(&b) && !self.whole(io, port, &mut b) {
                 self.segments::<T>(io, frames, port, b);
                 continue;
             }
@@ -406,7 +447,21 @@ impl Encap {
                     tunnel.set_remote_mac(mac);
                 }
                 let hash = super::flow_hash(pool.data(&b));
-                if let Err(e) = tunnel.encap(pool, &mut b, hash) {
+                // Only a super-frame `whole` accepted comes here with offload work.
+                if pool.has_offload(&b) {
+                    if let Err(e) = tunnel.encap_super(pool, &mut b, hash) {
+                        return Err((b, self.errors.index(e)));
+                    }
+                    let o = pool.offload(&b);
+                    let tunnelled = VnetHdr {
+                        gso_type: o.gso_type | VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4,
+                        outer_th: (super::OUTER_ETH_LEN + super::OUTER_IP_LEN) as u16,
+                        inner_nh: (super::OUTER_LEN + super::INNER_ETH_LEN) as u16,
+                        ..o
+                    };
+                    pool.set_offload(&mut b, tunnelled);
+                    self.ev.inc(io.cx.stats, EncapEvent::GsoWhole);
+                } else if let Err(e) = tunnel.encap(pool, &mut b, hash) {
                     return Err((b, self.errors.index(e)));
                 }
                 self.ev.inc(io.cx.stats, EncapEvent::VxlanEncap);
@@ -459,6 +514,53 @@ impl Encap {
                 Err((b, why))
             }
         }
+    }
+
+    /// Whether the frame with offload work in `b` may be encapsulated whole: a TCP super-frame
+    /// with a partial checksum at its (untagged) TCP header, into a plain (not encrypted)
+    /// tunnel, for an uplink that takes UDP tunnel super-frames. Its segment size is lowered
+    /// here if a segment would not fit the tunnel. Otherwise (false) it is finished in
+    /// software first, as [`Encap::segments`] does.
+    #[inline]
+    fn whole(&mut self, io: &mut Io<'_, '_>, port: PortId, b: &mut Buf) -> bool {
+        let pool = &*self.pool;
+        if !io.host.uplink().is_some_and(|u| u.tunnel_gso) {
+            return false;
+        }
+        let Some(Some(tunnel)) = self.tunnels.get(port as usize) else {
+            return false;
+        };
+        let mut o = pool.offload(b);
+        if !o.is_tcp_gso() || o.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM == 0 {
+            return false;
+        }
+        // ESP seals each wire packet: an encrypted network's super-frames are cut first.
+        if io
+            .cfg
+            .port(port)
+            .and_then(|p| p.tunnel)
+            .is_none_or(|t| t.encrypted)
+        {
+            return false;
+        }
+        let Ok(plan) = TcpSegments::plan(pool.data(b), &o, usize::from(u16::MAX) + 18) else {
+            return false;
+        };
+        if plan.l3_off != super::INNER_ETH_LEN || usize::from(o.csum_start) != plan.l4_off {
+            return false;
+        }
+        let max = tunnel.max_inner_frame();
+        if plan.hdr_len + plan.mss > max {
+            let Some(fit) = max.checked_sub(plan.hdr_len).filter(|&f| f > 0) else {
+                return false;
+            };
+            o.gso_size = u16::try_from(fit).unwrap_or(u16::MAX);
+            self.ev.inc(io.cx.stats, EncapEvent::MssClamped);
+        }
+        // The header length as a hint for the kernel: exactly the headers.
+        o.hdr_len = u16::try_from(plan.hdr_len).unwrap_or(0);
+        pool.set_offload(b, o);
+        true
     }
 
     /// A frame with offload work: finished in software first (the checksum completed, a

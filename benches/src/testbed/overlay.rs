@@ -1,0 +1,374 @@
+//! The overlay contenders: TCP between two "containers" on two "hosts" whose only link is one
+//! veth pair (the underlay), carried in VXLAN (VNI 4200) by
+//!
+//! * `vxkernel`: the kernel on both hosts, the way Docker's overlay driver does it: each
+//!   container's veth in a bridge with a kernel `vxlan` device on the underlay veth;
+//! * `vxtap`: vswitchd on both hosts, its uplink a TAP device in a bridge with the underlay
+//!   veth, the containers on its TAP ports (UDP tunnel GSO on where the kernel has it);
+//! * `vxtapcut`: the same with `--tap-tunnel-gso off` (super-frames cut before encapsulation:
+//!   the path before tunnel GSO, and the one for kernels without it);
+//! * `vxvtep` / `vxvtepin`: vswitchd on host 1, the kernel on host 2; ours sending, then
+//!   receiving;
+//! * `vxesp`: vswitchd on both hosts, the network encrypted (ESP, AES-128-GCM); `vxespnogro`
+//!   the same with `--tap-gro off`;
+//! * `vxafxdp`: vswitchd on both hosts with AF_XDP uplinks on the underlay veth itself.
+//!
+//! ```text
+//!  host 1                                                host 2
+//!  c1 10.91.0.1 --veth/TAP-- [VTEP 192.168.91.1] u ==veth== u [VTEP 192.168.91.2] --veth/TAP-- c2 10.91.0.2
+//! ```
+//!
+//! The containers' MTU is the overlay's (1450; 1416 encrypted). TCP is [`tcp_series`] from c1
+//! to c2 (a checked transfer, then iperf3 on core 0); the daemons run where they run by
+//! default (the last core on a 2-core machine). No small-packet rate: every figure here is TCP.
+//! Ratios are to `vxkernel` in the same run. Everything is made in namespaces of its own, and
+//! goes (daemons first, then namespaces) when the contender ends, whatever happened.
+
+use super::contenders::{call, daemon_stats, tcp_series, vswitchd_exe, Config, Outcome};
+use super::net::stopping;
+use serde_json::json;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+use vswitch::testbed::{unique_name, wait_passing, DaemonProcess, Netns};
+
+/// What the overlay contenders' ratios are taken against.
+pub const KERNEL_NAME: &str = "kernel vxlan x2 (docker)";
+
+/// The overlay's VNI.
+const VNI: u32 = 4200;
+/// A fixed AES-128 key and salt for the encrypted contender (a benchmark, not a secret).
+const KEY: &str = "000102030405060708090a0b0c0d0e0f10111213";
+
+/// Who carries the overlay on a host.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vtep {
+    /// The kernel's vxlan device, bridged with the container's veth.
+    Kernel,
+    /// vswitchd with a TAP uplink; extra daemon flags; encrypted network.
+    Ours(&'static [&'static str], bool),
+    /// vswitchd with an AF_XDP uplink on the underlay veth itself.
+    OursXdp,
+}
+
+/// One host: its namespace, its container's, and its daemon if ours (dropped first).
+struct Host {
+    daemon: Option<DaemonProcess>,
+    container: Netns,
+    ns: Netns,
+}
+
+/// The container address of host `i` (1 or 2).
+fn container_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 91, 0, i)
+}
+
+/// Builds host `i` (1 or 2) of the pair in `ns`, whose underlay veth end is `u`.
+fn host(cfg: &Config, i: u8, ns: Netns, vtep: Vtep) -> Result<Host, String> {
+    let other = 3 - i;
+    let me = format!("192.168.91.{i}");
+    let peer = format!("192.168.91.{other}");
+    let container = Netns::create(&unique_name("vxc"))?;
+    let cip = format!("{}/24", container_ip(i));
+    match vtep {
+        Vtep::Kernel => {
+            ns.ip(&["addr", "add", &format!("{me}/24"), "dev", "u"])?;
+            ns.ip(&["link", "set", "u", "up"])?;
+            let vni = VNI.to_string();
+            ns.ip(&[
+                "link", "add", "vx0", "type", "vxlan", "id", &vni, "local", &me, "remote", &peer,
+                "dstport", "4789", "dev", "u",
+            ])?;
+            ns.ip(&["link", "add", "brov", "type", "bridge"])?;
+            ns.ip(&["link", "set", "vx0", "master", "brov", "up"])?;
+            ns.ip(&["link", "set", "brov", "up"])?;
+            ns.ip(&[
+                "link",
+                "add",
+                "cv",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                container.name(),
+            ])?;
+            ns.ip(&["link", "set", "cv", "master", "brov", "up"])?;
+            container.ip(&["link", "set", "eth0", "mtu", "1450"])?;
+            container.ip(&["addr", "add", &cip, "dev", "eth0"])?;
+            container.ip(&["link", "set", "eth0", "up"])?;
+            wait_passing(&ns, &["u", "cv", "brov"], Duration::from_secs(5))?;
+            Ok(Host {
+                daemon: None,
+                container,
+                ns,
+            })
+        }
+        Vtep::OursXdp => {
+            let exe = vswitchd_exe()?;
+            let dir = cfg.scratch.join(unique_name("vxd"));
+            let d = DaemonProcess::start_with(&exe, &dir, Some(ns.name()), &[])?;
+            let host = Host {
+                daemon: None,
+                container,
+                ns,
+            };
+            call(
+                &d,
+                "port.add",
+                json!({"name": "uplink", "type": "afxdp", "ifname": "u"}),
+            )?;
+            call(
+                &d,
+                "uplink.set",
+                json!({"port": "uplink", "ip": format!("{me}/24")}),
+            )?;
+            call(&d, "network.create", json!({"name": "ov", "vni": VNI}))?;
+            call(&d, "peer.add", json!({"network": "ov", "vtep": peer}))?;
+            call(
+                &d,
+                "port.add",
+                json!({"name": "c", "type": "tap", "network": "ov", "netns": host.container.name()}),
+            )?;
+            host.container.ip(&["addr", "add", &cip, "dev", "c"])?;
+            Ok(Host {
+                daemon: Some(d),
+                ..host
+            })
+        }
+        Vtep::Ours(flags, encrypted) => {
+            let exe = vswitchd_exe()?;
+            let dir = cfg.scratch.join(unique_name("vxd"));
+            ns.ip(&["link", "add", "br0", "type", "bridge"])?;
+            ns.ip(&["link", "set", "br0", "up"])?;
+            ns.ip(&["link", "set", "u", "master", "br0", "up"])?;
+            // `TESTBED_OVERLAY_CORES=A,B`: host 1's daemon on core A, host 2's on core B
+            // (default: where the daemon puts itself, the last core on a 2-core machine).
+            let cores = std::env::var("TESTBED_OVERLAY_CORES").ok();
+            let core = cores
+                .as_deref()
+                .and_then(|c| c.split(',').nth(usize::from(i - 1)))
+                .map(str::to_string);
+            let mut all: Vec<&str> = flags.to_vec();
+            if let Some(c) = core.as_deref() {
+                all.extend_from_slice(&["--cores", c]);
+            }
+            let d = DaemonProcess::start_with(&exe, &dir, Some(ns.name()), &all)?;
+            let host = Host {
+                daemon: None,
+                container,
+                ns,
+            };
+            call(&d, "port.add", json!({"name": "uplink", "type": "tap"}))?;
+            host.ns.ip(&["link", "set", "uplink", "master", "br0"])?;
+            call(
+                &d,
+                "uplink.set",
+                json!({"port": "uplink", "ip": format!("{me}/24")}),
+            )?;
+            call(
+                &d,
+                "network.create",
+                json!({"name": "ov", "vni": VNI, "encrypted": encrypted}),
+            )?;
+            call(&d, "peer.add", json!({"network": "ov", "vtep": peer}))?;
+            if encrypted {
+                call(&d, "key.add", json!({"tag": 1, "key": KEY}))?;
+                call(&d, "key.primary", json!({"tag": 1}))?;
+            }
+            call(
+                &d,
+                "port.add",
+                json!({"name": "c", "type": "tap", "network": "ov", "netns": host.container.name()}),
+            )?;
+            host.container.ip(&["addr", "add", &cip, "dev", "c"])?;
+            wait_passing(&host.ns, &["u", "uplink", "br0"], Duration::from_secs(5))?;
+            Ok(Host {
+                daemon: Some(d),
+                ..host
+            })
+        }
+    }
+}
+
+/// The two hosts joined by one veth pair.
+fn pair(cfg: &Config, a: Vtep, b: Vtep) -> Result<[Host; 2], String> {
+    let h1 = Netns::create(&unique_name("vxh"))?;
+    let h2 = Netns::create(&unique_name("vxh"))?;
+    h1.ip(&[
+        "link",
+        "add",
+        "u",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "u",
+        "netns",
+        h2.name(),
+    ])?;
+    h1.ip(&["link", "set", "u", "up"])?;
+    h2.ip(&["link", "set", "u", "up"])?;
+    // Host 2 first: its end of the veth must be up for host 1's bridge port to pass.
+    let h2 = host(cfg, 2, h2, b)?;
+    let h1 = host(cfg, 1, h1, a)?;
+    Ok([h1, h2])
+}
+
+/// Runs one overlay contender: builds the pair, waits for a ping across, measures TCP from
+/// host `from`'s container (1 or 2) to the other's.
+fn contender(cfg: &Config, name: &str, topology: &str, a: Vtep, b: Vtep, from: u8) -> Outcome {
+    let mut out = Outcome::new(name, topology);
+    out.versus = Some(KERNEL_NAME.into());
+    out.tcp_only = true;
+    if stopping() {
+        return out.skip("stopping");
+    }
+    let hosts = match pair(cfg, a, b) {
+        Ok(h) => h,
+        Err(e) => {
+            out.notes.push(format!("setup: {e}"));
+            return out;
+        }
+    };
+    let (src, dst) = if from == 1 {
+        (&hosts[0], &hosts[1])
+    } else {
+        (&hosts[1], &hosts[0])
+    };
+    let dst_ip = container_ip(3 - from);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut up = false;
+    while !up && Instant::now() < deadline && !stopping() {
+        up = src.container.ping(dst_ip, 1).unwrap_or(false);
+    }
+    if !up {
+        out.notes
+            .push(format!("no ping across the overlay to {dst_ip}"));
+        return out;
+    }
+    tcp_series(
+        cfg,
+        &mut out,
+        src.container.name(),
+        dst.container.name(),
+        dst_ip.octets(),
+    );
+    for (i, h) in hosts.iter().enumerate() {
+        if let Some(d) = &h.daemon {
+            let n = |k: &str| {
+                call(d, "stats", json!({}))
+                    .ok()
+                    .and_then(|v| v.pointer(&format!("/workers/0/counters/{k}"))?.as_u64())
+                    .unwrap_or(0)
+            };
+            out.notes.push(format!(
+                "host {}: vxlan_encap_gso {}, vxlan_decap_gso {}; {}",
+                i + 1,
+                n("vxlan_encap_gso"),
+                n("vxlan_decap_gso"),
+                daemon_stats(d)
+            ));
+        }
+    }
+    out
+}
+
+/// The kernel's VXLAN on both hosts (Docker's overlay).
+pub fn kernel(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    contender(
+        cfg,
+        KERNEL_NAME,
+        "container veth - bridge - kernel vxlan == veth == kernel vxlan - bridge - container veth",
+        Vtep::Kernel,
+        Vtep::Kernel,
+        1,
+    )
+}
+
+/// vswitchd on both hosts, TAP uplinks with tunnel GSO where the kernel has it.
+pub fn ours(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    contender(
+        cfg,
+        "vswitchd x2, TAP uplinks",
+        "container TAP - vswitchd - TAP uplink/bridge == veth == bridge/TAP uplink - vswitchd - container TAP",
+        Vtep::Ours(&[], false),
+        Vtep::Ours(&[], false),
+        1,
+    )
+}
+
+/// vswitchd on both hosts, tunnel GSO refused: super-frames cut before encapsulation.
+pub fn ours_cut(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    const OFF: &[&str] = &["--tap-tunnel-gso", "off"];
+    contender(
+        cfg,
+        "vswitchd x2, no tnl GSO",
+        "as vxtap, --tap-tunnel-gso off (cut before encapsulation)",
+        Vtep::Ours(OFF, false),
+        Vtep::Ours(OFF, false),
+        1,
+    )
+}
+
+/// vswitchd on host 1 sending to the kernel's VTEP on host 2.
+pub fn vtep_out(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    contender(
+        cfg,
+        "vswitchd -> kernel vtep",
+        "vswitchd (TAP uplink) on host 1 to the kernel's vxlan on host 2",
+        Vtep::Ours(&[], false),
+        Vtep::Kernel,
+        1,
+    )
+}
+
+/// The kernel's VTEP on host 2 sending to vswitchd on host 1.
+pub fn vtep_in(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    contender(
+        cfg,
+        "kernel vtep -> vswitchd",
+        "the kernel's vxlan on host 2 to vswitchd (TAP uplink) on host 1",
+        Vtep::Ours(&[], false),
+        Vtep::Kernel,
+        2,
+    )
+}
+
+/// vswitchd on both hosts, the network encrypted.
+pub fn encrypted(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    contender(
+        cfg,
+        "vswitchd x2, encrypted",
+        "as vxtap, ESP (AES-128-GCM) around every VXLAN packet",
+        Vtep::Ours(&[], true),
+        Vtep::Ours(&[], true),
+        1,
+    )
+}
+
+/// vswitchd on both hosts, the network encrypted, without software GRO into the TAPs.
+pub fn encrypted_no_gro(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    const OFF: &[&str] = &["--tap-gro", "off"];
+    contender(
+        cfg,
+        "vswitchd x2, esp, no GRO",
+        "as vxesp, --tap-gro off (one TAP write per opened packet)",
+        Vtep::Ours(OFF, true),
+        Vtep::Ours(OFF, true),
+        1,
+    )
+}
+
+/// vswitchd on both hosts with AF_XDP uplinks on the underlay veth (super-frames cut before
+/// encapsulation; the receiver's GRO merges them again for the container's TAP).
+pub fn ours_xdp(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    contender(
+        cfg,
+        "vswitchd x2, AF_XDP",
+        "container TAP - vswitchd - AF_XDP on the underlay veth == veth - AF_XDP - vswitchd - container TAP",
+        Vtep::OursXdp,
+        Vtep::OursXdp,
+        1,
+    )
+}
