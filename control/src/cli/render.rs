@@ -680,14 +680,20 @@ mod tests {
     #[test]
     fn peer_ls_is_a_table() {
         let peers = json!([{"network": "blue", "vtep": "192.0.2.7"},
-                           {"network": "overlay-2", "vtep": "198.51.100.20"}]);
+                           {"network": "overlay-2", "vtep": "198.51.100.20", "origin": "store"}]);
         assert_eq!(
             show(Show::Peers, peers),
-            "NETWORK    VTEP\n\
-             blue       192.0.2.7\n\
-             overlay-2  198.51.100.20\n"
+            "NETWORK    VTEP           ORIGIN\n\
+             blue       192.0.2.7      -\n\
+             overlay-2  198.51.100.20  store\n"
         );
         assert_eq!(show(Show::Peers, json!([])), "NETWORK  VTEP\n");
+        let mine = json!([{"network": "blue", "vtep": "192.0.2.7"}]);
+        assert_eq!(
+            show(Show::Peers, mine),
+            "NETWORK  VTEP\n\
+             blue     192.0.2.7\n"
+        );
     }
 
     #[test]

@@ -109,7 +109,12 @@ impl Daemon {
         }
 
         // (b) Persist: once this succeeds the change is accepted.
-        if mode == Mode::Command {
+        let t = Instant::now();
+        if mode == Mode::Command && self.defer_persist && opened.is_empty() && !journaled {
+            // The cluster store's share, which the store gives again after a restart: written
+            // by the next tick (`Daemon::flush_state`), not before it is applied.
+            self.persist_due = true;
+        } else if mode == Mode::Command {
             let saved = self.persist(&next);
             if let Err(e) = saved {
                 undo(opened);
@@ -121,8 +126,10 @@ impl Daemon {
             if journaled {
                 self.journal_clear();
             }
+            self.persist_due = false;
         }
 
+        let persisted = t.elapsed();
         // (c) Swap it in: new ports' queues go to the workers, the snapshot is published (the
         // workers stop forwarding to removed ports), then removed ports are taken apart.
         let old = std::mem::replace(&mut self.desired, next);
@@ -155,6 +162,11 @@ impl Daemon {
             self.attach_port(&o.name, o.id, &mut o.rt);
             self.runtime.insert(o.name, o.rt);
         }
+        tracing::debug!(
+            persist_us = persisted.as_micros() as u64,
+            publish_us = (t.elapsed() - persisted).as_micros() as u64,
+            "committed"
+        );
         self.tell_store();
         Ok(())
     }

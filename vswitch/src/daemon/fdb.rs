@@ -209,7 +209,7 @@ impl Desired {
     }
 
     /// A static entry's own checks, against networks and ports; the entry in canonical form.
-    fn check_fdb(&self, mut f: StaticFdb) -> Result<StaticFdb, ErrorBody> {
+    pub(super) fn check_fdb(&self, mut f: StaticFdb) -> Result<StaticFdb, ErrorBody> {
         let mac = parse_mac(&f.mac).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
         if mac[0] & 1 != 0 || mac == [0; 6] {
             return Err(err(

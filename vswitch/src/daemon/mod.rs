@@ -218,6 +218,11 @@ pub struct Daemon {
     inside: Arc<crate::nat::inside::InsideNeigh>,
     /// The cluster store agent (`--store`; started by the control loop).
     store: Option<crate::store::agent::Handle>,
+    /// Set around a commit of the store's share only: its state file write waits for the
+    /// next tick ([`Daemon::flush_state`]).
+    defer_persist: bool,
+    /// The committed state is not yet in the state file.
+    persist_due: bool,
 }
 
 /// Chooses worker cores: the given list, else all but core 0 when there are more than two,
@@ -337,6 +342,8 @@ impl Daemon {
             sas: keys::SaCache::default(),
             inside: Arc::default(),
             store: None,
+            defer_persist: false,
+            persist_due: false,
         };
         d.restore()?;
         Ok(d)
@@ -647,6 +654,7 @@ impl Daemon {
     /// containers' interfaces, addresses and routes).
     pub fn stop(&mut self, remove_devices: bool) {
         self.stop_store(remove_devices);
+        self.flush_state();
         if let Some((_, mut server)) = self.metrics.take() {
             server.stop();
         }
@@ -917,6 +925,25 @@ mod tests {
         let peers = call(&mut d, cmd::PEER_LS, Value::Null).unwrap();
         assert_eq!(peers.as_array().unwrap().len(), 3);
         assert_eq!(peers[1]["origin"], "store");
+        // The network went to the state file at once, peers and MACs by the next tick.
+        let file = dir.0.join("config.json");
+        let saved = std::fs::read_to_string(&file).unwrap();
+        assert!(saved.contains("\"ov\""), "{saved}");
+        let peers_only = json!({"peers_add": [{"network": "ov", "vtep": "192.168.5.4"}]});
+        call(&mut d, cmd::CLUSTER_APPLY, peers_only).unwrap();
+        assert!(!std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("192.168.5.4"));
+        d.flush_state();
+        assert!(std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("192.168.5.4"));
+        call(
+            &mut d,
+            cmd::CLUSTER_APPLY,
+            json!({"peers_rm": [{"network": "ov", "vtep": "192.168.5.4"}]}),
+        )
+        .unwrap();
         assert!(
             peers[0].get("origin").is_none(),
             "the operator's stays unmarked"

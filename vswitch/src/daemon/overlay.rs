@@ -332,18 +332,24 @@ impl Desired {
     #[must_use]
     pub(super) fn sync_tunnels(&mut self) -> Vec<(String, Ipv4Addr)> {
         let mut starved = Vec::new();
-        let mut want: BTreeSet<(String, Ipv4Addr)> = BTreeSet::new();
+        // Borrowed keys: a hundred thousand remote MACs behind a thousand VTEPs (a cluster
+        // store's share) must not cost a hundred thousand string copies per change.
+        let mut want: BTreeSet<(&str, Ipv4Addr)> = BTreeSet::new();
         for p in &self.peers {
             if let Ok(ip) = p.vtep.parse() {
-                want.insert((p.network.clone(), ip));
+                want.insert((p.network.as_str(), ip));
             }
         }
         for f in &self.fdb {
             if let Some(ip) = f.vtep.as_deref().and_then(|v| v.parse().ok()) {
-                want.insert((f.network.clone(), ip));
+                want.insert((f.network.as_str(), ip));
             }
         }
-        want.retain(|(n, _)| self.nets.get(n).is_some_and(|n| n.spec.vni.is_some()));
+        want.retain(|(n, _)| self.nets.get(*n).is_some_and(|n| n.spec.vni.is_some()));
+        let want: BTreeSet<(String, Ipv4Addr)> = want
+            .into_iter()
+            .map(|(n, ip)| (n.to_string(), ip))
+            .collect();
         self.tunnel_ids.retain(|k, _| want.contains(k));
         for k in want {
             if self.tunnel_ids.contains_key(&k) {

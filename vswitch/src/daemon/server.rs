@@ -168,7 +168,8 @@ pub fn serve(
             if let Some(idle) = limits.idle {
                 close_idle(d, &poll, &mut conns, idle);
             }
-            d.tell_store();
+            d.tell_store_all();
+            d.flush_state();
         }
         for ev in events.iter() {
             match ev.token() {

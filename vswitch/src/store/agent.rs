@@ -133,6 +133,11 @@ impl Handle {
         }
     }
 
+    /// This host's state as last told.
+    pub fn last_local(&self) -> Option<&Local> {
+        self.last_local.as_ref()
+    }
+
     /// Claims a global network in the store (waits at most `wait`).
     pub fn create(&self, spec: NetworkSpec, wait: Duration) -> Result<NetworkSpec, String> {
         let (tx, rx) = channel::bounded(1);
@@ -181,7 +186,7 @@ pub fn spawn(cfg: StoreConfig, wake: Box<dyn Fn() + Send>) -> Result<Handle, Str
         to_daemon: atx,
         wake,
         view: None,
-        applied: None,
+        sent: None,
         inflight: None,
         dirty: false,
         lease: 0,
@@ -189,6 +194,7 @@ pub fn spawn(cfg: StoreConfig, wake: Box<dyn Fn() + Send>) -> Result<Handle, Str
         local: Local::default(),
         published: BTreeMap::new(),
         watch: None,
+        watch_closer: None,
         connected: false,
         next_keepalive: Instant::now(),
         next_retry: Instant::now(),
@@ -223,10 +229,11 @@ struct Agent {
     wake: Box<dyn Fn() + Send>,
     /// The store as seen; `None`: list it.
     view: Option<View>,
-    /// What the daemon was last given; `None`: give it everything (replace).
-    applied: Option<Derived>,
+    /// What the daemon has been given (the batch in flight included); `None`: give it
+    /// everything (replace).
+    sent: Option<Derived>,
     /// The batch the daemon is working on.
-    inflight: Option<(Receiver<Result<(), String>>, Derived)>,
+    inflight: Option<Receiver<Result<(), String>>>,
     /// The view changed since the daemon was last given a batch.
     dirty: bool,
     lease: i64,
@@ -235,6 +242,8 @@ struct Agent {
     /// This host's keys as the store has them.
     published: BTreeMap<String, Vec<u8>>,
     watch: Option<Receiver<Result<WatchMsg, String>>>,
+    /// Ends the watch's connection, so that its reader thread goes at once.
+    watch_closer: Option<std::net::TcpStream>,
     connected: bool,
     next_keepalive: Instant,
     next_retry: Instant,
@@ -264,26 +273,33 @@ impl Agent {
                 .min(Duration::from_secs(1));
             let never = channel::never();
             let watch = self.watch.clone().unwrap_or_else(channel::never);
-            let inflight = self
-                .inflight
-                .as_ref()
-                .map(|(r, _)| r.clone())
-                .unwrap_or_else(|| never.clone());
+            let inflight = self.inflight.clone().unwrap_or_else(|| never.clone());
             channel::select! {
                 recv(self.rx) -> m => match m {
                     Ok(ToAgent::Stop(revoke)) => {
                         if revoke && self.connected && self.lease != 0 {
                             let _ = self.etcd.revoke(self.lease);
                         }
+                        self.end_watch();
                         return;
                     }
                     Err(_) => {
                         if self.connected && self.lease != 0 {
                             let _ = self.etcd.revoke(self.lease);
                         }
+                        self.end_watch();
                         return;
                     }
-                    Ok(ToAgent::Local(l)) => self.local = l,
+                    Ok(ToAgent::Local(l)) => {
+                        if l.vtep != self.local.vtep {
+                            // Which hosts are "others" depends on it: derive everything again.
+                            if let Some(v) = self.view.as_mut() {
+                                v.touched.all = true;
+                            }
+                            self.dirty = true;
+                        }
+                        self.local = l;
+                    }
                     Ok(ToAgent::Create(spec, reply)) => {
                         let r = self.create(spec);
                         let _ = reply.send(r);
@@ -301,18 +317,17 @@ impl Agent {
                     Err(_) => self.lost("the watch reader ended".into()),
                 },
                 recv(inflight) -> m => {
-                    if let Some((_, sent)) = self.inflight.take() {
-                        match m {
-                            Ok(Ok(())) => self.applied = Some(sent),
-                            Ok(Err(e)) => {
-                                tracing::warn!(error = %e, "the daemon refused the store's batch; will resend all");
-                                self.applied = None;
-                                self.dirty = true;
-                            }
-                            Err(_) => {
-                                self.applied = None;
-                                self.dirty = true;
-                            }
+                    self.inflight = None;
+                    match m {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "the daemon refused the store's batch; will resend all");
+                            self.sent = None;
+                            self.dirty = true;
+                        }
+                        Err(_) => {
+                            self.sent = None;
+                            self.dirty = true;
                         }
                     }
                 },
@@ -352,7 +367,7 @@ impl Agent {
             tracing::debug!(error = %e, "store still unreachable");
         }
         self.connected = false;
-        self.watch = None;
+        self.end_watch();
         self.next_retry = Instant::now() + RETRY;
         self.set_reachable(Some(e));
     }
@@ -389,7 +404,7 @@ impl Agent {
             }
             tracing::info!(keys = kvs.len(), revision = rev, "store listed");
             self.view = Some(view);
-            self.applied = None;
+            self.sent = None;
             self.dirty = true;
         }
         let from = self.revision() + 1;
@@ -398,6 +413,7 @@ impl Agent {
         let mut w = self
             .etcd
             .watch(self.layout.prefix(), from, Duration::from_secs(3600))?;
+        self.watch_closer = w.closer();
         let (tx, rx) = channel::bounded(1024);
         std::thread::Builder::new()
             .name("store-watch".into())
@@ -413,6 +429,14 @@ impl Agent {
         Ok(())
     }
 
+    /// Drops the watch and closes its connection (its reader thread ends with it).
+    fn end_watch(&mut self) {
+        self.watch = None;
+        if let Some(s) = self.watch_closer.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
     fn on_watch(&mut self, msg: WatchMsg) {
         if msg.compact_revision != 0 || msg.canceled {
             tracing::info!(
@@ -421,7 +445,7 @@ impl Agent {
                 "the store compacted past our revision; listing again"
             );
             self.view = None;
-            self.watch = None;
+            self.end_watch();
             if let Err(e) = self.start_watch() {
                 self.lost(e);
             }
@@ -539,20 +563,38 @@ impl Agent {
         if self.inflight.is_some() || !self.dirty {
             return;
         }
-        let Some(view) = &self.view else { return };
-        let new = core::derive(view, &self.cfg.host_id, self.local.vtep);
-        let batch = match &self.applied {
-            Some(old) => core::diff(old, &new),
-            None => core::full(&new),
+        let Some(view) = self.view.as_mut() else {
+            return;
+        };
+        let t = Instant::now();
+        let (me, vtep) = (self.cfg.host_id.as_str(), self.local.vtep);
+        let batch = match self.sent.as_mut() {
+            Some(sent) => core::derive_delta(view, me, vtep, sent),
+            None => {
+                view.touched = core::Touched::default();
+                let new = core::derive(view, me, vtep);
+                let b = core::full(&new);
+                self.sent = Some(new);
+                b
+            }
         };
         self.dirty = false;
         if batch.is_empty() {
             return;
         }
+        tracing::debug!(
+            replace = batch.replace,
+            peers = batch.peers_add.len() + batch.peers_rm.len(),
+            macs = batch.fdb_add.len() + batch.fdb_rm.len(),
+            us = t.elapsed().as_micros() as u64,
+            "store batch for the daemon"
+        );
         let (tx, rx) = channel::bounded(1);
         if self.to_daemon.send((batch, tx)).is_ok() {
             (self.wake)();
-            self.inflight = Some((rx, new));
+            self.inflight = Some(rx);
+        } else {
+            self.sent = None;
         }
     }
 
@@ -642,40 +684,23 @@ impl Agent {
             && core::own_keys(&self.layout, &self.cfg.host_id, &self.local, self.since)
                 != self.published;
         if let Some(v) = &self.view {
-            if i.networks as usize != v.networks.len()
-                || i.endpoints as usize != v.endpoints.len()
-                || i.hosts.len() != v.hosts.len()
-                || self.dirty
-                || i.hosts.iter().any(|h| !v.hosts.contains_key(&h.id))
-            {
-                let mut per_host: BTreeMap<&str, u64> = BTreeMap::new();
-                for (_, h, _) in v.endpoints.keys() {
-                    *per_host.entry(h.as_str()).or_default() += 1;
-                }
-                let now = unix_now();
-                i.hosts = v
-                    .hosts
-                    .iter()
-                    .map(|(id, h)| ClusterHost {
-                        id: id.clone(),
-                        vtep: h.vtep.map(|v| v.to_string()).unwrap_or_default(),
-                        lease_age_secs: now.saturating_sub(h.since),
-                        endpoints: per_host.get(id.as_str()).copied().unwrap_or(0),
-                        me: *id == self.cfg.host_id,
-                    })
-                    .collect();
-                i.networks = v.networks.len() as u32;
-                i.leader = v.leader.clone();
-                i.key_primary = v.primary;
-                i.endpoints = v.endpoints.len() as u64;
-            } else {
-                let now = unix_now();
-                for h in i.hosts.iter_mut() {
-                    if let Some(rec) = v.hosts.get(&h.id) {
-                        h.lease_age_secs = now.saturating_sub(rec.since);
-                    }
-                }
-            }
+            // O(hosts): cheap beside what each batch costs.
+            let now = unix_now();
+            i.hosts = v
+                .hosts
+                .iter()
+                .map(|(id, h)| ClusterHost {
+                    id: id.clone(),
+                    vtep: h.vtep.map(|v| v.to_string()).unwrap_or_default(),
+                    lease_age_secs: now.saturating_sub(h.since),
+                    endpoints: v.endpoints_of(id),
+                    me: *id == self.cfg.host_id,
+                })
+                .collect();
+            i.networks = v.networks.len() as u32;
+            i.leader = v.leader.clone();
+            i.key_primary = v.primary;
+            i.endpoints = v.endpoints.len() as u64;
         }
     }
 }

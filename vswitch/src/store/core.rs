@@ -232,6 +232,23 @@ pub struct View {
     pub revision: i64,
     /// Values that could not be read (skipped).
     pub malformed: u64,
+    /// (network, MAC) -> the hosts that publish it, with the revision of their key.
+    pub by_mac: BTreeMap<(String, [u8; 6]), BTreeMap<String, i64>>,
+    /// Host -> its endpoints (network, MAC).
+    pub by_host: BTreeMap<String, BTreeSet<(String, [u8; 6])>>,
+    /// What changed since [`derive_delta`] last looked.
+    pub touched: Touched,
+}
+
+/// What events changed, for [`derive_delta`]: a change costs what it touches, not the table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Everything (a network came or went, a list, this host's address changed).
+    pub all: bool,
+    /// (network, MAC) whose remote entry may have changed.
+    pub macs: BTreeSet<(String, [u8; 6])>,
+    /// Networks whose peers may have changed.
+    pub nets: BTreeSet<String>,
 }
 
 impl View {
@@ -242,27 +259,78 @@ impl View {
             v.put(layout, kv);
         }
         v.revision = revision;
+        v.touched = Touched {
+            all: true,
+            ..Touched::default()
+        };
         v
+    }
+
+    /// Everything that depends on host `h` is touched.
+    fn touch_host(&mut self, h: &str) {
+        if let Some(eps) = self.by_host.get(h) {
+            self.touched.macs.extend(eps.iter().cloned());
+        }
+        for (n, m) in &self.members {
+            if m == h {
+                self.touched.nets.insert(n.clone());
+            }
+        }
+    }
+
+    fn remove_endpoint(&mut self, n: &str, h: &str, mac: [u8; 6]) -> bool {
+        let key = (n.to_string(), mac);
+        if let Some(c) = self.by_mac.get_mut(&key) {
+            c.remove(h);
+            if c.is_empty() {
+                self.by_mac.remove(&key);
+            }
+        }
+        if let Some(e) = self.by_host.get_mut(h) {
+            e.remove(&key);
+            if e.is_empty() {
+                self.by_host.remove(h);
+            }
+        }
+        let gone = self
+            .endpoints
+            .remove(&(n.to_string(), h.to_string(), mac))
+            .is_some();
+        self.touched.macs.insert(key);
+        gone
     }
 
     fn put(&mut self, layout: &Layout, kv: &Kv) {
         match layout.parse(&kv.key) {
             Key::Host(h) => match serde_json::from_slice::<HostRec>(&kv.value) {
                 Ok(rec) => {
+                    self.touch_host(&h);
                     self.hosts.insert(h, rec);
                 }
                 Err(_) => self.malformed += 1,
             },
             Key::Network(n) => match serde_json::from_slice::<NetworkSpec>(&kv.value) {
                 Ok(spec) if spec.name == n && spec.vni.is_some() => {
+                    self.touched.all = true;
                     self.networks.insert(n, spec);
                 }
                 _ => self.malformed += 1,
             },
             Key::Member(n, h) => {
+                self.touched.nets.insert(n.clone());
                 self.members.insert((n, h));
             }
             Key::Endpoint(n, h, mac) => {
+                let key = (n.clone(), mac);
+                self.by_mac
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(h.clone(), kv.mod_revision);
+                self.by_host
+                    .entry(h.clone())
+                    .or_default()
+                    .insert(key.clone());
+                self.touched.macs.insert(key);
                 self.endpoints.insert((n, h, mac), kv.mod_revision);
             }
             Key::Leader => self.leader = Some(String::from_utf8_lossy(&kv.value).into_owned()),
@@ -300,12 +368,19 @@ impl View {
                     self.put(layout, kv);
                 }
                 Event::Delete(key, _) => match layout.parse(key) {
-                    Key::Host(h) => changed |= self.hosts.remove(&h).is_some(),
-                    Key::Network(n) => changed |= self.networks.remove(&n).is_some(),
-                    Key::Member(n, h) => changed |= self.members.remove(&(n, h)),
-                    Key::Endpoint(n, h, m) => {
-                        changed |= self.endpoints.remove(&(n, h, m)).is_some()
+                    Key::Host(h) => {
+                        self.touch_host(&h);
+                        changed |= self.hosts.remove(&h).is_some()
                     }
+                    Key::Network(n) => {
+                        self.touched.all = true;
+                        changed |= self.networks.remove(&n).is_some()
+                    }
+                    Key::Member(n, h) => {
+                        self.touched.nets.insert(n.clone());
+                        changed |= self.members.remove(&(n, h))
+                    }
+                    Key::Endpoint(n, h, m) => changed |= self.remove_endpoint(&n, &h, m),
                     Key::Leader => changed |= self.leader.take().is_some(),
                     Key::KeyTag(t) => changed |= self.keys.remove(&t).is_some(),
                     Key::KeyPrimary => changed |= self.primary.take().is_some(),
@@ -320,7 +395,7 @@ impl View {
 
     /// Endpoints of `host`.
     pub fn endpoints_of(&self, host: &str) -> u64 {
-        self.endpoints.keys().filter(|(_, h, _)| h == host).count() as u64
+        self.by_host.get(host).map_or(0, |e| e.len() as u64)
     }
 }
 
@@ -341,21 +416,10 @@ pub struct Derived {
 /// a peer for each other live host with ports in a network; a remote MAC for each of their
 /// endpoints. A MAC published by two hosts goes to the one that published it last.
 pub fn derive(view: &View, me: &str, my_vtep: Option<Ipv4Addr>) -> Derived {
-    let vtep_of = |h: &str| -> Option<Ipv4Addr> {
-        if h == me {
-            return None;
-        }
-        let v = view.hosts.get(h)?.vtep?;
-        (Some(v) != my_vtep).then_some(v)
-    };
+    let vtep_of = |h: &str| vtep_for(view, h, me, my_vtep);
     let mut d = Derived {
         networks: view.networks.clone(),
-        keys: (!view.keys.is_empty()).then(|| {
-            view.keys
-                .iter()
-                .map(|(&t, k)| (t, k.key.clone(), view.primary == Some(t)))
-                .collect()
-        }),
+        keys: keys_derived(view),
         ..Derived::default()
     };
     for (net, host) in &view.members {
@@ -407,6 +471,106 @@ fn keys_of(k: &Option<Vec<(u32, String, bool)>>) -> Option<Vec<KeySpec>> {
             })
             .collect()
     })
+}
+
+/// The store's keys as hosts install them.
+fn keys_derived(view: &View) -> Option<Vec<(u32, String, bool)>> {
+    (!view.keys.is_empty()).then(|| {
+        view.keys
+            .iter()
+            .map(|(&t, k)| (t, k.key.clone(), view.primary == Some(t)))
+            .collect()
+    })
+}
+
+/// The VTEP of host `h` as `me` programs it: none for itself, a host without an address, or one
+/// that claims `me`'s own address.
+fn vtep_for(view: &View, h: &str, me: &str, my_vtep: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+    if h == me {
+        return None;
+    }
+    let v = view.hosts.get(h)?.vtep?;
+    (Some(v) != my_vtep).then_some(v)
+}
+
+/// Brings `d` (what the daemon has been given so far) up to date with what changed in the view
+/// since the last call (its [`Touched`], which this clears), in time proportional to that; the
+/// batch that makes the daemon follow. Equal to `diff(d, derive(view))` (a test checks it).
+pub fn derive_delta(
+    view: &mut View,
+    me: &str,
+    my_vtep: Option<Ipv4Addr>,
+    d: &mut Derived,
+) -> ClusterApply {
+    let touched = std::mem::take(&mut view.touched);
+    if touched.all {
+        let new = derive(view, me, my_vtep);
+        let a = diff(d, &new);
+        *d = new;
+        return a;
+    }
+    let mut a = ClusterApply::default();
+    let keys = keys_derived(view);
+    if keys != d.keys {
+        a.keys = keys_of(&keys);
+        d.keys = keys;
+    }
+    for n in &touched.nets {
+        let want: BTreeSet<Ipv4Addr> = if view.networks.contains_key(n) {
+            view.members
+                .range((n.clone(), String::new())..)
+                .take_while(|(m, _)| m == n)
+                .filter_map(|(_, h)| vtep_for(view, h, me, my_vtep))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let have: BTreeSet<Ipv4Addr> = d
+            .peers
+            .range((n.clone(), Ipv4Addr::UNSPECIFIED)..=(n.clone(), Ipv4Addr::BROADCAST))
+            .map(|(_, v)| *v)
+            .collect();
+        for v in have.difference(&want) {
+            a.peers_rm.push(peer(n, v));
+            d.peers.remove(&(n.clone(), *v));
+        }
+        for v in want.difference(&have) {
+            a.peers_add.push(peer(n, v));
+            d.peers.insert((n.clone(), *v));
+        }
+    }
+    for key in touched.macs {
+        let new = if view.networks.contains_key(&key.0) {
+            view.by_mac.get(&key).and_then(|c| {
+                c.iter()
+                    .filter_map(|(h, &rev)| Some((rev, vtep_for(view, h, me, my_vtep)?)))
+                    .max_by_key(|&(rev, _)| rev)
+                    .map(|(_, v)| v)
+            })
+        } else {
+            None
+        };
+        let old = d.fdb.get(&key).copied();
+        if new == old {
+            continue;
+        }
+        if old.is_some() {
+            a.fdb_rm.push(FdbRmArgs {
+                network: key.0.clone(),
+                mac: control::text::format_mac(&key.1),
+            });
+        }
+        match new {
+            Some(v) => {
+                a.fdb_add.push(fdb(&key.0, &key.1, &v));
+                d.fdb.insert(key, v);
+            }
+            None => {
+                d.fdb.remove(&key);
+            }
+        }
+    }
+    a
 }
 
 /// The batch that replaces everything the store made on the daemon with `new` (after a list).
@@ -856,6 +1020,79 @@ mod tests {
         // What hosts install: the store's keys with the primary marked.
         let d = derive(&v, "h1", None);
         assert_eq!(d.keys, Some(vec![(2, "k2".to_string(), true)]));
+    }
+
+    #[test]
+    fn the_incremental_batches_equal_a_full_derivation() {
+        let l = Layout::new("/vs");
+        let mut v = View::from_list(&l, &cluster(&l), 9);
+        let me = "h1";
+        let mut sent = Derived::default();
+        let first = derive_delta(&mut v, me, None, &mut sent);
+        assert_eq!(sent, derive(&v, me, None));
+        assert_eq!(first.fdb_add.len(), 2);
+        // A pseudo-random walk of puts and deletes of every kind of key.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for rev in 10..2000i64 {
+            let r = next();
+            let h = format!("h{}", r % 5);
+            let n = if (r >> 8) % 4 == 0 { "ov2" } else { "ov" };
+            let mac = [2, 0, 0, 0, 0, ((r >> 16) % 6) as u8];
+            let put = (r >> 24) % 3 != 0;
+            let key = match (r >> 32) % 7 {
+                0 => l.host(&h),
+                1 => l.member(n, &h),
+                2 if (r >> 40) % 8 == 0 => l.network(n),
+                _ => l.endpoint(n, &h, &mac),
+            };
+            let value = if key.contains("/hosts/") {
+                format!(r#"{{"vtep":"192.168.1.{}"}}"#, (r >> 44) % 6)
+            } else if key.contains("/networks/") {
+                net(n, 100 + (n.len() as u32))
+            } else {
+                "{}".to_string()
+            };
+            let ev = if put {
+                Event::Put(kv(&key, &value, rev))
+            } else {
+                Event::Delete(key, rev)
+            };
+            let my_vtep = Some("192.168.1.1".parse().unwrap());
+            v.apply(&l, &[ev], rev);
+            let before = sent.clone();
+            let batch = derive_delta(&mut v, me, my_vtep, &mut sent);
+            let full_new = derive(&v, me, my_vtep);
+            assert_eq!(sent, full_new, "at revision {rev}");
+            // The batch takes the daemon from before to after, as `diff` would.
+            let want = diff(&before, &full_new);
+            let set = |a: &ClusterApply| {
+                let mut p: Vec<String> = a
+                    .peers_rm
+                    .iter()
+                    .map(|p| format!("-{}{}", p.network, p.vtep))
+                    .collect();
+                p.extend(
+                    a.peers_add
+                        .iter()
+                        .map(|p| format!("+{}{}", p.network, p.vtep)),
+                );
+                p.extend(a.fdb_rm.iter().map(|f| format!("-{}{}", f.network, f.mac)));
+                p.extend(
+                    a.fdb_add
+                        .iter()
+                        .map(|f| format!("+{}{}{:?}", f.network, f.mac, f.vtep)),
+                );
+                p.sort();
+                p
+            };
+            assert_eq!(set(&batch), set(&want), "at revision {rev}");
+        }
     }
 
     #[test]

@@ -164,6 +164,11 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// A handle that ends the stream from another thread (`shutdown`), waking its reader.
+    pub fn closer(&self) -> Option<std::net::TcpStream> {
+        self.reply.closer().ok()
+    }
+
     /// The next message; waits at most the read timeout given at `watch` (an error then: the
     /// caller treats a silent stream as a lost store, which progress notifications prevent).
     pub fn next_msg(&mut self) -> Result<WatchMsg, String> {

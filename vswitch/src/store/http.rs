@@ -135,6 +135,12 @@ impl Reply {
         Ok(all)
     }
 
+    /// A handle on the connection, to shut it down from another thread (which ends a read
+    /// waiting on it).
+    pub fn closer(&self) -> io::Result<TcpStream> {
+        self.reader.get_ref().try_clone()
+    }
+
     /// Sets the read timeout of the connection (a watch waits longer than a request).
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         self.reader.get_ref().set_read_timeout(t)
