@@ -104,7 +104,11 @@ pub enum ToAgent {
     Local(Local),
     /// `network create --scope global`: claim it in the store; the spec as claimed (with its
     /// allocated subnet) or why not.
-    Create(NetworkSpec, Sender<Result<NetworkSpec, String>>),
+    Create(
+        NetworkSpec,
+        std::time::Instant,
+        Sender<Result<NetworkSpec, String>>,
+    ),
     /// Stop; with `true` revoke the lease first (a clean stop: this host's keys go at once),
     /// with `false` leave them to the next daemon (an upgrade).
     Stop(bool),
@@ -141,11 +145,15 @@ impl Handle {
     /// Claims a global network in the store (waits at most `wait`).
     pub fn create(&self, spec: NetworkSpec, wait: Duration) -> Result<NetworkSpec, String> {
         let (tx, rx) = channel::bounded(1);
+        // Past the deadline the agent drops the claim unmade: the user, told to try again,
+        // does not then find the network claimed by the attempt that timed out.
+        let deadline = std::time::Instant::now() + wait;
         self.tx
-            .send(ToAgent::Create(spec, tx))
+            .send(ToAgent::Create(spec, deadline, tx))
             .map_err(|_| "the store agent is not running (see the daemon log)".to_string())?;
-        rx.recv_timeout(wait)
-            .map_err(|_| "the store did not answer in time; try again".to_string())?
+        rx.recv_timeout(wait).map_err(|_| {
+            "the store did not answer in time; a claim not yet under way is dropped (see vswitchctl network ls); try again".to_string()
+        })?
     }
 
     /// Stops the agent; with `revoke` its lease ends, so its keys go at once.
@@ -300,9 +308,13 @@ impl Agent {
                         }
                         self.local = l;
                     }
-                    Ok(ToAgent::Create(spec, reply)) => {
-                        let r = self.create(spec);
-                        let _ = reply.send(r);
+                    Ok(ToAgent::Create(spec, deadline, reply)) => {
+                        if std::time::Instant::now() >= deadline {
+                            tracing::warn!(network = %spec.name, "a global network's claim came after its caller gave up; not made");
+                        } else {
+                            let r = self.create(spec);
+                            let _ = reply.send(r);
+                        }
                     }
                 },
                 recv(watch) -> m => match m {
