@@ -36,7 +36,53 @@ use super::{proto, Timeouts};
 use dataplane::hugemem::HugeArray;
 
 /// No slot (list ends, free list end).
-const NIL: u32 = u32::MAX;
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// An entry of a slab threaded on a doubly linked list by slot number (the evictable lists of
+/// this table and of the services' connection table).
+pub(crate) trait Linked {
+    /// The previous and next slots (`NIL` at the ends).
+    fn links(&mut self) -> (&mut u32, &mut u32);
+}
+
+/// Appends slot `i` of `slots` to the list `(head, tail)`.
+pub(crate) fn list_push<T: Linked>(slots: &mut [T], ends: (&mut u32, &mut u32), i: u32) {
+    let (head, tail) = ends;
+    let last = *tail;
+    {
+        let (prev, next) = slots[i as usize].links();
+        *prev = last;
+        *next = NIL;
+    }
+    if last == NIL {
+        *head = i;
+    } else {
+        *slots[last as usize].links().1 = i;
+    }
+    *tail = i;
+}
+
+/// Takes slot `i` of `slots` out of the list `(head, tail)`.
+pub(crate) fn list_unlink<T: Linked>(slots: &mut [T], ends: (&mut u32, &mut u32), i: u32) {
+    let (head, tail) = ends;
+    let (p, n) = {
+        let (prev, next) = slots[i as usize].links();
+        (*prev, *next)
+    };
+    if p == NIL {
+        *head = n;
+    } else {
+        *slots[p as usize].links().1 = n;
+    }
+    if n == NIL {
+        *tail = p;
+    } else {
+        *slots[n as usize].links().0 = p;
+    }
+    let (prev, next) = slots[i as usize].links();
+    *prev = NIL;
+    *next = NIL;
+}
 
 /// Connection-tracking state of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +251,13 @@ impl Default for Session {
             prev: NIL,
             next: NIL,
         }
+    }
+}
+
+impl Linked for Session {
+    #[inline]
+    fn links(&mut self) -> (&mut u32, &mut u32) {
+        (&mut self.prev, &mut self.next)
     }
 }
 
@@ -608,38 +661,19 @@ impl Table {
     }
 
     fn embryo_push(&mut self, i: u32) {
-        let tail = self.embryo_tail;
-        {
-            let s = &mut self.slots[i as usize];
-            s.prev = tail;
-            s.next = NIL;
-        }
-        if tail == NIL {
-            self.embryo_head = i;
-        } else {
-            self.slots[tail as usize].next = i;
-        }
-        self.embryo_tail = i;
+        list_push(
+            &mut self.slots,
+            (&mut self.embryo_head, &mut self.embryo_tail),
+            i,
+        );
     }
 
     fn embryo_unlink(&mut self, i: u32) {
-        let (p, n) = {
-            let s = &self.slots[i as usize];
-            (s.prev, s.next)
-        };
-        if p == NIL {
-            self.embryo_head = n;
-        } else {
-            self.slots[p as usize].next = n;
-        }
-        if n == NIL {
-            self.embryo_tail = p;
-        } else {
-            self.slots[n as usize].prev = p;
-        }
-        let s = &mut self.slots[i as usize];
-        s.prev = NIL;
-        s.next = NIL;
+        list_unlink(
+            &mut self.slots,
+            (&mut self.embryo_head, &mut self.embryo_tail),
+            i,
+        );
     }
 
     /// Tracks a packet of session `i` going `dir` (with `flags`, TCP's, 0 otherwise): moves the

@@ -19,11 +19,13 @@
 //! when every connection is established: a SYN flood at a published port pushes out its own
 //! kind, never an established connection.
 
-use crate::nat::table::{mix, prefetch, tcp_next, Dir, Index, State};
+use crate::nat::table::{
+    list_push, list_unlink, mix, prefetch, tcp_next, Dir, Index, Linked, State,
+};
 use crate::nat::{proto, Timeouts};
 
 /// No slot.
-const NIL: u32 = u32::MAX;
+use crate::nat::table::NIL;
 
 /// The "network" of a client beyond the uplink.
 pub const UPLINK: u16 = u16::MAX;
@@ -87,6 +89,13 @@ pub struct Conn {
     pub created: u64,
     pub(crate) next: u32,
     pub(crate) prev: u32,
+}
+
+impl Linked for Conn {
+    #[inline]
+    fn links(&mut self) -> (&mut u32, &mut u32) {
+        (&mut self.prev, &mut self.next)
+    }
 }
 
 impl Conn {
@@ -267,38 +276,11 @@ impl Conns {
     }
 
     fn push(&mut self, i: u32) {
-        let tail = self.tail;
-        {
-            let c = &mut self.slots[i as usize];
-            c.prev = tail;
-            c.next = NIL;
-        }
-        if tail == NIL {
-            self.head = i;
-        } else {
-            self.slots[tail as usize].next = i;
-        }
-        self.tail = i;
+        list_push(&mut self.slots, (&mut self.head, &mut self.tail), i);
     }
 
     fn unlink(&mut self, i: u32) {
-        let (p, n) = {
-            let c = &self.slots[i as usize];
-            (c.prev, c.next)
-        };
-        if p == NIL {
-            self.head = n;
-        } else {
-            self.slots[p as usize].next = n;
-        }
-        if n == NIL {
-            self.tail = p;
-        } else {
-            self.slots[n as usize].prev = p;
-        }
-        let c = &mut self.slots[i as usize];
-        c.prev = NIL;
-        c.next = NIL;
+        list_unlink(&mut self.slots, (&mut self.head, &mut self.tail), i);
     }
 
     /// Removes connection `i` (a no-op for a free slot).
