@@ -717,9 +717,12 @@ impl Router {
                 let Some((mut slot, mut be)) = s.pick(fh) else {
                     return drop(&self.lb, b, SvcDrop::NoBackend);
                 };
+                // This worker's cache, else what any worker learned (a backend's ARP answer
+                // lands on whichever worker's queue the kernel chose for it).
                 let neigh = |lb: &Lb, ip: Ipv4Addr| {
                     st.endpoint(s.net, ip.to_bits())
                         .and_then(|e| lb.neigh.get(e).copied().flatten())
+                        .or_else(|| cfg.inside.lookup(s.net, ip, now as u32))
                 };
                 // `--mode host`: a backend known to be behind a tunnel (on another host) is
                 // passed over for the next slots' (a few, in table order: still the same
@@ -1045,6 +1048,15 @@ impl Router {
         // The endpoints connections are waiting for first, then a round robin of the other
         // unresolved ones from where the last tick stopped: every backend gets asked for
         // however many never answer.
+        // What other workers learned (the shared table) resolves endpoints here first.
+        let table = self.lb.table.clone();
+        for (e, &(net, ip)) in table.endpoints.iter().enumerate() {
+            if self.lb.neigh.get(e).is_some_and(Option::is_none) {
+                if let Some(found) = io.cfg.inside.lookup(net, Ipv4Addr::from(ip), now as u32) {
+                    self.lb.neigh[e] = Some(found);
+                }
+            }
+        }
         let mut sent = 0;
         let urgent = std::mem::replace(&mut self.lb.n_urgent, 0);
         for k in 0..urgent.min(URGENT) {
