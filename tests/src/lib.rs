@@ -107,3 +107,27 @@ pub fn ctl_ok(d: &vswitch::testbed::DaemonProcess, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Sends `command` with `args` to `d`, which must succeed; its result (the daemon's log in the
+/// panic otherwise).
+pub fn call(
+    d: &vswitch::testbed::DaemonProcess,
+    command: &str,
+    args: serde_json::Value,
+) -> serde_json::Value {
+    d.client()
+        .unwrap()
+        .call(command, args.clone())
+        .unwrap_or_else(|e| panic!("{command} {args}: {e}; daemon log:\n{}", d.log_tail()))
+}
+
+/// A named counter (event or drop) of `d`, summed over its workers.
+pub fn worker_counter(d: &vswitch::testbed::DaemonProcess, name: &str) -> u64 {
+    let s = call(d, control::proto::cmd::STATS, serde_json::json!({}));
+    s["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["counters"][name].as_u64())
+        .sum()
+}

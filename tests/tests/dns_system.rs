@@ -4,17 +4,12 @@
 //! when it ends, passed or failed; every query is bounded by the resolver's timeout.
 
 use control::proto::cmd;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::net::Ipv4Addr;
 use tests::{attach_tap, bin, can_run_system_tests, ctl_ok, TempDir};
 use vswitch::testbed::{DaemonProcess, Netns};
 
-fn call(d: &DaemonProcess, command: &str, args: Value) -> Value {
-    d.client()
-        .unwrap()
-        .call(command, args.clone())
-        .unwrap_or_else(|e| panic!("{command} {args}: {e}; daemon log:\n{}", d.log_tail()))
-}
+use tests::call;
 
 /// `/etc/netns/NAME/`, holding the namespace's resolv.conf; removed on drop.
 struct NetnsEtc(std::path::PathBuf);
@@ -54,16 +49,7 @@ fn resolve(ns: &Netns, name: &str) -> Option<Vec<Ipv4Addr>> {
     Some(v)
 }
 
-/// Counter `name` (an event or a drop), summed over the workers.
-fn counter(d: &DaemonProcess, _kind: &str, name: &str) -> u64 {
-    let s = call(d, cmd::STATS, json!({}));
-    s["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|w| w["counters"][name].as_u64())
-        .sum()
-}
+use tests::worker_counter;
 
 #[test]
 fn the_gateway_answers_names_of_its_own_network_only() {
@@ -135,14 +121,14 @@ fn the_gateway_answers_names_of_its_own_network_only() {
     assert_eq!(resolve(&c1, "db"), None);
     assert_eq!(resolve(&c2, "web"), None);
     assert_eq!(resolve(&c2, "db"), Some(vec![Ipv4Addr::new(10, 87, 0, 9)]));
-    assert!(counter(&d, "events", "dns_answered") >= 3);
-    assert!(counter(&d, "events", "dns_nxdomain") >= 2);
+    assert!(worker_counter(&d, "dns_answered") >= 3);
+    assert!(worker_counter(&d, "dns_nxdomain") >= 2);
     // Not our domain: refused (the resolver would move on to its next server).
     assert_eq!(resolve(&c1, "example.com"), None);
-    assert!(counter(&d, "events", "dns_refused") >= 1);
+    assert!(worker_counter(&d, "dns_refused") >= 1);
 
     // Garbage to port 53 of the gateway: dropped by name, and the next query is answered.
-    let before = counter(&d, "drops", "dns_malformed");
+    let before = worker_counter(&d, "dns_malformed");
     let out = c1
         .exec(&[
             "/usr/bin/python3",
@@ -158,11 +144,10 @@ fn the_gateway_answers_names_of_its_own_network_only() {
         String::from_utf8_lossy(&out.stderr)
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while counter(&d, "drops", "dns_malformed") < before + 4 && std::time::Instant::now() < deadline
-    {
+    while worker_counter(&d, "dns_malformed") < before + 4 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(counter(&d, "drops", "dns_malformed"), before + 4);
+    assert_eq!(worker_counter(&d, "dns_malformed"), before + 4);
     assert_eq!(resolve(&c1, "web").as_ref(), Some(&web));
 
     // A service: its name answers its VIP, `tasks.NAME` its backends.

@@ -4,7 +4,7 @@
 //! packets, python3-cryptography verifies the ICVs (tshark 4.0 does not check AES-GCM ICVs),
 //! scapy builds ESP packets we must accept, and injects cleartext VXLAN we must drop.
 
-use control::proto::{cmd, StatsInfo};
+use control::proto::cmd;
 use serde_json::json;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -19,25 +19,13 @@ const KEY7: &str = "77777777777777777777777777777777deadbeef";
 const H1: &str = "192.168.80.1";
 const H2: &str = "192.168.80.2";
 
-fn call(d: &DaemonProcess, command: &str, args: serde_json::Value) -> serde_json::Value {
-    d.client()
-        .unwrap()
-        .call(command, args.clone())
-        .unwrap_or_else(|e| panic!("{command} {args}: {e}; daemon log:\n{}", d.log_tail()))
-}
+use tests::call;
 
 fn ctl(d: &DaemonProcess, args: &[&str]) -> String {
     tests::ctl_ok(d, args)
 }
 
-/// A counter (drop or event) summed over the daemon's workers.
-fn counter(d: &DaemonProcess, name: &str) -> u64 {
-    let s: StatsInfo = serde_json::from_value(call(d, cmd::STATS, json!({}))).unwrap();
-    s.workers
-        .iter()
-        .map(|w| w.counters.get(name).copied().unwrap_or(0))
-        .sum()
-}
+use tests::worker_counter as counter;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/esp_peer.py")

@@ -7,7 +7,7 @@
 //! the host kernel's own address (192.168.90.1N, which the daemon's store agent uses to reach
 //! etcd).
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -95,12 +95,7 @@ impl Drop for Etcd {
     }
 }
 
-fn call(d: &DaemonProcess, command: &str, args: Value) -> Value {
-    d.client()
-        .unwrap()
-        .call(command, args.clone())
-        .unwrap_or_else(|e| panic!("{command} {args}: {e}; daemon log:\n{}", d.log_tail()))
-}
+use tests::call;
 
 /// Waits (at most `limit`) until `ok` holds; how long it took, or `None`.
 fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {

@@ -19,12 +19,7 @@ const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 /// A server address off the uplink's subnet: reached through the uplink's `--gateway`.
 const FAR_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 
-fn call(d: &DaemonProcess, command: &str, args: Value) -> Value {
-    d.client()
-        .unwrap()
-        .call(command, args.clone())
-        .unwrap_or_else(|e| panic!("{command} {args}: {e}; daemon log:\n{}", d.log_tail()))
-}
+use tests::call;
 
 /// A daemon with an uplink into a fresh "server" namespace.
 fn rig(tag: &str) -> (TempDir, DaemonProcess, Netns) {

@@ -6,30 +6,16 @@
 
 use control::proto::cmd;
 use dataplane::sys::netns;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 use tests::{attach_tap, bin, can_run_system_tests, ctl_ok, TempDir};
 use vswitch::testbed::{tcp_transfer, DaemonProcess, Netns};
 
-fn call(d: &DaemonProcess, command: &str, args: Value) -> Value {
-    d.client()
-        .unwrap()
-        .call(command, args.clone())
-        .unwrap_or_else(|e| panic!("{command} {args}: {e}; daemon log:\n{}", d.log_tail()))
-}
+use tests::call;
 
-/// Counter `name`, summed over the workers.
-fn counter(d: &DaemonProcess, name: &str) -> u64 {
-    let s = call(d, cmd::STATS, json!({}));
-    s["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|w| w["counters"][name].as_u64())
-        .sum()
-}
+use tests::worker_counter as counter;
 
 fn container(d: &DaemonProcess, net: &str, ip: Ipv4Addr, gw: Ipv4Addr) -> Netns {
     let (ns, _) = attach_tap(d, net, "vsrt", ip);

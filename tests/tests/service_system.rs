@@ -22,12 +22,7 @@ const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 78, 1);
 /// The backends' port.
 const TARGET: u16 = 8080;
 
-fn call(d: &DaemonProcess, command: &str, args: Value) -> Value {
-    d.client()
-        .unwrap()
-        .call(command, args.clone())
-        .unwrap_or_else(|e| panic!("{command} {args}: {e}; daemon log:\n{}", d.log_tail()))
-}
+use tests::call;
 
 /// A daemon with an uplink into a fresh "client" namespace (the uplink's next hop too).
 fn rig(tag: &str) -> (TempDir, DaemonProcess, Netns) {

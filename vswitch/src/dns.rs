@@ -23,7 +23,7 @@
 
 use crate::config::{GatewayConf, NetId};
 use crate::nat::router::Hdr;
-use dataplane::checksum::{checksum, pseudo_header_v4, sum16};
+use dataplane::checksum::{checksum, fold, pseudo_header_v4, sum16};
 use dataplane::named_counters;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -376,14 +376,6 @@ pub fn answer(
         rcode,
         answers: n_addrs as u8,
     })
-}
-
-/// Folds a 32-bit one's complement sum to 16 bits (not inverted).
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
 }
 
 /// Copies up to [`MAX_ANSWERS`] of `from` into `to` in an order drawn from the query's id and

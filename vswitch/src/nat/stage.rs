@@ -163,12 +163,6 @@ pub fn entry(cfg: &Snapshot, port: u16, frame: &[u8]) -> Option<Next> {
     ours.then_some(Next::to(Node::Router as u16, FROM_NET))
 }
 
-/// Whether `ip` is in some network's subnet.
-#[inline]
-fn in_any_subnet(cfg: &Snapshot, ip: Ipv4Addr) -> bool {
-    cfg.gateways.iter().flatten().any(|g| g.contains(ip))
-}
-
 /// What became of a frame: on to a node, consumed (held for its next hop), or dropped under a
 /// counter.
 pub(crate) type Step = Result<Option<(Buf, Next)>, (Buf, usize)>;
@@ -653,7 +647,7 @@ impl Router {
         let Some(h) = router::header(d) else {
             return self.drop_route(b, RouteDrop::BadIp);
         };
-        if router::martian_outside(h.src) || h.src == up.ip || in_any_subnet(cfg, h.src) {
+        if router::martian_outside(h.src) || h.src == up.ip || cfg.net_of_ip(h.src).is_some() {
             return self.drop_route(b, RouteDrop::Martian);
         }
         if h.dst != up.ip {
