@@ -127,6 +127,7 @@ impl Rig {
                     aging_secs: 300,
                     statics: Vec::new(),
                     encrypted: false,
+                    esp_udp: false,
                 }),
             ],
             ..Default::default()

@@ -301,6 +301,7 @@ impl Pipe {
                     aging_secs: 300,
                     statics: Vec::new(),
                     encrypted: false,
+                    esp_udp: false,
                 }),
             ],
             uplink: Some(UplinkConf {

@@ -90,6 +90,7 @@ impl Rig {
                 aging_secs: 300,
                 statics: vec![],
                 encrypted: false,
+                esp_udp: false,
             }),
         ];
         tx.send((

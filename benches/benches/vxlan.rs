@@ -127,6 +127,7 @@ fn snapshot(statics: Vec<([u8; 6], PortId)>) -> Snapshot {
             vtep: PEER_IP,
             vni: VNI,
             encrypted: false,
+            esp_udp: false,
         }),
         ..Default::default()
     });
@@ -141,6 +142,7 @@ fn snapshot(statics: Vec<([u8; 6], PortId)>) -> Snapshot {
                 aging_secs: 300,
                 statics,
                 encrypted: false,
+                esp_udp: false,
             }),
         ],
         uplink: Some(UplinkConf {

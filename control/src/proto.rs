@@ -348,6 +348,11 @@ pub struct NetworkSpec {
     /// Encrypt overlay traffic (needs `vni`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
+    /// How an encrypted network's ESP travels (needs `encrypted`): `esp` (IP protocol 50, the
+    /// default, as Docker's) or `udp` (ESP in UDP port 4500, RFC 3948: a TAP uplink with UDP
+    /// segmentation offload takes a burst of it in one write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esp_encap: Option<EspEncap>,
     /// Most learned MAC addresses in this network (default 65536).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_limit: Option<u32>,
@@ -366,6 +371,16 @@ pub struct NetworkSpec {
     /// is given). Default `local`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Scope>,
+}
+
+/// How an encrypted network's ESP packets travel between hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EspEncap {
+    /// IP protocol 50 (RFC 4303), as Docker's encrypted overlay.
+    Esp,
+    /// ESP in UDP, port 4500 (RFC 3948).
+    Udp,
 }
 
 /// Where a network exists.
@@ -797,6 +812,10 @@ pub struct PortCounters {
     /// TCP super-frames (from TAP ports with offloads) cut into segments for a device without.
     #[serde(default)]
     pub tx_segmented: u64,
+    /// UDP super-frames written to a TAP with UDP segmentation offload, each made of several
+    /// datagrams (e.g. sealed ESP-in-UDP packets) merged in software.
+    #[serde(default)]
+    pub tx_uso_merged: u64,
     /// Received frames whose partial TCP/UDP checksum (from a veth peer with transmit checksum
     /// offload) the switch completed.
     #[serde(default)]

@@ -126,6 +126,9 @@ pub struct PortCounters {
     pub tx_offload_dropped: Counter,
     /// TCP super-frames cut into segments in software for a port without offloads.
     pub tx_segmented: Counter,
+    /// UDP super-frames written to a TAP with UDP segmentation offload, each made of several
+    /// datagrams of a transmit burst ([`crate::gro::udp_segment`]).
+    pub tx_uso_merged: Counter,
     /// Received frames whose partial TCP/UDP checksum (left by a local stack with transmit
     /// checksum offload, on a veth) was completed.
     pub rx_csum_completed: Counter,
@@ -190,6 +193,7 @@ impl WorkerStats {
             rx_errors: Counter(AtomicU64::new(0)),
             tx_offload_dropped: Counter(AtomicU64::new(0)),
             tx_segmented: Counter(AtomicU64::new(0)),
+            tx_uso_merged: Counter(AtomicU64::new(0)),
             rx_csum_completed: Counter(AtomicU64::new(0)),
             device_gone: Counter(AtomicU64::new(0)),
         };

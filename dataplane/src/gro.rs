@@ -12,10 +12,21 @@
 //! written alone, for the receiver to drop). The result's TCP checksum is left partial
 //! (`NEEDS_CSUM`), as a local stack would hand it over.
 //!
+//! UDP (for a TAP that took `TUN_F_USO4`, see [`udp_segment`]): consecutive datagrams of one
+//! 5-tuple (IPv4 without options, not a fragment, the same MACs, TOS, DF, TTL, addresses and
+//! ports) whose payloads are all the first one's size, the last perhaps shorter, become one UDP
+//! super-frame written with a `VIRTIO_NET_HDR_GSO_UDP_L4` header: sealed ESP-in-UDP packets
+//! of one cut TCP super-frame leave in one write, as WireGuard's and Tailscale's UDP GSO do. At
+//! most [`UDP_MAX_SEGMENTS`] datagrams (the kernel refuses more); a datagram whose non-zero
+//! checksum does not verify is written alone.
+//!
 //! The code here is pure byte logic: no allocation, no `unsafe`, no panics on any input.
 
 use crate::checksum::{checksum, fold, pseudo_header_v4, sum16};
-use crate::offload::{VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
+pub use crate::offload::UDP_MAX_SEGMENTS;
+use crate::offload::{
+    VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_UDP_L4,
+};
 use crate::wire::{be16_at, be32_at};
 use std::net::Ipv4Addr;
 
@@ -36,7 +47,12 @@ pub struct Seg {
     pub seq: u32,
     /// PSH set (the segment ends a merge).
     pub psh: bool,
+    /// A UDP datagram ([`udp_segment`]), not a TCP segment.
+    pub udp: bool,
 }
+
+/// Bytes of Ethernet + IPv4 (no options) + UDP in front of a datagram's payload.
+const UDP_HDRS: usize = L4 + 8;
 
 /// The segment in `frame` if it may take part in a merge (see the module documentation),
 /// its TCP checksum verified.
@@ -71,6 +87,88 @@ pub fn segment(frame: &[u8]) -> Option<Seg> {
         payload: frame.len() - hdr_len,
         seq: be32_at(frame, L4 + 4)?,
         psh: flags & PSH != 0,
+        udp: false,
+    })
+}
+
+/// The UDP datagram in `frame` if it may take part in a UDP merge (see the module
+/// documentation): IPv4 without options, not a fragment, lengths that describe the frame
+/// exactly, a payload, and a checksum that is zero (none, as ESP in UDP sends) or verifies.
+#[must_use]
+pub fn udp_segment(frame: &[u8]) -> Option<Seg> {
+    if be16_at(frame, 12)? != 0x0800 || *frame.get(14)? != 0x45 || *frame.get(23)? != 17 {
+        return None;
+    }
+    if be16_at(frame, 20)? & 0x3fff != 0 {
+        return None;
+    }
+    let total = usize::from(be16_at(frame, 16)?);
+    let udp_len = usize::from(be16_at(frame, L4 + 4)?);
+    if total + 14 != frame.len() || udp_len + L4 != frame.len() || frame.len() <= UDP_HDRS {
+        return None;
+    }
+    if be16_at(frame, L4 + 6)? != 0 {
+        let src = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(26..30)?).ok()?);
+        let dst = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(30..34)?).ok()?);
+        let udp = frame.get(L4..)?;
+        let len = u16::try_from(udp.len()).ok()?;
+        if fold(sum16(udp, pseudo_header_v4(src, dst, 17, len))) != 0xFFFF {
+            return None;
+        }
+    }
+    Some(Seg {
+        hdr_len: UDP_HDRS,
+        payload: frame.len() - UDP_HDRS,
+        seq: 0,
+        psh: false,
+        udp: true,
+    })
+}
+
+/// Whether datagram `next` (in `frame`) may be appended to the UDP merge whose first datagram
+/// is `first` (in `head`), whose last was `last`: the same 5-tuple and IP fields (all but the
+/// lengths, identification and checksums), every datagram but the last the first's size.
+#[must_use]
+fn udp_follows(head: &[u8], first: &Seg, last: &Seg, frame: &[u8], next: &Seg) -> bool {
+    let same = |a: usize, b: usize| head.get(a..b).is_some_and(|h| frame.get(a..b) == Some(h));
+    next.udp
+        && last.payload == first.payload
+        && next.payload <= first.payload
+        // MACs, ethertype, version, TOS; flags and fragment offset; TTL, protocol;
+        // addresses and ports.
+        && same(0, 16)
+        && same(20, 24)
+        && same(26, UDP_HDRS - 4)
+}
+
+/// Finishes a merged UDP super-frame of `frame.len()` bytes in place: IPv4 total length and
+/// header checksum, UDP length, the UDP checksum partial (the pseudo-header sum over the
+/// whole length, which the kernel adjusts per datagram).
+#[must_use]
+fn udp_finish(frame: &mut [u8], first: &Seg) -> Option<VnetHdr> {
+    let total = u16::try_from(frame.len().checked_sub(14)?).ok()?;
+    let udp_len = u16::try_from(frame.len().checked_sub(L4)?).ok()?;
+    frame.get_mut(16..18)?.copy_from_slice(&total.to_be_bytes());
+    frame.get_mut(24..26)?.copy_from_slice(&[0, 0]);
+    let ip = checksum(frame.get(14..L4)?);
+    frame.get_mut(24..26)?.copy_from_slice(&ip.to_be_bytes());
+    frame
+        .get_mut(L4 + 4..L4 + 6)?
+        .copy_from_slice(&udp_len.to_be_bytes());
+    let src = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(26..30)?).ok()?);
+    let dst = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(30..34)?).ok()?);
+    let partial = fold(pseudo_header_v4(src, dst, 17, udp_len));
+    frame
+        .get_mut(L4 + 6..L4 + 8)?
+        .copy_from_slice(&partial.to_be_bytes());
+    Some(VnetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
+        hdr_len: u16::try_from(first.hdr_len).ok()?,
+        gso_size: u16::try_from(first.payload).ok()?,
+        csum_start: L4 as u16,
+        csum_offset: 6,
+        ..Default::default()
     })
 }
 
@@ -78,8 +176,12 @@ pub fn segment(frame: &[u8]) -> Option<Seg> {
 /// `first` (in `head`, whose header bytes the merge keeps), whose last segment was `last`.
 #[must_use]
 pub fn follows(head: &[u8], first: &Seg, last: &Seg, frame: &[u8], next: &Seg) -> bool {
+    if first.udp {
+        return udp_follows(head, first, last, frame, next);
+    }
     let same = |a: usize, b: usize| head.get(a..b).is_some_and(|h| frame.get(a..b) == Some(h));
     !last.psh
+        && !next.udp
         && last.payload == first.payload
         && next.payload <= first.payload
         && next.hdr_len == first.hdr_len
@@ -95,12 +197,16 @@ pub fn follows(head: &[u8], first: &Seg, last: &Seg, frame: &[u8], next: &Seg) -
         && same(L4 + 18, first.hdr_len)
 }
 
-/// Finishes a merged super-frame of `frame.len()` bytes in place (its first segment's headers,
+/// Finishes a merged super-frame of `frame.len()` bytes in place (a UDP merge: as the module
+/// documentation says; a TCP one: its first segment's headers,
 /// then every payload, the last segment's PSH folded into the flags): IPv4 total length and
 /// header checksum, the TCP checksum left partial. Returns the offload facts to write it with.
 /// None (the frame unchanged) if it is not IPv4/TCP as [`segment`] accepted or too long.
 #[must_use]
 pub fn finish(frame: &mut [u8], first: &Seg, psh: bool) -> Option<VnetHdr> {
+    if first.udp {
+        return udp_finish(frame, first);
+    }
     let total = u16::try_from(frame.len().checked_sub(14)?).ok()?;
     let tcp_len = u16::try_from(frame.len().checked_sub(L4)?).ok()?;
     frame.get_mut(16..18)?.copy_from_slice(&total.to_be_bytes());

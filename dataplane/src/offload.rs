@@ -48,6 +48,14 @@ pub const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
 pub const VIRTIO_NET_HDR_GSO_UDP: u8 = 3;
 /// `gso_type`: TCP over IPv6 segmentation offload.
 pub const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+/// `gso_type`: UDP segmentation offload (USO, Linux 6.2+ with `TUN_F_USO4`/`TUN_F_USO6`): a
+/// UDP super-frame whose payload is cut every `gso_size` bytes into datagrams of their own
+/// (not IP fragments), each with the same headers; needs [`VIRTIO_NET_HDR_F_NEEDS_CSUM`] at the
+/// UDP header.
+pub const VIRTIO_NET_HDR_GSO_UDP_L4: u8 = 5;
+/// Most datagrams one UDP super-frame may carry (the kernel's `UDP_MAX_SEGMENTS`, which it
+/// checks when a TAP writer hands one over).
+pub const UDP_MAX_SEGMENTS: usize = 64;
 /// `gso_type` bit: the TCP super-frame carries ECN's CWR flag (keep it on the first segment).
 pub const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
 /// `gso_type` bit: the super-frame is a UDP tunnel (VXLAN) packet with an IPv4 outer header
@@ -221,6 +229,12 @@ impl VnetHdr {
     pub fn is_plain(&self) -> bool {
         self.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM == 0
             && self.gso_type & !VIRTIO_NET_HDR_GSO_ECN == VIRTIO_NET_HDR_GSO_NONE
+    }
+
+    /// True if the frame is a UDP super-frame ([`VIRTIO_NET_HDR_GSO_UDP_L4`]).
+    #[must_use]
+    pub fn is_udp_gso(&self) -> bool {
+        self.gso_type & !VIRTIO_NET_HDR_GSO_ECN == VIRTIO_NET_HDR_GSO_UDP_L4
     }
 
     /// True if gso_type (with the ECN bit masked) is TCPV4 or TCPV6.
@@ -801,6 +815,168 @@ impl TunnelSegments {
             let c = if c == 0 { 0xFFFF } else { c };
             put(out, th + 6, &c.to_be_bytes()).ok_or(bad)?;
         }
+        Ok(total)
+    }
+}
+
+/// A plan for cutting one UDP super-frame ([`VIRTIO_NET_HDR_GSO_UDP_L4`]) back into the
+/// datagrams it was made of, as the kernel's `__udp_gso_segment` would: every segment is the
+/// headers (Ethernet, up to two VLAN tags, IPv4 or IPv6, UDP; copied) in front of the next
+/// `gso_size` bytes of payload (the last segment takes what is left), with the IP length (IPv4:
+/// identification + segment index, header checksum) and UDP length fixed and the UDP checksum
+/// computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpSegments {
+    /// Offset of the IP header.
+    pub l3_off: usize,
+    /// Offset of the UDP header (the headers copied in front of every segment end 8 bytes on).
+    pub l4_off: usize,
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
+    /// Payload bytes per segment.
+    pub mss: usize,
+    /// Payload bytes in all.
+    pub payload: usize,
+    /// Number of segments (>= 1).
+    pub count: usize,
+}
+
+impl UdpSegments {
+    /// Plans the cut of `frame` described by `hdr`: a [`VIRTIO_NET_HDR_GSO_UDP_L4`] frame with
+    /// its checksum partial at the UDP header (`NEEDS_CSUM`, `csum_start` the UDP header,
+    /// `csum_offset` 6, as the kernel requires of a writer), IPv4 (no fragment) or IPv6 without
+    /// extension headers carrying UDP, IP and UDP lengths that describe the frame exactly, at
+    /// most [`UDP_MAX_SEGMENTS`] segments, each within `max_frame`. (A frame the kernel vouches
+    /// for with `DATA_VALID` instead of a partial checksum is accepted too.)
+    ///
+    /// # Errors
+    /// [`OffloadError::UnsupportedGso`] for another GSO type, [`OffloadError::BadCsumOffset`]
+    /// for checksum facts other than the above, [`OffloadError::BadGsoHeader`] for headers or
+    /// lengths that disagree, [`OffloadError::BadGsoSize`] for a zero `gso_size`, too many
+    /// segments or a segment over `max_frame`.
+    pub fn plan(
+        frame: &[u8],
+        hdr: &VnetHdr,
+        max_frame: usize,
+    ) -> Result<UdpSegments, OffloadError> {
+        let bad = OffloadError::BadGsoHeader;
+        if !hdr.is_udp_gso() {
+            return Err(OffloadError::UnsupportedGso);
+        }
+        let (l3_off, ethertype) = walk_l2(frame)?;
+        let first = *frame.get(l3_off).ok_or(bad)?;
+        let (l4_off, proto, ip_len, ipv6) = match ethertype {
+            ETHERTYPE_IPV4 => {
+                let ihl = usize::from(first & 0x0F) * 4;
+                let frag = be16_at(frame, l3_off + 6).ok_or(bad)?;
+                if first >> 4 != 4 || ihl < IPV4_MIN_HDR_LEN || frag & 0x3FFF != 0 {
+                    return Err(bad);
+                }
+                let total = usize::from(be16_at(frame, l3_off + 2).ok_or(bad)?);
+                let proto = *frame.get(l3_off + 9).ok_or(bad)?;
+                (l3_off + ihl, proto, l3_off + total, false)
+            }
+            ETHERTYPE_IPV6 => {
+                if first >> 4 != 6 {
+                    return Err(bad);
+                }
+                let payload = usize::from(be16_at(frame, l3_off + 4).ok_or(bad)?);
+                let proto = *frame.get(l3_off + 6).ok_or(bad)?;
+                let l4 = l3_off + IPV6_HDR_LEN;
+                (l4, proto, l4 + payload, true)
+            }
+            _ => return Err(bad),
+        };
+        if proto != IPPROTO_UDP || ip_len != frame.len() {
+            return Err(bad);
+        }
+        let udp_len = usize::from(be16_at(frame, l4_off + 4).ok_or(bad)?);
+        let payload = frame.len().checked_sub(l4_off + 8).ok_or(bad)?;
+        if udp_len != payload + 8 {
+            return Err(bad);
+        }
+        // Partial at the UDP header (what a writer must give, and what a local stack's
+        // super-frame carries when read), or vouched for by the kernel: every segment's
+        // checksum is computed here either way.
+        let partial = hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
+        let at_udp = usize::from(hdr.csum_start) == l4_off && hdr.csum_offset == 6;
+        if (partial && !at_udp) || (!partial && hdr.flags & VIRTIO_NET_HDR_F_DATA_VALID == 0) {
+            return Err(OffloadError::BadCsumOffset);
+        }
+        let mss = usize::from(hdr.gso_size);
+        if mss == 0 || l4_off + 8 + mss > max_frame {
+            return Err(OffloadError::BadGsoSize);
+        }
+        let count = payload.div_ceil(mss).max(1);
+        if count > UDP_MAX_SEGMENTS {
+            return Err(OffloadError::BadGsoSize);
+        }
+        Ok(UdpSegments {
+            l3_off,
+            l4_off,
+            ipv6,
+            mss,
+            payload,
+            count,
+        })
+    }
+
+    /// Payload bytes of segment `i` (0 past the last).
+    #[must_use]
+    pub fn seg_payload(&self, i: usize) -> usize {
+        let start = i.saturating_mul(self.mss);
+        self.payload.saturating_sub(start).min(self.mss)
+    }
+
+    /// Writes segment `i` of `frame` into `out` and returns its length.
+    ///
+    /// # Errors
+    /// [`OffloadError::BadGsoSize`] if `out` is too small or `i` is past the last segment,
+    /// [`OffloadError::BadGsoHeader`] if `frame` is not the one planned.
+    pub fn write_segment(
+        &self,
+        frame: &[u8],
+        i: usize,
+        out: &mut [u8],
+    ) -> Result<usize, OffloadError> {
+        let bad = OffloadError::BadGsoHeader;
+        let small = OffloadError::BadGsoSize;
+        if i >= self.count {
+            return Err(small);
+        }
+        let (l3, th) = (self.l3_off, self.l4_off);
+        let hdrs = th + 8;
+        let n = self.seg_payload(i);
+        let start = hdrs + i * self.mss;
+        let total = hdrs + n;
+        let src = frame.get(start..start + n).ok_or(bad)?;
+        put(out, 0, frame.get(..hdrs).ok_or(bad)?).ok_or(small)?;
+        put(out, hdrs, src).ok_or(small)?;
+        let udp_len = u16::try_from(n + 8).map_err(|_| bad)?;
+        let pseudo = if self.ipv6 {
+            put(out, l3 + 4, &udp_len.to_be_bytes()).ok_or(bad)?;
+            let src = Ipv6Addr::from(array::<16>(out, l3 + 8).ok_or(bad)?);
+            let dst = Ipv6Addr::from(array::<16>(out, l3 + 24).ok_or(bad)?);
+            pseudo_header_v6(&src, &dst, IPPROTO_UDP, u32::from(udp_len))
+        } else {
+            let total_len = u16::try_from(total - l3).map_err(|_| bad)?;
+            put(out, l3 + 2, &total_len.to_be_bytes()).ok_or(bad)?;
+            let step = u16::try_from(i & 0xFFFF).map_err(|_| bad)?;
+            let id = be16_at(out, l3 + 4).ok_or(bad)?.wrapping_add(step);
+            put(out, l3 + 4, &id.to_be_bytes()).ok_or(bad)?;
+            put(out, l3 + 10, &[0, 0]).ok_or(bad)?;
+            let ip_csum = checksum(out.get(l3..th).ok_or(bad)?);
+            put(out, l3 + 10, &ip_csum.to_be_bytes()).ok_or(bad)?;
+            let src = Ipv4Addr::from(array::<4>(out, l3 + 12).ok_or(bad)?);
+            let dst = Ipv4Addr::from(array::<4>(out, l3 + 16).ok_or(bad)?);
+            pseudo_header_v4(src, dst, IPPROTO_UDP, udp_len)
+        };
+        put(out, th + 4, &udp_len.to_be_bytes()).ok_or(bad)?;
+        put(out, th + 6, &[0, 0]).ok_or(bad)?;
+        // A computed zero is sent as all ones (RFC 768): zero means "no checksum".
+        let c = !fold(sum16(out.get(th..total).ok_or(bad)?, pseudo));
+        let c = if c == 0 { 0xFFFF } else { c };
+        put(out, th + 6, &c.to_be_bytes()).ok_or(bad)?;
         Ok(total)
     }
 }

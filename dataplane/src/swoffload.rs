@@ -8,13 +8,16 @@
 //! buffers, and moves a frame out of a large buffer when the port transmits only from the pool's
 //! AF_XDP region. A UDP tunnel super-frame (VXLAN with a TCP super-frame inside, from a TAP with
 //! tunnel GSO) passes only to a TAP that takes those ([`TxCaps::OffloadTunnel`]); for any other
-//! port it is cut with its outer headers ([`crate::offload::TunnelSegments`]).
+//! port it is cut with its outer headers ([`crate::offload::TunnelSegments`]). A UDP super-frame
+//! (`VIRTIO_NET_HDR_GSO_UDP_L4`, from a TAP uplink with UDP segmentation offload) is cut back
+//! into its datagrams for every port ([`crate::offload::UdpSegments`]): only a TAP's own
+//! transmit merge makes those, after this point.
 //!
 //! Nothing here allocates memory; the segments come from the worker's buffer cache.
 
 use crate::offload::{
-    complete_checksum, OffloadError, TcpSegments, TunnelSegments, VIRTIO_NET_HDR_F_NEEDS_CSUM,
-    VIRTIO_NET_HDR_GSO_ECN,
+    complete_checksum, OffloadError, TcpSegments, TunnelSegments, UdpSegments,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
 };
 use crate::pool::{Buf, PoolCache, HEADROOM, MAX_FRAME};
 
@@ -38,8 +41,8 @@ impl TxCaps {
     #[must_use]
     pub fn takes(self, o: &crate::offload::VnetHdr) -> bool {
         match self {
-            TxCaps::OffloadTunnel => true,
-            TxCaps::Offload => !o.is_tunnel_gso(),
+            TxCaps::OffloadTunnel => !o.is_udp_gso(),
+            TxCaps::Offload => !o.is_tunnel_gso() && !o.is_udp_gso(),
             TxCaps::Plain | TxCaps::Region => false,
         }
     }
@@ -51,6 +54,8 @@ enum Plan {
     Tcp(TcpSegments),
     /// A TCP super-frame in a UDP tunnel.
     Tunnel(TunnelSegments),
+    /// A UDP super-frame.
+    Udp(UdpSegments),
 }
 
 impl Plan {
@@ -58,6 +63,7 @@ impl Plan {
         match self {
             Plan::Tcp(p) => p.count,
             Plan::Tunnel(p) => p.count(),
+            Plan::Udp(p) => p.count,
         }
     }
 
@@ -65,6 +71,7 @@ impl Plan {
         match self {
             Plan::Tcp(p) => p.write_segment(frame, i, out),
             Plan::Tunnel(p) => p.write_segment(frame, i, out),
+            Plan::Udp(p) => p.write_segment(frame, i, out),
         }
     }
 }
@@ -115,6 +122,8 @@ pub fn resolve(
             TunnelSegments::plan(pool.data(&b), &o, MAX_FRAME).map(Plan::Tunnel)
         } else if o.is_tcp_gso() {
             TcpSegments::plan(pool.data(&b), &o, MAX_FRAME).map(Plan::Tcp)
+        } else if o.is_udp_gso() {
+            UdpSegments::plan(pool.data(&b), &o, MAX_FRAME).map(Plan::Udp)
         } else {
             Err(OffloadError::UnsupportedGso)
         };

@@ -200,8 +200,8 @@ impl Ports {
         let c = stats.port(port);
         let pool = cache.pool();
         let finish = match slot.caps {
-            TxCaps::OffloadTunnel => false,
-            TxCaps::Offload => pool.is_tunnel_gso(&b),
+            TxCaps::OffloadTunnel => pool.offload(&b).is_udp_gso(),
+            TxCaps::Offload => pool.is_tunnel_gso(&b) || pool.offload(&b).is_udp_gso(),
             TxCaps::Plain => pool.has_offload(&b),
             TxCaps::Region => pool.has_offload(&b) || pool.is_large(&b),
         };

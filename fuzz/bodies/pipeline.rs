@@ -41,6 +41,7 @@ pub fn run(data: &[u8]) {
                 aging_secs: 5,
                 statics: vec![([2, 0, 0, 0, 0, 9], 2)],
                 encrypted: false,
+                esp_udp: false,
             }),
         ],
         ..Default::default()

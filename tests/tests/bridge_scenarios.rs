@@ -251,6 +251,7 @@ impl Topo {
             aging_secs: DEFAULT_AGING_SECS,
             statics: Vec::new(),
             encrypted: false,
+            esp_udp: false,
         });
         self
     }

@@ -116,6 +116,7 @@ fn topology() -> Snapshot {
                 aging_secs: 300,
                 statics: Vec::new(),
                 encrypted: false,
+                esp_udp: false,
             }),
         ],
         ..Default::default()

@@ -42,6 +42,7 @@ fn a_mac_learned_on_one_worker_is_known_to_the_other() {
                 aging_secs: 300,
                 statics: vec![],
                 encrypted: false,
+                esp_udp: false,
             }),
         ],
         ..Default::default()

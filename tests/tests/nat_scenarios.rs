@@ -50,6 +50,7 @@ fn snapshot() -> Snapshot {
                 aging_secs: 300,
                 statics: Vec::new(),
                 encrypted: false,
+                esp_udp: false,
             }),
         ],
         uplink: Some(UplinkConf {

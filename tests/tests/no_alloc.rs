@@ -199,6 +199,7 @@ fn forwarding_and_flooding_allocate_nothing_in_steady_state() {
                 aging_secs: 300,
                 statics: Vec::new(),
                 encrypted: false,
+                esp_udp: false,
             }),
         ],
         ..Default::default()
@@ -392,6 +393,7 @@ fn load_balancing_allocates_nothing_per_packet() {
                 aging_secs: 300,
                 statics: Vec::new(),
                 encrypted: false,
+                esp_udp: false,
             }),
         ],
         uplink: Some(UplinkConf {

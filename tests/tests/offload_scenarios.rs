@@ -245,6 +245,7 @@ fn topo(net: NetId, ports: &[PortId]) -> Snapshot {
         aging_secs: DEFAULT_AGING_SECS,
         statics: Vec::new(),
         encrypted: false,
+        esp_udp: false,
     });
     snap
 }

@@ -264,6 +264,7 @@ fn netconf(ports: Vec<PortId>) -> NetConf {
         aging_secs: 300,
         statics: vec![],
         encrypted: false,
+        esp_udp: false,
     }
 }
 
@@ -312,6 +313,7 @@ fn add_tunnel(s: &mut Snapshot, id: PortId, net: NetId, vtep: Ipv4Addr, peer: bo
             vtep,
             vni,
             encrypted: false,
+            esp_udp: false,
         }),
         learn: true,
         ..Default::default()

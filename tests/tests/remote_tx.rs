@@ -35,6 +35,7 @@ fn a_worker_without_a_queue_sends_through_the_owner() {
                 aging_secs: 300,
                 statics: vec![],
                 encrypted: false,
+                esp_udp: false,
             }),
         ],
         ..Default::default()

@@ -86,6 +86,7 @@ fn snapshot(native: bool, trunk_mtu: u32) -> Snapshot {
             aging_secs: 300,
             statics: vec![],
             encrypted: false,
+            esp_udp: false,
         })
     };
     let mut nets = vec![
@@ -224,6 +225,7 @@ fn pcp_survives_from_one_trunk_vlan_to_the_same_network_on_the_trunk() {
         aging_secs: 300,
         statics: vec![],
         encrypted: false,
+        esp_udp: false,
     });
     snap.nets[2] = Some(NetConf {
         ports: vec![ACCESS_20],
@@ -231,6 +233,7 @@ fn pcp_survives_from_one_trunk_vlan_to_the_same_network_on_the_trunk() {
         aging_secs: 300,
         statics: vec![],
         encrypted: false,
+        esp_udp: false,
     });
     let mut rig = Rig::with(snap);
     let inner = untagged(BCAST, A, 64);

@@ -49,6 +49,8 @@ pub struct TunnelConf {
     pub vni: u32,
     /// Whether the network is encrypted: encapsulated frames go to `esp-seal`.
     pub encrypted: bool,
+    /// With `encrypted`: ESP goes in UDP (RFC 3948), not as IP protocol 50.
+    pub esp_udp: bool,
 }
 
 /// The host's underlay address.
@@ -136,6 +138,9 @@ pub struct NetConf {
     pub statics: Vec<([u8; 6], PortId)>,
     /// An encrypted overlay: VXLAN for its VNI is accepted only out of ESP.
     pub encrypted: bool,
+    /// With `encrypted`: its ESP comes in UDP (RFC 3948); ESP as IP protocol 50 for it is
+    /// dropped (and the reverse without).
+    pub esp_udp: bool,
 }
 
 /// A network's gateway: the switch's own address on the network, which routes out of it

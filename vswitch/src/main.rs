@@ -47,6 +47,11 @@ struct Args {
     /// encapsulation.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     tap_tunnel_gso: OnOff,
+    /// With --tap-offload on: UDP segmentation offload (Linux 6.2+) on TAP ports in no network
+    /// (uplinks), so equal-sized UDP datagrams of one flow in a burst (sealed ESP-in-UDP
+    /// packets) leave in one write and arrive as one read, cut in software.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    tap_uso: OnOff,
     /// With --tap-offload on: merge consecutive in-order TCP segments of one flow in a burst
     /// into one super-frame before writing it to a TAP (software GRO; never holds a frame past
     /// its burst).
@@ -181,6 +186,7 @@ fn run(args: Args, socket: PathBuf) -> Result<(), String> {
         large_buffers: args.large_buffers,
         tap_offload: args.tap_offload == OnOff::On,
         tap_tunnel_gso: args.tap_tunnel_gso == OnOff::On,
+        tap_uso: args.tap_uso == OnOff::On,
         tap_gro: args.tap_gro == OnOff::On,
         tap_uring: args.tap_uring == OnOff::On,
         metrics,

@@ -201,6 +201,10 @@ pub(crate) struct NetworkCreate {
     /// Encrypt overlay traffic (needs --vni)
     #[arg(long)]
     pub encrypted: bool,
+    /// With --encrypted: esp sends ESP as IP protocol 50 (the default, as Docker does); udp
+    /// sends it in UDP port 4500 (RFC 3948), which a TAP uplink writes and reads in bursts
+    #[arg(long, value_name = "ENCAP", value_parser = ["esp", "udp"])]
+    pub esp_encap: Option<String>,
     /// Most learned MAC addresses in this network [daemon default: 65536]
     #[arg(long, value_name = "N")]
     pub mac_limit: Option<u32>,

@@ -102,6 +102,12 @@ pub(crate) fn network_spec(spec: &NetworkSpec) -> Result<(), String> {
                 .to_string(),
         );
     }
+    if spec.esp_encap.is_some() && !spec.encrypted {
+        return Err(
+            "--esp-encap (esp_encap) chooses how ESP travels and needs an encrypted network; add --encrypted"
+                .to_string(),
+        );
+    }
     // Only turning learning off is refused: `true` is the default and harmless anywhere.
     if spec.learn_remote == Some(false) && spec.vni.is_none() {
         return Err(
@@ -339,6 +345,7 @@ mod tests {
             gateway: None,
             vni: None,
             encrypted: false,
+            esp_encap: None,
             mac_limit: None,
             aging_secs: None,
             learn_remote: None,

@@ -8,9 +8,9 @@ use super::args::{
 use super::check;
 use super::CliError;
 use control::proto::{
-    cmd, CaptureDirection, CaptureStart, ConfigDoc, ExportArgs, FdbLsArgs, FdbRmArgs, KeyAdd,
-    KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortLocateArgs, PortSpec, PortType, Scope,
-    StaticFdb, StatsArgs, TraceAddArgs, UplinkSpec,
+    cmd, CaptureDirection, CaptureStart, ConfigDoc, EspEncap, ExportArgs, FdbLsArgs, FdbRmArgs,
+    KeyAdd, KeyTag, NameArgs, NetworkSpec, PeerLsArgs, PeerSpec, PortLocateArgs, PortSpec,
+    PortType, Scope, StaticFdb, StatsArgs, TraceAddArgs, UplinkSpec,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -283,6 +283,11 @@ fn network_spec(c: &NetworkCreate) -> NetworkSpec {
         gateway: c.gateway.clone(),
         vni: c.vni,
         encrypted: c.encrypted,
+        esp_encap: match c.esp_encap.as_deref() {
+            Some("udp") => Some(EspEncap::Udp),
+            Some(_) => Some(EspEncap::Esp),
+            None => None,
+        },
         mac_limit: c.mac_limit,
         aging_secs: c.aging,
         learn_remote: c.no_learn_remote.then_some(false),

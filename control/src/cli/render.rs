@@ -185,6 +185,9 @@ fn status(s: &StatusInfo) -> String {
 
 fn vni(n: &NetworkInfo) -> String {
     match (n.spec.vni, n.spec.encrypted) {
+        (Some(v), true) if n.spec.esp_encap == Some(control::proto::EspEncap::Udp) => {
+            format!("{v} (encrypted, ESP in UDP)")
+        }
         (Some(v), true) => format!("{v} (encrypted)"),
         (Some(v), false) => v.to_string(),
         (None, _) => "-".to_string(),
@@ -332,8 +335,8 @@ fn port(p: &PortInfo) -> String {
             "offloads",
             format!(
                 "{} super-frames cut in software, {} frames dropped, {} partial checksums \
-                 completed",
-                c.tx_segmented, c.tx_offload_dropped, c.rx_csum_completed
+                 completed, {} UDP super-frames merged",
+                c.tx_segmented, c.tx_offload_dropped, c.rx_csum_completed, c.tx_uso_merged
             ),
         ),
     ])
@@ -728,7 +731,7 @@ mod tests {
             text.ends_with(
                 "kernel drops:  0 rx ring full, 0 fill ring empty, 0 other (AF_XDP sockets)\n\
                  offloads:      0 super-frames cut in software, 0 frames dropped, \
-                 0 partial checksums completed\n"
+                 0 partial checksums completed, 0 UDP super-frames merged\n"
             ),
             "{text}"
         );

@@ -496,6 +496,7 @@ fn ensure_network(
             .and_then(Value::as_u64)
             .and_then(|v| u32::try_from(v).ok()),
         encrypted: r.get("encrypted").and_then(Value::as_bool) == Some(true),
+        esp_encap: None,
         mac_limit: None,
         aging_secs: None,
         learn_remote: None,

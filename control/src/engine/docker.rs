@@ -84,6 +84,7 @@ pub fn network_spec(req: &Value) -> Result<NetworkSpec, ErrorBody> {
         gateway: None,
         vni: None,
         encrypted: false,
+        esp_encap: None,
         mac_limit: None,
         aging_secs: None,
         learn_remote: None,

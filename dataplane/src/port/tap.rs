@@ -18,6 +18,12 @@
 //! [`crate::offload::VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4`]). Where it does not (an older
 //! kernel), the device is opened as without `tunnel`.
 //!
+//! With `uso` as well, it asks for UDP segmentation offload (Linux 6.2+, `TUN_F_USO4 |
+//! TUN_F_USO6`) alongside: on transmit, consecutive datagrams of one 5-tuple of equal size in a
+//! burst (the sealed ESP-in-UDP packets of one cut TCP super-frame) are merged into one UDP
+//! super-frame and written once ([`crate::gro::udp_segment`]); the kernel may hand over UDP
+//! super-frames in turn, which the pipeline cuts ([`crate::offload::UdpSegments`]).
+//!
 //! On transmit, with offloads, consecutive in-order TCP segments of one flow in a burst are
 //! merged into one super-frame first (software GRO, [`crate::gro`]), and with
 //! [`TapFeatures::uring`] a burst's writes are submitted to the kernel with one `io_uring_enter`.
@@ -49,6 +55,8 @@ pub struct TapDevice {
     tunnel_gso: bool,
     /// Merge TCP segments of a transmit burst (with offloads only).
     gro: bool,
+    /// The kernel took UDP segmentation offload (`TUN_F_USO4 | TUN_F_USO6`).
+    uso: bool,
     /// Each queue writes through io_uring, a burst per `io_uring_enter`.
     uring: bool,
 }
@@ -62,6 +70,9 @@ pub struct TapFeatures {
     pub tunnel_gso: bool,
     /// With `offloads`: merge the TCP segments of each transmit burst (software GRO).
     pub gro: bool,
+    /// With `offloads`: ask for UDP segmentation offload too (where the kernel has it), and
+    /// merge equal-sized datagrams of one 5-tuple in each transmit burst.
+    pub uso: bool,
     /// Write each transmit burst through io_uring (one system call for the burst) where the
     /// kernel allows io_uring; plain `write`s otherwise.
     pub uring: bool,
@@ -86,13 +97,14 @@ impl TapDevice {
             offloads,
             tunnel_gso: tunnel,
             gro,
+            uso,
             uring,
         } = features;
         let queues = queues.max(1);
         let owned_name = name.to_string();
-        let (fds, created, tunnel_gso) = netns::run_in(netns, move || {
+        let (fds, created, (tunnel_gso, uso)) = netns::run_in(netns, move || {
             let created = !sys::exists(&owned_name);
-            let mut tunnel_gso = false;
+            let mut got = (false, false);
             let mut fds = Vec::with_capacity(queues as usize);
             for _ in 0..queues {
                 fds.push(sys::open_queue(&owned_name, offloads)?);
@@ -108,11 +120,7 @@ impl TapDevice {
                         if vnet { "on" } else { "off" }
                     )));
                 }
-                if offloads && tunnel {
-                    tunnel_gso = sys::set_tunnel_offloads(first, VNET_HDR_TNL_LEN, VNET_HDR_LEN)?;
-                } else {
-                    sys::set_offloads(first, offloads.then_some(VNET_HDR_LEN))?;
-                }
+                got = negotiate(first, offloads, tunnel, uso)?;
             }
             // Persistence comes last: if anything before fails, closing the descriptors takes a
             // device made here away again instead of leaving it behind.
@@ -127,7 +135,7 @@ impl TapDevice {
             if let Some(first) = fds.first() {
                 sys::set_persist(first, true)?;
             }
-            Ok((fds, created, tunnel_gso))
+            Ok((fds, created, got))
         })?;
         Ok(TapDevice {
             name: name.to_string(),
@@ -137,6 +145,7 @@ impl TapDevice {
             offloads,
             tunnel_gso,
             gro: gro && offloads,
+            uso,
             uring,
         })
     }
@@ -164,6 +173,11 @@ impl TapDevice {
     /// Whether UDP tunnel super-frames cross the device (the kernel took `TUN_F_UDP_TUNNEL_GSO`).
     pub fn tunnel_gso(&self) -> bool {
         self.tunnel_gso
+    }
+
+    /// Whether UDP super-frames cross the device (the kernel took `TUN_F_USO4 | TUN_F_USO6`).
+    pub fn uso(&self) -> bool {
+        self.uso
     }
 
     /// Number of queues held.
@@ -195,6 +209,7 @@ impl TapDevice {
             },
             tunnel_gso: self.tunnel_gso,
             gro: self.gro,
+            uso: self.uso,
             uring: if self.uring { Uring::new() } else { None },
             rx_ring: if self.uring {
                 RxRingState::Wanted
@@ -246,6 +261,9 @@ pub struct TapQueue {
     tunnel_gso: bool,
     /// Transmit bursts' TCP segments are merged ([`crate::gro`]).
     gro: bool,
+    /// UDP super-frames cross the queue: transmit bursts' equal-sized datagrams of one
+    /// 5-tuple are merged ([`crate::gro::udp_segment`]).
+    uso: bool,
     /// Writes go through io_uring, a burst at a time (None: plain `write`s). Boxed: the ring
     /// is large and made once per queue.
     uring: Option<Box<Uring>>,
@@ -470,14 +488,17 @@ impl TapQueue {
         // The merge in progress: its buffer, first and last segment, segments in it.
         let mut merge: Option<(Buf, gro::Seg, gro::Seg, u64)> = None;
         for b in burst.drain() {
-            let seg = if self.gro && !pool.has_offload(&b) {
-                gro::segment(pool.data(&b))
+            let seg = if (self.gro || self.uso) && !pool.has_offload(&b) {
+                let d = pool.data(&b);
+                let tcp = if self.gro { gro::segment(d) } else { None };
+                tcp.or_else(|| self.uso.then(|| gro::udp_segment(d)).flatten())
             } else {
                 None
             };
             if let (Some((mb, first, last, n)), Some(next)) = (merge.as_mut(), seg) {
                 let cur = pool.len(mb);
-                let fits = cur + next.payload <= (usize::from(u16::MAX) + 14).min(LARGE_MAX_FRAME);
+                let fits = cur + next.payload <= (usize::from(u16::MAX) + 14).min(LARGE_MAX_FRAME)
+                    && (!next.udp || *n < gro::UDP_MAX_SEGMENTS as u64);
                 if fits && gro::follows(pool.data(mb), first, last, pool.data(&b), &next) {
                     if *n == 1 {
                         // A second segment joins: the merge moves into a large buffer.
@@ -515,6 +536,7 @@ impl TapQueue {
         c.tx_packets.add(t.sent);
         c.tx_bytes.add(t.bytes);
         c.tx_dropped.add(t.dropped);
+        c.tx_uso_merged.add(t.uso_merged);
         t.sent as usize
     }
 
@@ -530,6 +552,7 @@ impl TapQueue {
             let pool = std::sync::Arc::clone(cache.pool());
             if let Some(o) = gro::finish(pool.data_mut(&mut b), &first, last.psh) {
                 pool.set_offload(&mut b, o);
+                t.uso_merged += u64::from(first.udp);
             }
         }
         self.write_one(cache, b, n, t);
@@ -654,6 +677,34 @@ impl TapQueue {
 /// Most writes queued on a queue's io_uring before they are submitted.
 const URING_BATCH: usize = 64;
 
+/// Sets the device's offloads: none without `offloads`; else the most of UDP tunnel GSO
+/// (`tunnel`) and UDP segmentation offload (`uso`) that the kernel takes on top of checksums and
+/// TSO, trying smaller sets where it refuses a combination (EINVAL). Returns (tunnel GSO, USO)
+/// as taken.
+fn negotiate(fd: &OwnedFd, offloads: bool, tunnel: bool, uso: bool) -> io::Result<(bool, bool)> {
+    if !offloads {
+        sys::set_offloads(fd, None)?;
+        return Ok((false, false));
+    }
+    let uso_bits = sys::TUN_F_USO4 | sys::TUN_F_USO6;
+    let tnl_bits = sys::TUN_F_UDP_TUNNEL_GSO | sys::TUN_F_UDP_TUNNEL_GSO_CSUM;
+    let tries = [
+        (true, true, VNET_HDR_TNL_LEN, tnl_bits | uso_bits),
+        (true, false, VNET_HDR_TNL_LEN, tnl_bits),
+        (false, true, VNET_HDR_LEN, uso_bits),
+    ];
+    for (t, u, len, bits) in tries {
+        if (t && !tunnel) || (u && !uso) {
+            continue;
+        }
+        if sys::try_offloads(fd, len, bits)? {
+            return Ok((t, u));
+        }
+    }
+    sys::set_offloads(fd, Some(VNET_HDR_LEN))?;
+    Ok((false, false))
+}
+
 /// A queue's io_uring for batched writes.
 struct Uring {
     ring: io_uring::IoUring,
@@ -689,6 +740,8 @@ struct TxTally {
     sent: u64,
     bytes: u64,
     dropped: u64,
+    /// UDP super-frames made by merging.
+    uso_merged: u64,
 }
 
 impl Port for TapQueue {

@@ -130,6 +130,37 @@ pub fn set_tunnel_offloads(fd: &OwnedFd, hdr_len: usize, fallback_len: usize) ->
     }
 }
 
+/// `TUN_F_USO4` (Linux 6.2+): the reader takes UDP super-frames over IPv4 (needs `TUN_F_CSUM`).
+pub const TUN_F_USO4: libc::c_uint = 0x20;
+/// `TUN_F_USO6` (Linux 6.2+): ... over IPv6.
+pub const TUN_F_USO6: libc::c_uint = 0x40;
+
+/// Tries the offloads of [`set_offloads`] plus `extra` feature bits (e.g. [`TUN_F_USO4`] |
+/// [`TUN_F_USO6`], the UDP tunnel bits) with a `hdr_len`-byte virtio-net header. Returns
+/// whether the kernel took the combination; when it refused it (EINVAL: a kernel without one
+/// of the bits), the header size may be `hdr_len` and the features are whatever they were:
+/// the caller tries a smaller set or [`set_offloads`].
+pub fn try_offloads(fd: &OwnedFd, hdr_len: usize, extra: libc::c_uint) -> io::Result<bool> {
+    let sz = libc::c_int::try_from(hdr_len).map_err(|_| io::Error::other("bad header size"))?;
+    // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which points at `sz`.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &sz) })
+        .map_err(|e| io::Error::new(e.kind(), format!("TUNSETVNETHDRSZ: {e}")))?;
+    let features = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | extra;
+    // SAFETY: TUNSETOFFLOAD takes the feature bits as an integer argument by value.
+    let r = cvt(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            libc::c_ulong::from(features),
+        )
+    });
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(e) => Err(io::Error::new(e.kind(), format!("TUNSETOFFLOAD: {e}"))),
+    }
+}
+
 /// The device's flags as the kernel has them (`TUNGETIFF`), e.g. whether `IFF_VNET_HDR` is on.
 pub fn flags(fd: &OwnedFd) -> io::Result<i32> {
     let mut req = IfReq {

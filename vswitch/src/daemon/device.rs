@@ -55,10 +55,15 @@ impl Device {
     /// with virtio-net headers, the offloads it takes.
     pub fn mode(&self) -> Option<String> {
         match self {
-            Device::Tap(d) if d.tunnel_gso() => {
-                Some("offloads: csum, tso4, tso6, udp-tunnel-gso".to_string())
-            }
-            Device::Tap(d) if d.offloads() => Some("offloads: csum, tso4, tso6".to_string()),
+            Device::Tap(d) if d.offloads() => Some(format!(
+                "offloads: csum, tso4, tso6{}{}",
+                if d.tunnel_gso() {
+                    ", udp-tunnel-gso"
+                } else {
+                    ""
+                },
+                if d.uso() { ", uso4, uso6" } else { "" }
+            )),
             Device::Tap(_) => None,
             Device::AfXdp(d) => Some(d.mode().to_string()),
         }

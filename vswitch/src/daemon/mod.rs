@@ -118,6 +118,8 @@ pub struct Options {
     pub tap_offload: bool,
     /// With offloads, ask for UDP tunnel segmentation offload too (`--tap-tunnel-gso`).
     pub tap_tunnel_gso: bool,
+    /// With offloads, ask for UDP segmentation offload on ports in no network (`--tap-uso`).
+    pub tap_uso: bool,
     /// With offloads, merge the TCP segments of a transmit burst (`--tap-gro`).
     pub tap_gro: bool,
     /// Write TAP transmit bursts through io_uring (`--tap-uring`).
@@ -160,6 +162,7 @@ fn sum_port<'a>(
             .tx_offload_dropped
             .wrapping_add(p.tx_offload_dropped.get());
         c.tx_segmented = c.tx_segmented.wrapping_add(p.tx_segmented.get());
+        c.tx_uso_merged = c.tx_uso_merged.wrapping_add(p.tx_uso_merged.get());
         c.rx_csum_completed = c.rx_csum_completed.wrapping_add(p.rx_csum_completed.get());
     }
     c
@@ -177,6 +180,7 @@ fn counters_since(now: &PortCounters, base: &PortCounters) -> PortCounters {
         rx_errors: now.rx_errors.wrapping_sub(base.rx_errors),
         tx_offload_dropped: now.tx_offload_dropped.wrapping_sub(base.tx_offload_dropped),
         tx_segmented: now.tx_segmented.wrapping_sub(base.tx_segmented),
+        tx_uso_merged: now.tx_uso_merged.wrapping_sub(base.tx_uso_merged),
         rx_csum_completed: now.rx_csum_completed.wrapping_sub(base.rx_csum_completed),
         ..PortCounters::default()
     }
@@ -737,6 +741,7 @@ mod tests {
             large_buffers: 128,
             tap_offload: true,
             tap_tunnel_gso: true,
+            tap_uso: true,
             tap_gro: true,
             tap_uring: false,
             metrics: None,
@@ -1143,6 +1148,7 @@ mod tests {
             gateway: None,
             vni: None,
             encrypted: false,
+            esp_encap: None,
             mac_limit: None,
             aging_secs: None,
             internal: false,

@@ -408,6 +408,7 @@ mod tests {
             gateway: gateway.map(str::to_string),
             vni: None,
             encrypted: false,
+            esp_encap: None,
             mac_limit: None,
             aging_secs: None,
             learn_remote: None,

@@ -10,6 +10,12 @@ pub(super) fn check_network_spec(spec: &NetworkSpec) -> Result<(), ErrorBody> {
             "an encrypted network needs a VNI: only overlay traffic is encrypted; add --vni N",
         ));
     }
+    if spec.esp_encap.is_some() && !spec.encrypted {
+        return Err(err(
+            ErrorCode::InvalidArgument,
+            "--esp-encap (esp_encap) chooses how ESP travels and needs an encrypted network; add --encrypted",
+        ));
+    }
     if let Some(s) = &spec.subnet {
         parse_cidr(s).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
     }
@@ -119,6 +125,7 @@ impl Desired {
                 aging_secs: n.spec.aging_secs.unwrap_or(config::DEFAULT_AGING_SECS),
                 statics: Vec::new(),
                 encrypted: n.spec.encrypted,
+                esp_udp: n.spec.esp_encap == Some(control::proto::EspEncap::Udp),
             });
         }
         self.compile_gateways(snap);
@@ -182,7 +189,8 @@ impl Daemon {
             effective_aging_secs: n.spec.aging_secs.unwrap_or(config::DEFAULT_AGING_SECS),
             mtu: n.spec.vni.map(|_| {
                 if n.spec.encrypted {
-                    crate::esp::overlay_mtu(self.uplink_mtu())
+                    let udp = n.spec.esp_encap == Some(control::proto::EspEncap::Udp);
+                    crate::esp::overlay_mtu_encap(self.uplink_mtu(), udp)
                 } else {
                     self.overlay_mtu()
                 }

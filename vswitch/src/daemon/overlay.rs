@@ -441,6 +441,7 @@ impl Desired {
                     vtep: *vtep,
                     vni,
                     encrypted: n.spec.encrypted,
+                    esp_udp: n.spec.esp_encap == Some(control::proto::EspEncap::Udp),
                 }),
                 learn: n.spec.learn_remote.unwrap_or(true),
                 ..Default::default()

@@ -363,9 +363,10 @@ impl Daemon {
             let net = spec.network.as_ref().and_then(|n| next.nets.get(n));
             let in_overlay = net.is_some_and(|n| n.spec.vni.is_some());
             let encrypted = net.is_some_and(|n| n.spec.encrypted);
+            let udp = net.is_some_and(|n| n.spec.esp_encap == Some(control::proto::EspEncap::Udp));
             let mtu = spec.mtu.or(in_overlay.then(|| {
                 if encrypted {
-                    crate::esp::overlay_mtu(uplink_mtu)
+                    crate::esp::overlay_mtu_encap(uplink_mtu, udp)
                 } else {
                     crate::vxlan::overlay_mtu(uplink_mtu)
                 }
@@ -396,6 +397,9 @@ impl Daemon {
                         offloads: self.opts.tap_offload,
                         tunnel_gso: self.opts.tap_tunnel_gso,
                         gro: self.opts.tap_gro,
+                        // Only an uplink (a port in no network) carries ESP in UDP; on a
+                        // container's port, a UDP super-frame would only be cut again.
+                        uso: self.opts.tap_uso && spec.network.is_none(),
                         uring: self.opts.tap_uring,
                     },
                 )

@@ -844,6 +844,7 @@ mod tests {
             gateway: None,
             vni: None,
             encrypted: false,
+            esp_encap: None,
             mac_limit: None,
             aging_secs: None,
             learn_remote: None,

@@ -16,6 +16,11 @@
 //! - [`seal`]: the `esp-seal` stage, after `vxlan-encap`; [`open`]: what `underlay-in` calls
 //!   before VXLAN decapsulation.
 //!
+//! ESP in UDP (RFC 3948, port 4500) is a network's opt-in encapsulation
+//! (`--esp-encap udp`): the same ESP packet behind a UDP header, so that a TAP uplink with UDP
+//! segmentation offload takes a burst of them in one write ([`dataplane::gro`]); see [`sa`].
+//! A network receives only the encapsulation it sends (`esp_wrong_encap`).
+//!
 //! Never cleartext: a tunnel of an encrypted network sends only through `esp-seal` (no primary
 //! key: `esp_no_key`), and `underlay-in` drops VXLAN for an encrypted network's VNI that did not
 //! arrive in ESP (`esp_cleartext`), whether or not peers or keys exist.
@@ -38,6 +43,16 @@ pub const fn overlay_mtu(uplink_mtu: u32) -> u32 {
     uplink_mtu.saturating_sub(fixed) & !3
 }
 
+/// As [`overlay_mtu`], for a network whose ESP goes in UDP (RFC 3948): 8 bytes less, 1408 for
+/// a 1500 uplink.
+pub const fn overlay_mtu_encap(uplink_mtu: u32, udp: bool) -> u32 {
+    let encap = if udp { sa::UDP_ENCAP_LEN as u32 } else { 0 };
+    overlay_mtu(uplink_mtu.saturating_sub(encap))
+}
+
+/// Buffer flag (set by `vxlan-encap`, read by `esp-seal`): the frame's network sends ESP in UDP.
+pub const FLAG_UDP: u8 = 1 << 4;
+
 named_counters! {
     /// Why an ESP packet (or cleartext VXLAN) from the underlay is dropped.
     pub enum OpenDrop {
@@ -59,6 +74,9 @@ named_counters! {
         BadNextHeader => "esp_bad_next_header",
         /// Cleartext VXLAN for an encrypted network's VNI.
         Cleartext => "esp_cleartext",
+        /// ESP that verified but came in the other encapsulation than its network's (IP
+        /// protocol 50 for a network of ESP in UDP, or the reverse).
+        WrongEncap => "esp_wrong_encap",
     }
 }
 

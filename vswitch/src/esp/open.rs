@@ -27,6 +27,8 @@ pub struct Opened {
     pub trim: usize,
     /// Length of the frame after that.
     pub len: usize,
+    /// It came as ESP in UDP (RFC 3948), not as IP protocol 50.
+    pub udp: bool,
 }
 
 /// One worker's receive state: a window per receiving SA.
@@ -63,7 +65,8 @@ impl Opener {
         }
     }
 
-    /// Opens the ESP packet `frame` (Ethernet, IPv4 protocol 50, for us) in place.
+    /// Opens the ESP packet `frame` (Ethernet, IPv4 protocol 50 or ESP in UDP, for us) in
+    /// place.
     pub fn open(&mut self, conf: &EspConf, frame: &mut [u8]) -> Result<Opened, OpenDrop> {
         let p: EspIn = sa::parse(frame)?;
         let i = conf.rx_index(p.spi, p.src).ok_or(OpenDrop::UnknownSpi)?;
@@ -92,6 +95,7 @@ impl Opener {
             seq: p.seq,
             trim,
             len,
+            udp: p.esp_off != p.ip_end,
         })
     }
 }

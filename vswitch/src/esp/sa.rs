@@ -19,6 +19,12 @@
 //! IVs start above every IV used before (as long as the clock is not set back). A sequence number
 //! that would pass 2^32 - 1 stops the SA (`esp_seq_exhausted`; no extended sequence numbers):
 //! rotate the key.
+//!
+//! ESP in UDP (RFC 3948), a network's opt-in encapsulation: the same ESP packet behind an
+//! 8-byte UDP header (source and destination port [`NAT_T_PORT`], checksum zero as RFC 3948
+//! allows for IPv4: the ICV protects the packet), the outer IPv4 protocol UDP. On receive, UDP
+//! to port 4500 whose first 4 bytes (the SPI) are not zero is ESP (zero marks IKE, which is not
+//! ours); its UDP checksum is not checked (the ICV is).
 
 use super::{OpenDrop, SealDrop};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
@@ -37,6 +43,10 @@ pub const IV_LEN: usize = 8;
 pub const ICV_LEN: usize = 16;
 /// Bytes inserted in front of the UDP datagram: ESP header and IV.
 pub const PREFIX_LEN: usize = HEADER_LEN + IV_LEN;
+/// The UDP header in front of the ESP header in ESP-in-UDP (RFC 3948).
+pub const UDP_ENCAP_LEN: usize = 8;
+/// The UDP port of ESP in UDP (RFC 3948, "NAT-T").
+pub const NAT_T_PORT: u16 = 4500;
 /// Most bytes sealing adds to a datagram: header, IV, up to 3 bytes of padding, pad length and
 /// next header, ICV (37).
 pub const MAX_OVERHEAD: usize = PREFIX_LEN + 3 + dataplane::wire::esp::TRAILER_LEN + ICV_LEN;
@@ -238,6 +248,20 @@ impl Sa {
         off: usize,
         len: usize,
     ) -> Result<(usize, usize), SealDrop> {
+        self.seal_encap(n, slot, off, len, false)
+    }
+
+    /// As [`Sa::seal`]; with `udp`, the ESP packet goes behind a UDP header (RFC 3948: ports
+    /// [`NAT_T_PORT`], checksum zero) and the frame grows by [`UDP_ENCAP_LEN`] more.
+    pub fn seal_encap(
+        &self,
+        n: u64,
+        slot: &mut [u8],
+        off: usize,
+        len: usize,
+        udp: bool,
+    ) -> Result<(usize, usize), SealDrop> {
+        let encap = if udp { UDP_ENCAP_LEN } else { 0 };
         let seq = u32::try_from(n).map_err(|_| SealDrop::SeqExhausted)?;
         let frame = slot
             .get(off..off.saturating_add(len))
@@ -253,13 +277,23 @@ impl Sa {
         }
         let trailer = Trailer::for_payload(p, 4, IpProtocol::Udp);
         let ct_len = p + trailer.buffer_len();
-        let new_len = ip_end + PREFIX_LEN + ct_len + ICV_LEN;
-        let new_off = off.checked_sub(PREFIX_LEN).ok_or(SealDrop::NoRoom)?;
+        let new_len = ip_end + encap + PREFIX_LEN + ct_len + ICV_LEN;
+        let new_off = off
+            .checked_sub(encap + PREFIX_LEN)
+            .ok_or(SealDrop::NoRoom)?;
         let out = slot
             .get_mut(new_off..new_off + new_len)
             .ok_or(SealDrop::NoRoom)?;
-        out.copy_within(PREFIX_LEN..PREFIX_LEN + ip_end, 0);
+        out.copy_within(encap + PREFIX_LEN..encap + PREFIX_LEN + ip_end, 0);
         let (hdrs, rest) = out.split_at_mut(ip_end);
+        let (udp_hdr, rest) = rest.split_at_mut(encap);
+        if udp {
+            let udp_len = u16::try_from(new_len - ip_end).map_err(|_| SealDrop::TooBig)?;
+            udp_hdr[0..2].copy_from_slice(&NAT_T_PORT.to_be_bytes());
+            udp_hdr[2..4].copy_from_slice(&NAT_T_PORT.to_be_bytes());
+            udp_hdr[4..6].copy_from_slice(&udp_len.to_be_bytes());
+            udp_hdr[6..8].copy_from_slice(&[0, 0]);
+        }
         let (prefix, rest) = rest.split_at_mut(PREFIX_LEN);
         let (ct, icv) = rest.split_at_mut(ct_len);
         let iv = self.iv_base.wrapping_add(n).to_be_bytes();
@@ -276,7 +310,8 @@ impl Sa {
             .map_err(|_| SealDrop::NoRoom)?;
         icv.copy_from_slice(tag.as_ref());
         let total = u16::try_from(new_len - ETH_LEN).map_err(|_| SealDrop::TooBig)?;
-        patch_ipv4(&mut hdrs[ETH_LEN..], IPPROTO_ESP, total);
+        let proto = if udp { IPPROTO_UDP } else { IPPROTO_ESP };
+        patch_ipv4(&mut hdrs[ETH_LEN..], proto, total);
         Ok((new_off, new_len))
     }
 
@@ -287,12 +322,12 @@ impl Sa {
         let mut aad = [0u8; HEADER_LEN];
         let mut iv = [0u8; IV_LEN];
         let hdr = frame
-            .get(p.ip_end..p.ip_end + PREFIX_LEN)
+            .get(p.esp_off..p.esp_off + PREFIX_LEN)
             .ok_or(OpenDrop::Runt)?;
         aad.copy_from_slice(&hdr[..HEADER_LEN]);
         iv.copy_from_slice(&hdr[HEADER_LEN..]);
         let body = frame
-            .get_mut(p.ip_end + PREFIX_LEN..p.end)
+            .get_mut(p.esp_off + PREFIX_LEN..p.end)
             .ok_or(OpenDrop::Runt)?;
         let (ct, icv) = body
             .split_last_chunk_mut::<ICV_LEN>()
@@ -309,6 +344,8 @@ impl Sa {
 pub struct EspIn {
     /// End of the IPv4 header (from the frame start).
     pub ip_end: usize,
+    /// Start of the ESP header: `ip_end`, or 8 bytes on in ESP in UDP.
+    pub esp_off: usize,
     /// End of the IPv4 packet (its total length; Ethernet padding after it is ignored).
     pub end: usize,
     /// Outer source address.
@@ -324,10 +361,31 @@ pub struct EspIn {
 /// Whether `frame` (Ethernet) is an IPv4 ESP packet.
 #[inline]
 pub fn is_esp(frame: &[u8]) -> bool {
-    frame.get(12..14) == Some(&[0x08, 0x00]) && frame.get(ETH_LEN + 9) == Some(&IPPROTO_ESP)
+    encap_of(frame).is_some()
 }
 
-/// Reads the outer IPv4 and ESP headers of `frame`, an IPv4 ESP packet ([`is_esp`]) for us.
+/// How `frame` (Ethernet) carries ESP: `Some(false)` IPv4 protocol 50, `Some(true)` ESP in
+/// UDP (IPv4 UDP to port [`NAT_T_PORT`] whose first 4 payload bytes, the SPI, are not zero);
+/// `None` if it is not ESP.
+#[inline]
+pub fn encap_of(frame: &[u8]) -> Option<bool> {
+    if frame.get(12..14) != Some(&[0x08, 0x00]) {
+        return None;
+    }
+    match *frame.get(ETH_LEN + 9)? {
+        IPPROTO_ESP => Some(false),
+        IPPROTO_UDP => {
+            let ip_end = ETH_LEN + usize::from(frame.get(ETH_LEN)? & 0x0f) * 4;
+            let port = frame.get(ip_end + 2..ip_end + 4)?;
+            let spi = frame.get(ip_end + UDP_ENCAP_LEN..ip_end + UDP_ENCAP_LEN + 4)?;
+            (port == NAT_T_PORT.to_be_bytes() && spi != [0; 4]).then_some(true)
+        }
+        _ => None,
+    }
+}
+
+/// Reads the outer IPv4 (and UDP) and ESP headers of `frame`, an IPv4 ESP packet ([`is_esp`])
+/// for us.
 pub fn parse(frame: &[u8]) -> Result<EspIn, OpenDrop> {
     let ip = frame.get(ETH_LEN..ETH_LEN + 20).ok_or(OpenDrop::Runt)?;
     let ihl = usize::from(ip[0] & 0x0f) * 4;
@@ -342,13 +400,24 @@ pub fn parse(frame: &[u8]) -> Result<EspIn, OpenDrop> {
     let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     let ip_end = ETH_LEN + ihl;
     let end = ETH_LEN + total;
+    let esp_off = match ip[9] {
+        IPPROTO_UDP => ip_end + UDP_ENCAP_LEN,
+        _ => ip_end,
+    };
     // Header, IV, at least the trailer, and the ICV.
-    let min = ip_end + PREFIX_LEN + dataplane::wire::esp::TRAILER_LEN + ICV_LEN;
+    let min = esp_off + PREFIX_LEN + dataplane::wire::esp::TRAILER_LEN + ICV_LEN;
     if end < min || frame.len() < end {
         return Err(OpenDrop::Runt);
     }
+    if esp_off != ip_end {
+        // The UDP length must say where the packet ends, as the IPv4 length does.
+        let udp_len = frame.get(ip_end + 4..ip_end + 6).ok_or(OpenDrop::Runt)?;
+        if usize::from(u16::from_be_bytes([udp_len[0], udp_len[1]])) != end - ip_end {
+            return Err(OpenDrop::Runt);
+        }
+    }
     let h = frame
-        .get(ip_end..ip_end + PREFIX_LEN)
+        .get(esp_off..esp_off + PREFIX_LEN)
         .ok_or(OpenDrop::Runt)?;
     let rd = |r: std::ops::Range<usize>| h.get(r).unwrap_or(&[]);
     let spi = u32::from_be_bytes(rd(0..4).try_into().map_err(|_| OpenDrop::Runt)?);
@@ -356,6 +425,7 @@ pub fn parse(frame: &[u8]) -> Result<EspIn, OpenDrop> {
     let iv = u64::from_be_bytes(rd(8..16).try_into().map_err(|_| OpenDrop::Runt)?);
     Ok(EspIn {
         ip_end,
+        esp_off,
         end,
         src,
         spi,
@@ -366,23 +436,25 @@ pub fn parse(frame: &[u8]) -> Result<EspIn, OpenDrop> {
 
 /// After [`Sa::decrypt`]: checks the trailer and turns `frame` back into the Ethernet + IPv4 +
 /// UDP frame it carried, moving the Ethernet and IPv4 headers forward over the ESP header and
-/// IV. Returns the new frame's start within `frame` and its length.
+/// IV (and the UDP header of ESP in UDP). Returns the new frame's start within `frame` and its
+/// length.
 pub fn strip(frame: &mut [u8], p: &EspIn) -> Result<(usize, usize), OpenDrop> {
     let pt = frame
-        .get(p.ip_end + PREFIX_LEN..p.end.saturating_sub(ICV_LEN))
+        .get(p.esp_off + PREFIX_LEN..p.end.saturating_sub(ICV_LEN))
         .ok_or(OpenDrop::Runt)?;
     let (t, data_len) = Trailer::parse(pt).map_err(|_| OpenDrop::BadPadding)?;
     if t.next_header != IpProtocol::Udp {
         return Err(OpenDrop::BadNextHeader);
     }
-    frame.copy_within(0..p.ip_end, PREFIX_LEN);
+    let shift = p.esp_off - p.ip_end + PREFIX_LEN;
+    frame.copy_within(0..p.ip_end, shift);
     let ihl = p.ip_end - ETH_LEN;
     let total = u16::try_from(ihl + data_len).map_err(|_| OpenDrop::Runt)?;
     let ip = frame
-        .get_mut(PREFIX_LEN + ETH_LEN..PREFIX_LEN + p.ip_end)
+        .get_mut(shift + ETH_LEN..shift + p.ip_end)
         .ok_or(OpenDrop::Runt)?;
     patch_ipv4(ip, IPPROTO_UDP, total);
-    Ok((PREFIX_LEN, p.ip_end + data_len))
+    Ok((shift, p.ip_end + data_len))
 }
 
 /// Sets an IPv4 header's protocol and total length and recomputes its checksum.

@@ -6,7 +6,7 @@
 //! atomic add), sealing in place, the uplink MTU. TCP super-frames were already cut by
 //! `vxlan-encap` (each segment is its own ESP packet).
 
-use super::{sa, SealDrop, SealEvent};
+use super::{sa, SealDrop, SealEvent, FLAG_UDP};
 use crate::graph::{Env, Io, Node, Stage};
 use crate::trace::Detail;
 use dataplane::burst::{Burst, Next, BURST};
@@ -73,7 +73,10 @@ impl Stage for Seal {
             // Judged before sealing, so a frame too big spends no sequence number. The header
             // length is the one `vxlan-encap` writes (20 bytes).
             let len = pool.len(&b);
-            if mtu != 0 && sa::sealed_len(len, 34).saturating_sub(14) > mtu {
+            let flags = pool.flags(&b);
+            let udp = flags & FLAG_UDP != 0;
+            let encap = if udp { sa::UDP_ENCAP_LEN } else { 0 };
+            if mtu != 0 && (sa::sealed_len(len, 34) + encap).saturating_sub(14) > mtu {
                 io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::TooBig));
                 continue;
             }
@@ -87,9 +90,12 @@ impl Stage for Seal {
             let n = resv.1;
             resv.1 += 1;
             let off = pool.offset(&b);
-            match sa.seal(n, pool.slot_mut(&mut b), off, len) {
+            match sa.seal_encap(n, pool.slot_mut(&mut b), off, len, udp) {
                 Ok((off, len)) => {
                     pool.set_frame(&mut b, off, len);
+                    if udp {
+                        pool.set_flags(&mut b, flags & !FLAG_UDP);
+                    }
                     self.ev.inc(io.cx.stats, SealEvent::Sealed);
                     if T {
                         let what = Detail::EspSeal {

@@ -73,6 +73,10 @@ named_counters! {
         /// A UDP tunnel super-frame from a TAP uplink whose offload facts do not describe a
         /// TCP super-frame right behind the VXLAN header (the caller's check).
         BadGso => "vxlan_bad_gso",
+        /// A UDP super-frame from a TAP uplink with UDP segmentation offload that could not be
+        /// cut back into datagrams: headers or offload facts that do not describe one, or no
+        /// buffers for its datagrams.
+        BadUdpGso => "udp_gso_bad",
     }
 }
 

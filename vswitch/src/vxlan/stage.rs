@@ -38,6 +38,9 @@ named_counters! {
         /// UDP tunnel super-frames from a TAP uplink decapsulated whole (their inner TCP
         /// super-frame goes on as one frame).
         VxlanDecapGso => "vxlan_decap_gso",
+        /// UDP super-frames from a TAP uplink with UDP segmentation offload (e.g. ESP in UDP
+        /// merged by the sending switch) cut back into their datagrams, each opened on its own.
+        UdpGsoCut => "udp_gso_cut",
     }
 }
 
@@ -51,6 +54,16 @@ pub struct UnderlayIn {
     esp_ev: Counters<OpenEvent>,
     /// This worker's anti-replay windows.
     opener: Opener,
+    /// Room for cutting UDP super-frames (taken out while one is cut; never empty between).
+    cutting: Option<Cutting>,
+}
+
+/// Room for cutting one UDP super-frame, made once.
+struct Cutting {
+    /// Its datagrams (capacity for the most one carries, so pushing never allocates).
+    segs: Vec<Buf>,
+    /// What one datagram became, before it joins the output.
+    spill: Burst,
 }
 
 impl Stage for UnderlayIn {
@@ -64,6 +77,10 @@ impl Stage for UnderlayIn {
             esp_drops: env.layout.register("esp-open", CounterKind::Drop),
             esp_ev: env.layout.register("esp-open", CounterKind::Event),
             opener: Opener::default(),
+            cutting: Some(Cutting {
+                segs: Vec::with_capacity(dataplane::offload::UDP_MAX_SEGMENTS),
+                spill: Burst::new(),
+            }),
         }
     }
 
@@ -82,6 +99,15 @@ impl Stage for UnderlayIn {
         // Taken out for the loop (no allocation: a move of its vector) so `one` borrows self.
         let mut opener = std::mem::take(&mut self.opener);
         for (b, _) in input.drain_next() {
+            if pool.offload(&b).is_udp_gso() {
+                if let Some(mut c) = self.cutting.take() {
+                    self.cut::<T>(io, frames, pool, &mut opener, &mut c, b, out);
+                    self.cutting = Some(c);
+                } else {
+                    io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::BadUdpGso));
+                }
+                continue;
+            }
             self.one::<T>(io, frames, pool, &mut opener, b, out);
         }
         opener.flush(&io.cfg.esp);
@@ -91,6 +117,45 @@ impl Stage for UnderlayIn {
 }
 
 impl UnderlayIn {
+    /// A UDP super-frame (the local kernel handed a burst of datagrams of one flow over in one
+    /// read): cut back into its datagrams, each then taken as [`UnderlayIn::one`] takes a frame
+    /// (so each ESP packet is opened on its own, with its own replay check and ICV).
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn cut<const T: bool>(
+        &self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        pool: &Pool,
+        opener: &mut Opener,
+        room: &mut Cutting,
+        b: Buf,
+        out: &mut Burst,
+    ) {
+        let flags = pool.flags(&b);
+        let trace_word = pool.word(&b, crate::trace::TRACE_WORD);
+        let Cutting { segs, spill } = room;
+        // Pushing stays within the capacity: the cut refuses more than UDP_MAX_SEGMENTS.
+        let r = swoffload::resolve(io.cx.cache, b, TxCaps::Plain, |_, s| segs.push(s));
+        match r {
+            Ok(_) => self.ev.inc(io.cx.stats, DecapEvent::UdpGsoCut),
+            Err(_) => io.count_drop(self.drops.index(DecapDrop::BadUdpGso), flags),
+        }
+        // Datagrams cut before a failure go on, as the ones before a loss on a wire would.
+        for mut s in segs.drain(..) {
+            pool.set_flags(&mut s, flags);
+            pool.set_word(&mut s, crate::trace::TRACE_WORD, trace_word);
+            self.one::<T>(io, frames, pool, opener, s, spill);
+            for (s, next) in spill.drain_next() {
+                if let Err(s) = out.push_next(s, next) {
+                    if let Err(s) = frames.emit(s, next) {
+                        io.drop_buf::<T>(Self::NAME, s, self.drops.index(DecapDrop::BadUdpGso));
+                    }
+                }
+            }
+        }
+    }
+
     #[inline]
     fn one<const T: bool>(
         &self,
@@ -106,9 +171,10 @@ impl UnderlayIn {
         };
         let to_us = pool.data(&b).get(0..6).is_some_and(|d| d == up.mac);
         // ESP for our address is opened first; what it carried is judged as VXLAN below.
-        let mut sealed = false;
+        // `sealed`: it came in ESP, in UDP (RFC 3948) or not.
+        let mut sealed: Option<bool> = None;
         if to_us
-            && esp::sa::is_esp(pool.data(&b))
+            && esp::sa::encap_of(pool.data(&b)).is_some()
             && pool.data(&b).get(30..34) == Some(&up.ip.octets())
         {
             let cfg = io.cfg;
@@ -125,7 +191,7 @@ impl UnderlayIn {
                         };
                         io.rec::<T>("esp-open", &b, what);
                     }
-                    sealed = true;
+                    sealed = Some(o.udp);
                 }
                 Err(why) => {
                     return io.drop_buf::<T>("esp-open", b, self.esp_drops.index(why));
@@ -146,10 +212,18 @@ impl UnderlayIn {
                         let i = self.drops.index(DecapDrop::UnknownVni);
                         return io.drop_buf::<T>(Self::NAME, b, i);
                     };
-                    // Never cleartext: with or without peers and keys.
-                    if !sealed && io.cfg.net(net).is_some_and(|n| n.encrypted) {
-                        let i = self.esp_drops.index(OpenDrop::Cleartext);
-                        return io.drop_buf::<T>("esp-open", b, i);
+                    // Never cleartext: with or without peers and keys. And only the
+                    // encapsulation the network sends.
+                    if let Some(n) = io.cfg.net(net).filter(|n| n.encrypted) {
+                        let why = match sealed {
+                            None => Some(OpenDrop::Cleartext),
+                            Some(udp) if udp != n.esp_udp => Some(OpenDrop::WrongEncap),
+                            Some(_) => None,
+                        };
+                        if let Some(why) = why {
+                            let i = self.esp_drops.index(why);
+                            return io.drop_buf::<T>("esp-open", b, i);
+                        }
                     }
                     let Some(tunnel) = io.cfg.tunnel_port(net, d.src_ip) else {
                         let i = self.drops.index(DecapDrop::UnknownVtep);
@@ -310,9 +384,9 @@ pub struct Encap {
     drops: Counters<TunnelDrop>,
     ev: Counters<EncapEvent>,
     /// Within one run: the last tunnel port whose next hop was known, with that hop, its MAC
-    /// and whether the tunnel's network is encrypted (the frames of a burst mostly share a
-    /// tunnel: one neighbour lookup and one configuration lookup for all of them).
-    hop_cache: Option<(PortId, Ipv4Addr, [u8; 6], bool)>,
+    /// and how the tunnel's network seals (the frames of a burst mostly share a tunnel: one
+    /// neighbour lookup and one configuration lookup for all of them).
+    hop_cache: Option<(PortId, Ipv4Addr, [u8; 6], Sealing)>,
 }
 
 impl Stage for Encap {
@@ -397,6 +471,15 @@ impl Stage for Encap {
     }
 }
 
+/// How a tunnel's frames leave: as they are, or through `esp-seal` (ESP in IP protocol 50, or
+/// ESP in UDP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sealing {
+    Plain,
+    Esp,
+    EspUdp,
+}
+
 /// What became of one frame: sent on (with its next node), held, or dropped (with the counter).
 type Outcome = Result<Option<(Buf, Next)>, (Buf, usize)>;
 
@@ -476,19 +559,27 @@ impl Encap {
                     io.rec::<T>(Self::NAME, &b, Detail::Encap { vni, vtep, hop });
                 }
                 // An encrypted network's frames leave only sealed.
-                let encrypted = match cached {
-                    Some((_, enc)) => enc,
+                let sealing = match cached {
+                    Some((_, s)) => s,
                     None => {
-                        let enc = io
-                            .cfg
-                            .port(port)
-                            .and_then(|p| p.tunnel)
-                            .is_some_and(|t| t.encrypted);
-                        self.hop_cache = Some((port, hop, mac, enc));
-                        enc
+                        let s = match io.cfg.port(port).and_then(|p| p.tunnel) {
+                            Some(t) if t.encrypted && t.esp_udp => Sealing::EspUdp,
+                            Some(t) if t.encrypted => Sealing::Esp,
+                            _ => Sealing::Plain,
+                        };
+                        self.hop_cache = Some((port, hop, mac, s));
+                        s
                     }
                 };
-                let node = if encrypted { Node::EspSeal } else { Node::Tx };
+                let node = match sealing {
+                    Sealing::Plain => Node::Tx,
+                    Sealing::Esp => Node::EspSeal,
+                    Sealing::EspUdp => {
+                        let f = pool.flags(&b) | esp::FLAG_UDP;
+                        pool.set_flags(&mut b, f);
+                        Node::EspSeal
+                    }
+                };
                 Ok(Some((b, Next::to(node as u16, up.port))))
             }
             Resolve::Held => {
