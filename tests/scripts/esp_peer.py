@@ -56,8 +56,16 @@ def main():
         k = sa_key(key, src, dst, tag)
         if mode == "wrongkey":
             k = bytes([k[0] ^ 0xff]) + k[1:]
+        # "udp", "udp-replay": ESP in UDP port 4500 (RFC 3948). (Built here around scapy's ESP:
+        # its own nat_t_header writes a wrong UDP length and a non-ESP marker.)
+        udp = mode.startswith("udp")
+        if udp:
+            mode = mode[4:]
         sa = SecurityAssociation(ESP, spi=spi(src, dst, tag), crypt_algo="AES-GCM", crypt_key=k)
         enc = sa.encrypt(IP(bytes(pkt)), seq_num=2 if mode == "wrongkey" else 1, iv=b"\x00\x00\x00\x00\x00\x00\x00\x07")
+        if udp:
+            enc = (IP(src=src, dst=dst, flags="DF") / UDP(sport=4500, dport=4500, chksum=0)
+                   / Raw(bytes(enc[ESP])))
         frame = Ether(dst=dst_mac, src="02:00:00:00:80:02") / enc
         sendp(frame, iface=iface, verbose=False)
         if mode == "replay":
@@ -75,13 +83,18 @@ def main():
             _, _, incl, _ = struct.unpack("<IIII", data[off:off + 16])
             f = data[off + 16:off + 16 + incl]
             off += 16 + incl
-            if len(f) < 34 or f[12:14] != b"\x08\x00" or f[23] != 50:
+            if len(f) < 34 or f[12:14] != b"\x08\x00" or f[23] not in (50, 17):
                 continue
             ihl = (f[14] & 0x0F) * 4
             total = struct.unpack(">H", f[16:18])[0]
             if f[26:30] != ipaddress.IPv4Address(src).packed or f[30:34] != ipaddress.IPv4Address(dst).packed:
                 continue
             e = f[14 + ihl:14 + total]
+            if f[23] == 17:
+                # ESP in UDP (RFC 3948): port 4500, then the ESP packet.
+                if len(e) < 8 or struct.unpack(">H", e[2:4])[0] != 4500:
+                    continue
+                e = e[8:]
             if struct.unpack(">I", e[:4])[0] != want_spi:
                 continue
             try:

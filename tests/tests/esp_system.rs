@@ -67,6 +67,16 @@ fn derive(src: &str, dst: &str, tag: u32, key: &str) -> (String, String) {
 
 /// tshark on `file` decrypting both directions of `tag`, printing `fields`.
 fn tshark(file: &Path, tag: u32, key: &str, fields: &[&str]) -> String {
+    tshark_with(file, tag, key, fields, &[])
+}
+
+/// As [`tshark`], each field's first occurrence only (the outer header's, where the decrypted
+/// packet repeats a field).
+fn tshark_first(file: &Path, tag: u32, key: &str, fields: &[&str]) -> String {
+    tshark_with(file, tag, key, fields, &["-E", "occurrence=f"])
+}
+
+fn tshark_with(file: &Path, tag: u32, key: &str, fields: &[&str], extra: &[&str]) -> String {
     let mut cmd = Command::new("tshark");
     cmd.arg("-r").arg(file).args([
         "-o",
@@ -80,7 +90,7 @@ fn tshark(file: &Path, tag: u32, key: &str, fields: &[&str]) -> String {
             "uat:esp_sa:\"IPv4\",\"{s}\",\"{d}\",\"0x{spi}\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{k}\",\"NULL\",\"\""
         ));
     }
-    cmd.args(["-T", "fields", "-E", "separator=,"]);
+    cmd.args(["-T", "fields", "-E", "separator=,"]).args(extra);
     for f in fields {
         cmd.args(["-e", f]);
     }
@@ -600,4 +610,228 @@ fn a_restarted_peer_is_accepted_again_and_never_reuses_an_iv() {
     let unique: std::collections::BTreeSet<&&str> = ivs.iter().collect();
     assert!(ivs.len() >= 4, "{rows}");
     assert_eq!(unique.len(), ivs.len(), "an IV repeated: {ivs:?}");
+}
+
+/// A port's switch counters from `stats`.
+fn port_counters(d: &DaemonProcess, port: &str) -> control::proto::PortCounters {
+    let stats: control::proto::StatsInfo =
+        serde_json::from_value(call(d, cmd::STATS, json!({}))).unwrap();
+    stats
+        .ports
+        .into_iter()
+        .find(|p| p.name == port)
+        .unwrap_or_else(|| panic!("no port {port} in stats"))
+        .counters
+}
+
+/// ESP in UDP (RFC 3948, `--esp-encap udp`): a checked TCP transfer between two switches whose
+/// TAP uplinks write and read UDP super-frames (UDP segmentation offload): the sealed packets of
+/// a cut super-frame leave in one write, arrive in one read and are cut back, each opened on
+/// its own. tshark decodes the uplink capture as UDP-encapsulated ESP and decrypts it to the
+/// VNI and the inner TCP; nothing of the network leaves in the clear or as IP protocol 50;
+/// scapy's ESP in UDP is accepted (its replay dropped), its protocol-50 ESP and cleartext VXLAN
+/// for the network are dropped by name.
+#[test]
+fn encrypted_overlay_in_udp_moves_super_frames_that_others_decrypt() {
+    let name = "encrypted_overlay_in_udp_moves_super_frames_that_others_decrypt";
+    if !can_run_system_tests(name) || !have_tools(name) {
+        return;
+    }
+    let tmp = TempDir::new("espudp");
+    let bed = OverlayHosts::with_specs(
+        &bin("vswitchd"),
+        &tmp.0,
+        &[json!({"name": "sec", "vni": 500, "encrypted": true, "esp_encap": "udp"})],
+        &[],
+    )
+    .unwrap();
+    let (a1, p1) = bed
+        .container(0, "sec", Ipv4Addr::new(10, 90, 0, 1))
+        .unwrap();
+    let (b1, _) = bed
+        .container(1, "sec", Ipv4Addr::new(10, 90, 0, 2))
+        .unwrap();
+    let [h1, h2] = &bed.daemons;
+    assert_eq!(
+        mtu_of(&a1, &p1),
+        1408,
+        "ESP-in-UDP overlay MTU: 1500 - 50 - 34 - 8"
+    );
+    let ls = ctl(h1, &["network", "ls"]);
+    assert!(ls.contains("500 (encrypted, ESP in UDP)"), "{ls}");
+    let up = ctl(h1, &["port", "inspect", "uplink1"]);
+    if !up.contains("uso4, uso6") {
+        // A kernel before 6.2 refuses USO: ESP in UDP still works, a packet per write.
+        eprintln!("note: the kernel refused UDP segmentation offload on the TAP uplink:\n{up}");
+    }
+    let uso = up.contains("uso4, uso6");
+    for d in [h1, h2] {
+        ctl(d, &["key", "add", "--tag", "1", "--key", KEY1]);
+    }
+    for d in [h1, h2] {
+        ctl(d, &["key", "primary", "--tag", "1"]);
+    }
+    assert!(
+        ping_until(&a1, Ipv4Addr::new(10, 90, 0, 2), 10),
+        "no ping across the ESP-in-UDP overlay; host 1 log:\n{}\nhost 2 log:\n{}",
+        h1.log_tail(),
+        h2.log_tail()
+    );
+
+    // The uplink capture during a transfer (what host 1 sends, before its TAP merges it, and
+    // what it reads): UDP 4500 only, decrypted by tshark to VNI 500 and the inner TCP.
+    let file = tmp.0.join("espudp.pcap");
+    let cap = capture(h1, "uplink1", &file, &["-c", "400"]);
+    let t = tcp_transfer(
+        &b1.path(),
+        Ipv4Addr::new(10, 90, 0, 2),
+        &a1.path(),
+        4 << 20,
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("TCP over ESP in UDP: {e}; {}", h1.log_tail()));
+    finish(cap);
+    let rows = tshark_first(
+        &file,
+        1,
+        KEY1,
+        &[
+            "ip.proto",
+            "udp.dstport",
+            "esp.spi",
+            "vxlan.vni",
+            "tcp.dstport",
+        ],
+    );
+    assert!(
+        !rows.lines().any(|l| l.starts_with("50,")),
+        "IP protocol 50 on a network of ESP in UDP:\n{rows}"
+    );
+    assert!(
+        !rows
+            .lines()
+            .any(|l| l.split(',').nth(3) == Some("500") && l.split(',').nth(2) == Some("")),
+        "VNI 500 in the clear on the uplink:\n{rows}"
+    );
+    let tcp_in_esp = rows
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            f.len() == 5
+                && f[0] == "17"
+                && f[1] == "4500"
+                && !f[2].is_empty()
+                && f[3] == "500"
+                && !f[4].is_empty()
+        })
+        .count();
+    assert!(
+        tcp_in_esp >= 100,
+        "tshark did not decrypt UDP-encapsulated ESP to TCP in VNI 500 ({tcp_in_esp} rows):\n{}",
+        rows.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+    let out = py(&["verify", file.to_str().unwrap(), H1, H2, "1", KEY1]);
+    let good: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        out.status.success() && good >= 100,
+        "ICVs {H1} -> {H2}: {good} good; {out:?}"
+    );
+
+    // A longer checked transfer: super-frames cross both ways of the uplinks.
+    let big = tcp_transfer(
+        &b1.path(),
+        Ipv4Addr::new(10, 90, 0, 2),
+        &a1.path(),
+        64 << 20,
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("TCP over ESP in UDP: {e}; {}", h1.log_tail()));
+    let (sealed, opened) = (counter(h1, "esp_sealed"), counter(h2, "esp_opened"));
+    let merged = port_counters(h1, "uplink1").tx_uso_merged;
+    let cut = counter(h2, "udp_gso_cut");
+    eprintln!(
+        "ESP in UDP: {:.0} and {:.0} Mbit/s; sealed {sealed}, opened {opened}, UDP super-frames \
+         merged {merged} (host 1), cut {cut} (host 2)",
+        t.mbps(),
+        big.mbps()
+    );
+    assert!(
+        sealed > 1000 && opened > 1000,
+        "sealed {sealed}, opened {opened}"
+    );
+    if uso {
+        assert!(
+            merged > 100 && cut > 100,
+            "UDP super-frames: {merged} merged on host 1, {cut} cut on host 2"
+        );
+    }
+    for bad in [
+        "esp_unknown_spi",
+        "esp_outside_window",
+        "esp_bad_icv",
+        "esp_replay",
+        "esp_wrong_encap",
+        "esp_no_room",
+        "esp_too_big",
+        "udp_gso_bad",
+    ] {
+        assert_eq!(counter(h1, bad) + counter(h2, bad), 0, "{bad}");
+    }
+
+    // Others' packets: scapy's ESP in UDP (receive-only key 7) is accepted, its replay is
+    // dropped; its protocol-50 ESP and cleartext VXLAN for the network are dropped by name.
+    ctl(h1, &["key", "add", "--tag", "7", "--key", KEY7]);
+    let a1_mac = mac_of(&a1, &p1);
+    let sock = udp_bind(&a1.path(), Ipv4Addr::new(10, 90, 0, 1));
+    let port = sock.local_addr().unwrap().port();
+    inject(
+        &bed,
+        "udp-replay",
+        7,
+        500,
+        &a1_mac,
+        "10.90.0.1",
+        port,
+        "scapy-in-udp",
+    );
+    let mut buf = [0u8; 64];
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = sock
+        .recv(&mut buf)
+        .expect("scapy's ESP-in-UDP packet was not delivered");
+    assert_eq!(&buf[..n], b"scapy-in-udp");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(counter(h1, "esp_replay"), 1);
+    let wrong = counter(h1, "esp_wrong_encap");
+    // (Under a fresh tag: sequence number 1 of tag 7's SA was taken above.)
+    ctl(h1, &["key", "add", "--tag", "8", "--key", KEY7]);
+    inject(&bed, "", 8, 500, &a1_mac, "10.90.0.1", port, "protocol-50");
+    let clear = counter(h1, "esp_cleartext");
+    inject(
+        &bed,
+        "clear",
+        0,
+        500,
+        &a1_mac,
+        "10.90.0.1",
+        port,
+        "cleartext",
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (counter(h1, "esp_wrong_encap") == wrong || counter(h1, "esp_cleartext") == clear)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(counter(h1, "esp_wrong_encap"), wrong + 1);
+    assert_eq!(counter(h1, "esp_cleartext"), clear + 1);
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        sock.recv(&mut buf).is_err(),
+        "protocol-50 ESP or cleartext was delivered to a network of ESP in UDP"
+    );
 }

@@ -510,6 +510,23 @@ impl OverlayHosts {
         nets: &[(&str, u32, bool)],
         flags: &[&str],
     ) -> Result<OverlayHosts, String> {
+        let specs: Vec<serde_json::Value> = nets
+            .iter()
+            .map(|(name, vni, encrypted)| {
+                serde_json::json!({"name": name, "vni": vni, "encrypted": encrypted})
+            })
+            .collect();
+        Self::with_specs(exe, dir, &specs, flags)
+    }
+
+    /// As [`OverlayHosts::with_flags`], with each network given as its `network.create`
+    /// arguments (a JSON object with at least `name` and `vni`).
+    pub fn with_specs(
+        exe: &Path,
+        dir: &Path,
+        nets: &[serde_json::Value],
+        flags: &[&str],
+    ) -> Result<OverlayHosts, String> {
         let h1 = Netns::create(&unique_name("vshost"))?;
         let h2 = Netns::create(&unique_name("vshost"))?;
         let v1 = unique_name("vsu");
@@ -556,11 +573,9 @@ impl OverlayHosts {
                 "uplink.set",
                 serde_json::json!({"port": uplink, "ip": format!("192.168.80.{index}/24")}),
             )?;
-            for (name, vni, encrypted) in nets {
-                call(
-                    "network.create",
-                    serde_json::json!({"name": name, "vni": vni, "encrypted": encrypted}),
-                )?;
+            for spec in nets {
+                let name = spec["name"].as_str().unwrap_or_default();
+                call("network.create", spec.clone())?;
                 let other = 3 - index;
                 call(
                     "peer.add",
