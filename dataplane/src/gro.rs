@@ -401,4 +401,252 @@ mod tests {
             let _ = finish(&mut s, &segment(&segs[0]).unwrap(), false);
         }
     }
+
+    /// Ethernet + IPv4 (DF, id `id`) + UDP 4500 -> 4500 with `payload` bytes seeded by `k`;
+    /// with `csum` a computed UDP checksum, else zero (as ESP in UDP sends).
+    fn datagram(payload: usize, k: u8, id: u16, csum: bool) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let total = (20 + 8 + payload) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        let c = checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&[0x11, 0x94, 0x11, 0x94]);
+        f.extend_from_slice(&(8 + payload as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend((0..payload).map(|i| (i as u8).wrapping_mul(31) ^ k));
+        if csum {
+            let sum = fold(sum16(
+                &f[L4..],
+                pseudo_header_v4(
+                    Ipv4Addr::new(10, 0, 0, 1),
+                    Ipv4Addr::new(10, 0, 0, 2),
+                    17,
+                    (8 + payload) as u16,
+                ),
+            ));
+            let c = if !sum == 0 { 0xFFFF } else { !sum };
+            f[L4 + 6..L4 + 8].copy_from_slice(&c.to_be_bytes());
+        }
+        f
+    }
+
+    /// Merges `dgrams` as the TAP does (all or nothing here), returning the super-frame.
+    fn merge_udp(dgrams: &[Vec<u8>]) -> Option<(Vec<u8>, VnetHdr)> {
+        let first = udp_segment(&dgrams[0])?;
+        let mut out = dgrams[0].clone();
+        let mut last = first;
+        for d in &dgrams[1..] {
+            let next = udp_segment(d)?;
+            if !follows(&out, &first, &last, d, &next) {
+                return None;
+            }
+            out.extend_from_slice(&d[next.hdr_len..]);
+            last = next;
+        }
+        let ol = finish(&mut out, &first, false)?;
+        Some((out, ol))
+    }
+
+    fn cut_udp(f: &[u8], ol: &VnetHdr) -> Vec<Vec<u8>> {
+        let plan = crate::offload::UdpSegments::plan(f, ol, 2000).unwrap();
+        (0..plan.count)
+            .map(|i| {
+                let mut s = vec![0u8; 2000];
+                let n = plan.write_segment(f, i, &mut s).unwrap();
+                s.truncate(n);
+                s
+            })
+            .collect()
+    }
+
+    /// The UDP checksum of `f` verifies.
+    fn udp_ok(f: &[u8]) -> bool {
+        let src = Ipv4Addr::from(<[u8; 4]>::try_from(&f[26..30]).unwrap());
+        let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&f[30..34]).unwrap());
+        let len = (f.len() - L4) as u16;
+        fold(sum16(&f[L4..], pseudo_header_v4(src, dst, 17, len))) == 0xFFFF
+    }
+
+    /// Equal-sized datagrams of one flow (the last shorter) merge into one UDP super-frame
+    /// with the facts the kernel wants (`GSO_UDP_L4`, `gso_size` the payload, checksum partial
+    /// at the UDP header), and cutting it gives every datagram back: the same headers and
+    /// payload, identifications counting up from the first, checksums valid.
+    #[test]
+    fn udp_datagrams_merge_into_a_super_frame_that_cuts_back_into_them() {
+        for csum in [false, true] {
+            let mut d: Vec<Vec<u8>> = (0..5)
+                .map(|i| datagram(1400, i, 7 + u16::from(i), csum))
+                .collect();
+            d.push(datagram(900, 9, 12, csum));
+            let (sf, ol) = merge_udp(&d).unwrap();
+            assert_eq!(sf.len(), 42 + 5 * 1400 + 900);
+            assert_eq!(
+                ol,
+                VnetHdr {
+                    flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                    gso_type: crate::offload::VIRTIO_NET_HDR_GSO_UDP_L4,
+                    hdr_len: 42,
+                    gso_size: 1400,
+                    csum_start: 34,
+                    csum_offset: 6,
+                    ..Default::default()
+                }
+            );
+            assert_eq!(checksum(&sf[14..34]), 0, "IPv4 header checksum");
+            assert_eq!(usize::from(be16_at(&sf, 16).unwrap()), sf.len() - 14);
+            assert_eq!(usize::from(be16_at(&sf, L4 + 4).unwrap()), sf.len() - L4);
+            // The partial checksum: the pseudo-header sum over the whole length, which the
+            // kernel adjusts per datagram; completing it gives a valid checksum.
+            let pseudo = fold(pseudo_header_v4(
+                Ipv4Addr::new(10, 0, 0, 1),
+                Ipv4Addr::new(10, 0, 0, 2),
+                17,
+                (sf.len() - L4) as u16,
+            ));
+            assert_eq!(be16_at(&sf, L4 + 6), Some(pseudo));
+            let mut done = sf.clone();
+            crate::offload::complete_checksum(&mut done, 34, 6).unwrap();
+            assert!(udp_ok(&done));
+            let back = cut_udp(&sf, &ol);
+            assert_eq!(back.len(), d.len());
+            for (i, (b, o)) in back.iter().zip(&d).enumerate() {
+                assert_eq!(b.len(), o.len(), "datagram {i}");
+                assert_eq!(b[..18], o[..18]);
+                assert_eq!(be16_at(b, 18), Some(7 + i as u16), "identification");
+                assert_eq!(b[20..24], o[20..24]);
+                assert_eq!(checksum(&b[14..34]), 0);
+                assert_eq!(b[26..40], o[26..40]);
+                assert_eq!(b[42..], o[42..], "payload {i}");
+                assert!(udp_ok(b), "checksum of {i}");
+            }
+            // And the datagrams cut merge into the same super-frame again.
+            let (again, ol2) = merge_udp(&back).unwrap();
+            assert_eq!((&again[42..], ol2), (&sf[42..], ol));
+        }
+    }
+
+    #[test]
+    fn udp_merge_refuses_what_would_not_cut_back_the_same() {
+        let a = datagram(1000, 1, 1, false);
+        let first = udp_segment(&a).unwrap();
+        let joins = |f: &[u8]| udp_segment(f).is_some_and(|n| follows(&a, &first, &first, f, &n));
+        assert!(joins(&datagram(1000, 2, 2, false)));
+        assert!(joins(&datagram(10, 2, 2, true)), "a shorter last one");
+        assert!(!joins(&datagram(1001, 2, 2, false)), "a larger one");
+        let mut other = datagram(1000, 2, 2, false);
+        other[37] = 0x95;
+        assert!(!joins(&other), "another port");
+        let mut other = datagram(1000, 2, 2, false);
+        other[33] = 3;
+        assert!(!joins(&other), "another address");
+        let mut other = datagram(1000, 2, 2, false);
+        other[22] = 63;
+        assert!(!joins(&other), "another TTL");
+        // Nothing follows a shorter datagram.
+        let short = datagram(500, 2, 2, false);
+        let s = udp_segment(&short).unwrap();
+        assert!(!follows(&a, &first, &s, &a, &first));
+        // Not merged at all: a fragment, IPv4 options, link padding, lengths that disagree,
+        // no payload, a checksum that does not verify, TCP.
+        let mut frag = datagram(1000, 1, 1, false);
+        frag[20] = 0x20;
+        assert!(udp_segment(&frag).is_none());
+        let mut opts = datagram(1000, 1, 1, false);
+        opts[14] = 0x46;
+        assert!(udp_segment(&opts).is_none());
+        let mut padded = datagram(1000, 1, 1, false);
+        padded.push(0);
+        assert!(udp_segment(&padded).is_none());
+        let mut len = datagram(1000, 1, 1, false);
+        len[39] ^= 1;
+        assert!(udp_segment(&len).is_none());
+        assert!(udp_segment(&datagram(0, 1, 1, false)).is_none());
+        let mut corrupt = datagram(1000, 1, 1, true);
+        corrupt[100] ^= 1;
+        assert!(udp_segment(&corrupt).is_none());
+        let (sf, sol) = super_frame(100, ACK);
+        let tcp = cut(&sf, &sol).remove(0);
+        assert!(udp_segment(&tcp).is_none());
+        // TCP and UDP never mix in one merge.
+        let t = segment(&tcp).unwrap();
+        assert!(!follows(&tcp, &t, &t, &a, &first));
+        assert!(!follows(&a, &first, &first, &tcp, &t));
+        for n in 0..a.len() {
+            let _ = udp_segment(&a[..n]);
+            let mut s = a[..n].to_vec();
+            let _ = finish(&mut s, &first, false);
+        }
+    }
+
+    /// The cut takes only a UDP super-frame whose facts and headers describe it; anything else
+    /// is refused under a named error, never a panic.
+    #[test]
+    fn udp_cut_refuses_malformed_super_frames() {
+        use crate::offload::{OffloadError as E, UdpSegments, VIRTIO_NET_HDR_F_DATA_VALID};
+        let d: Vec<Vec<u8>> = (0..4).map(|i| datagram(1000, i, 1, false)).collect();
+        let (sf, ol) = merge_udp(&d).unwrap();
+        let plan = |f: &[u8], o: &VnetHdr| UdpSegments::plan(f, o, 2000).map(|p| p.count);
+        assert_eq!(plan(&sf, &ol), Ok(4));
+        let tcp = VnetHdr {
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+            ..ol
+        };
+        assert_eq!(plan(&sf, &tcp), Err(E::UnsupportedGso));
+        let off = VnetHdr {
+            csum_start: 14,
+            ..ol
+        };
+        assert_eq!(plan(&sf, &off), Err(E::BadCsumOffset));
+        let off = VnetHdr {
+            csum_offset: 16,
+            ..ol
+        };
+        assert_eq!(plan(&sf, &off), Err(E::BadCsumOffset));
+        let none = VnetHdr { flags: 0, ..ol };
+        assert_eq!(plan(&sf, &none), Err(E::BadCsumOffset));
+        let valid = VnetHdr {
+            flags: VIRTIO_NET_HDR_F_DATA_VALID,
+            ..ol
+        };
+        assert_eq!(plan(&sf, &valid), Ok(4), "vouched for by the kernel");
+        assert_eq!(
+            plan(&sf, &VnetHdr { gso_size: 0, ..ol }),
+            Err(E::BadGsoSize)
+        );
+        assert_eq!(
+            plan(&sf, &VnetHdr { gso_size: 62, ..ol }),
+            Err(E::BadGsoSize),
+            "65 segments"
+        );
+        assert_eq!(plan(&sf, &VnetHdr { gso_size: 63, ..ol }), Ok(64));
+        assert_eq!(
+            UdpSegments::plan(&sf, &ol, 1000).map(|p| p.count),
+            Err(E::BadGsoSize),
+            "a segment over the frame limit"
+        );
+        let mut bad = sf.clone();
+        bad[39] ^= 1;
+        assert_eq!(plan(&bad, &ol), Err(E::BadGsoHeader), "UDP length");
+        let mut bad = sf.clone();
+        bad[17] ^= 1;
+        assert_eq!(plan(&bad, &ol), Err(E::BadGsoHeader), "IPv4 length");
+        let mut bad = sf.clone();
+        bad[23] = 6;
+        assert_eq!(plan(&bad, &ol), Err(E::BadGsoHeader), "not UDP");
+        let mut bad = sf.clone();
+        bad[20] = 0x20;
+        assert_eq!(plan(&bad, &ol), Err(E::BadGsoHeader), "a fragment");
+        for n in 0..sf.len() {
+            assert!(plan(&sf[..n], &ol).is_err());
+        }
+        // Writing never panics: a segment index past the end, an output too small.
+        let p = UdpSegments::plan(&sf, &ol, 2000).unwrap();
+        let mut out = vec![0u8; 2000];
+        assert_eq!(p.write_segment(&sf, 4, &mut out), Err(E::BadGsoSize));
+        assert_eq!(p.write_segment(&sf, 0, &mut out[..100]), Err(E::BadGsoSize));
+        assert!(p.write_segment(&sf[..500], 1, &mut out).is_err());
+    }
 }

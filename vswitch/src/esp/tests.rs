@@ -344,3 +344,88 @@ fn overlay_mtu_leaves_room_for_esp() {
         assert!(sealed_ip(mtu + 1) > uplink, "{uplink}");
     }
 }
+
+/// Seals `frame` as packet `n` of `sa` in ESP in UDP (RFC 3948).
+fn seal_udp(sa: &Sa, n: u64, frame: &[u8]) -> Result<Vec<u8>, SealDrop> {
+    let mut slot = vec![0u8; 64 + frame.len() + 64];
+    slot[64..64 + frame.len()].copy_from_slice(frame);
+    let (off, len) = sa.seal_encap(n, &mut slot, 64, frame.len(), true)?;
+    Ok(slot[off..off + len].to_vec())
+}
+
+#[test]
+fn esp_in_udp_is_the_same_esp_packet_behind_a_udp_header_to_4500() {
+    let plain = hex(PLAIN);
+    let esp = seal(&golden_sa(), 1, &plain).unwrap();
+    let udp = seal_udp(&golden_sa(), 1, &plain).unwrap();
+    assert_eq!(udp.len(), esp.len() + sa::UDP_ENCAP_LEN);
+    // IPv4: protocol UDP, length 8 more, valid checksum; the rest of the header as in ESP.
+    assert_eq!(udp[23], 17);
+    assert_eq!(
+        usize::from(u16::from_be_bytes([udp[16], udp[17]])),
+        udp.len() - 14
+    );
+    assert_eq!(dataplane::checksum::checksum(&udp[14..34]), 0);
+    assert_eq!(udp[..16], esp[..16]);
+    assert_eq!(udp[18..23], esp[18..23]);
+    assert_eq!(udp[26..34], esp[26..34]);
+    // UDP 4500 -> 4500, its length to the end, checksum zero; then ESP byte for byte (the
+    // golden vector's SPI, sequence number, IV, ciphertext and ICV).
+    assert_eq!(&udp[34..38], &[0x11, 0x94, 0x11, 0x94]);
+    assert_eq!(
+        usize::from(u16::from_be_bytes([udp[38], udp[39]])),
+        udp.len() - 34
+    );
+    assert_eq!(&udp[40..42], &[0, 0]);
+    assert_eq!(&udp[42..], &esp[34..]);
+    assert_eq!(esp, hex(SEALED));
+    assert_eq!(sa::encap_of(&udp), Some(true));
+    assert_eq!(sa::encap_of(&esp), Some(false));
+    assert_eq!(sa::encap_of(&plain), None, "VXLAN is not ESP");
+    // UDP to 4500 with a zero SPI is IKE's non-ESP marker, not ESP.
+    let mut ike = udp.clone();
+    ike[42..46].copy_from_slice(&[0; 4]);
+    assert_eq!(sa::encap_of(&ike), None);
+
+    // Opened as ESP is: the frame it carried comes back whole, marked as from UDP.
+    let conf = ring(golden_sa());
+    let mut o = Opener::default();
+    o.configure(&conf);
+    let mut f = udp.clone();
+    let r = o.open(&conf, &mut f).unwrap();
+    assert!(r.udp && (r.spi, r.seq) == (0x1234, 1));
+    assert_eq!(&f[r.trim..r.trim + r.len], &plain[..]);
+    let mut f = esp.clone();
+    let mut o50 = Opener::default();
+    assert!(!o50.open(&conf, &mut f).unwrap().udp);
+    // The same checks as for protocol 50: a replay, a changed byte, a UDP length that
+    // disagrees with the IPv4 length, truncation at every length; never a panic.
+    assert_eq!(open(&mut o, &conf, &udp), Err(OpenDrop::Replay));
+    let two = seal_udp(&golden_sa(), 2, &plain).unwrap();
+    let mut bad = two.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(open(&mut o, &conf, &bad), Err(OpenDrop::BadIcv));
+    let mut bad = two.clone();
+    bad[39] ^= 4;
+    assert_eq!(open(&mut o, &conf, &bad), Err(OpenDrop::Runt));
+    for n in 0..two.len() {
+        let mut cut = two[..n].to_vec();
+        let _ = o.open(&conf, &mut cut);
+    }
+    assert_eq!(open(&mut o, &conf, &two).unwrap(), plain);
+}
+
+#[test]
+fn esp_in_udp_overlay_mtu_leaves_8_bytes_more() {
+    assert_eq!(super::overlay_mtu_encap(1500, false), 1416);
+    assert_eq!(super::overlay_mtu_encap(1500, true), 1408);
+    assert_eq!(super::overlay_mtu_encap(40, true), 0);
+    for uplink in [1500usize, 1501, 1502, 1503, 9000] {
+        let mtu = super::overlay_mtu_encap(uplink as u32, true) as usize;
+        let sealed_ip =
+            |m: usize| sa::sealed_len(14 + 20 + 8 + 8 + 14 + m, 34) + sa::UDP_ENCAP_LEN - 14;
+        assert!((mtu - 3..=mtu).all(|m| sealed_ip(m) <= uplink), "{uplink}");
+        assert!(sealed_ip(mtu + 1) > uplink, "{uplink}");
+    }
+}
