@@ -584,6 +584,47 @@ mod tests {
     }
 
     #[test]
+    fn esp_encap_chooses_esp_in_udp_for_an_encrypted_network_only() {
+        let line = [
+            "network",
+            "create",
+            "sec",
+            "--vni",
+            "7",
+            "--encrypted",
+            "--esp-encap",
+        ];
+        let call = plan_of(&[&line[..], &["udp"]].concat()).unwrap();
+        assert_eq!(
+            call.args,
+            json!({"name": "sec", "vni": 7, "encrypted": true, "esp_encap": "udp"})
+        );
+        let call = plan_of(&[&line[..], &["esp"]].concat()).unwrap();
+        assert_eq!(call.args["esp_encap"], "esp");
+        let e = usage_error(&[
+            "network",
+            "create",
+            "sec",
+            "--vni",
+            "7",
+            "--esp-encap",
+            "udp",
+        ]);
+        assert!(e.contains("add --encrypted"), "{e}");
+        let argv = [
+            "vswitchctl",
+            "network",
+            "create",
+            "s",
+            "--encrypted",
+            "--esp-encap",
+            "gre",
+        ];
+        let e = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(e.contains("possible values: esp, udp"), "{e}");
+    }
+
+    #[test]
     fn no_learn_remote_is_sent_as_false_and_needs_a_vni() {
         let call =
             plan_of(&["network", "create", "ov", "--vni", "7", "--no-learn-remote"]).unwrap();

@@ -1121,6 +1121,31 @@ mod tests {
     }
 
     #[test]
+    fn esp_in_udp_is_kept_exported_and_needs_an_encrypted_network() {
+        let dir = scratch("espudp");
+        let spec = json!({"name": "sec", "vni": 9, "encrypted": true, "esp_encap": "udp"});
+        {
+            let mut d = Daemon::start(opts(&dir.0)).unwrap();
+            let e = call(
+                &mut d,
+                cmd::NETWORK_CREATE,
+                json!({"name": "x", "vni": 8, "esp_encap": "udp"}),
+            )
+            .unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidArgument);
+            assert!(e.message.contains("add --encrypted"), "{e}");
+            call(&mut d, cmd::NETWORK_CREATE, spec.clone()).unwrap();
+            d.shutdown();
+        }
+        let mut d = Daemon::start(opts(&dir.0)).unwrap();
+        let n = call(&mut d, cmd::NETWORK_INSPECT, json!({"name": "sec"})).unwrap();
+        assert_eq!(n["esp_encap"], "udp", "{n}");
+        let doc = call(&mut d, cmd::CONFIG_EXPORT, Value::Null).unwrap();
+        assert_eq!(doc["networks"][0]["esp_encap"], "udp", "{doc}");
+        d.shutdown();
+    }
+
+    #[test]
     fn state_survives_a_restart_and_import_refuses_conflicts_before_changing_anything() {
         let dir = scratch("state");
         {
