@@ -48,6 +48,8 @@ enum Vtep {
     Ours(&'static [&'static str], bool),
     /// vswitchd with an AF_XDP uplink on the underlay veth itself.
     OursXdp,
+    /// As `Ours(&[], true)`, the network's ESP in UDP (`--esp-encap udp`, RFC 3948).
+    OursEspUdp,
 }
 
 /// One host: its namespace, its container's, and its daemon if ours (dropped first).
@@ -64,6 +66,10 @@ fn container_ip(i: u8) -> Ipv4Addr {
 
 /// Builds host `i` (1 or 2) of the pair in `ns`, whose underlay veth end is `u`.
 fn host(cfg: &Config, i: u8, ns: Netns, vtep: Vtep) -> Result<Host, String> {
+    let (vtep, esp_udp) = match vtep {
+        Vtep::OursEspUdp => (Vtep::Ours(&[], true), true),
+        v => (v, false),
+    };
     let other = 3 - i;
     let me = format!("192.168.91.{i}");
     let peer = format!("192.168.91.{other}");
@@ -104,6 +110,8 @@ fn host(cfg: &Config, i: u8, ns: Netns, vtep: Vtep) -> Result<Host, String> {
                 ns,
             })
         }
+        // Taken as `Ours(&[], true)` with `esp_udp` above.
+        Vtep::OursEspUdp => Err("ESP in UDP is built as Ours".into()),
         Vtep::OursXdp => {
             let exe = vswitchd_exe()?;
             let dir = cfg.scratch.join(unique_name("vxd"));
@@ -166,11 +174,11 @@ fn host(cfg: &Config, i: u8, ns: Netns, vtep: Vtep) -> Result<Host, String> {
                 "uplink.set",
                 json!({"port": "uplink", "ip": format!("{me}/24")}),
             )?;
-            call(
-                &d,
-                "network.create",
-                json!({"name": "ov", "vni": VNI, "encrypted": encrypted}),
-            )?;
+            let mut net = json!({"name": "ov", "vni": VNI, "encrypted": encrypted});
+            if esp_udp {
+                net["esp_encap"] = "udp".into();
+            }
+            call(&d, "network.create", net)?;
             call(&d, "peer.add", json!({"network": "ov", "vtep": peer}))?;
             if encrypted {
                 call(&d, "key.add", json!({"tag": 1, "key": KEY}))?;
@@ -343,6 +351,18 @@ pub fn encrypted(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
         "as vxtap, ESP (AES-128-GCM) around every VXLAN packet",
         Vtep::Ours(&[], true),
         Vtep::Ours(&[], true),
+        1,
+    )
+}
+
+/// vswitchd on both hosts, the network encrypted, its ESP in UDP (UDP GSO on the TAP uplinks).
+pub fn encrypted_udp(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    contender(
+        cfg,
+        "vswitchd x2, ESP in UDP",
+        "as vxesp, --esp-encap udp: ESP in UDP 4500, a burst of sealed packets per TAP write (USO)",
+        Vtep::OursEspUdp,
+        Vtep::OursEspUdp,
         1,
     )
 }
