@@ -122,17 +122,29 @@ pub fn network_spec(req: &Value) -> Result<NetworkSpec, ErrorBody> {
             }
             "encrypted" => spec.encrypted = truthy(v).map_err(|e| bad(format!("-o encrypted: {e}")))?,
             "internal" => spec.internal = truthy(v).map_err(|e| bad(format!("-o internal: {e}")))?,
+            "esp-encap" => {
+                spec.esp_encap = Some(match v.as_str() {
+                    Some("esp") => crate::proto::EspEncap::Esp,
+                    Some("udp") => crate::proto::EspEncap::Udp,
+                    _ => return Err(bad(format!("-o esp-encap={v} is not an encapsulation; use esp or udp"))),
+                });
+            }
             // Read by `peers`.
             "peers" => {}
             other => {
                 return Err(bad(format!(
-                    "unknown option -o {other}; the vswitch driver takes -o vni=N, -o peers=IP[,IP...], -o encrypted and --internal"
+                    "unknown option -o {other}; the vswitch driver takes -o vni=N, -o peers=IP[,IP...], -o encrypted, -o esp-encap=esp|udp and --internal"
                 )))
             }
         }
     }
     if spec.encrypted && spec.vni.is_none() {
         return Err(bad("-o encrypted needs an overlay: add -o vni=N"));
+    }
+    if spec.esp_encap.is_some() && !spec.encrypted {
+        return Err(bad(
+            "-o esp-encap chooses how ESP travels: add -o encrypted",
+        ));
     }
     let pools = req
         .get("IPv4Data")
@@ -549,6 +561,17 @@ mod tests {
         assert!(with(json!({"vnii": "1"})).contains("-o vni=N"));
         assert!(with(json!({"vni": "0"})).contains("use 1 to"));
         assert!(with(json!({"encrypted": ""})).contains("add -o vni=N"));
+        assert!(with(json!({"vni": "7", "esp-encap": "udp"})).contains("add -o encrypted"));
+        assert!(
+            with(json!({"vni": "7", "encrypted": "", "esp-encap": "gre"}))
+                .contains("use esp or udp")
+        );
+        let s = network_spec(
+            &json!({"NetworkID": NID, "Options": {"com.docker.network.generic":
+            {"vni": "7", "encrypted": "", "esp-encap": "udp"}}}),
+        )
+        .unwrap();
+        assert_eq!(s.esp_encap, Some(crate::proto::EspEncap::Udp));
         let req = |generic: Value| json!({"NetworkID": NID, "Options": {"com.docker.network.generic": generic}});
         assert_eq!(
             peers(&req(
