@@ -183,8 +183,14 @@ impl TapDevice {
             .queues
             .get(i % self.queues.len().max(1))
             .ok_or_else(|| io::Error::other("TAP device has no queues"))?;
+        let fd = sys::dup(fd)?;
+        let uring = if self.uring {
+            Uring::new(fd.as_raw_fd())
+        } else {
+            None
+        };
         Ok(TapQueue {
-            fd: sys::dup(fd)?,
+            fd,
             spare: None,
             spare_large: None,
             offloads: self.offloads,
@@ -195,7 +201,7 @@ impl TapDevice {
             },
             tunnel_gso: self.tunnel_gso,
             gro: self.gro,
-            uring: if self.uring { Uring::new() } else { None },
+            uring,
             rx_ring: if self.uring {
                 RxRingState::Wanted
             } else {
@@ -575,9 +581,12 @@ impl TapQueue {
                 cache.free(b);
                 return;
             };
-            let sqe = io_uring::opcode::Write::new(io_uring::types::Fd(fd), d.as_ptr(), wlen)
-                .build()
-                .user_data(u.inflight.len() as u64);
+            let sqe = if u.fixed {
+                io_uring::opcode::Write::new(io_uring::types::Fixed(0), d.as_ptr(), wlen).build()
+            } else {
+                io_uring::opcode::Write::new(io_uring::types::Fd(fd), d.as_ptr(), wlen).build()
+            }
+            .user_data(u.inflight.len() as u64);
             // SAFETY: the entry points at `wlen` readable bytes of `b`'s slot; `b` is held in
             // `inflight` (never freed or written) until `flush_uring` has reaped the entry's
             // completion or the ring is gone (dropping it waits for what is in flight).
@@ -657,17 +666,23 @@ const URING_BATCH: usize = 64;
 /// A queue's io_uring for batched writes.
 struct Uring {
     ring: io_uring::IoUring,
+    /// The queue's descriptor is registered with the ring as fixed file 0 (the kernel skips
+    /// looking it up for every write).
+    fixed: bool,
     /// Buffers whose writes are queued or in flight: the buffer, the frames it stands for, the
     /// frame's length and the bytes written (with the virtio-net header).
     inflight: Vec<(Buf, u64, usize, usize)>,
 }
 
 impl Uring {
-    /// A ring of [`URING_BATCH`] entries, or None where io_uring is not allowed.
-    fn new() -> Option<Box<Uring>> {
+    /// A ring of [`URING_BATCH`] entries writing to `fd`, or None where io_uring is not
+    /// allowed.
+    fn new(fd: RawFd) -> Option<Box<Uring>> {
         let ring = io_uring::IoUring::new(URING_BATCH as u32).ok()?;
+        let fixed = ring.submitter().register_files(&[fd]).is_ok();
         Some(Box::new(Uring {
             ring,
+            fixed,
             inflight: Vec::with_capacity(URING_BATCH),
         }))
     }
