@@ -292,6 +292,14 @@ impl TapQueue {
         self.tunnel_gso
     }
 
+    /// Gives the receive ring's buffers back and closes it; reads are plain from then on.
+    #[cold]
+    fn drop_rx_ring(&mut self, cache: &mut PoolCache) {
+        if let RxRingState::On(mut r) = std::mem::replace(&mut self.rx_ring, RxRingState::Off) {
+            r.release(cache);
+        }
+    }
+
     /// Whether reads go through io_uring now (made on the first read where asked for and the
     /// kernel allows it).
     pub fn uring_reads(&self) -> bool {
@@ -457,6 +465,9 @@ impl TapQueue {
             if e == libc::EBADFD {
                 self.dead = true;
                 c.device_gone.set(1);
+            } else {
+                // The ring itself failed (not the device): read plainly from now on.
+                self.drop_rx_ring(cache);
             }
         }
         let n = burst.len() - before;
@@ -782,9 +793,7 @@ impl Port for TapQueue {
     }
 
     fn release(&mut self, cache: &mut PoolCache) {
-        if let RxRingState::On(mut r) = std::mem::replace(&mut self.rx_ring, RxRingState::Off) {
-            r.release(cache);
-        }
+        self.drop_rx_ring(cache);
         if let Some(b) = self.spare.take() {
             cache.free(b);
         }
