@@ -32,8 +32,7 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
   --only LIST      only these contenders: ceiling,bridge,afxdp,tap,tapuring,ovs,ovstap,testpmd,natbridge,nattap,
-                   pubbridge,pubtap,vxkernel,vxtap,vxtapcut,vxvtep,vxvtepin,vxesp,vxespnogro,vxafxdp
-                   (the overlay: TCP only)
+                   pubbridge,pubtap,vxkernel,vxtap,vxtapcut,vxvtep,vxvtepin,vxesp,vxespnogro,vxafxdp,vxovs
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
   --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
@@ -195,7 +194,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     type Contender = fn(&Testbed, &Config) -> Outcome;
     // The NAT pair comes last, so that what netfilter keeps in the DUT namespace once iptables
     // was used there (connection tracking entries) cannot touch the other contenders.
-    let all: [(&str, Contender); 20] = [
+    let all: [(&str, Contender); 21] = [
         ("ceiling", contenders::ceiling),
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
@@ -216,6 +215,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         ("vxesp", overlay::encrypted),
         ("vxespnogro", overlay::encrypted_no_gro),
         ("vxafxdp", overlay::ours_xdp),
+        ("vxovs", overlay::ovs),
     ];
     let mut results = Vec::new();
     for (key, f) in all {
@@ -265,7 +265,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         .filter(|o| {
             !o.optional
                 && o.skipped.is_none()
-                && ((o.pps.is_empty() && o.cps.is_empty() && !o.tcp_only) || o.gbps.is_empty())
+                && ((o.pps.is_empty() && o.cps.is_empty()) || o.gbps.is_empty())
         })
         .map(|o| o.name.as_str())
         .collect();
