@@ -13,6 +13,9 @@
 //! `nattap`: vswitchd's gateway and source NAT) is compared with each other, and so is the
 //! published-port pair (`pubbridge`: iptables DNAT, what `docker run -p` programs; `pubtap`: a
 //! vswitchd service publishing the port): connections per second and TCP throughput.
+//! The overlay contenders (`vx*`: two hosts joined by one veth, VXLAN between them; `vxovs` is
+//! Open vSwitch's userspace VXLAN, where installed) are compared with the kernel's VXLAN
+//! (`vxkernel`): TCP and 64-byte frames from one container to the other.
 
 use benches::testbed::contenders::{self, Config, Outcome, INSTALL_HINT};
 use benches::testbed::nat;
