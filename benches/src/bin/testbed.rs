@@ -35,7 +35,8 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
   --only LIST      only these contenders: ceiling,bridge,afxdp,tap,tapuring,ovs,ovstap,testpmd,natbridge,nattap,
-                   pubbridge,pubtap,vxkernel,vxtap,vxtapcut,vxvtep,vxvtepin,vxesp,vxespnogro,vxafxdp,vxovs
+                   pubbridge,pubtap,vxkernel,vxtap,vxtapcut,vxtapuring,vxvtep,vxvtepin,vxesp,vxespnogro,
+                   vxafxdp,vxovs
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
   --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
@@ -197,7 +198,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     type Contender = fn(&Testbed, &Config) -> Outcome;
     // The NAT pair comes last, so that what netfilter keeps in the DUT namespace once iptables
     // was used there (connection tracking entries) cannot touch the other contenders.
-    let all: [(&str, Contender); 21] = [
+    let all: [(&str, Contender); 22] = [
         ("ceiling", contenders::ceiling),
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
@@ -213,6 +214,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         ("vxkernel", overlay::kernel),
         ("vxtap", overlay::ours),
         ("vxtapcut", overlay::ours_cut),
+        ("vxtapuring", overlay::ours_uring),
         ("vxvtep", overlay::vtep_out),
         ("vxvtepin", overlay::vtep_in),
         ("vxesp", overlay::encrypted),

@@ -5,6 +5,7 @@
 //!   container's veth in a bridge with a kernel `vxlan` device on the underlay veth;
 //! * `vxtap`: vswitchd on both hosts, its uplink a TAP device in a bridge with the underlay
 //!   veth, the containers on its TAP ports (UDP tunnel GSO on where the kernel has it);
+//! * `vxtapuring`: as `vxtap`, TAP reads and writes through io_uring (`--tap-uring on`);
 //! * `vxtapcut`: the same with `--tap-tunnel-gso off` (super-frames cut before encapsulation:
 //!   the path before tunnel GSO, and the one for kernels without it);
 //! * `vxvtep` / `vxvtepin`: vswitchd on host 1, the kernel on host 2; ours sending, then
@@ -471,6 +472,19 @@ pub fn ours_cut(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
         "as vxtap, --tap-tunnel-gso off (cut before encapsulation)",
         Vtep::Ours(OFF, false),
         Vtep::Ours(OFF, false),
+        1,
+    )
+}
+
+/// As `vxtap`, every TAP read and write through io_uring (`--tap-uring on`).
+pub fn ours_uring(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    const URING: &[&str] = &["--tap-uring", "on"];
+    contender(
+        cfg,
+        "vswitchd x2, io_uring",
+        "as vxtap, --tap-uring on (TAP reads and writes through io_uring)",
+        Vtep::Ours(URING, false),
+        Vtep::Ours(URING, false),
         1,
     )
 }

@@ -6,6 +6,7 @@ pub mod fault;
 pub mod mem;
 pub mod remote;
 pub mod tap;
+pub mod uring_rx;
 
 use crate::burst::Burst;
 use crate::counters::PortCounters;

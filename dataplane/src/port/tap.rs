@@ -26,6 +26,7 @@
 //! and routes inside a container's namespace survive a `kill -9`; a restarted daemon re-attaches
 //! to it by name inside that namespace. [`TapDevice::destroy`] removes it.
 
+use super::uring_rx::RxRing;
 use super::Port;
 use crate::burst::Burst;
 use crate::counters::PortCounters;
@@ -182,8 +183,14 @@ impl TapDevice {
             .queues
             .get(i % self.queues.len().max(1))
             .ok_or_else(|| io::Error::other("TAP device has no queues"))?;
+        let fd = sys::dup(fd)?;
+        let uring = if self.uring {
+            Uring::new(fd.as_raw_fd())
+        } else {
+            None
+        };
         Ok(TapQueue {
-            fd: sys::dup(fd)?,
+            fd,
             spare: None,
             spare_large: None,
             offloads: self.offloads,
@@ -194,7 +201,12 @@ impl TapDevice {
             },
             tunnel_gso: self.tunnel_gso,
             gro: self.gro,
-            uring: if self.uring { Uring::new() } else { None },
+            uring,
+            rx_ring: if self.uring {
+                RxRingState::Wanted
+            } else {
+                RxRingState::Off
+            },
             dead: false,
         })
     }
@@ -243,6 +255,8 @@ pub struct TapQueue {
     /// Writes go through io_uring, a burst at a time (None: plain `write`s). Boxed: the ring
     /// is large and made once per queue.
     uring: Option<Box<Uring>>,
+    /// Reads go through io_uring ([`super::uring_rx`]): made by the worker on its first read.
+    rx_ring: RxRingState,
     /// The device was deleted under the queue (reads failed with EBADFD): nothing is read or
     /// written any more, and the descriptor is not waited on.
     dead: bool,
@@ -276,6 +290,12 @@ impl TapQueue {
     /// Whether UDP tunnel super-frames cross this queue (24-byte headers).
     pub fn tunnel_gso(&self) -> bool {
         self.tunnel_gso
+    }
+
+    /// Whether reads go through io_uring now (made on the first read where asked for and the
+    /// kernel allows it).
+    pub fn uring_reads(&self) -> bool {
+        matches!(self.rx_ring, RxRingState::On(_))
     }
 
     /// Receive with virtio-net headers, one `readv` per frame into two places: a small buffer
@@ -359,6 +379,88 @@ impl TapQueue {
             // Cannot fail: the loop runs only while the burst has room.
             let _ = burst.push(frame);
         }
+        c.rx_packets.add(n as u64);
+        c.rx_bytes.add(bytes);
+        n
+    }
+
+    /// Receive through the queue's io_uring ([`super::uring_rx`]): the frames the kernel has
+    /// read into provided buffers since the last call, entering the kernel only when it has
+    /// reads to do. Without offloads a frame stays in the buffer it was read into; with them, a
+    /// frame that fits a small buffer is copied into one and its large buffer goes back into the
+    /// ring. Falls back to plain reads where the ring cannot be made.
+    fn rx_uring(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
+        if matches!(self.rx_ring, RxRingState::Wanted) {
+            let off = if self.offloads {
+                HEADROOM - self.hdr_len
+            } else {
+                HEADROOM
+            };
+            self.rx_ring = match RxRing::new(cache, off, self.offloads) {
+                Some(r) => RxRingState::On(r),
+                None => RxRingState::Off,
+            };
+        }
+        let RxRingState::On(ring) = &mut self.rx_ring else {
+            return self.rx_burst(cache, burst, c);
+        };
+        let pool = std::sync::Arc::clone(cache.pool());
+        let (offloads, hdr_len) = (self.offloads, self.hdr_len);
+        let (mut bytes, mut errors) = (0u64, 0u64);
+        let (room, before) = (burst.room(), burst.len());
+        let r = ring.poll(self.fd.as_raw_fd(), cache, room, |cache, rd| {
+            let mut buf = rd.buf;
+            if rd.len >= rd.room {
+                // The frame filled every byte offered and may have been cut short.
+                errors += 1;
+                return Some(buf);
+            }
+            if !offloads {
+                pool.set_frame(&mut buf, HEADROOM, rd.len);
+                bytes += rd.len as u64;
+                return burst.push(buf).err();
+            }
+            let hdr = VnetHdr::parse_len(&pool.slot_mut(&mut buf)[HEADROOM - hdr_len..], hdr_len);
+            let (Some(hdr), true) = (hdr, rd.len > hdr_len) else {
+                errors += 1;
+                return Some(buf);
+            };
+            let len = rd.len - hdr_len;
+            let (mut frame, back) = if len <= MAX_FRAME {
+                // Every frame but a super-frame: into a small buffer, the large one back.
+                let Some(mut small) = cache.alloc() else {
+                    errors += 1;
+                    return Some(buf);
+                };
+                let src = &pool.slot_mut(&mut buf)[HEADROOM..HEADROOM + len];
+                pool.slot_mut(&mut small)[HEADROOM..HEADROOM + len].copy_from_slice(src);
+                (small, Some(buf))
+            } else {
+                (buf, None)
+            };
+            pool.set_frame(&mut frame, HEADROOM, len);
+            if !hdr.is_plain() {
+                pool.set_offload(&mut frame, hdr);
+            }
+            bytes += len as u64;
+            match burst.push(frame) {
+                Ok(()) => back,
+                // Cannot happen (the ring hands over at most `room` frames): free it.
+                Err(f) => {
+                    cache.free(f);
+                    back
+                }
+            }
+        });
+        if let Err(e) = r {
+            c.rx_errors.inc();
+            if e == libc::EBADFD {
+                self.dead = true;
+                c.device_gone.set(1);
+            }
+        }
+        let n = burst.len() - before;
+        c.rx_errors.add(errors);
         c.rx_packets.add(n as u64);
         c.rx_bytes.add(bytes);
         n
@@ -479,9 +581,12 @@ impl TapQueue {
                 cache.free(b);
                 return;
             };
-            let sqe = io_uring::opcode::Write::new(io_uring::types::Fd(fd), d.as_ptr(), wlen)
-                .build()
-                .user_data(u.inflight.len() as u64);
+            let sqe = if u.fixed {
+                io_uring::opcode::Write::new(io_uring::types::Fixed(0), d.as_ptr(), wlen).build()
+            } else {
+                io_uring::opcode::Write::new(io_uring::types::Fd(fd), d.as_ptr(), wlen).build()
+            }
+            .user_data(u.inflight.len() as u64);
             // SAFETY: the entry points at `wlen` readable bytes of `b`'s slot; `b` is held in
             // `inflight` (never freed or written) until `flush_uring` has reaped the entry's
             // completion or the ring is gone (dropping it waits for what is in flight).
@@ -561,20 +666,36 @@ const URING_BATCH: usize = 64;
 /// A queue's io_uring for batched writes.
 struct Uring {
     ring: io_uring::IoUring,
+    /// The queue's descriptor is registered with the ring as fixed file 0 (the kernel skips
+    /// looking it up for every write).
+    fixed: bool,
     /// Buffers whose writes are queued or in flight: the buffer, the frames it stands for, the
     /// frame's length and the bytes written (with the virtio-net header).
     inflight: Vec<(Buf, u64, usize, usize)>,
 }
 
 impl Uring {
-    /// A ring of [`URING_BATCH`] entries, or None where io_uring is not allowed.
-    fn new() -> Option<Box<Uring>> {
+    /// A ring of [`URING_BATCH`] entries writing to `fd`, or None where io_uring is not
+    /// allowed.
+    fn new(fd: RawFd) -> Option<Box<Uring>> {
         let ring = io_uring::IoUring::new(URING_BATCH as u32).ok()?;
+        let fixed = ring.submitter().register_files(&[fd]).is_ok();
         Some(Box::new(Uring {
             ring,
+            fixed,
             inflight: Vec::with_capacity(URING_BATCH),
         }))
     }
+}
+
+/// Whether and how a queue reads through io_uring.
+enum RxRingState {
+    /// Plain reads.
+    Off,
+    /// io_uring asked for; the ring is made on the worker's first read.
+    Wanted,
+    /// Reading through this ring.
+    On(Box<RxRing>),
 }
 
 /// What one transmit burst did.
@@ -589,6 +710,9 @@ impl Port for TapQueue {
     fn rx_burst(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
         if self.dead {
             return 0;
+        }
+        if !matches!(self.rx_ring, RxRingState::Off) {
+            return self.rx_uring(cache, burst, c);
         }
         if self.offloads {
             return self.rx_offload(cache, burst, c);
@@ -658,6 +782,9 @@ impl Port for TapQueue {
     }
 
     fn release(&mut self, cache: &mut PoolCache) {
+        if let RxRingState::On(mut r) = std::mem::replace(&mut self.rx_ring, RxRingState::Off) {
+            r.release(cache);
+        }
         if let Some(b) = self.spare.take() {
             cache.free(b);
         }
