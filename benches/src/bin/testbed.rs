@@ -34,8 +34,8 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --runs N         runs per metric (default 5, quick 2)
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
-  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,tapuring,ovs,ovstap,testpmd,natbridge,nattap,
-                   pubbridge,pubtap,vxkernel,vxtap,vxtapcut,vxtapuring,vxvtep,vxvtepin,vxesp,vxespnogro,
+  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,tapplain,ovs,ovstap,testpmd,natbridge,nattap,
+                   pubbridge,pubtap,vxkernel,vxtap,vxtapcut,vxtapplain,vxvtep,vxvtepin,vxesp,vxespnogro,
                    vxafxdp,vxovs
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
@@ -203,7 +203,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
         ("tap", contenders::vswitchd_tap),
-        ("tapuring", contenders::vswitchd_tap_uring),
+        ("tapplain", contenders::vswitchd_tap_plain),
         ("ovs", contenders::ovs),
         ("ovstap", contenders::ovs_tap),
         ("testpmd", contenders::testpmd),
@@ -214,7 +214,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         ("vxkernel", overlay::kernel),
         ("vxtap", overlay::ours),
         ("vxtapcut", overlay::ours_cut),
-        ("vxtapuring", overlay::ours_uring),
+        ("vxtapplain", overlay::ours_plain),
         ("vxvtep", overlay::vtep_out),
         ("vxvtepin", overlay::vtep_in),
         ("vxesp", overlay::encrypted),

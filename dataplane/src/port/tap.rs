@@ -709,6 +709,16 @@ enum RxRingState {
     On(Box<RxRing>),
 }
 
+impl Drop for Uring {
+    fn drop(&mut self) {
+        if self.fixed {
+            // Now, not when the kernel gets round to tearing the closed ring down: the
+            // registration holds the TAP open, and a removed port's device must go with it.
+            let _ = self.ring.submitter().unregister_files();
+        }
+    }
+}
+
 /// What one transmit burst did.
 #[derive(Default)]
 struct TxTally {
