@@ -9,8 +9,9 @@
 //! the old `Arc` is freed by whoever drops it last. The same channel carries port attach and
 //! detach and control requests (MAC table dumps), so they are ordered with configuration.
 //!
-//! Idle back-off: while traffic flows the worker busy-polls. After [`SPIN_LOOPS`] empty
-//! iterations it yields the CPU between polls; after [`IDLE_BEFORE_SLEEP`] without traffic it
+//! Idle back-off: while traffic flows the worker busy-polls. After [`SPIN_TIME`] without
+//! traffic it yields the CPU between polls (a worker that shares its core, with another switch or
+//! with the containers it serves, hands it over within that time, whatever an empty poll costs); after [`IDLE_BEFORE_SLEEP`] without traffic it
 //! sleeps in epoll (mio) on its ports' descriptors and its command waker, waking on the first
 //! frame, the first command, or the next housekeeping tick. The descriptors are in the epoll set
 //! only while the worker sleeps: a socket with a waiter costs the kernel a wakeup attempt (a
@@ -30,8 +31,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Empty loop iterations spent busy-polling before the worker starts yielding.
-pub const SPIN_LOOPS: u32 = 256;
+/// Time without traffic spent busy-polling before the worker starts yielding between polls.
+/// Counted in time, not in empty polls: with plain TAP reads (a system call per port per poll)
+/// 256 empty polls took about 250 us, during which a switch sharing the core with another one
+/// kept it from the frames it was waiting for; through io_uring the same polls took about 15.
+pub const SPIN_TIME: Duration = Duration::from_micros(20);
 /// Time without traffic before the worker sleeps on its descriptors.
 pub const IDLE_BEFORE_SLEEP: Duration = Duration::from_millis(2);
 /// Longest sleep (housekeeping such as MAC aging runs at least this often).
@@ -644,10 +648,13 @@ impl<P: Pipeline> Worker<P> {
         let start = Instant::now();
         let mut events = Events::with_capacity(64);
         let mut idle_loops: u32 = 0;
-        let mut idle_since = Instant::now();
+        // When the current run of empty iterations began (ns since `start`).
+        let mut idle_start = 0u64;
         // Cycle accounting (OVS's pmd-stats-show): an iteration that moved frames is busy time,
         // one that did not is idle, and so is the time between iterations (yielding, sleeping).
         let mut last_ns = 0u64;
+        let spin_ns = SPIN_TIME.as_nanos() as u64;
+        let sleep_ns = IDLE_BEFORE_SLEEP.as_nanos() as u64;
         while !self.stop {
             let now_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let n = self.step(now_ns);
@@ -664,14 +671,15 @@ impl<P: Pipeline> Worker<P> {
             }
             self.stats.event(WorkerEvent::IdleNs).add(gap + spent);
             if idle_loops == 0 {
-                idle_since = Instant::now();
+                idle_start = now_ns;
             }
             idle_loops = idle_loops.saturating_add(1);
-            if idle_loops < SPIN_LOOPS {
+            let idle = after.saturating_sub(idle_start);
+            if idle < spin_ns {
                 std::hint::spin_loop();
                 continue;
             }
-            if idle_since.elapsed() < IDLE_BEFORE_SLEEP {
+            if idle < sleep_ns {
                 std::thread::yield_now();
                 continue;
             }

@@ -57,9 +57,12 @@ struct Args {
     /// its burst).
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     tap_gro: OnOff,
-    /// Write each TAP port's transmit burst through io_uring: one system call per burst instead
-    /// of one per frame (plain writes where io_uring is not allowed).
-    #[arg(long, value_enum, default_value_t = OnOff::Off)]
+    /// Read and write TAP ports through io_uring: each queue keeps a multishot read armed over a
+    /// ring of provided pool buffers (64 small ones per queue, or 16 large ones with offloads)
+    /// and enters the kernel only when frames wait; each transmit burst is one system call.
+    /// Plain reads and writes for a queue where the kernel (6.7+) or the pool cannot; off: plain
+    /// everywhere.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
     tap_uring: OnOff,
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics, e.g. 127.0.0.1:9477 (off unless
     /// given).

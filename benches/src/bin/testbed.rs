@@ -13,6 +13,9 @@
 //! `nattap`: vswitchd's gateway and source NAT) is compared with each other, and so is the
 //! published-port pair (`pubbridge`: iptables DNAT, what `docker run -p` programs; `pubtap`: a
 //! vswitchd service publishing the port): connections per second and TCP throughput.
+//! The overlay contenders (`vx*`: two hosts joined by one veth, VXLAN between them; `vxovs` is
+//! Open vSwitch's userspace VXLAN, where installed) are compared with the kernel's VXLAN
+//! (`vxkernel`): TCP and 64-byte frames from one container to the other.
 
 use benches::testbed::contenders::{self, Config, Outcome, INSTALL_HINT};
 use benches::testbed::nat;
@@ -31,9 +34,9 @@ const USAGE: &str = "usage: testbed [--quick] [--runs N] [--seconds S] [--out DI
   --runs N         runs per metric (default 5, quick 2)
   --seconds S      seconds counted per packet-rate run and per TCP transfer (default 5, quick 1)
   --out DIR        where testbed.svg and testbed.json go (default target/testbed)
-  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,tapuring,ovs,ovstap,testpmd,natbridge,nattap,
-                   pubbridge,pubtap,vxkernel,vxtap,vxtapcut,vxvtep,vxvtepin,vxesp,vxespudp,vxespnogro,vxafxdp
-                   (the overlay: TCP only)
+  --only LIST      only these contenders: ceiling,bridge,afxdp,tap,tapplain,ovs,ovstap,testpmd,natbridge,nattap,
+                   pubbridge,pubtap,vxkernel,vxtap,vxtapcut,vxtapplain,vxvtep,vxvtepin,vxesp,vxespudp,vxespnogro,
+                   vxafxdp,vxovs
   --threaded-napi  move the DUT's ingress veth receive work (for the kernel bridge: the bridge)
                    from softirq on the sending core into a NAPI thread pinned to the DUT core
   --sink-napi-core N  move the sink's receive work (its XDP drop) into a SCHED_FIFO NAPI thread
@@ -195,12 +198,12 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
     type Contender = fn(&Testbed, &Config) -> Outcome;
     // The NAT pair comes last, so that what netfilter keeps in the DUT namespace once iptables
     // was used there (connection tracking entries) cannot touch the other contenders.
-    let all: [(&str, Contender); 21] = [
+    let all: [(&str, Contender); 23] = [
         ("ceiling", contenders::ceiling),
         ("bridge", contenders::kernel_bridge),
         ("afxdp", contenders::vswitchd_afxdp),
         ("tap", contenders::vswitchd_tap),
-        ("tapuring", contenders::vswitchd_tap_uring),
+        ("tapplain", contenders::vswitchd_tap_plain),
         ("ovs", contenders::ovs),
         ("ovstap", contenders::ovs_tap),
         ("testpmd", contenders::testpmd),
@@ -211,12 +214,14 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         ("vxkernel", overlay::kernel),
         ("vxtap", overlay::ours),
         ("vxtapcut", overlay::ours_cut),
+        ("vxtapplain", overlay::ours_plain),
         ("vxvtep", overlay::vtep_out),
         ("vxvtepin", overlay::vtep_in),
         ("vxesp", overlay::encrypted),
         ("vxespudp", overlay::encrypted_udp),
         ("vxespnogro", overlay::encrypted_no_gro),
         ("vxafxdp", overlay::ours_xdp),
+        ("vxovs", overlay::ovs),
     ];
     let mut results = Vec::new();
     for (key, f) in all {
@@ -266,7 +271,7 @@ fn run(args: &Args, cfg: &Config, subtitle: &str) -> Result<(), String> {
         .filter(|o| {
             !o.optional
                 && o.skipped.is_none()
-                && ((o.pps.is_empty() && o.cps.is_empty() && !o.tcp_only) || o.gbps.is_empty())
+                && ((o.pps.is_empty() && o.cps.is_empty()) || o.gbps.is_empty())
         })
         .map(|o| o.name.as_str())
         .collect();

@@ -11,6 +11,7 @@ use super::traffic::{self, measure_pps, measure_tcp, udp_frame, Counter, PpsPath
 use dataplane::sys::bpf;
 use serde_json::json;
 use std::any::Any;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -61,8 +62,6 @@ pub struct Outcome {
     pub optional: bool,
     /// The contender its ratios are taken against (default: the Linux bridge).
     pub versus: Option<String>,
-    /// Measures TCP only (no small-packet rate is expected).
-    pub tcp_only: bool,
 }
 
 impl Outcome {
@@ -142,7 +141,7 @@ impl Reaped {
         })
     }
 
-    fn alive(&mut self) -> Result<(), String> {
+    pub(super) fn alive(&mut self) -> Result<(), String> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(st)) => Err(format!("{} exited ({st})", self.what)),
@@ -173,7 +172,7 @@ fn secs(s: f64) -> Duration {
 
 /// Measures `runs` small-packet runs from `gen` to `sink`; `prepare` runs once the sink's drop
 /// program is attached (the contender's XDP programs exist by then, so NAPI threads can move).
-fn pps_series(
+pub(super) fn pps_series(
     cfg: &Config,
     out: &mut Outcome,
     gen: (&str, &str),
@@ -571,6 +570,37 @@ pub(super) fn daemon_stats(d: &DaemonProcess) -> String {
     line
 }
 
+/// CPU time the daemon's worker threads have had so far, in ns (`/proc/PID/task/*/schedstat`):
+/// what a worker costs per frame, whatever else shares its core.
+pub(super) fn worker_cpu_ns(d: &DaemonProcess) -> Option<u64> {
+    let pid = d.pid()?;
+    let mut sum = None;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("worker-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+        let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+        sum = Some(sum.unwrap_or(0) + ns);
+    }
+    sum
+}
+
+/// Frames the daemon has sent out of its port `name`.
+pub(super) fn port_tx_packets(d: &DaemonProcess, name: &str) -> Option<u64> {
+    let v = call(d, "stats", json!({})).ok()?;
+    v.get("ports")?
+        .as_array()?
+        .iter()
+        .find(|p| p.get("name").and_then(|n| n.as_str()) == Some(name))?
+        .get("tx_packets")?
+        .as_u64()
+}
+
 /// Whether the daemon knows AF_XDP ports (it refuses an unknown `type`).
 fn daemon_has_afxdp(d: &DaemonProcess) -> bool {
     match call(d, "port.add", json!({"name": "probe", "type": "afxdp"})) {
@@ -624,19 +654,19 @@ pub fn vswitchd_tap(tb: &Testbed, cfg: &Config) -> Outcome {
         tb,
         cfg,
         "vswitchd tap",
-        "gen tg ==TAP== [vswitchd] ==TAP== ts sink (10.79.0.0/24); default offloads",
+        "gen tg ==TAP== [vswitchd] ==TAP== ts sink (10.79.0.0/24); default offloads and io_uring",
         &[],
     )
 }
 
-/// As [`vswitchd_tap`], each transmit burst written through io_uring (`--tap-uring on`).
-pub fn vswitchd_tap_uring(tb: &Testbed, cfg: &Config) -> Outcome {
+/// As [`vswitchd_tap`], plain reads and writes (`--tap-uring off`).
+pub fn vswitchd_tap_plain(tb: &Testbed, cfg: &Config) -> Outcome {
     tap_with(
         tb,
         cfg,
-        "vswitchd tap, io_uring",
-        "as tap, --tap-uring on (one io_uring_enter per transmit burst)",
-        &["--tap-uring", "on"],
+        "vswitchd tap, plain I/O",
+        "as tap, --tap-uring off (a read or write system call per frame)",
+        &["--tap-uring", "off"],
     )
 }
 
@@ -667,6 +697,7 @@ fn tap_with(tb: &Testbed, cfg: &Config, name: &str, topology: &str, flags: &[&st
             out.notes.push("ping sink -> gen over TAP failed".into());
         }
         let dst = (net::mac_of(tb.sink.name(), &ts)?, ips[1]);
+        let before = (worker_cpu_ns(&d), port_tx_packets(&d, "s"));
         pps_series(
             cfg,
             &mut out,
@@ -676,6 +707,17 @@ fn tap_with(tb: &Testbed, cfg: &Config, name: &str, topology: &str, flags: &[&st
             ips[0],
             || Ok(()),
         )?;
+        if let ((Some(c0), Some(f0)), Some(c1), Some(f1)) =
+            (before, worker_cpu_ns(&d), port_tx_packets(&d, "s"))
+        {
+            let frames = f1.saturating_sub(f0).max(1);
+            let ns = c1.saturating_sub(c0) as f64 / frames as f64;
+            out.notes.push(format!(
+                "worker CPU time per 64-byte frame forwarded: {ns:.0} ns ({:.2} Mpps per core of \
+                 worker time), over every pps run",
+                1e3 / ns.max(1.0)
+            ));
+        }
         tcp_series(cfg, &mut out, tb.gen.name(), tb.sink.name(), ips[1]);
         out.notes.push(daemon_stats(&d));
         drop(d);
@@ -691,18 +733,39 @@ fn tap_with(tb: &Testbed, cfg: &Config, name: &str, topology: &str, flags: &[&st
 pub const INSTALL_HINT: &str =
     "apt install openvswitch-switch dpdk-dev (dpdk-testpmd is in dpdk-dev)";
 
-/// A private Open vSwitch (ovsdb-server and ovs-vswitchd started by hand in a scratch
-/// directory, inside the DUT namespace) with one userspace (`netdev`) bridge `br0`.
-struct Ovs {
+/// A private Open vSwitch: ovsdb-server and ovs-vswitchd started by hand in a scratch directory
+/// of its own (database, sockets, pid and log files), inside one namespace; its bridges are
+/// userspace (`datapath_type=netdev`) ones.
+pub(super) struct Ovs {
     vsd: Reaped,
     _server: Reaped,
     dir: String,
+    ns: String,
+}
+
+/// Where and how an [`Ovs`] runs.
+pub(super) struct OvsPlacement<'a> {
+    /// The namespace both daemons run in.
+    pub ns: &'a str,
+    /// The core of the PMD threads (`pmd-cpu-mask`).
+    pub pmd_core: usize,
+    /// Pin every thread of ovs-vswitchd (the main thread polls its TAP and system ports) to
+    /// this core; `None`: wherever the scheduler puts them.
+    pub pin: Option<usize>,
+    /// `other_config` settings, `key=value` each.
+    pub extra: &'a [&'a str],
 }
 
 impl Ovs {
     /// Finds the tools and the schema, or says why OVS is skipped.
-    fn available() -> Result<&'static str, String> {
-        let tools = ["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl"];
+    pub(super) fn available() -> Result<&'static str, String> {
+        let tools = [
+            "ovsdb-tool",
+            "ovsdb-server",
+            "ovs-vswitchd",
+            "ovs-vsctl",
+            "ovs-appctl",
+        ];
         if let Some(t) = tools.iter().find(|t| !net::have(t)) {
             return Err(format!("`{t}` not installed ({INSTALL_HINT})"));
         }
@@ -712,28 +775,52 @@ impl Ovs {
             .ok_or_else(|| "no vswitch.ovsschema under /usr/share/openvswitch".to_string())
     }
 
-    fn vsctl(&self, args: &[&str]) -> Result<String, String> {
+    /// The installed ovs-vswitchd's version, `(major, minor)`.
+    pub(super) fn version() -> Result<(u32, u32), String> {
+        let out = run(Command::new("ovs-vswitchd").arg("--version"))?;
+        // "ovs-vswitchd (Open vSwitch) 3.1.0"
+        let v = out
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or_default();
+        let mut it = v.split('.').map(|n| n.parse::<u32>().ok());
+        match (it.next().flatten(), it.next().flatten()) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            _ => Err(format!("cannot read a version in {:?}", out.trim())),
+        }
+    }
+
+    pub(super) fn vsctl(&self, args: &[&str]) -> Result<String, String> {
         ovs_vsctl(&self.dir, args)
     }
 
-    /// Starts both daemons in `tb`'s DUT namespace with the PMD on `core` and `other_config`
-    /// settings `extra`, and adds `br0`.
-    fn start(
-        tb: &Testbed,
-        schema: &str,
-        dir: &Path,
-        core: usize,
-        extra: &[&str],
-    ) -> Result<Ovs, String> {
+    /// `ovs-appctl` against this ovs-vswitchd.
+    pub(super) fn appctl(&self, args: &[&str]) -> Result<String, String> {
+        let mut c = Command::new("ovs-appctl");
+        c.arg(format!("--target={}/ovs-vswitchd.ctl", self.dir))
+            .arg("--timeout=10")
+            .args(args);
+        ovs_env(&mut c, &self.dir);
+        run(&mut c)
+    }
+
+    /// Whether ovs-vswitchd still runs.
+    pub(super) fn alive(&mut self) -> Result<(), String> {
+        self.vsd.alive()
+    }
+
+    /// Starts both daemons as `at` says, with `dir` for their files.
+    pub(super) fn start(schema: &str, dir: &Path, at: &OvsPlacement) -> Result<Ovs, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let d = dir.to_string_lossy().to_string();
         let db = format!("{d}/conf.db");
         run(Command::new("ovsdb-tool").args(["create", &db, schema]))?;
-        let spawn = |what: &str, args: &[String]| -> Result<Reaped, String> {
+        let spawn = |what: &str, args: &[String], pin: Option<usize>| -> Result<Reaped, String> {
             let logf = std::fs::File::create(dir.join(format!("{what}.out")))
                 .map_err(|e| e.to_string())?;
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", tb.dut.name(), what])
+            c.args(["netns", "exec", at.ns, what])
                 .args(args)
                 .arg(format!("--unixctl={d}/{what}.ctl"))
                 .arg(format!("--log-file={d}/{what}.log"))
@@ -741,9 +828,27 @@ impl Ovs {
                 .stdout(logf.try_clone().map_err(|e| e.to_string())?)
                 .stderr(logf);
             ovs_env(&mut c, &d);
+            if let Some(core) = pin.filter(|&c| c < 1024) {
+                // SAFETY: between fork and exec the closure only makes one system call
+                // (sched_setaffinity, async-signal-safe) on a set built on its own stack; the
+                // mask is inherited through `ip netns exec`'s exec and by every thread the
+                // daemon makes.
+                unsafe {
+                    c.pre_exec(move || {
+                        let mut set: libc::cpu_set_t = std::mem::zeroed();
+                        libc::CPU_SET(core, &mut set);
+                        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                        Ok(())
+                    });
+                }
+            }
             Reaped::spawn(what, &mut c)
         };
-        let server = spawn("ovsdb-server", &[db, format!("--remote=punix:{d}/db.sock")])?;
+        let server = spawn(
+            "ovsdb-server",
+            &[db, format!("--remote=punix:{d}/db.sock")],
+            None,
+        )?;
         let mut ok = false;
         for _ in 0..100 {
             if ovs_vsctl(&d, &["--no-wait", "init"]).is_ok() {
@@ -755,26 +860,48 @@ impl Ovs {
         if !ok {
             return Err("ovsdb-server did not answer".into());
         }
-        let mask = format!("other_config:pmd-cpu-mask=0x{:x}", 1u64 << core);
+        let mask = format!("other_config:pmd-cpu-mask=0x{:x}", 1u64 << at.pmd_core);
         let mut set = vec!["--no-wait", "set", "Open_vSwitch", ".", mask.as_str()];
-        set.extend_from_slice(extra);
+        set.extend_from_slice(at.extra);
         ovs_vsctl(&d, &set)?;
-        let vsd = spawn("ovs-vswitchd", &[format!("unix:{d}/db.sock")])?;
-        let ovs = Ovs {
+        let vsd = spawn("ovs-vswitchd", &[format!("unix:{d}/db.sock")], at.pin)?;
+        Ok(Ovs {
             vsd,
             _server: server,
             dir: d,
-        };
-        ovs.vsctl(&[
-            "add-br",
-            "br0",
+            ns: at.ns.to_string(),
+        })
+    }
+
+    /// Adds a userspace bridge.
+    pub(super) fn add_bridge(&self, br: &str) -> Result<(), String> {
+        let set = ["set", "bridge", br, "datapath_type=netdev"];
+        self.vsctl(&[&["add-br", br, "--"][..], &set].concat())
+            .map(drop)
+    }
+
+    /// Adds a `type=tap` port `dev` to `br`, waits for OVS to make the TAP in its namespace,
+    /// and moves the TAP's kernel end into `to`.
+    pub(super) fn add_tap(&self, br: &str, dev: &str, to: &str) -> Result<(), String> {
+        self.vsctl(&[
+            "add-port",
+            br,
+            dev,
             "--",
             "set",
-            "bridge",
-            "br0",
-            "datapath_type=netdev",
+            "interface",
+            dev,
+            "type=tap",
         ])?;
-        Ok(ovs)
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let here = || run(Command::new("ip").args(["-n", &self.ns, "link", "show", "dev", dev]));
+        while here().is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("OVS did not create TAP {dev}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        run(Command::new("ip").args(["-n", &self.ns, "link", "set", dev, "netns", to])).map(drop)
     }
 }
 
@@ -811,7 +938,14 @@ pub fn ovs(tb: &Testbed, cfg: &Config) -> Outcome {
     let dir = cfg.scratch.join("ovs");
     let core = cfg.dut_core;
     let start = move |tb: &Testbed| -> Result<Guard, String> {
-        let mut ovs = Ovs::start(tb, schema, &dir, core, &[])?;
+        let at = OvsPlacement {
+            ns: tb.dut.name(),
+            pmd_core: core,
+            pin: None,
+            extra: &[],
+        };
+        let mut ovs = Ovs::start(schema, &dir, &at)?;
+        ovs.add_bridge("br0")?;
         for v in [&tb.gen_link, &tb.sink_link] {
             ovs.vsctl(&[
                 "add-port",
@@ -824,7 +958,7 @@ pub fn ovs(tb: &Testbed, cfg: &Config) -> Outcome {
                 "type=afxdp",
             ])?;
         }
-        ovs.vsd.alive()?;
+        ovs.alive()?;
         // Give the PMD thread a moment to poll its new rx queues.
         net::sleep(Duration::from_millis(500));
         Ok(vec![Box::new(ovs) as Box<dyn Any>])
@@ -851,37 +985,21 @@ pub fn ovs_tap(tb: &Testbed, cfg: &Config) -> Outcome {
     let dir = cfg.scratch.join("ovs-tap");
     let ips = [[10, 78, 0, 1], [10, 78, 0, 2]];
     let r = (|| {
-        let mut ovs = Ovs::start(
-            tb,
-            schema,
-            &dir,
-            cfg.dut_core,
-            &["other_config:userspace-tso-enable=true"],
-        )?;
+        let at = OvsPlacement {
+            ns: tb.dut.name(),
+            pmd_core: cfg.dut_core,
+            pin: None,
+            extra: &["other_config:userspace-tso-enable=true"],
+        };
+        let mut ovs = Ovs::start(schema, &dir, &at)?;
+        ovs.add_bridge("br0")?;
         for (dev, ns, ip) in [(&og, &tb.gen, ips[0]), (&os, &tb.sink, ips[1])] {
-            ovs.vsctl(&[
-                "add-port",
-                "br0",
-                dev,
-                "--",
-                "set",
-                "interface",
-                dev,
-                "type=tap",
-            ])?;
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while tb.dut.ip(&["link", "show", "dev", dev]).is_err() {
-                if std::time::Instant::now() > deadline {
-                    return Err(format!("OVS did not create TAP {dev}"));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            tb.dut.ip(&["link", "set", dev, "netns", ns.name()])?;
+            ovs.add_tap("br0", dev, ns.name())?;
             let cidr = format!("{}.{}.{}.{}/24", ip[0], ip[1], ip[2], ip[3]);
             ns.ip(&["addr", "add", &cidr, "dev", dev])?;
             ns.ip(&["link", "set", dev, "up"])?;
         }
-        ovs.vsd.alive()?;
+        ovs.alive()?;
         net::sleep(Duration::from_millis(500));
         if !tb.sink.ping(std::net::Ipv4Addr::from(ips[0]), 2)? {
             out.notes
@@ -898,7 +1016,7 @@ pub fn ovs_tap(tb: &Testbed, cfg: &Config) -> Outcome {
             || Ok(()),
         )?;
         tcp_series(cfg, &mut out, tb.gen.name(), tb.sink.name(), ips[1]);
-        ovs.vsd.alive()?;
+        ovs.alive()?;
         drop(ovs);
         Ok::<(), String>(())
     })();

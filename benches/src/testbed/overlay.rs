@@ -5,13 +5,18 @@
 //!   container's veth in a bridge with a kernel `vxlan` device on the underlay veth;
 //! * `vxtap`: vswitchd on both hosts, its uplink a TAP device in a bridge with the underlay
 //!   veth, the containers on its TAP ports (UDP tunnel GSO on where the kernel has it);
+//! * `vxtapplain`: as `vxtap`, plain TAP reads and writes (`--tap-uring off`);
 //! * `vxtapcut`: the same with `--tap-tunnel-gso off` (super-frames cut before encapsulation:
 //!   the path before tunnel GSO, and the one for kernels without it);
 //! * `vxvtep` / `vxvtepin`: vswitchd on host 1, the kernel on host 2; ours sending, then
 //!   receiving;
 //! * `vxesp`: vswitchd on both hosts, the network encrypted (ESP, AES-128-GCM); `vxespnogro`
 //!   the same with `--tap-gro off`;
-//! * `vxafxdp`: vswitchd on both hosts with AF_XDP uplinks on the underlay veth itself.
+//! * `vxafxdp`: vswitchd on both hosts with AF_XDP uplinks on the underlay veth itself;
+//! * `vxovs`: Open vSwitch's userspace datapath on both hosts (where installed): a private
+//!   ovsdb-server and ovs-vswitchd per host, `br-phy` owning the underlay veth (an `afxdp` port
+//!   by default) with the VTEP's address on its internal port, `br-int` with the container's
+//!   `tap` port and a `vxlan` port.
 //!
 //! ```text
 //!  host 1                                                host 2
@@ -20,12 +25,20 @@
 //!
 //! The containers' MTU is the overlay's (1450; 1416 encrypted). TCP is [`tcp_series`] from c1
 //! to c2 (a checked transfer, then iperf3 on core 0); the daemons run where they run by
-//! default (the last core on a 2-core machine). No small-packet rate: every figure here is TCP.
-//! Ratios are to `vxkernel` in the same run. Everything is made in namespaces of its own, and
-//! goes (daemons first, then namespaces) when the contender ends, whatever happened.
+//! default (the last core on a 2-core machine; OVS is pinned there too). The small-packet rate
+//! is [`pps_series`]: the testbed's generator (live-frames `XDP_TX`, core 0) on c1's interface
+//! (the veth for the kernel, the TAP's kernel end for vswitchd and OVS) sends 64-byte UDP
+//! frames addressed to c2's MAC and address, and the sink's drop program on c2's interface
+//! counts what crossed the overlay. Ratios are to `vxkernel` in the same run. Everything is
+//! made in namespaces of its own, and goes (daemons first, then namespaces) when the contender
+//! ends, whatever happened.
 
-use super::contenders::{call, daemon_stats, tcp_series, vswitchd_exe, Config, Outcome};
-use super::net::stopping;
+use super::contenders::{
+    call, daemon_stats, pps_series, tcp_series, vswitchd_exe, Config, Outcome, Ovs, OvsPlacement,
+};
+use super::net::{self, stopping};
+use super::traffic::{self, XdpLink};
+use dataplane::sys::bpf;
 use serde_json::json;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -48,15 +61,33 @@ enum Vtep {
     Ours(&'static [&'static str], bool),
     /// vswitchd with an AF_XDP uplink on the underlay veth itself.
     OursXdp,
+    /// Open vSwitch's userspace datapath; its uplink port type, and userspace TSO on or off.
+    Ovs(&'static str, bool),
     /// As `Ours(&[], true)`, the network's ESP in UDP (`--esp-encap udp`, RFC 3948).
     OursEspUdp,
 }
 
-/// One host: its namespace, its container's, and its daemon if ours (dropped first).
+/// One host: its namespace, its container's, and its daemon if ours or OVS's (dropped first).
 struct Host {
     daemon: Option<DaemonProcess>,
+    ovs: Option<Ovs>,
     container: Netns,
     ns: Netns,
+    /// The container's interface.
+    dev: &'static str,
+    /// The host's end of the container's veth, which needs an XDP program while the generator
+    /// sends from the container (a veth takes `ndo_xdp_xmit` only while its peer has NAPI).
+    pass: Option<&'static str>,
+}
+
+/// The core host `i`'s switch is put on: `TESTBED_OVERLAY_CORES=A,B` puts host 1's on core A
+/// and host 2's on core B; `None`: where it places itself.
+fn overlay_core(i: u8) -> Option<String> {
+    let cores = std::env::var("TESTBED_OVERLAY_CORES").ok()?;
+    cores
+        .split(',')
+        .nth(usize::from(i - 1))
+        .map(|c| c.trim().to_string())
 }
 
 /// The container address of host `i` (1 or 2).
@@ -106,8 +137,11 @@ fn host(cfg: &Config, i: u8, ns: Netns, vtep: Vtep) -> Result<Host, String> {
             wait_passing(&ns, &["u", "cv", "brov"], Duration::from_secs(5))?;
             Ok(Host {
                 daemon: None,
+                ovs: None,
                 container,
                 ns,
+                dev: "eth0",
+                pass: Some("cv"),
             })
         }
         // Taken as `Ours(&[], true)` with `esp_udp` above.
@@ -118,8 +152,11 @@ fn host(cfg: &Config, i: u8, ns: Netns, vtep: Vtep) -> Result<Host, String> {
             let d = DaemonProcess::start_with(&exe, &dir, Some(ns.name()), &[])?;
             let host = Host {
                 daemon: None,
+                ovs: None,
                 container,
                 ns,
+                dev: "c",
+                pass: None,
             };
             call(
                 &d,
@@ -150,13 +187,7 @@ fn host(cfg: &Config, i: u8, ns: Netns, vtep: Vtep) -> Result<Host, String> {
             ns.ip(&["link", "add", "br0", "type", "bridge"])?;
             ns.ip(&["link", "set", "br0", "up"])?;
             ns.ip(&["link", "set", "u", "master", "br0", "up"])?;
-            // `TESTBED_OVERLAY_CORES=A,B`: host 1's daemon on core A, host 2's on core B
-            // (default: where the daemon puts itself, the last core on a 2-core machine).
-            let cores = std::env::var("TESTBED_OVERLAY_CORES").ok();
-            let core = cores
-                .as_deref()
-                .and_then(|c| c.split(',').nth(usize::from(i - 1)))
-                .map(str::to_string);
+            let core = overlay_core(i);
             let mut all: Vec<&str> = flags.to_vec();
             if let Some(c) = core.as_deref() {
                 all.extend_from_slice(&["--cores", c]);
@@ -164,8 +195,11 @@ fn host(cfg: &Config, i: u8, ns: Netns, vtep: Vtep) -> Result<Host, String> {
             let d = DaemonProcess::start_with(&exe, &dir, Some(ns.name()), &all)?;
             let host = Host {
                 daemon: None,
+                ovs: None,
                 container,
                 ns,
+                dev: "c",
+                pass: None,
             };
             call(&d, "port.add", json!({"name": "uplink", "type": "tap"}))?;
             host.ns.ip(&["link", "set", "uplink", "master", "br0"])?;
@@ -194,6 +228,72 @@ fn host(cfg: &Config, i: u8, ns: Netns, vtep: Vtep) -> Result<Host, String> {
             Ok(Host {
                 daemon: Some(d),
                 ..host
+            })
+        }
+        Vtep::Ovs(uplink, tso) => {
+            let schema = Ovs::available()?;
+            let core = match overlay_core(i) {
+                Some(c) => c
+                    .parse::<usize>()
+                    .map_err(|_| format!("TESTBED_OVERLAY_CORES: {c} is not a core number"))?,
+                None => net::cores().saturating_sub(1),
+            };
+            let extra: &[&str] = if tso {
+                &["other_config:userspace-tso-enable=true"]
+            } else {
+                &[]
+            };
+            let at = OvsPlacement {
+                ns: ns.name(),
+                pmd_core: core,
+                pin: Some(core),
+                extra,
+            };
+            let mut ovs = Ovs::start(schema, &cfg.scratch.join(unique_name("vxovs")), &at)?;
+            // The underlay: br-phy owns the veth; the VTEP's address on its internal port gives
+            // OVS's router the route (it reads the namespace's routing table) and OVS learns
+            // the far VTEP's MAC from the ARP answers it snoops on br-phy.
+            ovs.add_bridge("br-phy")?;
+            let ty = format!("type={uplink}");
+            ovs.vsctl(&[
+                "add-port",
+                "br-phy",
+                "u",
+                "--",
+                "set",
+                "interface",
+                "u",
+                &ty,
+            ])?;
+            ns.ip(&["addr", "add", &format!("{me}/24"), "dev", "br-phy"])?;
+            ns.ip(&["link", "set", "br-phy", "up"])?;
+            ovs.add_bridge("br-int")?;
+            let remote = format!("options:remote_ip={peer}");
+            let key = format!("options:key={VNI}");
+            ovs.vsctl(&[
+                "add-port",
+                "br-int",
+                "vx0",
+                "--",
+                "set",
+                "interface",
+                "vx0",
+                "type=vxlan",
+                &remote,
+                &key,
+            ])?;
+            ovs.add_tap("br-int", "c", container.name())?;
+            container.ip(&["link", "set", "c", "mtu", "1450"])?;
+            container.ip(&["addr", "add", &cip, "dev", "c"])?;
+            container.ip(&["link", "set", "c", "up"])?;
+            ovs.alive()?;
+            Ok(Host {
+                daemon: None,
+                ovs: Some(ovs),
+                container,
+                ns,
+                dev: "c",
+                pass: None,
             })
         }
     }
@@ -228,7 +328,6 @@ fn pair(cfg: &Config, a: Vtep, b: Vtep) -> Result<[Host; 2], String> {
 fn contender(cfg: &Config, name: &str, topology: &str, a: Vtep, b: Vtep, from: u8) -> Outcome {
     let mut out = Outcome::new(name, topology);
     out.versus = Some(KERNEL_NAME.into());
-    out.tcp_only = true;
     if stopping() {
         return out.skip("stopping");
     }
@@ -262,6 +361,9 @@ fn contender(cfg: &Config, name: &str, topology: &str, a: Vtep, b: Vtep, from: u
         dst.container.name(),
         dst_ip.octets(),
     );
+    if let Err(e) = overlay_pps(cfg, &mut out, src, dst, from) {
+        out.notes.push(format!("pps: {e}"));
+    }
     for (i, h) in hosts.iter().enumerate() {
         if let Some(d) = &h.daemon {
             let n = |k: &str| {
@@ -279,7 +381,70 @@ fn contender(cfg: &Config, name: &str, topology: &str, a: Vtep, b: Vtep, from: u
             ));
         }
     }
+    for (i, h) in hosts.iter().enumerate() {
+        if let Some(o) = &h.ovs {
+            out.notes.push(format!("host {}: {}", i + 1, ovs_drops(o)));
+        }
+    }
     out
+}
+
+/// 64-byte frames from `src`'s container to `dst`'s (`from` is `src`'s number) across the
+/// overlay, counted at `dst`'s container.
+fn overlay_pps(
+    cfg: &Config,
+    out: &mut Outcome,
+    src: &Host,
+    dst: &Host,
+    from: u8,
+) -> Result<(), String> {
+    let (src_ns, dst_ns) = (src.container.name(), dst.container.name());
+    let dst_mac = net::mac_of(dst_ns, dst.dev)?;
+    // The switches learned c2's MAC from the ping and the TCP runs; one more ping keeps it.
+    let dst_ip = container_ip(3 - from);
+    traffic::ping_once(&src.container, dst_ip.octets());
+    let pass = match src.pass {
+        Some(dev) => Some((traffic::action_program("tb_ov_pass", bpf::XDP_PASS)?, dev)),
+        None => None,
+    };
+    let mut links = Vec::new();
+    pps_series(
+        cfg,
+        out,
+        (src_ns, src.dev),
+        (dst_ns, dst.dev),
+        (dst_mac, dst_ip.octets()),
+        container_ip(from).octets(),
+        || {
+            if let Some((p, dev)) = &pass {
+                links.push(XdpLink::attach(p, src.ns.name(), dev)?);
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The drop counters of an OVS that are not zero, as one line.
+fn ovs_drops(o: &Ovs) -> String {
+    match o.appctl(&["coverage/show"]) {
+        Ok(s) => {
+            let drops: Vec<String> = s
+                .lines()
+                .filter(|l| l.contains("drop"))
+                .filter_map(|l| {
+                    let name = l.split_whitespace().next()?;
+                    let total = l.rsplit("total:").next()?.trim();
+                    (total != "0").then(|| format!("{name}={total}"))
+                })
+                .collect();
+            if drops.is_empty() {
+                "ovs drop counters: none".into()
+            } else {
+                format!("ovs drop counters: {}", drops.join(" "))
+            }
+        }
+        Err(e) => format!("ovs coverage/show: {e}"),
+    }
 }
 
 /// The kernel's VXLAN on both hosts (Docker's overlay).
@@ -315,6 +480,19 @@ pub fn ours_cut(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
         "as vxtap, --tap-tunnel-gso off (cut before encapsulation)",
         Vtep::Ours(OFF, false),
         Vtep::Ours(OFF, false),
+        1,
+    )
+}
+
+/// As `vxtap`, plain TAP reads and writes (`--tap-uring off`: a system call per frame).
+pub fn ours_plain(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    const PLAIN: &[&str] = &["--tap-uring", "off"];
+    contender(
+        cfg,
+        "vswitchd x2, plain TAP I/O",
+        "as vxtap, --tap-uring off (a read or write system call per frame)",
+        Vtep::Ours(PLAIN, false),
+        Vtep::Ours(PLAIN, false),
         1,
     )
 }
@@ -391,4 +569,61 @@ pub fn ours_xdp(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
         Vtep::OursXdp,
         1,
     )
+}
+
+/// The uplink port type OVS's userspace VXLAN uses on the underlay veth:
+/// `TESTBED_OVS_UPLINK=afxdp|system` (default afxdp).
+fn ovs_uplink() -> Result<&'static str, String> {
+    match std::env::var("TESTBED_OVS_UPLINK").as_deref() {
+        Err(_) | Ok("afxdp") => Ok("afxdp"),
+        Ok("system") => Ok("system"),
+        Ok(other) => Err(format!("TESTBED_OVS_UPLINK={other}: use afxdp or system")),
+    }
+}
+
+/// Open vSwitch's userspace VXLAN on both hosts, where it is installed.
+pub fn ovs(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
+    let name = "ovs userspace vxlan x2";
+    let skip = |why: String| {
+        let mut o = Outcome::new(name, "-");
+        o.optional = true;
+        o.skip(why)
+    };
+    if let Err(e) = Ovs::available() {
+        return skip(e);
+    }
+    let (uplink, version) = match (ovs_uplink(), Ovs::version()) {
+        (Ok(u), Ok(v)) => (u, v),
+        (Err(e), _) | (_, Err(e)) => return skip(e),
+    };
+    // Before 3.3, OVS drops every packet that carries offload flags at a tunnel port
+    // ("Tunneling packets with HW offload flags is not supported"): with userspace TSO the
+    // containers' TAPs hand it partial checksums and super-frames, and nothing crosses.
+    let tso = version >= (3, 3);
+    let topology = format!(
+        "container TAP - ovs-vswitchd netdev br-int - vxlan - br-phy {uplink} == veth == the same on host 2"
+    );
+    let mut out = contender(
+        cfg,
+        name,
+        &topology,
+        Vtep::Ovs(uplink, tso),
+        Vtep::Ovs(uplink, tso),
+        1,
+    );
+    out.optional = true;
+    out.notes.insert(
+        0,
+        format!(
+            "Open vSwitch {}.{}: userspace TSO {}; br-phy's uplink type={uplink}; each ovs-vswitchd pinned to one core with its PMD",
+            version.0,
+            version.1,
+            if tso {
+                "on"
+            } else {
+                "off (OVS before 3.3 drops offloaded packets at tunnel ports)"
+            }
+        ),
+    );
+    out
 }

@@ -37,16 +37,35 @@ fn cell(v: &[f64], scale: f64, digits: usize) -> String {
     }
 }
 
+/// The contender `o`'s ratios are taken against: its `versus`, else the Linux bridge.
+fn reference(o: &Outcome) -> &str {
+    o.versus.as_deref().unwrap_or("linux bridge")
+}
+
+/// The median of `pick(o)` over the median of `pick` of `o`'s reference in `results`.
+fn ratio(results: &[Outcome], o: &Outcome, pick: fn(&Outcome) -> &[f64]) -> Option<f64> {
+    let base = results.iter().find(|r| r.name == reference(o))?;
+    let (m, b) = (summary(pick(o))?.0, summary(pick(base))?.0);
+    (b > 0.0).then(|| m / b)
+}
+
+fn pps_of(o: &Outcome) -> &[f64] {
+    &o.pps
+}
+
+fn gbps_of(o: &Outcome) -> &[f64] {
+    &o.gbps
+}
+
+fn cps_of(o: &Outcome) -> &[f64] {
+    &o.cps
+}
+
 /// The table: one row per contender, medians with [min-max], and the ratio to the contender
 /// it is compared with in the same run (the kernel bridge, or what its `versus` names: the NAT
 /// pair is compared with the kernel's NAT).
 pub fn table(results: &[Outcome]) -> String {
-    let medians = |name: &str| {
-        results
-            .iter()
-            .find(|o| o.name == name)
-            .map(|o| (summary(&o.pps).map(|s| s.0), summary(&o.gbps).map(|s| s.0)))
-    };
+    let shown = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -58,21 +77,16 @@ pub fn table(results: &[Outcome]) -> String {
             let _ = writeln!(t, "{:<24} skipped: {why}", o.name);
             continue;
         }
-        let reference = o.versus.as_deref().unwrap_or("linux bridge");
-        let base = medians(reference);
-        let ratio = |v: &[f64], base: Option<Option<f64>>| match (summary(v), base.flatten()) {
-            (Some((m, _, _)), Some(b)) if b > 0.0 => format!("{:.2}", m / b),
-            _ => "-".into(),
-        };
+        let known = results.iter().any(|r| r.name == reference(o));
         let _ = writeln!(
             t,
             "{:<24} {:>26} {:>8} {:>24} {:>8}  {}",
             o.name,
             cell(&o.pps, 1e6, 3),
-            ratio(&o.pps, base.map(|b| b.0)),
+            shown(ratio(results, o, pps_of)),
             cell(&o.gbps, 1.0, 2),
-            ratio(&o.gbps, base.map(|b| b.1)),
-            if base.is_some() { reference } else { "-" },
+            shown(ratio(results, o, gbps_of)),
+            if known { reference(o) } else { "-" },
         );
     }
     // Connection rates (the published-port pair), against the same reference.
@@ -83,23 +97,13 @@ pub fn table(results: &[Outcome]) -> String {
             "contender", "connections/s med [min-max]", "x ref"
         );
         for o in results.iter().filter(|o| !o.cps.is_empty()) {
-            let reference = o.versus.as_deref().unwrap_or("linux bridge");
-            let base = results
-                .iter()
-                .find(|r| r.name == reference)
-                .and_then(|r| summary(&r.cps))
-                .map(|s| s.0);
-            let ratio = match (summary(&o.cps), base) {
-                (Some((m, _, _)), Some(b)) if b > 0.0 => format!("{:.2}", m / b),
-                _ => "-".into(),
-            };
             let _ = writeln!(
                 t,
                 "{:<24} {:>30} {:>8}  {}",
                 o.name,
                 cell(&o.cps, 1.0, 0),
-                ratio,
-                reference
+                shown(ratio(results, o, cps_of)),
+                reference(o)
             );
         }
     }
@@ -215,6 +219,24 @@ pub fn svg(results: &[Outcome], subtitle: &str) -> String {
     s
 }
 
+/// `o`'s JSON form with its medians and its ratios to its reference (`null` where not measured).
+fn with_summary(results: &[Outcome], o: &Outcome) -> serde_json::Value {
+    let mut v = o.to_json();
+    let med = |x: &[f64]| summary(x).map(|s| s.0);
+    v["median"] = serde_json::json!({
+        "pps": med(&o.pps),
+        "tcp_gbps": med(&o.gbps),
+        "connections_per_sec": med(&o.cps),
+    });
+    v["reference"] = reference(o).into();
+    v["ratio"] = serde_json::json!({
+        "pps": ratio(results, o, pps_of),
+        "tcp_gbps": ratio(results, o, gbps_of),
+        "connections_per_sec": ratio(results, o, cps_of),
+    });
+    v
+}
+
 /// Writes `testbed.svg` and `testbed.json` into `dir`.
 pub fn write(
     dir: &Path,
@@ -225,7 +247,7 @@ pub fn write(
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let json = serde_json::json!({
         "meta": meta,
-        "contenders": results.iter().map(Outcome::to_json).collect::<Vec<_>>(),
+        "contenders": results.iter().map(|o| with_summary(results, o)).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("testbed.json"), text).map_err(|e| e.to_string())?;
@@ -282,5 +304,28 @@ mod tests {
         assert!(line("our nat").contains(" 2.50 "), "{t}");
         assert!(line("our nat").ends_with("kernel nat"), "{t}");
         assert!(line("linux bridge").ends_with("linux bridge"), "{t}");
+    }
+
+    #[test]
+    fn json_carries_medians_and_ratios_to_the_reference() {
+        let row = |name: &str, pps: Vec<f64>, versus: Option<&str>| Outcome {
+            name: name.into(),
+            pps,
+            gbps: vec![2.0],
+            versus: versus.map(str::to_string),
+            ..Default::default()
+        };
+        let all = [
+            row("kernel vxlan", vec![1e5, 2e5, 3e5], Some("kernel vxlan")),
+            row("ours", vec![4e5, 1e5, 5e5], Some("kernel vxlan")),
+            row("no pps", vec![], Some("kernel vxlan")),
+        ];
+        let v = with_summary(&all, &all[1]);
+        assert_eq!(v["median"]["pps"], 4e5);
+        assert_eq!(v["ratio"]["pps"], 2.0);
+        assert_eq!(v["ratio"]["tcp_gbps"], 1.0);
+        assert_eq!(v["reference"], "kernel vxlan");
+        let v = with_summary(&all, &all[2]);
+        assert!(v["median"]["pps"].is_null() && v["ratio"]["pps"].is_null());
     }
 }

@@ -197,8 +197,14 @@ impl TapDevice {
             .queues
             .get(i % self.queues.len().max(1))
             .ok_or_else(|| io::Error::other("TAP device has no queues"))?;
+        let fd = sys::dup(fd)?;
+        let uring = if self.uring {
+            Uring::new(fd.as_raw_fd())
+        } else {
+            None
+        };
         Ok(TapQueue {
-            fd: sys::dup(fd)?,
+            fd,
             spare: None,
             spare_large: None,
             offloads: self.offloads,
@@ -210,7 +216,7 @@ impl TapDevice {
             tunnel_gso: self.tunnel_gso,
             gro: self.gro,
             uso: self.uso,
-            uring: if self.uring { Uring::new() } else { None },
+            uring,
             rx_ring: if self.uring {
                 RxRingState::Wanted
             } else {
@@ -302,6 +308,14 @@ impl TapQueue {
     /// Whether UDP tunnel super-frames cross this queue (24-byte headers).
     pub fn tunnel_gso(&self) -> bool {
         self.tunnel_gso
+    }
+
+    /// Gives the receive ring's buffers back and closes it; reads are plain from then on.
+    #[cold]
+    fn drop_rx_ring(&mut self, cache: &mut PoolCache) {
+        if let RxRingState::On(mut r) = std::mem::replace(&mut self.rx_ring, RxRingState::Off) {
+            r.release(cache);
+        }
     }
 
     /// Whether reads go through io_uring now (made on the first read where asked for and the
@@ -469,6 +483,9 @@ impl TapQueue {
             if e == libc::EBADFD {
                 self.dead = true;
                 c.device_gone.set(1);
+            } else {
+                // The ring itself failed (not the device): read plainly from now on.
+                self.drop_rx_ring(cache);
             }
         }
         let n = burst.len() - before;
@@ -598,9 +615,12 @@ impl TapQueue {
                 cache.free(b);
                 return;
             };
-            let sqe = io_uring::opcode::Write::new(io_uring::types::Fd(fd), d.as_ptr(), wlen)
-                .build()
-                .user_data(u.inflight.len() as u64);
+            let sqe = if u.fixed {
+                io_uring::opcode::Write::new(io_uring::types::Fixed(0), d.as_ptr(), wlen).build()
+            } else {
+                io_uring::opcode::Write::new(io_uring::types::Fd(fd), d.as_ptr(), wlen).build()
+            }
+            .user_data(u.inflight.len() as u64);
             // SAFETY: the entry points at `wlen` readable bytes of `b`'s slot; `b` is held in
             // `inflight` (never freed or written) until `flush_uring` has reaped the entry's
             // completion or the ring is gone (dropping it waits for what is in flight).
@@ -708,17 +728,23 @@ fn negotiate(fd: &OwnedFd, offloads: bool, tunnel: bool, uso: bool) -> io::Resul
 /// A queue's io_uring for batched writes.
 struct Uring {
     ring: io_uring::IoUring,
+    /// The queue's descriptor is registered with the ring as fixed file 0 (the kernel skips
+    /// looking it up for every write).
+    fixed: bool,
     /// Buffers whose writes are queued or in flight: the buffer, the frames it stands for, the
     /// frame's length and the bytes written (with the virtio-net header).
     inflight: Vec<(Buf, u64, usize, usize)>,
 }
 
 impl Uring {
-    /// A ring of [`URING_BATCH`] entries, or None where io_uring is not allowed.
-    fn new() -> Option<Box<Uring>> {
+    /// A ring of [`URING_BATCH`] entries writing to `fd`, or None where io_uring is not
+    /// allowed.
+    fn new(fd: RawFd) -> Option<Box<Uring>> {
         let ring = io_uring::IoUring::new(URING_BATCH as u32).ok()?;
+        let fixed = ring.submitter().register_files(&[fd]).is_ok();
         Some(Box::new(Uring {
             ring,
+            fixed,
             inflight: Vec::with_capacity(URING_BATCH),
         }))
     }
@@ -732,6 +758,16 @@ enum RxRingState {
     Wanted,
     /// Reading through this ring.
     On(Box<RxRing>),
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        if self.fixed {
+            // Now, not when the kernel gets round to tearing the closed ring down: the
+            // registration holds the TAP open, and a removed port's device must go with it.
+            let _ = self.ring.submitter().unregister_files();
+        }
+    }
 }
 
 /// What one transmit burst did.
@@ -820,9 +856,7 @@ impl Port for TapQueue {
     }
 
     fn release(&mut self, cache: &mut PoolCache) {
-        if let RxRingState::On(mut r) = std::mem::replace(&mut self.rx_ring, RxRingState::Off) {
-            r.release(cache);
-        }
+        self.drop_rx_ring(cache);
         if let Some(b) = self.spare.take() {
             cache.free(b);
         }
