@@ -5,12 +5,13 @@
 //! `max_frame`, and the segments' TCP payloads must add up to the plan's payload. The same
 //! frame is also tried as a VXLAN tunnel super-frame (outer UDP at 34, inner IP at 64: every
 //! planned segment written within `max_frame`) and by software GRO (a segment it accepts is
-//! finished without a panic).
+//! finished without a panic), and as a UDP super-frame (every planned datagram written within
+//! `max_frame`, their payloads adding up; a datagram the UDP merge accepts is finished).
 
 use dataplane::gro;
 use dataplane::offload::{
-    complete_checksum, fix_partial_checksum, CsumCheck, TcpSegments, TunnelSegments, VnetHdr,
-    VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4, VNET_HDR_LEN,
+    complete_checksum, fix_partial_checksum, CsumCheck, TcpSegments, TunnelSegments, UdpSegments,
+    VnetHdr, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4, VNET_HDR_LEN,
 };
 
 /// One input: must not panic; the checks above hold.
@@ -60,6 +61,28 @@ pub fn run(input: &[u8]) {
         assert_eq!(seg.hdr_len + seg.payload, frame.len());
         let mut c = frame.to_vec();
         assert!(gro::finish(&mut c, &seg, seg.psh).is_some());
+    }
+
+    let udp = VnetHdr {
+        gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
+        ..hdr
+    };
+    if let Ok(p) = UdpSegments::plan(frame, &udp, max_frame) {
+        let mut out = vec![0u8; max_frame];
+        let mut payload = 0;
+        for i in 0..p.count {
+            let n = p
+                .write_segment(frame, i, &mut out)
+                .expect("a planned datagram can be written");
+            assert!(n <= max_frame);
+            payload += n - (p.l4_off + 8);
+        }
+        assert_eq!(payload, p.payload);
+    }
+    if let Some(seg) = gro::udp_segment(frame) {
+        assert_eq!(seg.hdr_len + seg.payload, frame.len());
+        let mut c = frame.to_vec();
+        assert!(gro::finish(&mut c, &seg, false).is_some());
     }
 
     let Ok(plan) = TcpSegments::plan(frame, &hdr, max_frame) else {

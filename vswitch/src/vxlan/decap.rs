@@ -75,7 +75,7 @@ named_counters! {
         BadGso => "vxlan_bad_gso",
         /// A UDP super-frame from a TAP uplink with UDP segmentation offload that could not be
         /// cut back into datagrams: headers or offload facts that do not describe one, or no
-        /// buffers for its datagrams.
+        /// buffers (or graph bursts) for its datagrams (one count per datagram lost).
         BadUdpGso => "udp_gso_bad",
     }
 }
