@@ -182,8 +182,13 @@ impl DaemonProcess {
         self.child.as_ref().map(Child::id)
     }
 
-    /// (Re)starts the daemon on the same socket and state directory.
+    /// (Re)starts the daemon on the same socket and state directory. One still running is
+    /// stopped first the way the systemd unit restarts it (SIGUSR1: its devices stay), so no
+    /// daemon is ever left behind unowned.
     pub fn restart(&mut self) -> Result<(), String> {
+        if let Some(Ok(None)) = self.child.as_mut().map(Child::try_wait) {
+            self.signal(libc::SIGUSR1)?;
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
