@@ -270,11 +270,21 @@ fn restart_after_kill_9_restores_config_and_traffic() {
             .unwrap(),
     )
     .unwrap();
-    // UDP tunnel GSO where the kernel has it (6.17+).
+    // UDP tunnel GSO where the kernel has it (6.17+); io_uring (the default) where the kernel
+    // lets the daemon use it (6.7+ for multishot reads).
+    let state = info
+        .state
+        .strip_suffix("; io_uring)")
+        .map_or(info.state.clone(), |s| format!("{s})"));
     assert!(
-        info.state == "up (offloads: csum, tso4, tso6)"
-            || info.state == "up (offloads: csum, tso4, tso6, udp-tunnel-gso)",
+        state == "up (offloads: csum, tso4, tso6)"
+            || state == "up (offloads: csum, tso4, tso6, udp-tunnel-gso)",
         "{}",
+        info.state
+    );
+    assert!(
+        info.state.ends_with("; io_uring)"),
+        "io_uring not in use on this kernel (6.18 here): {}",
         info.state
     );
 

@@ -146,8 +146,15 @@ impl TapDevice {
             tunnel_gso,
             gro: gro && offloads,
             uso,
-            uring,
+            uring: uring && uring_usable(),
         })
+    }
+
+    /// Whether the queues read and write through io_uring (asked for, and the kernel lets this
+    /// process make rings that do multishot reads; a queue may still fall back to plain reads if
+    /// the pool cannot fill its ring).
+    pub fn uring(&self) -> bool {
+        self.uring
     }
 
     /// Device name.
@@ -748,6 +755,18 @@ impl Uring {
             inflight: Vec::with_capacity(URING_BATCH),
         }))
     }
+}
+
+/// Whether this process may make io_uring rings whose kernel has multishot reads (6.7+): probed
+/// once per device opened (io_uring may be switched off by sysctl or a seccomp profile).
+fn uring_usable() -> bool {
+    let Ok(ring) = io_uring::IoUring::new(2) else {
+        return false;
+    };
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe).is_ok()
+        && probe.is_supported(io_uring::opcode::ReadMulti::CODE)
+        && probe.is_supported(io_uring::opcode::Write::CODE)
 }
 
 /// Whether and how a queue reads through io_uring.

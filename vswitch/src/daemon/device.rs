@@ -51,19 +51,22 @@ impl Device {
         }
     }
 
-    /// How frames move: for AF_XDP the attach mode and copy mode, e.g. `native, copy`; for a TAP
-    /// with virtio-net headers, the offloads it takes.
+    /// How frames move: for AF_XDP the attach mode and copy mode, e.g. `native, copy`; for a TAP,
+    /// the offloads it takes (with virtio-net headers) and whether its queues read and write
+    /// through io_uring.
     pub fn mode(&self) -> Option<String> {
         match self {
             Device::Tap(d) if d.offloads() => Some(format!(
-                "offloads: csum, tso4, tso6{}{}",
+                "offloads: csum, tso4, tso6{}{}{}",
                 if d.tunnel_gso() {
                     ", udp-tunnel-gso"
                 } else {
                     ""
                 },
-                if d.uso() { ", uso4, uso6" } else { "" }
+                if d.uso() { ", uso4, uso6" } else { "" },
+                if d.uring() { "; io_uring" } else { "" }
             )),
+            Device::Tap(d) if d.uring() => Some("io_uring".to_string()),
             Device::Tap(_) => None,
             Device::AfXdp(d) => Some(d.mode().to_string()),
         }
