@@ -141,37 +141,6 @@ fn udp_follows(head: &[u8], first: &Seg, last: &Seg, frame: &[u8], next: &Seg) -
         && same(26, UDP_HDRS - 4)
 }
 
-/// Finishes a merged UDP super-frame of `frame.len()` bytes in place: IPv4 total length and
-/// header checksum, UDP length, the UDP checksum partial (the pseudo-header sum over the
-/// whole length, which the kernel adjusts per datagram).
-#[must_use]
-fn udp_finish(frame: &mut [u8], first: &Seg) -> Option<VnetHdr> {
-    let total = u16::try_from(frame.len().checked_sub(14)?).ok()?;
-    let udp_len = u16::try_from(frame.len().checked_sub(L4)?).ok()?;
-    frame.get_mut(16..18)?.copy_from_slice(&total.to_be_bytes());
-    frame.get_mut(24..26)?.copy_from_slice(&[0, 0]);
-    let ip = checksum(frame.get(14..L4)?);
-    frame.get_mut(24..26)?.copy_from_slice(&ip.to_be_bytes());
-    frame
-        .get_mut(L4 + 4..L4 + 6)?
-        .copy_from_slice(&udp_len.to_be_bytes());
-    let src = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(26..30)?).ok()?);
-    let dst = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(30..34)?).ok()?);
-    let partial = fold(pseudo_header_v4(src, dst, 17, udp_len));
-    frame
-        .get_mut(L4 + 6..L4 + 8)?
-        .copy_from_slice(&partial.to_be_bytes());
-    Some(VnetHdr {
-        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
-        gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
-        hdr_len: u16::try_from(first.hdr_len).ok()?,
-        gso_size: u16::try_from(first.payload).ok()?,
-        csum_start: L4 as u16,
-        csum_offset: 6,
-        ..Default::default()
-    })
-}
-
 /// Whether segment `next` (in `frame`) may be appended to the merge whose first segment is
 /// `first` (in `head`, whose header bytes the merge keeps), whose last segment was `last`.
 #[must_use]
@@ -204,31 +173,39 @@ pub fn follows(head: &[u8], first: &Seg, last: &Seg, frame: &[u8], next: &Seg) -
 /// None (the frame unchanged) if it is not IPv4/TCP as [`segment`] accepted or too long.
 #[must_use]
 pub fn finish(frame: &mut [u8], first: &Seg, psh: bool) -> Option<VnetHdr> {
-    if first.udp {
-        return udp_finish(frame, first);
-    }
     let total = u16::try_from(frame.len().checked_sub(14)?).ok()?;
-    let tcp_len = u16::try_from(frame.len().checked_sub(L4)?).ok()?;
+    let l4_len = u16::try_from(frame.len().checked_sub(L4)?).ok()?;
     frame.get_mut(16..18)?.copy_from_slice(&total.to_be_bytes());
     frame.get_mut(24..26)?.copy_from_slice(&[0, 0]);
     let ip = checksum(frame.get(14..L4)?);
     frame.get_mut(24..26)?.copy_from_slice(&ip.to_be_bytes());
-    if psh {
-        *frame.get_mut(L4 + 13)? |= PSH;
-    }
+    // UDP: its length field, the checksum at 6 (the kernel adjusts it per datagram); TCP: the
+    // last segment's PSH, the checksum at 16.
+    let (proto, gso_type, csum_offset) = if first.udp {
+        frame
+            .get_mut(L4 + 4..L4 + 6)?
+            .copy_from_slice(&l4_len.to_be_bytes());
+        (17, VIRTIO_NET_HDR_GSO_UDP_L4, 6)
+    } else {
+        if psh {
+            *frame.get_mut(L4 + 13)? |= PSH;
+        }
+        (6, VIRTIO_NET_HDR_GSO_TCPV4, 16)
+    };
     let src = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(26..30)?).ok()?);
     let dst = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(30..34)?).ok()?);
-    let partial = fold(pseudo_header_v4(src, dst, 6, tcp_len));
+    let partial = fold(pseudo_header_v4(src, dst, proto, l4_len));
+    let at = L4 + usize::from(csum_offset);
     frame
-        .get_mut(L4 + 16..L4 + 18)?
+        .get_mut(at..at + 2)?
         .copy_from_slice(&partial.to_be_bytes());
     Some(VnetHdr {
         flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
-        gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+        gso_type,
         hdr_len: u16::try_from(first.hdr_len).ok()?,
         gso_size: u16::try_from(first.payload).ok()?,
         csum_start: L4 as u16,
-        csum_offset: 16,
+        csum_offset,
         ..Default::default()
     })
 }

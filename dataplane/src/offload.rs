@@ -135,6 +135,20 @@ fn le16(b: &[u8], at: usize) -> Option<u16> {
     bytes.try_into().ok().map(u16::from_le_bytes)
 }
 
+/// Finishes the IPv4 header at `l3` (header ends at `l4`) of segment `i` of a cut super-frame,
+/// `total` bytes from the frame's start: its total length, its identification advanced by `i`
+/// (modulo 2^16) and its header checksum. None if the frame is too short for it.
+fn ipv4_segment_header(out: &mut [u8], l3: usize, l4: usize, total: usize, i: usize) -> Option<()> {
+    let total_len = u16::try_from(total.checked_sub(l3)?).ok()?;
+    put(out, l3 + 2, &total_len.to_be_bytes())?;
+    // Identification advances by one per segment, modulo 2^16.
+    let id = be16_at(out, l3 + 4)?.wrapping_add((i & 0xFFFF) as u16);
+    put(out, l3 + 4, &id.to_be_bytes())?;
+    put(out, l3 + 10, &[0, 0])?;
+    let ip_csum = checksum(out.get(l3..l4)?);
+    put(out, l3 + 10, &ip_csum.to_be_bytes())
+}
+
 /// Writes `bytes` at `at`; None (and nothing written) if they do not fit.
 fn put(b: &mut [u8], at: usize, bytes: &[u8]) -> Option<()> {
     let dst = b.get_mut(at..at.checked_add(bytes.len())?)?;
@@ -622,15 +636,7 @@ impl TcpSegments {
             let tcp_len = u32::try_from(tcp_len).map_err(|_| bad)?;
             pseudo_header_v6(&src, &dst, IPPROTO_TCP, tcp_len)
         } else {
-            let total_len = u16::try_from(total - l3).map_err(|_| bad)?;
-            put(out, l3 + 2, &total_len.to_be_bytes()).ok_or(bad)?;
-            // Identification advances by one per segment, modulo 2^16.
-            let step = u16::try_from(i & 0xFFFF).map_err(|_| bad)?;
-            let id = be16_at(out, l3 + 4).ok_or(bad)?.wrapping_add(step);
-            put(out, l3 + 4, &id.to_be_bytes()).ok_or(bad)?;
-            put(out, l3 + 10, &[0, 0]).ok_or(bad)?;
-            let ip_csum = checksum(out.get(l3..l4).ok_or(bad)?);
-            put(out, l3 + 10, &ip_csum.to_be_bytes()).ok_or(bad)?;
+            ipv4_segment_header(out, l3, l4, total, i).ok_or(bad)?;
             let src = Ipv4Addr::from(array::<4>(out, l3 + 12).ok_or(bad)?);
             let dst = Ipv4Addr::from(array::<4>(out, l3 + 16).ok_or(bad)?);
             let tcp_len = u16::try_from(tcp_len).map_err(|_| bad)?;
@@ -795,14 +801,7 @@ impl TunnelSegments {
             let dst = Ipv6Addr::from(array::<16>(out, l3 + 24).ok_or(bad)?);
             pseudo_header_v6(&src, &dst, IPPROTO_UDP, u32::from(udp_len))
         } else {
-            let total_len = u16::try_from(total - l3).map_err(|_| bad)?;
-            put(out, l3 + 2, &total_len.to_be_bytes()).ok_or(bad)?;
-            let step = u16::try_from(i & 0xFFFF).map_err(|_| bad)?;
-            let id = be16_at(out, l3 + 4).ok_or(bad)?.wrapping_add(step);
-            put(out, l3 + 4, &id.to_be_bytes()).ok_or(bad)?;
-            put(out, l3 + 10, &[0, 0]).ok_or(bad)?;
-            let ip_csum = checksum(out.get(l3..th).ok_or(bad)?);
-            put(out, l3 + 10, &ip_csum.to_be_bytes()).ok_or(bad)?;
+            ipv4_segment_header(out, l3, th, total, i).ok_or(bad)?;
             let src = Ipv4Addr::from(array::<4>(out, l3 + 12).ok_or(bad)?);
             let dst = Ipv4Addr::from(array::<4>(out, l3 + 16).ok_or(bad)?);
             pseudo_header_v4(src, dst, IPPROTO_UDP, udp_len)
@@ -961,14 +960,7 @@ impl UdpSegments {
             let dst = Ipv6Addr::from(array::<16>(out, l3 + 24).ok_or(bad)?);
             pseudo_header_v6(&src, &dst, IPPROTO_UDP, u32::from(udp_len))
         } else {
-            let total_len = u16::try_from(total - l3).map_err(|_| bad)?;
-            put(out, l3 + 2, &total_len.to_be_bytes()).ok_or(bad)?;
-            let step = u16::try_from(i & 0xFFFF).map_err(|_| bad)?;
-            let id = be16_at(out, l3 + 4).ok_or(bad)?.wrapping_add(step);
-            put(out, l3 + 4, &id.to_be_bytes()).ok_or(bad)?;
-            put(out, l3 + 10, &[0, 0]).ok_or(bad)?;
-            let ip_csum = checksum(out.get(l3..th).ok_or(bad)?);
-            put(out, l3 + 10, &ip_csum.to_be_bytes()).ok_or(bad)?;
+            ipv4_segment_header(out, l3, th, total, i).ok_or(bad)?;
             // No checksum over IPv4 (see the type's documentation).
             0
         };

@@ -97,39 +97,6 @@ pub const TUN_F_UDP_TUNNEL_GSO: libc::c_uint = 0x080;
 /// `TUN_F_UDP_TUNNEL_GSO_CSUM` (Linux 6.17+): ... with the outer UDP checksum to fill in.
 pub const TUN_F_UDP_TUNNEL_GSO_CSUM: libc::c_uint = 0x100;
 
-/// Tries to turn UDP tunnel segmentation offload on (Linux 6.17+): a 24-byte virtio-net header
-/// (`hdr_len`) and `TUN_F_UDP_TUNNEL_GSO | TUN_F_UDP_TUNNEL_GSO_CSUM` on top of what
-/// [`set_offloads`] sets (the kernel refuses the tunnel bits without TSO). Returns whether the
-/// kernel took them; when it refused (EINVAL: an older kernel), the device is left exactly as
-/// [`set_offloads`] with `fallback_len` leaves it.
-pub fn set_tunnel_offloads(fd: &OwnedFd, hdr_len: usize, fallback_len: usize) -> io::Result<bool> {
-    let sz = libc::c_int::try_from(hdr_len).map_err(|_| io::Error::other("bad header size"))?;
-    // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which points at `sz`.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &sz) })
-        .map_err(|e| io::Error::new(e.kind(), format!("TUNSETVNETHDRSZ: {e}")))?;
-    let features = libc::TUN_F_CSUM
-        | libc::TUN_F_TSO4
-        | libc::TUN_F_TSO6
-        | TUN_F_UDP_TUNNEL_GSO
-        | TUN_F_UDP_TUNNEL_GSO_CSUM;
-    // SAFETY: TUNSETOFFLOAD takes the feature bits as an integer argument by value.
-    let r = cvt(unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            libc::TUNSETOFFLOAD,
-            libc::c_ulong::from(features),
-        )
-    });
-    match r {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            set_offloads(fd, Some(fallback_len))?;
-            Ok(false)
-        }
-        Err(e) => Err(io::Error::new(e.kind(), format!("TUNSETOFFLOAD: {e}"))),
-    }
-}
-
 /// `TUN_F_USO4` (Linux 6.2+): the reader takes UDP super-frames over IPv4 (needs `TUN_F_CSUM`).
 pub const TUN_F_USO4: libc::c_uint = 0x20;
 /// `TUN_F_USO6` (Linux 6.2+): ... over IPv6.
