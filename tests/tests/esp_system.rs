@@ -173,6 +173,33 @@ fn ping_until(ns: &Netns, dst: Ipv4Addr, secs: u64) -> bool {
     false
 }
 
+/// Adds receive-only key 7 on host 1 and has scapy send `text` under it (script mode
+/// `mode`, which sends it twice) to a UDP socket of container `a1` (10.90.0.1, MAC `a1_mac`):
+/// the first copy is delivered, the second dropped as `esp_replay`. Returns the socket and its
+/// port for more.
+fn scapy_packet_arrives(
+    bed: &OverlayHosts,
+    a1: &Netns,
+    a1_mac: &str,
+    mode: &str,
+    text: &str,
+) -> (UdpSocket, u16) {
+    let h1 = &bed.daemons[0];
+    ctl(h1, &["key", "add", "--tag", "7", "--key", KEY7]);
+    let sock = udp_bind(&a1.path(), Ipv4Addr::new(10, 90, 0, 1));
+    let port = sock.local_addr().unwrap().port();
+    inject(bed, mode, 7, 500, a1_mac, "10.90.0.1", port, text);
+    let mut buf = [0u8; 64];
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("scapy's packet ({mode}) was not delivered: {e}"));
+    assert_eq!(&buf[..n], text.as_bytes());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(counter(h1, "esp_replay"), 1);
+    (sock, port)
+}
+
 /// Sends, from host 2's underlay bridge, what scapy builds: `mode` "clear" (VXLAN in the clear
 /// from host 2's VTEP address), "" (ESP under `tag`), "replay" (the same ESP packet twice) or
 /// "wrongkey". The inner frame is a UDP datagram with `payload` to `dst_ip`:`port` at `dst_mac`.
@@ -334,27 +361,8 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
 
     // scapy's ESP (a receive-only key 7 on host 1) is accepted and delivered; a replay and a
     // packet under the wrong key are dropped by name.
-    ctl(h1, &["key", "add", "--tag", "7", "--key", KEY7]);
-    let sock = udp_bind(&a1.path(), Ipv4Addr::new(10, 90, 0, 1));
-    let port = sock.local_addr().unwrap().port();
-    inject(
-        &bed,
-        "replay",
-        7,
-        500,
-        &a1_mac,
-        "10.90.0.1",
-        port,
-        "made-by-scapy",
-    );
+    let (sock, port) = scapy_packet_arrives(&bed, &a1, &a1_mac, "replay", "made-by-scapy");
     let mut buf = [0u8; 64];
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let n = sock
-        .recv(&mut buf)
-        .expect("scapy's ESP packet was not delivered");
-    assert_eq!(&buf[..n], b"made-by-scapy");
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(counter(h1, "esp_replay"), 1);
     inject(
         &bed,
         "wrongkey",
@@ -783,28 +791,9 @@ fn encrypted_overlay_in_udp_moves_super_frames_that_others_decrypt() {
 
     // Others' packets: scapy's ESP in UDP (receive-only key 7) is accepted, its replay is
     // dropped; its protocol-50 ESP and cleartext VXLAN for the network are dropped by name.
-    ctl(h1, &["key", "add", "--tag", "7", "--key", KEY7]);
     let a1_mac = mac_of(&a1, &p1);
-    let sock = udp_bind(&a1.path(), Ipv4Addr::new(10, 90, 0, 1));
-    let port = sock.local_addr().unwrap().port();
-    inject(
-        &bed,
-        "udp-replay",
-        7,
-        500,
-        &a1_mac,
-        "10.90.0.1",
-        port,
-        "scapy-in-udp",
-    );
+    let (sock, port) = scapy_packet_arrives(&bed, &a1, &a1_mac, "udp-replay", "scapy-in-udp");
     let mut buf = [0u8; 64];
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let n = sock
-        .recv(&mut buf)
-        .expect("scapy's ESP-in-UDP packet was not delivered");
-    assert_eq!(&buf[..n], b"scapy-in-udp");
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(counter(h1, "esp_replay"), 1);
     let wrong = counter(h1, "esp_wrong_encap");
     // (Under a fresh tag: sequence number 1 of tag 7's SA was taken above.)
     ctl(h1, &["key", "add", "--tag", "8", "--key", KEY7]);
