@@ -420,6 +420,12 @@ impl Pool {
         !self.meta(b).ol.is_plain()
     }
 
+    /// Whether `b` is a UDP super-frame (see [`VnetHdr::is_udp_gso`]).
+    #[inline]
+    pub fn is_udp_gso(&self, b: &Buf) -> bool {
+        self.meta(b).ol.is_udp_gso()
+    }
+
     /// Whether `b` is a UDP tunnel super-frame (see [`VnetHdr::is_tunnel_gso`]).
     #[inline]
     pub fn is_tunnel_gso(&self, b: &Buf) -> bool {

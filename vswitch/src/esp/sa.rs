@@ -376,9 +376,12 @@ pub fn encap_of(frame: &[u8]) -> Option<bool> {
         IPPROTO_ESP => Some(false),
         IPPROTO_UDP => {
             let ip_end = ETH_LEN + usize::from(frame.get(ETH_LEN)? & 0x0f) * 4;
-            let port = frame.get(ip_end + 2..ip_end + 4)?;
+            // The port first: VXLAN (every other UDP frame for us) stops there.
+            if frame.get(ip_end + 2..ip_end + 4)? != NAT_T_PORT.to_be_bytes() {
+                return None;
+            }
             let spi = frame.get(ip_end + UDP_ENCAP_LEN..ip_end + UDP_ENCAP_LEN + 4)?;
-            (port == NAT_T_PORT.to_be_bytes() && spi != [0; 4]).then_some(true)
+            (spi != [0; 4]).then_some(true)
         }
         _ => None,
     }
