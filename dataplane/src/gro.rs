@@ -252,13 +252,22 @@ mod tests {
             .collect()
     }
 
-    /// Merges `segs` as the TAP does, returning the super-frame and its facts.
+    /// Merges TCP `segs` as the TAP does, returning the super-frame and its facts.
     fn merge(segs: &[Vec<u8>]) -> Option<(Vec<u8>, VnetHdr)> {
-        let first = segment(&segs[0])?;
+        merge_by(segs, segment)
+    }
+
+    /// Merges `segs`, each taken by `classify` ([`segment`] or [`udp_segment`]), all or
+    /// nothing, as the TAP does.
+    fn merge_by(
+        segs: &[Vec<u8>],
+        classify: fn(&[u8]) -> Option<Seg>,
+    ) -> Option<(Vec<u8>, VnetHdr)> {
+        let first = classify(&segs[0])?;
         let mut out = segs[0].clone();
         let mut last = first;
         for s in &segs[1..] {
-            let next = segment(s)?;
+            let next = classify(s)?;
             if !follows(&out, &first, &last, s, &next) {
                 return None;
             }
@@ -410,21 +419,9 @@ mod tests {
         f
     }
 
-    /// Merges `dgrams` as the TAP does (all or nothing here), returning the super-frame.
+    /// Merges UDP `dgrams` as the TAP does (all or nothing here), returning the super-frame.
     fn merge_udp(dgrams: &[Vec<u8>]) -> Option<(Vec<u8>, VnetHdr)> {
-        let first = udp_segment(&dgrams[0])?;
-        let mut out = dgrams[0].clone();
-        let mut last = first;
-        for d in &dgrams[1..] {
-            let next = udp_segment(d)?;
-            if !follows(&out, &first, &last, d, &next) {
-                return None;
-            }
-            out.extend_from_slice(&d[next.hdr_len..]);
-            last = next;
-        }
-        let ol = finish(&mut out, &first, false)?;
-        Some((out, ol))
+        merge_by(dgrams, udp_segment)
     }
 
     fn cut_udp(f: &[u8], ol: &VnetHdr) -> Vec<Vec<u8>> {

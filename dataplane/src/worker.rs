@@ -647,9 +647,8 @@ impl<P: Pipeline> Worker<P> {
     fn run(mut self, mut poll: Poll) {
         let start = Instant::now();
         let mut events = Events::with_capacity(64);
-        let mut idle_loops: u32 = 0;
-        // When the current run of empty iterations began (ns since `start`).
-        let mut idle_start = 0u64;
+        // When the current run of empty iterations began (ns since `start`); None while busy.
+        let mut idle_start: Option<u64> = None;
         // Cycle accounting (OVS's pmd-stats-show): an iteration that moved frames is busy time,
         // one that did not is idle, and so is the time between iterations (yielding, sleeping).
         let mut last_ns = 0u64;
@@ -666,15 +665,11 @@ impl<P: Pipeline> Worker<P> {
             if n > 0 {
                 self.stats.event(WorkerEvent::IdleNs).add(gap);
                 self.stats.event(WorkerEvent::BusyNs).add(spent);
-                idle_loops = 0;
+                idle_start = None;
                 continue;
             }
             self.stats.event(WorkerEvent::IdleNs).add(gap + spent);
-            if idle_loops == 0 {
-                idle_start = now_ns;
-            }
-            idle_loops = idle_loops.saturating_add(1);
-            let idle = after.saturating_sub(idle_start);
+            let idle = after.saturating_sub(*idle_start.get_or_insert(now_ns));
             if idle < spin_ns {
                 std::hint::spin_loop();
                 continue;
@@ -715,7 +710,7 @@ impl<P: Pipeline> Worker<P> {
                 self.watch(&poll, false);
             }
             self.shared.sleeping.store(false, Ordering::SeqCst);
-            idle_loops = 0;
+            idle_start = None;
         }
         // Hand every queue and buffer back before the thread ends.
         for port in 0..MAX_PORTS as PortId {

@@ -461,39 +461,38 @@ pub fn kernel(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
 
 /// vswitchd on both hosts, TAP uplinks with tunnel GSO where the kernel has it.
 pub fn ours(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
-    contender(
+    both_hosts(
         cfg,
         "vswitchd x2, TAP uplinks",
         "container TAP - vswitchd - TAP uplink/bridge == veth == bridge/TAP uplink - vswitchd - container TAP",
         Vtep::Ours(&[], false),
-        Vtep::Ours(&[], false),
-        1,
     )
+}
+
+/// The same carrier on both hosts, TCP from host 1.
+fn both_hosts(cfg: &Config, name: &str, topology: &str, vtep: Vtep) -> Outcome {
+    contender(cfg, name, topology, vtep, vtep, 1)
 }
 
 /// vswitchd on both hosts, tunnel GSO refused: super-frames cut before encapsulation.
 pub fn ours_cut(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
     const OFF: &[&str] = &["--tap-tunnel-gso", "off"];
-    contender(
+    both_hosts(
         cfg,
         "vswitchd x2, no tnl GSO",
         "as vxtap, --tap-tunnel-gso off (cut before encapsulation)",
         Vtep::Ours(OFF, false),
-        Vtep::Ours(OFF, false),
-        1,
     )
 }
 
 /// As `vxtap`, plain TAP reads and writes (`--tap-uring off`: a system call per frame).
 pub fn ours_plain(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
     const PLAIN: &[&str] = &["--tap-uring", "off"];
-    contender(
+    both_hosts(
         cfg,
         "vswitchd x2, plain TAP I/O",
         "as vxtap, --tap-uring off (a read or write system call per frame)",
         Vtep::Ours(PLAIN, false),
-        Vtep::Ours(PLAIN, false),
-        1,
     )
 }
 
@@ -523,51 +522,43 @@ pub fn vtep_in(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
 
 /// vswitchd on both hosts, the network encrypted.
 pub fn encrypted(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
-    contender(
+    both_hosts(
         cfg,
         "vswitchd x2, encrypted",
         "as vxtap, ESP (AES-128-GCM) around every VXLAN packet",
         Vtep::Ours(&[], true),
-        Vtep::Ours(&[], true),
-        1,
     )
 }
 
 /// vswitchd on both hosts, the network encrypted, its ESP in UDP (UDP GSO on the TAP uplinks).
 pub fn encrypted_udp(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
-    contender(
+    both_hosts(
         cfg,
         "vswitchd x2, ESP in UDP",
         "as vxesp, --esp-encap udp: ESP in UDP 4500, a burst of sealed packets per TAP write (USO)",
         Vtep::OursEspUdp,
-        Vtep::OursEspUdp,
-        1,
     )
 }
 
 /// vswitchd on both hosts, the network encrypted, without software GRO into the TAPs.
 pub fn encrypted_no_gro(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
     const OFF: &[&str] = &["--tap-gro", "off"];
-    contender(
+    both_hosts(
         cfg,
         "vswitchd x2, esp, no GRO",
         "as vxesp, --tap-gro off (one TAP write per opened packet)",
         Vtep::Ours(OFF, true),
-        Vtep::Ours(OFF, true),
-        1,
     )
 }
 
 /// vswitchd on both hosts with AF_XDP uplinks on the underlay veth (super-frames cut before
 /// encapsulation; the receiver's GRO merges them again for the container's TAP).
 pub fn ours_xdp(_tb: &super::net::Testbed, cfg: &Config) -> Outcome {
-    contender(
+    both_hosts(
         cfg,
         "vswitchd x2, AF_XDP",
         "container TAP - vswitchd - AF_XDP on the underlay veth == veth - AF_XDP - vswitchd - container TAP",
         Vtep::OursXdp,
-        Vtep::OursXdp,
-        1,
     )
 }
 

@@ -42,8 +42,8 @@ pub const LARGE_ENTRIES: u16 = 16;
 /// Most times one poll arms the read again after the ring ran dry.
 const MAX_ROUNDS: usize = 4;
 
-/// A frame the ring read: its buffer and the bytes the kernel wrote, from [`RxRing::offset`]
-/// in the slot.
+/// A frame the ring read: its buffer and the bytes the kernel wrote, from the offset the ring
+/// was made with ([`RxRing::new`]'s `off`).
 pub struct Read {
     /// The buffer (small without offloads, large with).
     pub buf: Buf,
@@ -144,11 +144,6 @@ impl RxRing {
             return None;
         }
         Some(r)
-    }
-
-    /// Where in a slot reads land.
-    pub fn offset(&self) -> usize {
-        self.off
     }
 
     /// A new buffer of the ring's kind.
