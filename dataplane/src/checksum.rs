@@ -16,24 +16,46 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Add `data`, read as big-endian 16-bit words (an odd last byte padded with a zero byte),
 /// to the one's complement partial sum `initial`.
+///
+/// The body is summed as native-endian 32-bit words into eight 64-bit lanes, which the compiler
+/// turns into vector adds: a one's complement sum does not depend on byte order except for one
+/// swap of the folded result (RFC 1071 section 2 (B)), and since 2^16 = 1 (mod 0xFFFF) a 32-bit
+/// word adds the same as its two 16-bit halves. Per 1 400-byte segment this is what every cut
+/// TCP segment and every sealed ESP packet pays, so it is on the encrypted overlay's hot path.
 #[inline]
 #[must_use]
-#[allow(clippy::cast_possible_truncation)] // The final cast is lossless, see below.
+#[allow(clippy::cast_possible_truncation)] // The final casts are lossless, see below.
 pub fn sum16(data: &[u8], initial: u32) -> u32 {
-    // 32-bit words are summed into 64 bits: since 2^16 = 1 (mod 0xFFFF), a 32-bit word adds the
-    // same as its two 16-bit halves, and no slice under 16 GiB can overflow the accumulator.
-    let mut acc = u64::from(initial);
-    let mut words = data.chunks_exact(4);
-    // `chunks_exact` yields slices of exactly the chunk size, so the indexing cannot panic.
-    for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    const LANES: usize = 8;
+    let mut lanes = [0u64; LANES];
+    let mut blocks = data.chunks_exact(4 * LANES);
+    for b in &mut blocks {
+        // `chunks_exact` yields slices of exactly 32 bytes, so the indexing cannot panic.
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let w = [b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]];
+            *lane += u64::from(u32::from_ne_bytes(w));
+        }
     }
-    let rest = words.remainder();
-    let mut pair = rest.chunks_exact(2);
-    for w in &mut pair {
+    // No lane can overflow below 2^32 blocks (128 GiB), and their sum below 2^29 blocks (16 GiB).
+    let native = lanes.iter().sum::<u64>();
+    // Fold the native-order sum to 16 bits; on a little-endian machine that is the big-endian
+    // sum byte-swapped.
+    let mut n = (native & 0xFFFF_FFFF) + (native >> 32);
+    n = (n & 0xFFFF_FFFF) + (n >> 32);
+    n = (n & 0xFFFF) + (n >> 16);
+    n = (n & 0xFFFF) + (n >> 16);
+    let folded = if cfg!(target_endian = "little") {
+        (n as u16).swap_bytes()
+    } else {
+        n as u16
+    };
+    let mut acc = u64::from(initial) + u64::from(folded);
+    let rest = blocks.remainder();
+    let mut words = rest.chunks_exact(2);
+    for w in &mut words {
         acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
     }
-    if let [last] = pair.remainder() {
+    if let [last] = words.remainder() {
         acc += u64::from(u16::from_be_bytes([*last, 0]));
     }
     // Two end-around-carry folds bring any u64 into u32 range.
@@ -192,6 +214,40 @@ mod tests {
         assert_eq!(fold(sum16(&[0x12, 0x34, 0x56], 0)), 0x1234 + 0x5600);
         assert_eq!(fold(sum16(&[0xab], 0)), 0xab00);
         assert_eq!(sum16(&[], 7), 7);
+    }
+
+    /// The straightforward RFC 1071 loop, for comparison.
+    fn reference_sum(data: &[u8]) -> u16 {
+        let mut acc = 0u64;
+        for w in data.chunks(2) {
+            acc += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+        }
+        while acc > 0xFFFF {
+            acc = (acc & 0xFFFF) + (acc >> 16);
+        }
+        acc as u16
+    }
+
+    #[test]
+    fn vector_sum_matches_the_plain_loop() {
+        // Every length up to a few blocks past 1 500, random bytes and all-ones (most carries).
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut data = vec![0u8; 1_600];
+        for b in &mut data {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let ones = vec![0xFFu8; 1_600];
+        for len in 0..=data.len() {
+            for buf in [&data[..len], &ones[..len], &data[1..len.max(1)]] {
+                assert_eq!(fold(sum16(buf, 0)), reference_sum(buf), "length {}", buf.len());
+                let init = 0xFFFF_FFF0;
+                let want = fold(fold(init).into()) as u32 + reference_sum(buf) as u32;
+                assert_eq!(fold(sum16(buf, init)), fold(want), "length {}", buf.len());
+            }
+        }
     }
 
     #[test]

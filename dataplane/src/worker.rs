@@ -654,10 +654,13 @@ impl<P: Pipeline> Worker<P> {
         let mut last_ns = 0u64;
         let spin_ns = SPIN_TIME.as_nanos() as u64;
         let sleep_ns = IDLE_BEFORE_SLEEP.as_nanos() as u64;
+        let clock = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // One clock read per iteration: the end of one is the start of the next, unless the
+        // worker yielded or slept in between.
+        let mut now_ns = clock();
         while !self.stop {
-            let now_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let n = self.step(now_ns);
-            let after = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let after = clock();
             // What passed between iterations (spinning, yielding, sleeping) was idle.
             let gap = now_ns.saturating_sub(last_ns);
             let spent = after.saturating_sub(now_ns);
@@ -666,16 +669,19 @@ impl<P: Pipeline> Worker<P> {
                 self.stats.event(WorkerEvent::IdleNs).add(gap);
                 self.stats.event(WorkerEvent::BusyNs).add(spent);
                 idle_start = None;
+                now_ns = after;
                 continue;
             }
             self.stats.event(WorkerEvent::IdleNs).add(gap + spent);
             let idle = after.saturating_sub(*idle_start.get_or_insert(now_ns));
             if idle < spin_ns {
                 std::hint::spin_loop();
+                now_ns = after;
                 continue;
             }
             if idle < sleep_ns {
                 std::thread::yield_now();
+                now_ns = clock();
                 continue;
             }
             // Every receive queue was drained to EAGAIN in the last iteration, so with
@@ -711,6 +717,7 @@ impl<P: Pipeline> Worker<P> {
             }
             self.shared.sleeping.store(false, Ordering::SeqCst);
             idle_start = None;
+            now_ns = clock();
         }
         // Hand every queue and buffer back before the thread ends.
         for port in 0..MAX_PORTS as PortId {
