@@ -242,7 +242,12 @@ mod tests {
         let ones = vec![0xFFu8; 1_600];
         for len in 0..=data.len() {
             for buf in [&data[..len], &ones[..len], &data[1..len.max(1)]] {
-                assert_eq!(fold(sum16(buf, 0)), reference_sum(buf), "length {}", buf.len());
+                assert_eq!(
+                    fold(sum16(buf, 0)),
+                    reference_sum(buf),
+                    "length {}",
+                    buf.len()
+                );
                 let init = 0xFFFF_FFF0;
                 let want = fold(fold(init).into()) as u32 + reference_sum(buf) as u32;
                 assert_eq!(fold(sum16(buf, init)), fold(want), "length {}", buf.len());

@@ -27,10 +27,10 @@
 //! ours); its UDP checksum is not checked (the ICV is).
 
 use super::{OpenDrop, SealDrop};
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
-use aws_lc_rs::{digest, hkdf};
 use dataplane::wire::esp::Trailer;
 use dataplane::wire::IpProtocol;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
+use ring::{digest, hkdf};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -332,8 +332,9 @@ impl Sa {
         let (ct, icv) = body
             .split_last_chunk_mut::<ICV_LEN>()
             .ok_or(OpenDrop::Runt)?;
+        let tag = ring::aead::Tag::from(*icv);
         self.key
-            .open_in_place_separate_tag(self.nonce(&iv), Aad::from(aad), &icv[..], ct)
+            .open_in_place_separate_tag(self.nonce(&iv), Aad::from(aad), tag, ct, 0..)
             .map(|_| ())
             .map_err(|_| OpenDrop::BadIcv)
     }

@@ -6,7 +6,7 @@ use super::open::Opener;
 use super::ring::EspConf;
 use super::sa::{self, Sa};
 use super::{OpenDrop, SealDrop};
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 

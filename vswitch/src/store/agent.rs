@@ -528,7 +528,7 @@ impl Agent {
         match step {
             core::KeyStep::Add(tag) => {
                 let mut material = [0u8; 36];
-                aws_lc_rs::rand::fill(&mut material)
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut material)
                     .map_err(|_| "no random numbers for a new key".to_string())?;
                 let hex: String = material.iter().map(|b| format!("{b:02x}")).collect();
                 let rec = core::KeyRec {
