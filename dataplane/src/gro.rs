@@ -173,8 +173,19 @@ pub fn follows(head: &[u8], first: &Seg, last: &Seg, frame: &[u8], next: &Seg) -
 /// None (the frame unchanged) if it is not IPv4/TCP as [`segment`] accepted or too long.
 #[must_use]
 pub fn finish(frame: &mut [u8], first: &Seg, psh: bool) -> Option<VnetHdr> {
-    let total = u16::try_from(frame.len().checked_sub(14)?).ok()?;
-    let l4_len = u16::try_from(frame.len().checked_sub(L4)?).ok()?;
+    let len = frame.len();
+    finish_head(frame, len, first, psh)
+}
+
+/// As [`finish`], for a super-frame of `len` bytes of which `head` holds the start (at least
+/// the first segment's headers): the rest is written behind it without being copied here.
+#[must_use]
+pub fn finish_head(frame: &mut [u8], len: usize, first: &Seg, psh: bool) -> Option<VnetHdr> {
+    if frame.len() < first.hdr_len {
+        return None;
+    }
+    let total = u16::try_from(len.checked_sub(14)?).ok()?;
+    let l4_len = u16::try_from(len.checked_sub(L4)?).ok()?;
     frame.get_mut(16..18)?.copy_from_slice(&total.to_be_bytes());
     frame.get_mut(24..26)?.copy_from_slice(&[0, 0]);
     let ip = checksum(frame.get(14..L4)?);

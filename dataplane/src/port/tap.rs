@@ -35,10 +35,11 @@
 use super::uring_rx::RxRing;
 use super::Port;
 use crate::burst::Burst;
+use crate::burst::BURST;
 use crate::counters::PortCounters;
 use crate::gro;
 use crate::offload::{VnetHdr, VNET_HDR_LEN, VNET_HDR_TNL_LEN};
-use crate::pool::{Buf, PoolCache, HEADROOM, LARGE_MAX_FRAME, MAX_FRAME};
+use crate::pool::{Buf, PoolCache, HEADROOM, MAX_FRAME};
 use crate::sys::{netns, tap as sys};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -224,6 +225,8 @@ impl TapDevice {
             gro: self.gro,
             uso: self.uso,
             uring,
+            chain: Vec::with_capacity(BURST),
+            chain_skip: 0,
             rx_ring: if self.uring {
                 RxRingState::Wanted
             } else {
@@ -280,6 +283,12 @@ pub struct TapQueue {
     /// Writes go through io_uring, a burst at a time (None: plain `write`s). Boxed: the ring
     /// is large and made once per queue.
     uring: Option<Box<Uring>>,
+    /// The merge in progress' later segments (its first is held by the merge): written behind
+    /// the first one's headers and payload in one gathered write, never copied. Capacity
+    /// [`BURST`]: a merge takes frames of one burst only.
+    chain: Vec<Buf>,
+    /// Header bytes of each buffer in `chain` that the gathered write skips.
+    chain_skip: usize,
     /// Reads go through io_uring ([`super::uring_rx`]): made by the worker on its first read.
     rx_ring: RxRingState,
     /// The device was deleted under the queue (reads failed with EBADFD): nothing is read or
@@ -504,13 +513,16 @@ impl TapQueue {
 
     /// Transmit with virtio-net headers: the header goes into the headroom in front of the
     /// frame, so each frame is one write. With GRO, consecutive in-order TCP segments of one
-    /// flow in the burst are first merged into one super-frame in a large buffer
-    /// ([`crate::gro`]), written once with a TSO header; counters still count the segments.
+    /// flow in the burst are merged into one super-frame ([`crate::gro`]), written once with a
+    /// TSO header, and with USO a 5-tuple's datagrams likewise: the first segment's headers are
+    /// finished for the whole and the others' payloads follow in the same gathered write
+    /// (`writev`), so nothing is copied in user space. Counters still count the segments.
     fn tx_offload(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
         let pool = std::sync::Arc::clone(cache.pool());
         let mut t = TxTally::default();
-        // The merge in progress: its buffer, first and last segment, segments in it.
-        let mut merge: Option<(Buf, gro::Seg, gro::Seg, u64)> = None;
+        // The merge in progress: its first buffer, first and last segment, segments in it,
+        // and its length as one frame; the later segments wait in `self.chain`.
+        let mut merge: Option<Merge> = None;
         for b in burst.drain() {
             let seg = if (self.gro || self.uso) && !pool.has_offload(&b) {
                 let d = pool.data(&b);
@@ -519,37 +531,34 @@ impl TapQueue {
             } else {
                 None
             };
-            if let (Some((mb, first, last, n)), Some(next)) = (merge.as_mut(), seg) {
-                let cur = pool.len(mb);
-                let fits = cur + next.payload <= (usize::from(u16::MAX) + 14).min(LARGE_MAX_FRAME)
-                    && (!next.udp || *n < gro::UDP_MAX_SEGMENTS as u64);
-                if fits && gro::follows(pool.data(mb), first, last, pool.data(&b), &next) {
-                    if *n == 1 {
-                        // A second segment joins: the merge moves into a large buffer.
-                        if let Some(mut l) = pool.alloc_large() {
-                            let src = pool.data(mb);
-                            pool.slot_mut(&mut l)[HEADROOM..HEADROOM + cur].copy_from_slice(src);
-                            pool.set_frame(&mut l, HEADROOM, cur);
-                            cache.free(std::mem::replace(mb, l));
-                        }
-                    }
-                    if pool.is_large(mb) {
-                        let src = &pool.data(&b)[next.hdr_len..];
-                        let end = HEADROOM + cur + next.payload;
-                        pool.slot_mut(mb)[HEADROOM + cur..end].copy_from_slice(src);
-                        pool.set_len(mb, cur + next.payload);
-                        *last = next;
-                        *n += 1;
-                        cache.free(b);
-                        continue;
-                    }
+            if let (Some(m), Some(next)) = (merge.as_mut(), seg) {
+                let fits = m.len + next.payload <= usize::from(u16::MAX) + 14
+                    && self.chain.len() < self.chain.capacity()
+                    && (!next.udp || m.n < gro::UDP_MAX_SEGMENTS as u64);
+                if fits && gro::follows(pool.data(&m.head), &m.first, &m.last, pool.data(&b), &next)
+                {
+                    self.chain_skip = next.hdr_len;
+                    self.chain.push(b);
+                    m.len += next.payload;
+                    m.last = next;
+                    m.n += 1;
+                    continue;
                 }
             }
             if let Some(m) = merge.take() {
                 self.flush_merge(cache, m, &mut t);
             }
             match seg {
-                Some(s) => merge = Some((b, s, s, 1)),
+                Some(s) => {
+                    let len = pool.len(&b);
+                    merge = Some(Merge {
+                        head: b,
+                        first: s,
+                        last: s,
+                        n: 1,
+                        len,
+                    });
+                }
                 None => self.write_one(cache, b, 1, &mut t),
             }
         }
@@ -564,30 +573,44 @@ impl TapQueue {
         t.sent as usize
     }
 
-    /// Writes a merge: a super-frame (its headers finished) if segments joined, else the one
-    /// segment as it is.
-    fn flush_merge(
-        &mut self,
-        cache: &mut PoolCache,
-        (mut b, first, last, n): (Buf, gro::Seg, gro::Seg, u64),
-        t: &mut TxTally,
-    ) {
-        if n > 1 {
+    /// Writes a merge: a super-frame (the first segment's headers finished for the whole, the
+    /// others' payloads in `self.chain`) if segments joined, else the one segment as it is.
+    fn flush_merge(&mut self, cache: &mut PoolCache, mut m: Merge, t: &mut TxTally) {
+        if m.n > 1 {
             let pool = std::sync::Arc::clone(cache.pool());
-            if let Some(o) = gro::finish(pool.data_mut(&mut b), &first, last.psh) {
-                pool.set_offload(&mut b, o);
-                t.uso_merged += u64::from(first.udp);
+            match gro::finish_head(pool.data_mut(&mut m.head), m.len, &m.first, m.last.psh) {
+                Some(o) => {
+                    pool.set_offload(&mut m.head, o);
+                    t.uso_merged += u64::from(m.first.udp);
+                }
+                None => {
+                    // Cannot happen for segments `gro` accepted; were it to, each goes alone.
+                    let mut chain = std::mem::take(&mut self.chain);
+                    self.write_one(cache, m.head, 1, t);
+                    for b in chain.drain(..) {
+                        self.write_one(cache, b, 1, t);
+                    }
+                    self.chain = chain;
+                    return;
+                }
             }
         }
-        self.write_one(cache, b, n, t);
+        self.write_one(cache, m.head, m.n, t);
     }
 
     /// Writes `b` (standing for `n` frames), with its virtio-net header when the queue has
-    /// offloads, and frees it; through io_uring, it is queued instead and written (and freed)
-    /// by [`TapQueue::flush_uring`], which the burst's end calls.
+    /// offloads, followed by the payloads of the buffers in `self.chain` (a merge's later
+    /// segments: one gathered write), and frees them; through io_uring, it is queued instead and
+    /// written (and freed) by [`TapQueue::flush_uring`], which the burst's end calls.
     fn write_one(&mut self, cache: &mut PoolCache, mut b: Buf, n: u64, t: &mut TxTally) {
         let pool = std::sync::Arc::clone(cache.pool());
-        let len = pool.len(&b);
+        let skip = self.chain_skip;
+        let tail: usize = self
+            .chain
+            .iter()
+            .map(|f| pool.len(f).saturating_sub(skip))
+            .sum();
+        let len = pool.len(&b) + tail;
         if self.offloads {
             let hdr_len = self.hdr_len;
             let mut hdr = pool.offload(&b);
@@ -602,51 +625,102 @@ impl TapQueue {
                 None => {
                     t.dropped += n;
                     cache.free(b);
+                    self.free_chain(cache);
                     return;
                 }
             }
         }
-        if self
-            .uring
-            .as_ref()
-            .is_some_and(|u| u.inflight.len() >= URING_BATCH)
-        {
+        let parts = 1 + self.chain.len();
+        if self.uring.as_ref().is_some_and(|u| {
+            u.inflight.len() >= URING_BATCH || u.iovs.len() + parts > u.iovs.capacity()
+        }) {
             self.flush_uring(cache, t);
         }
         let fd = self.fd.as_raw_fd();
+        let head = pool.data(&b);
+        let dlen = head.len() + tail;
+        let Ok(wlen) = u32::try_from(dlen) else {
+            t.dropped += n;
+            cache.free(b);
+            self.free_chain(cache);
+            return;
+        };
         if let Some(u) = self.uring.as_mut() {
-            let d = pool.data(&b);
-            let dlen = d.len();
-            let Ok(wlen) = u32::try_from(dlen) else {
-                t.dropped += n;
-                cache.free(b);
-                return;
-            };
-            let sqe = if u.fixed {
-                io_uring::opcode::Write::new(io_uring::types::Fixed(0), d.as_ptr(), wlen).build()
+            let sqe = if parts == 1 {
+                if u.fixed {
+                    io_uring::opcode::Write::new(io_uring::types::Fixed(0), head.as_ptr(), wlen)
+                        .build()
+                } else {
+                    io_uring::opcode::Write::new(io_uring::types::Fd(fd), head.as_ptr(), wlen)
+                        .build()
+                }
             } else {
-                io_uring::opcode::Write::new(io_uring::types::Fd(fd), d.as_ptr(), wlen).build()
+                // Room was made above: pushing stays within the capacity, so the vectors of
+                // entries already queued do not move.
+                let start = u.iovs.len();
+                u.iovs.push(IoVec(iovec_of(head)));
+                for f in &self.chain {
+                    u.iovs.push(IoVec(iovec_of(
+                        pool.data(f).get(skip..).unwrap_or_default(),
+                    )));
+                }
+                // `IoVec` is a transparent wrapper of `libc::iovec`.
+                let v = u.iovs[start..].as_ptr().cast::<libc::iovec>();
+                // `parts` is at most BURST + 1.
+                let cnt = parts as u32;
+                if u.fixed {
+                    io_uring::opcode::Writev::new(io_uring::types::Fixed(0), v, cnt).build()
+                } else {
+                    io_uring::opcode::Writev::new(io_uring::types::Fd(fd), v, cnt).build()
+                }
             }
             .user_data(u.inflight.len() as u64);
-            // SAFETY: the entry points at `wlen` readable bytes of `b`'s slot; `b` is held in
-            // `inflight` (never freed or written) until `flush_uring` has reaped the entry's
-            // completion or the ring is gone (dropping it waits for what is in flight).
+            // SAFETY: the entry points at `wlen` readable bytes of `b`'s slot, or at iovecs in
+            // `u.iovs` (not moved or changed before the flush: see above) over `b` and the
+            // buffers of the chain; `b` is held in `inflight` and the chain's buffers in `held`
+            // (never freed or written) until `flush_uring` has reaped the entry's completion
+            // or the ring is gone (dropping it waits for what is in flight).
             if unsafe { u.ring.submission().push(&sqe) }.is_ok() {
                 u.inflight.push((b, n, len, dlen));
+                u.held.append(&mut self.chain);
                 return;
             }
             // The submission queue is full (cannot happen below URING_BATCH): write directly.
+            if parts > 1 {
+                let keep = u.iovs.len() - parts;
+                u.iovs.truncate(keep);
+            }
         }
-        let d = pool.data(&b);
-        // SAFETY: `d` is a readable region of `d.len()` bytes owned through `b`.
-        let r = unsafe { libc::write(fd, d.as_ptr().cast(), d.len()) };
-        if r == d.len() as isize {
+        let head = pool.data(&b);
+        let r = if self.chain.is_empty() {
+            // SAFETY: `head` is a readable region of `head.len()` bytes owned through `b`.
+            unsafe { libc::write(fd, head.as_ptr().cast(), head.len()) }
+        } else {
+            let mut iov = [iovec_of(&[]); BURST + 1];
+            iov[0] = iovec_of(head);
+            for (v, f) in iov[1..].iter_mut().zip(&self.chain) {
+                *v = iovec_of(pool.data(f).get(skip..).unwrap_or_default());
+            }
+            // SAFETY: the first `parts` iovecs describe readable regions of `b` and of the
+            // chain's buffers, all held until the call returns; `parts` <= BURST + 1 = the
+            // array's length.
+            unsafe { libc::writev(fd, iov.as_ptr(), parts as libc::c_int) }
+        };
+        if r == dlen as isize {
             t.sent += n;
             t.bytes += len as u64;
         } else {
             t.dropped += n;
         }
         cache.free(b);
+        self.free_chain(cache);
+    }
+
+    /// Frees the buffers of the merge chain.
+    fn free_chain(&mut self, cache: &mut PoolCache) {
+        for f in self.chain.drain(..) {
+            cache.free(f);
+        }
     }
 
     /// Submits the queued writes with one system call, waits for them, counts what the kernel
@@ -680,6 +754,8 @@ impl TapQueue {
             }
         }
         let mut inflight = std::mem::take(&mut u.inflight);
+        let mut held = std::mem::take(&mut u.held);
+        u.iovs.clear();
         if failed {
             // Dropping the ring waits for its requests: only then may the buffers go.
             self.uring = None;
@@ -694,9 +770,13 @@ impl TapQueue {
             }
             cache.free(b);
         }
+        for b in held.drain(..) {
+            cache.free(b);
+        }
         if let Some(u) = self.uring.as_mut() {
-            // The vector's capacity goes back: no allocation on the next burst.
+            // The vectors' capacity goes back: no allocation on the next burst.
             u.inflight = inflight;
+            u.held = held;
         }
     }
 }
@@ -741,6 +821,28 @@ struct Uring {
     /// Buffers whose writes are queued or in flight: the buffer, the frames it stands for, the
     /// frame's length and the bytes written (with the virtio-net header).
     inflight: Vec<(Buf, u64, usize, usize)>,
+    /// The buffers of gathered writes after their first (whose entry is in `inflight`), held
+    /// until the flush.
+    held: Vec<Buf>,
+    /// The iovecs of the queued gathered writes; never grown past its capacity, so that
+    /// queued entries' pointers into it stay good until the flush.
+    iovs: Vec<IoVec>,
+}
+
+/// An iovec that a queue's ring keeps for a queued gathered write.
+#[repr(transparent)]
+struct IoVec(libc::iovec);
+
+// SAFETY: an `IoVec` only points into pool buffers that its queue holds (in `inflight` and
+// `held`) while the iovec is in use; it moves between threads with its queue, as those do.
+unsafe impl Send for IoVec {}
+
+/// The iovec of `d`.
+fn iovec_of(d: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: d.as_ptr().cast_mut().cast(),
+        iov_len: d.len(),
+    }
 }
 
 impl Uring {
@@ -753,6 +855,8 @@ impl Uring {
             ring,
             fixed,
             inflight: Vec::with_capacity(URING_BATCH),
+            held: Vec::with_capacity(2 * BURST),
+            iovs: Vec::with_capacity(2 * BURST + 2),
         }))
     }
 }
@@ -787,6 +891,19 @@ impl Drop for Uring {
             let _ = self.ring.submitter().unregister_files();
         }
     }
+}
+
+/// A merge in progress ([`TapQueue::tx_offload`]); its later segments wait in the queue's
+/// chain.
+struct Merge {
+    /// The first segment's buffer, whose headers become the super-frame's.
+    head: Buf,
+    first: gro::Seg,
+    last: gro::Seg,
+    /// Segments in it.
+    n: u64,
+    /// Its length as one frame.
+    len: usize,
 }
 
 /// What one transmit burst did.

@@ -1,0 +1,273 @@
+//! Merged TAP transmit written as one gathered write ([`dataplane::port::tap`], [`dataplane::gro`]):
+//! in-order TCP segments of one flow in a burst, and equal-sized UDP datagrams of one 5-tuple,
+//! leave as one super-frame whose payload is every segment's payload in order, through io_uring
+//! and through plain `writev`; a segment that does not follow starts a frame of its own; every
+//! buffer goes back to the pool.
+//!
+//! The kernel end of the TAP lives in a namespace of the test's own; a packet socket bound to
+//! it there receives each frame the switch wrote, super-frames whole.
+
+use dataplane::burst::Burst;
+use dataplane::checksum::{checksum, fold, pseudo_header_v4, sum16};
+use dataplane::counters::PortCounters;
+use dataplane::pool::{Pool, PoolCache};
+use dataplane::port::tap::{TapDevice, TapFeatures};
+use dataplane::port::Port;
+use dataplane::sys::netns;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+use tests::can_run_system_tests;
+use vswitch::testbed::{unique_name, Netns};
+
+const SRC: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
+const DST: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+
+/// Ethernet + IPv4 (DF) headers for `l4` bytes of protocol `proto`.
+fn eth_ip(proto: u8, l4: usize) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0x78, 1, 2, 0, 0, 0, 0x78, 2, 0x08, 0x00];
+    let total = (20 + l4) as u16;
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+    f.extend_from_slice(&SRC.octets());
+    f.extend_from_slice(&DST.octets());
+    let c = checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// A TCP segment (ACK, PSH if `psh`, timestamps) at `seq` carrying `payload`.
+fn tcp(seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
+    let mut l4 = vec![0x9c, 0x40, 0x14, 0x51];
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(&[
+        0,
+        0,
+        0,
+        7,
+        0x80,
+        0x10 | if psh { 0x08 } else { 0 },
+        0x01,
+        0xf5,
+    ]);
+    l4.extend_from_slice(&[
+        0, 0, 0, 0, 1, 1, 8, 10, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+    ]);
+    l4.extend_from_slice(payload);
+    let c = !fold(sum16(&l4, pseudo_header_v4(SRC, DST, 6, l4.len() as u16)));
+    l4[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth_ip(6, l4.len());
+    f.extend_from_slice(&l4);
+    f
+}
+
+/// A UDP datagram (no checksum, as ESP in UDP) carrying `payload`.
+fn udp(payload: &[u8]) -> Vec<u8> {
+    let mut l4 = vec![0x11, 0x94, 0x11, 0x94];
+    l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    l4.extend_from_slice(&[0, 0]);
+    l4.extend_from_slice(payload);
+    let mut f = eth_ip(17, l4.len());
+    f.extend_from_slice(&l4);
+    f
+}
+
+/// `len` bytes numbered from `at`.
+fn bytes(at: usize, len: usize) -> Vec<u8> {
+    (at..at + len).map(|i| (i * 13 + i / 256) as u8).collect()
+}
+
+/// A packet socket on `dev` in `ns` (non-blocking), receiving every frame the kernel gets.
+fn packet_socket(ns: &Netns, dev: &str) -> OwnedFd {
+    let dev = dev.to_string();
+    netns::run_in(Some(&ns.path()), move || {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket call; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                i32::from(proto),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = std::ffi::CString::new(dev).expect("name");
+        // SAFETY: `name` is a NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = index as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll of the size given.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    })
+    .expect("packet socket")
+}
+
+/// The frames of protocol `proto` from [`SRC`] the socket holds, waiting up to a second for
+/// `want` of them.
+fn receive(fd: &OwnedFd, proto: u8, want: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while got.len() < want && Instant::now() < deadline {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let f = &buf[..n as usize];
+        if f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == proto && f[26..30] == SRC.octets()
+        {
+            got.push(f.to_vec());
+        }
+    }
+    got
+}
+
+/// Writes `frames` as one transmit burst on a queue of `q`.
+fn send(
+    q: &mut dataplane::port::tap::TapQueue,
+    pool: &Pool,
+    cache: &mut PoolCache,
+    frames: &[Vec<u8>],
+    c: &PortCounters,
+) {
+    let mut burst = Burst::new();
+    for f in frames {
+        let mut b = cache.alloc().expect("buffer");
+        assert!(pool.fill(&mut b, f), "frame fits a buffer");
+        burst.push(b).expect("burst room");
+    }
+    let sent = q.tx_burst(cache, &mut burst, c);
+    assert_eq!(sent, frames.len(), "frames taken");
+    burst.free_all(cache);
+}
+
+fn gathers(uring: bool) {
+    let ns = Netns::create(&unique_name("tg")).expect("namespace");
+    let dev = TapDevice::open(
+        "tg0",
+        Some(&ns.path()),
+        1,
+        Some(1500),
+        TapFeatures {
+            offloads: true,
+            gro: true,
+            uso: true,
+            uring,
+            ..TapFeatures::default()
+        },
+    )
+    .expect("open the TAP");
+    ns.ip(&["link", "set", "tg0", "up"]).expect("up");
+    let sock = packet_socket(&ns, "tg0");
+    let pool = Pool::with_large(1024, 16).expect("pool");
+    let mut cache = PoolCache::new(pool.clone());
+    let mut q = dev.queue(0).expect("queue");
+    let c = PortCounters::default();
+
+    // 20 TCP segments of 1 400 bytes, the last shorter with PSH, then one that does not follow
+    // (a gap in the sequence): two frames, the first a super-frame of all 20 payloads.
+    let (mss, base) = (1400usize, 1_000_000u32);
+    let mut segs = Vec::new();
+    for i in 0..20 {
+        let len = if i == 19 { 600 } else { mss };
+        let seq = base + (i * mss) as u32;
+        segs.push(tcp(seq, &bytes(i * mss, len), i == 19));
+    }
+    segs.push(tcp(base + 100_000, &bytes(0, 100), false));
+    send(&mut q, &pool, &mut cache, &segs, &c);
+    let got = receive(&sock, 6, 2);
+    assert_eq!(
+        got.len(),
+        2,
+        "frames received for 21 segments (uring {uring})"
+    );
+    let whole = &got[0];
+    let payload = &whole[14 + 20 + 32..];
+    assert_eq!(
+        payload,
+        &bytes(0, 19 * mss + 600)[..],
+        "merged TCP payload (uring {uring})"
+    );
+    let total = u16::from_be_bytes([whole[16], whole[17]]) as usize;
+    assert_eq!(
+        total + 14,
+        whole.len(),
+        "IPv4 total length of the super-frame"
+    );
+    assert_eq!(
+        fold(sum16(&whole[14..34], 0)),
+        0xFFFF,
+        "IPv4 header checksum"
+    );
+    assert_eq!(whole[14 + 20 + 13] & 0x08, 0x08, "the last segment's PSH");
+    assert_eq!(
+        &got[1][14 + 20 + 32..],
+        &bytes(0, 100)[..],
+        "the segment that did not follow"
+    );
+
+    // 30 datagrams of 1 200 bytes and a shorter last: one UDP super-frame.
+    let mut dgrams: Vec<Vec<u8>> = (0..30).map(|i| udp(&bytes(i * 1200, 1200))).collect();
+    dgrams.push(udp(&bytes(30 * 1200, 500)));
+    send(&mut q, &pool, &mut cache, &dgrams, &c);
+    let got = receive(&sock, 17, 1);
+    assert_eq!(
+        got.len(),
+        1,
+        "frames received for 31 datagrams (uring {uring})"
+    );
+    assert_eq!(
+        &got[0][14 + 20 + 8..],
+        &bytes(0, 30 * 1200 + 500)[..],
+        "merged UDP payload"
+    );
+    assert_eq!(c.tx_uso_merged.get(), 1, "UDP merges counted");
+    assert_eq!(c.tx_packets.get(), 21 + 31, "segments counted one by one");
+    assert_eq!(c.tx_dropped.get(), 0, "nothing dropped");
+
+    q.release(&mut cache);
+    drop(q);
+    drop(cache);
+    assert_eq!(
+        pool.available() as u32,
+        pool.capacity(),
+        "buffers not given back"
+    );
+    dev.destroy().expect("destroy");
+}
+
+#[test]
+fn merged_segments_leave_in_one_gathered_write_through_io_uring() {
+    if !can_run_system_tests("tap_gather") {
+        return;
+    }
+    gathers(true);
+}
+
+#[test]
+fn merged_segments_leave_in_one_gathered_write_through_plain_writes() {
+    if !can_run_system_tests("tap_gather") {
+        return;
+    }
+    gathers(false);
+}
