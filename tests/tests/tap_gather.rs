@@ -8,13 +8,13 @@
 //! it there receives each frame the switch wrote, super-frames whole.
 
 use dataplane::burst::Burst;
-use dataplane::checksum::{checksum, fold, pseudo_header_v4, sum16};
+use dataplane::checksum::{checksum, fold, pseudo_header_v4, pseudo_header_v6, sum16};
 use dataplane::counters::PortCounters;
 use dataplane::pool::{Pool, PoolCache};
 use dataplane::port::tap::{TapDevice, TapFeatures};
 use dataplane::port::Port;
 use dataplane::sys::netns;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 use tests::can_run_system_tests;
@@ -22,6 +22,8 @@ use vswitch::testbed::{unique_name, Netns};
 
 const SRC: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
 const DST: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+const SRC6: Ipv6Addr = Ipv6Addr::new(0xfd78, 0, 0, 0, 0, 0, 0, 2);
+const DST6: Ipv6Addr = Ipv6Addr::new(0xfd78, 0, 0, 0, 0, 0, 0, 1);
 
 /// Ethernet + IPv4 (DF) headers for `l4` bytes of protocol `proto`.
 fn eth_ip(proto: u8, l4: usize) -> Vec<u8> {
@@ -58,6 +60,40 @@ fn tcp(seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
     let c = !fold(sum16(&l4, pseudo_header_v4(SRC, DST, 6, l4.len() as u16)));
     l4[16..18].copy_from_slice(&c.to_be_bytes());
     let mut f = eth_ip(6, l4.len());
+    f.extend_from_slice(&l4);
+    f
+}
+
+/// [`tcp`] over IPv6.
+fn tcp6(seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
+    let mut l4 = vec![0x9c, 0x40, 0x14, 0x51];
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(&[
+        0,
+        0,
+        0,
+        7,
+        0x80,
+        0x10 | if psh { 0x08 } else { 0 },
+        0x01,
+        0xf5,
+    ]);
+    l4.extend_from_slice(&[
+        0, 0, 0, 0, 1, 1, 8, 10, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+    ]);
+    l4.extend_from_slice(payload);
+    let c = !fold(sum16(
+        &l4,
+        pseudo_header_v6(&SRC6, &DST6, 6, l4.len() as u32),
+    ));
+    l4[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![
+        2, 0, 0, 0, 0x78, 1, 2, 0, 0, 0, 0x78, 2, 0x86, 0xdd, 0x60, 0, 0, 0,
+    ];
+    f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[6, 64]);
+    f.extend_from_slice(&SRC6.octets());
+    f.extend_from_slice(&DST6.octets());
     f.extend_from_slice(&l4);
     f
 }
@@ -120,8 +156,8 @@ fn packet_socket(ns: &Netns, dev: &str) -> OwnedFd {
     .expect("packet socket")
 }
 
-/// The frames of protocol `proto` from [`SRC`] the socket holds, waiting up to a second for
-/// `want` of them.
+/// The frames of protocol `proto` from [`SRC`] (or, for 0, TCP from [`SRC6`]) the socket
+/// holds, waiting up to a second for `want` of them.
 fn receive(fd: &OwnedFd, proto: u8, want: usize) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 70_000];
@@ -134,8 +170,9 @@ fn receive(fd: &OwnedFd, proto: u8, want: usize) -> Vec<Vec<u8>> {
             continue;
         }
         let f = &buf[..n as usize];
-        if f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == proto && f[26..30] == SRC.octets()
-        {
+        let v4 = f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == proto;
+        let v6 = f.len() > 54 && f[12..14] == [0x86, 0xdd] && f[20] == 6;
+        if (v4 && f[26..30] == SRC.octets()) || (proto == 0 && v6 && f[22..38] == SRC6.octets()) {
             got.push(f.to_vec());
         }
     }
@@ -226,6 +263,31 @@ fn gathers(uring: bool) {
         "the segment that did not follow"
     );
 
+    // The same over IPv6.
+    let mut segs6 = Vec::new();
+    for i in 0..20 {
+        let len = if i == 19 { 600 } else { mss };
+        segs6.push(tcp6(base + (i * mss) as u32, &bytes(i * mss, len), i == 19));
+    }
+    send(&mut q, &pool, &mut cache, &segs6, &c);
+    let got = receive(&sock, 0, 1);
+    assert_eq!(
+        got.len(),
+        1,
+        "frames received for 20 IPv6 segments (uring {uring})"
+    );
+    assert_eq!(
+        &got[0][14 + 40 + 32..],
+        &bytes(0, 19 * mss + 600)[..],
+        "merged IPv6 payload"
+    );
+    let plen = u16::from_be_bytes([got[0][18], got[0][19]]) as usize;
+    assert_eq!(
+        plen + 54,
+        got[0].len(),
+        "IPv6 payload length of the super-frame"
+    );
+
     // 30 datagrams of 1 200 bytes and a shorter last: one UDP super-frame.
     let mut dgrams: Vec<Vec<u8>> = (0..30).map(|i| udp(&bytes(i * 1200, 1200))).collect();
     dgrams.push(udp(&bytes(30 * 1200, 500)));
@@ -242,7 +304,11 @@ fn gathers(uring: bool) {
         "merged UDP payload"
     );
     assert_eq!(c.tx_uso_merged.get(), 1, "UDP merges counted");
-    assert_eq!(c.tx_packets.get(), 21 + 31, "segments counted one by one");
+    assert_eq!(
+        c.tx_packets.get(),
+        21 + 20 + 31,
+        "segments counted one by one"
+    );
     assert_eq!(c.tx_dropped.get(), 0, "nothing dropped");
 
     q.release(&mut cache);
