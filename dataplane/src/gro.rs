@@ -439,7 +439,7 @@ mod tests {
     const V6_SRC: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
     const V6_DST: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
 
-    /// The IPv4 round trip for TCP over IPv6: cut, merged back to the super-frame as a stack
+    /// The IPv4 test's round trip, for TCP over IPv6: cut, merged back to the super-frame as a stack
     /// hands it over (payload length, partial checksum), cut again to the same segments, and
     /// the completed checksum verifies.
     #[test]
@@ -510,6 +510,31 @@ mod tests {
                 r[14] = 0x60;
             }
             let _ = segment(&r);
+        }
+    }
+
+    /// Finishing only the head of a merge (the payloads written behind it from elsewhere)
+    /// changes the same bytes and gives the same facts as finishing the whole frame.
+    #[test]
+    fn finishing_the_head_is_finishing_the_frame() {
+        for (f, ol) in [
+            super_frame(4500, ACK | PSH),
+            super_frame_v6(4500, ACK | PSH),
+        ] {
+            let segs = cut(&f, &ol);
+            let first = segment(&segs[0]).unwrap();
+            let last = segment(segs.last().unwrap()).unwrap();
+            let mut whole = segs[0].clone();
+            for s in &segs[1..] {
+                whole.extend_from_slice(&s[first.hdr_len..]);
+            }
+            let len = whole.len();
+            let want = finish(&mut whole, &first, last.psh).unwrap();
+            let mut head = segs[0][..first.hdr_len].to_vec();
+            let got = finish_head(&mut head, len, &first, last.psh).unwrap();
+            assert_eq!(got, want);
+            assert_eq!(head[..], whole[..first.hdr_len]);
+            assert!(finish_head(&mut head[..first.hdr_len - 1], len, &first, false).is_none());
         }
     }
 

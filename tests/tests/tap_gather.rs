@@ -311,6 +311,11 @@ fn gathers(uring: bool) {
     );
     assert_eq!(c.tx_dropped.get(), 0, "nothing dropped");
 
+    assert_eq!(
+        q.uring_writes(),
+        uring,
+        "writes went through io_uring or not as asked"
+    );
     q.release(&mut cache);
     drop(q);
     drop(cache);

@@ -334,6 +334,11 @@ impl TapQueue {
         }
     }
 
+    /// Whether writes go through io_uring (else plain `write`/`writev`).
+    pub fn uring_writes(&self) -> bool {
+        self.uring.is_some()
+    }
+
     /// Whether reads go through io_uring now (made on the first read where asked for and the
     /// kernel allows it).
     pub fn uring_reads(&self) -> bool {
@@ -533,7 +538,7 @@ impl TapQueue {
             };
             if let (Some(m), Some(next)) = (merge.as_mut(), seg) {
                 let fits = m.len + next.payload <= usize::from(u16::MAX) + 14
-                    && self.chain.len() < self.chain.capacity()
+                    && self.chain.len() < BURST
                     && (!next.udp || m.n < gro::UDP_MAX_SEGMENTS as u64);
                 if fits && gro::follows(pool.data(&m.head), &m.first, &m.last, pool.data(&b), &next)
                 {
@@ -685,11 +690,13 @@ impl TapQueue {
                 u.held.append(&mut self.chain);
                 return;
             }
-            // The submission queue is full (cannot happen below URING_BATCH): write directly.
+            // The submission queue is full (cannot happen below URING_BATCH): what is queued
+            // goes first, then this frame directly, so the order holds.
             if parts > 1 {
                 let keep = u.iovs.len() - parts;
                 u.iovs.truncate(keep);
             }
+            self.flush_uring(cache, t);
         }
         let head = pool.data(&b);
         let r = if self.chain.is_empty() {
@@ -755,9 +762,16 @@ impl TapQueue {
         }
         let mut inflight = std::mem::take(&mut u.inflight);
         let mut held = std::mem::take(&mut u.held);
+        // A write without a completion may still be read by the kernel after the ring's
+        // descriptor is closed (its teardown runs in the background): its buffers, the held
+        // ones and the iovecs are then never given back (lost to the pool, counted dropped)
+        // rather than reused under it. The queue writes plainly from then on.
+        let unfinished = failed && results.iter().take(want).any(|&r| r == i32::MIN);
+        if unfinished {
+            std::mem::forget(std::mem::take(&mut u.iovs));
+        }
         u.iovs.clear();
         if failed {
-            // Dropping the ring waits for its requests: only then may the buffers go.
             self.uring = None;
         }
         for (i, (b, n, len, wlen)) in inflight.drain(..).enumerate() {
@@ -768,7 +782,12 @@ impl TapQueue {
             } else {
                 t.dropped += n;
             }
-            cache.free(b);
+            if r != i32::MIN {
+                cache.free(b);
+            }
+        }
+        if unfinished {
+            held.clear();
         }
         for b in held.drain(..) {
             cache.free(b);
