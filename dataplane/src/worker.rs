@@ -121,7 +121,7 @@ impl Slot {
     #[inline]
     fn push(&mut self, cache: &mut PoolCache, c: &crate::counters::PortCounters, b: Buf) {
         if let Err(b) = self.pending.push(b) {
-            self.send(cache, c);
+            self.send(cache, c, true);
             // Cannot fail: send leaves the burst empty.
             let _ = self.pending.push(b);
         }
@@ -129,8 +129,10 @@ impl Slot {
 
     /// Transmits the pending burst, showing it to the transmit taps first. Once per burst, and
     /// out of line, so that the per-frame [`Slot::push`] and [`Ports::enqueue`] stay small.
+    /// `more`: frames follow before the flush (the port may hold an open merge back for them,
+    /// [`crate::port::Port::tx_burst_more`]; the flush's send, without `more`, sends it).
     #[inline(never)]
-    fn send(&mut self, cache: &mut PoolCache, c: &crate::counters::PortCounters) {
+    fn send(&mut self, cache: &mut PoolCache, c: &crate::counters::PortCounters, more: bool) {
         if !self.tx_taps.is_empty() {
             let ts = capture::realtime_ns();
             for t in &self.tx_taps {
@@ -143,7 +145,11 @@ impl Slot {
                 );
             }
         }
-        self.io.tx_burst(cache, &mut self.pending, c);
+        if more {
+            self.io.tx_burst_more(cache, &mut self.pending, c);
+        } else {
+            self.io.tx_burst(cache, &mut self.pending, c);
+        }
     }
 }
 
@@ -222,7 +228,7 @@ impl Ports {
         for port in self.dirty.drain(..) {
             if let Some(Some(slot)) = self.slots.get_mut(port as usize) {
                 if !slot.pending.is_empty() {
-                    slot.send(cache, stats.port(port));
+                    slot.send(cache, stats.port(port), false);
                 }
             }
         }

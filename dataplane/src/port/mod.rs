@@ -26,6 +26,17 @@ pub trait Port {
     /// Transmits every buffer of `burst`, leaving it empty: each is sent or dropped and counted.
     /// Returns how many were sent.
     fn tx_burst(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize;
+    /// As [`Port::tx_burst`], where more frames for the port follow before the worker's flush
+    /// in the same iteration: the port may hold the burst's last frames back (a merge still
+    /// open) for the next `tx_burst`, which sends them. Returns how many were sent.
+    fn tx_burst_more(
+        &mut self,
+        cache: &mut PoolCache,
+        burst: &mut Burst,
+        c: &PortCounters,
+    ) -> usize {
+        self.tx_burst(cache, burst, c)
+    }
     /// A descriptor that becomes readable when frames wait (for idle sleeping), if any.
     fn raw_fd(&self) -> Option<RawFd>;
     /// Returns any buffers the port holds to the pool before it is dropped.
@@ -88,6 +99,19 @@ impl Port for PortIo {
             PortIo::AfXdp(p) => p.tx_burst(cache, burst, c),
             PortIo::Remote(p) => p.tx_burst(cache, burst, c),
             PortIo::Fault(p) => p.tx_burst(cache, burst, c),
+        }
+    }
+
+    #[inline]
+    fn tx_burst_more(
+        &mut self,
+        cache: &mut PoolCache,
+        burst: &mut Burst,
+        c: &PortCounters,
+    ) -> usize {
+        match self {
+            PortIo::Tap(p) => p.tx_burst_more(cache, burst, c),
+            _ => self.tx_burst(cache, burst, c),
         }
     }
 

@@ -225,7 +225,8 @@ impl TapDevice {
             gro: self.gro,
             uso: self.uso,
             uring,
-            chain: Vec::with_capacity(BURST),
+            chain: Vec::with_capacity(CHAIN_MAX),
+            carry: None,
             chain_skip: 0,
             rx_ring: if self.uring {
                 RxRingState::Wanted
@@ -284,9 +285,12 @@ pub struct TapQueue {
     /// is large and made once per queue.
     uring: Option<Box<Uring>>,
     /// The merge in progress' later segments (its first is held by the merge): written behind
-    /// the first one's headers and payload in one gathered write, never copied. Capacity
-    /// [`BURST`]: a merge takes frames of one burst only.
+    /// the first one's headers and payload in one gathered write, never copied. At most
+    /// [`CHAIN_MAX`].
     chain: Vec<Buf>,
+    /// A merge held back by [`Port::tx_burst_more`] for the next transmit burst of the same
+    /// worker iteration (its later segments in `chain`).
+    carry: Option<Merge>,
     /// Header bytes of each buffer in `chain` that the gathered write skips.
     chain_skip: usize,
     /// Reads go through io_uring ([`super::uring_rx`]): made by the worker on its first read.
@@ -522,12 +526,22 @@ impl TapQueue {
     /// TSO header, and with USO a 5-tuple's datagrams likewise: the first segment's headers are
     /// finished for the whole and the others' payloads follow in the same gathered write
     /// (`writev`), so nothing is copied in user space. Counters still count the segments.
-    fn tx_offload(&mut self, cache: &mut PoolCache, burst: &mut Burst, c: &PortCounters) -> usize {
+    ///
+    /// With `more` (frames follow before the worker's flush, [`Port::tx_burst_more`]) a merge
+    /// still open at the burst's end is kept for the next burst, so that the segments of one
+    /// cut super-frame (up to 45 of 1 448 bytes) leave in one write, not in one per burst.
+    fn tx_offload(
+        &mut self,
+        cache: &mut PoolCache,
+        burst: &mut Burst,
+        c: &PortCounters,
+        more: bool,
+    ) -> usize {
         let pool = std::sync::Arc::clone(cache.pool());
         let mut t = TxTally::default();
         // The merge in progress: its first buffer, first and last segment, segments in it,
         // and its length as one frame; the later segments wait in `self.chain`.
-        let mut merge: Option<Merge> = None;
+        let mut merge: Option<Merge> = self.carry.take();
         for b in burst.drain() {
             let seg = if (self.gro || self.uso) && !pool.has_offload(&b) {
                 let d = pool.data(&b);
@@ -538,7 +552,7 @@ impl TapQueue {
             };
             if let (Some(m), Some(next)) = (merge.as_mut(), seg) {
                 let fits = m.len + next.payload <= usize::from(u16::MAX) + 14
-                    && self.chain.len() < BURST
+                    && self.chain.len() < CHAIN_MAX
                     && (!next.udp || m.n < gro::UDP_MAX_SEGMENTS as u64);
                 if fits && gro::follows(pool.data(&m.head), &m.first, &m.last, pool.data(&b), &next)
                 {
@@ -567,7 +581,9 @@ impl TapQueue {
                 None => self.write_one(cache, b, 1, &mut t),
             }
         }
-        if let Some(m) = merge.take() {
+        if more {
+            self.carry = merge.take();
+        } else if let Some(m) = merge.take() {
             self.flush_merge(cache, m, &mut t);
         }
         self.flush_uring(cache, &mut t);
@@ -671,7 +687,7 @@ impl TapQueue {
                 }
                 // `IoVec` is a transparent wrapper of `libc::iovec`.
                 let v = u.iovs[start..].as_ptr().cast::<libc::iovec>();
-                // `parts` is at most BURST + 1.
+                // `parts` is at most CHAIN_MAX + 1.
                 let cnt = parts as u32;
                 if u.fixed {
                     io_uring::opcode::Writev::new(io_uring::types::Fixed(0), v, cnt).build()
@@ -703,13 +719,13 @@ impl TapQueue {
             // SAFETY: `head` is a readable region of `head.len()` bytes owned through `b`.
             unsafe { libc::write(fd, head.as_ptr().cast(), head.len()) }
         } else {
-            let mut iov = [iovec_of(&[]); BURST + 1];
+            let mut iov = [iovec_of(&[]); CHAIN_MAX + 1];
             iov[0] = iovec_of(head);
             for (v, f) in iov[1..].iter_mut().zip(&self.chain) {
                 *v = iovec_of(pool.data(f).get(skip..).unwrap_or_default());
             }
             // SAFETY: the first `parts` iovecs describe readable regions of `b` and of the
-            // chain's buffers, all held until the call returns; `parts` <= BURST + 1 = the
+            // chain's buffers, all held until the call returns; `parts` <= CHAIN_MAX + 1 = the
             // array's length.
             unsafe { libc::writev(fd, iov.as_ptr(), parts as libc::c_int) }
         };
@@ -803,6 +819,10 @@ impl TapQueue {
 /// Most writes queued on a queue's io_uring before they are submitted.
 const URING_BATCH: usize = 64;
 
+/// Most segments a merge writes behind its first: the kernel's limit for UDP
+/// (`UDP_MAX_SEGMENTS`); a TCP merge stops at 64 KB before it.
+const CHAIN_MAX: usize = gro::UDP_MAX_SEGMENTS - 1;
+
 /// Sets the device's offloads: none without `offloads`; else the most of UDP tunnel GSO
 /// (`tunnel`) and UDP segmentation offload (`uso`) that the kernel takes on top of checksums and
 /// TSO, trying smaller sets where it refuses a combination (EINVAL). Returns (tunnel GSO, USO)
@@ -874,8 +894,8 @@ impl Uring {
             ring,
             fixed,
             inflight: Vec::with_capacity(URING_BATCH),
-            held: Vec::with_capacity(2 * BURST),
-            iovs: Vec::with_capacity(2 * BURST + 2),
+            held: Vec::with_capacity(2 * CHAIN_MAX + BURST),
+            iovs: Vec::with_capacity(2 * (CHAIN_MAX + 1)),
         }))
     }
 }
@@ -985,10 +1005,15 @@ impl Port for TapQueue {
         if self.dead {
             c.tx_dropped.add(burst.len() as u64);
             burst.free_all(cache);
+            if let Some(m) = self.carry.take() {
+                c.tx_dropped.add(m.n);
+                cache.free(m.head);
+                self.free_chain(cache);
+            }
             return 0;
         }
         if self.offloads {
-            return self.tx_offload(cache, burst, c);
+            return self.tx_offload(cache, burst, c, false);
         }
         let mut t = TxTally::default();
         for b in burst.drain() {
@@ -1010,7 +1035,23 @@ impl Port for TapQueue {
         self.dead
     }
 
+    fn tx_burst_more(
+        &mut self,
+        cache: &mut PoolCache,
+        burst: &mut Burst,
+        c: &PortCounters,
+    ) -> usize {
+        if self.offloads && !self.dead {
+            return self.tx_offload(cache, burst, c, true);
+        }
+        self.tx_burst(cache, burst, c)
+    }
+
     fn release(&mut self, cache: &mut PoolCache) {
+        if let Some(m) = self.carry.take() {
+            cache.free(m.head);
+        }
+        self.free_chain(cache);
         self.drop_rx_ring(cache);
         if let Some(b) = self.spare.take() {
             cache.free(b);
