@@ -90,27 +90,10 @@ pub fn segment(frame: &[u8]) -> Option<Seg> {
     if total + 14 != frame.len() {
         return None;
     }
-    let doff = usize::from(frame.get(L4 + 12)? >> 4) * 4;
-    let flags = *frame.get(L4 + 13)?;
-    let hdr_len = L4 + doff;
-    if doff < 20 || hdr_len >= frame.len() || flags & !PSH != ACK {
-        return None;
-    }
     let src = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(26..30)?).ok()?);
     let dst = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(30..34)?).ok()?);
-    let tcp = frame.get(L4..)?;
-    let len = u16::try_from(tcp.len()).ok()?;
-    if fold(sum16(tcp, pseudo_header_v4(src, dst, 6, len))) != 0xFFFF {
-        return None;
-    }
-    Some(Seg {
-        hdr_len,
-        payload: frame.len() - hdr_len,
-        seq: be32_at(frame, L4 + 4)?,
-        psh: flags & PSH != 0,
-        udp: false,
-        v6: false,
-    })
+    let len = u16::try_from(frame.len().checked_sub(L4)?).ok()?;
+    tcp_segment(frame, L4, pseudo_header_v4(src, dst, 6, len))
 }
 
 /// [`segment`] for TCP over IPv6: TCP right behind the fixed header, a payload length that
@@ -123,26 +106,31 @@ fn segment_v6(frame: &[u8]) -> Option<Seg> {
     if plen + L6 != frame.len() {
         return None;
     }
-    let doff = usize::from(frame.get(L6 + 12)? >> 4) * 4;
-    let flags = *frame.get(L6 + 13)?;
-    let hdr_len = L6 + doff;
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(frame.get(22..38)?).ok()?);
+    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(frame.get(38..54)?).ok()?);
+    let len = u32::try_from(plen).ok()?;
+    tcp_segment(frame, L6, pseudo_header_v6(&src, &dst, 6, len))
+}
+
+/// The TCP part of [`segment`], the TCP header at `l4` and `pseudo` its pseudo-header sum:
+/// only ACK (and PSH), a payload, and a checksum that verifies.
+fn tcp_segment(frame: &[u8], l4: usize, pseudo: u32) -> Option<Seg> {
+    let doff = usize::from(frame.get(l4 + 12)? >> 4) * 4;
+    let flags = *frame.get(l4 + 13)?;
+    let hdr_len = l4 + doff;
     if doff < 20 || hdr_len >= frame.len() || flags & !PSH != ACK {
         return None;
     }
-    let src = Ipv6Addr::from(<[u8; 16]>::try_from(frame.get(22..38)?).ok()?);
-    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(frame.get(38..54)?).ok()?);
-    let tcp = frame.get(L6..)?;
-    let len = u32::try_from(tcp.len()).ok()?;
-    if fold(sum16(tcp, pseudo_header_v6(&src, &dst, 6, len))) != 0xFFFF {
+    if fold(sum16(frame.get(l4..)?, pseudo)) != 0xFFFF {
         return None;
     }
     Some(Seg {
         hdr_len,
         payload: frame.len() - hdr_len,
-        seq: be32_at(frame, L6 + 4)?,
+        seq: be32_at(frame, l4 + 4)?,
         psh: flags & PSH != 0,
         udp: false,
-        v6: true,
+        v6: l4 == L6,
     })
 }
 

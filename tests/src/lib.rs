@@ -131,3 +131,50 @@ pub fn worker_counter(d: &vswitch::testbed::DaemonProcess, name: &str) -> u64 {
         .filter_map(|w| w["counters"][name].as_u64())
         .sum()
 }
+
+/// A raw packet socket (all protocols, blocking) bound to interface `ifname` inside the
+/// namespace at `ns`: it receives every frame the kernel gets on the interface and sends frames
+/// out of it.
+pub fn packet_socket(ns: &std::path::Path, ifname: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let ifname = ifname.to_string();
+    dataplane::sys::netns::run_in(Some(ns), move || {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket creation; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(proto),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = std::ffi::CString::new(ifname).map_err(std::io::Error::other)?;
+        // SAFETY: a valid NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields set below make it a bind address.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = index as i32;
+        // SAFETY: binding our socket to a sockaddr_ll of the size given.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::addr_of!(sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    })
+}

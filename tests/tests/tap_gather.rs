@@ -13,9 +13,8 @@ use dataplane::counters::PortCounters;
 use dataplane::pool::{Pool, PoolCache};
 use dataplane::port::tap::{TapDevice, TapFeatures};
 use dataplane::port::Port;
-use dataplane::sys::netns;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 use tests::can_run_system_tests;
 use vswitch::testbed::{unique_name, Netns};
@@ -39,24 +38,20 @@ fn eth_ip(proto: u8, l4: usize) -> Vec<u8> {
     f
 }
 
-/// A TCP segment (ACK, PSH if `psh`, timestamps) at `seq` carrying `payload`.
-fn tcp(seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
+/// A TCP header (ACK, PSH if `psh`, timestamps; checksum zero) at `seq`, then `payload`.
+fn tcp_l4(seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
     let mut l4 = vec![0x9c, 0x40, 0x14, 0x51];
     l4.extend_from_slice(&seq.to_be_bytes());
-    l4.extend_from_slice(&[
-        0,
-        0,
-        0,
-        7,
-        0x80,
-        0x10 | if psh { 0x08 } else { 0 },
-        0x01,
-        0xf5,
-    ]);
-    l4.extend_from_slice(&[
-        0, 0, 0, 0, 1, 1, 8, 10, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
-    ]);
+    let flags = 0x10 | if psh { 0x08 } else { 0 };
+    l4.extend_from_slice(&[0, 0, 0, 7, 0x80, flags, 0x01, 0xf5, 0, 0, 0, 0]);
+    l4.extend_from_slice(&[1, 1, 8, 10, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
     l4.extend_from_slice(payload);
+    l4
+}
+
+/// A TCP segment over IPv4 ([`tcp_l4`]) with its checksum.
+fn tcp(seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
+    let mut l4 = tcp_l4(seq, payload, psh);
     let c = !fold(sum16(&l4, pseudo_header_v4(SRC, DST, 6, l4.len() as u16)));
     l4[16..18].copy_from_slice(&c.to_be_bytes());
     let mut f = eth_ip(6, l4.len());
@@ -64,28 +59,11 @@ fn tcp(seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
     f
 }
 
-/// [`tcp`] over IPv6.
+/// The same over IPv6.
 fn tcp6(seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
-    let mut l4 = vec![0x9c, 0x40, 0x14, 0x51];
-    l4.extend_from_slice(&seq.to_be_bytes());
-    l4.extend_from_slice(&[
-        0,
-        0,
-        0,
-        7,
-        0x80,
-        0x10 | if psh { 0x08 } else { 0 },
-        0x01,
-        0xf5,
-    ]);
-    l4.extend_from_slice(&[
-        0, 0, 0, 0, 1, 1, 8, 10, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
-    ]);
-    l4.extend_from_slice(payload);
-    let c = !fold(sum16(
-        &l4,
-        pseudo_header_v6(&SRC6, &DST6, 6, l4.len() as u32),
-    ));
+    let mut l4 = tcp_l4(seq, payload, psh);
+    let ph = pseudo_header_v6(&SRC6, &DST6, 6, l4.len() as u32);
+    let c = !fold(sum16(&l4, ph));
     l4[16..18].copy_from_slice(&c.to_be_bytes());
     let mut f = vec![
         2, 0, 0, 0, 0x78, 1, 2, 0, 0, 0, 0x78, 2, 0x86, 0xdd, 0x60, 0, 0, 0,
@@ -114,48 +92,6 @@ fn bytes(at: usize, len: usize) -> Vec<u8> {
     (at..at + len).map(|i| (i * 13 + i / 256) as u8).collect()
 }
 
-/// A packet socket on `dev` in `ns` (non-blocking), receiving every frame the kernel gets.
-fn packet_socket(ns: &Netns, dev: &str) -> OwnedFd {
-    let dev = dev.to_string();
-    netns::run_in(Some(&ns.path()), move || {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket call; the result is checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                i32::from(proto),
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just created and is owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let name = std::ffi::CString::new(dev).expect("name");
-        // SAFETY: `name` is a NUL-terminated string.
-        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = index as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll of the size given.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(fd)
-    })
-    .expect("packet socket")
-}
-
 /// The frames of protocol `proto` from [`SRC`] (or, for 0, TCP from [`SRC6`]) the socket
 /// holds, waiting up to a second for `want` of them.
 fn receive(fd: &OwnedFd, proto: u8, want: usize) -> Vec<Vec<u8>> {
@@ -164,7 +100,14 @@ fn receive(fd: &OwnedFd, proto: u8, want: usize) -> Vec<Vec<u8>> {
     let deadline = Instant::now() + Duration::from_secs(1);
     while got.len() < want && Instant::now() < deadline {
         // SAFETY: `buf` is writable for its length.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
         if n <= 0 {
             std::thread::sleep(Duration::from_millis(5));
             continue;
@@ -241,7 +184,7 @@ fn gathers(uring: bool) {
     )
     .expect("open the TAP");
     ns.ip(&["link", "set", "tg0", "up"]).expect("up");
-    let sock = packet_socket(&ns, "tg0");
+    let sock = tests::packet_socket(&ns.path(), "tg0").expect("packet socket");
     let pool = Pool::with_large(1024, 16).expect("pool");
     let mut cache = PoolCache::new(pool.clone());
     let mut q = dev.queue(0).expect("queue");

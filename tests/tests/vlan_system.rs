@@ -8,7 +8,7 @@ use control::proto::{cmd, StatsInfo};
 use serde_json::json;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,67 +19,33 @@ const X_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x01];
 const X_IP: Ipv4Addr = Ipv4Addr::new(10, 40, 0, 99);
 const C_IP: Ipv4Addr = Ipv4Addr::new(10, 40, 0, 1);
 
-/// A raw packet socket on interface `ifname` inside namespace `ns`.
+/// A raw packet socket on interface `ifname` inside namespace `ns`, with auxiliary data (the
+/// VLAN tag the kernel took off) and a 200 ms receive timeout.
 fn raw_socket(ns: &Path, ifname: &str) -> OwnedFd {
-    let ifname = ifname.to_string();
-    dataplane::sys::netns::run_in(Some(ns), move || {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket creation; the result is checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(proto),
-            )
+    let fd = tests::packet_socket(ns, ifname).expect("packet socket");
+    let one: libc::c_int = 1;
+    // SAFETY: setting integer socket options on our socket.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_AUXDATA,
+            std::ptr::addr_of!(one).cast(),
+            4,
+        );
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 200_000,
         };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let name = std::ffi::CString::new(ifname).unwrap();
-        // SAFETY: a valid NUL-terminated name.
-        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        assert!(index > 0, "interface exists in the namespace");
-        // SAFETY: an all-zero sockaddr_ll is valid; the fields set below make it a bind address.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = index as i32;
-        // SAFETY: binding our socket to a sockaddr_ll of the size given.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::addr_of!(sll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
-        let one: libc::c_int = 1;
-        // SAFETY: setting integer socket options on our socket.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_AUXDATA,
-                std::ptr::addr_of!(one).cast(),
-                4,
-            );
-            let tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 200_000,
-            };
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                std::ptr::addr_of!(tv).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-        }
-        Ok(fd)
-    })
-    .unwrap()
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(tv).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+    }
+    fd
 }
 
 fn send(fd: &OwnedFd, frame: &[u8]) {
