@@ -4,8 +4,8 @@
 //! is accepted must write every segment into exactly `seg_len` bytes, each segment no longer than
 //! `max_frame`, and the segments' TCP payloads must add up to the plan's payload. The same
 //! frame is also tried as a VXLAN tunnel super-frame (outer UDP at 34, inner IP at 64: every
-//! planned segment written within `max_frame`) and by software GRO (a segment it accepts is
-//! finished without a panic), and as a UDP super-frame (every planned datagram written within
+//! planned segment written within `max_frame`) and by software GRO (a segment it accepts, TCP
+//! over IPv4 or IPv6, is finished without a panic, its headers alone as the whole frame's), and as a UDP super-frame (every planned datagram written within
 //! `max_frame`, their payloads adding up; a datagram the UDP merge accepts is finished).
 
 use dataplane::gro;
@@ -60,7 +60,12 @@ pub fn run(input: &[u8]) {
     if let Some(seg) = gro::segment(frame) {
         assert_eq!(seg.hdr_len + seg.payload, frame.len());
         let mut c = frame.to_vec();
-        assert!(gro::finish(&mut c, &seg, seg.psh).is_some());
+        let whole = gro::finish(&mut c, &seg, seg.psh);
+        assert!(whole.is_some());
+        // Finishing only the headers (a gathered write) does what finishing the frame does.
+        let mut head = frame[..seg.hdr_len].to_vec();
+        assert_eq!(gro::finish_head(&mut head, frame.len(), &seg, seg.psh), whole);
+        assert_eq!(head[..], c[..seg.hdr_len]);
     }
 
     let udp = VnetHdr {
