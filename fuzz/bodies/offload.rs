@@ -64,7 +64,10 @@ pub fn run(input: &[u8]) {
         assert!(whole.is_some());
         // Finishing only the headers (a gathered write) does what finishing the frame does.
         let mut head = frame[..seg.hdr_len].to_vec();
-        assert_eq!(gro::finish_head(&mut head, frame.len(), &seg, seg.psh), whole);
+        assert_eq!(
+            gro::finish_head(&mut head, frame.len(), &seg, seg.psh),
+            whole
+        );
         assert_eq!(head[..], c[..seg.hdr_len]);
     }
 
