@@ -235,69 +235,57 @@ pub fn finish_head(frame: &mut [u8], len: usize, first: &Seg, psh: bool) -> Opti
     if frame.len() < first.hdr_len {
         return None;
     }
-    if first.v6 {
-        return finish_v6(frame, len, first, psh);
-    }
-    let total = u16::try_from(len.checked_sub(14)?).ok()?;
-    let l4_len = u16::try_from(len.checked_sub(L4)?).ok()?;
-    frame.get_mut(16..18)?.copy_from_slice(&total.to_be_bytes());
-    frame.get_mut(24..26)?.copy_from_slice(&[0, 0]);
-    let ip = checksum(frame.get(14..L4)?);
-    frame.get_mut(24..26)?.copy_from_slice(&ip.to_be_bytes());
+    let l4 = first.l4();
+    let l4_len = u16::try_from(len.checked_sub(l4)?).ok()?;
+    // The IP lengths and the pseudo-header: IPv6's payload length (no header checksum), or
+    // IPv4's total length and header checksum.
+    let proto = if first.udp { 17 } else { 6 };
+    let pseudo = if first.v6 {
+        frame
+            .get_mut(18..20)?
+            .copy_from_slice(&l4_len.to_be_bytes());
+        let src = Ipv6Addr::from(<[u8; 16]>::try_from(frame.get(22..38)?).ok()?);
+        let dst = Ipv6Addr::from(<[u8; 16]>::try_from(frame.get(38..54)?).ok()?);
+        pseudo_header_v6(&src, &dst, proto, u32::from(l4_len))
+    } else {
+        let total = u16::try_from(len.checked_sub(14)?).ok()?;
+        frame.get_mut(16..18)?.copy_from_slice(&total.to_be_bytes());
+        frame.get_mut(24..26)?.copy_from_slice(&[0, 0]);
+        let ip = checksum(frame.get(14..L4)?);
+        frame.get_mut(24..26)?.copy_from_slice(&ip.to_be_bytes());
+        let src = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(26..30)?).ok()?);
+        let dst = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(30..34)?).ok()?);
+        pseudo_header_v4(src, dst, proto, l4_len)
+    };
     // UDP: its length field, the checksum at 6 (the kernel adjusts it per datagram); TCP: the
     // last segment's PSH, the checksum at 16.
-    let (proto, gso_type, csum_offset) = if first.udp {
+    let (gso_type, csum_offset) = if first.udp {
         frame
-            .get_mut(L4 + 4..L4 + 6)?
+            .get_mut(l4 + 4..l4 + 6)?
             .copy_from_slice(&l4_len.to_be_bytes());
-        (17, VIRTIO_NET_HDR_GSO_UDP_L4, 6)
+        (VIRTIO_NET_HDR_GSO_UDP_L4, 6)
     } else {
         if psh {
-            *frame.get_mut(L4 + 13)? |= PSH;
+            *frame.get_mut(l4 + 13)? |= PSH;
         }
-        (6, VIRTIO_NET_HDR_GSO_TCPV4, 16)
+        let tso = if first.v6 {
+            VIRTIO_NET_HDR_GSO_TCPV6
+        } else {
+            VIRTIO_NET_HDR_GSO_TCPV4
+        };
+        (tso, 16)
     };
-    let src = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(26..30)?).ok()?);
-    let dst = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(30..34)?).ok()?);
-    let partial = fold(pseudo_header_v4(src, dst, proto, l4_len));
-    let at = L4 + usize::from(csum_offset);
+    let at = l4 + usize::from(csum_offset);
     frame
         .get_mut(at..at + 2)?
-        .copy_from_slice(&partial.to_be_bytes());
+        .copy_from_slice(&fold(pseudo).to_be_bytes());
     Some(VnetHdr {
         flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
         gso_type,
         hdr_len: u16::try_from(first.hdr_len).ok()?,
         gso_size: u16::try_from(first.payload).ok()?,
-        csum_start: L4 as u16,
+        csum_start: u16::try_from(l4).ok()?,
         csum_offset,
-        ..Default::default()
-    })
-}
-
-/// [`finish_head`] for TCP over IPv6: the payload length, the last PSH, the TCP checksum left
-/// partial (IPv6 has no header checksum).
-fn finish_v6(frame: &mut [u8], len: usize, first: &Seg, psh: bool) -> Option<VnetHdr> {
-    let l4_len = u16::try_from(len.checked_sub(L6)?).ok()?;
-    frame
-        .get_mut(18..20)?
-        .copy_from_slice(&l4_len.to_be_bytes());
-    if psh {
-        *frame.get_mut(L6 + 13)? |= PSH;
-    }
-    let src = Ipv6Addr::from(<[u8; 16]>::try_from(frame.get(22..38)?).ok()?);
-    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(frame.get(38..54)?).ok()?);
-    let partial = fold(pseudo_header_v6(&src, &dst, 6, u32::from(l4_len)));
-    frame
-        .get_mut(L6 + 16..L6 + 18)?
-        .copy_from_slice(&partial.to_be_bytes());
-    Some(VnetHdr {
-        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
-        gso_type: VIRTIO_NET_HDR_GSO_TCPV6,
-        hdr_len: u16::try_from(first.hdr_len).ok()?,
-        gso_size: u16::try_from(first.payload).ok()?,
-        csum_start: L6 as u16,
-        csum_offset: 16,
         ..Default::default()
     })
 }
@@ -332,16 +320,24 @@ mod tests {
         (f, ol)
     }
 
-    fn cut(f: &[u8], ol: &VnetHdr) -> Vec<Vec<u8>> {
-        let plan = TcpSegments::plan(f, ol, 2000).unwrap();
-        (0..plan.count)
+    /// The `count` segments `write` makes, each into a buffer of its own.
+    fn segments(
+        count: usize,
+        write: impl Fn(usize, &mut [u8]) -> Result<usize, crate::offload::OffloadError>,
+    ) -> Vec<Vec<u8>> {
+        (0..count)
             .map(|i| {
                 let mut s = vec![0u8; 2000];
-                let n = plan.write_segment(f, i, &mut s).unwrap();
+                let n = write(i, &mut s).unwrap();
                 s.truncate(n);
                 s
             })
             .collect()
+    }
+
+    fn cut(f: &[u8], ol: &VnetHdr) -> Vec<Vec<u8>> {
+        let plan = TcpSegments::plan(f, ol, 2000).unwrap();
+        segments(plan.count, |i, out| plan.write_segment(f, i, out))
     }
 
     /// Merges TCP `segs` as the TAP does, returning the super-frame and its facts.
@@ -647,14 +643,7 @@ mod tests {
 
     fn cut_udp(f: &[u8], ol: &VnetHdr) -> Vec<Vec<u8>> {
         let plan = crate::offload::UdpSegments::plan(f, ol, 2000).unwrap();
-        (0..plan.count)
-            .map(|i| {
-                let mut s = vec![0u8; 2000];
-                let n = plan.write_segment(f, i, &mut s).unwrap();
-                s.truncate(n);
-                s
-            })
-            .collect()
+        segments(plan.count, |i, out| plan.write_segment(f, i, out))
     }
 
     /// The UDP checksum of `f` verifies.

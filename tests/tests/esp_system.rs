@@ -158,6 +158,22 @@ fn mtu_of(ns: &Netns, dev: &str) -> u32 {
     0
 }
 
+/// A container on each host in `network`, at 10.`net`.0.1 (host 1) and 10.`net`.0.2 (host 2),
+/// each with its port's name.
+fn container_pair(
+    bed: &OverlayHosts,
+    network: &str,
+    net: u8,
+) -> ((Netns, String), (Netns, String)) {
+    let a = bed
+        .container(0, network, Ipv4Addr::new(10, net, 0, 1))
+        .unwrap();
+    let b = bed
+        .container(1, network, Ipv4Addr::new(10, net, 0, 2))
+        .unwrap();
+    (a, b)
+}
+
 /// A UDP socket bound to `ip` inside namespace `ns`.
 fn udp_bind(ns: &Path, ip: Ipv4Addr) -> UdpSocket {
     dataplane::sys::netns::run_in(Some(ns), move || UdpSocket::bind((ip, 0))).unwrap()
@@ -256,18 +272,8 @@ fn encrypted_overlay_is_standard_esp_that_others_read_and_write() {
         &[("sec", 500, true), ("plain", 600, false)],
     )
     .unwrap();
-    let (a1, p1) = bed
-        .container(0, "sec", Ipv4Addr::new(10, 90, 0, 1))
-        .unwrap();
-    let (b1, _) = bed
-        .container(1, "sec", Ipv4Addr::new(10, 90, 0, 2))
-        .unwrap();
-    let (a2, p2) = bed
-        .container(0, "plain", Ipv4Addr::new(10, 91, 0, 1))
-        .unwrap();
-    let (b2, _) = bed
-        .container(1, "plain", Ipv4Addr::new(10, 91, 0, 2))
-        .unwrap();
+    let ((a1, p1), (b1, _)) = container_pair(&bed, "sec", 90);
+    let ((a2, p2), (b2, _)) = container_pair(&bed, "plain", 91);
     let [h1, h2] = &bed.daemons;
     assert_eq!(
         mtu_of(&a1, &p1),
@@ -440,12 +446,7 @@ fn key_rotation_during_a_transfer_loses_nothing_and_sends_no_cleartext() {
     }
     let tmp = TempDir::new("esprot");
     let bed = OverlayHosts::with_networks(&bin("vswitchd"), &tmp.0, &[("sec", 510, true)]).unwrap();
-    let (a, _) = bed
-        .container(0, "sec", Ipv4Addr::new(10, 92, 0, 1))
-        .unwrap();
-    let (b, _) = bed
-        .container(1, "sec", Ipv4Addr::new(10, 92, 0, 2))
-        .unwrap();
+    let ((a, _), (b, _)) = container_pair(&bed, "sec", 92);
     let [h1, h2] = &bed.daemons;
     // Receive first everywhere, then send: nothing arrives before its key.
     for d in [h1, h2] {
@@ -568,12 +569,7 @@ fn a_restarted_peer_is_accepted_again_and_never_reuses_an_iv() {
     let tmp = TempDir::new("esprst");
     let mut bed =
         OverlayHosts::with_networks(&bin("vswitchd"), &tmp.0, &[("sec", 520, true)]).unwrap();
-    let (a, _) = bed
-        .container(0, "sec", Ipv4Addr::new(10, 93, 0, 1))
-        .unwrap();
-    let (_b, _) = bed
-        .container(1, "sec", Ipv4Addr::new(10, 93, 0, 2))
-        .unwrap();
+    let ((a, _), (_b, _)) = container_pair(&bed, "sec", 93);
     // Receive first everywhere, then send: nothing arrives before its key.
     for d in &bed.daemons {
         ctl(d, &["key", "add", "--tag", "1", "--key", KEY1]);
@@ -653,12 +649,7 @@ fn encrypted_overlay_in_udp_moves_super_frames_that_others_decrypt() {
         &[],
     )
     .unwrap();
-    let (a1, p1) = bed
-        .container(0, "sec", Ipv4Addr::new(10, 90, 0, 1))
-        .unwrap();
-    let (b1, _) = bed
-        .container(1, "sec", Ipv4Addr::new(10, 90, 0, 2))
-        .unwrap();
+    let ((a1, p1), (b1, _)) = container_pair(&bed, "sec", 90);
     let [h1, h2] = &bed.daemons;
     assert_eq!(
         mtu_of(&a1, &p1),

@@ -39,7 +39,7 @@ use crate::burst::BURST;
 use crate::counters::PortCounters;
 use crate::gro;
 use crate::offload::{VnetHdr, VNET_HDR_LEN, VNET_HDR_TNL_LEN};
-use crate::pool::{Buf, PoolCache, HEADROOM, MAX_FRAME};
+use crate::pool::{Buf, Pool, PoolCache, HEADROOM, MAX_FRAME};
 use crate::sys::{netns, tap as sys};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -227,7 +227,6 @@ impl TapDevice {
             uring,
             chain: Vec::with_capacity(CHAIN_MAX),
             carry: None,
-            chain_skip: 0,
             rx_ring: if self.uring {
                 RxRingState::Wanted
             } else {
@@ -291,8 +290,6 @@ pub struct TapQueue {
     /// A merge held back by [`Port::tx_burst_more`] for the next transmit burst of the same
     /// worker iteration (its later segments in `chain`).
     carry: Option<Merge>,
-    /// Header bytes of each buffer in `chain` that the gathered write skips.
-    chain_skip: usize,
     /// Reads go through io_uring ([`super::uring_rx`]): made by the worker on its first read.
     rx_ring: RxRingState,
     /// The device was deleted under the queue (reads failed with EBADFD): nothing is read or
@@ -556,7 +553,6 @@ impl TapQueue {
                     && (!next.udp || m.n < gro::UDP_MAX_SEGMENTS as u64);
                 if fits && gro::follows(pool.data(&m.head), &m.first, &m.last, pool.data(&b), &next)
                 {
-                    self.chain_skip = next.hdr_len;
                     self.chain.push(b);
                     m.len += next.payload;
                     m.last = next;
@@ -565,7 +561,7 @@ impl TapQueue {
                 }
             }
             if let Some(m) = merge.take() {
-                self.flush_merge(cache, m, &mut t);
+                self.flush_merge(&pool, cache, m, &mut t);
             }
             match seg {
                 Some(s) => {
@@ -578,13 +574,16 @@ impl TapQueue {
                         len,
                     });
                 }
-                None => self.write_one(cache, b, 1, &mut t),
+                None => {
+                    let w = Span::one(pool.len(&b));
+                    self.write_one(&pool, cache, b, w, &mut t);
+                }
             }
         }
         if more {
             self.carry = merge.take();
         } else if let Some(m) = merge.take() {
-            self.flush_merge(cache, m, &mut t);
+            self.flush_merge(&pool, cache, m, &mut t);
         }
         self.flush_uring(cache, &mut t);
         c.tx_packets.add(t.sent);
@@ -596,9 +595,8 @@ impl TapQueue {
 
     /// Writes a merge: a super-frame (the first segment's headers finished for the whole, the
     /// others' payloads in `self.chain`) if segments joined, else the one segment as it is.
-    fn flush_merge(&mut self, cache: &mut PoolCache, mut m: Merge, t: &mut TxTally) {
+    fn flush_merge(&mut self, pool: &Pool, cache: &mut PoolCache, mut m: Merge, t: &mut TxTally) {
         if m.n > 1 {
-            let pool = std::sync::Arc::clone(cache.pool());
             match gro::finish_head(pool.data_mut(&mut m.head), m.len, &m.first, m.last.psh) {
                 Some(o) => {
                     pool.set_offload(&mut m.head, o);
@@ -607,31 +605,44 @@ impl TapQueue {
                 None => {
                     // Cannot happen for segments `gro` accepted; were it to, each goes alone.
                     let mut chain = std::mem::take(&mut self.chain);
-                    self.write_one(cache, m.head, 1, t);
+                    let w = Span::one(pool.len(&m.head));
+                    self.write_one(pool, cache, m.head, w, t);
                     for b in chain.drain(..) {
-                        self.write_one(cache, b, 1, t);
+                        let w = Span::one(pool.len(&b));
+                        self.write_one(pool, cache, b, w, t);
                     }
                     self.chain = chain;
                     return;
                 }
             }
         }
-        self.write_one(cache, m.head, m.n, t);
+        let w = Span {
+            frames: m.n,
+            len: m.len,
+            skip: m.first.hdr_len,
+        };
+        self.write_one(pool, cache, m.head, w, t);
     }
 
-    /// Writes `b` (standing for `n` frames), with its virtio-net header when the queue has
-    /// offloads, followed by the payloads of the buffers in `self.chain` (a merge's later
-    /// segments: one gathered write), and frees them; through io_uring, it is queued instead and
-    /// written (and freed) by [`TapQueue::flush_uring`], which the burst's end calls.
-    fn write_one(&mut self, cache: &mut PoolCache, mut b: Buf, n: u64, t: &mut TxTally) {
-        let pool = std::sync::Arc::clone(cache.pool());
-        let skip = self.chain_skip;
-        let tail: usize = self
-            .chain
-            .iter()
-            .map(|f| pool.len(f).saturating_sub(skip))
-            .sum();
-        let len = pool.len(&b) + tail;
+    /// Writes `b`, with its virtio-net header when the queue has offloads, followed by the
+    /// payloads of the buffers in `self.chain` (a merge's later segments: one gathered write;
+    /// `w` says what the whole stands for), and frees them; through io_uring, it is queued
+    /// instead and written (and freed) by [`TapQueue::flush_uring`], which the burst's end calls.
+    fn write_one(
+        &mut self,
+        pool: &Pool,
+        cache: &mut PoolCache,
+        mut b: Buf,
+        w: Span,
+        t: &mut TxTally,
+    ) {
+        let Span {
+            frames: n,
+            len,
+            skip,
+        } = w;
+        // What the chain adds behind `b`'s frame.
+        let tail = len.saturating_sub(pool.len(&b));
         if self.offloads {
             let hdr_len = self.hdr_len;
             let mut hdr = pool.offload(&b);
@@ -699,8 +710,8 @@ impl TapQueue {
             // SAFETY: the entry points at `wlen` readable bytes of `b`'s slot, or at iovecs in
             // `u.iovs` (not moved or changed before the flush: see above) over `b` and the
             // buffers of the chain; `b` is held in `inflight` and the chain's buffers in `held`
-            // (never freed or written) until `flush_uring` has reaped the entry's completion
-            // or the ring is gone (dropping it waits for what is in flight).
+            // (never freed or written) until `flush_uring` has reaped the entry's completion;
+            // a ring that fails first never gives them (or the iovecs) back.
             if unsafe { u.ring.submission().push(&sqe) }.is_ok() {
                 u.inflight.push((b, n, len, dlen));
                 u.held.append(&mut self.chain);
@@ -748,7 +759,7 @@ impl TapQueue {
 
     /// Submits the queued writes with one system call, waits for them, counts what the kernel
     /// took and frees the buffers. A ring that fails is dropped (the queue writes plainly from
-    /// then on), which waits for anything still in flight before the buffers are freed.
+    /// then on); what it had not completed is kept from the pool (see below).
     fn flush_uring(&mut self, cache: &mut PoolCache, t: &mut TxTally) {
         let Some(u) = self.uring.as_mut() else {
             return;
@@ -932,6 +943,26 @@ impl Drop for Uring {
     }
 }
 
+/// What one write stands for: `frames` frames, `len` bytes as one frame, and `skip` header
+/// bytes of each buffer in the queue's chain that the gathered write leaves out.
+#[derive(Clone, Copy)]
+struct Span {
+    frames: u64,
+    len: usize,
+    skip: usize,
+}
+
+impl Span {
+    /// One frame of `len` bytes, nothing chained.
+    fn one(len: usize) -> Span {
+        Span {
+            frames: 1,
+            len,
+            skip: 0,
+        }
+    }
+}
+
 /// A merge in progress ([`TapQueue::tx_offload`]); its later segments wait in the queue's
 /// chain.
 struct Merge {
@@ -1015,9 +1046,11 @@ impl Port for TapQueue {
         if self.offloads {
             return self.tx_offload(cache, burst, c, false);
         }
+        let pool = std::sync::Arc::clone(cache.pool());
         let mut t = TxTally::default();
         for b in burst.drain() {
-            self.write_one(cache, b, 1, &mut t);
+            let w = Span::one(pool.len(&b));
+            self.write_one(&pool, cache, b, w, &mut t);
         }
         self.flush_uring(cache, &mut t);
         c.tx_packets.add(t.sent);
