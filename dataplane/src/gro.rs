@@ -42,7 +42,7 @@ const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
 
 /// What one segment says about itself, for [`follows`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Seg {
     /// Bytes of all headers (Ethernet, IPv4, TCP with options).
     pub hdr_len: usize,

@@ -379,7 +379,8 @@ impl Rig {
     /// As [`Rig::with`], ports named in `caps` taking what a port with those caps takes (the
     /// others only finished frames).
     fn with_caps(snap: Snapshot, caps: &[(PortId, TxCaps)]) -> Rig {
-        let pool = Pool::new(2048).unwrap();
+        // A few large buffers: for super-frames bigger than a small slot.
+        let pool = Pool::with_large(2048, 8).unwrap();
         let (worker, tx) = Worker::new(
             0,
             pool.clone(),
@@ -433,13 +434,25 @@ impl Rig {
     /// Sends `frame` with offload facts `ol` on `port` (as a TAP with offloads hands it over),
     /// runs the worker, returns what every port transmitted with the offload facts it carried.
     fn exchange_offload(&mut self, port: PortId, frame: &[u8], ol: VnetHdr) -> OutOffload {
+        self.exchange_offload_burst(port, &[(frame.to_vec(), ol)])
+    }
+
+    /// As [`Rig::exchange_offload`], for several frames that arrive in one burst.
+    fn exchange_offload_burst(&mut self, port: PortId, sent: &[(Vec<u8>, VnetHdr)]) -> OutOffload {
         let pool = self.cache.pool().clone();
-        let mut b = self.cache.alloc().unwrap();
-        assert!(pool.fill(&mut b, frame));
-        pool.set_offload(&mut b, ol);
         let mut burst = Burst::new();
-        assert!(burst.push(b).is_ok());
-        assert_eq!(self.peers.get_mut(&port).unwrap().send_burst(&mut burst), 1);
+        for (frame, ol) in sent {
+            let mut b = if frame.len() > dataplane::pool::MAX_FRAME {
+                pool.alloc_large().unwrap()
+            } else {
+                self.cache.alloc().unwrap()
+            };
+            assert!(pool.fill(&mut b, frame));
+            pool.set_offload(&mut b, *ol);
+            assert!(burst.push(b).is_ok());
+        }
+        let n = self.peers.get_mut(&port).unwrap().send_burst(&mut burst);
+        assert_eq!(n, sent.len());
         self.worker.poll_once(self.now);
         let mut out = BTreeMap::new();
         for (&p, peer) in self.peers.iter_mut() {
@@ -1896,4 +1909,231 @@ fn a_vxlan_super_frame_whose_facts_do_not_fit_is_dropped_by_name() {
     }
     assert_eq!(rig.dropped("vxlan_bad_gso"), 4);
     assert_eq!(rig.event_named("vxlan_decap_gso"), 0);
+}
+
+/// `frame` (VXLAN from the peer) sealed by the peer's SA as packet `n`, in UDP (RFC 3948).
+fn sealed_in_udp_by(sa: &vswitch::esp::sa::Sa, n: u64, frame: &[u8]) -> Vec<u8> {
+    let mut slot = vec![0u8; 64 + frame.len() + 64];
+    slot[64..64 + frame.len()].copy_from_slice(frame);
+    let (off, len) = sa.seal_encap(n, &mut slot, 64, frame.len(), true).unwrap();
+    slot[off..off + len].to_vec()
+}
+
+/// The UDP super-frame the local kernel hands over for `datagrams` (Ethernet + IPv4 + UDP, all
+/// but the last of one size, one 5-tuple), with its offload facts: the first one's headers,
+/// lengths for the whole, then every payload.
+fn udp_super_frame(datagrams: &[Vec<u8>]) -> (Vec<u8>, VnetHdr) {
+    let mut f = datagrams[0][..42].to_vec();
+    for d in datagrams {
+        f.extend_from_slice(&d[42..]);
+    }
+    let total = u16::try_from(f.len() - 14).unwrap();
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[38..40].copy_from_slice(&(total - 20).to_be_bytes());
+    fix_ip_csum(&mut f);
+    let ol = VnetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: dataplane::offload::VIRTIO_NET_HDR_GSO_UDP_L4,
+        hdr_len: 42,
+        gso_size: u16::try_from(datagrams[0].len() - 42).unwrap(),
+        csum_start: 34,
+        csum_offset: 6,
+        ..Default::default()
+    };
+    (f, ol)
+}
+
+/// Network 1 encrypted with ESP in UDP; the access port takes TCP super-frames. Returns the rig
+/// and the peer's sending SA.
+fn esp_in_udp_rig() -> (Rig, Arc<vswitch::esp::sa::Sa>) {
+    let (mut snap, peer_tx) = encrypted(true);
+    net_conf(&mut snap, 1).esp_udp = true;
+    if let Some(t) = port_conf(&mut snap, TUN_1).tunnel.as_mut() {
+        t.esp_udp = true;
+    }
+    (
+        Rig::with_caps(snap, &[(ACCESS_1, TxCaps::Offload)]),
+        peer_tx,
+    )
+}
+
+/// A flow's TCP segments of 1 000 payload bytes (the last shorter, with PSH), each finished,
+/// cut from one super-frame from A to B (flooded to the access port) carrying `payload`, and sealed by `sa` from packet `first_n`
+/// on as the peer sends them: VXLAN in ESP in UDP.
+fn sealed_segments(
+    sa: &vswitch::esp::sa::Sa,
+    first_n: u64,
+    payload: &[u8],
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let sf = tcp_super_frame(B, payload);
+    let plan = TcpSegments::plan(&sf, &tso(1000), 2000).unwrap();
+    let segs: Vec<Vec<u8>> = (0..plan.count)
+        .map(|i| {
+            let mut seg = vec![0u8; 2000];
+            let n = plan.write_segment(&sf, i, &mut seg).unwrap();
+            seg.truncate(n);
+            seg
+        })
+        .collect();
+    let sealed = segs
+        .iter()
+        .enumerate()
+        .map(|(i, seg)| sealed_in_udp_by(sa, first_n + i as u64, &vxlan(from_peer(VNI_1), seg)))
+        .collect();
+    (segs, sealed)
+}
+
+#[test]
+fn an_esp_in_udp_super_frame_is_opened_in_place_and_goes_on_as_one_tcp_super_frame() {
+    let (mut rig, peer_tx) = esp_in_udp_rig();
+    let payload: Vec<u8> = (0..9500u32).map(|i| (i * 11 + i / 253) as u8).collect();
+    let (segs, sealed) = sealed_segments(&peer_tx, 1, &payload);
+    assert_eq!(segs.len(), 10);
+    let (sf, ol) = udp_super_frame(&sealed);
+    let out = rig.exchange_offload(UPLINK, &sf, ol);
+    assert!(
+        out.contains_key(&ACCESS_1),
+        "{:?}: {:?}",
+        out.keys(),
+        rig.drops()
+    );
+    let got = &out[&ACCESS_1];
+    assert_eq!((out.len(), got.len()), (1, 1), "one frame for ten segments");
+    let (f, o) = &got[0];
+    assert_eq!(
+        *o,
+        VnetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+            gso_size: 1000,
+            csum_start: 34,
+            csum_offset: 16,
+            ..Default::default()
+        }
+    );
+    // The first segment's headers, lengths for the whole, the payload whole and in order.
+    assert_eq!(f[..16], segs[0][..16]);
+    assert_eq!(
+        usize::from(u16::from_be_bytes([f[16], f[17]])),
+        f.len() - 14
+    );
+    assert_eq!(csum(&f[14..34]), 0, "inner IPv4 header checksum");
+    assert_eq!(f[47] & 0x08, 0x08, "the last segment's PSH");
+    assert_eq!(cut_payload(f, o, 2000), payload);
+    assert_eq!(rig.event_named("esp_opened"), 10);
+    assert_eq!(rig.event_named("udp_gso_opened_whole"), 1);
+    assert_eq!(rig.event_named("udp_gso_cut"), 0);
+    assert_eq!(rig.drops(), BTreeMap::new());
+    assert_eq!(
+        rig.fdb(1, A),
+        Some((TUN_1, false)),
+        "learned behind the tunnel"
+    );
+
+    // The same super-frame again: every datagram a replay, each dropped on its own.
+    let out = rig.exchange_offload(UPLINK, &sf, ol);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(rig.dropped("esp_replay"), 10);
+}
+
+#[test]
+fn in_an_esp_in_udp_super_frame_a_bad_datagram_is_dropped_alone_and_the_rest_delivered() {
+    let (mut rig, peer_tx) = esp_in_udp_rig();
+    let payload: Vec<u8> = (0..7200u32).map(|i| (i * 5 + 1) as u8).collect();
+    let (segs, mut sealed) = sealed_segments(&peer_tx, 1, &payload);
+    assert_eq!(segs.len(), 8);
+    // Datagram 3 changed on the way (its ICV fails); datagram 6 replaced by a non-TCP frame
+    // (an inner frame of another kind, sealed in its place).
+    let n = sealed[3].len() - 20;
+    sealed[3][n] ^= 1;
+    let other = inner(B, R, 1000 + 54);
+    sealed[6] = sealed_in_udp_by(&peer_tx, 7, &vxlan(from_peer(VNI_1), &other));
+    let (sf, ol) = udp_super_frame(&sealed);
+    let out = rig.exchange_offload(UPLINK, &sf, ol);
+    let got = &out[&ACCESS_1];
+    assert_eq!(out.len(), 1);
+    // Segments 0-2 merged, 4-5 merged, then the other frame and 7 alone, in order.
+    assert_eq!(
+        got.len(),
+        4,
+        "{:?}",
+        got.iter().map(|g| g.0.len()).collect::<Vec<_>>()
+    );
+    for ((f, o), range) in got[..2].iter().zip([0..3000, 4000..6000]) {
+        assert_eq!((o.gso_type, o.gso_size), (VIRTIO_NET_HDR_GSO_TCPV4, 1000));
+        let merged = cut_payload(f, o, 2000);
+        assert!(merged == payload[range], "{} bytes merged", merged.len());
+    }
+    let alone: Vec<&Vec<u8>> = got[2..].iter().map(|(f, _)| f).collect();
+    assert_eq!(alone, vec![&other, &segs[7]]);
+    assert!(got[2..].iter().all(|(_, o)| *o == VnetHdr::default()));
+    assert_eq!(rig.dropped("esp_bad_icv"), 1);
+    assert_eq!(rig.event_named("esp_opened"), 7);
+    assert_eq!(rig.event_named("udp_gso_opened_whole"), 1);
+    assert_eq!(rig.drops(), BTreeMap::from([("esp_bad_icv", 1)]));
+
+    // A super-frame whose first datagram fails: the run starts at the next one.
+    let (_, mut sealed) = sealed_segments(&peer_tx, 9, &payload[..3000]);
+    let n = sealed[0].len() - 20;
+    sealed[0][n] ^= 1;
+    let (sf, ol) = udp_super_frame(&sealed);
+    let out = rig.exchange_offload(UPLINK, &sf, ol);
+    let got = &out[&ACCESS_1];
+    assert_eq!(got.len(), 1);
+    assert_eq!(cut_payload(&got[0].0, &got[0].1, 2000), payload[1000..3000]);
+    assert_eq!(rig.dropped("esp_bad_icv"), 2);
+}
+
+#[test]
+fn segments_of_one_flow_split_over_two_esp_in_udp_super_frames_go_on_as_one() {
+    let (mut rig, peer_tx) = esp_in_udp_rig();
+    let payload: Vec<u8> = (0..12_000u32).map(|i| (i * 3 + i / 97) as u8).collect();
+    let (segs, sealed) = sealed_segments(&peer_tx, 1, &payload);
+    assert_eq!(segs.len(), 12);
+    // The peer's TAP cut its UDP super-frames after 7 datagrams, the inner flow goes on.
+    let (a, b) = sealed.split_at(7);
+    let burst = [udp_super_frame(a), udp_super_frame(b)];
+    let out = rig.exchange_offload_burst(UPLINK, &burst);
+    let got = &out[&ACCESS_1];
+    assert_eq!(got.len(), 1, "one frame for both super-frames");
+    let (f, o) = &got[0];
+    assert_eq!((o.gso_type, o.gso_size), (VIRTIO_NET_HDR_GSO_TCPV4, 1000));
+    assert!(
+        cut_payload(f, o, 2000) == payload,
+        "the payload whole and in order"
+    );
+    assert_eq!(rig.event_named("udp_gso_opened_whole"), 2);
+    assert_eq!(rig.drops(), BTreeMap::new());
+
+    // Two flows' segments taking turns, and a super-frame that starts with another flow: each
+    // flow's run ends where the other's starts; nothing is lost or reordered within a flow.
+    let (segs1, _) = sealed_segments(&peer_tx, 13, &payload[..4000]);
+    let other_flow = |seg: &Vec<u8>| {
+        let mut seg = seg.clone();
+        seg[36..38].copy_from_slice(&0x9c41u16.to_be_bytes());
+        // The TCP checksum follows the source port's change (+1).
+        let c = u16::from_be_bytes([seg[50], seg[51]]);
+        let (c, carry) = c.overflowing_sub(1);
+        let c = if carry { c.wrapping_sub(1) } else { c };
+        seg[50..52].copy_from_slice(&c.to_be_bytes());
+        seg
+    };
+    let segs2: Vec<Vec<u8>> = segs1.iter().map(other_flow).collect();
+    let mut sealed = Vec::new();
+    let mut n = 17;
+    for (x, y) in segs1.iter().zip(&segs2) {
+        for seg in [y, x] {
+            sealed.push(sealed_in_udp_by(&peer_tx, n, &vxlan(from_peer(VNI_1), seg)));
+            n += 1;
+        }
+    }
+    let out = rig.exchange_offload_burst(UPLINK, &[udp_super_frame(&sealed)]);
+    let got: Vec<Vec<u8>> = out[&ACCESS_1].iter().map(|(f, _)| f.clone()).collect();
+    let want: Vec<Vec<u8>> = segs2
+        .iter()
+        .zip(&segs1)
+        .flat_map(|(y, x)| [y.clone(), x.clone()])
+        .collect();
+    assert_eq!(got, want, "each segment alone, in order");
+    assert_eq!(rig.drops(), BTreeMap::new());
 }

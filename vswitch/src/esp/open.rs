@@ -69,6 +69,26 @@ impl Opener {
     /// place.
     pub fn open(&mut self, conf: &EspConf, frame: &mut [u8]) -> Result<Opened, OpenDrop> {
         let p: EspIn = sa::parse(frame)?;
+        self.open_parsed(conf, frame, &p)?;
+        let (trim, len) = sa::strip(frame, &p)?;
+        Ok(Opened {
+            spi: p.spi,
+            seq: p.seq,
+            trim,
+            len,
+            udp: p.esp_off != p.ip_end,
+        })
+    }
+
+    /// Checks `p` (read from `frame` by [`sa::parse`] or [`sa::parse_payload`]) against its
+    /// SA's window, authenticates and decrypts it in place, and advances the window. The
+    /// trailer is left to be checked.
+    pub fn open_parsed(
+        &mut self,
+        conf: &EspConf,
+        frame: &mut [u8],
+        p: &EspIn,
+    ) -> Result<(), OpenDrop> {
         let i = conf.rx_index(p.spi, p.src).ok_or(OpenDrop::UnknownSpi)?;
         let sa = &conf.rx().get(i).ok_or(OpenDrop::UnknownSpi)?.1;
         if self.windows.get(i).is_none_or(|(id, _)| *id != sa.id) {
@@ -80,7 +100,7 @@ impl Opener {
             Reject::Replay => OpenDrop::Replay,
             Reject::OutsideWindow => OpenDrop::OutsideWindow,
         })?;
-        sa.decrypt(frame, &p)?;
+        sa.decrypt(frame, p)?;
         w.accept(p.seq, p.iv, verdict);
         match &mut self.pending {
             Some((j, n)) if *j == i => *n += 1,
@@ -89,13 +109,6 @@ impl Opener {
                 self.pending = Some((i, 1));
             }
         }
-        let (trim, len) = sa::strip(frame, &p)?;
-        Ok(Opened {
-            spi: p.spi,
-            seq: p.seq,
-            trim,
-            len,
-            udp: p.esp_off != p.ip_end,
-        })
+        Ok(())
     }
 }

@@ -438,11 +438,28 @@ pub fn parse(frame: &[u8]) -> Result<EspIn, OpenDrop> {
     })
 }
 
-/// After [`Sa::decrypt`]: checks the trailer and turns `frame` back into the Ethernet + IPv4 +
-/// UDP frame it carried, moving the Ethernet and IPv4 headers forward over the ESP header and
-/// IV (and the UDP header of ESP in UDP). Returns the new frame's start within `frame` and its
-/// length.
-pub fn strip(frame: &mut [u8], p: &EspIn) -> Result<(usize, usize), OpenDrop> {
+/// Reads the ESP header of one datagram of a UDP super-frame, whose outer headers were read
+/// once for all: `payload` is the datagram's payload (ESP header, IV, ciphertext, ICV), `src`
+/// the outer source. The offsets of the result count from `payload`'s start.
+pub fn parse_payload(payload: &[u8], src: Ipv4Addr) -> Result<EspIn, OpenDrop> {
+    if payload.len() < PREFIX_LEN + dataplane::wire::esp::TRAILER_LEN + ICV_LEN {
+        return Err(OpenDrop::Runt);
+    }
+    let rd = |r: std::ops::Range<usize>| payload.get(r).unwrap_or(&[]);
+    Ok(EspIn {
+        ip_end: 0,
+        esp_off: 0,
+        end: payload.len(),
+        src,
+        spi: u32::from_be_bytes(rd(0..4).try_into().map_err(|_| OpenDrop::Runt)?),
+        seq: u32::from_be_bytes(rd(4..8).try_into().map_err(|_| OpenDrop::Runt)?),
+        iv: u64::from_be_bytes(rd(8..16).try_into().map_err(|_| OpenDrop::Runt)?),
+    })
+}
+
+/// After [`Sa::decrypt`]: checks the trailer (padding, next header UDP) and returns the length
+/// of the datagram it ends, which starts [`PREFIX_LEN`] bytes after the ESP header.
+pub fn plaintext_len(frame: &[u8], p: &EspIn) -> Result<usize, OpenDrop> {
     let pt = frame
         .get(p.esp_off + PREFIX_LEN..p.end.saturating_sub(ICV_LEN))
         .ok_or(OpenDrop::Runt)?;
@@ -450,6 +467,15 @@ pub fn strip(frame: &mut [u8], p: &EspIn) -> Result<(usize, usize), OpenDrop> {
     if t.next_header != IpProtocol::Udp {
         return Err(OpenDrop::BadNextHeader);
     }
+    Ok(data_len)
+}
+
+/// After [`Sa::decrypt`]: checks the trailer and turns `frame` back into the Ethernet + IPv4 +
+/// UDP frame it carried, moving the Ethernet and IPv4 headers forward over the ESP header and
+/// IV (and the UDP header of ESP in UDP). Returns the new frame's start within `frame` and its
+/// length.
+pub fn strip(frame: &mut [u8], p: &EspIn) -> Result<(usize, usize), OpenDrop> {
+    let data_len = plaintext_len(frame, p)?;
     let shift = p.esp_off - p.ip_end + PREFIX_LEN;
     frame.copy_within(0..p.ip_end, shift);
     let ihl = p.ip_end - ETH_LEN;
@@ -462,7 +488,7 @@ pub fn strip(frame: &mut [u8], p: &EspIn) -> Result<(usize, usize), OpenDrop> {
 }
 
 /// Sets an IPv4 header's protocol and total length and recomputes its checksum.
-fn patch_ipv4(ip: &mut [u8], proto: u8, total: u16) {
+pub fn patch_ipv4(ip: &mut [u8], proto: u8, total: u16) {
     if ip.len() < 20 {
         return;
     }

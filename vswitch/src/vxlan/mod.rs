@@ -30,6 +30,7 @@
 
 pub mod decap;
 pub mod encap;
+pub mod rejoin;
 pub mod stage;
 
 pub use decap::{classify, classify_with, decap, Decap, DecapDrop};

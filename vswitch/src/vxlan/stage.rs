@@ -8,6 +8,7 @@
 //! Each remote VTEP of an overlay network is a tunnel port: the bridge learns MACs behind it and
 //! floods to it like any port (head-end replication).
 
+use super::rejoin::{self, Run};
 use super::{DecapDrop, EncapError, Tunnel, TunnelParams};
 use crate::esp::{self, open::Opener, OpenDrop, OpenEvent};
 use crate::graph::{Env, Io, Node, Stage, FLAG_COPY, FLAG_FWD};
@@ -26,6 +27,65 @@ use dataplane::swoffload::{self, TxCaps};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+/// Sets `b`'s frame to the rest of its slot (room for a run to grow into).
+fn open_up(pool: &Pool, b: &mut Buf) {
+    let off = pool.offset(b);
+    let size = pool.slot_mut(b).len();
+    pool.set_len(b, size.saturating_sub(off));
+}
+
+/// The most bytes a run may take in its buffer: a large slot's, less the headroom.
+const RUN_MAX: usize = dataplane::pool::LARGE_SLOT_SIZE - dataplane::pool::HEADROOM;
+
+/// Makes room for `need` bytes in the frame of `b` (a run's buffer whose first `used` bytes
+/// count): a small buffer outgrown moves to a large one. False if there is none left.
+fn grow(
+    pool: &Pool,
+    cache: &mut dataplane::pool::PoolCache,
+    b: &mut Buf,
+    used: usize,
+    need: usize,
+) -> bool {
+    if pool.data(b).len() >= need {
+        return true;
+    }
+    let Some(mut l) = pool.alloc_large() else {
+        return false;
+    };
+    open_up(pool, &mut l);
+    let (Some(to), Some(from)) = (
+        pool.data_mut(&mut l).get_mut(..used),
+        pool.data(b).get(..used),
+    ) else {
+        pool.free_shared(l);
+        return false;
+    };
+    to.copy_from_slice(from);
+    pool.set_flags(&mut l, pool.flags(b));
+    pool.set_port(&mut l, pool.port(b));
+    if pool.data(&l).len() < need {
+        pool.free_shared(l);
+        return false;
+    }
+    cache.free(std::mem::replace(b, l));
+    true
+}
+
+/// Finishes run `r` in `b` ([`Run::finish`]): its frame and offload facts set; false (nothing
+/// set) if it cannot be.
+fn finish_run(pool: &Pool, b: &mut Buf, r: &Run) -> bool {
+    let Some(o) = r.finish(pool.data_mut(b)) else {
+        return false;
+    };
+    let off = pool.offset(b);
+    pool.set_frame(b, off + r.start, r.end - r.start);
+    pool.set_offload(b, o);
+    true
+}
+
+/// Most datagrams in one UDP super-frame.
+const UDP_MAX: usize = dataplane::offload::UDP_MAX_SEGMENTS;
+
 /// Buffer flag: a frame re-entering encapsulation after its next hop resolved (its tunnel's
 /// transmit counters already counted it).
 const FLAG_HELD: u8 = 1 << 3;
@@ -41,6 +101,9 @@ named_counters! {
         /// UDP super-frames from a TAP uplink with UDP segmentation offload (e.g. ESP in UDP
         /// merged by the sending switch) cut back into their datagrams, each opened on its own.
         UdpGsoCut => "udp_gso_cut",
+        /// UDP super-frames of ESP in UDP opened where they lay, whose inner TCP segments went
+        /// on as one VXLAN super-frame (each datagram still opened and checked on its own).
+        UdpGsoOpenedWhole => "udp_gso_opened_whole",
     }
 }
 
@@ -78,7 +141,7 @@ impl Stage for UnderlayIn {
             esp_ev: env.layout.register("esp-open", CounterKind::Event),
             opener: Opener::default(),
             cutting: Some(Cutting {
-                segs: Vec::with_capacity(dataplane::offload::UDP_MAX_SEGMENTS),
+                segs: Vec::with_capacity(dataplane::offload::UDP_MAX_SEGMENTS + 2),
                 spill: Burst::new(),
             }),
         }
@@ -98,18 +161,32 @@ impl Stage for UnderlayIn {
         let pool = &*self.pool;
         // Taken out for the loop (no allocation: a move of its vector) so `one` borrows self.
         let mut opener = std::mem::take(&mut self.opener);
+        let mut room = self.cutting.take();
+        // A run of opened segments that the next super-frame of this burst may extend.
+        let mut held: Option<(Buf, Run)> = None;
         for (b, _) in input.drain_next() {
+            let Some(c) = room.as_mut() else {
+                // (Never: the room is always there.)
+                io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::BadUdpGso));
+                continue;
+            };
             if pool.is_udp_gso(&b) {
-                if let Some(mut c) = self.cutting.take() {
-                    self.cut::<T>(io, frames, pool, &mut opener, &mut c, b, out);
-                    self.cutting = Some(c);
-                } else {
-                    io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::BadUdpGso));
+                let r = self.open_whole::<T>(io, frames, pool, &mut opener, c, &mut held, b, out);
+                if let Err(b) = r {
+                    self.release::<T>(io, frames, pool, &mut opener, c, &mut held, out);
+                    self.cut::<T>(io, frames, pool, &mut opener, c, b, out);
                 }
                 continue;
             }
-            self.one::<T>(io, frames, pool, &mut opener, b, out);
+            if held.is_some() {
+                self.release::<T>(io, frames, pool, &mut opener, c, &mut held, out);
+            }
+            self.one::<T>(io, frames, pool, &mut opener, b, out, None);
         }
+        if let Some(c) = room.as_mut() {
+            self.release::<T>(io, frames, pool, &mut opener, c, &mut held, out);
+        }
+        self.cutting = room;
         opener.flush(&io.cfg.esp);
         self.opener = opener;
         io.host.take_learned(io.seen);
@@ -145,20 +222,277 @@ impl UnderlayIn {
         for mut s in segs.drain(..) {
             pool.set_flags(&mut s, flags);
             pool.set_word(&mut s, crate::trace::TRACE_WORD, trace_word);
-            self.one::<T>(io, frames, pool, opener, s, spill);
-            for (s, next) in spill.drain_next() {
-                if let Err(s) = out.push_next(s, next) {
-                    if let Err(s) = frames.emit(s, next) {
-                        io.drop_buf::<T>(Self::NAME, s, self.drops.index(DecapDrop::BadUdpGso));
+            self.one::<T>(io, frames, pool, opener, s, spill, None);
+            self.join::<T>(io, frames, spill, out);
+        }
+    }
+
+    /// Moves what one frame of a super-frame became from `spill` to the output (or, when that is
+    /// full, straight on to the next node).
+    fn join<const T: bool>(
+        &self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        spill: &mut Burst,
+        out: &mut Burst,
+    ) {
+        for (s, next) in spill.drain_next() {
+            if let Err(s) = out.push_next(s, next) {
+                if let Err(s) = frames.emit(s, next) {
+                    io.drop_buf::<T>(Self::NAME, s, self.drops.index(DecapDrop::BadUdpGso));
+                }
+            }
+        }
+    }
+
+    /// Finishes the run `r` in `b` and sends it on as [`UnderlayIn::one`] takes an opened
+    /// frame (dropped by name if it cannot be finished, which a run built here never is).
+    #[allow(clippy::too_many_arguments)]
+    fn send_run<const T: bool>(
+        &self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        pool: &Pool,
+        opener: &mut Opener,
+        spill: &mut Burst,
+        mut b: Buf,
+        r: &Run,
+        out: &mut Burst,
+    ) {
+        if !finish_run(pool, &mut b, r) {
+            return io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::BadUdpGso));
+        }
+        self.one::<T>(io, frames, pool, opener, b, spill, Some(true));
+        self.join::<T>(io, frames, spill, out);
+    }
+
+    /// An ESP-in-UDP super-frame for us (a peer's burst of sealed packets, merged by its TAP
+    /// uplink's UDP segmentation offload): every datagram is opened where it lies, with its
+    /// own replay check and ICV as if it had come alone, and the inner TCP segments that may
+    /// be merged are gathered into runs ([`rejoin`]) that go on as one VXLAN super-frame each,
+    /// instead of a frame per datagram merged again on the way out:
+    /// - the first run of the super-frame is built where it lies (its later payloads moved
+    ///   down behind the first segment);
+    /// - a run that does not start there is copied into a large buffer of its own;
+    /// - the last run may be `held` for the next super-frame of the burst, which appends to it
+    ///   what follows (the peer's TAP cuts its UDP super-frames at 64 KiB, which is not where
+    ///   the inner TCP super-frames end); [`UnderlayIn::release`] sends it at the latest at the
+    ///   burst's end;
+    /// - what opened but may not be merged (another flow, ARP) is copied into a frame alone.
+    ///
+    /// Returns the frame untouched when it is not such a super-frame (or is traced: a traced
+    /// super-frame is cut, so that each datagram's record stands alone).
+    ///
+    /// [`rejoin`]: super::rejoin
+    #[allow(clippy::too_many_arguments)]
+    fn open_whole<const T: bool>(
+        &self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        pool: &Pool,
+        opener: &mut Opener,
+        room: &mut Cutting,
+        held: &mut Option<(Buf, Run)>,
+        mut b: Buf,
+        out: &mut Burst,
+    ) -> Result<(), Buf> {
+        use esp::sa::{self, PREFIX_LEN};
+        if T && pool.traced(&b) {
+            return Err(b);
+        }
+        let Some(up) = io.host.uplink() else {
+            return Err(b);
+        };
+        let data = pool.data(&b);
+        if data.get(0..6) != Some(&up.mac)
+            || sa::encap_of(data) != Some(true)
+            || data.get(30..34) != Some(&up.ip.octets())
+        {
+            return Err(b);
+        }
+        let Ok(plan) = dataplane::offload::UdpSegments::plan(
+            data,
+            &pool.offload(&b),
+            dataplane::pool::MAX_FRAME,
+        ) else {
+            return Err(b);
+        };
+        let (ip_end, base, mss, len) = (plan.l4_off, plan.l4_off + 8, plan.mss, data.len());
+        let span = |k: usize| (base + k * mss, (base + (k + 1) * mss).min(len));
+        // Only ESP (no zero SPI: a keepalive or IKE) in a frame the cut would take.
+        if plan.ipv6 || plan.l3_off != 14 || plan.count > UDP_MAX {
+            return Err(b);
+        }
+        let esp_only = (0..plan.count).all(|k| {
+            let (s, _) = span(k);
+            data.get(s..s + 4).is_some_and(|spi| spi != [0; 4])
+        });
+        if !esp_only {
+            return Err(b);
+        }
+        let src = Ipv4Addr::new(data[26], data[27], data[28], data[29]);
+        let flags = pool.flags(&b);
+        let cfg = io.cfg;
+        // Where each datagram's cleartext lies, and its length (0: it did not open, the drop
+        // is counted).
+        let mut clear = [(0usize, 0usize); UDP_MAX];
+        for (k, c) in clear.iter_mut().enumerate().take(plan.count) {
+            let (s, e) = span(k);
+            let Some(payload) = pool.data_mut(&mut b).get_mut(s..e) else {
+                break;
+            };
+            let r = sa::parse_payload(payload, src).and_then(|p| {
+                opener.open_parsed(&cfg.esp, payload, &p)?;
+                sa::plaintext_len(payload, &p)
+            });
+            match r {
+                Ok(n) => {
+                    self.esp_ev.inc(io.cx.stats, OpenEvent::Opened);
+                    *c = (s + PREFIX_LEN, n);
+                }
+                Err(why) => io.count_drop(self.esp_drops.index(why), flags),
+            }
+        }
+        self.ev.inc(io.cx.stats, DecapEvent::UdpGsoOpenedWhole);
+        let Cutting { segs, spill } = room;
+        // The run built where it lies, whether it ended, and its place among `segs` (the
+        // frames made of this super-frame, in order, ready to go on).
+        let (mut here, mut here_ended, mut here_at) = (None::<Run>, false, 0);
+        for &(at, n) in clear.iter().take(plan.count) {
+            if n == 0 {
+                continue;
+            }
+            let data = pool.data(&b);
+            let d = &data[at..at + n];
+            let seg = rejoin::segment(d);
+            if let Some(seg) = seg {
+                // Appended to the run being built, here or held.
+                if let Some(r) = here.as_mut().filter(|_| !here_ended) {
+                    if r.takes(data, data.len(), d, &seg) {
+                        let skip = r.skip();
+                        pool.data_mut(&mut b).copy_within(at + skip..at + n, r.end);
+                        r.appended(seg);
+                        continue;
+                    }
+                } else if let Some((hb, r)) = held.as_mut() {
+                    let skip = r.skip();
+                    if r.takes(pool.data(hb), RUN_MAX, d, &seg)
+                        && grow(pool, io.cx.cache, hb, r.end, r.end + n - skip)
+                    {
+                        if let Some(to) = pool.data_mut(hb).get_mut(r.end..r.end + n - skip) {
+                            to.copy_from_slice(&d[skip..]);
+                            r.appended(seg);
+                            continue;
+                        }
                     }
                 }
             }
+            // The run being built ends here.
+            if here.is_some() && !here_ended {
+                here_ended = true;
+            } else if let Some((mut hb, r)) = held.take() {
+                if finish_run(pool, &mut hb, &r) {
+                    segs.push(hb);
+                } else {
+                    io.cx.cache.free(hb);
+                    io.count_drop(self.drops.index(DecapDrop::BadUdpGso), flags);
+                }
+            }
+            // The outer headers: where they were, or in front of the run built here.
+            let hdrs = here.map_or(0, |r| r.start);
+            match seg {
+                Some(seg) if here.is_none() => {
+                    // A run starts here: the outer headers move right in front of it.
+                    pool.data_mut(&mut b).copy_within(0..ip_end, at - ip_end);
+                    here = Some(Run::new(seg, at - ip_end, ip_end, n));
+                    here_at = segs.len();
+                }
+                _ => {
+                    // In a buffer of its own (a run moves to a large one when it grows).
+                    let Some(mut nb) = io.cx.cache.alloc() else {
+                        io.count_drop(self.drops.index(DecapDrop::BadUdpGso), flags);
+                        continue;
+                    };
+                    if seg.is_some() {
+                        open_up(pool, &mut nb);
+                    } else {
+                        pool.set_len(&mut nb, ip_end + n);
+                    }
+                    let data = pool.data(&b);
+                    let Some(to) = pool.data_mut(&mut nb).get_mut(..ip_end + n) else {
+                        io.cx.cache.free(nb);
+                        io.count_drop(self.drops.index(DecapDrop::BadUdpGso), flags);
+                        continue;
+                    };
+                    to[..ip_end].copy_from_slice(&data[hdrs..hdrs + ip_end]);
+                    to[ip_end..].copy_from_slice(&data[at..at + n]);
+                    pool.set_flags(&mut nb, flags);
+                    pool.set_port(&mut nb, pool.port(&b));
+                    match seg {
+                        Some(seg) => *held = Some((nb, Run::new(seg, 0, ip_end, n))),
+                        None => {
+                            let r = Run::new(Default::default(), 0, ip_end, n);
+                            if finish_run(pool, &mut nb, &r) {
+                                segs.push(nb);
+                            } else {
+                                io.cx.cache.free(nb);
+                                io.count_drop(self.drops.index(DecapDrop::BadUdpGso), flags);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Everything of this super-frame is read: the run built here goes on (or is held, if
+        // it is the last thing in it), in its place among the rest.
+        let mut rest = 0..segs.len();
+        match here {
+            Some(r) if !here_ended => {
+                open_up(pool, &mut b);
+                // (None held: a run built here ended any held one.)
+                if let Some((hb, hr)) = held.replace((b, r)) {
+                    self.send_run::<T>(io, frames, pool, opener, spill, hb, &hr, out);
+                }
+            }
+            Some(r) => {
+                for s in segs.drain(..here_at) {
+                    self.one::<T>(io, frames, pool, opener, s, spill, Some(true));
+                    self.join::<T>(io, frames, spill, out);
+                }
+                self.send_run::<T>(io, frames, pool, opener, spill, b, &r, out);
+                rest = 0..segs.len();
+            }
+            None => io.cx.cache.free(b),
+        }
+        for s in segs.drain(rest) {
+            self.one::<T>(io, frames, pool, opener, s, spill, Some(true));
+            self.join::<T>(io, frames, spill, out);
+        }
+        Ok(())
+    }
+
+    /// Sends the run `held` for the next super-frame on (before any other frame, and at the
+    /// end of the burst: nothing is held past it).
+    #[allow(clippy::too_many_arguments)]
+    fn release<const T: bool>(
+        &self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        pool: &Pool,
+        opener: &mut Opener,
+        room: &mut Cutting,
+        held: &mut Option<(Buf, Run)>,
+        out: &mut Burst,
+    ) {
+        if let Some((b, r)) = held.take() {
+            self.send_run::<T>(io, frames, pool, opener, &mut room.spill, b, &r, out);
         }
     }
 
     // Always: with a second caller (`cut`) the compiler stopped inlining it into the burst
     // loop, and decapsulation cost 8% more instructions per burst (callgrind).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn one<const T: bool>(
         &self,
         io: &mut Io<'_, '_>,
@@ -167,15 +501,18 @@ impl UnderlayIn {
         opener: &mut Opener,
         mut b: Buf,
         out: &mut Burst,
+        opened: Option<bool>,
     ) {
         let Some(up) = io.host.uplink() else {
             return io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::NotVxlan));
         };
         let to_us = pool.data(&b).get(0..6).is_some_and(|d| d == up.mac);
         // ESP for our address is opened first; what it carried is judged as VXLAN below.
-        // `sealed`: it came in ESP, in UDP (RFC 3948) or not.
-        let mut sealed: Option<bool> = None;
+        // `sealed`: it came in ESP, in UDP (RFC 3948) or not (`opened`: it was opened already,
+        // as part of a super-frame).
+        let mut sealed: Option<bool> = opened;
         if to_us
+            && sealed.is_none()
             && esp::sa::encap_of(pool.data(&b)).is_some()
             && pool.data(&b).get(30..34) == Some(&up.ip.octets())
         {
