@@ -189,6 +189,7 @@ impl Pipe {
                 vxlan_port: 4789,
                 mtu: 1500,
                 tunnel_gso: false,
+                uso: false,
             }),
             gateways: vec![
                 None,

@@ -154,6 +154,7 @@ fn snapshot(statics: Vec<([u8; 6], PortId)>) -> Snapshot {
             vxlan_port: 4789,
             mtu: 1500,
             tunnel_gso: false,
+            uso: false,
         }),
         vnis: vec![(VNI, 1)],
         tunnels: vec![((1, u32::from(PEER_IP)), TUNNEL)],

@@ -29,6 +29,10 @@ pub enum TxCaps {
     Offload,
     /// As [`TxCaps::Offload`], UDP tunnel super-frames too (a TAP with `TUN_F_UDP_TUNNEL_GSO`).
     OffloadTunnel,
+    /// As [`TxCaps::Offload`], UDP super-frames too (a TAP with `TUN_F_USO4`).
+    OffloadUso,
+    /// Everything: UDP tunnel super-frames and UDP super-frames too (a TAP with both).
+    OffloadTunnelUso,
     /// Finished frames, from any buffer (a TAP without offloads, an in-memory port).
     Plain,
     /// Finished frames in small buffers only: the port transmits from the AF_XDP region.
@@ -41,7 +45,9 @@ impl TxCaps {
     #[must_use]
     pub fn takes(self, o: &crate::offload::VnetHdr) -> bool {
         match self {
+            TxCaps::OffloadTunnelUso => true,
             TxCaps::OffloadTunnel => !o.is_udp_gso(),
+            TxCaps::OffloadUso => !o.is_tunnel_gso(),
             TxCaps::Offload => !o.is_tunnel_gso() && !o.is_udp_gso(),
             TxCaps::Plain | TxCaps::Region => false,
         }

@@ -62,6 +62,7 @@ fn snapshot() -> Snapshot {
             vxlan_port: 4789,
             mtu: 1500,
             tunnel_gso: false,
+            uso: false,
         }),
         gateways: vec![
             None,

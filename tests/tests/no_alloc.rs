@@ -405,6 +405,7 @@ fn load_balancing_allocates_nothing_per_packet() {
             vxlan_port: 4789,
             mtu: 1500,
             tunnel_gso: false,
+            uso: false,
         }),
         gateways: vec![
             None,

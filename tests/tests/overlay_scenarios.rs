@@ -291,6 +291,7 @@ fn base() -> Snapshot {
             vxlan_port: VXLAN_PORT,
             mtu: 1500,
             tunnel_gso: false,
+            uso: false,
         }),
         vnis: vec![(VNI_1, 1), (VNI_2, 2)],
         tunnels: vec![],
@@ -457,11 +458,12 @@ impl Rig {
         let mut out = BTreeMap::new();
         for (&p, peer) in self.peers.iter_mut() {
             let mut burst = Burst::new();
-            peer.recv_burst(&mut burst);
-            for b in burst.drain() {
-                let f = (pool.data(&b).to_vec(), pool.offload(&b));
-                out.entry(p).or_insert_with(Vec::new).push(f);
-                self.cache.free(b);
+            while peer.recv_burst(&mut burst) > 0 {
+                for b in burst.drain() {
+                    let f = (pool.data(&b).to_vec(), pool.offload(&b));
+                    out.entry(p).or_insert_with(Vec::new).push(f);
+                    self.cache.free(b);
+                }
             }
         }
         out
@@ -2136,4 +2138,98 @@ fn segments_of_one_flow_split_over_two_esp_in_udp_super_frames_go_on_as_one() {
         .collect();
     assert_eq!(got, want, "each segment alone, in order");
     assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+#[test]
+fn an_encrypted_super_frame_is_sealed_into_udp_super_frames_the_peer_opens() {
+    use dataplane::offload::{UdpSegments, VIRTIO_NET_HDR_GSO_UDP_L4};
+    use vswitch::esp::{open::Opener, ring::EspConf, sa::Sa};
+    let (mut snap, _) = encrypted(true);
+    net_conf(&mut snap, 1).esp_udp = true;
+    net_conf(&mut snap, 1).statics.push((S, TUN_1));
+    if let Some(t) = port_conf(&mut snap, TUN_1).tunnel.as_mut() {
+        t.esp_udp = true;
+    }
+    if let Some(u) = snap.uplink.as_mut() {
+        u.uso = true;
+    }
+    let mut rig = Rig::with_caps(
+        snap,
+        &[
+            (UPLINK, TxCaps::OffloadTunnelUso),
+            (ACCESS_1, TxCaps::Offload),
+        ],
+    );
+    rig.resolve(PEER_MAC, PEER_IP);
+    let payload: Vec<u8> = (0..65_000u32).map(|i| (i * 7 + i / 509) as u8).collect();
+    let frame = tcp_super_frame(S, &payload);
+    let out = rig.exchange_offload(ACCESS_1, &frame, tso(1460));
+    // Segments of 1 368 bytes (1 422-byte inner frames: the ESP-in-UDP overlay's 1 408 plus
+    // Ethernet), 48 of them; a 1 472-byte ESP packet each, 44 to a UDP super-frame.
+    let sent = &out[&UPLINK];
+    assert_eq!((out.len(), sent.len()), (1, 2), "two UDP super-frames");
+    let want = TcpSegments::plan(&frame, &tso(1368), 2000).unwrap();
+    assert_eq!(want.count, 48);
+    let peer_rx = Sa::new(&MASTER, OUR_IP, PEER_IP, 1, 0).unwrap();
+    let peer = EspConf::new(vec![], vec![Arc::new(peer_rx)]);
+    let mut opener = Opener::default();
+    let mut i = 0;
+    for ((f, ol), count) in sent.iter().zip([44, 4]) {
+        assert_eq!(
+            (
+                ol.flags,
+                ol.gso_type,
+                ol.gso_size,
+                ol.csum_start,
+                ol.csum_offset
+            ),
+            (
+                VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                VIRTIO_NET_HDR_GSO_UDP_L4,
+                1472,
+                34,
+                6
+            )
+        );
+        assert_eq!(&f[36..38], &4500u16.to_be_bytes(), "to the NAT-T port");
+        let plan = UdpSegments::plan(f, ol, 2000).expect("a UDP super-frame the kernel takes");
+        assert_eq!(plan.count, count);
+        for k in 0..plan.count {
+            let mut p = vec![0u8; 2000];
+            let n = plan.write_segment(f, k, &mut p).unwrap();
+            p.truncate(n);
+            assert!(p.len() - 14 <= 1500, "fits the uplink MTU");
+            let o = opener.open(&peer, &mut p).expect("the peer opens it");
+            assert_eq!(o.seq, i as u32 + 1, "sequence numbers in order");
+            let mut seg = vec![0u8; 2000];
+            let m = want.write_segment(&frame, i, &mut seg).unwrap();
+            check_encap(
+                &p[o.trim..o.trim + o.len],
+                &seg[..m],
+                VNI_1,
+                PEER_MAC,
+                PEER_IP,
+            );
+            i += 1;
+        }
+    }
+    assert_eq!(i, 48);
+    assert_eq!(rig.event_named("esp_sealed"), 48);
+    assert_eq!(rig.event_named("esp_sealed_whole"), 1);
+    assert_eq!(rig.drops(), BTreeMap::new());
+
+    // Without USO on the uplink the super-frame is cut before encapsulation: one ESP packet
+    // per frame, as before.
+    let (mut snap, _) = encrypted(true);
+    net_conf(&mut snap, 1).esp_udp = true;
+    net_conf(&mut snap, 1).statics.push((S, TUN_1));
+    if let Some(t) = port_conf(&mut snap, TUN_1).tunnel.as_mut() {
+        t.esp_udp = true;
+    }
+    let mut rig = Rig::with_caps(snap, &[(ACCESS_1, TxCaps::Offload)]);
+    rig.resolve(PEER_MAC, PEER_IP);
+    let out = rig.exchange_offload(ACCESS_1, &frame, tso(1460));
+    assert_eq!(out[&UPLINK].len(), 48, "{:?}", rig.drops());
+    assert!(out[&UPLINK].iter().all(|(_, o)| *o == VnetHdr::default()));
+    assert_eq!(rig.event_named("esp_sealed_whole"), 0);
 }

@@ -73,6 +73,10 @@ pub struct UplinkConf {
     /// The uplink takes VXLAN super-frames whole (a TAP with UDP tunnel GSO): a TCP
     /// super-frame is encapsulated whole instead of cut first.
     pub tunnel_gso: bool,
+    /// The uplink takes UDP super-frames (a TAP with UDP segmentation offload): an encrypted
+    /// network's TCP super-frame (ESP in UDP) is sealed into UDP super-frames instead of cut
+    /// before encapsulation.
+    pub uso: bool,
 }
 
 impl UplinkConf {

@@ -68,7 +68,9 @@ impl PortIo {
     pub fn tx_caps(&self) -> crate::swoffload::TxCaps {
         use crate::swoffload::TxCaps;
         match self {
+            PortIo::Tap(p) if p.tunnel_gso() && p.uso() => TxCaps::OffloadTunnelUso,
             PortIo::Tap(p) if p.tunnel_gso() => TxCaps::OffloadTunnel,
+            PortIo::Tap(p) if p.uso() => TxCaps::OffloadUso,
             PortIo::Tap(p) if p.offloads() => TxCaps::Offload,
             PortIo::Mem(p) => p.caps(),
             PortIo::Tap(_) => TxCaps::Plain,

@@ -327,6 +327,11 @@ impl TapQueue {
         self.tunnel_gso
     }
 
+    /// Whether UDP super-frames cross this queue (the kernel took USO).
+    pub fn uso(&self) -> bool {
+        self.uso
+    }
+
     /// Gives the receive ring's buffers back and closes it; reads are plain from then on.
     #[cold]
     fn drop_rx_ring(&mut self, cache: &mut PoolCache) {

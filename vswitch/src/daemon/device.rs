@@ -77,6 +77,11 @@ impl Device {
         matches!(self, Device::Tap(d) if d.tunnel_gso())
     }
 
+    /// Whether UDP super-frames cross the device whole (a TAP with USO).
+    pub fn uso(&self) -> bool {
+        matches!(self, Device::Tap(d) if d.uso())
+    }
+
     /// The kernel's drop counters of an AF_XDP port's sockets (`None` for a TAP).
     pub fn kernel_stats(&self) -> Option<dataplane::sys::xdp::XskStats> {
         match self {

@@ -369,6 +369,7 @@ impl Daemon {
         let mut snap = self.desired.compile(self.gen, self.uplink_mtu());
         if let Some(u) = snap.uplink.as_mut() {
             u.tunnel_gso = self.uplink_tunnel_gso();
+            u.uso = self.uplink_uso();
         }
         snap.esp = self.esp_ring();
         snap.inside = self.inside.clone();

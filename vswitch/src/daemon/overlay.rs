@@ -75,6 +75,16 @@ impl Daemon {
 
     /// Whether the uplink's device takes UDP tunnel super-frames (a TAP with tunnel GSO).
     pub(super) fn uplink_tunnel_gso(&self) -> bool {
+        self.uplink_device_is(device::Device::tunnel_gso)
+    }
+
+    /// Whether the uplink's device takes UDP super-frames (a TAP with USO).
+    pub(super) fn uplink_uso(&self) -> bool {
+        self.uplink_device_is(device::Device::uso)
+    }
+
+    /// Whether the uplink's device (if it has one now) is as `what` says.
+    fn uplink_device_is(&self, what: impl Fn(&device::Device) -> bool) -> bool {
         let Some(port) = self
             .desired
             .uplink
@@ -86,7 +96,7 @@ impl Daemon {
         self.runtime
             .get(&port.spec.name)
             .and_then(|r| r.device.as_ref())
-            .is_some_and(device::Device::tunnel_gso)
+            .is_some_and(what)
     }
 
     /// The uplink's MTU as it is now.
@@ -214,6 +224,7 @@ impl Desired {
                 vxlan_port: 0,
                 mtu: 0,
                 tunnel_gso: false,
+                uso: false,
             };
             if cfg.next_hop(gw) != Some(gw) {
                 return Err(inval(format!("gateway {gw} is outside {}", spec.ip)));
@@ -394,6 +405,7 @@ impl Desired {
                 mtu: uplink_mtu,
                 // Filled in by the daemon from the device (runtime, not configuration).
                 tunnel_gso: false,
+                uso: false,
             })
         });
         snap.vnis = self

@@ -102,6 +102,8 @@ named_counters! {
         NoRoom => "esp_no_room",
         /// Not an Ethernet + IPv4 frame (cannot come from VXLAN encapsulation).
         NotIpv4 => "esp_not_ipv4",
+        /// No buffer left in the pool for a super-frame's sealed packets.
+        NoBuffer => "esp_no_buffer",
     }
 }
 
@@ -110,6 +112,9 @@ named_counters! {
     pub enum SealEvent {
         /// Packets encrypted and sent on.
         Sealed => "esp_sealed",
+        /// TCP super-frames cut and sealed straight into UDP super-frames (ESP in UDP over
+        /// an uplink with USO).
+        SealedWhole => "esp_sealed_whole",
     }
 }
 

@@ -262,7 +262,10 @@ impl Sa {
         udp: bool,
     ) -> Result<(usize, usize), SealDrop> {
         let encap = if udp { UDP_ENCAP_LEN } else { 0 };
-        let seq = u32::try_from(n).map_err(|_| SealDrop::SeqExhausted)?;
+        // Before anything moves (as `seal_at` would find).
+        if u32::try_from(n).is_err() {
+            return Err(SealDrop::SeqExhausted);
+        }
         let frame = slot
             .get(off..off.saturating_add(len))
             .ok_or(SealDrop::NoRoom)?;
@@ -294,14 +297,30 @@ impl Sa {
             udp_hdr[4..6].copy_from_slice(&udp_len.to_be_bytes());
             udp_hdr[6..8].copy_from_slice(&[0, 0]);
         }
-        let (prefix, rest) = rest.split_at_mut(PREFIX_LEN);
+        self.seal_at(n, rest, p)?;
+        let total = u16::try_from(new_len - ETH_LEN).map_err(|_| SealDrop::TooBig)?;
+        let proto = if udp { IPPROTO_UDP } else { IPPROTO_ESP };
+        patch_ipv4(&mut hdrs[ETH_LEN..], proto, total);
+        Ok((new_off, new_len))
+    }
+
+    /// Seals packet number `n` where it lies: `esp` starts where the ESP header goes, the
+    /// datagram (`len` bytes) follows header and IV (at [`PREFIX_LEN`]); padding, trailer and
+    /// ICV are written behind it. Returns the ESP packet's length.
+    pub fn seal_at(&self, n: u64, esp: &mut [u8], len: usize) -> Result<usize, SealDrop> {
+        let seq = u32::try_from(n).map_err(|_| SealDrop::SeqExhausted)?;
+        let trailer = Trailer::for_payload(len, 4, IpProtocol::Udp);
+        let ct_len = len + trailer.buffer_len();
+        let total = PREFIX_LEN + ct_len + ICV_LEN;
+        let esp = esp.get_mut(..total).ok_or(SealDrop::NoRoom)?;
+        let (prefix, rest) = esp.split_at_mut(PREFIX_LEN);
         let (ct, icv) = rest.split_at_mut(ct_len);
         let iv = self.iv_base.wrapping_add(n).to_be_bytes();
         prefix[..4].copy_from_slice(&self.spi.to_be_bytes());
         prefix[4..8].copy_from_slice(&seq.to_be_bytes());
         prefix[8..].copy_from_slice(&iv);
         // Cannot fail: `ct` holds the datagram and the trailer exactly.
-        let _ = trailer.emit(&mut ct[p..]);
+        let _ = trailer.emit(&mut ct[len..]);
         let mut aad = [0u8; HEADER_LEN];
         aad.copy_from_slice(&prefix[..HEADER_LEN]);
         let tag = self
@@ -309,10 +328,7 @@ impl Sa {
             .seal_in_place_separate_tag(self.nonce(&iv), Aad::from(aad), ct)
             .map_err(|_| SealDrop::NoRoom)?;
         icv.copy_from_slice(tag.as_ref());
-        let total = u16::try_from(new_len - ETH_LEN).map_err(|_| SealDrop::TooBig)?;
-        let proto = if udp { IPPROTO_UDP } else { IPPROTO_ESP };
-        patch_ipv4(&mut hdrs[ETH_LEN..], proto, total);
-        Ok((new_off, new_len))
+        Ok(total)
     }
 
     /// Authenticates and decrypts `p` in place (see [`parse`]); on success the datagram and

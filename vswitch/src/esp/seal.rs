@@ -4,14 +4,20 @@
 //! Per buffer: the sending SA of the outer destination (the primary key's; none: `esp_no_key`,
 //! nothing is sent), a packet number from the SA (reserved for the rest of the burst with one
 //! atomic add), sealing in place, the uplink MTU. TCP super-frames were already cut by
-//! `vxlan-encap` (each segment is its own ESP packet).
+//! `vxlan-encap` (each segment is its own ESP packet), except for a network of ESP in UDP over
+//! an uplink with USO: there a VXLAN super-frame comes whole and is cut and sealed here,
+//! straight into UDP super-frames ([`Seal::seal_whole`]).
 
-use super::{sa, SealDrop, SealEvent, FLAG_UDP};
-use crate::graph::{Env, Io, Node, Stage};
+use super::sa::{self, Sa};
+use super::{SealDrop, SealEvent, FLAG_UDP};
+use crate::graph::{Env, Io, Node, Stage, FLAG_FWD};
 use crate::trace::Detail;
+use crate::trace::TRACE_WORD;
 use dataplane::burst::{Burst, Next, BURST};
 use dataplane::graph::{CounterKind, Counters, Frames};
-use dataplane::pool::Pool;
+use dataplane::gro::{self, Seg};
+use dataplane::offload::{TunnelSegments, VnetHdr, UDP_MAX_SEGMENTS};
+use dataplane::pool::{Buf, Pool, PoolCache};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -36,7 +42,7 @@ impl Stage for Seal {
     fn run<const T: bool>(
         &mut self,
         io: &mut Io<'_, '_>,
-        _frames: &mut Frames,
+        frames: &mut Frames,
         input: &mut Burst,
         out: &mut Burst,
     ) {
@@ -50,6 +56,8 @@ impl Stage for Seal {
         let mut dsts = [0u32; BURST];
         for (d, b) in dsts.iter_mut().zip(input.bufs()) {
             *d = match pool.data(b).get(30..34) {
+                // (A super-frame reserves its own numbers.)
+                _ if pool.is_tunnel_gso(b) => 0,
                 Some(&[a, b2, c, e]) => u32::from_be_bytes([a, b2, c, e]),
                 _ => 0,
             };
@@ -70,6 +78,10 @@ impl Stage for Seal {
                 io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::NoKey));
                 continue;
             };
+            if pool.is_tunnel_gso(&b) {
+                self.seal_whole::<T>(io, frames, b, sa, mtu, next.arg, out);
+                continue;
+            }
             // Judged before sealing, so a frame too big spends no sequence number. The header
             // length is the one `vxlan-encap` writes (20 bytes).
             let len = pool.len(&b);
@@ -104,20 +116,187 @@ impl Stage for Seal {
                         };
                         io.rec::<T>(Self::NAME, &b, what);
                     }
-                    // Cannot fail: the output holds no more than the input did.
-                    let _ = out.push_next(b, Next::to(Node::Tx as u16, next.arg));
+                    // (A super-frame before may have made more than one frame.)
+                    let next = Next::to(Node::Tx as u16, next.arg);
+                    if let Err(b) = out.push_next(b, next) {
+                        if let Err(b) = frames.emit(b, next) {
+                            io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::NoRoom));
+                        }
+                    }
                 }
                 Err(why) => {
-                    if why == SealDrop::SeqExhausted && sa.first_exhaustion() {
-                        tracing::warn!(
-                            spi = format_args!("{:#010x}", sa.spi),
-                            tag = sa.tag,
-                            peer = %sa.dst,
-                            "ESP SA used up its 2^32 sequence numbers; nothing more is sent with it: rotate the key (vswitchctl key add --tag NEW, key primary --tag NEW)"
-                        );
+                    if why == SealDrop::SeqExhausted {
+                        exhausted(sa);
                     }
                     io.drop_buf::<T>(Self::NAME, b, self.drops.index(why));
                 }
+            }
+        }
+    }
+}
+
+/// Says once per SA that its sequence numbers are used up.
+#[cold]
+fn exhausted(sa: &Sa) {
+    if sa.first_exhaustion() {
+        tracing::warn!(
+            spi = format_args!("{:#010x}", sa.spi),
+            tag = sa.tag,
+            peer = %sa.dst,
+            "ESP SA used up its 2^32 sequence numbers; nothing more is sent with it: rotate the key (vswitchctl key add --tag NEW, key primary --tag NEW)"
+        );
+    }
+}
+
+/// Ethernet + IPv4 (no options) + UDP in front of a UDP super-frame's datagrams.
+const UDP_HDRS: usize = 42;
+
+impl Seal {
+    /// A VXLAN super-frame of TCP (from `vxlan-encap`, for a network of ESP in UDP over an
+    /// uplink with USO): cut and sealed straight into UDP super-frames, as many as 64 KiB
+    /// takes. Each segment is written where its ESP packet goes (the last first, so that one
+    /// segment's scratch outer headers fall where the one before will put its trailer and
+    /// ICV), sealed in place with its own sequence number (the super-frame's numbers reserved
+    /// at once), and the UDP super-frame's headers go in front last; the uplink's TAP hands it
+    /// to the kernel in one write, which cuts it into the datagrams as they were sealed.
+    #[allow(clippy::too_many_arguments)]
+    fn seal_whole<const T: bool>(
+        &self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        b: Buf,
+        sa: &Sa,
+        mtu: usize,
+        port: u16,
+        out: &mut Burst,
+    ) {
+        let pool = &*self.pool;
+        let data = pool.data(&b);
+        let plan = TunnelSegments::plan(data, &pool.offload(&b), usize::from(u16::MAX))
+            .ok()
+            .filter(|p| !p.outer_ipv6 && p.outer_l3 == 14 && p.outer_th == 34 && !p.udp_csum);
+        let Some(plan) = plan else {
+            return io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::NotIpv4));
+        };
+        let count = plan.count();
+        // A full segment's cleartext (the VXLAN datagram) and its sealed ESP packet.
+        let clear = plan.prefix - 34 + plan.inner.hdr_len + plan.inner.mss;
+        let full = sa::sealed_len(34 + clear, 34) - 34;
+        if mtu != 0 && 20 + sa::UDP_ENCAP_LEN + full > mtu {
+            return io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::TooBig));
+        }
+        let first = sa.reserve(count as u64);
+        if u32::try_from(first + count as u64 - 1).is_err() {
+            exhausted(sa);
+            return io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::SeqExhausted));
+        }
+        let per = ((usize::from(u16::MAX) - 28) / full).clamp(1, UDP_MAX_SEGMENTS);
+        let flags = pool.flags(&b) & !FLAG_UDP;
+        let (word0, trace_word) = (pool.word(&b, 0), pool.word(&b, TRACE_WORD));
+        let mut sealed = 0u64;
+        for start in (0..count).step_by(per) {
+            let end = (start + per).min(count);
+            match self.seal_chunk(io.cx.cache, &b, &plan, sa, first, start..end, full) {
+                Some(mut c) => {
+                    sealed += (end - start) as u64;
+                    // Only the first carries the forwarded mark: the frame counts once.
+                    let f = if start == 0 { flags } else { flags & !FLAG_FWD };
+                    pool.set_flags(&mut c, f);
+                    pool.set_word(&mut c, 0, word0);
+                    pool.set_word(&mut c, TRACE_WORD, trace_word);
+                    if T {
+                        let what = Detail::EspSeal {
+                            spi: sa.spi,
+                            seq: (first + start as u64) as u32,
+                        };
+                        io.rec::<T>(Self::NAME, &b, what);
+                    }
+                    let next = Next::to(Node::Tx as u16, port);
+                    if let Err(c) = out.push_next(c, next) {
+                        if let Err(c) = frames.emit(c, next) {
+                            io.drop_buf::<T>(Self::NAME, c, self.drops.index(SealDrop::NoRoom));
+                        }
+                    }
+                }
+                None => io.count_drop(self.drops.index(SealDrop::NoBuffer), flags),
+            }
+        }
+        io.cx
+            .stats
+            .pipeline
+            .at(self.ev.index(SealEvent::Sealed))
+            .add(sealed);
+        self.ev.inc(io.cx.stats, SealEvent::SealedWhole);
+        io.cx.cache.free(b);
+    }
+
+    /// Segments `range` of super-frame `b` (see [`Seal::seal_whole`]) sealed into one UDP
+    /// super-frame in a large buffer (one datagram: a plain frame); `None` if there is no
+    /// buffer or a segment cannot be written.
+    #[allow(clippy::too_many_arguments)]
+    fn seal_chunk(
+        &self,
+        cache: &mut PoolCache,
+        b: &Buf,
+        plan: &TunnelSegments,
+        sa: &Sa,
+        first: u64,
+        range: std::ops::Range<usize>,
+        full: usize,
+    ) -> Option<Buf> {
+        let pool = &*self.pool;
+        let mut c = pool.alloc_large().or_else(|| cache.alloc())?;
+        let off = pool.offset(&c);
+        let room = pool.slot_mut(&mut c).len() - off;
+        pool.set_len(&mut c, room);
+        let src = pool.data(b);
+        let to = pool.data_mut(&mut c);
+        let mut end = 0;
+        let written = range.clone().rev().try_for_each(|i| {
+            let at = UDP_HDRS + (i - range.start) * full;
+            let n = plan
+                .write_segment(src, i, to.get_mut(at + sa::PREFIX_LEN - 34..)?)
+                .ok()?;
+            let len = sa
+                .seal_at(first + i as u64, to.get_mut(at..)?, n.checked_sub(34)?)
+                .ok()?;
+            // Every datagram but the last is a full segment's.
+            if i + 1 < range.end && len != full {
+                return None;
+            }
+            end = end.max(at + len);
+            Some(())
+        });
+        let done = written.and_then(|()| {
+            to.get_mut(..34)?.copy_from_slice(src.get(..34)?);
+            to.get_mut(34..38)?
+                .copy_from_slice(&[0x11, 0x94, 0x11, 0x94]);
+            if range.len() == 1 {
+                let udp_len = u16::try_from(end - 34).ok()?;
+                to.get_mut(38..40)?.copy_from_slice(&udp_len.to_be_bytes());
+                to.get_mut(40..42)?.copy_from_slice(&[0, 0]);
+                let total = u16::try_from(end - 14).ok()?;
+                sa::patch_ipv4(to.get_mut(14..34)?, 17, total);
+                return Some(VnetHdr::default());
+            }
+            let seg = Seg {
+                hdr_len: UDP_HDRS,
+                payload: full,
+                udp: true,
+                ..Seg::default()
+            };
+            gro::finish_head(to.get_mut(..end)?, end, &seg, false)
+        });
+        match done {
+            Some(o) => {
+                pool.set_len(&mut c, end);
+                pool.set_offload(&mut c, o);
+                pool.set_port(&mut c, pool.port(b));
+                Some(c)
+            }
+            None => {
+                cache.free(c);
+                None
             }
         }
     }

@@ -754,7 +754,7 @@ impl Stage for Encap {
         self.hop_cache = None;
         for (mut b, next) in input.drain_next() {
             let port = next.arg;
-            if self.pool.has_offload(&b) && !self.whole(io, port, &mut b) {
+            if self.pool.has_offload(&b) && !self.whole::<T>(io, port, &mut b) {
                 self.segments::<T>(io, frames, port, b);
                 continue;
             }
@@ -951,35 +951,46 @@ impl Encap {
     /// tunnel, for an uplink that takes UDP tunnel super-frames. Its segment size is lowered
     /// here if a segment would not fit the tunnel. Otherwise (false) it is finished in
     /// software first, as [`Encap::segments`] does.
-    #[inline]
-    fn whole(&mut self, io: &mut Io<'_, '_>, port: PortId, b: &mut Buf) -> bool {
-        let pool = &*self.pool;
-        if !io.host.uplink().is_some_and(|u| u.tunnel_gso) {
-            return false;
+    /// The largest inner frame tunnel port `port` carries: what fits the uplink MTU with
+    /// VXLAN's headers, and ESP's too for an encrypted network.
+    fn max_inner(&self, io: &Io<'_, '_>, port: PortId) -> Option<usize> {
+        let max = self.tunnels.get(port as usize)?.as_ref()?.max_inner_frame();
+        match (io.cfg.port(port).and_then(|p| p.tunnel), io.host.uplink()) {
+            (Some(t), Some(up)) if t.encrypted => {
+                let esp = crate::esp::overlay_mtu_encap(up.mtu, t.esp_udp) as usize;
+                Some(max.min(esp + super::INNER_ETH_LEN))
+            }
+            _ => Some(max),
         }
-        let Some(Some(tunnel)) = self.tunnels.get(port as usize) else {
+    }
+
+    #[inline]
+    fn whole<const T: bool>(&mut self, io: &mut Io<'_, '_>, port: PortId, b: &mut Buf) -> bool {
+        let pool = &*self.pool;
+        let Some(up) = io.host.uplink() else {
             return false;
         };
         let mut o = pool.offload(b);
         if !o.is_tcp_gso() || o.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM == 0 {
             return false;
         }
-        // ESP seals each wire packet: an encrypted network's super-frames are cut first.
-        if io
-            .cfg
-            .port(port)
-            .and_then(|p| p.tunnel)
-            .is_none_or(|t| t.encrypted)
-        {
-            return false;
+        // ESP seals each wire packet: an encrypted network's super-frame goes on whole only
+        // to be sealed into UDP super-frames (ESP in UDP, an uplink with USO; `esp-seal` cuts
+        // it), and its segments must fit the uplink sealed. Otherwise it is cut first.
+        match io.cfg.port(port).and_then(|p| p.tunnel) {
+            Some(t) if !t.encrypted && up.tunnel_gso => {}
+            Some(t) if t.encrypted && t.esp_udp && up.uso && !(T && pool.traced(b)) => {}
+            _ => return false,
         }
+        let Some(max) = self.max_inner(io, port) else {
+            return false;
+        };
         let Ok(plan) = TcpSegments::plan(pool.data(b), &o, usize::from(u16::MAX) + 18) else {
             return false;
         };
         if plan.l3_off != super::INNER_ETH_LEN || usize::from(o.csum_start) != plan.l4_off {
             return false;
         }
-        let max = tunnel.max_inner_frame();
         if plan.hdr_len + plan.mss > max {
             let Some(fit) = max.checked_sub(plan.hdr_len).filter(|&f| f > 0) else {
                 return false;
@@ -1012,11 +1023,7 @@ impl Encap {
         let (trace_word, word0) = (pool.word(&b, crate::trace::TRACE_WORD), pool.word(&b, 0));
         // Segments that would not fit the tunnel are cut smaller instead (a sender whose MTU
         // is above the overlay's): each must fit as an inner frame.
-        let max_inner = self
-            .tunnels
-            .get(port as usize)
-            .and_then(Option::as_ref)
-            .map(Tunnel::max_inner_frame);
+        let max_inner = self.max_inner(io, port);
         let mut o = pool.offload(&b);
         if let (Some(max), true) = (max_inner, o.is_tcp_gso()) {
             if let Ok(plan) = TcpSegments::plan(pool.data(&b), &o, usize::from(u16::MAX) + 18) {
