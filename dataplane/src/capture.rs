@@ -205,7 +205,39 @@ impl Capture {
             if self.taken.load(Ordering::Relaxed) >= self.limit {
                 return;
             }
+            if pool.is_udp_gso(b) {
+                self.take_datagrams(frame, &pool.offload(b), port, dir, ts_ns);
+                continue;
+            }
             self.take(frame, port, dir, ts_ns);
+        }
+    }
+
+    /// A UDP super-frame is shown as the datagrams it stands for, each as it goes on the wire
+    /// (one UDP header for all of them would not decode as any packet: an ESP-in-UDP capture
+    /// could not be decrypted). Taken whole if it cannot be cut (no datagram bigger than a
+    /// jumbo frame is cut here).
+    fn take_datagrams(
+        &self,
+        frame: &[u8],
+        ol: &crate::offload::VnetHdr,
+        port: PortId,
+        dir: Direction,
+        ts_ns: u64,
+    ) {
+        const DGRAM_MAX: usize = 9216;
+        let Ok(plan) = crate::offload::UdpSegments::plan(frame, ol, DGRAM_MAX) else {
+            return self.take(frame, port, dir, ts_ns);
+        };
+        let mut d = [0u8; DGRAM_MAX];
+        for k in 0..plan.count {
+            if self.taken.load(Ordering::Relaxed) >= self.limit {
+                return;
+            }
+            match plan.write_segment(frame, k, &mut d) {
+                Ok(n) => self.take(d.get(..n).unwrap_or(&[]), port, dir, ts_ns),
+                Err(_) => return,
+            }
         }
     }
 
@@ -360,6 +392,53 @@ mod tests {
                 b
             })
             .collect()
+    }
+
+    #[test]
+    fn a_udp_super_frame_shows_as_its_datagrams() {
+        use crate::offload::{VnetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_UDP_L4};
+        let pool = Pool::with_large(64, 2).unwrap();
+        // Three datagrams of 1 000, 1 000 and 300 payload bytes behind one header.
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        let total = (20 + 8 + 2300) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        let c = crate::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&[0x11, 0x94, 0x11, 0x94]);
+        f.extend_from_slice(&(total - 20).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend((0..2300u32).map(|i| (i / 1000) as u8 + 1));
+        let mut b = pool.alloc_large().unwrap();
+        assert!(pool.fill(&mut b, &f));
+        let ol = VnetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
+            hdr_len: 42,
+            gso_size: 1000,
+            csum_start: 34,
+            csum_offset: 6,
+            ..Default::default()
+        };
+        pool.set_offload(&mut b, ol);
+        let cap = Capture::new(2048, 8, ALL, None).unwrap();
+        cap.tap(&pool, std::slice::from_ref(&b), 1, Direction::Tx, 7);
+        assert_eq!(cap.taken(), 3, "one record per datagram");
+        for (k, len) in [(1u8, 1000usize), (2, 1000), (3, 300)] {
+            let r = cap.pop().unwrap();
+            let d = r.data();
+            assert_eq!(d.len(), 42 + len);
+            assert_eq!(usize::from(u16::from_be_bytes([d[16], d[17]])), 28 + len);
+            assert_eq!(usize::from(u16::from_be_bytes([d[38], d[39]])), 8 + len);
+            assert_eq!(
+                crate::checksum::checksum(&d[14..34]),
+                0,
+                "IPv4 header checksum"
+            );
+            assert!(d[42..].iter().all(|&x| x == k), "datagram {k}'s payload");
+        }
+        pool.free_shared(b);
     }
 
     #[test]
