@@ -11,7 +11,8 @@
 //! the same acknowledgement, window and options bytes, sequence numbers following each other,
 //! every segment but the last exactly the first one's payload size, no link padding, and a TCP
 //! checksum that verifies (a corrupt segment is never hidden inside a super-frame: it is
-//! written alone, for the receiver to drop). The result's TCP checksum is left partial
+//! written alone, for the receiver to drop; [`segment_authenticated`] skips that check for a
+//! segment an ESP ICV vouched for). The result's TCP checksum is left partial
 //! (`NEEDS_CSUM`), as a local stack would hand it over.
 //!
 //! UDP (for a TAP that took `TUN_F_USO4`, see [`udp_segment`]): consecutive datagrams of one
@@ -76,8 +77,21 @@ const UDP_HDRS: usize = L4 + 8;
 /// its TCP checksum verified.
 #[must_use]
 pub fn segment(frame: &[u8]) -> Option<Seg> {
+    segment_with(frame, true)
+}
+
+/// As [`segment`], the TCP checksum not verified: for a segment whose integrity something
+/// stronger vouches for (an ESP ICV that verified over it, as Linux takes NAT-T transport-mode
+/// ESP's inner checksums as unnecessary).
+#[must_use]
+pub fn segment_authenticated(frame: &[u8]) -> Option<Seg> {
+    segment_with(frame, false)
+}
+
+/// [`segment`], with or without verifying the TCP checksum.
+fn segment_with(frame: &[u8], verify: bool) -> Option<Seg> {
     if be16_at(frame, 12)? == 0x86DD {
-        return segment_v6(frame);
+        return segment_v6(frame, verify);
     }
     if be16_at(frame, 12)? != 0x0800 || *frame.get(14)? != 0x45 || *frame.get(23)? != 6 {
         return None;
@@ -93,12 +107,16 @@ pub fn segment(frame: &[u8]) -> Option<Seg> {
     let src = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(26..30)?).ok()?);
     let dst = Ipv4Addr::from(<[u8; 4]>::try_from(frame.get(30..34)?).ok()?);
     let len = u16::try_from(frame.len().checked_sub(L4)?).ok()?;
-    tcp_segment(frame, L4, pseudo_header_v4(src, dst, 6, len))
+    tcp_segment(
+        frame,
+        L4,
+        verify.then(|| pseudo_header_v4(src, dst, 6, len)),
+    )
 }
 
 /// [`segment`] for TCP over IPv6: TCP right behind the fixed header, a payload length that
 /// describes the frame exactly.
-fn segment_v6(frame: &[u8]) -> Option<Seg> {
+fn segment_v6(frame: &[u8], verify: bool) -> Option<Seg> {
     if *frame.get(14)? >> 4 != 6 || *frame.get(20)? != 6 {
         return None;
     }
@@ -109,20 +127,27 @@ fn segment_v6(frame: &[u8]) -> Option<Seg> {
     let src = Ipv6Addr::from(<[u8; 16]>::try_from(frame.get(22..38)?).ok()?);
     let dst = Ipv6Addr::from(<[u8; 16]>::try_from(frame.get(38..54)?).ok()?);
     let len = u32::try_from(plen).ok()?;
-    tcp_segment(frame, L6, pseudo_header_v6(&src, &dst, 6, len))
+    tcp_segment(
+        frame,
+        L6,
+        verify.then(|| pseudo_header_v6(&src, &dst, 6, len)),
+    )
 }
 
-/// The TCP part of [`segment`], the TCP header at `l4` and `pseudo` its pseudo-header sum:
-/// only ACK (and PSH), a payload, and a checksum that verifies.
-fn tcp_segment(frame: &[u8], l4: usize, pseudo: u32) -> Option<Seg> {
+/// The TCP part of [`segment`], the TCP header at `l4` and `pseudo` its pseudo-header sum
+/// (none: the checksum is not verified): only ACK (and PSH), a payload, and a checksum that
+/// verifies.
+fn tcp_segment(frame: &[u8], l4: usize, pseudo: Option<u32>) -> Option<Seg> {
     let doff = usize::from(frame.get(l4 + 12)? >> 4) * 4;
     let flags = *frame.get(l4 + 13)?;
     let hdr_len = l4 + doff;
     if doff < 20 || hdr_len >= frame.len() || flags & !PSH != ACK {
         return None;
     }
-    if fold(sum16(frame.get(l4..)?, pseudo)) != 0xFFFF {
-        return None;
+    if let Some(pseudo) = pseudo {
+        if fold(sum16(frame.get(l4..)?, pseudo)) != 0xFFFF {
+            return None;
+        }
     }
     Some(Seg {
         hdr_len,
@@ -548,6 +573,19 @@ mod tests {
         let mut bad = segs[1].clone();
         bad[80] ^= 1;
         assert!(segment(&bad).is_none());
+        // Unless something stronger vouched for it (an ESP ICV): then only the checksum is
+        // not looked at.
+        assert_eq!(
+            segment_authenticated(&bad),
+            segment(&segs[1]),
+            "the same facts, checksum unread"
+        );
+        let mut syn = segs[1].clone();
+        syn[47] = 0x12;
+        assert!(
+            segment_authenticated(&syn).is_none(),
+            "still only ACK and PSH"
+        );
         // Another flow (port), another ack, other options or window (checksums fixed, so only
         // the comparison refuses them); SYN or FIN; no DF; padding.
         let first = segment(&segs[0]).unwrap();

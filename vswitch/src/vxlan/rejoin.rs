@@ -4,8 +4,7 @@
 //! merges the sealed datagrams into UDP super-frames; the local kernel hands them over whole.
 //! Once each datagram is opened where it lies (its cleartext: the VXLAN datagram, UDP header,
 //! VXLAN header, inner frame), the segments that may be merged (the rules of
-//! [`dataplane::gro`]: one flow, in order, checksums that verify; behind VXLAN headers that
-//! agree) are gathered into a [`Run`]: the first datagram's outer Ethernet and IPv4 headers,
+//! [`dataplane::gro`]: one flow, in order; behind VXLAN headers that agree) are gathered into a [`Run`]: the first datagram's outer Ethernet and IPv4 headers,
 //! its cleartext, then every later segment's TCP payload. Finished, a run is the VXLAN
 //! super-frame the local kernel's VXLAN device would hand over a TAP uplink with tunnel GSO,
 //! and it goes through decapsulation, the bridge and out to a container's TAP as one frame.
@@ -22,8 +21,9 @@ pub const TNL: usize = UDP_LEN + VXLAN_LEN;
 
 /// The inner TCP segment of the cleartext VXLAN datagram `d` (UDP header, VXLAN header, inner
 /// frame), if it may take part in a run: a UDP length that describes `d` exactly, no UDP
-/// checksum (so none is left unverified by merging), an inner segment [`gro::segment`] takes
-/// (its checksum verified).
+/// checksum, an inner segment [`gro::segment_authenticated`] takes. Its TCP checksum is not
+/// verified: the ICV that just verified over the whole datagram vouches for every byte the
+/// peer sealed, as Linux takes NAT-T transport-mode ESP's inner checksums as unnecessary.
 #[must_use]
 pub fn segment(d: &[u8]) -> Option<Seg> {
     let udp_len = d
@@ -32,7 +32,7 @@ pub fn segment(d: &[u8]) -> Option<Seg> {
     if d.len() <= TNL || udp_len != Some(d.len()) || d.get(6..8) != Some(&[0, 0]) {
         return None;
     }
-    gro::segment(d.get(TNL..)?).filter(|s| !s.udp)
+    gro::segment_authenticated(d.get(TNL..)?)
 }
 
 /// Segments being gathered in one buffer: its data holds, from `start`, the outer Ethernet and
