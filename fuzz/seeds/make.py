@@ -47,6 +47,9 @@ for k, f in frames.items():
     hdr = struct.pack("<BBHHHHH", 1, 0, 0, 0, 34, 16, 0)
     write("offload", k, hdr + struct.pack("<H", 1514) + f)
     write("checksum_update", k, f)
+# esp: a cleartext VXLAN datagram (what an opened ESP-in-UDP packet holds) carrying one TCP
+# segment, as `underlay-in` gathers into a run.
+write("esp", "vxlan_tcp_cleartext", raw(UDP(sport=49152, dport=4789, chksum=0) / VXLAN(vni=100) / Ether(src=A, dst=B) / IP(src="10.5.0.1", dst="10.5.0.2", flags="DF") / TCP(sport=40000, dport=5201, flags="A", seq=1000) / Raw(b"y" * 200)))
 for i, req in enumerate([
     {"id": 1, "cmd": "status"},
     {"id": 2, "cmd": "network.create", "args": {"name": "blue", "subnet": "10.1.0.0/24", "vni": 100}},

@@ -86,7 +86,9 @@ impl Run {
         };
         let grown = self.end + seg.payload;
         grown <= cap
-            && grown - self.start - 14 <= usize::from(u16::MAX)
+            && grown
+                .checked_sub(self.start + 14)
+                .is_some_and(|ip| ip <= usize::from(u16::MAX))
             && d.get(0..4) == h.get(0..4)
             && d.get(8..TNL) == h.get(8..TNL)
             && match (h.get(TNL..), d.get(TNL..)) {
@@ -120,7 +122,7 @@ impl Run {
             return Some(VnetHdr::default());
         }
         let at = ip_end + TNL;
-        let inner_len = f.len() - at;
+        let inner_len = f.len().checked_sub(at)?;
         let i = gro::finish_head(f.get_mut(at..)?, inner_len, &self.first, self.last.psh)?;
         let at16 = u16::try_from(at).ok()?;
         Some(VnetHdr {
