@@ -83,6 +83,32 @@ impl Frames {
         }
     }
 
+    /// Puts `b` (going to `next`) on a stage's output `out`, keeping the order when `out` is
+    /// full (a stage that turns one frame into many): what `out` holds is emitted first, then
+    /// `b` goes on the emptied `out`. (After the stage, [`dispatch`] moves `out` behind what the
+    /// stage emitted; emitting `b` alone would put it ahead of `out`.) `dropped` gets the
+    /// buffers no pending burst was free for.
+    #[inline]
+    pub fn push_in_order(
+        &mut self,
+        out: &mut Burst,
+        b: Buf,
+        next: Next,
+        mut dropped: impl FnMut(Buf),
+    ) {
+        let Err(b) = out.push_next(b, next) else {
+            return;
+        };
+        for (o, n) in out.drain_next() {
+            if let Err(o) = self.emit(o, n) {
+                dropped(o);
+            }
+        }
+        if let Err(b) = out.push_next(b, next) {
+            dropped(b);
+        }
+    }
+
     /// Moves the whole of `burst` (whose buffers all go to `node`) to that node's pending list,
     /// leaving `burst` empty: appended to the last pending burst when that has room, else its
     /// contents trade places with a free burst's. Falls back to per-buffer [`Frames::emit`]

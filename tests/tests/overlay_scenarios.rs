@@ -1967,6 +1967,16 @@ fn sealed_segments(
     first_n: u64,
     payload: &[u8],
 ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    sealed_segments_from(sa, first_n, payload, from_peer(VNI_1))
+}
+
+/// As [`sealed_segments`], in VXLAN as `outer` says.
+fn sealed_segments_from(
+    sa: &vswitch::esp::sa::Sa,
+    first_n: u64,
+    payload: &[u8],
+    outer: Outer,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let sf = tcp_super_frame(B, payload);
     let plan = TcpSegments::plan(&sf, &tso(1000), 2000).unwrap();
     let segs: Vec<Vec<u8>> = (0..plan.count)
@@ -1980,7 +1990,7 @@ fn sealed_segments(
     let sealed = segs
         .iter()
         .enumerate()
-        .map(|(i, seg)| sealed_in_udp_by(sa, first_n + i as u64, &vxlan(from_peer(VNI_1), seg)))
+        .map(|(i, seg)| sealed_in_udp_by(sa, first_n + i as u64, &vxlan(outer, seg)))
         .collect();
     (segs, sealed)
 }
@@ -2232,4 +2242,163 @@ fn an_encrypted_super_frame_is_sealed_into_udp_super_frames_the_peer_opens() {
     assert_eq!(out[&UPLINK].len(), 48, "{:?}", rig.drops());
     assert!(out[&UPLINK].iter().all(|(_, o)| *o == VnetHdr::default()));
     assert_eq!(rig.event_named("esp_sealed_whole"), 0);
+}
+
+/// Network 1 encrypted with ESP in UDP with two peers, `PEER_IP` (`TUN_1`) and `PEER3_IP`
+/// (`TUN_1B`); the access port takes TCP super-frames. Returns the rig and the two peers'
+/// sending SAs.
+fn two_peer_esp_in_udp_rig() -> (Rig, Arc<vswitch::esp::sa::Sa>, vswitch::esp::sa::Sa) {
+    use vswitch::esp::{ring::EspConf, sa::Sa};
+    let (mut snap, peer_tx) = encrypted(true);
+    add_tunnel(&mut snap, TUN_1B, 1, PEER3_IP, true);
+    for t in [TUN_1, TUN_1B] {
+        if let Some(c) = port_conf(&mut snap, t).tunnel.as_mut() {
+            c.encrypted = true;
+            c.esp_udp = true;
+        }
+    }
+    net_conf(&mut snap, 1).esp_udp = true;
+    let tx = Arc::new(Sa::new(&MASTER, OUR_IP, PEER_IP, 1, 1_000).unwrap());
+    let rx = Arc::new(Sa::new(&MASTER, PEER_IP, OUR_IP, 1, 0).unwrap());
+    let rx3 = Arc::new(Sa::new(&MASTER, PEER3_IP, OUR_IP, 1, 0).unwrap());
+    snap.esp = Arc::new(EspConf::new(vec![tx], vec![rx, rx3]));
+    let peer3_tx = Sa::new(&MASTER, PEER3_IP, OUR_IP, 1, 9_000).unwrap();
+    let rig = Rig::with_caps(snap, &[(ACCESS_1, TxCaps::Offload)]);
+    (rig, peer_tx, peer3_tx)
+}
+
+#[test]
+fn a_held_run_takes_nothing_from_another_peer() {
+    let (mut rig, peer_tx, peer3_tx) = two_peer_esp_in_udp_rig();
+    // The first 7 segments of a flow from the peer, the next 5 (the same inner flow) from
+    // another peer, in one burst: the second peer's do not join the first's held run.
+    let payload: Vec<u8> = (0..12_000u32).map(|i| (i * 13 + 7) as u8).collect();
+    let (_, sealed) = sealed_segments(&peer_tx, 1, &payload);
+    let from3 = Outer {
+        src_mac: PEER3_MAC,
+        src_ip: PEER3_IP,
+        ..from_peer(VNI_1)
+    };
+    let (_, sealed3) = sealed_segments_from(&peer3_tx, 1, &payload, from3);
+    let burst = [
+        udp_super_frame(&sealed[..7]),
+        udp_super_frame(&sealed3[7..]),
+    ];
+    let out = rig.exchange_offload_burst(UPLINK, &burst);
+    let got = &out[&ACCESS_1];
+    assert_eq!(got.len(), 2, "one frame per peer");
+    assert!(cut_payload(&got[0].0, &got[0].1, 2000) == payload[..7000]);
+    assert!(cut_payload(&got[1].0, &got[1].1, 2000) == payload[7000..]);
+    let c = rig.worker.stats().port(TUN_1B);
+    assert_eq!(
+        c.rx_packets.get(),
+        1,
+        "the second came through the other peer's tunnel"
+    );
+    assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+#[test]
+fn a_super_frame_that_fills_the_output_loses_nothing_behind_it() {
+    let (mut rig, peer_tx, _) = two_peer_esp_in_udp_rig();
+    // A super-frame of 40 datagrams that each go alone (two flows taking turns, each with
+    // gaps) fills the stage's output; a plain ESP-in-UDP packet behind it in the same burst
+    // still arrives, and all in order.
+    let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 13 + 7) as u8).collect();
+    let (segs, _) = sealed_segments(&peer_tx, 100, &payload);
+    let mut sealed = Vec::new();
+    let mut want = Vec::new();
+    let mut n = 200;
+    for k in 0..40 {
+        let mut seg = segs[k % 10].clone();
+        // Every other one to another destination port (its TCP checksum follows the change).
+        if k % 2 == 1 {
+            seg[36..38].copy_from_slice(&0x1452u16.to_be_bytes());
+            let c = u16::from_be_bytes([seg[50], seg[51]]);
+            let (c, carry) = c.overflowing_sub(1);
+            let c = if carry { c.wrapping_sub(1) } else { c };
+            seg[50..52].copy_from_slice(&c.to_be_bytes());
+        }
+        sealed.push(sealed_in_udp_by(
+            &peer_tx,
+            n,
+            &vxlan(from_peer(VNI_1), &seg),
+        ));
+        want.push(seg);
+        n += 1;
+    }
+    let alone = sealed_in_udp_by(&peer_tx, n, &vxlan(from_peer(VNI_1), &segs[0]));
+    want.push(segs[0].clone());
+    let burst = [udp_super_frame(&sealed), (alone, VnetHdr::default())];
+    let out = rig.exchange_offload_burst(UPLINK, &burst);
+    let got: Vec<Vec<u8>> = out[&ACCESS_1].iter().map(|(f, _)| f.clone()).collect();
+    assert_eq!(
+        got.len(),
+        41,
+        "every frame, the plain one behind the super-frame too"
+    );
+    assert!(got == want, "in order");
+    assert_eq!(rig.drops(), BTreeMap::new());
+}
+
+#[test]
+fn sequence_numbers_follow_the_wire_order_around_a_super_frame_sealed_whole() {
+    use dataplane::offload::UdpSegments;
+    use vswitch::esp::{open::Opener, ring::EspConf, sa::Sa};
+    let (mut snap, _) = encrypted(true);
+    net_conf(&mut snap, 1).esp_udp = true;
+    net_conf(&mut snap, 1).statics.push((S, TUN_1));
+    if let Some(t) = port_conf(&mut snap, TUN_1).tunnel.as_mut() {
+        t.esp_udp = true;
+    }
+    if let Some(u) = snap.uplink.as_mut() {
+        u.uso = true;
+    }
+    let mut rig = Rig::with_caps(
+        snap,
+        &[
+            (UPLINK, TxCaps::OffloadTunnelUso),
+            (ACCESS_1, TxCaps::Offload),
+        ],
+    );
+    rig.resolve(PEER_MAC, PEER_IP);
+    // A small frame, a super-frame of 10 segments, a small frame: one burst, one SA.
+    let payload: Vec<u8> = (0..13_680u32).map(|i| (i * 5 + 3) as u8).collect();
+    let small = inner(S, A, 100);
+    let burst = [
+        (small.clone(), VnetHdr::default()),
+        (tcp_super_frame(S, &payload), tso(1368)),
+        (small, VnetHdr::default()),
+    ];
+    let out = rig.exchange_offload_burst(ACCESS_1, &burst);
+    let sent = &out[&UPLINK];
+    assert_eq!(sent.len(), 3);
+    let peer_rx = Sa::new(&MASTER, OUR_IP, PEER_IP, 1, 0).unwrap();
+    let peer = EspConf::new(vec![], vec![Arc::new(peer_rx)]);
+    let mut opener = Opener::default();
+    let mut seqs = Vec::new();
+    for (f, ol) in sent {
+        let packets = if ol.is_udp_gso() {
+            let plan = UdpSegments::plan(f, ol, 2000).unwrap();
+            (0..plan.count)
+                .map(|k| {
+                    let mut p = vec![0u8; 2000];
+                    let n = plan.write_segment(f, k, &mut p).unwrap();
+                    p.truncate(n);
+                    p
+                })
+                .collect()
+        } else {
+            vec![f.clone()]
+        };
+        for mut p in packets {
+            seqs.push(opener.open(&peer, &mut p).expect("the peer opens it").seq);
+        }
+    }
+    assert_eq!(seqs.len(), 12);
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "sequence numbers rise in wire order: {seqs:?}"
+    );
+    assert_eq!(rig.drops(), BTreeMap::new());
 }

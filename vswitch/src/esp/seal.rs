@@ -80,6 +80,9 @@ impl Stage for Seal {
             };
             if pool.is_tunnel_gso(&b) {
                 self.seal_whole::<T>(io, frames, b, sa, mtu, next.arg, out);
+                // What follows takes numbers after the super-frame's (a gap is harmless; going
+                // out behind higher numbers could leave the peer's window).
+                resv = (0, 0, 0);
                 continue;
             }
             // Judged before sealing, so a frame too big spends no sequence number. The header
@@ -118,11 +121,8 @@ impl Stage for Seal {
                     }
                     // (A super-frame before may have made more than one frame.)
                     let next = Next::to(Node::Tx as u16, next.arg);
-                    if let Err(b) = out.push_next(b, next) {
-                        if let Err(b) = frames.emit(b, next) {
-                            io.drop_buf::<T>(Self::NAME, b, self.drops.index(SealDrop::NoRoom));
-                        }
-                    }
+                    let i = self.drops.index(SealDrop::NoRoom);
+                    frames.push_in_order(out, b, next, |b| io.drop_buf::<T>(Self::NAME, b, i));
                 }
                 Err(why) => {
                     if why == SealDrop::SeqExhausted {
@@ -194,14 +194,15 @@ impl Seal {
         let flags = pool.flags(&b) & !FLAG_UDP;
         let (word0, trace_word) = (pool.word(&b, 0), pool.word(&b, TRACE_WORD));
         let mut sealed = 0u64;
+        // The forwarded mark goes with the first UDP super-frame that leaves: counted once.
+        let mut fwd = flags & FLAG_FWD;
         for start in (0..count).step_by(per) {
             let end = (start + per).min(count);
             match self.seal_chunk(io.cx.cache, &b, &plan, sa, first, start..end, full) {
-                Some(mut c) => {
+                Ok(mut c) => {
                     sealed += (end - start) as u64;
-                    // Only the first carries the forwarded mark: the frame counts once.
-                    let f = if start == 0 { flags } else { flags & !FLAG_FWD };
-                    pool.set_flags(&mut c, f);
+                    pool.set_flags(&mut c, (flags & !FLAG_FWD) | fwd);
+                    fwd = 0;
                     pool.set_word(&mut c, 0, word0);
                     pool.set_word(&mut c, TRACE_WORD, trace_word);
                     if T {
@@ -212,13 +213,15 @@ impl Seal {
                         io.rec::<T>(Self::NAME, &b, what);
                     }
                     let next = Next::to(Node::Tx as u16, port);
-                    if let Err(c) = out.push_next(c, next) {
-                        if let Err(c) = frames.emit(c, next) {
-                            io.drop_buf::<T>(Self::NAME, c, self.drops.index(SealDrop::NoRoom));
-                        }
-                    }
+                    let i = self.drops.index(SealDrop::NoRoom);
+                    frames.push_in_order(out, c, next, |c| io.drop_buf::<T>(Self::NAME, c, i));
                 }
-                None => io.count_drop(self.drops.index(SealDrop::NoBuffer), flags),
+                Err(why) => {
+                    // Each packet of the chunk is lost.
+                    let i = self.drops.index(why);
+                    io.count_drop(i, flags);
+                    io.cx.stats.pipeline.at(i).add((end - start - 1) as u64);
+                }
             }
         }
         io.cx
@@ -231,8 +234,8 @@ impl Seal {
     }
 
     /// Segments `range` of super-frame `b` (see [`Seal::seal_whole`]) sealed into one UDP
-    /// super-frame in a large buffer (one datagram: a plain frame); `None` if there is no
-    /// buffer or a segment cannot be written.
+    /// super-frame in a large buffer (one datagram: a plain frame, in any buffer); no buffer
+    /// is `esp_no_buffer`, a segment that cannot be written `esp_no_room`.
     #[allow(clippy::too_many_arguments)]
     fn seal_chunk(
         &self,
@@ -243,9 +246,15 @@ impl Seal {
         first: u64,
         range: std::ops::Range<usize>,
         full: usize,
-    ) -> Option<Buf> {
+    ) -> Result<Buf, SealDrop> {
         let pool = &*self.pool;
-        let mut c = pool.alloc_large().or_else(|| cache.alloc())?;
+        let c = match range.len() {
+            1 => pool.alloc_large().or_else(|| cache.alloc()),
+            _ => pool.alloc_large(),
+        };
+        let Some(mut c) = c else {
+            return Err(SealDrop::NoBuffer);
+        };
         let off = pool.offset(&c);
         let room = pool.slot_mut(&mut c).len() - off;
         pool.set_len(&mut c, room);
@@ -292,11 +301,11 @@ impl Seal {
                 pool.set_len(&mut c, end);
                 pool.set_offload(&mut c, o);
                 pool.set_port(&mut c, pool.port(b));
-                Some(c)
+                Ok(c)
             }
             None => {
                 cache.free(c);
-                None
+                Err(SealDrop::NoRoom)
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::esp::{self, open::Opener, OpenDrop, OpenEvent};
 use crate::graph::{Env, Io, Node, Stage, FLAG_COPY, FLAG_FWD};
 use crate::host::{ArpRx, Resolve};
 use crate::trace::Detail;
-use dataplane::burst::{Burst, Next};
+use dataplane::burst::{Burst, Next, BURST};
 use dataplane::graph::{CounterKind, Counters, Frames};
 use dataplane::named_counters;
 use dataplane::offload::{
@@ -74,10 +74,18 @@ fn grow(
 /// Finishes run `r` in `b` ([`Run::finish`]): its frame and offload facts set; false (nothing
 /// set) if it cannot be.
 fn finish_run(pool: &Pool, b: &mut Buf, r: &Run) -> bool {
+    let off = pool.offset(b);
+    // Offload offsets are kept as 16 bits from the slot's start: a run that starts far into a
+    // large buffer (late in its super-frame) moves to the front first.
+    let mut r = *r;
+    if off + r.start + r.ip_end + rejoin::TNL + r.first.hdr_len >= usize::from(u16::MAX) {
+        pool.data_mut(b).copy_within(r.start..r.end, 0);
+        r.end -= r.start;
+        r.start = 0;
+    }
     let Some(o) = r.finish(pool.data_mut(b)) else {
         return false;
     };
-    let off = pool.offset(b);
     pool.set_frame(b, off + r.start, r.end - r.start);
     pool.set_offload(b, o);
     true
@@ -181,7 +189,13 @@ impl Stage for UnderlayIn {
             if held.is_some() {
                 self.release::<T>(io, frames, pool, &mut opener, c, &mut held, out);
             }
-            self.one::<T>(io, frames, pool, &mut opener, b, out, None);
+            if out.len() < BURST {
+                self.one::<T>(io, frames, pool, &mut opener, b, out, None);
+            } else {
+                // A super-frame before it filled the output.
+                self.one::<T>(io, frames, pool, &mut opener, b, &mut c.spill, None);
+                self.join::<T>(io, frames, &mut c.spill, out);
+            }
         }
         if let Some(c) = room.as_mut() {
             self.release::<T>(io, frames, pool, &mut opener, c, &mut held, out);
@@ -227,8 +241,8 @@ impl UnderlayIn {
         }
     }
 
-    /// Moves what one frame of a super-frame became from `spill` to the output (or, when that is
-    /// full, straight on to the next node).
+    /// Moves what one frame of a super-frame became from `spill` to the output, in order
+    /// ([`Frames::push_in_order`]: a super-frame may make more frames than it holds).
     fn join<const T: bool>(
         &self,
         io: &mut Io<'_, '_>,
@@ -236,12 +250,9 @@ impl UnderlayIn {
         spill: &mut Burst,
         out: &mut Burst,
     ) {
+        let i = self.drops.index(DecapDrop::BadUdpGso);
         for (s, next) in spill.drain_next() {
-            if let Err(s) = out.push_next(s, next) {
-                if let Err(s) = frames.emit(s, next) {
-                    io.drop_buf::<T>(Self::NAME, s, self.drops.index(DecapDrop::BadUdpGso));
-                }
-            }
+            frames.push_in_order(out, s, next, |s| io.drop_buf::<T>(Self::NAME, s, i));
         }
     }
 
@@ -333,9 +344,9 @@ impl UnderlayIn {
         let src = Ipv4Addr::new(data[26], data[27], data[28], data[29]);
         let flags = pool.flags(&b);
         let cfg = io.cfg;
-        // Where each datagram's cleartext lies, and its length (0: it did not open, the drop
-        // is counted).
-        let mut clear = [(0usize, 0usize); UDP_MAX];
+        // Where each datagram's cleartext lies, and its length (none: it did not open, the
+        // drop is counted).
+        let mut clear = [None::<(usize, usize)>; UDP_MAX];
         for (k, c) in clear.iter_mut().enumerate().take(plan.count) {
             let (s, e) = span(k);
             let Some(payload) = pool.data_mut(&mut b).get_mut(s..e) else {
@@ -348,7 +359,7 @@ impl UnderlayIn {
             match r {
                 Ok(n) => {
                     self.esp_ev.inc(io.cx.stats, OpenEvent::Opened);
-                    *c = (s + PREFIX_LEN, n);
+                    *c = Some((s + PREFIX_LEN, n));
                 }
                 Err(why) => io.count_drop(self.esp_drops.index(why), flags),
             }
@@ -358,25 +369,34 @@ impl UnderlayIn {
         // The run built where it lies, whether it ended, and its place among `segs` (the
         // frames made of this super-frame, in order, ready to go on).
         let (mut here, mut here_ended, mut here_at) = (None::<Run>, false, 0);
-        for &(at, n) in clear.iter().take(plan.count) {
-            if n == 0 {
-                continue;
-            }
+        for &(at, n) in clear.iter().take(plan.count).flatten() {
             let data = pool.data(&b);
-            let d = &data[at..at + n];
+            // The outer headers: where they were, or in front of the run built here.
+            let hdrs = here.map_or(0, |r| r.start);
+            let Some(d) = data.get(at..at + n) else {
+                // (Cannot be: the cleartext lies inside its datagram.)
+                io.count_drop(self.drops.index(DecapDrop::BadUdpGso), flags);
+                continue;
+            };
             let seg = rejoin::segment(d);
             if let Some(seg) = seg {
-                // Appended to the run being built, here or held.
+                // Appended to the run being built, here or held (the skip is under `n`: a
+                // run takes only segments with its first one's header length).
                 if let Some(r) = here.as_mut().filter(|_| !here_ended) {
-                    if r.takes(data, data.len(), d, &seg) {
-                        let skip = r.skip();
+                    let skip = r.skip();
+                    if skip < n && r.takes(data, data.len(), d, &seg) {
                         pool.data_mut(&mut b).copy_within(at + skip..at + n, r.end);
                         r.appended(seg);
                         continue;
                     }
                 } else if let Some((hb, r)) = held.as_mut() {
-                    let skip = r.skip();
-                    if r.takes(pool.data(hb), RUN_MAX, d, &seg)
+                    let (skip, hd) = (r.skip(), pool.data(hb));
+                    // From the same peer (the outer addresses name the tunnel and the SA).
+                    let same = r.ip_end == ip_end
+                        && hd.get(r.start + 26..r.start + 34) == data.get(hdrs + 26..hdrs + 34);
+                    if same
+                        && skip < n
+                        && r.takes(hd, RUN_MAX, d, &seg)
                         && grow(pool, io.cx.cache, hb, r.end, r.end + n - skip)
                     {
                         if let Some(to) = pool.data_mut(hb).get_mut(r.end..r.end + n - skip) {
@@ -398,8 +418,6 @@ impl UnderlayIn {
                     io.count_drop(self.drops.index(DecapDrop::BadUdpGso), flags);
                 }
             }
-            // The outer headers: where they were, or in front of the run built here.
-            let hdrs = here.map_or(0, |r| r.start);
             match seg {
                 Some(seg) if here.is_none() => {
                     // A run starts here: the outer headers move right in front of it.
@@ -431,13 +449,13 @@ impl UnderlayIn {
                     match seg {
                         Some(seg) => *held = Some((nb, Run::new(seg, 0, ip_end, n))),
                         None => {
-                            let r = Run::new(Default::default(), 0, ip_end, n);
-                            if finish_run(pool, &mut nb, &r) {
-                                segs.push(nb);
-                            } else {
-                                io.cx.cache.free(nb);
-                                io.count_drop(self.drops.index(DecapDrop::BadUdpGso), flags);
+                            // Alone, as opened: only the outer IPv4 header follows its length
+                            // (what it carried is judged as it came).
+                            let total = u16::try_from(ip_end - 14 + n).unwrap_or(u16::MAX);
+                            if let Some(ip) = pool.data_mut(&mut nb).get_mut(14..ip_end) {
+                                esp::sa::patch_ipv4(ip, 17, total);
                             }
+                            segs.push(nb);
                         }
                     }
                 }
