@@ -169,15 +169,18 @@ impl Stage for UnderlayIn {
         let pool = &*self.pool;
         // Taken out for the loop (no allocation: a move of its vector) so `one` borrows self.
         let mut opener = std::mem::take(&mut self.opener);
-        let mut room = self.cutting.take();
+        let Some(mut room) = self.cutting.take() else {
+            // (Never: the room is always there between runs.)
+            for (b, _) in input.drain_next() {
+                io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::BadUdpGso));
+            }
+            self.opener = opener;
+            return;
+        };
+        let c = &mut room;
         // A run of opened segments that the next super-frame of this burst may extend.
         let mut held: Option<(Buf, Run)> = None;
         for (b, _) in input.drain_next() {
-            let Some(c) = room.as_mut() else {
-                // (Never: the room is always there.)
-                io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::BadUdpGso));
-                continue;
-            };
             if pool.is_udp_gso(&b) {
                 let r = self.open_whole::<T>(io, frames, pool, &mut opener, c, &mut held, b, out);
                 if let Err(b) = r {
@@ -189,18 +192,16 @@ impl Stage for UnderlayIn {
             if held.is_some() {
                 self.release::<T>(io, frames, pool, &mut opener, c, &mut held, out);
             }
-            if out.len() < BURST {
-                self.one::<T>(io, frames, pool, &mut opener, b, out, None);
-            } else {
-                // A super-frame before it filled the output.
-                self.one::<T>(io, frames, pool, &mut opener, b, &mut c.spill, None);
+            // (A super-frame before it may have filled the output.)
+            let spilled = out.len() >= BURST;
+            let to = if spilled { &mut c.spill } else { &mut *out };
+            self.one::<T>(io, frames, pool, &mut opener, b, to, None);
+            if spilled {
                 self.join::<T>(io, frames, &mut c.spill, out);
             }
         }
-        if let Some(c) = room.as_mut() {
-            self.release::<T>(io, frames, pool, &mut opener, c, &mut held, out);
-        }
-        self.cutting = room;
+        self.release::<T>(io, frames, pool, &mut opener, c, &mut held, out);
+        self.cutting = Some(room);
         opener.flush(&io.cfg.esp);
         self.opener = opener;
         io.host.take_learned(io.seen);
@@ -236,7 +237,7 @@ impl UnderlayIn {
         for mut s in segs.drain(..) {
             pool.set_flags(&mut s, flags);
             pool.set_word(&mut s, crate::trace::TRACE_WORD, trace_word);
-            self.one::<T>(io, frames, pool, opener, s, spill, None);
+            self.one_outlined::<T>(io, frames, pool, opener, s, spill, None);
             self.join::<T>(io, frames, spill, out);
         }
     }
@@ -273,7 +274,7 @@ impl UnderlayIn {
         if !finish_run(pool, &mut b, r) {
             return io.drop_buf::<T>(Self::NAME, b, self.drops.index(DecapDrop::BadUdpGso));
         }
-        self.one::<T>(io, frames, pool, opener, b, spill, Some(true));
+        self.one_outlined::<T>(io, frames, pool, opener, b, spill, Some(true));
         self.join::<T>(io, frames, spill, out);
     }
 
@@ -474,7 +475,7 @@ impl UnderlayIn {
             }
             Some(r) => {
                 for s in segs.drain(..here_at) {
-                    self.one::<T>(io, frames, pool, opener, s, spill, Some(true));
+                    self.one_outlined::<T>(io, frames, pool, opener, s, spill, Some(true));
                     self.join::<T>(io, frames, spill, out);
                 }
                 self.send_run::<T>(io, frames, pool, opener, spill, b, &r, out);
@@ -483,7 +484,7 @@ impl UnderlayIn {
             None => io.cx.cache.free(b),
         }
         for s in segs.drain(rest) {
-            self.one::<T>(io, frames, pool, opener, s, spill, Some(true));
+            self.one_outlined::<T>(io, frames, pool, opener, s, spill, Some(true));
             self.join::<T>(io, frames, spill, out);
         }
         Ok(())
@@ -505,6 +506,23 @@ impl UnderlayIn {
         if let Some((b, r)) = held.take() {
             self.send_run::<T>(io, frames, pool, opener, &mut room.spill, b, &r, out);
         }
+    }
+
+    /// [`UnderlayIn::one`] for the frames a super-frame makes (out of line, so that `one` is
+    /// inlined only here and into the burst loop).
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn one_outlined<const T: bool>(
+        &self,
+        io: &mut Io<'_, '_>,
+        frames: &mut Frames,
+        pool: &Pool,
+        opener: &mut Opener,
+        b: Buf,
+        out: &mut Burst,
+        opened: Option<bool>,
+    ) {
+        self.one::<T>(io, frames, pool, opener, b, out, opened);
     }
 
     // Always: with a second caller (`cut`) the compiler stopped inlining it into the burst
