@@ -2150,10 +2150,10 @@ fn segments_of_one_flow_split_over_two_esp_in_udp_super_frames_go_on_as_one() {
     assert_eq!(rig.drops(), BTreeMap::new());
 }
 
-#[test]
-fn an_encrypted_super_frame_is_sealed_into_udp_super_frames_the_peer_opens() {
-    use dataplane::offload::{UdpSegments, VIRTIO_NET_HDR_GSO_UDP_L4};
-    use vswitch::esp::{open::Opener, ring::EspConf, sa::Sa};
+/// Network 1 encrypted with ESP in UDP, `S` behind `TUN_1`, the peer resolved; with `uso`
+/// the uplink takes UDP super-frames (so super-frames are sealed whole), the access port TCP
+/// super-frames.
+fn esp_in_udp_sender_rig(uso: bool) -> Rig {
     let (mut snap, _) = encrypted(true);
     net_conf(&mut snap, 1).esp_udp = true;
     net_conf(&mut snap, 1).statics.push((S, TUN_1));
@@ -2161,16 +2161,41 @@ fn an_encrypted_super_frame_is_sealed_into_udp_super_frames_the_peer_opens() {
         t.esp_udp = true;
     }
     if let Some(u) = snap.uplink.as_mut() {
-        u.uso = true;
+        u.uso = uso;
     }
-    let mut rig = Rig::with_caps(
-        snap,
-        &[
-            (UPLINK, TxCaps::OffloadTunnelUso),
-            (ACCESS_1, TxCaps::Offload),
-        ],
-    );
+    let uplink = if uso {
+        TxCaps::OffloadTunnelUso
+    } else {
+        TxCaps::Plain
+    };
+    let mut rig = Rig::with_caps(snap, &[(UPLINK, uplink), (ACCESS_1, TxCaps::Offload)]);
     rig.resolve(PEER_MAC, PEER_IP);
+    rig
+}
+
+/// The wire packets `f` stands for: a UDP super-frame's datagrams as the kernel cuts them, or
+/// `f` itself.
+fn wire_packets(f: &[u8], ol: &VnetHdr) -> Vec<Vec<u8>> {
+    if !ol.is_udp_gso() {
+        return vec![f.to_vec()];
+    }
+    let plan = dataplane::offload::UdpSegments::plan(f, ol, 2000)
+        .expect("a UDP super-frame the kernel takes");
+    (0..plan.count)
+        .map(|k| {
+            let mut p = vec![0u8; 2000];
+            let n = plan.write_segment(f, k, &mut p).unwrap();
+            p.truncate(n);
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn an_encrypted_super_frame_is_sealed_into_udp_super_frames_the_peer_opens() {
+    use dataplane::offload::VIRTIO_NET_HDR_GSO_UDP_L4;
+    use vswitch::esp::{open::Opener, ring::EspConf, sa::Sa};
+    let mut rig = esp_in_udp_sender_rig(true);
     let payload: Vec<u8> = (0..65_000u32).map(|i| (i * 7 + i / 509) as u8).collect();
     let frame = tcp_super_frame(S, &payload);
     let out = rig.exchange_offload(ACCESS_1, &frame, tso(1460));
@@ -2202,12 +2227,9 @@ fn an_encrypted_super_frame_is_sealed_into_udp_super_frames_the_peer_opens() {
             )
         );
         assert_eq!(&f[36..38], &4500u16.to_be_bytes(), "to the NAT-T port");
-        let plan = UdpSegments::plan(f, ol, 2000).expect("a UDP super-frame the kernel takes");
-        assert_eq!(plan.count, count);
-        for k in 0..plan.count {
-            let mut p = vec![0u8; 2000];
-            let n = plan.write_segment(f, k, &mut p).unwrap();
-            p.truncate(n);
+        let packets = wire_packets(f, ol);
+        assert_eq!(packets.len(), count);
+        for mut p in packets {
             assert!(p.len() - 14 <= 1500, "fits the uplink MTU");
             let o = opener.open(&peer, &mut p).expect("the peer opens it");
             assert_eq!(o.seq, i as u32 + 1, "sequence numbers in order");
@@ -2230,14 +2252,7 @@ fn an_encrypted_super_frame_is_sealed_into_udp_super_frames_the_peer_opens() {
 
     // Without USO on the uplink the super-frame is cut before encapsulation: one ESP packet
     // per frame, as before.
-    let (mut snap, _) = encrypted(true);
-    net_conf(&mut snap, 1).esp_udp = true;
-    net_conf(&mut snap, 1).statics.push((S, TUN_1));
-    if let Some(t) = port_conf(&mut snap, TUN_1).tunnel.as_mut() {
-        t.esp_udp = true;
-    }
-    let mut rig = Rig::with_caps(snap, &[(ACCESS_1, TxCaps::Offload)]);
-    rig.resolve(PEER_MAC, PEER_IP);
+    let mut rig = esp_in_udp_sender_rig(false);
     let out = rig.exchange_offload(ACCESS_1, &frame, tso(1460));
     assert_eq!(out[&UPLINK].len(), 48, "{:?}", rig.drops());
     assert!(out[&UPLINK].iter().all(|(_, o)| *o == VnetHdr::default()));
@@ -2343,25 +2358,8 @@ fn a_super_frame_that_fills_the_output_loses_nothing_behind_it() {
 
 #[test]
 fn sequence_numbers_follow_the_wire_order_around_a_super_frame_sealed_whole() {
-    use dataplane::offload::UdpSegments;
     use vswitch::esp::{open::Opener, ring::EspConf, sa::Sa};
-    let (mut snap, _) = encrypted(true);
-    net_conf(&mut snap, 1).esp_udp = true;
-    net_conf(&mut snap, 1).statics.push((S, TUN_1));
-    if let Some(t) = port_conf(&mut snap, TUN_1).tunnel.as_mut() {
-        t.esp_udp = true;
-    }
-    if let Some(u) = snap.uplink.as_mut() {
-        u.uso = true;
-    }
-    let mut rig = Rig::with_caps(
-        snap,
-        &[
-            (UPLINK, TxCaps::OffloadTunnelUso),
-            (ACCESS_1, TxCaps::Offload),
-        ],
-    );
-    rig.resolve(PEER_MAC, PEER_IP);
+    let mut rig = esp_in_udp_sender_rig(true);
     // A small frame, a super-frame of 10 segments, a small frame: one burst, one SA.
     let payload: Vec<u8> = (0..13_680u32).map(|i| (i * 5 + 3) as u8).collect();
     let small = inner(S, A, 100);
@@ -2378,20 +2376,7 @@ fn sequence_numbers_follow_the_wire_order_around_a_super_frame_sealed_whole() {
     let mut opener = Opener::default();
     let mut seqs = Vec::new();
     for (f, ol) in sent {
-        let packets = if ol.is_udp_gso() {
-            let plan = UdpSegments::plan(f, ol, 2000).unwrap();
-            (0..plan.count)
-                .map(|k| {
-                    let mut p = vec![0u8; 2000];
-                    let n = plan.write_segment(f, k, &mut p).unwrap();
-                    p.truncate(n);
-                    p
-                })
-                .collect()
-        } else {
-            vec![f.clone()]
-        };
-        for mut p in packets {
+        for mut p in wire_packets(f, ol) {
             seqs.push(opener.open(&peer, &mut p).expect("the peer opens it").seq);
         }
     }
