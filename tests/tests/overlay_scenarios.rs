@@ -2387,3 +2387,32 @@ fn sequence_numbers_follow_the_wire_order_around_a_super_frame_sealed_whole() {
     );
     assert_eq!(rig.drops(), BTreeMap::new());
 }
+
+#[test]
+fn a_frame_before_a_super_frame_cut_for_the_tunnel_leaves_before_its_segments() {
+    let mut snap = snapshot();
+    net_conf(&mut snap, 1).statics.push((S, TUN_1));
+    let mut rig = Rig::with_caps(snap, &[(ACCESS_1, TxCaps::Offload)]);
+    rig.resolve(PEER_MAC, PEER_IP);
+    // One burst: a small frame, then a super-frame of 40 segments cut before encapsulation
+    // (no tunnel GSO on the uplink): more frames than the stage's output holds.
+    let small = inner(S, A, 100);
+    let payload: Vec<u8> = (0..40_000u32).map(|i| (i * 3 + 1) as u8).collect();
+    let burst = [
+        (small.clone(), VnetHdr::default()),
+        (tcp_super_frame(S, &payload), tso(1000)),
+    ];
+    let out = rig.exchange_offload_burst(ACCESS_1, &burst);
+    let sent = &out[&UPLINK];
+    assert_eq!(sent.len(), 41);
+    check_encap(&sent[0].0, &small, VNI_1, PEER_MAC, PEER_IP);
+    let seqs: Vec<u32> = sent[1..]
+        .iter()
+        .map(|(f, _)| u32::from_be_bytes([f[88], f[89], f[90], f[91]]))
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1000),
+        "segments in order: {seqs:?}"
+    );
+    assert_eq!(rig.drops(), BTreeMap::new());
+}

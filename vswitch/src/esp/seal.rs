@@ -10,7 +10,7 @@
 
 use super::sa::{self, Sa};
 use super::{SealDrop, SealEvent, FLAG_UDP};
-use crate::graph::{Env, Io, Node, Stage, FLAG_FWD};
+use crate::graph::{Env, GraphDrop, Io, Node, Stage, FLAG_FWD};
 use crate::trace::Detail;
 use crate::trace::TRACE_WORD;
 use dataplane::burst::{Burst, Next, BURST};
@@ -121,7 +121,7 @@ impl Stage for Seal {
                     }
                     // (A super-frame before may have made more than one frame.)
                     let next = Next::to(Node::Tx as u16, next.arg);
-                    let i = self.drops.index(SealDrop::NoRoom);
+                    let i = io.g.drop.index(GraphDrop::NoFrame);
                     frames.push_in_order(out, b, next, |b| io.drop_buf::<T>(Self::NAME, b, i));
                 }
                 Err(why) => {
@@ -213,7 +213,7 @@ impl Seal {
                         io.rec::<T>(Self::NAME, &b, what);
                     }
                     let next = Next::to(Node::Tx as u16, port);
-                    let i = self.drops.index(SealDrop::NoRoom);
+                    let i = io.g.drop.index(GraphDrop::NoFrame);
                     frames.push_in_order(out, c, next, |c| io.drop_buf::<T>(Self::NAME, c, i));
                 }
                 Err(why) => {

@@ -251,7 +251,7 @@ impl UnderlayIn {
         spill: &mut Burst,
         out: &mut Burst,
     ) {
-        let i = self.drops.index(DecapDrop::BadUdpGso);
+        let i = io.g.drop.index(crate::graph::GraphDrop::NoFrame);
         for (s, next) in spill.drain_next() {
             frames.push_in_order(out, s, next, |s| io.drop_buf::<T>(Self::NAME, s, i));
         }
@@ -791,13 +791,14 @@ impl Stage for Encap {
         for (mut b, next) in input.drain_next() {
             let port = next.arg;
             if self.pool.has_offload(&b) && !self.whole::<T>(io, port, &mut b) {
-                self.segments::<T>(io, frames, port, b);
+                self.segments::<T>(io, frames, port, b, out);
                 continue;
             }
             match self.one::<T>(io, frames, port, b) {
                 Ok(Some((b, next))) => {
-                    // Cannot fail: the output holds no more than the input did.
-                    let _ = out.push_next(b, next);
+                    // In order: a super-frame's segments before it may have filled the output.
+                    let i = io.g.drop.index(crate::graph::GraphDrop::NoFrame);
+                    frames.push_in_order(out, b, next, |b| io.drop_buf::<T>(Self::NAME, b, i));
                 }
                 Ok(None) => {}
                 Err((b, why)) => io.drop_buf::<T>(Self::NAME, b, why),
@@ -1052,6 +1053,7 @@ impl Encap {
         frames: &mut Frames,
         port: PortId,
         b: Buf,
+        out: &mut Burst,
     ) {
         let pool = self.pool.clone();
         let mut b = b;
@@ -1084,10 +1086,13 @@ impl Encap {
             match self.one::<T>(io, frames, port, s) {
                 Ok(Some((s, next))) => {
                     sent = true;
-                    if let Err(s) = frames.emit(s, next) {
+                    // Behind what the output holds (frames of the burst before this one).
+                    let mut no_frame = 0u64;
+                    frames.push_in_order(out, s, next, |s| {
                         io.cx.cache.free(s);
-                        lost += 1;
-                    }
+                        no_frame += 1;
+                    });
+                    lost += no_frame;
                 }
                 Ok(None) => sent = true,
                 Err((s, why)) => {
