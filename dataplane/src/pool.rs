@@ -347,6 +347,15 @@ impl Pool {
         m.len = len as u32;
     }
 
+    /// Makes the frame run from its start to the end of the slot: room to build a frame into
+    /// (its real length is set once it is built).
+    #[inline]
+    pub fn extend_to_slot(&self, b: &mut Buf) {
+        let off = self.meta(b).off as usize;
+        let size = self.slot_size(self.check(b));
+        self.set_frame(b, off, size.saturating_sub(off));
+    }
+
     /// Sets the frame length, keeping the start (the receive path: start is at [`HEADROOM`]).
     #[inline]
     pub fn set_len(&self, b: &mut Buf, len: usize) {

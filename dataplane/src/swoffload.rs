@@ -44,11 +44,31 @@ impl TxCaps {
     #[inline]
     #[must_use]
     pub fn takes(self, o: &crate::offload::VnetHdr) -> bool {
+        self.passes(o.is_tunnel_gso(), o.is_udp_gso())
+    }
+
+    /// Whether frame `b` must be finished in software ([`resolve`]) before a port with these
+    /// caps sends it: frames with offload work it does not take ([`TxCaps::takes`]), and for
+    /// the AF_XDP region frames in large buffers. Reads the buffer's metadata only.
+    #[inline]
+    #[must_use]
+    pub fn must_finish(self, pool: &crate::pool::Pool, b: &Buf) -> bool {
+        match self {
+            TxCaps::Plain => pool.has_offload(b),
+            TxCaps::Region => pool.has_offload(b) || pool.is_large(b),
+            _ => !self.passes(pool.is_tunnel_gso(b), pool.is_udp_gso(b)),
+        }
+    }
+
+    /// Whether offload work of these kinds passes as it is (a TCP super-frame or a partial
+    /// checksum passes wherever offloads do).
+    #[inline]
+    fn passes(self, tunnel_gso: bool, udp_gso: bool) -> bool {
         match self {
             TxCaps::OffloadTunnelUso => true,
-            TxCaps::OffloadTunnel => !o.is_udp_gso(),
-            TxCaps::OffloadUso => !o.is_tunnel_gso(),
-            TxCaps::Offload => !o.is_tunnel_gso() && !o.is_udp_gso(),
+            TxCaps::OffloadTunnel => !udp_gso,
+            TxCaps::OffloadUso => !tunnel_gso,
+            TxCaps::Offload => !tunnel_gso && !udp_gso,
             TxCaps::Plain | TxCaps::Region => false,
         }
     }

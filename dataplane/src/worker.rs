@@ -209,15 +209,7 @@ impl Ports {
         }
         let c = stats.port(port);
         let pool = cache.pool();
-        let finish = match slot.caps {
-            TxCaps::OffloadTunnelUso => false,
-            TxCaps::OffloadTunnel => pool.offload(&b).is_udp_gso(),
-            TxCaps::OffloadUso => pool.is_tunnel_gso(&b),
-            TxCaps::Offload => pool.is_tunnel_gso(&b) || pool.offload(&b).is_udp_gso(),
-            TxCaps::Plain => pool.has_offload(&b),
-            TxCaps::Region => pool.has_offload(&b) || pool.is_large(&b),
-        };
-        if finish {
+        if slot.caps.must_finish(pool, &b) {
             finish_offload(cache, slot, c, b);
             return true;
         }

@@ -278,9 +278,7 @@ impl Sa {
         if ihl < 20 {
             return Err(SealDrop::NotIpv4);
         }
-        let trailer = Trailer::for_payload(p, 4, IpProtocol::Udp);
-        let ct_len = p + trailer.buffer_len();
-        let new_len = ip_end + encap + PREFIX_LEN + ct_len + ICV_LEN;
+        let new_len = sealed_len(len, ip_end) + encap;
         let new_off = off
             .checked_sub(encap + PREFIX_LEN)
             .ok_or(SealDrop::NoRoom)?;

@@ -255,9 +255,7 @@ impl Seal {
         let Some(mut c) = c else {
             return Err(SealDrop::NoBuffer);
         };
-        let off = pool.offset(&c);
-        let room = pool.slot_mut(&mut c).len() - off;
-        pool.set_len(&mut c, room);
+        pool.extend_to_slot(&mut c);
         let src = pool.data(b);
         let to = pool.data_mut(&mut c);
         let mut end = 0;

@@ -27,13 +27,6 @@ use dataplane::swoffload::{self, TxCaps};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-/// Sets `b`'s frame to the rest of its slot (room for a run to grow into).
-fn open_up(pool: &Pool, b: &mut Buf) {
-    let off = pool.offset(b);
-    let size = pool.slot_mut(b).len();
-    pool.set_len(b, size.saturating_sub(off));
-}
-
 /// The most bytes a run may take in its buffer: a large slot's, less the headroom.
 const RUN_MAX: usize = dataplane::pool::LARGE_SLOT_SIZE - dataplane::pool::HEADROOM;
 
@@ -52,7 +45,7 @@ fn grow(
     let Some(mut l) = pool.alloc_large() else {
         return false;
     };
-    open_up(pool, &mut l);
+    pool.extend_to_slot(&mut l);
     let (Some(to), Some(from)) = (
         pool.data_mut(&mut l).get_mut(..used),
         pool.data(b).get(..used),
@@ -129,7 +122,7 @@ pub struct UnderlayIn {
     cutting: Option<Cutting>,
 }
 
-/// Room for cutting one UDP super-frame, made once.
+/// Room for taking one UDP super-frame apart (cut, or opened whole), made once.
 struct Cutting {
     /// Its datagrams (capacity for the most one carries, so pushing never allocates).
     segs: Vec<Buf>,
@@ -285,7 +278,8 @@ impl UnderlayIn {
     /// instead of a frame per datagram merged again on the way out:
     /// - the first run of the super-frame is built where it lies (its later payloads moved
     ///   down behind the first segment);
-    /// - a run that does not start there is copied into a large buffer of its own;
+    /// - a run that does not start there is copied into a buffer of its own (a small one,
+    ///   moved to a large one when it grows);
     /// - the last run may be `held` for the next super-frame of the burst, which appends to it
     ///   what follows (the peer's TAP cuts its UDP super-frames at 64 KiB, which is not where
     ///   the inner TCP super-frames end); [`UnderlayIn::release`] sends it at the latest at the
@@ -433,7 +427,7 @@ impl UnderlayIn {
                         continue;
                     };
                     if seg.is_some() {
-                        open_up(pool, &mut nb);
+                        pool.extend_to_slot(&mut nb);
                     } else {
                         pool.set_len(&mut nb, ip_end + n);
                     }
@@ -467,7 +461,7 @@ impl UnderlayIn {
         let mut rest = 0..segs.len();
         match here {
             Some(r) if !here_ended => {
-                open_up(pool, &mut b);
+                pool.extend_to_slot(&mut b);
                 // (None held: a run built here ended any held one.)
                 if let Some((hb, hr)) = held.replace((b, r)) {
                     self.send_run::<T>(io, frames, pool, opener, spill, hb, &hr, out);
